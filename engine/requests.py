@@ -1,0 +1,89 @@
+"""The seam between the bot and the engine: plain dataclasses, no torch.
+
+The bot builds a `RenderRequest`, awaits `Engine.render()`, and receives `RenderProgress`
+events and a `RenderResult`. Images cross the seam as Pillow images. Cancelling the
+awaiting task cancels the render (it stops at the next denoising step).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from PIL import Image
+
+
+class Action(enum.StrEnum):
+    IMAGINE = "imagine"  # text -> four tiles (a reroll is an imagine with new seeds)
+    VARIATION = "variation"  # one tile -> four new tiles (image-to-image)
+    UPSCALE = "upscale"  # one tile -> one image twice the size
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderRequest:
+    action: Action
+    prompt: str
+    seeds: tuple[int, ...]  # one per output image
+    width: int = 512  # of one tile; an upscale returns 2x this
+    height: int = 512
+    steps: int = 20
+    guidance_scale: float = 7.5
+    negative_prompt: str = ""
+    model: str | None = None  # None: the engine's default model
+    init_image: Image.Image | None = field(default=None, compare=False)  # variation/upscale source
+    strength: float | None = None  # variation/upscale: 0 keeps the source, 1 ignores it
+    chaos: int = 0  # 0-100: how far the four tiles spread apart
+    stop: int = 100  # 10-100: percent of the steps to run before finishing
+    tile: bool = False  # seamless tiling
+    preview: bool = False  # attach a cheap preview image to progress events
+
+
+@dataclass(frozen=True, slots=True)
+class RenderProgress:
+    step: int
+    total: int
+    preview: Image.Image | None = None  # the current grid, approximated from the latents
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    images: tuple[Image.Image, ...]  # one per seed
+    seeds: tuple[int, ...]
+    model: str
+    elapsed_s: float  # device time spent on this request
+
+    @property
+    def grid(self) -> Image.Image:
+        """The images as a 2x2 grid (or a single image unchanged)."""
+        from engine.grid import compose_grid
+
+        return compose_grid(self.images)
+
+
+class RenderError(Exception):
+    """A render failed for a reason the requester can be told (out of memory, bad input)."""
+
+
+ProgressCallback = Callable[[RenderProgress], None]
+
+
+class Engine(Protocol):
+    """What the bot needs from an engine; `engine.Engine` and `engine.fake.FakeEngine` provide it."""
+
+    @property
+    def models(self) -> Sequence[str]: ...
+
+    @property
+    def default_model(self) -> str: ...
+
+    async def render(
+        self, request: RenderRequest, *, progress: ProgressCallback | None = None
+    ) -> RenderResult:
+        """Render `request`; `progress` is called on the event loop's thread."""
+        ...
