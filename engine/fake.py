@@ -24,7 +24,9 @@ class FakeEngine:
         step_delay_s: float = 0.0,
         fail_prompts: Sequence[str] = ("__fail__",),
         hang_prompts: Sequence[str] = ("__hang__",),
+        tile_size: int = 64,
     ) -> None:
+        self.tile_size = tile_size
         self._models = tuple(models)
         self.step_delay_s = step_delay_s
         self.fail_prompts = tuple(fail_prompts)
@@ -44,6 +46,9 @@ class FakeEngine:
     @property
     def default_model(self) -> str:
         return self._models[0]
+
+    def native_size(self, model: str | None = None) -> int:
+        return self.tile_size
 
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         self.requests.append(request)

@@ -82,6 +82,10 @@ class Engine(Protocol):
     @property
     def default_model(self) -> str: ...
 
+    def native_size(self, model: str | None = None) -> int:
+        """The tile edge (pixels) the model was trained at; aspect ratios keep this area."""
+        ...
+
     async def render(
         self, request: RenderRequest, *, progress: ProgressCallback | None = None
     ) -> RenderResult:

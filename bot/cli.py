@@ -1,0 +1,194 @@
+"""The `dreamgrid` command: run the bot, render locally, manage the database and Discord app."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from bot.settings import Settings, SettingsError, load_settings
+from engine.requests import Engine
+
+log = logging.getLogger("dreamgrid")
+
+# View Channel, Send Messages, Send Messages in Threads, Embed Links, Attach Files,
+# Read Message History, Add Reactions: what posting grids and the ✉️ reaction need.
+INVITE_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 38) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 6)
+
+
+def point_discord_py_at(api_base: str | None, gateway_url: str | None) -> None:
+    """Send discord.py's REST and gateway traffic elsewhere (a proxy, or the tests' fake Discord)."""
+    import discord
+    import yarl
+
+    if api_base:
+        discord.http.Route.BASE = api_base.rstrip("/")
+    if gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+@asynccontextmanager
+async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
+    if settings.engine == "fake":
+        from engine.fake import FakeEngine
+
+        async with FakeEngine(models=settings.installed_models, step_delay_s=settings.fake_step_delay_s) as fake:
+            yield fake
+        return
+    from engine.core import DiffusersEngine
+
+    async with DiffusersEngine(
+        model=settings.model,
+        models=settings.installed_models,
+        device=settings.device,
+        dtype=settings.dtype,
+        batch_window_s=settings.batch_window_s,
+    ) as engine:
+        yield engine
+
+
+async def run_bot(settings: Settings) -> None:
+    import discord
+
+    from bot.client import DreamGrid
+    from bot.store import Store
+
+    point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
+    assert settings.discord_token is not None
+    async with Store.open(settings.database_path) as store, open_engine(settings) as engine:
+        async with DreamGrid(settings=settings, store=store, engine=engine) as bot:
+            try:
+                await bot.start(settings.discord_token.get_secret_value())
+            except discord.LoginFailure:
+                raise SettingsError("Discord rejected DISCORD_TOKEN; copy the bot token again from the Developer Portal.") from None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import discord
+
+    settings = load_settings()
+    if settings.discord_token is None:
+        raise SettingsError(
+            "DISCORD_TOKEN is not set: put the bot token from the Discord Developer Portal in .env (see .env.example)."
+        )
+    discord.utils.setup_logging(level=getattr(logging, settings.log_level))
+    try:
+        asyncio.run(run_bot(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from bot.store import Store
+
+    settings = load_settings()
+
+    async def upgrade() -> int:
+        async with Store.open(settings.database_path) as store:
+            return await store.version()
+
+    version = asyncio.run(upgrade())
+    print(f"{settings.database_path}: schema version {version}")
+    return 0
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    import discord
+
+    from bot.client import DreamGrid
+    from bot.store import Store
+    from engine.fake import FakeEngine
+
+    settings = load_settings()
+    if settings.discord_token is None:
+        raise SettingsError("DISCORD_TOKEN is not set: `dreamgrid sync` registers commands with that bot's token.")
+    point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
+    guild_id = args.guild or settings.discord_guild_id
+
+    async def sync() -> int:
+        # The commands' definitions don't depend on the engine, so don't load a model to sync.
+        async with Store.open(settings.database_path) as store:
+            bot = DreamGrid(settings=settings, store=store, engine=FakeEngine(models=settings.installed_models), run_jobs=False)
+            async with bot:
+                await bot.login(settings.discord_token.get_secret_value())
+                guild = discord.Object(guild_id) if guild_id else None
+                if guild is not None:
+                    bot.tree.copy_global_to(guild=guild)
+                synced = await bot.tree.sync(guild=guild)
+                if guild is None:
+                    await store.set_meta(f"commands_hash:{bot.application_id}", bot.commands_fingerprint())
+        where = f"guild {guild_id}" if guild_id else "all servers (global commands can take a minute to appear)"
+        print(f"registered {len(synced)} commands for {where}")
+        return 0
+
+    return asyncio.run(sync())
+
+
+def _application_id_from_token(token: str) -> int | None:
+    head = token.split(".", 1)[0]
+    try:
+        return int(base64.b64decode(head + "=" * (-len(head) % 4)).decode())
+    except ValueError:
+        return None
+
+
+def _cmd_invite(args: argparse.Namespace) -> int:
+    client_id = args.client_id
+    if client_id is None:
+        settings = load_settings()
+        if settings.discord_token is not None:
+            client_id = _application_id_from_token(settings.discord_token.get_secret_value())
+    if client_id is None:
+        raise SettingsError("pass --client-id (the Application ID from the Developer Portal) or set DISCORD_TOKEN.")
+    print(
+        f"https://discord.com/oauth2/authorize?client_id={client_id}"
+        f"&scope=bot+applications.commands&permissions={INVITE_PERMISSIONS}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dreamgrid", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)").set_defaults(func=_cmd_run)
+    commands.add_parser("imagine", help="render a grid to a PNG locally, no Discord (see `dreamgrid imagine -h`)",
+                        add_help=False)
+    commands.add_parser("train", help="train a text-to-image model (see `dreamgrid train -h`)", add_help=False)
+    commands.add_parser("eval", help="measure how well a model follows prompts", add_help=False)
+    db = commands.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply pending migrations").set_defaults(func=_cmd_db_upgrade)
+    sync = commands.add_parser("sync", help="register the slash commands with Discord")
+    sync.add_argument("--guild", type=int, help="register to this server only (appears at once)")
+    sync.set_defaults(func=_cmd_sync)
+    invite = commands.add_parser("invite", help="print the URL that adds the bot to a server")
+    invite.add_argument("--client-id", type=int, help="the Application ID (default: read from DISCORD_TOKEN)")
+    invite.set_defaults(func=_cmd_invite)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        # These hand their own arguments to the engine's command-line tools.
+        if argv and argv[0] == "imagine":
+            from engine.cli import imagine_main
+
+            return imagine_main(argv[1:])
+        if argv and argv[0] in ("train", "eval"):
+            from engine.training.cli import eval_main, train_main
+
+            return (train_main if argv[0] == "train" else eval_main)(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"dreamgrid: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The discord.py client: wires the cogs, the command tree's error handler and the scheduler."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import discord
+from discord.ext import commands
+
+from bot.errors import on_app_command_error
+from bot.scheduler import Scheduler
+from bot.settings import Settings
+from bot.store import Job, Store
+from engine.requests import Engine
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("bot.cogs.imagine",)
+
+
+class DreamGrid(commands.Bot):
+    def __init__(self, *, settings: Settings, store: Store, engine: Engine, run_jobs: bool = True) -> None:
+        # No privileged intents: slash commands and buttons arrive as interactions.
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.run_jobs = run_jobs
+        self.scheduler = Scheduler(self)
+
+    async def setup_hook(self) -> None:
+        self.tree.on_error = on_app_command_error
+        for extension in EXTENSIONS:
+            try:
+                await self.load_extension(extension)
+            except Exception:
+                log.exception("failed to load extension %s", extension)
+        if self.run_jobs:
+            await self.sync_commands_if_changed()
+            await self.scheduler.start()
+
+    async def close(self) -> None:
+        await self.scheduler.stop()
+        await super().close()
+
+    def result_view(self, job: Job) -> discord.ui.View | None:
+        """The buttons under a finished job; the cogs that own them register a builder."""
+        return None
+
+    def commands_fingerprint(self) -> str:
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands()]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    async def sync_commands_if_changed(self) -> None:
+        """Register the slash commands globally when they differ from what was last synced.
+
+        Syncing on every start would hit Discord's daily limit for command creates; a
+        fingerprint of the definitions in the database makes a restart free.
+        """
+        fingerprint = self.commands_fingerprint()
+        key = f"commands_hash:{self.application_id}"
+        if await self.store.get_meta(key) == fingerprint:
+            return
+        synced = await self.tree.sync()
+        await self.store.set_meta(key, fingerprint)
+        log.info("registered %d slash commands", len(synced))

@@ -1,0 +1,117 @@
+"""Turning what a member asked for into queued jobs, and telling them it was accepted."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot import messages
+from bot.errors import UserError
+from bot.prompt import ParsedPrompt
+from bot.store import Job, NewJob, QueueFull, QueueLimits
+from engine import params as render_params
+
+if TYPE_CHECKING:
+    from bot.client import DreamGrid
+
+MAX_SEED = 4_294_967_295
+
+
+def seeds_for(seed: int | None, count: int = 4) -> list[int]:
+    """Midjourney's rule: `--seed N` gives tiles N, N+1, …; no seed gives random ones."""
+    if seed is None:
+        return [secrets.randbelow(MAX_SEED + 1) for _ in range(count)]
+    return [(seed + i) % (MAX_SEED + 1) for i in range(count)]
+
+
+def imagine_params(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The recorded render request for a prompt: everything needed to render it again."""
+    settings = bot.settings
+    aspect = parsed.aspect or tuple(defaults.get("aspect") or (1, 1))
+    native = bot.engine.native_size(model)
+    width, height = render_params.size_for_aspect(aspect[0], aspect[1], native * native)
+    quality = parsed.quality if parsed.quality is not None else defaults.get("quality", 1)
+    stylize = parsed.stylize if parsed.stylize is not None else defaults.get("stylize", render_params.DEFAULT_STYLIZE)
+    steps = min(render_params.steps_for_quality(quality, base=settings.steps), settings.max_steps)
+    return {
+        "prompt": parsed.text,
+        "negative_prompt": parsed.negative,
+        "width": width,
+        "height": height,
+        "aspect": f"{aspect[0]}:{aspect[1]}",
+        "steps": steps,
+        "quality": quality,
+        "stylize": stylize,
+        "guidance_scale": render_params.guidance_for_stylize(stylize, base=settings.guidance_scale),
+        "chaos": parsed.chaos or 0,
+        "stop": parsed.stop or 100,
+        "tile": parsed.tile,
+    }
+
+
+def new_job(
+    interaction: discord.Interaction,
+    *,
+    kind: str,
+    prompt: str,
+    params: dict[str, Any],
+    seeds: Sequence[int],
+    model: str,
+    parent: Job | None = None,
+    parent_index: int | None = None,
+) -> NewJob:
+    return NewJob(
+        kind=kind,
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        prompt=prompt,
+        params=params,
+        seeds=list(seeds),
+        model=model,
+        parent_id=parent.id if parent else None,
+        parent_index=parent_index,
+        application_id=interaction.application_id,
+        interaction_token=interaction.token,
+    )
+
+
+async def submit(bot: DreamGrid, interaction: discord.Interaction, jobs: Sequence[NewJob]) -> list[Job]:
+    """Queue jobs (each a row before the member hears of it) and show each one's message.
+
+    Nothing is queued when the first job is over a limit: the member gets the reason,
+    ephemerally. When a later one is refused, the ones already accepted still run.
+    """
+    settings = bot.settings
+    limits = QueueLimits(settings.max_running_per_user, settings.max_queued_per_user, settings.max_queue)
+    accepted: list[Job] = []
+    refusal = None
+    for job in jobs:
+        try:
+            accepted.append(await bot.store.enqueue(job, limits))
+        except QueueFull as exc:
+            if not accepted:
+                raise UserError(str(exc)) from None
+            refusal = f"Only {len(accepted)} of {len(jobs)} jobs were queued: {exc}"
+            break
+    bot.scheduler.wake()
+    for job in accepted:
+        position = await bot.store.queue_position(job.id)
+        content = messages.waiting(job, position)
+        try:
+            if not interaction.response.is_done():
+                response = await interaction.response.send_message(content)
+                message_id = response.message_id
+            else:
+                message_id = (await interaction.followup.send(content, wait=True)).id
+        except discord.HTTPException:
+            message_id = None  # the result will be posted to the channel instead
+        if message_id is not None:
+            await bot.store.set_message(job.id, message_id)
+        bot.scheduler.announced(job.id)
+    if refusal:
+        await interaction.followup.send(refusal, ephemeral=True)
+    return accepted

@@ -1,0 +1,63 @@
+"""What a job's message says at each stage. Pure functions: job in, text and embeds out."""
+
+from __future__ import annotations
+
+import discord
+
+from bot.store import ImageRow, Job
+
+PROMPT_PREVIEW_CHARS = 900  # content must stay under 2,000 with everything around it
+
+KIND_LABELS = {
+    "imagine": "",
+    "reroll": " (reroll)",
+    "variation": " - Variations",
+    "upscale": " - Upscaled",
+}
+
+
+def _title(job: Job) -> str:
+    prompt = job.prompt if len(job.prompt) <= PROMPT_PREVIEW_CHARS else job.prompt[: PROMPT_PREVIEW_CHARS - 1] + "…"
+    tile = f" (image #{job.parent_index})" if job.parent_index else ""
+    return f"**{discord.utils.escape_markdown(prompt)}**{KIND_LABELS.get(job.kind, '')}{tile} - <@{job.user_id}>"
+
+
+def waiting(job: Job, position: int) -> str:
+    where = "next in line" if position <= 1 else f"position {position}"
+    return f"{_title(job)} (Waiting to start, {where})"
+
+
+def progress(job: Job, fraction: float) -> str:
+    return f"{_title(job)} ({fraction:.0%})"
+
+
+def done(job: Job) -> str:
+    return _title(job)
+
+
+def failed(job: Job) -> str:
+    return f"{_title(job)}\n:warning: {job.error or 'This job failed.'} (job {job.id})"
+
+
+def cancelled(job: Job) -> str:
+    return f"{_title(job)}\n:no_entry_sign: Cancelled. (job {job.id})"
+
+
+def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Embed:
+    params = job.params
+    embed = discord.Embed(
+        description=job.prompt[:4000] if len(job.prompt) <= 4000 else job.prompt[:3999] + "…",
+        colour=discord.Colour.blurple(),
+    )
+    seeds = ", ".join(str(i.seed) for i in images) or ", ".join(map(str, job.seeds))
+    width, height = (images[0].width, images[0].height) if images else (params.get("width"), params.get("height"))
+    embed.add_field(name="Seeds", value=seeds, inline=False)
+    embed.add_field(name="Size", value=f"{width}×{height}")
+    embed.add_field(name="Steps", value=str(params.get("steps", "?")))
+    embed.add_field(name="Model", value=job.model[:1000])
+    embed.add_field(name="Job", value=str(job.id))
+    if job.parent_id:
+        embed.add_field(name="From", value=f"job {job.parent_id}" + (f", image {job.parent_index}" if job.parent_index else ""))
+    embed.set_image(url=f"attachment://{filename}")
+    embed.set_footer(text=f"/show {job.id} brings this back at any time")
+    return embed

@@ -1,0 +1,272 @@
+"""Runs the queue: takes the next job from SQLite, renders it, shows the member the result.
+
+Nothing lives only in memory: a job is a row before anyone is told it was accepted, the
+row says how far it got, and `start()` picks up whatever a crash interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import discord
+from PIL import Image
+
+from bot import messages
+from bot.delivery import Delivery
+from bot.images import DEFAULT_UPLOAD_LIMIT, encode_for_upload, preview_bytes, save_png
+from bot.store import ImageRow, Job
+from engine.grid import compose_grid
+from engine.requests import Action, ProgressCallback, RenderError, RenderProgress, RenderRequest
+
+if TYPE_CHECKING:
+    from bot.client import DreamGrid
+
+log = logging.getLogger(__name__)
+
+REQUEST_FIELDS = {
+    "prompt",
+    "negative_prompt",
+    "width",
+    "height",
+    "steps",
+    "guidance_scale",
+    "strength",
+    "chaos",
+    "stop",
+    "tile",
+}
+KIND_ACTIONS = {"imagine": Action.IMAGINE, "reroll": Action.IMAGINE, "variation": Action.VARIATION, "upscale": Action.UPSCALE}
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class Scheduler:
+    def __init__(self, bot: DreamGrid) -> None:
+        self.bot = bot
+        self.store = bot.store
+        self.settings = bot.settings
+        self.delivery = Delivery(bot)
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._announced: dict[int, asyncio.Event] = {}
+        self._background: set[asyncio.Task[object]] = set()
+        self._closing = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        requeued, failed = await self.store.recover(self.settings.max_attempts)
+        if requeued or failed:
+            log.warning("recovered from an unclean stop: %d jobs re-queued, %d given up", requeued, failed)
+        self._loop_task = asyncio.create_task(self._run_forever(), name="dreamgrid-scheduler")
+
+    async def stop(self) -> None:
+        """Stop taking jobs; renders in flight go back to the queue for the next start."""
+        self._closing = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        tasks = [*self._running.values(), *self._background]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, *([self._loop_task] if self._loop_task else []), return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def announced(self, job_id: int) -> None:
+        """The cog has recorded the job's message id; its runner may edit the message now."""
+        self._announced.setdefault(job_id, asyncio.Event()).set()
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def _run_forever(self) -> None:
+        await self._deliver_pending()
+        while True:
+            self._wake.clear()
+            try:
+                while len(self._running) < self.settings.max_concurrent_jobs:
+                    job = await self.store.claim_next(self.settings.max_running_per_user)
+                    if job is None:
+                        break
+                    task = asyncio.create_task(self._run_job(job), name=f"dreamgrid-job-{job.id}")
+                    self._running[job.id] = task
+                    task.add_done_callback(lambda _t, job_id=job.id: self._job_done(job_id))
+            except Exception:
+                log.exception("scheduler could not take the next job; retrying")
+                await asyncio.sleep(1)
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=30)
+            except TimeoutError:
+                await self._deliver_pending()
+
+    def _job_done(self, job_id: int) -> None:
+        self._running.pop(job_id, None)
+        self._announced.pop(job_id, None)
+        self.wake()
+
+    async def _deliver_pending(self) -> None:
+        for job in await self.store.undelivered():
+            if job.id not in self._running:
+                await self.deliver(job)
+
+    # -- one job ------------------------------------------------------------------------
+
+    async def _run_job(self, job: Job) -> None:
+        started = time.perf_counter()
+        try:
+            request = await self._request_for(job)
+            async with asyncio.timeout(self.settings.job_timeout_s):
+                result = await self.bot.engine.render(request, progress=self._progress_reporter(job))
+        except asyncio.CancelledError:
+            if self._closing:
+                await asyncio.shield(self.store.requeue(job.id))
+            raise
+        except TimeoutError:
+            minutes = self.settings.job_timeout_s / 60
+            limit = f"{minutes:g} minutes" if minutes >= 1 else f"{self.settings.job_timeout_s:g} seconds"
+            finished = await self.store.fail(job.id, f"This job took longer than {limit} and was stopped.",
+                                             time.perf_counter() - started)
+        except RenderError as exc:
+            finished = await self.store.fail(job.id, str(exc), time.perf_counter() - started)
+        except Exception:
+            log.exception("job %s failed", job.id)
+            finished = await self.store.fail(
+                job.id, "Something went wrong while drawing this; it has been logged.", time.perf_counter() - started
+            )
+        else:
+            images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds)
+            finished = await self.store.finish(job.id, images, result.elapsed_s)
+        if finished is not None:
+            await self.deliver(finished)
+
+    async def _request_for(self, job: Job) -> RenderRequest:
+        fields = {k: v for k, v in job.params.items() if k in REQUEST_FIELDS}
+        action = KIND_ACTIONS[job.kind]
+        init_image = None
+        if action is not Action.IMAGINE:
+            init_image = await self._source_image(job)
+        return RenderRequest(
+            action=action,
+            seeds=tuple(job.seeds),
+            model=job.model,
+            init_image=init_image,
+            preview=True,
+            **fields,
+        )
+
+    async def _source_image(self, job: Job) -> Image.Image:
+        if job.parent_id is None or job.parent_index is None:
+            raise RenderError("This job has no source image.")
+        for row in await self.store.get_images(job.parent_id):
+            if row.idx == job.parent_index:
+                path = self.settings.data_dir / row.path
+                try:
+                    return await asyncio.to_thread(_load_rgb, path)
+                except OSError:
+                    break
+        raise RenderError(f"The source image (job {job.parent_id}, image {job.parent_index}) is no longer stored.")
+
+    def _save_images(self, job: Job, images: tuple[Image.Image, ...], seeds: tuple[int, ...]) -> list[ImageRow]:
+        rows = []
+        for idx, (image, seed) in enumerate(zip(images, seeds, strict=True), start=1):
+            relative = f"images/{job.id}/{idx}.png"
+            save_png(image, self.settings.data_dir / relative)
+            rows.append(ImageRow(job.id, idx, relative, image.width, image.height, seed))
+        return rows
+
+    def _progress_reporter(self, job: Job) -> ProgressCallback:
+        interval = self.settings.progress_interval_s
+        last_edit = time.monotonic()  # the "Waiting to start" message was just shown
+        in_flight: asyncio.Task[None] | None = None
+
+        def report(event: RenderProgress) -> None:
+            nonlocal last_edit, in_flight
+            now = time.monotonic()
+            if now - last_edit < interval or (in_flight is not None and not in_flight.done()) or event.step >= event.total:
+                return
+            last_edit = now
+            in_flight = asyncio.create_task(self._show_progress(job, event))
+            self._background.add(in_flight)
+            in_flight.add_done_callback(self._background.discard)
+
+        return report
+
+    async def _show_progress(self, job: Job, event: RenderProgress) -> None:
+        try:
+            await self.store.set_progress(job.id, event.fraction)
+            job = await self._with_message(job)
+            file = None
+            if event.preview is not None:
+                data = await asyncio.to_thread(preview_bytes, event.preview)
+                file = discord.File(io.BytesIO(data), filename="preview.jpg")
+            await self.delivery.update(job, content=messages.progress(job, event.fraction), file=file)
+        except Exception:
+            log.warning("job %s: progress update failed", job.id, exc_info=True)
+
+    async def _with_message(self, job: Job) -> Job:
+        """The job as stored, once the cog has recorded its message (or a few seconds passed)."""
+        if job.message_id is None:
+            event = self._announced.setdefault(job.id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), timeout=5)
+            except TimeoutError:
+                pass
+            job = await self.store.get_job(job.id) or job
+        return job
+
+    # -- telling the member -------------------------------------------------------------
+
+    async def deliver(self, job: Job) -> None:
+        """Show a finished job's final state; recorded so it happens once."""
+        job = await self._with_message(job)
+        file = embed = view = None
+        if job.status == "done":
+            rows = await self.store.get_images(job.id)
+            data, filename = await asyncio.to_thread(self._encode_result, job, rows)
+            file = discord.File(io.BytesIO(data), filename=filename)
+            embed = messages.result_embed(job, rows, filename)
+            view = self.bot.result_view(job)
+            content = messages.done(job)
+        elif job.status == "cancelled":
+            content = messages.cancelled(job)
+        else:
+            content = messages.failed(job)
+        try:
+            shown = await self.delivery.update(job, content=content, embed=embed, file=file, view=view, announce=True)
+        except discord.HTTPException as exc:
+            if exc.status >= 500:
+                log.warning("job %s: Discord is unavailable (%s); delivery will be retried", job.id, exc.status)
+                return
+            log.error("job %s: cannot be delivered (%s); giving up", job.id, exc)
+            shown = None
+        except (OSError, discord.DiscordException):
+            log.warning("job %s: delivery failed; will be retried", job.id, exc_info=True)
+            return
+        await self.store.mark_delivered(job.id, shown.channel_id if shown else None, shown.message_id if shown else None)
+
+    def _encode_result(self, job: Job, rows: list[ImageRow]) -> tuple[bytes, str]:
+        tiles = [_load_rgb(self.settings.data_dir / row.path) for row in rows]
+        return encode_for_upload(compose_grid(tiles), f"dreamgrid-{job.id}", self._upload_limit(job))
+
+    def _upload_limit(self, job: Job) -> int:
+        guild = self.bot.get_guild(job.guild_id) if job.guild_id else None
+        return guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
+
+
+def _load_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")

@@ -1,0 +1,81 @@
+"""Settings, read once from the environment and `.env`, then handed down explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every field is documented, with its default, in `.env.example`."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", env_ignore_empty=True, extra="ignore")
+
+    discord_token: SecretStr | None = None
+    # Where slash commands are registered by `dreamgrid sync` when no guild is given there.
+    discord_guild_id: int | None = None
+    # Point discord.py at another Discord API (a proxy, or the tests' loopback fake).
+    discord_api_base: str | None = None
+    discord_gateway_url: str | None = None
+
+    model: str = "dreamgrid-tiny"
+    # Other models members may pick with `--model`; the default MODEL is always included.
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    data_dir: Path = Path("data")
+
+    steps: int = Field(default=20, ge=1, le=150)
+    max_steps: int = Field(default=50, ge=1, le=150)
+    guidance_scale: float = Field(default=7.5, ge=0, le=30)
+    progress_interval_s: float = Field(default=2.0, ge=0.5)
+    batch_window_s: float = Field(default=0.05, ge=0, le=5)
+
+    max_running_per_user: int = Field(default=3, ge=1)
+    max_queued_per_user: int = Field(default=10, ge=0)
+    max_queue: int = Field(default=200, ge=1)
+    max_concurrent_jobs: int = Field(default=4, ge=1)
+    job_timeout_s: float = Field(default=600, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+
+    # "fake" swaps the model for a stand-in that draws flat colours: for load tests and demos without torch.
+    engine: Literal["diffusers", "fake"] = "diffusers"
+    fake_step_delay_s: float = Field(default=0.0, ge=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [m.strip() for m in value.split(",") if m.strip()]
+        return value
+
+    @property
+    def installed_models(self) -> list[str]:
+        return [self.model, *(m for m in self.models if m != self.model)]
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "dreamgrid.sqlite3"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message is one line for the operator."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'_'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None

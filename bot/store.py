@@ -1,0 +1,428 @@
+"""The SQLite store: the only module that knows the schema. Plain parameterised SQL, no ORM.
+
+One long-lived aiosqlite connection (one writer at a time is SQLite's rule anyway), WAL and
+synchronous=NORMAL: a crash of the bot loses no committed row. The jobs table *is* the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+ACTIVE = ("queued", "running")
+FINISHED = ("done", "failed", "cancelled")
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    kind: str
+    parent_id: int | None
+    parent_index: int | None
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    prompt: str
+    params: dict[str, Any]
+    seeds: list[int]
+    model: str
+    status: str
+    progress: float
+    error: str | None
+    attempts: int
+    gpu_seconds: float
+    application_id: int | None
+    interaction_token: str | None
+    token_expires_at: datetime | None
+    message_id: int | None
+    result_channel_id: int | None
+    result_message_id: int | None
+    delivered_at: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+    @classmethod
+    def from_row(cls, row: aiosqlite.Row) -> Job:
+        values = dict(row)
+        values["params"] = json.loads(values["params"])
+        values["seeds"] = json.loads(values["seeds"])
+        values["token_expires_at"] = _parse_time(values["token_expires_at"])
+        return cls(**values)
+
+    @property
+    def token_usable(self) -> bool:
+        """Whether the interaction webhook can still edit this job's message (Discord: 15 min)."""
+        return (
+            self.interaction_token is not None
+            and self.token_expires_at is not None
+            and datetime.now(UTC) < self.token_expires_at
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    kind: str
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    prompt: str
+    params: dict[str, Any]
+    seeds: Sequence[int]
+    model: str
+    parent_id: int | None = None
+    parent_index: int | None = None
+    application_id: int | None = None
+    interaction_token: str | None = None
+    token_lifetime_s: float = 14 * 60  # Discord allows 15 min; keep a margin for slow edits
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRow:
+    job_id: int
+    idx: int
+    path: str
+    width: int
+    height: int
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    max_running_per_user: int
+    max_queued_per_user: int
+    max_queue: int
+
+
+class QueueFull(Exception):
+    """A limit refused the job; the message names the numbers, for the member."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserStats:
+    queued: int
+    running: int
+    jobs_today: int
+    jobs_total: int
+    gpu_seconds: float
+
+
+class Store:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, path: Path | str) -> AsyncIterator[Store]:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            db.row_factory = aiosqlite.Row
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=5000")
+            store = cls(db)
+            await store.upgrade()
+            yield store
+        finally:
+            await db.close()
+
+    # -- schema --------------------------------------------------------------------------
+
+    async def version(self) -> int:
+        async with self.db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0])
+
+    async def upgrade(self, migrations_dir: Path = MIGRATIONS_DIR) -> list[int]:
+        """Apply every migration newer than the database, each in its own transaction."""
+        current = await self.version()
+        applied = []
+        for number, path in available_migrations(migrations_dir):
+            if number <= current:
+                continue
+            sql = path.read_text(encoding="utf-8")
+            try:
+                # executescript() commits an open transaction first, so the script carries its own.
+                await self.db.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+            except Exception:
+                if self.db.in_transaction:
+                    await self.db.execute("ROLLBACK")
+                raise
+            log.info("applied migration %s", path.name)
+            applied.append(number)
+        return applied
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+        else:
+            await self.db.execute("COMMIT")
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        async with self.db.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        async with self.db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    # -- users and guilds ----------------------------------------------------------------
+
+    async def ensure_user(self, user_id: int) -> None:
+        await self.db.execute("INSERT INTO users (id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
+
+    async def ensure_guild(self, guild_id: int) -> None:
+        await self.db.execute("INSERT INTO guilds (id) VALUES (?) ON CONFLICT DO NOTHING", (guild_id,))
+
+    # -- the queue -----------------------------------------------------------------------
+
+    async def enqueue(self, job: NewJob, limits: QueueLimits) -> Job:
+        """Record a job as queued, or raise QueueFull without recording anything."""
+        async with self.transaction() as db:
+            row = await self._one(
+                "SELECT COUNT(*) FILTER (WHERE status = 'queued') AS queued,"
+                " COUNT(*) FILTER (WHERE status = 'queued' AND user_id = ?) AS user_queued"
+                " FROM jobs WHERE status = 'queued'",
+                (job.user_id,),
+            )
+            queued, user_queued = row["queued"], row["user_queued"]
+            if user_queued >= limits.max_queued_per_user:
+                raise QueueFull(
+                    f"You already have {user_queued} jobs waiting (the limit is {limits.max_queued_per_user})."
+                    " Wait for some to finish, or cancel one with /cancel."
+                )
+            if queued >= limits.max_queue:
+                raise QueueFull(f"The queue is full ({queued} jobs waiting). Please try again in a few minutes.")
+            await db.execute("INSERT INTO users (id) VALUES (?) ON CONFLICT DO NOTHING", (job.user_id,))
+            if job.guild_id is not None:
+                await db.execute("INSERT INTO guilds (id) VALUES (?) ON CONFLICT DO NOTHING", (job.guild_id,))
+            expires = (
+                (datetime.now(UTC) + timedelta(seconds=job.token_lifetime_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                if job.interaction_token
+                else None
+            )
+            async with db.execute(
+                "INSERT INTO jobs (kind, parent_id, parent_index, user_id, guild_id, channel_id, prompt, params,"
+                " seeds, model, application_id, interaction_token, token_expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                (
+                    job.kind,
+                    job.parent_id,
+                    job.parent_index,
+                    job.user_id,
+                    job.guild_id,
+                    job.channel_id,
+                    job.prompt,
+                    json.dumps(job.params),
+                    json.dumps(list(job.seeds)),
+                    job.model,
+                    job.application_id,
+                    job.interaction_token,
+                    expires,
+                ),
+            ) as cur:
+                return Job.from_row(await cur.fetchone())
+
+    async def queue_position(self, job_id: int) -> int:
+        """1 for the next job to start, counting the queued jobs ahead of this one."""
+        row = await self._one("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND id <= ?", (job_id,))
+        return int(row[0])
+
+    async def claim_next(self, max_running_per_user: int) -> Job | None:
+        """Start the next job, round-robin across members.
+
+        Among members with a queued job and fewer than `max_running_per_user` running, the one
+        who waited longest since their last start goes first (a member who never started goes
+        before anyone who did); within a member, jobs go in order.
+        """
+        async with self.transaction() as db:
+            row = await self._one(
+                """
+                WITH eligible AS (
+                    SELECT user_id, MIN(id) AS first_job FROM jobs WHERE status = 'queued' GROUP BY user_id
+                ),
+                running AS (
+                    SELECT user_id, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY user_id
+                ),
+                last_start AS (
+                    SELECT user_id, MAX(started_at) AS at FROM jobs WHERE started_at IS NOT NULL GROUP BY user_id
+                )
+                SELECT e.first_job FROM eligible e
+                LEFT JOIN running r ON r.user_id = e.user_id
+                LEFT JOIN last_start l ON l.user_id = e.user_id
+                WHERE COALESCE(r.n, 0) < ?
+                ORDER BY l.at IS NOT NULL, l.at, e.first_job
+                LIMIT 1
+                """,
+                (max_running_per_user,),
+            )
+            if row is None:
+                return None
+            async with db.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1, progress = 0"
+                " WHERE id = ? RETURNING *",
+                (utcnow(), row[0]),
+            ) as cur:
+                return Job.from_row(await cur.fetchone())
+
+    async def count_running(self) -> int:
+        row = await self._one("SELECT COUNT(*) FROM jobs WHERE status = 'running'")
+        return int(row[0])
+
+    async def set_progress(self, job_id: int, progress: float) -> None:
+        await self.db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'", (progress, job_id))
+
+    async def set_message(self, job_id: int, message_id: int) -> None:
+        await self.db.execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
+
+    async def finish(self, job_id: int, images: Sequence[ImageRow], gpu_seconds: float) -> Job | None:
+        """Mark a running job done with its images; None if it was cancelled meanwhile."""
+        async with self.transaction() as db:
+            async with db.execute(
+                "UPDATE jobs SET status = 'done', progress = 1, finished_at = ?, gpu_seconds = gpu_seconds + ?"
+                " WHERE id = ? AND status = 'running' RETURNING *",
+                (utcnow(), gpu_seconds, job_id),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return None
+            await db.executemany(
+                "INSERT OR REPLACE INTO images (job_id, idx, path, width, height, seed) VALUES (?, ?, ?, ?, ?, ?)",
+                [(i.job_id, i.idx, i.path, i.width, i.height, i.seed) for i in images],
+            )
+            return Job.from_row(row)
+
+    async def fail(self, job_id: int, error: str, gpu_seconds: float = 0.0) -> Job | None:
+        async with self.db.execute(
+            "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, gpu_seconds = gpu_seconds + ?"
+            " WHERE id = ? AND status IN ('queued', 'running') RETURNING *",
+            (error, utcnow(), gpu_seconds, job_id),
+        ) as cur:
+            row = await cur.fetchone()
+        return Job.from_row(row) if row else None
+
+    async def cancel(self, job_id: int) -> Job | None:
+        """Cancel a queued or running job; None if it had already finished."""
+        async with self.db.execute(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status IN ('queued', 'running')"
+            " RETURNING *",
+            (utcnow(), job_id),
+        ) as cur:
+            row = await cur.fetchone()
+        return Job.from_row(row) if row else None
+
+    async def mark_delivered(self, job_id: int, channel_id: int | None, message_id: int | None) -> None:
+        await self.db.execute(
+            "UPDATE jobs SET delivered_at = ?, result_channel_id = ?, result_message_id = ? WHERE id = ?",
+            (utcnow(), channel_id, message_id, job_id),
+        )
+
+    async def requeue(self, job_id: int) -> None:
+        """Put a running job back in the queue without counting the attempt (a clean shutdown)."""
+        await self.db.execute(
+            "UPDATE jobs SET status = 'queued', progress = 0, attempts = MAX(attempts - 1, 0)"
+            " WHERE id = ? AND status = 'running'",
+            (job_id,),
+        )
+
+    async def recover(self, max_attempts: int) -> tuple[int, int]:
+        """After a crash: re-queue jobs that were running; fail those that crashed too often.
+
+        Returns (requeued, failed).
+        """
+        async with self.transaction() as db:
+            async with db.execute(
+                "UPDATE jobs SET status = 'failed', finished_at = ?,"
+                " error = 'This job stopped the bot ' || attempts || ' times, so it was not tried again.'"
+                " WHERE status = 'running' AND attempts >= ? RETURNING id",
+                (utcnow(), max_attempts),
+            ) as cur:
+                failed = len(list(await cur.fetchall()))
+            async with db.execute(
+                "UPDATE jobs SET status = 'queued', progress = 0 WHERE status = 'running' RETURNING id"
+            ) as cur:
+                requeued = len(list(await cur.fetchall()))
+        return requeued, failed
+
+    async def undelivered(self) -> list[Job]:
+        """Finished jobs whose final state the member has not been shown yet."""
+        rows = await self._all(
+            "SELECT * FROM jobs WHERE delivered_at IS NULL AND status IN ('done', 'failed', 'cancelled') ORDER BY id"
+        )
+        return [Job.from_row(r) for r in rows]
+
+    # -- lookups -------------------------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> Job | None:
+        row = await self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return Job.from_row(row) if row else None
+
+    async def get_images(self, job_id: int) -> list[ImageRow]:
+        rows = await self._all("SELECT * FROM images WHERE job_id = ? ORDER BY idx", (job_id,))
+        return [ImageRow(**dict(r)) for r in rows]
+
+    async def user_stats(self, user_id: int) -> UserStats:
+        row = await self._one(
+            "SELECT COUNT(*) FILTER (WHERE status = 'queued') AS queued,"
+            " COUNT(*) FILTER (WHERE status = 'running') AS running,"
+            " COUNT(*) FILTER (WHERE created_at >= strftime('%Y-%m-%dT00:00:00.000Z', 'now')) AS jobs_today,"
+            " COUNT(*) AS jobs_total, COALESCE(SUM(gpu_seconds), 0) AS gpu_seconds"
+            " FROM jobs WHERE user_id = ?",
+            (user_id,),
+        )
+        return UserStats(**dict(row))
+
+    # -- installation facts ---------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        row = await self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return row[0] if row else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
+def available_migrations(migrations_dir: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:
+    found = []
+    for path in sorted(migrations_dir.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise ValueError(f"migration file {path.name!r} is not named NNNN_what.sql")
+        found.append((int(match.group(1)), path))
+    numbers = [n for n, _ in found]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"migrations must be numbered 1..N without gaps, found {numbers}")
+    return found
+

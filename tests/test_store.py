@@ -1,0 +1,119 @@
+"""The SQLite store: migrations, the queue's order and limits, crash recovery."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bot.store import MIGRATIONS_DIR, NewJob, QueueFull, QueueLimits, Store, available_migrations
+
+LIMITS = QueueLimits(max_running_per_user=3, max_queued_per_user=10, max_queue=100)
+
+
+def job(user_id: int, prompt: str = "a red circle", **kw) -> NewJob:
+    return NewJob(
+        kind="imagine", user_id=user_id, guild_id=1, channel_id=2, prompt=prompt, params={"steps": 4},
+        seeds=[1, 2, 3, 4], model="m", **kw,
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    async with Store.open(tmp_path / "db.sqlite3") as store:
+        yield store
+
+
+async def test_fresh_database_is_at_the_latest_schema(store: Store) -> None:
+    assert await store.version() == len(available_migrations())
+    assert await store.upgrade() == []  # idempotent
+
+
+async def test_a_failing_migration_changes_nothing(tmp_path: Path) -> None:
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    broken = len(available_migrations(migrations)) + 1
+    (migrations / f"{broken:04d}_broken.sql").write_text("CREATE TABLE half_done (x);\nTHIS IS NOT SQL;\n")
+    async with Store.open(tmp_path / "db.sqlite3") as store:
+        before = await store.version()
+        with pytest.raises(Exception, match="syntax error"):
+            await store.upgrade(migrations)
+        assert await store.version() == before
+        tables = [r[0] for r in await store._all("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        assert "half_done" not in tables
+
+
+async def test_migrations_must_be_numbered_without_gaps(tmp_path: Path) -> None:
+    (tmp_path / "0001_a.sql").write_text("")
+    (tmp_path / "0003_c.sql").write_text("")
+    with pytest.raises(ValueError, match="without gaps"):
+        available_migrations(tmp_path)
+
+
+async def test_round_robin_lets_a_late_member_go_before_a_flooders_third_job(store: Store) -> None:
+    for _ in range(10):
+        await store.enqueue(job(user_id=1), LIMITS)
+    late = await store.enqueue(job(user_id=2), LIMITS)
+    started = []
+    for _ in range(3):
+        claimed = await store.claim_next(max_running_per_user=10)
+        started.append(claimed.user_id)
+    assert started == [1, 2, 1]
+    assert (await store.get_job(late.id)).status == "running"
+
+
+async def test_per_member_running_limit_holds_back_their_next_job(store: Store) -> None:
+    for _ in range(3):
+        await store.enqueue(job(user_id=1), LIMITS)
+    assert await store.claim_next(max_running_per_user=2) is not None
+    assert await store.claim_next(max_running_per_user=2) is not None
+    assert await store.claim_next(max_running_per_user=2) is None
+
+
+async def test_queue_limits_refuse_with_the_numbers_and_record_nothing(store: Store) -> None:
+    limits = QueueLimits(max_running_per_user=3, max_queued_per_user=2, max_queue=3)
+    await store.enqueue(job(user_id=1), limits)
+    await store.enqueue(job(user_id=1), limits)
+    with pytest.raises(QueueFull, match=r"already have 2 jobs waiting \(the limit is 2\)"):
+        await store.enqueue(job(user_id=1), limits)
+    await store.enqueue(job(user_id=2), limits)
+    with pytest.raises(QueueFull, match=r"queue is full \(3 jobs waiting\)"):
+        await store.enqueue(job(user_id=3), limits)
+    assert (await store._one("SELECT COUNT(*) FROM jobs"))[0] == 3
+
+
+async def test_recover_requeues_interrupted_jobs_and_gives_up_on_repeat_offenders(store: Store) -> None:
+    a = await store.enqueue(job(user_id=1), LIMITS)
+    b = await store.enqueue(job(user_id=2), LIMITS)
+    await store.claim_next(3)
+    await store.claim_next(3)
+    await store.db.execute("UPDATE jobs SET attempts = 3 WHERE id = ?", (b.id,))
+    assert await store.recover(max_attempts=3) == (1, 1)
+    assert (await store.get_job(a.id)).status == "queued"
+    failed = await store.get_job(b.id)
+    assert failed.status == "failed" and "3 times" in failed.error
+
+
+async def test_finish_after_cancel_keeps_it_cancelled(store: Store) -> None:
+    a = await store.enqueue(job(user_id=1), LIMITS)
+    await store.claim_next(3)
+    assert (await store.cancel(a.id)).status == "cancelled"
+    assert await store.finish(a.id, [], 1.0) is None
+    assert (await store.get_job(a.id)).status == "cancelled"
+
+
+async def test_user_stats_count_jobs_and_gpu_time(store: Store) -> None:
+    a = await store.enqueue(job(user_id=1), LIMITS)
+    await store.enqueue(job(user_id=1), LIMITS)
+    await store.claim_next(3)
+    await store.finish(a.id, [], 2.5)
+    stats = await store.user_stats(1)
+    assert (stats.queued, stats.running, stats.jobs_today, stats.jobs_total) == (1, 0, 2, 2)
+    assert stats.gpu_seconds == pytest.approx(2.5)
+
+
+async def test_interaction_token_expires_before_discords_15_minutes(store: Store) -> None:
+    fresh = await store.enqueue(job(user_id=1, interaction_token="tok", application_id=9), LIMITS)
+    stale = await store.enqueue(job(user_id=1, interaction_token="tok", application_id=9, token_lifetime_s=-1), LIMITS)
+    assert fresh.token_usable and not stale.token_usable
