@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 
 import discord
 from discord.ext import commands
@@ -17,7 +18,7 @@ from engine.requests import Engine
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.imagine",)
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.account")
 
 
 class DreamGrid(commands.Bot):
@@ -36,6 +37,8 @@ class DreamGrid(commands.Bot):
         self.engine = engine
         self.run_jobs = run_jobs
         self.scheduler = Scheduler(self)
+        # The buttons under a finished job; bot.cogs.imagine, which owns them, installs the builder.
+        self.result_view: Callable[[Job], discord.ui.View | None] = lambda job: None
 
     async def setup_hook(self) -> None:
         self.tree.on_error = on_app_command_error
@@ -51,10 +54,6 @@ class DreamGrid(commands.Bot):
     async def close(self) -> None:
         await self.scheduler.stop()
         await super().close()
-
-    def result_view(self, job: Job) -> discord.ui.View | None:
-        """The buttons under a finished job; the cogs that own them register a builder."""
-        return None
 
     def commands_fingerprint(self) -> str:
         payload = [command.to_dict(self.tree) for command in self.tree.get_commands()]

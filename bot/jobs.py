@@ -34,7 +34,7 @@ def imagine_params(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults
     native = bot.engine.native_size(model)
     width, height = render_params.size_for_aspect(aspect[0], aspect[1], native * native)
     quality = parsed.quality if parsed.quality is not None else defaults.get("quality", 1)
-    stylize = parsed.stylize if parsed.stylize is not None else defaults.get("stylize", render_params.DEFAULT_STYLIZE)
+    stylize = parsed.stylize if parsed.stylize is not None else defaults.get("stylize", render_params.STYLIZE_DEFAULT)
     steps = min(render_params.steps_for_quality(quality, base=settings.steps), settings.max_steps)
     return {
         "prompt": parsed.text,
@@ -45,7 +45,13 @@ def imagine_params(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults
         "steps": steps,
         "quality": quality,
         "stylize": stylize,
-        "guidance_scale": render_params.guidance_for_stylize(stylize, base=settings.guidance_scale),
+        # GUIDANCE_SCALE is the guidance at the default --stylize; stylize scales it from there.
+        "guidance_scale": round(
+            render_params.guidance_for_stylize(stylize)
+            * settings.guidance_scale
+            / render_params.guidance_for_stylize(render_params.STYLIZE_DEFAULT),
+            3,
+        ),
         "chaos": parsed.chaos or 0,
         "stop": parsed.stop or 100,
         "tile": parsed.tile,
@@ -60,7 +66,7 @@ def new_job(
     params: dict[str, Any],
     seeds: Sequence[int],
     model: str,
-    parent: Job | None = None,
+    parent_id: int | None = None,
     parent_index: int | None = None,
 ) -> NewJob:
     return NewJob(
@@ -72,7 +78,7 @@ def new_job(
         params=params,
         seeds=list(seeds),
         model=model,
-        parent_id=parent.id if parent else None,
+        parent_id=parent_id,
         parent_index=parent_index,
         application_id=interaction.application_id,
         interaction_token=interaction.token,

@@ -22,6 +22,10 @@ def _title(job: Job) -> str:
     return f"**{discord.utils.escape_markdown(prompt)}**{KIND_LABELS.get(job.kind, '')}{tile} - <@{job.user_id}>"
 
 
+def tile(job: Job, index: int) -> str:
+    return f"{_title(job).rsplit(' - <@', 1)[0]} - Image #{index} <@{job.user_id}>"
+
+
 def waiting(job: Job, position: int) -> str:
     where = "next in line" if position <= 1 else f"position {position}"
     return f"{_title(job)} (Waiting to start, {where})"
@@ -60,4 +64,14 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
         embed.add_field(name="From", value=f"job {job.parent_id}" + (f", image {job.parent_index}" if job.parent_index else ""))
     embed.set_image(url=f"attachment://{filename}")
     embed.set_footer(text=f"/show {job.id} brings this back at any time")
+    return embed
+
+
+def tile_embed(job: Job, image: ImageRow, filename: str) -> discord.Embed:
+    embed = discord.Embed(colour=discord.Colour.blurple())
+    embed.add_field(name="Seed", value=str(image.seed))
+    embed.add_field(name="Size", value=f"{image.width}×{image.height}")
+    embed.add_field(name="Model", value=job.model[:1000])
+    embed.add_field(name="Job", value=f"{job.id}, image {image.idx}")
+    embed.set_image(url=f"attachment://{filename}")
     return embed

@@ -7,6 +7,7 @@ row says how far it got, and `start()` picks up whatever a crash interrupted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import time
@@ -169,16 +170,25 @@ class Scheduler:
         )
 
     async def _source_image(self, job: Job) -> Image.Image:
-        if job.parent_id is None or job.parent_index is None:
+        """The tile a variation or upscale starts from, drawn again if its file is gone."""
+        parent = await self.store.get_job(job.parent_id) if job.parent_id is not None else None
+        if parent is None or job.parent_index is None:
             raise RenderError("This job has no source image.")
-        for row in await self.store.get_images(job.parent_id):
+        for row in await self.store.get_images(parent.id):
             if row.idx == job.parent_index:
-                path = self.settings.data_dir / row.path
                 try:
-                    return await asyncio.to_thread(_load_rgb, path)
+                    return await asyncio.to_thread(_load_rgb, self.settings.data_dir / row.path)
                 except OSError:
                     break
-        raise RenderError(f"The source image (job {job.parent_id}, image {job.parent_index}) is no longer stored.")
+        if parent.status != "done":
+            raise RenderError(f"Job {parent.id} has no finished images to work from.")
+        # Same request, same seeds, same batch: the same pixels as the lost file.
+        log.info("job %s: the images of job %s are gone; drawing them again", job.id, parent.id)
+        request = dataclasses.replace(await self._request_for(parent), preview=False)
+        result = await self.bot.engine.render(request)
+        rows = await asyncio.to_thread(self._save_images, parent, result.images, result.seeds)
+        await self.store.save_images(rows)
+        return result.images[job.parent_index - 1]
 
     def _save_images(self, job: Job, images: tuple[Image.Image, ...], seeds: tuple[int, ...]) -> list[ImageRow]:
         rows = []

@@ -120,6 +120,13 @@ class QueueFull(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class UserProfile:
+    settings: dict[str, Any]  # /settings: aspect, quality, stylize, remix, variation
+    suffix: str  # /prefer suffix
+    options: dict[str, str]  # /prefer option: name -> parameters
+
+
+@dataclass(frozen=True, slots=True)
 class UserStats:
     queued: int
     running: int
@@ -199,6 +206,53 @@ class Store:
 
     async def ensure_user(self, user_id: int) -> None:
         await self.db.execute("INSERT INTO users (id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
+
+    async def profile(self, user_id: int) -> UserProfile:
+        row = await self._one("SELECT settings, suffix FROM users WHERE id = ?", (user_id,))
+        options = await self._all("SELECT name, value FROM user_options WHERE user_id = ? ORDER BY name", (user_id,))
+        return UserProfile(
+            settings=json.loads(row["settings"]) if row else {},
+            suffix=row["suffix"] if row else "",
+            options={r["name"]: r["value"] for r in options},
+        )
+
+    async def update_settings(self, user_id: int, **changes: Any) -> dict[str, Any]:
+        """Merge `changes` into the member's /settings; a None value goes back to the default."""
+        async with self.transaction() as db:
+            await db.execute("INSERT INTO users (id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
+            row = await self._one("SELECT settings FROM users WHERE id = ?", (user_id,))
+            settings = json.loads(row["settings"])
+            for key, value in changes.items():
+                if value is None:
+                    settings.pop(key, None)
+                else:
+                    settings[key] = value
+            await db.execute("UPDATE users SET settings = ? WHERE id = ?", (json.dumps(settings), user_id))
+        return settings
+
+    async def reset_settings(self, user_id: int) -> None:
+        await self.db.execute("UPDATE users SET settings = '{}' WHERE id = ?", (user_id,))
+
+    async def set_suffix(self, user_id: int, suffix: str) -> None:
+        await self.db.execute(
+            "INSERT INTO users (id, suffix) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET suffix = excluded.suffix",
+            (user_id, suffix),
+        )
+
+    async def set_option(self, user_id: int, name: str, value: str) -> None:
+        async with self.transaction() as db:
+            await db.execute("INSERT INTO users (id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
+            await db.execute(
+                "INSERT INTO user_options (user_id, name, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (user_id, name) DO UPDATE SET value = excluded.value",
+                (user_id, name, value),
+            )
+
+    async def delete_option(self, user_id: int, name: str) -> bool:
+        async with self.db.execute(
+            "DELETE FROM user_options WHERE user_id = ? AND name = ? RETURNING name", (user_id, name)
+        ) as cur:
+            return await cur.fetchone() is not None
 
     async def ensure_guild(self, guild_id: int) -> None:
         await self.db.execute("INSERT INTO guilds (id) VALUES (?) ON CONFLICT DO NOTHING", (guild_id,))
@@ -315,11 +369,14 @@ class Store:
                 row = await cur.fetchone()
             if row is None:
                 return None
-            await db.executemany(
-                "INSERT OR REPLACE INTO images (job_id, idx, path, width, height, seed) VALUES (?, ?, ?, ?, ?, ?)",
-                [(i.job_id, i.idx, i.path, i.width, i.height, i.seed) for i in images],
-            )
+            await self.save_images(images)
             return Job.from_row(row)
+
+    async def save_images(self, images: Sequence[ImageRow]) -> None:
+        await self.db.executemany(
+            "INSERT OR REPLACE INTO images (job_id, idx, path, width, height, seed) VALUES (?, ?, ?, ?, ?, ?)",
+            [(i.job_id, i.idx, i.path, i.width, i.height, i.seed) for i in images],
+        )
 
     async def fail(self, job_id: int, error: str, gpu_seconds: float = 0.0) -> Job | None:
         async with self.db.execute(
@@ -385,6 +442,16 @@ class Store:
     async def get_job(self, job_id: int) -> Job | None:
         row = await self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return Job.from_row(row) if row else None
+
+    async def recent_jobs(self, user_id: int, limit: int = 5) -> list[Job]:
+        rows = await self._all("SELECT * FROM jobs WHERE user_id = ? ORDER BY id DESC LIMIT ?", (user_id, limit))
+        return [Job.from_row(r) for r in rows]
+
+    async def active_jobs(self, user_id: int) -> list[Job]:
+        rows = await self._all(
+            "SELECT * FROM jobs WHERE user_id = ? AND status IN ('queued', 'running') ORDER BY id", (user_id,)
+        )
+        return [Job.from_row(r) for r in rows]
 
     async def get_images(self, job_id: int) -> list[ImageRow]:
         rows = await self._all("SELECT * FROM images WHERE job_id = ? ORDER BY idx", (job_id,))

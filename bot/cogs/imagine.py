@@ -1,15 +1,327 @@
-"""/imagine: a prompt in, a 2x2 grid out."""
+"""/imagine and the buttons under its results: U1–U4, V1–V4, 🔄, Vary and Upscale.
+
+Every button is a `DynamicItem` whose custom_id carries the job and tile (`dg:u:42:3`), and
+everything else is read from SQLite, so a button works on a message of any age, across restarts.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
+from PIL import Image
 
-from bot import jobs
+from bot import jobs, messages
 from bot.client import DreamGrid
-from bot.errors import UserError
+from bot.errors import UserError, reply_ephemeral
+from bot.images import encode_for_upload
 from bot.prompt import PromptError, parse_prompt
+from bot.store import Job, NewJob
+from engine import params as render_params
+
+log = logging.getLogger(__name__)
+
+STRENGTHS = {
+    "strong": render_params.VARY_STRONG,
+    "subtle": render_params.VARY_SUBTLE,
+}
+UPSCALE_STRENGTHS = {
+    "subtle": render_params.UPSCALE_SUBTLE,
+    "creative": render_params.UPSCALE_CREATIVE,
+}
+GRID_KINDS = ("imagine", "reroll", "variation")
+
+
+def _bot(interaction: discord.Interaction) -> DreamGrid:
+    return interaction.client  # type: ignore[return-value]
+
+
+async def _job_or_error(bot: DreamGrid, job_id: int) -> Job:
+    job = await bot.store.get_job(job_id)
+    if job is None:
+        raise UserError(f"Job {job_id} no longer exists.")
+    return job
+
+
+# -- building jobs from a click --------------------------------------------------------------
+
+
+async def child_job(
+    bot: DreamGrid,
+    interaction: discord.Interaction,
+    parent: Job,
+    *,
+    kind: str,
+    index: int | None,
+    strength: float | None = None,
+    prompt: str | None = None,
+) -> list[NewJob]:
+    """The NewJobs a click on `parent` asks for; `prompt` is a Remix edit of the parent's prompt."""
+    params = dict(parent.params)
+    text = parent.prompt
+    model = parent.model
+    if prompt is not None and prompt != parent.prompt:
+        # A remixed prompt is parsed like a new one, keeping the parent's size for V/Vary.
+        profile = await bot.store.profile(interaction.user.id)
+        try:
+            parsed = parse_prompt(prompt, options=profile.options, models=bot.settings.installed_models, max_jobs=1)[0]
+        except PromptError as exc:
+            raise UserError(str(exc)) from None
+        model = parsed.model or parent.model
+        fresh = jobs.imagine_params(parsed, bot=bot, model=model, defaults=profile.settings)
+        if kind != "reroll":
+            fresh.update(width=params["width"], height=params["height"], aspect=params.get("aspect"))
+        params, text = fresh, parsed.raw
+    params.pop("strength", None)
+    if kind == "variation":
+        params["strength"] = strength
+        seeds = jobs.seeds_for(None)
+    elif kind == "upscale":
+        params["strength"] = strength
+        seeds = jobs.seeds_for(None, count=1)
+    else:  # reroll
+        seeds = jobs.seeds_for(None)
+    return [
+        jobs.new_job(
+            interaction, kind=kind, prompt=text, params=params, seeds=seeds, model=model,
+            parent_id=parent.id, parent_index=index,
+        )
+    ]
+
+
+async def start_child(
+    interaction: discord.Interaction, parent_id: int, *, kind: str, index: int | None, strength: float | None = None
+) -> None:
+    """What V, 🔄, Vary and Upscale do: queue a job, or first open the Remix modal."""
+    bot = _bot(interaction)
+    parent = await _job_or_error(bot, parent_id)
+    if parent.status != "done" and kind != "reroll":
+        raise UserError(f"Job {parent.id} has no finished images to work from.")
+    profile = await bot.store.profile(interaction.user.id)
+    if profile.settings.get("remix") and kind != "upscale":
+        await interaction.response.send_modal(
+            RemixModal(parent=parent, kind=kind, index=index, strength=strength)
+        )
+        return
+    await jobs.submit(bot, interaction, await child_job(bot, interaction, parent, kind=kind, index=index, strength=strength))
+
+
+class RemixModal(discord.ui.Modal):
+    """Remix mode: edit the prompt before a variation or reroll runs."""
+
+    def __init__(self, *, parent: Job, kind: str, index: int | None, strength: float | None) -> None:
+        label = "Reroll" if kind == "reroll" else f"Remix image #{index}"
+        super().__init__(title=f"{label} (job {parent.id})"[:45], timeout=600)
+        self.parent, self.kind, self.index, self.strength = parent, kind, index, strength
+        self.prompt = discord.ui.TextInput(
+            label="Prompt", style=discord.TextStyle.paragraph, default=parent.prompt[:1500], max_length=1500
+        )
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        bot = _bot(interaction)
+        new_jobs = await child_job(
+            bot, interaction, self.parent, kind=self.kind, index=self.index, strength=self.strength,
+            prompt=self.prompt.value,
+        )
+        await jobs.submit(bot, interaction, new_jobs)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        from bot.errors import on_app_command_error
+
+        await on_app_command_error(interaction, app_commands.CommandInvokeError(None, error))  # type: ignore[arg-type]
+
+
+# -- the buttons ------------------------------------------------------------------------------
+
+
+class _JobButton(discord.ui.DynamicItem[discord.ui.Button]):
+    """Turns a UserError from a click into an ephemeral reply, as the command tree does."""
+
+    async def _run(self, interaction: discord.Interaction, coro: Any) -> None:
+        try:
+            await coro
+        except UserError as exc:
+            await reply_ephemeral(interaction, str(exc))
+        except discord.HTTPException:
+            raise
+        except Exception:
+            log.exception("button %s failed", self.item.custom_id)
+            await reply_ephemeral(interaction, "Something went wrong on our side. It has been logged; please try again.")
+
+
+class UpscaleButton(_JobButton, template=r"dg:u:(?P<job>\d+):(?P<n>[1-4])"):
+    """U1–U4: post one tile on its own, with Vary and Upscale buttons. No render needed."""
+
+    def __init__(self, job_id: int, index: int, *, used: bool = False) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=f"U{index}",
+                style=discord.ButtonStyle.success if used else discord.ButtonStyle.secondary,
+                custom_id=f"dg:u:{job_id}:{index}",
+                row=0,
+            )
+        )
+        self.job_id, self.index = job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+        return cls(int(match["job"]), int(match["n"]), used=item.style is discord.ButtonStyle.success)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await self._run(interaction, self._post_tile(interaction))
+
+    async def _post_tile(self, interaction: discord.Interaction) -> None:
+        bot = _bot(interaction)
+        job = await _job_or_error(bot, self.job_id)
+        row = next((r for r in await bot.store.get_images(job.id) if r.idx == self.index), None)
+        path = bot.settings.data_dir / row.path if row else None
+        if row is None or path is None or not path.exists():
+            # The stored images are gone: draw the grid again from its recorded request.
+            await jobs.submit(bot, interaction, [_redraw(interaction, job)])
+            await interaction.followup.send(
+                f"The images of job {job.id} were no longer stored, so it is being drawn again; press U{self.index} "
+                "on the new grid.",
+                ephemeral=True,
+            )
+            return
+        data, filename = await asyncio.to_thread(
+            _encode_tile, path, f"dreamgrid-{job.id}-{self.index}", interaction.filesize_limit
+        )
+        # The clicked button turns green, as on Midjourney; the tile follows as a new message.
+        view = result_view(job, used={*_used_indexes(interaction.message), self.index})
+        await interaction.response.edit_message(view=view)
+        await interaction.followup.send(
+            content=messages.tile(job, self.index),
+            embed=messages.tile_embed(job, row, filename),
+            file=discord.File(io.BytesIO(data), filename=filename),
+            view=tile_view(job.id, self.index),
+        )
+
+
+class VariationButton(_JobButton, template=r"dg:v:(?P<job>\d+):(?P<n>[1-4])"):
+    """V1–V4: a new grid of variations of one tile."""
+
+    def __init__(self, job_id: int, index: int) -> None:
+        super().__init__(discord.ui.Button(label=f"V{index}", custom_id=f"dg:v:{job_id}:{index}", row=1))
+        self.job_id, self.index = job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+        return cls(int(match["job"]), int(match["n"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        profile = await _bot(interaction).store.profile(interaction.user.id)
+        strength = STRENGTHS[profile.settings.get("variation", "strong")]
+        await self._run(interaction, start_child(interaction, self.job_id, kind="variation", index=self.index,
+                                                 strength=strength))
+
+
+class RerollButton(_JobButton, template=r"dg:reroll:(?P<job>\d+)"):
+    """🔄: the same prompt with new seeds."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(discord.ui.Button(emoji="🔄", custom_id=f"dg:reroll:{job_id}", row=0))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await self._run(interaction, start_child(interaction, self.job_id, kind="reroll", index=None))
+
+
+class VaryButton(_JobButton, template=r"dg:vary:(?P<how>strong|subtle):(?P<job>\d+):(?P<n>[1-4])"):
+    """Vary (Strong) / Vary (Subtle) under a single tile."""
+
+    def __init__(self, how: str, job_id: int, index: int) -> None:
+        super().__init__(
+            discord.ui.Button(label=f"Vary ({how.title()})", emoji="🪄", custom_id=f"dg:vary:{how}:{job_id}:{index}")
+        )
+        self.how, self.job_id, self.index = how, job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+        return cls(match["how"], int(match["job"]), int(match["n"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await self._run(interaction, start_child(interaction, self.job_id, kind="variation", index=self.index,
+                                                 strength=STRENGTHS[self.how]))
+
+
+class UpscaleActionButton(_JobButton, template=r"dg:up:(?P<how>subtle|creative):(?P<job>\d+):(?P<n>[1-4])"):
+    """Upscale (Subtle) / Upscale (Creative): a render at twice the size."""
+
+    def __init__(self, how: str, job_id: int, index: int) -> None:
+        super().__init__(
+            discord.ui.Button(label=f"Upscale ({how.title()})", emoji="🔍", custom_id=f"dg:up:{how}:{job_id}:{index}")
+        )
+        self.how, self.job_id, self.index = how, job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+        return cls(match["how"], int(match["job"]), int(match["n"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await self._run(interaction, start_child(interaction, self.job_id, kind="upscale", index=self.index,
+                                                 strength=UPSCALE_STRENGTHS[self.how]))
+
+
+BUTTONS = (UpscaleButton, VariationButton, RerollButton, VaryButton, UpscaleActionButton)
+
+
+def result_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> discord.ui.View | None:
+    """Row 1 `U1 U2 U3 U4 🔄`, row 2 `V1 V2 V3 V4` under a grid; nothing under an upscale."""
+    if job.kind not in GRID_KINDS or job.status != "done":
+        return None
+    view = discord.ui.View(timeout=None)
+    for n in range(1, 5):
+        view.add_item(UpscaleButton(job.id, n, used=n in used))
+    view.add_item(RerollButton(job.id))
+    for n in range(1, 5):
+        view.add_item(VariationButton(job.id, n))
+    return view
+
+
+def tile_view(job_id: int, index: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(VaryButton("strong", job_id, index))
+    view.add_item(VaryButton("subtle", job_id, index))
+    view.add_item(UpscaleActionButton("subtle", job_id, index))
+    view.add_item(UpscaleActionButton("creative", job_id, index))
+    return view
+
+
+def _used_indexes(message: discord.Message | None) -> set[int]:
+    used = set()
+    for row in message.components if message else []:
+        for child in getattr(row, "children", []):
+            custom_id = getattr(child, "custom_id", None) or ""
+            if custom_id.startswith("dg:u:") and getattr(child, "style", None) is discord.ButtonStyle.success:
+                used.add(int(custom_id.rsplit(":", 1)[1]))
+    return used
+
+
+def _encode_tile(path: Any, stem: str, limit: int) -> tuple[bytes, str]:
+    with Image.open(path) as image:
+        return encode_for_upload(image.convert("RGB"), stem, limit)
+
+
+def _redraw(interaction: discord.Interaction, job: Job) -> NewJob:
+    """The same request again: same seeds and batch, so the same pixels."""
+    return jobs.new_job(
+        interaction, kind=job.kind, prompt=job.prompt, params=job.params, seeds=job.seeds, model=job.model,
+        parent_id=job.parent_id, parent_index=job.parent_index,
+    )
+
+
+# -- the command ------------------------------------------------------------------------------
 
 
 class Imagine(commands.Cog):
@@ -20,20 +332,22 @@ class Imagine(commands.Cog):
     @app_commands.describe(prompt="What to draw, e.g. a lighthouse at dusk --ar 3:2 --seed 7 --no text")
     async def imagine(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1500]) -> None:
         bot = self.bot
+        profile = await bot.store.profile(interaction.user.id)
         try:
-            parsed_prompts = parse_prompt(prompt, models=bot.settings.installed_models)
+            parsed_prompts = parse_prompt(
+                prompt, suffix=profile.suffix, options=profile.options, models=bot.settings.installed_models
+            )
         except PromptError as exc:
             raise UserError(str(exc)) from None
         new_jobs = []
         for parsed in parsed_prompts:
             model = parsed.model or bot.settings.model
-            params = jobs.imagine_params(parsed, bot=bot, model=model, defaults={})
             new_jobs.append(
                 jobs.new_job(
                     interaction,
                     kind="imagine",
                     prompt=parsed.raw,
-                    params=params,
+                    params=jobs.imagine_params(parsed, bot=bot, model=model, defaults=profile.settings),
                     seeds=jobs.seeds_for(parsed.seed),
                     model=model,
                 )
@@ -42,4 +356,6 @@ class Imagine(commands.Cog):
 
 
 async def setup(bot: DreamGrid) -> None:
+    bot.add_dynamic_items(*BUTTONS)
+    bot.result_view = result_view
     await bot.add_cog(Imagine(bot))

@@ -1,0 +1,279 @@
+"""A member's own things: /info, /settings, /prefer, /show and /help."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from PIL import Image
+
+from bot import messages
+from bot.client import DreamGrid
+from bot.cogs.imagine import result_view
+from bot.errors import UserError
+from bot.images import encode_for_upload
+from bot.prompt import PromptError, parse_prompt
+from engine.grid import compose_grid
+
+ASPECTS = ("1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16")
+QUALITIES = {".25": 0.25, ".5": 0.5, "1": 1.0, "2": 2.0}
+STYLIZE_LEVELS = {"low (50)": 50, "medium (100)": 100, "high (250)": 250, "very high (750)": 750}
+OPTION_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+MAX_OPTIONS = 25
+
+
+def _bot(interaction: discord.Interaction) -> DreamGrid:
+    return interaction.client  # type: ignore[return-value]
+
+
+def settings_embed(settings: dict[str, Any], suffix: str) -> discord.Embed:
+    embed = discord.Embed(title="Your settings", colour=discord.Colour.blurple())
+    embed.add_field(name="Aspect", value=settings.get("aspect", "1:1"))
+    embed.add_field(name="Quality", value=str(settings.get("quality", 1)))
+    embed.add_field(name="Stylize", value=str(settings.get("stylize", 100)))
+    embed.add_field(name="Remix", value="on" if settings.get("remix") else "off")
+    embed.add_field(name="V buttons", value=f"Vary ({settings.get('variation', 'strong').title()})")
+    embed.add_field(name="Suffix", value=f"`{suffix}`" if suffix else "none", inline=False)
+    embed.set_footer(text="Parameters typed in a prompt override these.")
+    return embed
+
+
+class SettingsSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"dg:set:(?P<key>aspect|quality|stylize)"):
+    """One of /settings' menus; the custom_id names the setting, the choice is its value."""
+
+    CHOICES = {
+        "aspect": {a: a for a in ASPECTS},
+        "quality": QUALITIES,
+        "stylize": STYLIZE_LEVELS,
+    }
+
+    def __init__(self, key: str, current: Any = None) -> None:
+        options = [
+            discord.SelectOption(label=f"{key.title()}: {label}", value=label, default=value == current)
+            for label, value in self.CHOICES[key].items()
+        ]
+        super().__init__(discord.ui.Select(custom_id=f"dg:set:{key}", options=options, min_values=1, max_values=1))
+        self.key = key
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Select, match: Any, /):
+        return cls(match["key"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        value = self.CHOICES[self.key][self.item.values[0]]
+        store = _bot(interaction).store
+        settings = await store.update_settings(interaction.user.id, **{self.key: value})
+        profile = await store.profile(interaction.user.id)
+        await interaction.response.edit_message(embed=settings_embed(settings, profile.suffix), view=settings_view(settings))
+
+
+class SettingsButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:set:(?P<key>remix|variation|reset)"):
+    def __init__(self, key: str, settings: dict[str, Any] | None = None) -> None:
+        settings = settings or {}
+        if key == "remix":
+            on = bool(settings.get("remix"))
+            button = discord.ui.Button(
+                label=f"Remix: {'on' if on else 'off'}",
+                style=discord.ButtonStyle.success if on else discord.ButtonStyle.secondary,
+                custom_id="dg:set:remix",
+            )
+        elif key == "variation":
+            button = discord.ui.Button(
+                label=f"V buttons: Vary ({settings.get('variation', 'strong').title()})", custom_id="dg:set:variation"
+            )
+        else:
+            button = discord.ui.Button(label="Reset", style=discord.ButtonStyle.danger, custom_id="dg:set:reset")
+        super().__init__(button)
+        self.key = key
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+        return cls(match["key"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        store = _bot(interaction).store
+        current = (await store.profile(interaction.user.id)).settings
+        if self.key == "remix":
+            settings = await store.update_settings(interaction.user.id, remix=not current.get("remix") or None)
+        elif self.key == "variation":
+            flipped = "subtle" if current.get("variation", "strong") == "strong" else None
+            settings = await store.update_settings(interaction.user.id, variation=flipped)
+        else:
+            await store.reset_settings(interaction.user.id)
+            settings = {}
+        profile = await store.profile(interaction.user.id)
+        await interaction.response.edit_message(embed=settings_embed(settings, profile.suffix), view=settings_view(settings))
+
+
+def settings_view(settings: dict[str, Any]) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(SettingsSelect("aspect", settings.get("aspect", "1:1")))
+    view.add_item(SettingsSelect("quality", settings.get("quality", 1.0)))
+    view.add_item(SettingsSelect("stylize", settings.get("stylize", 100)))
+    for key in ("remix", "variation", "reset"):
+        view.add_item(SettingsButton(key, settings))
+    return view
+
+
+class Account(commands.Cog):
+    def __init__(self, bot: DreamGrid) -> None:
+        self.bot = bot
+
+    @app_commands.command(description="Your jobs in the queue, today's count and GPU time")
+    async def info(self, interaction: discord.Interaction) -> None:
+        store = self.bot.store
+        stats = await store.user_stats(interaction.user.id)
+        active = await store.active_jobs(interaction.user.id)
+        embed = discord.Embed(title="Your dreamgrid", colour=discord.Colour.blurple())
+        embed.add_field(name="Running", value=str(stats.running))
+        embed.add_field(name="Queued", value=str(stats.queued))
+        embed.add_field(name="Jobs today", value=str(stats.jobs_today))
+        embed.add_field(name="Jobs in all", value=str(stats.jobs_total))
+        embed.add_field(name="GPU time", value=f"{stats.gpu_seconds:.1f} s")
+        embed.add_field(
+            name="Limits",
+            value=f"{self.bot.settings.max_running_per_user} running, {self.bot.settings.max_queued_per_user} queued",
+        )
+        if active:
+            lines = [
+                f"`{job.id}` {job.status}{f' {job.progress:.0%}' if job.status == 'running' else ''}: {job.prompt[:60]}"
+                for job in active[:10]
+            ]
+            embed.add_field(name="In progress", value="\n".join(lines), inline=False)
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @app_commands.command(description="Your defaults: aspect, quality, stylize, Remix")
+    async def settings(self, interaction: discord.Interaction) -> None:
+        profile = await self.bot.store.profile(interaction.user.id)
+        await interaction.response.send_message(
+            embed=settings_embed(profile.settings, profile.suffix), view=settings_view(profile.settings), ephemeral=True
+        )
+
+    @app_commands.command(description="Show one of your jobs again, with working buttons")
+    @app_commands.describe(job_id="The job number from the result's embed")
+    async def show(self, interaction: discord.Interaction, job_id: app_commands.Range[int, 1]) -> None:
+        job = await self.bot.store.get_job(job_id)
+        if job is None or job.user_id != interaction.user.id:
+            raise UserError(f"You have no job {job_id}.")
+        if job.status != "done":
+            raise UserError(f"Job {job_id} is {job.status}; there is nothing to show yet.")
+        rows = await self.bot.store.get_images(job.id)
+        paths = [self.bot.settings.data_dir / row.path for row in rows]
+        if not rows or not all(p.exists() for p in paths):
+            raise UserError(f"The images of job {job_id} are no longer stored. Press 🔄 on it to draw it again.")
+        data, filename = await asyncio.to_thread(_encode_grid, paths, f"dreamgrid-{job.id}", interaction.filesize_limit)
+        await interaction.response.send_message(
+            content=messages.done(job),
+            embed=messages.result_embed(job, rows, filename),
+            file=discord.File(io.BytesIO(data), filename=filename),
+            view=result_view(job),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    prefer = app_commands.Group(name="prefer", description="Your prompt preferences")
+    option = app_commands.Group(name="option", description="Your own --parameters", parent=prefer)
+
+    @prefer.command(name="suffix", description="Text added to the end of every prompt (empty to clear)")
+    @app_commands.describe(value="e.g. --ar 16:9 --stylize 250")
+    async def prefer_suffix(self, interaction: discord.Interaction, value: app_commands.Range[str, 0, 200] = "") -> None:
+        value = value.strip()
+        if value:
+            _check_parameters(value, self.bot, "suffix")
+        await self.bot.store.set_suffix(interaction.user.id, value)
+        await interaction.response.send_message(
+            f"Suffix set to `{value}`." if value else "Suffix cleared.", ephemeral=True
+        )
+
+    @prefer.command(name="remix", description="Turn Remix mode on or off")
+    async def prefer_remix(self, interaction: discord.Interaction) -> None:
+        store = self.bot.store
+        current = (await store.profile(interaction.user.id)).settings.get("remix", False)
+        await store.update_settings(interaction.user.id, remix=not current or None)
+        await interaction.response.send_message(
+            "Remix mode is **on**: V and 🔄 let you edit the prompt first." if not current else "Remix mode is **off**.",
+            ephemeral=True,
+        )
+
+    @option.command(name="set", description="Make --NAME stand for some parameters")
+    @app_commands.describe(name="The option's name, used as --NAME", value="e.g. --ar 3:2 --chaos 20")
+    async def option_set(
+        self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 20], value: app_commands.Range[str, 1, 200]
+    ) -> None:
+        name = name.strip().lower().lstrip("-")
+        if not name or set(name) - OPTION_NAME_CHARS:
+            raise UserError("Option names may use letters, digits, `-` and `_` only.")
+        if name in _builtin_parameter_names():
+            raise UserError(f"`--{name}` is already a parameter; pick another name.")
+        _check_parameters(value, self.bot, f"--{name}")
+        profile = await self.bot.store.profile(interaction.user.id)
+        if name not in profile.options and len(profile.options) >= MAX_OPTIONS:
+            raise UserError(f"You have {MAX_OPTIONS} options already; delete one first.")
+        await self.bot.store.set_option(interaction.user.id, name, value.strip())
+        await interaction.response.send_message(f"`--{name}` now means `{value.strip()}`.", ephemeral=True)
+
+    @option.command(name="list", description="Your --options")
+    async def option_list(self, interaction: discord.Interaction) -> None:
+        options = (await self.bot.store.profile(interaction.user.id)).options
+        text = "\n".join(f"`--{k}` → `{v}`" for k, v in options.items()) or "You have no options yet: `/prefer option set`."
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @option.command(name="delete", description="Forget one of your --options")
+    async def option_delete(self, interaction: discord.Interaction, name: str) -> None:
+        name = name.strip().lower().lstrip("-")
+        if not await self.bot.store.delete_option(interaction.user.id, name):
+            raise UserError(f"You have no option `--{name}`.")
+        await interaction.response.send_message(f"`--{name}` deleted.", ephemeral=True)
+
+    @option_delete.autocomplete("name")
+    async def _option_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        options = (await self.bot.store.profile(interaction.user.id)).options
+        return [app_commands.Choice(name=k, value=k) for k in options if current.lower() in k][:25]
+
+    @app_commands.command(description="How to use dreamgrid")
+    async def help(self, interaction: discord.Interaction) -> None:
+        embed = discord.Embed(title="dreamgrid", colour=discord.Colour.blurple(), description=HELP_TEXT)
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+
+HELP_TEXT = """\
+**/imagine** `a lighthouse at dusk --ar 3:2` draws four images.
+Under the grid: **U1–U4** show one image on its own (then Vary or Upscale it), \
+**V1–V4** draw variations of one, **🔄** draws the prompt again with new seeds.
+
+**Parameters**: `--ar W:H` aspect · `--seed N` · `--no text, people` · `--chaos 0–100` · \
+`--stylize 0–1000` (`--s`) · `--quality .25/.5/1/2` (`--q`) · `--stop 10–100` · `--tile` · \
+`--repeat N` (`--r`) · `--model NAME` · `{red, blue} bird` for one job per choice.
+
+**Yours**: /settings (defaults, Remix) · /prefer suffix · /prefer option set · /info · /show JOB · /cancel JOB
+"""
+
+
+def _builtin_parameter_names() -> set[str]:
+    from bot import prompt
+
+    return set(prompt._ALIASES)
+
+
+def _check_parameters(value: str, bot: DreamGrid, what: str) -> None:
+    """A suffix or option must be parameters that parse; check with a placeholder prompt."""
+    try:
+        parse_prompt(f"x {value}", models=bot.settings.installed_models)
+    except PromptError as exc:
+        raise UserError(f"{what}: {exc}") from None
+
+
+def _encode_grid(paths: list[Any], stem: str, limit: int) -> tuple[bytes, str]:
+    tiles = []
+    for path in paths:
+        with Image.open(path) as image:
+            tiles.append(image.convert("RGB"))
+    return encode_for_upload(compose_grid(tiles), stem, limit)
+
+
+async def setup(bot: DreamGrid) -> None:
+    bot.add_dynamic_items(SettingsSelect, SettingsButton)
+    await bot.add_cog(Account(bot))
