@@ -6,24 +6,26 @@ A prompt is a description followed by parameters, e.g.
 member who typed it. A parameter the prompt does not set is `None`, so the caller applies the
 member's and the server's defaults (what the prompt says wins over `/settings`).
 
-| Parameter      | Alias      | Values                                                | Default          |
-|----------------|------------|-------------------------------------------------------|------------------|
-| `--ar W:H`     | `--aspect` | whole numbers, from 1:4 to 4:1                        | 1:1              |
-| `--seed N`     |            | 0–4294967295                                          | random           |
-| `--no a, b`    |            | things to leave out, comma-separated, up to the next parameter | nothing  |
-| `--chaos N`    | `--c`      | 0–100                                                 | 0                |
-| `--stylize N`  | `--s`      | 0–1000                                                | 100              |
-| `--quality Q`  | `--q`      | .25, .5, 1, 2                                         | 1                |
-| `--stop N`     |            | 10–100 (percent of the steps)                         | 100              |
-| `--tile`       |            | a flag: seamless tiles                                | off              |
-| `--repeat N`   | `--r`      | 1–40: run the job N times                             | 1                |
-| `--model NAME` |            | one of the server's models                            | server's default |
-| `--NAME`       |            | your own option from `/prefer option set`             |                  |
+| Parameter      | Alias      | Values                                          | Default          |
+|----------------|------------|-------------------------------------------------|------------------|
+| `--ar W:H`     | `--aspect` | whole numbers, from 1:4 to 4:1                  | 1:1              |
+| `--seed N`     |            | 0–4294967295                                    | random           |
+| `--no a, b`    |            | what to leave out: a comma list, up to the next parameter | nothing |
+| `--chaos N`    | `--c`      | 0–100                                           | 0                |
+| `--stylize N`  | `--s`      | 0–1000                                          | 100              |
+| `--quality Q`  | `--q`      | .25, .5, 1 or 2 (`0.5` works too)               | 1                |
+| `--stop N`     |            | 10–100: the percent of the steps to run         | 100              |
+| `--tile`       |            | a flag: tiles that repeat seamlessly            | off              |
+| `--repeat N`   | `--r`      | 1–40: run the job N times                       | 1                |
+| `--model NAME` |            | one of the server's models                      | server's default |
+| `--NAME`       |            | your own option from `/prefer option set`       |                  |
+
+Defaults are what a job gets when neither the prompt nor `/settings` sets the parameter.
 
 - Names are case-insensitive, and `—` or `–` works in place of `--` (phones turn `--` into `—`).
 - Parameters come after the description, each at most once.
-- `{red, green} bird` runs one job per choice; groups nest and multiply, and can hold parameters
-  (`--ar {1:1, 3:2}`). Write `\\,`, `\\{` or `\\}` for a literal comma or brace inside them.
+- `{red, green} bird` runs one job per choice; groups nest (up to 8 deep) and multiply, and can
+  hold parameters (`--ar {1:1, 3:2}`). Write `\\,`, `\\{` or `\\}` for a literal comma or brace.
 - The `/prefer suffix` is added to every prompt; a parameter the prompt sets wins over the suffix's.
 - At most 1,500 characters, and at most 40 jobs (choices × `--repeat`) per prompt.
 """
