@@ -1,0 +1,512 @@
+"""Parse `/imagine` prompts written in Midjourney's syntax.
+
+A prompt is a description followed by parameters, e.g.
+`a dream of a distant galaxy --ar 3:2 --seed 7 --no text`. `parse_prompt` turns it into one
+`ParsedPrompt` per job, or raises `PromptError`, whose message is one short line to show the
+member who typed it. A parameter the prompt does not set is `None`, so the caller applies the
+member's and the server's defaults (what the prompt says wins over `/settings`).
+
+| Parameter      | Alias      | Values                                          | Default          |
+|----------------|------------|-------------------------------------------------|------------------|
+| `--ar W:H`     | `--aspect` | whole numbers, from 1:4 to 4:1                  | 1:1              |
+| `--seed N`     |            | 0–4294967295                                    | random           |
+| `--no a, b`    |            | what to leave out: a comma list, up to the next parameter | nothing |
+| `--chaos N`    | `--c`      | 0–100                                           | 0                |
+| `--stylize N`  | `--s`      | 0–1000                                          | 100              |
+| `--quality Q`  | `--q`      | .25, .5, 1 or 2 (`0.5` works too)               | 1                |
+| `--stop N`     |            | 10–100: the percent of the steps to run         | 100              |
+| `--tile`       |            | a flag: tiles that repeat seamlessly            | off              |
+| `--repeat N`   | `--r`      | 1–40: run the job N times                       | 1                |
+| `--model NAME` |            | one of the server's models                      | server's default |
+| `--NAME`       |            | your own option from `/prefer option set`       |                  |
+
+Defaults are what a job gets when neither the prompt nor `/settings` sets the parameter.
+
+- Names are case-insensitive, and `—` or `–` works in place of `--` (phones turn `--` into `—`).
+- Parameters come after the description, each at most once.
+- `{red, green} bird` runs one job per choice; groups nest (up to 8 deep) and multiply, and can
+  hold parameters (`--ar {1:1, 3:2}`). Write `\\,`, `\\{` or `\\}` for a literal comma or brace.
+- The `/prefer suffix` is added to every prompt; a parameter the prompt sets wins over the suffix's.
+- At most 1,500 characters, and at most 40 jobs (choices × `--repeat`) per prompt.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from types import MappingProxyType
+from typing import NamedTuple
+
+MAX_PROMPT_CHARS = 1500
+MAX_JOBS = 40
+MAX_NESTING = 8  # levels of {braces}
+SEED_RANGE = (0, 4_294_967_295)
+CHAOS_RANGE = (0, 100)
+STYLIZE_RANGE = (0, 1000)
+STOP_RANGE = (10, 100)
+REPEAT_RANGE = (1, 40)
+MAX_ASPECT = 4  # the ratio lies between 1:MAX_ASPECT and MAX_ASPECT:1
+QUALITIES = (0.25, 0.5, 1.0, 2.0)
+
+# Every spelling, lower case, to the parameter it means.
+_ALIASES = {
+    "ar": "ar",
+    "aspect": "ar",
+    "seed": "seed",
+    "no": "no",
+    "chaos": "chaos",
+    "c": "chaos",
+    "stylize": "stylize",
+    "s": "stylize",
+    "quality": "quality",
+    "q": "quality",
+    "stop": "stop",
+    "tile": "tile",
+    "repeat": "repeat",
+    "r": "repeat",
+    "model": "model",
+}
+_EXAMPLES = {
+    "ar": "3:2",
+    "seed": "42",
+    "no": "text, people",
+    "chaos": "20",
+    "stylize": "250",
+    "quality": ".5",
+    "stop": "80",
+    "repeat": "4",
+    "model": "NAME",
+}
+_QUALITY_TEXT = {0.25: ".25", 0.5: ".5", 1.0: "1", 2.0: "2"}
+_MARKER = re.compile(r"(?:--|[—–]-?)([A-Za-z]\S*)")  # `--ar`, `—ar`, `–ar`, `—-ar`
+_WHOLE = re.compile(r"([+-]?)([0-9]+)")
+_RATIO = re.compile(r"([0-9]+):([0-9]+)")
+_DECIMAL_RATIO = re.compile(r"([0-9]{0,6}\.?[0-9]{1,6}):([0-9]{0,6}\.?[0-9]{1,6})")
+_DECIMAL = re.compile(r"[0-9]{0,6}\.?[0-9]{1,6}")
+_ESCAPABLE = "\\,{}"
+_SUFFIX = "your /prefer suffix"
+_NO_OPTIONS: Mapping[str, str] = MappingProxyType({})
+_MAX_ERROR_CHARS = 190
+
+
+class PromptError(ValueError):
+    """A prompt the member has to fix. `str()` is one short line, written for them."""
+
+    def __init__(self, message: str) -> None:
+        message = " ".join(message.split())
+        if len(message) > _MAX_ERROR_CHARS:
+            message = message[: _MAX_ERROR_CHARS - 1] + "…"
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParsedPrompt:
+    """One job. `None` (or `""`/`False`) means the prompt did not set it: apply the defaults.
+
+    `raw` is the prompt as it was run (choices picked, options and suffix written out,
+    `--repeat` left out), for the embed and the Remix modal: parse it again with no suffix
+    and no options and you get this job back.
+    """
+
+    text: str
+    negative: str = ""
+    aspect: tuple[int, int] | None = None  # reduced: `--ar 1920:1080` is (16, 9)
+    seed: int | None = None
+    chaos: int | None = None
+    stylize: int | None = None
+    quality: float | None = None
+    stop: int | None = None
+    tile: bool = False
+    model: str | None = None
+    raw: str = ""
+
+    def to_text(self) -> str:
+        """The job as a canonical prompt: long parameter names in a fixed order."""
+        parts = [_escape(self.text)] if self.text else []
+        if self.aspect is not None:
+            parts.append(f"--ar {self.aspect[0]}:{self.aspect[1]}")
+        if self.seed is not None:
+            parts.append(f"--seed {self.seed}")
+        if self.chaos is not None:
+            parts.append(f"--chaos {self.chaos}")
+        if self.stylize is not None:
+            parts.append(f"--stylize {self.stylize}")
+        if self.quality is not None:
+            parts.append(f"--quality {_QUALITY_TEXT.get(self.quality, repr(self.quality))}")
+        if self.stop is not None:
+            parts.append(f"--stop {self.stop}")
+        if self.tile:
+            parts.append("--tile")
+        if self.model is not None:
+            parts.append(f"--model {_escape(self.model)}")
+        if self.negative:
+            parts.append(f"--no {_escape(self.negative)}")
+        return " ".join(parts)
+
+
+def parse_prompt(
+    text: str,
+    *,
+    suffix: str = "",
+    options: Mapping[str, str] = _NO_OPTIONS,
+    models: Sequence[str] = (),
+    max_jobs: int = MAX_JOBS,
+) -> list[ParsedPrompt]:
+    """Parse what the member typed into the jobs to run, in order.
+
+    `suffix` is the member's `/prefer suffix`; `options` maps their `/prefer option` names to
+    parameter strings (`{"mine": "--ar 3:2 --chaos 20"}` makes `--mine` mean that); `models`,
+    when not empty, are the model names `--model` may pick. Raises `PromptError` and nothing else.
+    """
+    # 1. check the size, and that there is something to draw
+    length = len(text.strip())
+    if length > MAX_PROMPT_CHARS:
+        raise PromptError(f"Your prompt is {length:,} characters long: the limit is {MAX_PROMPT_CHARS:,}.")
+    if not length:
+        raise PromptError("Describe what to draw first.")
+
+    # 2. find the {choices} and count the jobs before making any
+    prompt_tree = _parse_braces(text, None)
+    suffix_tree = _parse_braces(suffix, _SUFFIX)
+    choices = _count(prompt_tree) * _count(suffix_tree)
+    if choices > max_jobs:
+        raise _too_many(choices, max_jobs)
+
+    # 3. parse each combination of choices
+    lowered = {name.lower().lstrip("-—–"): value for name, value in options.items()}
+    parsed = [
+        _parse_job(prompt, extra, lowered, models) for prompt in _expand(prompt_tree) for extra in _expand(suffix_tree)
+    ]
+
+    # 4. make `--repeat` copies
+    total = sum(repeat for _, repeat in parsed)
+    if total > max_jobs:
+        raise _too_many(total, max_jobs)
+    return [job for job, repeat in parsed for _ in range(repeat)]
+
+
+# --- {choices} ---------------------------------------------------------------------------------
+
+# A sequence is a list of literal strings and groups; a group is a tuple of sequences (its choices).
+_Seq = list  # list[str | tuple[_Seq, ...]]
+
+
+def _parse_braces(text: str, origin: str | None) -> _Seq:
+    seqs: list[_Seq] = [[]]  # the sequence being built: the top level, then one per open brace
+    groups: list[list[_Seq]] = []  # the finished choices of each open brace
+    buf: list[str] = []
+
+    def flush() -> None:
+        if buf:
+            seqs[-1].append("".join(buf))
+            buf.clear()
+
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPABLE:
+            buf.append(text[i + 1])
+            i += 2
+            continue
+        if char == "{":
+            if len(groups) == MAX_NESTING:
+                raise _error(f"Braces are nested too deeply: use at most {MAX_NESTING} levels.", origin)
+            flush()
+            groups.append([])
+            seqs.append([])
+        elif char == "}":
+            if not groups:
+                raise _error("Unbalanced braces: a `}` has no matching `{` (write `\\}` for a brace).", origin)
+            flush()
+            group = groups.pop()
+            group.append(seqs.pop())
+            seqs[-1].append(tuple(group))
+        elif char == "," and groups:
+            flush()
+            groups[-1].append(seqs.pop())
+            seqs.append([])
+        else:
+            buf.append(char)
+        i += 1
+    if groups:
+        raise _error("Unbalanced braces: a `{` has no matching `}` (write `\\{` for a brace).", origin)
+    flush()
+    return seqs[0]
+
+
+def _count(seq: _Seq) -> int:
+    total = 1
+    for item in seq:
+        if isinstance(item, tuple):
+            total *= sum(_count(choice) for choice in item)
+    return total
+
+
+def _expand(seq: _Seq) -> list[str]:
+    out = [""]
+    for item in seq:
+        if isinstance(item, str):
+            out = [head + item for head in out]
+        else:
+            tails = [tail for choice in item for tail in _expand(choice)]
+            out = [head + tail for head in out for tail in tails]
+    return out
+
+
+def _too_many(count: int, cap: int) -> PromptError:
+    shown = f"{count:,}" if count <= 1_000_000 else "over a million"
+    return PromptError(
+        f"This prompt makes {shown} jobs: the limit is {cap}. Use fewer {{choices}} or a smaller `--repeat`."
+    )
+
+
+# --- one job -----------------------------------------------------------------------------------
+
+
+class _Token(NamedTuple):
+    text: str
+    origin: str | None  # None: typed in the prompt; else where it came from, for error messages
+
+
+@dataclass(slots=True)
+class _Param:
+    key: str  # what it means: "ar", "chaos", ...
+    name: str  # how it was spelled, lower case: "aspect", "c", ...
+    values: list[str]
+    origin: str | None
+
+
+def _parse_job(prompt: str, suffix: str, options: Mapping[str, str], models: Sequence[str]) -> tuple[ParsedPrompt, int]:
+    # 1. split the description from the parameters
+    text, params = _scan(_tokens(prompt, None, options))
+    if not text:
+        raise PromptError("Describe what to draw first.")
+    suffix_text, suffix_params = _scan(_tokens(suffix, _SUFFIX, options))
+    text += suffix_text
+
+    # 2. each parameter once; the prompt's win over the suffix's
+    chosen: dict[str, _Param] = {}
+    for param in params:
+        _check_duplicate(chosen, param)
+        chosen[param.key] = param
+    in_suffix: dict[str, _Param] = {}
+    for param in suffix_params:
+        _check_duplicate(in_suffix, param)
+        in_suffix[param.key] = param
+        chosen.setdefault(param.key, param)
+
+    # 3. check the values
+    values = {key: _value(param, models) for key, param in chosen.items()}
+    description = " ".join(text)
+    negative = values.get("no", "")
+
+    # 4. write it out as it will run
+    raw = [_escape(description)]
+    for key, param in chosen.items():
+        if key == "repeat":
+            continue
+        value = negative if key == "no" else " ".join(param.values)
+        raw.append(f"--{param.name} {_escape(value)}" if value else f"--{param.name}")
+    written = " ".join(raw)
+    if len(written) > MAX_PROMPT_CHARS:
+        raise PromptError(
+            f"This prompt is {len(written):,} characters long once expanded: the limit is {MAX_PROMPT_CHARS:,}."
+        )
+    job = ParsedPrompt(
+        text=description,
+        negative=negative,
+        aspect=values.get("ar"),
+        seed=values.get("seed"),
+        chaos=values.get("chaos"),
+        stylize=values.get("stylize"),
+        quality=values.get("quality"),
+        stop=values.get("stop"),
+        tile=values.get("tile", False),
+        model=values.get("model"),
+        raw=written,
+    )
+    return job, values.get("repeat", 1)
+
+
+def _tokens(text: str, origin: str | None, options: Mapping[str, str]) -> list[_Token]:
+    """Split on whitespace and write out `--option`s (once: an option's own words are kept as they are)."""
+    tokens = []
+    for word in text.split():
+        marker = _MARKER.fullmatch(word)
+        if marker:
+            name = marker[1].lower()
+            if name not in _ALIASES and name in options:
+                where = f"`--{_show(name)}`"
+                tokens.extend(_Token(part, where) for part in options[name].split())
+                continue
+        tokens.append(_Token(word, origin))
+    return tokens
+
+
+def _scan(tokens: list[_Token]) -> tuple[list[str], list[_Param]]:
+    """The description's words, then the parameters with their values (not yet checked)."""
+
+    def is_marker(i: int) -> bool:
+        return _MARKER.fullmatch(tokens[i].text) is not None
+
+    i, n = 0, len(tokens)
+    text = []
+    while i < n and not is_marker(i):
+        text.append(tokens[i].text)
+        i += 1
+    params = []
+    while i < n:
+        token = tokens[i]
+        spelled = _MARKER.fullmatch(token.text)[1]
+        key = _ALIASES.get(spelled.lower())
+        if key is None:
+            raise _error(f"Unknown parameter `--{_show(spelled)}`.", token.origin)
+        i += 1
+        start = i
+        if key == "no":
+            while i < n and not is_marker(i):
+                i += 1
+        elif key != "tile" and i < n and not is_marker(i):
+            i += 1
+        param = _Param(key, spelled.lower(), [t.text for t in tokens[start:i]], token.origin)
+        params.append(param)
+        if i < n and not is_marker(i):
+            shown = _show(" ".join([f"--{param.name}", *param.values]))
+            raise _error(
+                f"Unexpected `{_show(tokens[i].text)}` after `{shown}`: put the description before the parameters.",
+                tokens[i].origin,
+            )
+    return text, params
+
+
+def _check_duplicate(seen: Mapping[str, _Param], param: _Param) -> None:
+    first = seen.get(param.key)
+    if first is None:
+        return
+    if first.name == param.name:
+        message = f"`--{_show(param.name)}` is given twice: keep one."
+    else:
+        message = f"`--{first.name}` and `--{param.name}` are the same parameter: keep one."
+    raise _error(message, param.origin)
+
+
+def _value(param: _Param, models: Sequence[str]) -> object:
+    try:
+        return _check_value(param, models)
+    except PromptError as e:
+        raise _error(str(e), param.origin) from None
+
+
+def _check_value(param: _Param, models: Sequence[str]) -> object:
+    key, name = param.key, param.name
+    if key == "tile":
+        return True
+    values = param.values
+    if key == "no":  # "a,b , c" -> "a, b, c"
+        negative = ", ".join(item for item in (part.strip() for part in " ".join(values).split(",")) if item)
+        values = [negative] if negative else []
+    if not values:
+        example = models[0] if key == "model" and models else _EXAMPLES[key]
+        raise PromptError(f"`--{name}` needs a value, e.g. `--{name} {_show(example)}`.")
+    value = values[0]
+    if key == "no":
+        return value
+    shown = f"`--{name} {_show(value)}`"
+    if key == "ar":
+        return _aspect(shown, value)
+    if key == "quality":
+        number = Fraction(value) if _DECIMAL.fullmatch(value) else None
+        if number not in QUALITIES:
+            raise PromptError(f"{shown} is not a quality: use .25, .5, 1 or 2.")
+        return float(number)
+    if key == "model":
+        if not models:
+            return value
+        for model in models:
+            if model.lower() == value.lower():
+                return model
+        raise PromptError(f"Unknown model `{_show(value)}`: use {_listing(models)}.")
+    ranges = {"seed": SEED_RANGE, "chaos": CHAOS_RANGE, "stylize": STYLIZE_RANGE, "stop": STOP_RANGE}
+    low, high = ranges.get(key, REPEAT_RANGE)
+    whole = _WHOLE.fullmatch(value)
+    if not whole:
+        raise PromptError(f"{shown} is not a whole number: use {low}–{high}.")
+    number = _whole_number(whole[2])
+    if whole[1] == "-":
+        number = -number
+    if not low <= number <= high:
+        raise PromptError(f"{shown} is out of range: use {low}–{high}.")
+    return number
+
+
+def _aspect(shown: str, value: str) -> tuple[int, int]:
+    ratio = _RATIO.fullmatch(value)
+    if not ratio:
+        decimal = _DECIMAL_RATIO.fullmatch(value)
+        if decimal and Fraction(decimal[2]):
+            exact = Fraction(decimal[1]) / Fraction(decimal[2])
+            if exact > 0 and max(exact.numerator, exact.denominator) <= 1000 and _in_range(exact):
+                raise PromptError(f"{shown} needs whole numbers: use `{exact.numerator}:{exact.denominator}`.")
+        raise PromptError(f"{shown} is not an aspect ratio: use whole numbers like `3:2`.")
+    width, height = (_whole_number(side) for side in ratio.groups())
+    if not width or not height:
+        raise PromptError(f"{shown} is not an aspect ratio: use whole numbers like `3:2`.")
+    exact = Fraction(width, height)
+    if not _in_range(exact):
+        raise PromptError(f"{shown} is out of range: use a ratio from 1:{MAX_ASPECT} to {MAX_ASPECT}:1.")
+    return exact.numerator, exact.denominator
+
+
+def _whole_number(digits: str) -> int:
+    """`int(digits)`, capped at 10**20: int() refuses strings of thousands of digits."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 20 else 10**20
+
+
+def _in_range(ratio: Fraction) -> bool:
+    return Fraction(1, MAX_ASPECT) <= ratio <= MAX_ASPECT
+
+
+# --- text --------------------------------------------------------------------------------------
+
+
+def _escape(text: str) -> str:
+    """Write `text` so that parsing gives it back: braces escaped, and backslashes that precede them."""
+    out = []
+    for i, char in enumerate(text):
+        if char in "{}":
+            out.append("\\" + char)
+        elif char == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPABLE:
+            out.append("\\\\")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _show(value: str, limit: int = 40) -> str:
+    """A piece of what the member typed, safe inside a `code span` and short."""
+    value = value.replace("`", "'")
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _listing(names: Sequence[str], limit: int = 100) -> str:
+    """`a`, or one of `a`, `b`, `c` (+2 more): short enough for a one-line message."""
+    shown = [f"`{_show(name, 30)}`" for name in names]
+    if len(shown) == 1:
+        return shown[0]
+    kept = shown[:1]
+    for item in shown[1:]:
+        if len(", ".join([*kept, item])) > limit:
+            break
+        kept.append(item)
+    more = f" (+{len(shown) - len(kept)} more)" if len(kept) < len(shown) else ""
+    return f"one of {', '.join(kept)}{more}"
+
+
+def _error(message: str, origin: str | None) -> PromptError:
+    """`message`, saying where it came from when it was not typed in the prompt."""
+    if origin:
+        message = f"{message.removesuffix('.')} (from {origin})."
+    return PromptError(message)
