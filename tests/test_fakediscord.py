@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
+import sys
 
 import discord
 import pytest
@@ -79,6 +82,25 @@ class TinyBot(commands.Bot):
             except discord.HTTPException as e:
                 self.errors.append(e)
 
+        @self.tree.command(description="Who am I here?")
+        async def whoami(interaction: discord.Interaction) -> None:
+            where = "dm" if interaction.guild is None else interaction.guild.name
+            await interaction.response.send_message(
+                f"{interaction.user.name} in {where}, manage_guild={interaction.permissions.manage_guild}, "
+                f"limit={interaction.filesize_limit}", ephemeral=True)
+
+        @self.tree.command(description="A counter button")
+        async def counter(interaction: discord.Interaction) -> None:
+            view = discord.ui.View()
+            button = discord.ui.Button(label="+1", custom_id="counter:plus")
+
+            async def plus(ix: discord.Interaction) -> None:
+                await ix.response.edit_message(content=str(int(ix.message.content) + 1))
+
+            button.callback = plus
+            view.add_item(button)
+            await interaction.response.send_message("0", view=view)
+
         await self.tree.sync()
 
 
@@ -92,7 +114,7 @@ async def test_login_ready_and_command_sync(fake_discord: FakeDiscord, bot: Tiny
     assert bot.user.id == fake_discord.bot_user.id
     guild = bot.get_guild(fake_discord.guild.id)
     assert guild is not None and guild.get_channel(fake_discord.channel.id) is not None
-    assert {c["name"] for c in fake_discord.commands.values()} == {"imagine", "remix", "slow"}
+    assert {c["name"] for c in fake_discord.commands.values()} == {"imagine", "remix", "slow", "whoami", "counter"}
     assert fake_discord.requests_to("PUT", "/applications/{application_id}/commands")
 
 
@@ -200,3 +222,42 @@ async def test_dm_and_wait_for_message(fake_discord: FakeDiscord, bot: TinyBot) 
     await user.send("your grid is ready", file=discord.File(io.BytesIO(png()), "g.png"))
     msg = await fake_discord.wait_for_message(fake_discord.dm(fake_discord.alice), lambda m: "ready" in m.content)
     assert msg.attachments[0].filename == "g.png"
+
+
+async def test_member_permissions_and_dm(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    admin = await (await fake_discord.slash("whoami", user=fake_discord.admin)).wait_for_reply()
+    alice = await (await fake_discord.slash("whoami")).wait_for_reply()
+    assert admin.content == "admin in Dream Guild, manage_guild=True, limit=10485760" and admin.ephemeral
+    assert alice.content.startswith("alice in Dream Guild, manage_guild=False")
+    dm = await fake_discord.slash("whoami", channel=fake_discord.dm(fake_discord.bob), user=fake_discord.bob)
+    assert (await dm.wait_for_reply()).content.startswith("bob in dm")
+
+
+async def test_button_edits_its_message(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    msg = await (await fake_discord.slash("counter")).wait_for_reply()
+    for _ in range(2):
+        ix = await fake_discord.click(msg, "counter:plus")
+        assert (await ix.ack()).type == 7
+    assert msg.content == "2" and msg.edits == 2
+
+
+BOT_SCRIPT = """
+import discord
+from tests.fakediscord import point_discord_py_at
+
+point_discord_py_at()  # from DISCORD_API_BASE / DISCORD_GATEWAY_URL
+import os
+discord.Client(intents=discord.Intents.default()).run(os.environ["DISCORD_TOKEN"], log_handler=None)
+"""
+
+
+async def test_subprocess_bot_connects_via_env_and_can_be_killed(fake_discord: FakeDiscord) -> None:
+    env = {**os.environ, **fake_discord.env(), "PYTHONPATH": os.getcwd()}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", BOT_SCRIPT, env=env)
+    try:
+        await fake_discord.wait_until_ready(timeout=15)
+        assert fake_discord.identifies == 1
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    await fake_discord.wait_until_disconnected()

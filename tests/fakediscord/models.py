@@ -211,6 +211,7 @@ class Attachment:
     content_type: str | None = None
     description: str | None = None
     ephemeral: bool = False
+    _size: tuple[int, ...] | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
@@ -230,11 +231,13 @@ class Attachment:
         }
         if self.ephemeral:
             d["ephemeral"] = True
-        try:
-            w, h = self.image().size
-            d["width"], d["height"] = w, h
-        except Exception:  # not an image
-            pass
+        if self._size is None:
+            try:
+                self._size = self.image().size
+            except Exception:  # not an image
+                self._size = ()
+        if self._size:
+            d["width"], d["height"] = self._size
         return {k: v for k, v in d.items() if v is not None}
 
 

@@ -97,7 +97,7 @@ class FakeDiscord(InjectMixin):
         self._sessions: list[_Session] = []
         self._rate_rules: list[_RateRule] = []
         self._changed = asyncio.Condition()
-        self._ready = asyncio.Event()
+        self.identifies = 0  # IDENTIFYs seen; a restarted bot identifies again
         self._runner: web.AppRunner | None = None
         self.port = 0
         self._routes: list[tuple[Route, Callable[..., Awaitable[Any]]]] = []
@@ -255,12 +255,18 @@ class FakeDiscord(InjectMixin):
                     await asyncio.wait_for(self._changed.wait(), min(remaining, 0.05))
             return result
 
+    @property
+    def connected(self) -> bool:
+        """A client is on the gateway now and has been sent READY and every GUILD_CREATE."""
+        return any(s.identified for s in self._sessions)
+
     async def wait_until_ready(self, timeout: float = 10.0) -> None:
-        """Wait until a client has identified and been sent READY and every GUILD_CREATE."""
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except TimeoutError:
-            raise AssertionError(f"no client identified on the gateway within {timeout}s") from None
+        """Wait until a client is connected and has been sent READY and every GUILD_CREATE
+        (after a bot restart this waits for the new connection)."""
+        await self.wait_for(lambda: self.connected, timeout=timeout, what="a client to identify on the gateway")
+
+    async def wait_until_disconnected(self, timeout: float = 10.0) -> None:
+        await self.wait_for(lambda: not self._sessions, timeout=timeout, what="the gateway client to go away")
 
     async def wait_for_message(self, channel: Channel | None = None, predicate: Callable[[Message], Any] | None = None,
                                *, timeout: float = 10.0, include_ephemeral: bool = False) -> Message:
@@ -533,6 +539,7 @@ class FakeDiscord(InjectMixin):
                 elif op == 6:
                     session.identified = True
                     session.seq = data["d"].get("seq") or session.seq
+                    await self._notify()
                     await session.dispatch("RESUMED", {"_trace": ["fake"]})
                 elif op == 8:
                     guild = self.guilds.get(int(data["d"]["guild_id"]))
@@ -542,6 +549,7 @@ class FakeDiscord(InjectMixin):
                             "chunk_index": 0, "chunk_count": 1, "nonce": data["d"].get("nonce")})
         finally:
             self._sessions.remove(session)
+            await self._notify()
         return ws
 
     async def _identify(self, session: _Session, d: dict[str, Any]) -> None:
@@ -560,7 +568,12 @@ class FakeDiscord(InjectMixin):
         await session.dispatch("READY", ready)
         for g in self.guilds.values():
             await session.dispatch("GUILD_CREATE", g.to_payload())
-        self._ready.set()
+        self.identifies += 1
+        await self._notify()
+
+    async def announce_guild(self, guild: Guild | None = None) -> None:
+        """Re-send GUILD_CREATE, so a connected bot sees channels/members/roles added after it started."""
+        await self.dispatch("GUILD_CREATE", (guild or self.guild).to_payload())
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send a gateway event to every identified client."""
@@ -827,7 +840,12 @@ class FakeDiscord(InjectMixin):
     async def _list_messages(self, rec, params, body, files):
         channel = self._channel(params)
         limit = int(rec.query.get("limit", 50))
-        return [m.to_payload() for m in reversed(self.channel_messages(channel))][:limit]
+        msgs = self.channel_messages(channel)
+        if "before" in rec.query:
+            msgs = [m for m in msgs if m.id < int(rec.query["before"])]
+        if "after" in rec.query:
+            msgs = [m for m in msgs if m.id > int(rec.query["after"])][:limit]
+        return [m.to_payload() for m in reversed(msgs)][:limit]
 
     def _message_in(self, channel: Channel, message_id: str) -> Message:
         msg = self.messages.get(int(message_id))
@@ -892,7 +910,6 @@ class FakeDiscord(InjectMixin):
         if ctype in (4, 5):
             flags = (data.get("flags") or 0) & rules.EPHEMERAL
             if ctype == 4:
-                self._check_message_rules(rec, data, files)
                 message = self._new_message(rec, ix.channel, data, files, flags=flags, interaction=ix,
                                             mtype=20 if ix.type == 2 else 0)
             else:
