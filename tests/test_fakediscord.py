@@ -101,6 +101,13 @@ class TinyBot(commands.Bot):
             view.add_item(button)
             await interaction.response.send_message("0", view=view)
 
+        @self.tree.command(description="Think, then answer with follow-ups")
+        @app_commands.guild_only()
+        async def post(interaction: discord.Interaction) -> None:
+            await interaction.response.defer(thinking=True)
+            await interaction.followup.send("grid", file=discord.File(io.BytesIO(png()), "grid.png"))
+            await interaction.followup.send("and one more", ephemeral=True)
+
         await self.tree.sync()
 
 
@@ -114,7 +121,8 @@ async def test_login_ready_and_command_sync(fake_discord: FakeDiscord, bot: Tiny
     assert bot.user.id == fake_discord.bot_user.id
     guild = bot.get_guild(fake_discord.guild.id)
     assert guild is not None and guild.get_channel(fake_discord.channel.id) is not None
-    assert {c["name"] for c in fake_discord.commands.values()} == {"imagine", "remix", "slow", "whoami", "counter"}
+    names = {c["name"] for c in fake_discord.commands.values()}
+    assert names == {"imagine", "remix", "slow", "whoami", "counter", "post"}
     assert fake_discord.requests_to("PUT", "/applications/{application_id}/commands")
 
 
@@ -261,3 +269,21 @@ async def test_subprocess_bot_connects_via_env_and_can_be_killed(fake_discord: F
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     await fake_discord.wait_until_disconnected()
+
+
+async def test_first_followup_replaces_thinking_message(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    ix = await fake_discord.slash("post")
+    second = await ix.wait_for_followup()
+    assert ix.original.content == "grid" and ix.original.attachments[0].filename == "grid.png"
+    assert second.content == "and one more" and second.ephemeral
+    assert [m.content for m in fake_discord.channel_messages()] == ["grid"]  # ephemeral ones are hidden
+    with pytest.raises(AssertionError, match="would not offer /post in a DM"):
+        await fake_discord.slash("post", channel=fake_discord.dm(fake_discord.alice))
+
+
+async def test_missing_permission_is_403(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    fake_discord.set_bot_permissions(discord.Permissions(view_channel=True, send_messages=True).value)
+    channel = bot.get_channel(fake_discord.channel.id)
+    with pytest.raises(discord.Forbidden) as err:
+        await channel.send(file=discord.File(io.BytesIO(png()), "g.png"))
+    assert err.value.code == 50013

@@ -131,6 +131,13 @@ class InjectMixin:
                       focused: str | None = None, ctype: int = 1) -> dict[str, Any]:
         path = name.split()
         definition = self.find_command(path[0], guild=channel.guild, type=ctype)
+        if definition is not None:
+            context = 0 if channel.guild is not None else 1
+            contexts = definition.get("contexts")
+            if (contexts is not None and context not in contexts) or (
+                    context == 1 and definition.get("dm_permission") is False):
+                raise AssertionError(f"Discord would not offer /{path[0]} in a {'guild' if context == 0 else 'DM'}"
+                                     f" (contexts={contexts}, dm_permission={definition.get('dm_permission')})")
         resolved: dict[str, Any] = {}
         data: dict[str, Any] = {"id": definition["id"] if definition else str(snowflake()), "name": path[0],
                                 "type": ctype}
