@@ -108,6 +108,10 @@ class TinyBot(commands.Bot):
             await interaction.followup.send("grid", file=discord.File(io.BytesIO(png()), "grid.png"))
             await interaction.followup.send("and one more", ephemeral=True)
 
+        @self.tree.command(description="Always fails")
+        async def broken(interaction: discord.Interaction) -> None:
+            raise RuntimeError("boom")
+
         await self.tree.sync()
 
 
@@ -122,7 +126,7 @@ async def test_login_ready_and_command_sync(fake_discord: FakeDiscord, bot: Tiny
     guild = bot.get_guild(fake_discord.guild.id)
     assert guild is not None and guild.get_channel(fake_discord.channel.id) is not None
     names = {c["name"] for c in fake_discord.commands.values()}
-    assert names == {"imagine", "remix", "slow", "whoami", "counter", "post"}
+    assert names == {"imagine", "remix", "slow", "whoami", "counter", "post", "broken"}
     assert fake_discord.requests_to("PUT", "/applications/{application_id}/commands")
 
 
@@ -287,3 +291,11 @@ async def test_missing_permission_is_403(fake_discord: FakeDiscord, bot: TinyBot
     with pytest.raises(discord.Forbidden) as err:
         await channel.send(file=discord.File(io.BytesIO(png()), "g.png"))
     assert err.value.code == 50013
+
+
+async def test_unhandled_error_in_a_command_is_a_violation(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    pattern = "bot-error: Ignoring exception in command 'broken'.*RuntimeError: boom"
+    with fake_discord.expect_violations(pattern) as caught:
+        ix = await fake_discord.slash("broken")
+        await fake_discord.wait_for(lambda: caught, timeout=3, what="the error log")
+    ix.expire()  # an expired interaction is not reported as unacknowledged
