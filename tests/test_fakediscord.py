@@ -108,6 +108,19 @@ class TinyBot(commands.Bot):
             await interaction.followup.send("grid", file=discord.File(io.BytesIO(png()), "grid.png"))
             await interaction.followup.send("and one more", ephemeral=True)
 
+        @self.tree.command(description="Pick a style")
+        async def pick(interaction: discord.Interaction) -> None:
+            view = discord.ui.View()
+            select = discord.ui.Select(custom_id="pick:style", options=[
+                discord.SelectOption(label=s) for s in ("raw", "vivid", "retro")], max_values=2)
+
+            async def picked(ix: discord.Interaction) -> None:
+                await ix.response.send_message(",".join(select.values), ephemeral=True)
+
+            select.callback = picked
+            view.add_item(select)
+            await interaction.response.send_message("pick one", view=view)
+
         @self.tree.command(description="Always fails")
         async def broken(interaction: discord.Interaction) -> None:
             raise RuntimeError("boom")
@@ -126,7 +139,7 @@ async def test_login_ready_and_command_sync(fake_discord: FakeDiscord, bot: Tiny
     guild = bot.get_guild(fake_discord.guild.id)
     assert guild is not None and guild.get_channel(fake_discord.channel.id) is not None
     names = {c["name"] for c in fake_discord.commands.values()}
-    assert names == {"imagine", "remix", "slow", "whoami", "counter", "post", "broken"}
+    assert names == {"imagine", "remix", "slow", "whoami", "counter", "post", "pick", "broken"}
     assert fake_discord.requests_to("PUT", "/applications/{application_id}/commands")
 
 
@@ -299,3 +312,17 @@ async def test_unhandled_error_in_a_command_is_a_violation(fake_discord: FakeDis
         ix = await fake_discord.slash("broken")
         await fake_discord.wait_for(lambda: caught, timeout=3, what="the error log")
     ix.expire()  # an expired interaction is not reported as unacknowledged
+
+
+async def test_select_menu_values(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    msg = await (await fake_discord.slash("pick")).wait_for_reply()
+    ix = await fake_discord.select(msg, "pick:style", ["vivid", "retro"])
+    assert (await ix.wait_for_reply()).content == "vivid,retro"
+
+
+async def test_gateway_drop_resumes(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    await fake_discord.drop_gateway()
+    await fake_discord.wait_for(lambda: fake_discord.resumes and fake_discord.connected, timeout=10, what="RESUME")
+    assert fake_discord.identifies == 1
+    ix = await fake_discord.slash("remix")
+    assert (await ix.ack()).type == 9

@@ -98,6 +98,7 @@ class FakeDiscord(InjectMixin):
         self._rate_rules: list[_RateRule] = []
         self._changed = asyncio.Condition()
         self.identifies = 0  # IDENTIFYs seen; a restarted bot identifies again
+        self.resumes = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
         self._routes: list[tuple[Route, Callable[..., Awaitable[Any]]]] = []
@@ -537,6 +538,7 @@ class FakeDiscord(InjectMixin):
                         break
                     await self._identify(session, data["d"])
                 elif op == 6:
+                    self.resumes += 1
                     session.identified = True
                     session.seq = data["d"].get("seq") or session.seq
                     await self._notify()
@@ -569,6 +571,14 @@ class FakeDiscord(InjectMixin):
         for g in self.guilds.values():
             await session.dispatch("GUILD_CREATE", g.to_payload())
         self.identifies += 1
+        await self._notify()
+
+    async def drop_gateway(self, code: int = 4000) -> None:
+        """Close every gateway connection as Discord does on a hiccup; discord.py reconnects and RESUMEs
+        (codes 4004 and 4010-4014 are fatal to discord.py instead)."""
+        for s in list(self._sessions):
+            s.identified = False
+            await s.ws.close(code=code, message=b"fake: connection dropped")
         await self._notify()
 
     async def announce_guild(self, guild: Guild | None = None) -> None:
