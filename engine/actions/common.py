@@ -1,0 +1,219 @@
+"""The pieces every action shares: prompt encoding with chaos, per-tile generators, the step
+callback (progress, cancellation, --stop), the x0 estimate for --stop, seamless tiling, decoding."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from engine.params import CHAOS_MAX, CHAOS_MIN, MAX_STEPS, SEED_MAX, SEED_MIN, STOP_MAX, STOP_MIN, steps_for_stop
+from engine.requests import RenderRequest
+
+# on_step(step, total, latents) -> True to interrupt the whole batch (every request in it was cancelled).
+StepCallback = Callable[[int, int, torch.Tensor], bool]
+
+CHAOS_SALT = 0x5EED  # the chaos noise generator is seeded with seed ^ salt, never the latent noise's seed
+CHAOS_LOW_FREQ = 1.5  # amplitude of the coarse field at --chaos 100, relative to the white noise
+
+
+class RenderInterrupted(Exception):
+    """Every request in the batch was cancelled; nothing to decode."""
+
+
+def check_common(request: RenderRequest) -> None:
+    if not request.seeds:
+        raise ValueError("seeds must hold at least one seed")
+    for seed in request.seeds:
+        if not SEED_MIN <= seed <= SEED_MAX:
+            raise ValueError(f"seed must be between {SEED_MIN} and {SEED_MAX}, got {seed}")
+    for name, value in (("width", request.width), ("height", request.height)):
+        if value <= 0 or value % 8:
+            raise ValueError(f"{name} must be a positive multiple of 8, got {value}")
+    if not 1 <= request.steps <= MAX_STEPS:
+        raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {request.steps}")
+    if not 0 <= request.guidance_scale <= 50:
+        raise ValueError(f"guidance_scale must be between 0 and 50, got {request.guidance_scale}")
+    if not CHAOS_MIN <= request.chaos <= CHAOS_MAX:
+        raise ValueError(f"chaos must be between {CHAOS_MIN} and {CHAOS_MAX}, got {request.chaos}")
+    if not STOP_MIN <= request.stop <= STOP_MAX:
+        raise ValueError(f"stop must be between {STOP_MIN} and {STOP_MAX}, got {request.stop}")
+
+
+def generators(requests: Sequence[RenderRequest]) -> list[torch.Generator]:
+    """One CPU generator per output image: a tile's noise depends on its seed alone."""
+    return [torch.Generator("cpu").manual_seed(seed) for r in requests for seed in r.seeds]
+
+
+def encode_prompts(pipe: Any, requests: Sequence[RenderRequest], device: torch.device) -> dict[str, torch.Tensor]:
+    """Embeddings for every output row (request-major), with --chaos applied per tile.
+
+    Each distinct request is encoded once and repeated per seed. Returns the keyword arguments
+    for the pipeline (`prompt_embeds`, `negative_prompt_embeds`, and SDXL's pooled ones).
+    """
+    cfg = requests[0].guidance_scale > 1
+    out = pipe.encode_prompt(
+        prompt=[r.prompt for r in requests],
+        device=device,
+        num_images_per_prompt=1,
+        do_classifier_free_guidance=cfg,
+        negative_prompt=[r.negative_prompt for r in requests] if cfg else None,
+    )
+    names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+    counts = torch.tensor([len(r.seeds) for r in requests], device=device)
+    embeds = {n: t.repeat_interleave(counts, dim=0) for n, t in zip(names, out, strict=False) if t is not None}
+    # --chaos: nudge each tile's prompt embedding by seeded Gaussian noise, so tiles spread apart.
+    pe = embeds["prompt_embeds"]
+    scale = pe.float().std()
+    row = 0
+    for r in requests:
+        for seed in r.seeds:
+            if r.chaos:
+                g = torch.Generator("cpu").manual_seed(seed ^ CHAOS_SALT)
+                noise = torch.randn(pe.shape[1:], generator=g).to(pe.device, pe.dtype)
+                pe[row] = pe[row] + (r.chaos / 100) * scale * noise
+            row += 1
+    return embeds
+
+
+def chaos_latents(pipe: Any, requests: Sequence[RenderRequest], gens: list[torch.Generator]) -> torch.Tensor | None:
+    """Initial latents with --chaos's low-frequency push, or None (the pipeline draws them itself).
+
+    Each tile's white noise is drawn from its own generator exactly as the pipeline would; a tile
+    with chaos gets a coarse (2x2, upsampled) random field added, scaled by chaos/100, and is
+    renormalised. Low frequencies set composition and colour layout, so tiles spread apart.
+    """
+    if not any(r.chaos for r in requests):
+        return None
+    from diffusers.utils.torch_utils import randn_tensor
+
+    first = requests[0]
+    channels = pipe.unet.config.in_channels
+    h, w = first.height // pipe.vae_scale_factor, first.width // pipe.vae_scale_factor
+    dtype = pipe.unet.dtype
+    latents = randn_tensor((len(gens), channels, h, w), generator=gens, device=torch.device("cpu"), dtype=torch.float32)
+    row = 0
+    for r in requests:
+        for seed in r.seeds:
+            if r.chaos:
+                g = torch.Generator("cpu").manual_seed(seed ^ CHAOS_SALT)
+                coarse = torch.randn(1, channels, 2, 2, generator=g)
+                field = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+                amount = CHAOS_LOW_FREQ * r.chaos / 100
+                latents[row] = (latents[row] + amount * field[0]) / (1 + amount**2) ** 0.5
+            row += 1
+    return latents.to(pipe._execution_device, dtype)
+
+
+@dataclass
+class StepState:
+    total: int  # steps this batch runs (after --stop)
+    full: int  # steps it would run without --stop
+    on_step: StepCallback | None
+    cancelled: bool = False
+    last_t: Any = None
+    cond: dict[str, torch.Tensor] = field(default_factory=dict)  # for the x0 estimate after --stop
+
+    def tensor_inputs(self, pipe: Any) -> list[str]:
+        wanted = ["latents", "prompt_embeds", "add_text_embeds", "add_time_ids"]
+        return [k for k in wanted if k in pipe._callback_tensor_inputs]
+
+    def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        step = i + 1
+        if self.on_step is not None and self.on_step(step, self.total, kwargs["latents"]):
+            self.cancelled = True
+            pipe._interrupt = True
+        if step >= self.total and self.total < self.full:
+            self.last_t = t
+            self.cond = {k: v for k, v in kwargs.items() if k != "latents"}
+            pipe._interrupt = True
+        return {}
+
+
+def step_state(steps_run: int, stop: int, on_step: StepCallback | None) -> StepState:
+    return StepState(total=steps_for_stop(steps_run, stop), full=steps_run, on_step=on_step)
+
+
+@torch.no_grad()
+def estimate_x0(pipe: Any, latents: torch.Tensor, state: StepState, guidance: float) -> torch.Tensor:
+    """After --stop, `latents` still hold noise: one more UNet pass predicts the clean latents.
+
+    Decoding x_t directly would show the noise; Midjourney's --stop shows a soft, unfinished image.
+    """
+    scheduler = pipe.scheduler
+    timesteps = list(scheduler.timesteps)
+    index = next(k for k, t in enumerate(timesteps) if t == state.last_t) + 1
+    t = timesteps[index]
+    alpha = scheduler.alphas_cumprod[int(t)].to(latents.device, torch.float32)
+    sigma_scheduler = float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0  # Euler/LMS/Heun keep x = x0 + σε
+    sigma = ((1 - alpha) / alpha).sqrt()
+    model_in = latents / (sigma**2 + 1).sqrt() if sigma_scheduler else latents
+    cfg = guidance > 1
+    model_in = torch.cat([model_in] * 2) if cfg else model_in
+    added = {}
+    if "add_text_embeds" in state.cond:
+        added = {"text_embeds": state.cond["add_text_embeds"], "time_ids": state.cond["add_time_ids"]}
+    pred = pipe.unet(
+        model_in.to(pipe.unet.dtype),
+        t,
+        encoder_hidden_states=state.cond["prompt_embeds"],
+        added_cond_kwargs=added or None,
+        return_dict=False,
+    )[0].float()
+    if cfg:
+        uncond, text = pred.chunk(2)
+        pred = uncond + guidance * (text - uncond)
+    x = latents.float()
+    vp_x = x / (sigma**2 + 1).sqrt() if sigma_scheduler else x  # the sample in variance-preserving form
+    if scheduler.config.prediction_type == "v_prediction":
+        x0 = alpha.sqrt() * vp_x - (1 - alpha).sqrt() * pred
+    else:
+        x0 = (vp_x - (1 - alpha).sqrt() * pred) / alpha.sqrt()
+    return x0.to(latents.dtype)
+
+
+@contextlib.contextmanager
+def seamless(pipe: Any, enabled: bool) -> Iterator[None]:
+    """Circular padding in every padded conv of the UNet and VAE, restored afterwards.
+
+    With it the network sees the image on a torus, so the output tiles seamlessly. The worker
+    thread renders one batch at a time, so no other request ever sees the patched modules.
+    """
+    if not enabled:
+        yield
+        return
+    patched: list[tuple[torch.nn.Conv2d, str]] = []
+    try:
+        for model in (pipe.unet, pipe.vae):
+            for module in model.modules():
+                if isinstance(module, torch.nn.Conv2d) and any(p > 0 for p in module.padding):
+                    patched.append((module, module.padding_mode))
+                    module.padding_mode = "circular"
+        yield
+    finally:
+        for module, mode in patched:
+            module.padding_mode = mode
+
+
+@torch.no_grad()
+def decode(pipe: Any, latents: torch.Tensor, run_safety_checker: bool) -> list[Image.Image]:
+    vae = pipe.vae
+    latents = latents.to(vae.dtype) / vae.config.scaling_factor
+    image = vae.decode(latents, return_dict=False)[0]
+    do_denormalize = [True] * image.shape[0]
+    if run_safety_checker and getattr(pipe, "safety_checker", None) is not None:
+        image, nsfw = pipe.run_safety_checker(image, image.device, latents.dtype)
+        do_denormalize = [not flagged for flagged in nsfw]
+    return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=do_denormalize)
+
+
+def split(images: Sequence[Image.Image], requests: Sequence[RenderRequest]) -> list[list[Image.Image]]:
+    out, row = [], 0
+    for r in requests:
+        out.append(list(images[row : row + len(r.seeds)]))
+        row += len(r.seeds)
+    return out

@@ -1,0 +1,411 @@
+"""The diffusers-backed engine: loads models, batches compatible requests, renders on one
+worker thread per device, reports progress on the event loop, and can be interrupted.
+
+    async with DiffusersEngine(model="dreamgrid-tiny") as engine:
+        result = await engine.render(RenderRequest(action=Action.IMAGINE, prompt="a red circle",
+                                                   seeds=(1, 2, 3, 4), width=64, height=64))
+
+Threads: the event loop only queues jobs and awaits futures. The worker thread owns every
+pipeline (diffusers pipelines are not thread-safe) and hands results, errors and progress back
+with `loop.call_soon_threadsafe`. Batching: the worker takes the oldest job, waits at most
+`batch_window_s` after that job arrived for compatible ones (same `batch_key`), and renders them
+all in one pipeline call; each request keeps its own prompt, negative prompt, seeds, chaos,
+progress callback and cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from engine.actions import imagine as imagine_action  # noqa: E402
+from engine.actions import upscale as upscale_action  # noqa: E402
+from engine.actions import variation as variation_action  # noqa: E402
+from engine.actions.common import RenderInterrupted  # noqa: E402
+from engine.preview import fit_latent_rgb, preview_grid  # noqa: E402
+from engine.requests import Action, ProgressCallback, RenderError, RenderProgress, RenderRequest, RenderResult  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+TINY_MODEL = "dreamgrid-tiny"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+_ACTIONS: Mapping[Action, tuple[Callable[..., Any], Callable[[RenderRequest], None], bool]] = {
+    # action -> (render function, check_inputs, uses the image-to-image pipeline)
+    Action.IMAGINE: (imagine_action.imagine, imagine_action.check_inputs, False),
+    Action.VARIATION: (variation_action.variation, variation_action.check_inputs, True),
+    Action.UPSCALE: (upscale_action.upscale, upscale_action.check_inputs, True),
+}
+
+
+def batch_key(request: RenderRequest, model: str) -> tuple[Any, ...]:
+    """Requests with equal keys can share one pipeline call."""
+    return (
+        model,
+        request.action,
+        request.width,
+        request.height,
+        request.steps,
+        request.guidance_scale,
+        request.guidance_scale > 1,
+        request.tile,
+        request.strength,
+        request.stop,
+    )
+
+
+@dataclass
+class EngineStats:
+    """Counters for tests and benchmarks."""
+
+    batches: int = 0  # pipeline calls
+    requests: int = 0  # requests rendered (in any batch)
+    images: int = 0
+    batch_sizes: list[int] = field(default_factory=list)  # requests per pipeline call
+
+
+@dataclass
+class _Model:
+    name: str
+    text2img: Any
+    img2img: Any
+    latent_rgb: torch.Tensor
+
+
+@dataclass(eq=False)
+class _Job:
+    request: RenderRequest
+    model: str
+    key: tuple[Any, ...]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[RenderResult]
+    progress: ProgressCallback | None
+    arrived: float
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def deliver(self, event: RenderProgress) -> None:  # runs on the event loop
+        if self.progress is not None and not self.future.done():
+            try:
+                self.progress(event)
+            except Exception:
+                log.exception("progress callback failed")
+
+    def resolve(self, result: RenderResult | None, error: BaseException | None) -> None:  # on the event loop
+        if self.future.done():
+            return
+        if isinstance(error, asyncio.CancelledError):
+            self.future.cancel()
+        elif error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)  # type: ignore[arg-type]
+
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            self.loop.call_soon_threadsafe(fn, *args)
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        # fp16/bf16 on CPU are ~8x slower than fp32 (DESIGN.md).
+        return torch.float16 if device.type == "cuda" else torch.float32
+    names = {
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+    }
+    if dtype not in names:
+        raise ValueError(f"dtype must be auto, fp16, bf16 or fp32, got {dtype!r}")
+    return names[dtype]
+
+
+class DiffusersEngine:
+    """The `engine.requests.Engine` protocol on diffusers.
+
+    model: the default model — a diffusers folder, a model id in the local HF cache, or
+        `dreamgrid-tiny` (engine/weights/dreamgrid-tiny/ if present, else a random tiny model).
+    models: every installed model the bot may offer (default: just `model`); loaded lazily, cached.
+    pipelines: already-built pipelines by name (tests, benchmarks); they count as installed.
+    max_batch: most images in one pipeline call (a request is never split).
+    """
+
+    def __init__(
+        self,
+        model: str = TINY_MODEL,
+        *,
+        models: Sequence[str] | None = None,
+        pipelines: Mapping[str, Any] | None = None,
+        device: str = "auto",
+        dtype: str | torch.dtype = "auto",
+        batch_window_s: float = 0.05,
+        max_batch: int | None = None,
+        compile: bool = False,
+        safety_checker: bool = False,
+    ) -> None:
+        self.device = _pick_device(device)
+        self.dtype = _pick_dtype(dtype, self.device)
+        self.batch_window_s = batch_window_s
+        self.max_batch = max_batch or (32 if self.device.type == "cuda" else 16)
+        self.compile = compile
+        self.safety_checker = safety_checker
+        self._preloaded = dict(pipelines or {})
+        self._default = model
+        names = list(models) if models is not None else [model]
+        for name in [model, *self._preloaded]:
+            if name not in names:
+                names.append(name)
+        self._models = tuple(names)
+        self._loaded: dict[str, _Model] = {}
+        self._pending: collections.deque[_Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.stats = EngineStats()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> DiffusersEngine:
+        # Load the default model before taking work, off the event loop.
+        await asyncio.to_thread(self._model, self._default)
+        self._thread = threading.Thread(target=self._worker, name=f"dreamgrid-render-{self.device}", daemon=True)
+        self._thread.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with self._cond:
+            self._closed = True
+            leftover = list(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        for job in leftover:
+            job.post(job.resolve, None, RenderError("the engine is shutting down"))
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    @property
+    def models(self) -> Sequence[str]:
+        return self._models
+
+    @property
+    def default_model(self) -> str:
+        return self._default
+
+    def native_size(self, model: str | None = None) -> int:
+        """The tile side the model was trained at (512 for SD1.5, 64 for the tiny model)."""
+        m = self._model(model or self._default)
+        pipe = m.text2img
+        return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+    async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
+        model = request.model or self._default
+        if model not in self._models:
+            raise RenderError(f"model {model!r} is not installed (installed: {', '.join(self._models)})")
+        if request.action not in _ACTIONS:
+            raise RenderError(f"unknown action {request.action!r}")
+        try:
+            _ACTIONS[request.action][1](request)
+        except ValueError as e:
+            raise RenderError(str(e)) from None
+        if self._thread is None or self._closed:
+            raise RenderError("the engine is not running")
+        loop = asyncio.get_running_loop()
+        job = _Job(request, model, batch_key(request, model), loop, loop.create_future(), progress, time.monotonic())
+        with self._cond:
+            self._pending.append(job)
+            self._cond.notify_all()
+        try:
+            # shield: cancelling the caller must not cancel the future the worker resolves.
+            return await asyncio.shield(job.future)
+        except asyncio.CancelledError:
+            job.cancelled.set()  # the worker stops this render at the next step
+            with self._cond:
+                self._cond.notify_all()
+            raise
+
+    # -- loading (worker thread, or before it starts) ------------------------------------------
+
+    def _model(self, name: str) -> _Model:
+        if name not in self._loaded:
+            self._loaded[name] = self._load(name)
+        return self._loaded[name]
+
+    def _load(self, name: str) -> _Model:
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+        from diffusers.utils import logging as diffusers_logging
+
+        started = time.perf_counter()
+        if name in self._preloaded:
+            pipe = self._preloaded[name]
+        else:
+            source: str | Path = name
+            if name == TINY_MODEL:
+                source = WEIGHTS_DIR / TINY_MODEL
+                if not (source / "model_index.json").exists():
+                    from engine.tiny import build_tiny_pipeline
+
+                    log.warning("%s not found; using a tiny model with RANDOM weights built from config", source)
+                    pipe = build_tiny_pipeline()
+                    source = ""
+            if source != "":
+                kwargs: dict[str, Any] = {"dtype": self.dtype, "local_files_only": True}
+                if not self.safety_checker:
+                    kwargs.update(safety_checker=None, requires_safety_checker=False)
+                diffusers_logging.disable_progress_bar()
+                try:
+                    pipe = AutoPipelineForText2Image.from_pretrained(str(source), **kwargs)
+                except Exception as e:
+                    raise RenderError(f"could not load model {name!r}: {e}") from e
+                finally:
+                    diffusers_logging.enable_progress_bar()
+        tokenizer = getattr(pipe, "tokenizer", None)
+        if tokenizer is not None and tokenizer.model_max_length > 10_000:
+            tokenizer.model_max_length = 77  # a bare tokenizer folder says 1e30 and the pipeline pads to it
+        if self.safety_checker and getattr(pipe, "safety_checker", None) is None:
+            log.warning("safety checker requested but model %r has none; images are not checked", name)
+        if not self.safety_checker and hasattr(pipe, "safety_checker"):
+            pipe.safety_checker = None
+        # Cast only when needed: diffusers warns on every dtype cast through `.to()`.
+        pipe.to(self.device) if pipe.unet.dtype == self.dtype else pipe.to(self.device, self.dtype)
+        if self.device.type == "cuda":
+            pipe.unet.to(memory_format=torch.channels_last)
+        # diffusers uses PyTorch SDPA (AttnProcessor2_0) by default on torch 2.
+        if self.compile:
+            pipe.unet = torch.compile(pipe.unet)
+        pipe.set_progress_bar_config(disable=True)
+        img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+        img2img.set_progress_bar_config(disable=True)
+        latent_rgb = fit_latent_rgb(pipe.vae)
+        log.info("loaded model %s on %s/%s in %.1f s", name, self.device, self.dtype, time.perf_counter() - started)
+        return _Model(name, pipe, img2img, latent_rgb)
+
+    # -- the worker ---------------------------------------------------------------------------
+
+    def _take_batch(self) -> list[_Job] | None:
+        """Block until there is work; return the oldest job plus compatible ones (None: closed)."""
+        with self._cond:
+            while True:
+                while self._pending and self._pending[0].cancelled.is_set():
+                    job = self._pending.popleft()
+                    job.post(job.resolve, None, asyncio.CancelledError())
+                if self._pending:
+                    break
+                if self._closed:
+                    return None
+                self._cond.wait()
+            first = self._pending[0]
+            deadline = first.arrived + self.batch_window_s
+            while True:
+                batch, images = [], 0
+                for job in self._pending:
+                    if job.key == first.key and not job.cancelled.is_set():
+                        if batch and images + len(job.request.seeds) > self.max_batch:
+                            break
+                        batch.append(job)
+                        images += len(job.request.seeds)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or images >= self.max_batch or self._closed or first.cancelled.is_set():
+                    break
+                self._cond.wait(remaining)
+            if self._closed:
+                return None  # __aexit__ already failed every pending job
+            for job in batch:
+                self._pending.remove(job)
+            return batch
+
+    def _worker(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[_Job]) -> None:
+        started = time.perf_counter()
+        requests = [job.request for job in batch]
+        first = batch[0]
+        try:
+            model = self._model(first.model)
+            render, _, uses_img2img = _ACTIONS[first.request.action]
+            pipe = model.img2img if uses_img2img else model.text2img
+            on_step = self._step_callback(batch, model)
+            images = render(pipe, requests, on_step=on_step, safety_checker=self.safety_checker)
+        except RenderInterrupted:
+            for job in batch:
+                job.post(job.resolve, None, asyncio.CancelledError())
+            return
+        except Exception as e:
+            error = self._user_error(e)
+            for job in batch:
+                job.post(job.resolve, None, error)
+            return
+        elapsed = time.perf_counter() - started
+        self.stats.batches += 1
+        self.stats.requests += len(batch)
+        self.stats.images += sum(len(r.seeds) for r in requests)
+        self.stats.batch_sizes.append(len(batch))
+        for job, tiles in zip(batch, images, strict=True):
+            result = RenderResult(images=tuple(tiles), seeds=job.request.seeds, model=job.model, elapsed_s=elapsed)
+            job.post(job.resolve, result, None)
+
+    def _step_callback(self, batch: list[_Job], model: _Model) -> Callable[[int, int, torch.Tensor], bool]:
+        offsets, row = [], 0
+        for job in batch:
+            offsets.append((row, row + len(job.request.seeds)))
+            row += len(job.request.seeds)
+
+        def on_step(step: int, total: int, latents: torch.Tensor) -> bool:
+            live = False
+            for job, (a, b) in zip(batch, offsets, strict=True):
+                if job.cancelled.is_set():
+                    continue
+                live = True
+                if job.progress is not None:
+                    preview: Image.Image | None = None
+                    if job.request.preview:
+                        preview = preview_grid(latents[a:b], model.latent_rgb)
+                    job.post(job.deliver, RenderProgress(step, total, preview))
+            return not live  # interrupt only when every request in the batch was cancelled
+
+        return on_step
+
+    def _user_error(self, e: Exception) -> RenderError:
+        if isinstance(e, RenderError):
+            return e
+        if isinstance(e, torch.OutOfMemoryError):
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            log.warning("out of memory: %s", e)
+            return RenderError("the GPU ran out of memory; try a smaller size, fewer images or fewer steps")
+        if isinstance(e, ValueError):
+            return RenderError(str(e))
+        log.exception("render failed")
+        return RenderError(f"the render failed ({type(e).__name__}: {e})")
