@@ -140,22 +140,20 @@ class RemixModal(discord.ui.Modal):
 # -- the buttons ------------------------------------------------------------------------------
 
 
-class _JobButton(discord.ui.DynamicItem[discord.ui.Button]):
-    """Turns a UserError from a click into an ephemeral reply, as the command tree does."""
-
-    async def _run(self, interaction: discord.Interaction, coro: Any) -> None:
-        try:
-            await coro
-        except UserError as exc:
-            await reply_ephemeral(interaction, str(exc))
-        except discord.HTTPException:
-            raise
-        except Exception:
-            log.exception("button %s failed", self.item.custom_id)
-            await reply_ephemeral(interaction, "Something went wrong on our side. It has been logged; please try again.")
+async def guarded(interaction: discord.Interaction, coro: Any) -> None:
+    """Run a button's work; a UserError becomes an ephemeral reply, as the command tree does."""
+    try:
+        await coro
+    except UserError as exc:
+        await reply_ephemeral(interaction, str(exc))
+    except discord.HTTPException:
+        raise
+    except Exception:
+        log.exception("button %s failed", interaction.data.get("custom_id") if interaction.data else "?")
+        await reply_ephemeral(interaction, "Something went wrong on our side. It has been logged; please try again.")
 
 
-class UpscaleButton(_JobButton, template=r"dg:u:(?P<job>\d+):(?P<n>[1-4])"):
+class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+):(?P<n>[1-4])"):
     """U1–U4: post one tile on its own, with Vary and Upscale buttons. No render needed."""
 
     def __init__(self, job_id: int, index: int, *, used: bool = False) -> None:
@@ -174,7 +172,7 @@ class UpscaleButton(_JobButton, template=r"dg:u:(?P<job>\d+):(?P<n>[1-4])"):
         return cls(int(match["job"]), int(match["n"]), used=item.style is discord.ButtonStyle.success)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await self._run(interaction, self._post_tile(interaction))
+        await guarded(interaction, self._post_tile(interaction))
 
     async def _post_tile(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
@@ -204,7 +202,7 @@ class UpscaleButton(_JobButton, template=r"dg:u:(?P<job>\d+):(?P<n>[1-4])"):
         )
 
 
-class VariationButton(_JobButton, template=r"dg:v:(?P<job>\d+):(?P<n>[1-4])"):
+class VariationButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:v:(?P<job>\d+):(?P<n>[1-4])"):
     """V1–V4: a new grid of variations of one tile."""
 
     def __init__(self, job_id: int, index: int) -> None:
@@ -218,11 +216,11 @@ class VariationButton(_JobButton, template=r"dg:v:(?P<job>\d+):(?P<n>[1-4])"):
     async def callback(self, interaction: discord.Interaction) -> None:
         profile = await _bot(interaction).store.profile(interaction.user.id)
         strength = STRENGTHS[profile.settings.get("variation", "strong")]
-        await self._run(interaction, start_child(interaction, self.job_id, kind="variation", index=self.index,
+        await guarded(interaction, start_child(interaction, self.job_id, kind="variation", index=self.index,
                                                  strength=strength))
 
 
-class RerollButton(_JobButton, template=r"dg:reroll:(?P<job>\d+)"):
+class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:reroll:(?P<job>\d+)"):
     """🔄: the same prompt with new seeds."""
 
     def __init__(self, job_id: int) -> None:
@@ -234,10 +232,10 @@ class RerollButton(_JobButton, template=r"dg:reroll:(?P<job>\d+)"):
         return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await self._run(interaction, start_child(interaction, self.job_id, kind="reroll", index=None))
+        await guarded(interaction, start_child(interaction, self.job_id, kind="reroll", index=None))
 
 
-class VaryButton(_JobButton, template=r"dg:vary:(?P<how>strong|subtle):(?P<job>\d+):(?P<n>[1-4])"):
+class VaryButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:vary:(?P<how>strong|subtle):(?P<job>\d+):(?P<n>[1-4])"):
     """Vary (Strong) / Vary (Subtle) under a single tile."""
 
     def __init__(self, how: str, job_id: int, index: int) -> None:
@@ -251,11 +249,11 @@ class VaryButton(_JobButton, template=r"dg:vary:(?P<how>strong|subtle):(?P<job>\
         return cls(match["how"], int(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await self._run(interaction, start_child(interaction, self.job_id, kind="variation", index=self.index,
+        await guarded(interaction, start_child(interaction, self.job_id, kind="variation", index=self.index,
                                                  strength=STRENGTHS[self.how]))
 
 
-class UpscaleActionButton(_JobButton, template=r"dg:up:(?P<how>subtle|creative):(?P<job>\d+):(?P<n>[1-4])"):
+class UpscaleActionButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:up:(?P<how>subtle|creative):(?P<job>\d+):(?P<n>[1-4])"):
     """Upscale (Subtle) / Upscale (Creative): a render at twice the size."""
 
     def __init__(self, how: str, job_id: int, index: int) -> None:
@@ -269,7 +267,7 @@ class UpscaleActionButton(_JobButton, template=r"dg:up:(?P<how>subtle|creative):
         return cls(match["how"], int(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await self._run(interaction, start_child(interaction, self.job_id, kind="upscale", index=self.index,
+        await guarded(interaction, start_child(interaction, self.job_id, kind="upscale", index=self.index,
                                                  strength=UPSCALE_STRENGTHS[self.how]))
 
 

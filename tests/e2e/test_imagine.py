@@ -1,0 +1,60 @@
+"""/imagine end to end: the real discord.py client against the loopback fake Discord."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from engine.fake import FakeEngine
+from tests.fakediscord import FakeDiscord
+from tests.harness import running_bot
+
+
+async def test_imagine_acknowledges_shows_progress_and_posts_the_grid(fake_discord: FakeDiscord, tmp_path: Path):
+    engine = FakeEngine(models=["fake"], step_delay_s=0.15)
+    async with running_bot(fake_discord, tmp_path, engine=engine) as bot:
+        ix = await fake_discord.slash("imagine", prompt="a red circle --seed 41")
+        ack = await ix.ack()
+        assert ack.elapsed < 3 and not ack.ephemeral
+        assert "Waiting to start" in ix.original.content
+        await ix.wait_for_edit(lambda m: re.search(r"\(\d+%\)", m.content))
+        final = await ix.wait_for_edit(lambda m: m.attachments and m.buttons, timeout=15)
+
+        grid = final.attachments[0].image()
+        assert grid.size == (128, 128)  # 2x the 64 px tile in each direction
+        colours = {grid.getpixel((x, y)) for x in (32, 96) for y in (32, 96)}
+        assert len(colours) == 4  # four distinct tiles
+        embed = final.embed
+        assert "41, 42, 43, 44" in str(embed["fields"])
+        assert embed["image"]["url"] == f"attachment://{final.attachments[0].filename}"
+        assert final.labels == ["U1", "U2", "U3", "U4", None, "V1", "V2", "V3", "V4"]
+
+        job = await bot.store.get_job(1)
+        assert job.status == "done" and job.delivered_at is not None
+        assert job.seeds == [41, 42, 43, 44]
+        assert job.message_id == final.id
+        images = await bot.store.get_images(1)
+        assert [(i.idx, i.width, i.seed) for i in images] == [(1, 64, 41), (2, 64, 42), (3, 64, 43), (4, 64, 44)]
+        assert all((tmp_path / i.path).exists() for i in images)
+
+
+async def test_a_bad_parameter_is_an_ephemeral_one_liner_and_queues_nothing(fake_discord: FakeDiscord, tmp_path: Path):
+    async with running_bot(fake_discord, tmp_path) as bot:
+        ix = await fake_discord.slash("imagine", prompt="a fox --chaos 150")
+        ack = await ix.ack()
+        assert ack.ephemeral
+        reply = await ix.wait_for_reply()
+        assert reply.content == "`--chaos 150` is out of range: use 0–100."
+        assert await bot.store.get_job(1) is None
+
+
+async def test_a_failed_render_tells_the_member_and_the_next_job_runs(fake_discord: FakeDiscord, tmp_path: Path):
+    async with running_bot(fake_discord, tmp_path) as bot:
+        bad = await fake_discord.slash("imagine", prompt="__fail__ please")
+        await bad.ack()
+        failed = await bad.wait_for_edit(lambda m: "⚠" in m.content or ":warning:" in m.content)
+        assert "the fake engine was told to fail" in failed.content
+        good = await fake_discord.slash("imagine", prompt="a calm lake")
+        await good.ack()
+        await good.wait_for_edit(lambda m: m.attachments and m.buttons)
+        assert [(await bot.store.get_job(i)).status for i in (1, 2)] == ["failed", "done"]

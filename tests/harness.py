@@ -1,0 +1,40 @@
+"""Running the real bot against the fake Discord, for end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from bot.client import DreamGrid
+from bot.settings import Settings
+from bot.store import Store
+from engine.fake import FakeEngine
+from engine.requests import Engine
+from tests.fakediscord import FakeDiscord
+
+
+def bot_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "discord_token": "fake-token",
+        "data_dir": data_dir,
+        "model": "fake",
+        "progress_interval_s": 0.5,
+        "steps": 8,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@asynccontextmanager
+async def running_bot(
+    fake: FakeDiscord, data_dir: Path, *, engine: Engine | None = None, **settings: Any
+) -> AsyncIterator[DreamGrid]:
+    """The bot, connected and ready, with its own database under `data_dir` (kept across restarts)."""
+    config = bot_settings(data_dir, **settings)
+    engine = engine or FakeEngine(models=config.installed_models, step_delay_s=0.1)
+    async with Store.open(config.database_path) as store:
+        bot = DreamGrid(settings=config, store=store, engine=engine)
+        async with fake.running(bot) as ready:
+            yield ready
