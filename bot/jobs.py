@@ -32,7 +32,7 @@ def imagine_params(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults
     settings = bot.settings
     aspect = parsed.aspect or tuple(defaults.get("aspect") or (1, 1))
     native = bot.engine.native_size(model)
-    width, height = render_params.size_for_aspect(aspect[0], aspect[1], native * native)
+    width, height = render_params.size_for_aspect(aspect[0], aspect[1], native * native, max(8, native // 8))
     quality = parsed.quality if parsed.quality is not None else defaults.get("quality", 1)
     stylize = parsed.stylize if parsed.stylize is not None else defaults.get("stylize", render_params.STYLIZE_DEFAULT)
     steps = min(render_params.steps_for_quality(quality, base=settings.steps), settings.max_steps)
@@ -75,7 +75,8 @@ def new_job(
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,
         prompt=prompt,
-        params=params,
+        # The interaction says how large an upload this channel takes; results are fitted to it.
+        params={**params, "upload_limit": interaction.filesize_limit},
         seeds=list(seeds),
         model=model,
         parent_id=parent_id,

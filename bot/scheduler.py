@@ -273,8 +273,7 @@ class Scheduler:
         return encode_for_upload(compose_grid(tiles), f"dreamgrid-{job.id}", self._upload_limit(job))
 
     def _upload_limit(self, job: Job) -> int:
-        guild = self.bot.get_guild(job.guild_id) if job.guild_id else None
-        return guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
+        return int(job.params.get("upload_limit") or DEFAULT_UPLOAD_LIMIT)
 
 
 def _load_rgb(path: Path) -> Image.Image:

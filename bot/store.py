@@ -6,6 +6,7 @@ synchronous=NORMAL: a crash of the bot loses no committed row. The jobs table *i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -138,6 +139,9 @@ class UserStats:
 class Store:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
+        # One connection serves every coroutine: a transaction must not interleave with another's
+        # statements (SQLite would refuse a nested BEGIN, or commit them together).
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     @asynccontextmanager
@@ -185,18 +189,25 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
-        else:
-            await self.db.execute("COMMIT")
+        async with self._write_lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            else:
+                await self.db.execute("COMMIT")
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
         async with self.db.execute(sql, params) as cur:
             return await cur.fetchone()
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        """One writing statement (autocommitted), never inside another coroutine's transaction."""
+        async with self._write_lock:
+            async with self.db.execute(sql, params) as cur:
+                return await cur.fetchone()
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         async with self.db.execute(sql, params) as cur:
@@ -205,7 +216,7 @@ class Store:
     # -- users and guilds ----------------------------------------------------------------
 
     async def ensure_user(self, user_id: int) -> None:
-        await self.db.execute("INSERT INTO users (id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
+        await self._write("INSERT INTO users (id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
 
     async def profile(self, user_id: int) -> UserProfile:
         row = await self._one("SELECT settings, suffix FROM users WHERE id = ?", (user_id,))
@@ -231,10 +242,10 @@ class Store:
         return settings
 
     async def reset_settings(self, user_id: int) -> None:
-        await self.db.execute("UPDATE users SET settings = '{}' WHERE id = ?", (user_id,))
+        await self._write("UPDATE users SET settings = '{}' WHERE id = ?", (user_id,))
 
     async def set_suffix(self, user_id: int, suffix: str) -> None:
-        await self.db.execute(
+        await self._write(
             "INSERT INTO users (id, suffix) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET suffix = excluded.suffix",
             (user_id, suffix),
         )
@@ -249,13 +260,11 @@ class Store:
             )
 
     async def delete_option(self, user_id: int, name: str) -> bool:
-        async with self.db.execute(
-            "DELETE FROM user_options WHERE user_id = ? AND name = ? RETURNING name", (user_id, name)
-        ) as cur:
-            return await cur.fetchone() is not None
+        row = await self._write("DELETE FROM user_options WHERE user_id = ? AND name = ? RETURNING name", (user_id, name))
+        return row is not None
 
     async def ensure_guild(self, guild_id: int) -> None:
-        await self.db.execute("INSERT INTO guilds (id) VALUES (?) ON CONFLICT DO NOTHING", (guild_id,))
+        await self._write("INSERT INTO guilds (id) VALUES (?) ON CONFLICT DO NOTHING", (guild_id,))
 
     # -- the queue -----------------------------------------------------------------------
 
@@ -353,10 +362,10 @@ class Store:
         return int(row[0])
 
     async def set_progress(self, job_id: int, progress: float) -> None:
-        await self.db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'", (progress, job_id))
+        await self._write("UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'", (progress, job_id))
 
     async def set_message(self, job_id: int, message_id: int) -> None:
-        await self.db.execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
+        await self._write("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
 
     async def finish(self, job_id: int, images: Sequence[ImageRow], gpu_seconds: float) -> Job | None:
         """Mark a running job done with its images; None if it was cancelled meanwhile."""
@@ -369,43 +378,39 @@ class Store:
                 row = await cur.fetchone()
             if row is None:
                 return None
-            await self.save_images(images)
+            await _insert_images(db, images)
             return Job.from_row(row)
 
     async def save_images(self, images: Sequence[ImageRow]) -> None:
-        await self.db.executemany(
-            "INSERT OR REPLACE INTO images (job_id, idx, path, width, height, seed) VALUES (?, ?, ?, ?, ?, ?)",
-            [(i.job_id, i.idx, i.path, i.width, i.height, i.seed) for i in images],
-        )
+        async with self.transaction() as db:
+            await _insert_images(db, images)
 
     async def fail(self, job_id: int, error: str, gpu_seconds: float = 0.0) -> Job | None:
-        async with self.db.execute(
+        row = await self._write(
             "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, gpu_seconds = gpu_seconds + ?"
             " WHERE id = ? AND status IN ('queued', 'running') RETURNING *",
             (error, utcnow(), gpu_seconds, job_id),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return Job.from_row(row) if row else None
 
     async def cancel(self, job_id: int) -> Job | None:
         """Cancel a queued or running job; None if it had already finished."""
-        async with self.db.execute(
+        row = await self._write(
             "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status IN ('queued', 'running')"
             " RETURNING *",
             (utcnow(), job_id),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return Job.from_row(row) if row else None
 
     async def mark_delivered(self, job_id: int, channel_id: int | None, message_id: int | None) -> None:
-        await self.db.execute(
+        await self._write(
             "UPDATE jobs SET delivered_at = ?, result_channel_id = ?, result_message_id = ? WHERE id = ?",
             (utcnow(), channel_id, message_id, job_id),
         )
 
     async def requeue(self, job_id: int) -> None:
         """Put a running job back in the queue without counting the attempt (a clean shutdown)."""
-        await self.db.execute(
+        await self._write(
             "UPDATE jobs SET status = 'queued', progress = 0, attempts = MAX(attempts - 1, 0)"
             " WHERE id = ? AND status = 'running'",
             (job_id,),
@@ -475,10 +480,17 @@ class Store:
         return row[0] if row else None
 
     async def set_meta(self, key: str, value: str) -> None:
-        await self.db.execute(
+        await self._write(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+
+async def _insert_images(db: aiosqlite.Connection, images: Sequence[ImageRow]) -> None:
+    await db.executemany(
+        "INSERT OR REPLACE INTO images (job_id, idx, path, width, height, seed) VALUES (?, ?, ?, ?, ?, ?)",
+        [(i.job_id, i.idx, i.path, i.width, i.height, i.seed) for i in images],
+    )
 
 
 def available_migrations(migrations_dir: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:

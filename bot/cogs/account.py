@@ -9,15 +9,12 @@ from typing import Any
 import discord
 from discord import app_commands
 from discord.ext import commands
-from PIL import Image
 
 from bot import messages
 from bot.client import DreamGrid
-from bot.cogs.imagine import result_view
+from bot.cogs.imagine import encode_grid, result_view
 from bot.errors import UserError
-from bot.images import encode_for_upload
 from bot.prompt import PromptError, parse_prompt
-from engine.grid import compose_grid
 
 ASPECTS = ("1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16")
 QUALITIES = {".25": 0.25, ".5": 0.5, "1": 1.0, "2": 2.0}
@@ -165,7 +162,7 @@ class Account(commands.Cog):
         paths = [self.bot.settings.data_dir / row.path for row in rows]
         if not rows or not all(p.exists() for p in paths):
             raise UserError(f"The images of job {job_id} are no longer stored. Press 🔄 on it to draw it again.")
-        data, filename = await asyncio.to_thread(_encode_grid, paths, f"dreamgrid-{job.id}", interaction.filesize_limit)
+        data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}", interaction.filesize_limit)
         await interaction.response.send_message(
             content=messages.done(job),
             embed=messages.result_embed(job, rows, filename),
@@ -264,14 +261,6 @@ def _check_parameters(value: str, bot: DreamGrid, what: str) -> None:
         parse_prompt(f"x {value}", models=bot.settings.installed_models)
     except PromptError as exc:
         raise UserError(f"{what}: {exc}") from None
-
-
-def _encode_grid(paths: list[Any], stem: str, limit: int) -> tuple[bytes, str]:
-    tiles = []
-    for path in paths:
-        with Image.open(path) as image:
-            tiles.append(image.convert("RGB"))
-    return encode_for_upload(compose_grid(tiles), stem, limit)
 
 
 async def setup(bot: DreamGrid) -> None:

@@ -19,10 +19,11 @@ from PIL import Image
 from bot import jobs, messages
 from bot.client import DreamGrid
 from bot.errors import UserError, reply_ephemeral
-from bot.images import encode_for_upload
+from bot.images import DEFAULT_UPLOAD_LIMIT, encode_for_upload
 from bot.prompt import PromptError, parse_prompt
 from bot.store import Job, NewJob
 from engine import params as render_params
+from engine.grid import compose_grid
 
 log = logging.getLogger(__name__)
 
@@ -111,35 +112,6 @@ async def start_child(
     await jobs.submit(bot, interaction, await child_job(bot, interaction, parent, kind=kind, index=index, strength=strength))
 
 
-class RemixModal(discord.ui.Modal):
-    """Remix mode: edit the prompt before a variation or reroll runs."""
-
-    def __init__(self, *, parent: Job, kind: str, index: int | None, strength: float | None) -> None:
-        label = "Reroll" if kind == "reroll" else f"Remix image #{index}"
-        super().__init__(title=f"{label} (job {parent.id})"[:45], timeout=600)
-        self.parent, self.kind, self.index, self.strength = parent, kind, index, strength
-        self.prompt = discord.ui.TextInput(
-            label="Prompt", style=discord.TextStyle.paragraph, default=parent.prompt[:1500], max_length=1500
-        )
-        self.add_item(self.prompt)
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        bot = _bot(interaction)
-        new_jobs = await child_job(
-            bot, interaction, self.parent, kind=self.kind, index=self.index, strength=self.strength,
-            prompt=self.prompt.value,
-        )
-        await jobs.submit(bot, interaction, new_jobs)
-
-    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        from bot.errors import on_app_command_error
-
-        await on_app_command_error(interaction, app_commands.CommandInvokeError(None, error))  # type: ignore[arg-type]
-
-
-# -- the buttons ------------------------------------------------------------------------------
-
-
 async def guarded(interaction: discord.Interaction, coro: Any) -> None:
     """Run a button's work; a UserError becomes an ephemeral reply, as the command tree does."""
     try:
@@ -151,6 +123,34 @@ async def guarded(interaction: discord.Interaction, coro: Any) -> None:
     except Exception:
         log.exception("button %s failed", interaction.data.get("custom_id") if interaction.data else "?")
         await reply_ephemeral(interaction, "Something went wrong on our side. It has been logged; please try again.")
+
+
+class RemixModal(discord.ui.Modal):
+    """Remix mode: edit the prompt before a variation or reroll runs."""
+
+    def __init__(self, *, parent: Job, kind: str, index: int | None, strength: float | None) -> None:
+        label = "Reroll" if kind == "reroll" else f"Remix image #{index}"
+        super().__init__(title=f"{label} (job {parent.id})"[:45], timeout=600)
+        self.parent, self.kind, self.index, self.strength = parent, kind, index, strength
+        self.prompt = discord.ui.TextInput(
+            label="Prompt", style=discord.TextStyle.paragraph, default=parent.prompt[:1500], max_length=1500,
+            custom_id="prompt",
+        )
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, self._start(interaction))
+
+    async def _start(self, interaction: discord.Interaction) -> None:
+        bot = _bot(interaction)
+        new_jobs = await child_job(
+            bot, interaction, self.parent, kind=self.kind, index=self.index, strength=self.strength,
+            prompt=self.prompt.value,
+        )
+        await jobs.submit(bot, interaction, new_jobs)
+
+
+# -- the buttons ------------------------------------------------------------------------------
 
 
 class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+):(?P<n>[1-4])"):
@@ -271,7 +271,41 @@ class UpscaleActionButton(discord.ui.DynamicItem[discord.ui.Button], template=r"
                                                  strength=UPSCALE_STRENGTHS[self.how]))
 
 
-BUTTONS = (UpscaleButton, VariationButton, RerollButton, VaryButton, UpscaleActionButton)
+class SendToDMButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d+)"):
+    """✉️: send the result, with its seeds and job id, to whoever pressed it."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(discord.ui.Button(emoji="✉️", custom_id=f"dg:dm:{job_id}", row=1))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, self._send(interaction))
+
+    async def _send(self, interaction: discord.Interaction) -> None:
+        bot = _bot(interaction)
+        job = await _job_or_error(bot, self.job_id)
+        rows = await bot.store.get_images(job.id)
+        paths = [bot.settings.data_dir / row.path for row in rows]
+        if not rows or not all(p.exists() for p in paths):
+            raise UserError(f"The images of job {job.id} are no longer stored. Press 🔄 to draw it again.")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}")
+        try:
+            await interaction.user.send(
+                content=f"Job {job.id}: {job.prompt[:1800]}",
+                embed=messages.result_embed(job, rows, filename),
+                file=discord.File(io.BytesIO(data), filename=filename),
+            )
+        except discord.Forbidden:
+            raise UserError("I can't send you a DM: allow direct messages from server members and try again.") from None
+        await interaction.followup.send("Sent to your DMs. ✉️", ephemeral=True)
+
+
+BUTTONS = (UpscaleButton, VariationButton, RerollButton, VaryButton, UpscaleActionButton, SendToDMButton)
 
 
 def result_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> discord.ui.View | None:
@@ -284,6 +318,7 @@ def result_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> disc
     view.add_item(RerollButton(job.id))
     for n in range(1, 5):
         view.add_item(VariationButton(job.id, n))
+    view.add_item(SendToDMButton(job.id))
     return view
 
 
@@ -304,6 +339,14 @@ def _used_indexes(message: discord.Message | None) -> set[int]:
             if custom_id.startswith("dg:u:") and getattr(child, "style", None) is discord.ButtonStyle.success:
                 used.add(int(custom_id.rsplit(":", 1)[1]))
     return used
+
+
+def encode_grid(paths: list[Any], stem: str, limit: int = DEFAULT_UPLOAD_LIMIT) -> tuple[bytes, str]:
+    tiles = []
+    for path in paths:
+        with Image.open(path) as image:
+            tiles.append(image.convert("RGB"))
+    return encode_for_upload(compose_grid(tiles), stem, limit)
 
 
 def _encode_tile(path: Any, stem: str, limit: int) -> tuple[bytes, str]:

@@ -27,7 +27,7 @@ async def test_imagine_acknowledges_shows_progress_and_posts_the_grid(fake_disco
         embed = final.embed
         assert "41, 42, 43, 44" in str(embed["fields"])
         assert embed["image"]["url"] == f"attachment://{final.attachments[0].filename}"
-        assert final.labels == ["U1", "U2", "U3", "U4", None, "V1", "V2", "V3", "V4"]
+        assert final.labels == ["U1", "U2", "U3", "U4", None, "V1", "V2", "V3", "V4", None]
 
         job = await bot.store.get_job(1)
         assert job.status == "done" and job.delivered_at is not None
