@@ -82,8 +82,6 @@ class Engine(Protocol):
     @property
     def default_model(self) -> str: ...
 
-    async def render(
-        self, request: RenderRequest, *, progress: ProgressCallback | None = None
-    ) -> RenderResult:
+    async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         """Render `request`; `progress` is called on the event loop's thread."""
         ...
