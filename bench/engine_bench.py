@@ -128,7 +128,8 @@ async def run_benchmarks(
     overhead0 = med["engine0"] / med["raw"] - 1
     print(f"(1) engine grid vs naive           : {grid_ratio:.2f}x, window 0: {grid_ratio0:.2f}x   (goal >= 3x)")
     print(
-        f"(2) engine overhead vs raw batched : {overhead * 100:+.1f} %, window 0: {overhead0 * 100:+.1f} %  (goal <= 5 %)"
+        f"(2) engine overhead vs raw batched : {overhead * 100:+.1f} %,",
+        f"window 0: {overhead0 * 100:+.1f} %  (goal <= 5 %)",
     )
     result = {"grid_ratio": grid_ratio, "grid_ratio0": grid_ratio0, "overhead": overhead, "overhead0": overhead0}
     for n, (s, c) in through.items():

@@ -2,7 +2,7 @@
 
     TRANSFORMERS_VERBOSITY=error python -m bench.gpu_bench                   # CUDA, 512 px tiles, 20 steps
     TRANSFORMERS_VERBOSITY=error python -m bench.gpu_bench --compile         # with torch.compile on the UNet
-    TRANSFORMERS_VERBOSITY=error python -m bench.gpu_bench --device cpu --tile 64 --steps 2 --repeats 1  # smoke
+    TRANSFORMERS_VERBOSITY=error python -m bench.gpu_bench --device cpu --tile 64 --steps 2 --repeats 1 --threads 1
 
 Same three ratios as bench/engine_bench.py, plus plain diffusers it/s at batch 1 (reference: ~55 it/s
 on an H100 at 512 px, DESIGN.md). Random weights cost exactly what trained ones do; the pictures are noise.
@@ -111,7 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet first")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (a smoke run on shared cores: 1)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: run on a GPU machine, or pass --device cpu for a smoke run")

@@ -143,3 +143,18 @@ async def test_a_missing_model_folder_is_a_render_error(tiny_pipe, tmp_path):
         with pytest.raises(RenderError, match="could not load"):
             await engine.render(request(model=missing, steps=2))
         assert len((await engine.render(request(steps=2))).images) == 4
+
+
+async def test_asking_for_a_safety_checker_the_model_lacks_is_logged(tiny_pipe, caplog):
+    with caplog.at_level(logging.WARNING, logger="engine.core"):
+        async with DiffusersEngine(model="tiny", pipelines={"tiny": tiny_pipe}, safety_checker=True) as engine:
+            assert len((await engine.render(request(steps=2))).images) == 4
+    assert "has none" in caplog.text
+
+
+async def test_shutdown_fails_queued_requests_politely(tiny_pipe):
+    engine = DiffusersEngine(model="tiny", pipelines={"tiny": tiny_pipe}, batch_window_s=0.0)
+    async with engine:
+        pass
+    with pytest.raises(RenderError, match="not running"):
+        await engine.render(request(steps=2))
