@@ -109,3 +109,17 @@ async def test_chaos_spreads_the_tiles_reproducibly(engine):
     assert all((pixels(a) == pixels(b)).all() for a, b in zip(calm.images, zero.images, strict=True))
     assert all((pixels(a) == pixels(b)).all() for a, b in zip(wild.images, wild_again.images, strict=True))
     assert spread(wild) > 1.2 * spread(calm)  # measured 1.35-1.9x
+
+
+async def test_stop_works_for_variations_too(engine, unet_calls):
+    source = await _source(engine)
+    events = []
+    before = unet_calls.count
+    result = await engine.render(
+        request(action=Action.VARIATION, seeds=(5, 6), init_image=source, strength=VARY_STRONG, steps=8, stop=50),
+        progress=events.append,
+    )
+    # strength 0.75 of 8 steps runs 6; --stop 50 keeps 3, plus one pass for the clean-image estimate
+    assert [e.step for e in events] == [1, 2, 3] and events[-1].total == 3
+    assert unet_calls.count - before == 3 + 1
+    assert len(result.images) == 2
