@@ -108,7 +108,7 @@ class _Job:
     def resolve(self, result: RenderResult | None, error: BaseException | None) -> None:  # on the event loop
         if self.future.done():
             return
-        if isinstance(error, asyncio.CancelledError):
+        if isinstance(error, asyncio.CancelledError) or self.cancelled.is_set():  # nobody awaits it any more
             self.future.cancel()
         elif error is not None:
             self.future.set_exception(error)

@@ -30,6 +30,8 @@ def split_grid(grid: Image.Image, count: int = 4, columns: int = 2) -> list[Imag
         raise ValueError(f"a {grid.width}x{grid.height} grid does not split into {columns}x{rows}")
     width, height = grid.width // columns, grid.height // rows
     return [
-        grid.crop(((i % columns) * width, (i // columns) * height, (i % columns + 1) * width, (i // columns + 1) * height))
+        grid.crop(
+            ((i % columns) * width, (i // columns) * height, (i % columns + 1) * width, (i // columns + 1) * height)
+        )
         for i in range(count)
     ]

@@ -1,6 +1,6 @@
 """The seam between the bot and the engine: plain dataclasses, no torch.
 
-The bot builds a `RenderRequest`, awaits `Engine.render()`, and receives `RenderProgress`
+The bot builds a `RenderRequest`, awaits `Engine.render()` (`engine.core.DiffusersEngine`, or `engine.fake.FakeEngine` in tests), and receives `RenderProgress`
 events and a `RenderResult`. Images cross the seam as Pillow images. Cancelling the
 awaiting task cancels the render (it stops at the next denoising step).
 """
@@ -86,8 +86,6 @@ class Engine(Protocol):
         """The tile edge (pixels) the model was trained at; aspect ratios keep this area."""
         ...
 
-    async def render(
-        self, request: RenderRequest, *, progress: ProgressCallback | None = None
-    ) -> RenderResult:
+    async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         """Render `request`; `progress` is called on the event loop's thread."""
         ...

@@ -18,9 +18,7 @@ SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 def _bytes_to_unicode() -> list[str]:
     """CLIP/GPT-2's printable stand-in for each of the 256 byte values."""
     printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     chars = []
     extra = 0
