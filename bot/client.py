@@ -11,6 +11,7 @@ import discord
 from discord.ext import commands
 
 from bot.errors import on_app_command_error
+from bot.guild_config import GuildConfigs
 from bot.scheduler import Scheduler
 from bot.settings import Settings
 from bot.store import Job, Store
@@ -18,7 +19,7 @@ from engine.requests import Engine
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.account")
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.account", "bot.cogs.admin")
 
 
 class DreamGrid(commands.Bot):
@@ -35,6 +36,7 @@ class DreamGrid(commands.Bot):
         self.settings = settings
         self.store = store
         self.engine = engine
+        self.guild_configs = GuildConfigs(store, settings)  # /config values, cached per server
         self.run_jobs = run_jobs
         self.scheduler = Scheduler(self)
         # The buttons under a finished job; bot.cogs.imagine, which owns them, installs the builder.

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import messages
+from bot import messages, policy
 from bot.errors import UserError
 from bot.prompt import ParsedPrompt
-from bot.store import Job, NewJob, QueueFull, QueueLimits
+from bot.store import Job, NewJob, QueueFull
 from engine import params as render_params
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def seeds_for(seed: int | None, count: int = 4) -> list[int]:
 def imagine_params(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: dict[str, Any]) -> dict[str, Any]:
     """The recorded render request for a prompt: everything needed to render it again."""
     settings = bot.settings
-    aspect = parsed.aspect or tuple(defaults.get("aspect") or (1, 1))
+    aspect = parsed.aspect or _aspect(defaults.get("aspect"))
     native = bot.engine.native_size(model)
     width, height = render_params.size_for_aspect(aspect[0], aspect[1], native * native, max(8, native // 8))
     quality = parsed.quality if parsed.quality is not None else defaults.get("quality", 1)
@@ -56,6 +56,14 @@ def imagine_params(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults
         "stop": parsed.stop or 100,
         "tile": parsed.tile,
     }
+
+
+def _aspect(value: Any) -> tuple[int, int]:
+    """A default aspect as /settings and /config store it ("3:2"), or a pair."""
+    if isinstance(value, str):
+        width, _, height = value.partition(":")
+        return int(width), int(height)
+    return tuple(value) if value else (1, 1)  # type: ignore[return-value]
 
 
 def new_job(
@@ -92,8 +100,7 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, jobs: Sequenc
     Nothing is queued when the first job is over a limit: the member gets the reason,
     ephemerally. When a later one is refused, the ones already accepted still run.
     """
-    settings = bot.settings
-    limits = QueueLimits(settings.max_running_per_user, settings.max_queued_per_user, settings.max_queue)
+    jobs, limits = await policy.admit(bot, interaction, jobs)  # the server's /config rules
     accepted: list[Job] = []
     refusal = None
     for job in jobs:

@@ -47,6 +47,21 @@ def cancelled(job: Job) -> str:
     return f"{_title(job)}\n:no_entry_sign: Cancelled. (job {job.id})"
 
 
+def spoiler_name(job: Job, images: list[ImageRow], filename: str) -> str:
+    """`SPOILER_` + filename when the safety checker flagged an image (Discord blurs it until clicked)."""
+    if any(i.flagged for i in images) and job.params.get("spoiler_flagged", True):
+        return f"SPOILER_{filename}"
+    return filename
+
+
+def _show_image(embed: discord.Embed, filename: str) -> None:
+    # An embed image is never blurred: a spoilered file is left as an attachment, where Discord blurs it.
+    if filename.startswith("SPOILER_"):
+        embed.add_field(name="Flagged", value="The safety checker flagged this; click to reveal.", inline=False)
+    else:
+        embed.set_image(url=f"attachment://{filename}")
+
+
 def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Embed:
     params = job.params
     embed = discord.Embed(
@@ -62,7 +77,7 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
     embed.add_field(name="Job", value=str(job.id))
     if job.parent_id:
         embed.add_field(name="From", value=f"job {job.parent_id}" + (f", image {job.parent_index}" if job.parent_index else ""))
-    embed.set_image(url=f"attachment://{filename}")
+    _show_image(embed, filename)
     embed.set_footer(text=f"/show {job.id} brings this back at any time")
     return embed
 
@@ -73,5 +88,5 @@ def tile_embed(job: Job, image: ImageRow, filename: str) -> discord.Embed:
     embed.add_field(name="Size", value=f"{image.width}×{image.height}")
     embed.add_field(name="Model", value=job.model[:1000])
     embed.add_field(name="Job", value=f"{job.id}, image {image.idx}")
-    embed.set_image(url=f"attachment://{filename}")
+    _show_image(embed, filename)
     return embed

@@ -40,6 +40,7 @@ REQUEST_FIELDS = {
     "chaos",
     "stop",
     "tile",
+    "safety_check",
 }
 KIND_ACTIONS = {"imagine": Action.IMAGINE, "reroll": Action.IMAGINE, "variation": Action.VARIATION, "upscale": Action.UPSCALE}
 
@@ -149,7 +150,7 @@ class Scheduler:
                 job.id, "Something went wrong while drawing this; it has been logged.", time.perf_counter() - started
             )
         else:
-            images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds)
+            images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds, result.flagged)
             finished = await self.store.finish(job.id, images, result.elapsed_s)
         if finished is not None:
             await self.deliver(finished)
@@ -165,7 +166,7 @@ class Scheduler:
             seeds=tuple(job.seeds),
             model=job.model,
             init_image=init_image,
-            preview=True,
+            preview=not fields.get("safety_check"),  # a preview would show what the checker has not seen
             **fields,
         )
 
@@ -190,12 +191,15 @@ class Scheduler:
         await self.store.save_images(rows)
         return result.images[job.parent_index - 1]
 
-    def _save_images(self, job: Job, images: tuple[Image.Image, ...], seeds: tuple[int, ...]) -> list[ImageRow]:
+    def _save_images(
+        self, job: Job, images: tuple[Image.Image, ...], seeds: tuple[int, ...], flagged: tuple[bool, ...] = ()
+    ) -> list[ImageRow]:
         rows = []
         for idx, (image, seed) in enumerate(zip(images, seeds, strict=True), start=1):
             relative = f"images/{job.id}/{idx}.png"
             save_png(image, self.settings.data_dir / relative)
-            rows.append(ImageRow(job.id, idx, relative, image.width, image.height, seed))
+            is_flagged = bool(flagged[idx - 1]) if idx <= len(flagged) else False
+            rows.append(ImageRow(job.id, idx, relative, image.width, image.height, seed, is_flagged))
         return rows
 
     def _progress_reporter(self, job: Job) -> ProgressCallback:
@@ -247,6 +251,7 @@ class Scheduler:
         if job.status == "done":
             rows = await self.store.get_images(job.id)
             data, filename = await asyncio.to_thread(self._encode_result, job, rows)
+            filename = messages.spoiler_name(job, rows, filename)
             file = discord.File(io.BytesIO(data), filename=filename)
             embed = messages.result_embed(job, rows, filename)
             view = self.bot.result_view(job)

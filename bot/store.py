@@ -107,6 +107,7 @@ class ImageRow:
     width: int
     height: int
     seed: int
+    flagged: bool = False  # the safety checker flagged it: posted as a spoiler
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,15 @@ class UserProfile:
     settings: dict[str, Any]  # /settings: aspect, quality, stylize, remix, variation
     suffix: str  # /prefer suffix
     options: dict[str, str]  # /prefer option: name -> parameters
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    key: str
+    old_value: Any  # None: it was at its default
+    new_value: Any  # None: reset to the default
+    changed_by: int
+    changed_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +335,8 @@ class Store:
 
         Among members with a queued job and fewer than `max_running_per_user` running, the one
         who waited longest since their last start goes first (a member who never started goes
-        before anyone who did); within a member, jobs go in order.
+        before anyone who did); within a member, jobs go in order. A server's `max_running_per_user`
+        setting (guild_settings) lowers the limit for jobs from that server.
         """
         async with self.transaction() as db:
             row = await self._one(
@@ -342,11 +353,14 @@ class Store:
                 SELECT e.first_job FROM eligible e
                 LEFT JOIN running r ON r.user_id = e.user_id
                 LEFT JOIN last_start l ON l.user_id = e.user_id
-                WHERE COALESCE(r.n, 0) < ?
+                -- a server's /config max_running_per_user can lower the bot-wide limit
+                LEFT JOIN jobs fj ON fj.id = e.first_job
+                LEFT JOIN guild_settings gl ON gl.guild_id = fj.guild_id AND gl.key = 'max_running_per_user'
+                WHERE COALESCE(r.n, 0) < MIN(?, COALESCE(CAST(gl.value AS INTEGER), ?))
                 ORDER BY l.at IS NOT NULL, l.at, e.first_job
                 LIMIT 1
                 """,
-                (max_running_per_user,),
+                (max_running_per_user, max_running_per_user),
             )
             if row is None:
                 return None
@@ -460,7 +474,7 @@ class Store:
 
     async def get_images(self, job_id: int) -> list[ImageRow]:
         rows = await self._all("SELECT * FROM images WHERE job_id = ? ORDER BY idx", (job_id,))
-        return [ImageRow(**dict(r)) for r in rows]
+        return [ImageRow(**{**dict(r), "flagged": bool(r["flagged"])}) for r in rows]
 
     async def user_stats(self, user_id: int) -> UserStats:
         row = await self._one(
@@ -472,6 +486,73 @@ class Store:
             (user_id,),
         )
         return UserStats(**dict(row))
+
+    # -- server settings (/config) and moderation ----------------------------------------
+
+    async def guild_settings(self, guild_id: int) -> dict[str, Any]:
+        rows = await self._all("SELECT key, value FROM guild_settings WHERE guild_id = ?", (guild_id,))
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    async def change_guild_setting(self, guild_id: int, key: str, value: Any, changed_by: int) -> Any:
+        """Set (or, with None, reset) one key and record the change; returns the old value (None: default)."""
+        new = None if value is None else json.dumps(value)
+        async with self.transaction() as db:
+            await db.execute("INSERT INTO guilds (id) VALUES (?) ON CONFLICT DO NOTHING", (guild_id,))
+            row = await self._one("SELECT value FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, key))
+            old = row["value"] if row else None
+            if new is None:
+                await db.execute("DELETE FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, key))
+            else:
+                await db.execute(
+                    "INSERT INTO guild_settings (guild_id, key, value, updated_by, updated_at) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (guild_id, key) DO UPDATE SET value = excluded.value,"
+                    " updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                    (guild_id, key, new, changed_by, utcnow()),
+                )
+            await db.execute(
+                "INSERT INTO config_history (guild_id, key, old_value, new_value, changed_by, changed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (guild_id, key, old, new, changed_by, utcnow()),
+            )
+        return None if old is None else json.loads(old)
+
+    async def config_history(self, guild_id: int, limit: int = 20) -> list[ConfigChange]:
+        """The latest `limit` changes, oldest first."""
+        rows = await self._all(
+            "SELECT * FROM (SELECT * FROM config_history WHERE guild_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+            (guild_id, limit),
+        )
+        return [
+            ConfigChange(
+                key=r["key"],
+                old_value=None if r["old_value"] is None else json.loads(r["old_value"]),
+                new_value=None if r["new_value"] is None else json.loads(r["new_value"]),
+                changed_by=r["changed_by"],
+                changed_at=_parse_time(r["changed_at"]),
+            )
+            for r in rows
+        ]
+
+    async def log_moderation(self, guild_id: int, channel_id: int, user_id: int, prompt: str, matched: str) -> None:
+        await self._write(
+            "INSERT INTO moderation_log (guild_id, channel_id, user_id, prompt, matched) VALUES (?, ?, ?, ?, ?)",
+            (guild_id, channel_id, user_id, prompt, matched),
+        )
+
+    async def moderation_log(self, guild_id: int, limit: int = 50) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "SELECT * FROM moderation_log WHERE guild_id = ? ORDER BY id DESC LIMIT ?", (guild_id, limit)
+        )
+        return [dict(r) for r in rows]
+
+    async def jobs_today(self, user_id: int, guild_id: int) -> int:
+        """Jobs the member started in this server since 00:00 UTC, failed ones not counted (daily quotas)."""
+        row = await self._one(
+            "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND guild_id = ? AND status != 'failed'"
+            " AND created_at >= strftime('%Y-%m-%dT00:00:00.000Z', 'now')",
+            (user_id, guild_id),
+        )
+        return int(row[0])
 
     # -- installation facts ---------------------------------------------------------------
 
@@ -488,8 +569,8 @@ class Store:
 
 async def _insert_images(db: aiosqlite.Connection, images: Sequence[ImageRow]) -> None:
     await db.executemany(
-        "INSERT OR REPLACE INTO images (job_id, idx, path, width, height, seed) VALUES (?, ?, ?, ?, ?, ?)",
-        [(i.job_id, i.idx, i.path, i.width, i.height, i.seed) for i in images],
+        "INSERT OR REPLACE INTO images (job_id, idx, path, width, height, seed, flagged) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(i.job_id, i.idx, i.path, i.width, i.height, i.seed, int(i.flagged)) for i in images],
     )
 
 

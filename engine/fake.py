@@ -24,6 +24,7 @@ class FakeEngine:
         step_delay_s: float = 0.0,
         fail_prompts: Sequence[str] = ("__fail__",),
         hang_prompts: Sequence[str] = ("__hang__",),
+        nsfw_prompts: Sequence[str] = ("__nsfw__",),
         tile_size: int = 64,
     ) -> None:
         self.tile_size = tile_size
@@ -31,6 +32,7 @@ class FakeEngine:
         self.step_delay_s = step_delay_s
         self.fail_prompts = tuple(fail_prompts)
         self.hang_prompts = tuple(hang_prompts)
+        self.nsfw_prompts = tuple(nsfw_prompts)  # with safety_check, every tile of these is flagged
         self.requests: list[RenderRequest] = []  # every request received, in order
 
     async def __aenter__(self) -> FakeEngine:
@@ -68,7 +70,12 @@ class FakeEngine:
             raise RenderError("the fake engine was told to fail")
         scale = 2 if request.action is Action.UPSCALE else 1
         images = tuple(_tile(request, seed, request.width * scale, request.height * scale) for seed in request.seeds)
-        return RenderResult(images=images, seeds=request.seeds, model=model, elapsed_s=time.perf_counter() - started)
+        flagged = ()
+        if request.safety_check:
+            flagged = (any(p in request.prompt for p in self.nsfw_prompts),) * len(images)
+        return RenderResult(
+            images=images, seeds=request.seeds, model=model, elapsed_s=time.perf_counter() - started, flagged=flagged
+        )
 
 
 def _tile(request: RenderRequest, seed: int, width: int, height: int) -> Image.Image:

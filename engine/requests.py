@@ -38,6 +38,7 @@ class RenderRequest:
     stop: int = 100  # 10-100: percent of the steps to run before finishing
     tile: bool = False  # seamless tiling
     preview: bool = False  # attach a cheap preview image to progress events
+    safety_check: bool = False  # run the model's safety checker; results say which images it flagged
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class RenderResult:
     seeds: tuple[int, ...]
     model: str
     elapsed_s: float  # device time spent on this request
+    flagged: tuple[bool, ...] = ()  # per image, when safety_check was asked for; () when it was not
 
     @property
     def grid(self) -> Image.Image:

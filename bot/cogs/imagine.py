@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image
 
-from bot import jobs, messages
+from bot import jobs, messages, policy
 from bot.client import DreamGrid
 from bot.errors import UserError, reply_ephemeral
 from bot.images import DEFAULT_UPLOAD_LIMIT, encode_for_upload
@@ -67,6 +67,7 @@ async def child_job(
     text = parent.prompt
     model = parent.model
     if prompt is not None and prompt != parent.prompt:
+        policy.check_remix(await bot.guild_configs.get(interaction.guild_id))
         # A remixed prompt is parsed like a new one, keeping the parent's size for V/Vary.
         profile = await bot.store.profile(interaction.user.id)
         try:
@@ -100,11 +101,12 @@ async def start_child(
 ) -> None:
     """What V, 🔄, Vary and Upscale do: queue a job, or first open the Remix modal."""
     bot = _bot(interaction)
+    config = await policy.gate(bot, interaction)
     parent = await _job_or_error(bot, parent_id)
     if parent.status != "done" and kind != "reroll":
         raise UserError(f"Job {parent.id} has no finished images to work from.")
     profile = await bot.store.profile(interaction.user.id)
-    if profile.settings.get("remix") and kind != "upscale":
+    if profile.settings.get("remix") and config["remix_allowed"] and kind != "upscale":
         await interaction.response.send_modal(
             RemixModal(parent=parent, kind=kind, index=index, strength=strength)
         )
@@ -191,6 +193,7 @@ class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:u:(
         data, filename = await asyncio.to_thread(
             _encode_tile, path, f"dreamgrid-{job.id}-{self.index}", interaction.filesize_limit
         )
+        filename = messages.spoiler_name(job, [row], filename)
         # The clicked button turns green, as on Midjourney; the tile follows as a new message.
         view = result_view(job, used={*_used_indexes(interaction.message), self.index})
         await interaction.response.edit_message(view=view)
@@ -373,6 +376,7 @@ class Imagine(commands.Cog):
     @app_commands.describe(prompt="What to draw, e.g. a lighthouse at dusk --ar 3:2 --seed 7 --no text")
     async def imagine(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1500]) -> None:
         bot = self.bot
+        config = await policy.gate(bot, interaction)  # this channel, this member
         profile = await bot.store.profile(interaction.user.id)
         try:
             parsed_prompts = parse_prompt(
@@ -380,15 +384,18 @@ class Imagine(commands.Cog):
             )
         except PromptError as exc:
             raise UserError(str(exc)) from None
+        policy.check_repeat(config, parsed_prompts)
+        defaults = {"aspect": config["default_aspect"], **profile.settings}
         new_jobs = []
         for parsed in parsed_prompts:
-            model = parsed.model or bot.settings.model
+            model = parsed.model or config.default_model
+            policy.check_model(config, model)
             new_jobs.append(
                 jobs.new_job(
                     interaction,
                     kind="imagine",
                     prompt=parsed.raw,
-                    params=jobs.imagine_params(parsed, bot=bot, model=model, defaults=profile.settings),
+                    params=jobs.imagine_params(parsed, bot=bot, model=model, defaults=defaults),
                     seeds=jobs.seeds_for(parsed.seed),
                     model=model,
                 )

@@ -1,0 +1,197 @@
+"""/config: how this server's GPU is used. Server admins only, checked here and not just hinted.
+
+`default_member_permissions` only decides who sees the command, and server owners can change
+that in their integration settings; so every subcommand checks Manage Server (or the server's
+`admin_role`) itself, and refuses ephemerally.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.client import DreamGrid
+from bot.errors import UserError
+from bot.guild_config import KEYS, Key
+from bot.store import ConfigChange
+
+log = logging.getLogger(__name__)
+
+EMBED_FIELD_CHARS = 300  # 17 fields × 300 stays well inside the 6,000-character embed limit
+HISTORY_SHOWN = 20
+HISTORY_VALUE_CHARS = 60
+MESSAGE_CHARS = 2000
+
+
+def _bot(interaction: discord.Interaction) -> DreamGrid:
+    return interaction.client  # type: ignore[return-value]
+
+
+def _key(name: str) -> Key:
+    key = KEYS.get(name.strip().lower())
+    if key is None:
+        raise UserError(f"There is no setting `{name[:40]}`. Pick one from the list, or see `/config show`.")
+    return key
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _show_stored(key: Key, value: Any, bot: DreamGrid) -> str:
+    """A value from history (None: the default)."""
+    if value is None:
+        return f"default ({key.show(key.default_for(bot.settings), bot.settings)})"
+    return key.show(key.effective(value, bot.settings), bot.settings)
+
+
+# Discord hides the group from members without Manage Server, unless the owner says otherwise.
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class Config(commands.GroupCog, group_name="config", group_description="Server settings for dreamgrid (admins)"):
+    """The /config group: show, set, reset, history."""
+
+    def __init__(self, bot: DreamGrid) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+        """Manage Server or the configured admin role; autocomplete is only the list of keys, so it passes."""
+        if interaction.type is discord.InteractionType.autocomplete:
+            return True
+        if interaction.guild_id is None or not isinstance(interaction.user, discord.Member):
+            raise UserError("/config works in a server, not here.")
+        if interaction.permissions.manage_guild:
+            return True
+        config = await self.bot.guild_configs.get(interaction.guild_id)
+        admin_role = config["admin_role"]
+        if admin_role and any(role.id == admin_role for role in interaction.user.roles):
+            return True
+        role = f" or the <@&{admin_role}> role" if admin_role else ""
+        raise UserError(f"Only members with the Manage Server permission{role} can use /config.")
+
+    @app_commands.command(name="show", description="Every setting, its value and its default")
+    async def show(self, interaction: discord.Interaction) -> None:
+        config = await self.bot.guild_configs.get(interaction.guild_id)
+        settings = self.bot.settings
+        embed = discord.Embed(
+            title="dreamgrid settings for this server",
+            description="Change one with `/config set`, undo with `/config reset`; `/config history` lists changes.",
+            colour=discord.Colour.blurple(),
+        )
+        for key in KEYS.values():
+            value = key.show(config[key.name], settings)
+            marker = "" if config.is_set(key.name) else " (default)"
+            lines = f"**{value}**{marker}"
+            if config.is_set(key.name):
+                lines += f"\ndefault: {key.show(key.default_for(settings), settings)}"
+            text = f"{lines}\n{key.description}"
+            embed.add_field(name=key.name, value=_clip(text, EMBED_FIELD_CHARS), inline=False)
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @app_commands.command(name="set", description="Change a setting")
+    @app_commands.describe(key="The setting to change", value="Its new value (see /config show)")
+    async def set_(
+        self, interaction: discord.Interaction, key: str, value: app_commands.Range[str, 1, 1000]
+    ) -> None:
+        entry = _key(key)
+        configs = self.bot.guild_configs
+        config = await configs.get(interaction.guild_id)
+        parsed = entry.parse(
+            value, settings=self.bot.settings, guild=interaction.guild, current=config.stored(entry.name)
+        )
+        before = config[entry.name]
+        await configs.set(interaction.guild_id, entry.name, parsed, by=interaction.user.id)
+        after = (await configs.get(interaction.guild_id))[entry.name]
+        log.info("guild %s: %s set %s to %r", interaction.guild_id, interaction.user.id, entry.name, parsed)
+        settings = self.bot.settings
+        await interaction.response.send_message(
+            _clip(
+                f"`{entry.name}` is now {entry.show(after, settings)} (was {entry.show(before, settings)}). "
+                "It applies to the next job.",
+                MESSAGE_CHARS,
+            ),
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    @app_commands.command(name="reset", description="Put a setting back to its default")
+    @app_commands.describe(key="The setting to reset")
+    async def reset(self, interaction: discord.Interaction, key: str) -> None:
+        entry = _key(key)
+        configs = self.bot.guild_configs
+        config = await configs.get(interaction.guild_id)
+        settings = self.bot.settings
+        default = entry.show(entry.default_for(settings), settings)
+        if not config.is_set(entry.name):
+            await interaction.response.send_message(
+                f"`{entry.name}` is already at its default, {default}.", ephemeral=True
+            )
+            return
+        await configs.set(interaction.guild_id, entry.name, None, by=interaction.user.id)
+        await interaction.response.send_message(
+            _clip(f"`{entry.name}` is back to its default, {default}.", MESSAGE_CHARS), ephemeral=True
+        )
+
+    @app_commands.command(name="history", description="Who changed which setting, and when")
+    async def history(self, interaction: discord.Interaction) -> None:
+        changes = await self.bot.guild_configs.history(interaction.guild_id, HISTORY_SHOWN)
+        if not changes:
+            await interaction.response.send_message("No setting has been changed on this server yet.", ephemeral=True)
+            return
+        lines = [self._line(change) for change in changes]
+        header = "Changes, oldest first:"
+        if len(lines) == HISTORY_SHOWN:
+            header = f"The last {HISTORY_SHOWN} changes, oldest first:"
+        # Drop the oldest lines, not the newest, if they would not fit in one message.
+        while len("\n".join([header, *lines])) > MESSAGE_CHARS:
+            lines.pop(0)
+        await interaction.response.send_message(
+            "\n".join([header, *lines]), ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
+
+    def _line(self, change: ConfigChange) -> str:
+        key = KEYS.get(change.key)
+        when = discord.utils.format_dt(change.changed_at, "f")
+        if key is None:  # a key from an older version of the bot
+            return f"{when} <@{change.changed_by}> changed `{change.key}`"
+        old = _clip(_show_stored(key, change.old_value, self.bot), HISTORY_VALUE_CHARS)
+        if change.new_value is None:
+            return f"{when} <@{change.changed_by}> reset `{change.key}` (was {old})"
+        new = _clip(_show_stored(key, change.new_value, self.bot), HISTORY_VALUE_CHARS)
+        return f"{when} <@{change.changed_by}> set `{change.key}`: {old} → {new}"
+
+    @set_.autocomplete("key")
+    @reset.autocomplete("key")
+    async def _keys(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        current = current.lower().strip()
+        return [
+            app_commands.Choice(name=_clip(f"{key.name}: {key.description}", 100), value=key.name)
+            for key in KEYS.values()
+            if current in key.name
+        ][:25]
+
+    @set_.autocomplete("value")
+    async def _values(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        key = KEYS.get(str(getattr(interaction.namespace, "key", "") or "").strip().lower())
+        if key is None:
+            return []
+        if key.kind == "bool":
+            options = ["on", "off"]
+        elif key.kind == "model":
+            options = list(self.bot.settings.installed_models)
+        elif key.kind == "models":
+            options = ["all", *self.bot.settings.installed_models]
+        elif key.kind == "aspect":
+            options = ["1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16"]
+        else:
+            return []
+        return [app_commands.Choice(name=o, value=o) for o in options if current.lower() in o.lower()][:25]
+
+
+async def setup(bot: DreamGrid) -> None:
+    await bot.add_cog(Config(bot))

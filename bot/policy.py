@@ -1,0 +1,158 @@
+"""The server's rules (`/config`), checked before a job is created.
+
+`gate` runs first on anything that could start a job (the channel, banned members); `admit`
+runs on the jobs themselves just before they are queued (banned words, models, steps and
+size, the safety checker, daily quotas) and gives the queue limits that apply. Every refusal
+is a `UserError`: one short ephemeral line for the member, and nothing queued.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.errors import UserError
+from bot.guild_config import GuildConfig
+from bot.store import NewJob, QueueLimits
+
+if TYPE_CHECKING:
+    from bot.client import DreamGrid
+    from bot.prompt import ParsedPrompt
+
+log = logging.getLogger(__name__)
+
+MAX_CHANNELS_SHOWN = 5
+GRID_KINDS = ("imagine", "reroll")  # a new grid is scaled down to the size limit; a variation/upscale is refused
+
+
+async def gate(bot: DreamGrid, interaction: discord.Interaction) -> GuildConfig:
+    """May this member use the bot here at all? Returns the server's settings."""
+    config = await bot.guild_configs.get(interaction.guild_id)
+    if interaction.guild_id is None:
+        return config
+    if interaction.user.id in config["banned_members"]:
+        raise UserError("You can't use dreamgrid on this server. If you think that's a mistake, ask a server admin.")
+    channels = config["channels"]
+    if channels and not ({interaction.channel_id, getattr(interaction.channel, "parent_id", None)} & set(channels)):
+        shown = ", ".join(f"<#{c}>" for c in channels[:MAX_CHANNELS_SHOWN])
+        more = f" and {len(channels) - MAX_CHANNELS_SHOWN} more" if len(channels) > MAX_CHANNELS_SHOWN else ""
+        raise UserError(f"I don't draw in this channel. Try {shown}{more}.")
+    return config
+
+
+def check_repeat(config: GuildConfig, parsed: Sequence[ParsedPrompt]) -> None:
+    # parse_prompt returns `--repeat` copies as the same object repeated; {choices} are distinct objects.
+    if not config["repeat_allowed"] and len({id(p) for p in parsed}) < len(parsed):
+        raise UserError("`--repeat` is turned off on this server.")
+
+
+def check_remix(config: GuildConfig) -> None:
+    if not config["remix_allowed"]:
+        raise UserError("Remix is turned off on this server, so the prompt can't be edited here.")
+
+
+def check_model(config: GuildConfig, model: str) -> None:
+    allowed = config.allowed_models
+    if model not in allowed:
+        raise UserError(
+            f"The model `{model}` isn't allowed on this server: use {', '.join(f'`{m}`' for m in allowed)}."
+        )
+
+
+async def check_words(
+    bot: DreamGrid, interaction: discord.Interaction, config: GuildConfig, prompts: Iterable[str]
+) -> None:
+    """Refuse a prompt with a banned word or pattern, and record the attempt for the admins."""
+    for prompt in prompts:
+        rule = config.banned_match(prompt)
+        if rule is None:
+            continue
+        if interaction.guild_id is not None:
+            await bot.store.log_moderation(
+                interaction.guild_id, interaction.channel_id, interaction.user.id, prompt, rule
+            )
+        log.info("guild %s: refused a prompt from %s for %r", interaction.guild_id, interaction.user.id, rule)
+        what = f"the pattern `{rule}`" if rule.startswith("/") else f"the word `{rule}`"
+        raise UserError(f"Your prompt matches {what}, which this server doesn't allow. Nothing was queued.")
+
+
+def apply_limits(kind: str, params: dict[str, Any], config: GuildConfig) -> dict[str, Any]:
+    """Cap steps and size to the server's limits, and ask for the safety checker when it is on."""
+    params = dict(params)
+    if "steps" in params:
+        params["steps"] = min(int(params["steps"]), config["max_steps"])
+    limit = config["max_image_size"]
+    width, height = params.get("width"), params.get("height")
+    if width and height:
+        scale = 2 if kind == "upscale" else 1
+        if max(width, height) * scale > limit:
+            if kind not in GRID_KINDS:
+                raise UserError(
+                    f"That would make a {width * scale}×{height * scale} image: this server allows up to {limit} px"
+                    " on a side."
+                )
+            params["width"], params["height"] = fit(width, height, limit)
+    if config["safety_checker"]:
+        params["safety_check"] = True
+        params["spoiler_flagged"] = config["spoiler_flagged"]
+    else:
+        params.pop("safety_check", None)
+        params.pop("spoiler_flagged", None)
+    return params
+
+
+def fit(width: int, height: int, limit: int) -> tuple[int, int]:
+    """Scale down to `limit` on the longer side, keeping the aspect; multiples of 8 (the VAE's factor)."""
+    factor = limit / max(width, height)
+    return max(8, int(width * factor) // 8 * 8), max(8, int(height * factor) // 8 * 8)
+
+
+def daily_quota(config: GuildConfig, member: discord.abc.User) -> int | None:
+    """Jobs a day for this member, or None for no quota; the highest role quota wins over daily_quota."""
+    role_ids = {str(role.id) for role in getattr(member, "roles", ())}
+    by_role = [quota for role, quota in config["role_quotas"].items() if role in role_ids]
+    if by_role:
+        return None if 0 in by_role else max(by_role)
+    return config["daily_quota"] or None
+
+
+async def check_quota(bot: DreamGrid, interaction: discord.Interaction, config: GuildConfig, count: int) -> None:
+    if interaction.guild_id is None:
+        return
+    quota = daily_quota(config, interaction.user)
+    if quota is None:
+        return
+    used = await bot.store.jobs_today(interaction.user.id, interaction.guild_id)
+    if used + count <= quota:
+        return
+    tomorrow = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    resets = discord.utils.format_dt(tomorrow, "R")
+    if used >= quota:
+        raise UserError(f"You've used all {quota} of today's jobs on this server. The quota resets {resets}.")
+    left = quota - used
+    raise UserError(f"That makes {count} jobs, but you have {left} of today's {quota} left. The quota resets {resets}.")
+
+
+def queue_limits(bot: DreamGrid, config: GuildConfig) -> QueueLimits:
+    return QueueLimits(config["max_running_per_user"], config["max_queued_per_user"], bot.settings.max_queue)
+
+
+async def admit(
+    bot: DreamGrid, interaction: discord.Interaction, new_jobs: Sequence[NewJob]
+) -> tuple[list[NewJob], QueueLimits]:
+    """The jobs as the server's rules shape them, and the queue limits; or a UserError."""
+    # 1. who and where
+    config = await gate(bot, interaction)
+    # 2. what they asked for
+    await check_words(bot, interaction, config, (job.prompt for job in new_jobs))
+    for job in new_jobs:
+        check_model(config, job.model)
+    shaped = [dataclasses.replace(job, params=apply_limits(job.kind, job.params, config)) for job in new_jobs]
+    # 3. how much they have used
+    await check_quota(bot, interaction, config, len(new_jobs))
+    return shaped, queue_limits(bot, config)
