@@ -79,9 +79,9 @@ async def test_models_steps_size_aspect_and_repeat(fake_discord: FakeDiscord, tm
         request = engine.requests[-1]
         assert request.model == "fake-xl"  # the server's default model
         assert request.steps == 4  # --q 2 asked for more; max_steps caps it
-        # 2:1 at the model's 128² is 192×64; scaled to 96 px on the long side
-        assert (request.width, request.height) == (96, 32)
-        assert grid.attachments[0].image().size == (192, 64)
+        # 2:1 at the model's 128² is 176×96 (multiples of 128 // 8); scaled to 96 px on the long side
+        assert (request.width, request.height) == (96, 48)
+        assert grid.attachments[0].image().size == (192, 96)
 
         assert await refusal(fake, "a lighthouse --model fake") == (
             "The model `fake` isn't allowed on this server: use `fake-xl`."
@@ -90,13 +90,13 @@ async def test_models_steps_size_aspect_and_repeat(fake_discord: FakeDiscord, tm
         # a /settings aspect or the prompt's still wins over the server's default
         ix = await imagine(fake, "a lighthouse --ar 1:2")
         await finished(ix)
-        assert (engine.requests[-1].width, engine.requests[-1].height) == (32, 96)
+        assert (engine.requests[-1].width, engine.requests[-1].height) == (48, 96)
         # upscaling a 96 px tile would make 192 px: over the limit, refused
         up = await fake.click(grid, "dg:u:*:1")
         tile = await up.wait_for_followup(lambda m: m.attachments)
         upscale = await fake.click(tile, "dg:up:subtle:*")
         assert (await upscale.wait_for_reply()).content == (
-            "That would make a 192×64 image: this server allows up to 96 px on a side."
+            "That would make a 192×96 image: this server allows up to 96 px on a side."
         )
         assert len(engine.requests) == 2
 
