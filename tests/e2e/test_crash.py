@@ -8,45 +8,14 @@ a random kill rarely lands in: Discord has the result, the row does not say so y
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import Counter
 from pathlib import Path
 
 from engine.fake import FakeEngine
-from tests.e2e.botprocess import BotProcess
+from tests.e2e.botprocess import BotProcess, final_deliveries, job_id_of, settled
 from tests.fakediscord import FakeDiscord, Interaction
 from tests.harness import running_bot
-
-FOOTER = re.compile(r"^/show (\d+) ")
-ENDED = re.compile(r"\(job (\d+)\)$")
-
-
-def _job_id(ix: Interaction) -> int:
-    (custom_id,) = [c for c in ix.original.custom_ids if c.startswith("dg:cancel:")]
-    return int(custom_id.rsplit(":", 1)[1])
-
-
-def _settled(ix: Interaction) -> bool:
-    """The job's own message shows its end: the grid, the failure, or where the result went."""
-    m = ix.original
-    return bool(m.embeds and m.buttons) or "\nFinished: " in m.content or bool(ENDED.search(m.content))
-
-
-def final_deliveries(fake: FakeDiscord) -> Counter[int]:
-    """Job id -> how many successful requests showed that job's final state (grid, failure, cancel)."""
-    shown: Counter[int] = Counter()
-    for rec in fake.requests:
-        if rec.method not in ("POST", "PATCH") or not 200 <= rec.status < 300 or not isinstance(rec.json, dict):
-            continue
-        if not (rec.route.startswith("/webhooks/") or rec.route.startswith("/channels/{channel_id}/messages")):
-            continue
-        for embed in rec.json.get("embeds") or []:
-            if m := FOOTER.match((embed.get("footer") or {}).get("text", "")):
-                shown[int(m.group(1))] += 1
-        if m := ENDED.search(rec.json.get("content") or ""):
-            shown[int(m.group(1))] += 1
-    return shown
 
 
 def pings(fake: FakeDiscord) -> Counter[int]:
@@ -70,7 +39,7 @@ async def test_sigkill_while_queued_and_rendering_loses_nothing_and_repeats_noth
         for n in range(6):
             ix = await fake_discord.slash("imagine", prompt=f"job {n}", user=members[n % 3])
             await ix.ack()
-            accepted[_job_id(ix)] = ix
+            accepted[job_id_of(ix)] = ix
 
         # Crash 1: one job rendering (a progress edit is out), the rest queued; tokens alive.
         await fake_discord.wait_for(
@@ -90,7 +59,7 @@ async def test_sigkill_while_queued_and_rendering_loses_nothing_and_repeats_noth
         await bot.start()
 
         await fake_discord.wait_for(
-            lambda: all(_settled(ix) for ix in accepted.values()), timeout=20, what="every job's result"
+            lambda: all(settled(ix) for ix in accepted.values()), timeout=20, what="every job's result"
         )
         await bot.stop()
         delivered = final_deliveries(fake_discord)
