@@ -46,7 +46,7 @@ async def run(jobs: int, users: int, step_delay: float) -> int:
             try:
                 started = time.monotonic()
                 interactions = await asyncio.gather(
-                    *(fake.slash("imagine", prompt=f"load test {n} --seed {n}", user=user) for n, user in enumerate(plan))
+                    *(fake.slash("imagine", prompt=f"load test {n} --seed {n}", user=u) for n, u in enumerate(plan))
                 )
                 await fake.wait_for(lambda: all(ix.callback for ix in interactions), timeout=30, what="every ack")
                 acks = [ix.acked_in for ix in interactions]
@@ -69,7 +69,8 @@ async def run(jobs: int, users: int, step_delay: float) -> int:
             finally:
                 await bot.stop()
 
-    print(f"{jobs} /imagine from {users} members, fake engine {step_delay * 1000:g} ms/step x 8 steps, 4 renders at once")
+    print(f"{jobs} /imagine from {users} members, fake engine {step_delay * 1000:g} ms/step x 8 steps,"
+          " 4 renders at once")
     print(f"acknowledged: {len(acks)}/{jobs}; p50 {statistics.median(acks) * 1000:.0f} ms, "
           f"p99 {percentile(acks, 99) * 1000:.0f} ms, max {max(acks) * 1000:.0f} ms (Discord allows 3000 ms)")
     print(f"accepted {len(accepted)}, delivered exactly once: {once}; refused {len(refused)}, told why: {told_why}")
