@@ -19,7 +19,7 @@ from engine.requests import Engine
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.account", "bot.cogs.admin")
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.account", "bot.cogs.queue", "bot.cogs.admin")
 
 
 class DreamGrid(commands.Bot):
@@ -41,6 +41,8 @@ class DreamGrid(commands.Bot):
         self.scheduler = Scheduler(self)
         # The buttons under a finished job; bot.cogs.imagine, which owns them, installs the builder.
         self.result_view: Callable[[Job], discord.ui.View | None] = lambda job: None
+        # The Cancel button under a waiting or running job; bot.cogs.queue installs the builder.
+        self.progress_view: Callable[[Job], discord.ui.View | None] = lambda job: None
 
     async def setup_hook(self) -> None:
         self.tree.on_error = on_app_command_error

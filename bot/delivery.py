@@ -7,12 +7,15 @@ with a mention, so the member is told even when the render outlived the interact
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 import discord
 
-from bot.store import Job
+from bot import messages
+from bot.store import Job, _parse_time
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +48,13 @@ class Delivery:
         file: discord.File | None = None,
         view: discord.ui.View | None = None,
         announce: bool = False,
+        notify: bool = True,
     ) -> Shown | None:
         """Edit the job's message; with `announce`, a new channel post replaces a failed edit.
 
         Progress uses announce=False (a lost progress edit is harmless); final states use
-        announce=True (the member must hear about them).
+        announce=True (the member must hear about them). With `notify=False` (a cancellation
+        the member asked for) an expired token means an edit with the bot's token, not a ping.
         """
         kwargs = {
             "content": content,
@@ -68,15 +73,16 @@ class Delivery:
                     if exc.code not in (INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK) and exc.status not in (401, 404):
                         raise
                     log.info("job %s: interaction token no longer works (%s)", job.id, exc.code)
-            if not announce:
+            if not announce or not notify:
                 # The response message is authored by the bot, so its own token can still edit it.
                 channel = self.client.get_partial_messageable(job.channel_id)
                 try:
                     message = await channel.get_partial_message(job.message_id).edit(**kwargs)
                     return Shown(job.channel_id, message.id)
                 except discord.HTTPException as exc:
-                    log.info("job %s: progress edit failed: %s", job.id, exc)
-                    return None
+                    log.info("job %s: edit with the bot's token failed: %s", job.id, exc)
+                    if not announce:
+                        return None
         if not announce:
             return None
         return await self._post(job, content=content, embed=embed, file=file, view=view)
@@ -104,3 +110,55 @@ class Delivery:
             except discord.HTTPException:
                 pass
         return Shown(job.channel_id, message.id)
+
+    async def find_shown(self, job: Job) -> Shown | None:
+        """Where Discord already shows `job`'s final state, if it does; None when unsure.
+
+        After a crash the bot cannot know whether its last edit or post reached Discord, so
+        it looks: the job's own message first, then the channel just after the job finished.
+        """
+        if job.message_id is not None:
+            message = await self._fetch(job, job.message_id)
+            if message is not None and _shows_final_state(job, message):
+                return Shown(job.channel_id, message.id)
+        finished = _parse_time(job.finished_at)
+        if finished is None or self.client.user is None:
+            return None
+        channel = self.client.get_partial_messageable(job.channel_id)
+        after = discord.Object(discord.utils.time_snowflake(finished - timedelta(seconds=5)))
+        try:
+            async for message in channel.history(limit=HISTORY_SCAN, after=after, oldest_first=True):
+                if message.author.id == self.client.user.id and _shows_final_state(job, message):
+                    if job.message_id is not None and message.id != job.message_id:
+                        await self._point_at(channel, job, message)
+                    return Shown(job.channel_id, message.id)
+        except discord.HTTPException as exc:
+            log.warning("job %s: cannot read the channel to check for a result (%s)", job.id, exc)
+        return None
+
+    async def _fetch(self, job: Job, message_id: int) -> discord.Message | None:
+        webhook = self._webhook(job)
+        try:
+            if webhook is not None:
+                return await webhook.fetch_message(message_id)
+            return await self.client.get_partial_messageable(job.channel_id).fetch_message(message_id)
+        except discord.HTTPException as exc:
+            log.info("job %s: cannot fetch message %s (%s)", job.id, message_id, exc)
+            return None
+
+    async def _point_at(self, channel: discord.PartialMessageable, job: Job, result: discord.Message) -> None:
+        """Point the old progress message at the result instead of leaving it at "57%"."""
+        assert job.message_id is not None
+        first_line = result.content.splitlines()[0] if result.content else ""
+        with contextlib.suppress(discord.HTTPException):
+            await channel.get_partial_message(job.message_id).edit(
+                content=f"{first_line}\nFinished: {result.jump_url}", embed=None, attachments=[], view=None
+            )
+
+
+HISTORY_SCAN = 100  # messages after the job finished to look through for its result
+
+
+def _shows_final_state(job: Job, message: discord.Message) -> bool:
+    footers = [e.footer.text or "" for e in message.embeds if e.footer]
+    return messages.shows_final_state(job, message.content, footers)

@@ -97,35 +97,32 @@ def new_job(
 async def submit(bot: DreamGrid, interaction: discord.Interaction, jobs: Sequence[NewJob]) -> list[Job]:
     """Queue jobs (each a row before the member hears of it) and show each one's message.
 
-    Nothing is queued when the first job is over a limit: the member gets the reason,
-    ephemerally. When a later one is refused, the ones already accepted still run.
+    All or nothing: when the jobs would go over a limit, none is queued and the member gets
+    the reason, with the numbers, ephemerally.
     """
     jobs, limits = await policy.admit(bot, interaction, jobs)  # the server's /config rules
-    accepted: list[Job] = []
-    refusal = None
-    for job in jobs:
-        try:
-            accepted.append(await bot.store.enqueue(job, limits))
-        except QueueFull as exc:
-            if not accepted:
-                raise UserError(str(exc)) from None
-            refusal = f"Only {len(accepted)} of {len(jobs)} jobs were queued: {exc}"
-            break
+    try:
+        accepted = await bot.store.enqueue_many(jobs, limits)
+    except QueueFull as exc:
+        raise UserError(str(exc)) from None
     bot.scheduler.wake()
     for job in accepted:
         position = await bot.store.queue_position(job.id)
-        content = messages.waiting(job, position)
+        content = messages.waiting(job, position) if position else messages.progress(job, 0)
+        view = bot.progress_view(job)
         try:
             if not interaction.response.is_done():
-                response = await interaction.response.send_message(content)
+                response = await interaction.response.send_message(content, **_view_kwargs(view))
                 message_id = response.message_id
             else:
-                message_id = (await interaction.followup.send(content, wait=True)).id
+                message_id = (await interaction.followup.send(content, wait=True, **_view_kwargs(view))).id
         except discord.HTTPException:
             message_id = None  # the result will be posted to the channel instead
         if message_id is not None:
             await bot.store.set_message(job.id, message_id)
         bot.scheduler.announced(job.id)
-    if refusal:
-        await interaction.followup.send(refusal, ephemeral=True)
     return accepted
+
+
+def _view_kwargs(view: discord.ui.View | None) -> dict[str, Any]:
+    return {"view": view} if view is not None else {}

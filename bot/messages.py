@@ -62,6 +62,21 @@ def _show_image(embed: discord.Embed, filename: str) -> None:
         embed.set_image(url=f"attachment://{filename}")
 
 
+def already_finished(job: Job) -> str:
+    return f"Job {job.id} has already finished ({job.status}); there is nothing to cancel."
+
+
+def cancel_refused(job: Job) -> str:
+    return f"Only <@{job.user_id}>, who started job {job.id}, or a server admin (Manage Server) can cancel it."
+
+
+def shows_final_state(job: Job, content: str, embed_footers: list[str]) -> bool:
+    """Whether a message already shows `job`'s final state: after a crash, don't show it twice."""
+    if job.status == "done":
+        return any(footer.startswith(f"/show {job.id} ") for footer in embed_footers)
+    return content.endswith(f"(job {job.id})")
+
+
 def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Embed:
     params = job.params
     embed = discord.Embed(

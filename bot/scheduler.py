@@ -7,6 +7,7 @@ row says how far it got, and `start()` picks up whatever a crash interrupted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import logging
@@ -45,8 +46,9 @@ REQUEST_FIELDS = {
 KIND_ACTIONS = {"imagine": Action.IMAGINE, "reroll": Action.IMAGINE, "variation": Action.VARIATION, "upscale": Action.UPSCALE}
 
 
-class JobCancelled(Exception):
-    pass
+REDELIVERY_INTERVAL_S = 30.0  # how often deliveries that failed are retried
+ANNOUNCE_WAIT_S = 10.0  # how long a job waits for its "Waiting to start" message to be recorded
+PROGRESS_SETTLE_S = 10.0  # how long the final edit waits for a progress edit already sent
 
 
 class Scheduler:
@@ -60,6 +62,9 @@ class Scheduler:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._announced: dict[int, asyncio.Event] = {}
         self._background: set[asyncio.Task[object]] = set()
+        self._progress: dict[int, asyncio.Task[None]] = {}  # the progress edit in flight, per job
+        self._delivering: set[int] = set()
+        self._last_redelivery = 0.0
         self._closing = False
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -83,6 +88,23 @@ class Scheduler:
     def wake(self) -> None:
         self._wake.set()
 
+    async def cancel(self, job_id: int) -> Job | None:
+        """Cancel a queued or running job and show it as cancelled; None if it had already finished.
+
+        The row changes first, so a queued job can never be claimed afterwards and a render
+        finishing at this moment cannot overwrite the cancellation (finish() needs 'running').
+        A running render's task is cancelled: the engine stops it at the next step.
+        """
+        job = await self.store.cancel(job_id)
+        if job is None:
+            return None
+        task = self._running.get(job_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        await self.deliver(job)
+        return job
+
     def announced(self, job_id: int) -> None:
         """The cog has recorded the job's message id; its runner may edit the message now."""
         self._announced.setdefault(job_id, asyncio.Event()).set()
@@ -96,8 +118,11 @@ class Scheduler:
 
     async def _run_forever(self) -> None:
         await self._deliver_pending()
-        while True:
+        while not self._closing:
             self._wake.clear()
+            if time.monotonic() - self._last_redelivery > REDELIVERY_INTERVAL_S:
+                # Deliveries that failed (Discord down) are retried even while the queue is busy.
+                self._spawn(self._deliver_pending(), name="dreamgrid-redeliver")
             try:
                 while len(self._running) < self.settings.max_concurrent_jobs:
                     job = await self.store.claim_next(self.settings.max_running_per_user)
@@ -110,38 +135,55 @@ class Scheduler:
                 log.exception("scheduler could not take the next job; retrying")
                 await asyncio.sleep(1)
                 continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=30)
-            except TimeoutError:
-                await self._deliver_pending()
+            # Not asyncio.wait_for: on 3.11 it swallows a cancel that lands as the event is set,
+            # and stop() would then wait forever for this loop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REDELIVERY_INTERVAL_S):
+                    await self._wake.wait()
 
     def _job_done(self, job_id: int) -> None:
         self._running.pop(job_id, None)
         self._announced.pop(job_id, None)
+        self._progress.pop(job_id, None)
         self.wake()
 
     async def _deliver_pending(self) -> None:
-        for job in await self.store.undelivered():
-            if job.id not in self._running:
-                await self.deliver(job)
+        """Deliver finished jobs nobody was shown yet: after a crash, or when Discord was down.
+
+        Such a job may have been shown just before the crash (Discord took the edit, the bot
+        died before recording it), so Discord is asked first: exactly once, never a second ping.
+        """
+        self._last_redelivery = time.monotonic()
+        try:
+            for job in await self.store.undelivered():
+                if job.id not in self._running:
+                    await self.deliver(job, check_shown=True)
+        except Exception:
+            log.exception("could not deliver pending results; will retry")
 
     # -- one job ------------------------------------------------------------------------
 
     async def _run_job(self, job: Job) -> None:
         started = time.perf_counter()
         try:
-            request = await self._request_for(job)
             async with asyncio.timeout(self.settings.job_timeout_s):
+                request = await self._request_for(job)
                 result = await self.bot.engine.render(request, progress=self._progress_reporter(job))
+            images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds, result.flagged)
+            finished = await self.store.finish(job.id, images, result.elapsed_s)
         except asyncio.CancelledError:
             if self._closing:
                 await asyncio.shield(self.store.requeue(job.id))
+            else:  # cancelled by its member or an admin: the row already says so
+                await asyncio.shield(self.store.add_gpu_seconds(job.id, time.perf_counter() - started))
             raise
         except TimeoutError:
             minutes = self.settings.job_timeout_s / 60
             limit = f"{minutes:g} minutes" if minutes >= 1 else f"{self.settings.job_timeout_s:g} seconds"
-            finished = await self.store.fail(job.id, f"This job took longer than {limit} and was stopped.",
-                                             time.perf_counter() - started)
+            log.warning("job %s timed out after %s", job.id, limit)
+            finished = await self.store.fail(
+                job.id, f"This job took longer than {limit} and was stopped.", time.perf_counter() - started
+            )
         except RenderError as exc:
             finished = await self.store.fail(job.id, str(exc), time.perf_counter() - started)
         except Exception:
@@ -149,9 +191,6 @@ class Scheduler:
             finished = await self.store.fail(
                 job.id, "Something went wrong while drawing this; it has been logged.", time.perf_counter() - started
             )
-        else:
-            images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds, result.flagged)
-            finished = await self.store.finish(job.id, images, result.elapsed_s)
         if finished is not None:
             await self.deliver(finished)
 
@@ -216,6 +255,7 @@ class Scheduler:
             in_flight = asyncio.create_task(self._show_progress(job, event))
             self._background.add(in_flight)
             in_flight.add_done_callback(self._background.discard)
+            self._progress[job.id] = in_flight
 
         return report
 
@@ -227,7 +267,9 @@ class Scheduler:
             if event.preview is not None:
                 data = await asyncio.to_thread(preview_bytes, event.preview)
                 file = discord.File(io.BytesIO(data), filename="preview.jpg")
-            await self.delivery.update(job, content=messages.progress(job, event.fraction), file=file)
+            await self.delivery.update(
+                job, content=messages.progress(job, event.fraction), file=file, view=self.bot.progress_view(job)
+            )
         except Exception:
             log.warning("job %s: progress update failed", job.id, exc_info=True)
 
@@ -235,18 +277,48 @@ class Scheduler:
         """The job as stored, once the cog has recorded its message (or a few seconds passed)."""
         if job.message_id is None:
             event = self._announced.setdefault(job.id, asyncio.Event())
-            try:
-                await asyncio.wait_for(event.wait(), timeout=5)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ANNOUNCE_WAIT_S):
+                    await event.wait()
             job = await self.store.get_job(job.id) or job
         return job
 
     # -- telling the member -------------------------------------------------------------
 
-    async def deliver(self, job: Job) -> None:
-        """Show a finished job's final state; recorded so it happens once."""
+    async def _settle_progress(self, job_id: int) -> None:
+        """Let a progress edit already sent land first, so it cannot overwrite the final state."""
+        task = self._progress.pop(job_id, None)
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=PROGRESS_SETTLE_S)
+
+    async def deliver(self, job: Job, *, check_shown: bool = False) -> None:
+        """Show a finished job's final state, once; recorded so a restart does not repeat it.
+
+        `check_shown`: first ask Discord whether the final state is already there (a crash
+        between Discord accepting it and the row recording it).
+        """
+        if job.id in self._delivering:
+            return
+        self._delivering.add(job.id)
+        try:
+            await self._deliver(job, check_shown=check_shown)
+        finally:
+            self._delivering.discard(job.id)
+
+    async def _deliver(self, job: Job, *, check_shown: bool) -> None:
+        await self._settle_progress(job.id)
         job = await self._with_message(job)
+        current = await self.store.get_job(job.id)
+        if current is not None:
+            if current.delivered_at is not None:
+                return
+            job = current
+        if check_shown:
+            shown = await self.delivery.find_shown(job)
+            if shown is not None:
+                log.info("job %s: its result was already shown before a restart", job.id)
+                await self.store.mark_delivered(job.id, shown.channel_id, shown.message_id)
+                return
         file = embed = view = None
         if job.status == "done":
             rows = await self.store.get_images(job.id)
@@ -261,9 +333,12 @@ class Scheduler:
         else:
             content = messages.failed(job)
         try:
-            shown = await self.delivery.update(job, content=content, embed=embed, file=file, view=view, announce=True)
+            shown = await self.delivery.update(
+                job, content=content, embed=embed, file=file, view=view, announce=True,
+                notify=job.status != "cancelled",
+            )
         except discord.HTTPException as exc:
-            if exc.status >= 500:
+            if exc.status >= 500 or exc.status == 429:
                 log.warning("job %s: Discord is unavailable (%s); delivery will be retried", job.id, exc.status)
                 return
             log.error("job %s: cannot be delivered (%s); giving up", job.id, exc)

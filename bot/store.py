@@ -149,8 +149,9 @@ class UserStats:
 class Store:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
-        # One connection serves every coroutine: a transaction must not interleave with another's
-        # statements (SQLite would refuse a nested BEGIN, or commit them together).
+        # One connection serves every coroutine: a statement sent while another coroutine's
+        # BEGIN ... COMMIT is open would join (and roll back with) that transaction, and a second
+        # BEGIN would fail. Transactions and single writes take turns through this lock.
         self._write_lock = asyncio.Lock()
 
     @classmethod
@@ -209,15 +210,14 @@ class Store:
             else:
                 await self.db.execute("COMMIT")
 
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        """One autocommitted statement, never inside another coroutine's transaction."""
+        async with self._write_lock, self.db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
         async with self.db.execute(sql, params) as cur:
             return await cur.fetchone()
-
-    async def _write(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        """One writing statement (autocommitted), never inside another coroutine's transaction."""
-        async with self._write_lock:
-            async with self.db.execute(sql, params) as cur:
-                return await cur.fetchone()
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         async with self.db.execute(sql, params) as cur:
@@ -270,8 +270,10 @@ class Store:
             )
 
     async def delete_option(self, user_id: int, name: str) -> bool:
-        row = await self._write("DELETE FROM user_options WHERE user_id = ? AND name = ? RETURNING name", (user_id, name))
-        return row is not None
+        rows = await self._write(
+            "DELETE FROM user_options WHERE user_id = ? AND name = ? RETURNING name", (user_id, name)
+        )
+        return bool(rows)
 
     async def ensure_guild(self, guild_id: int) -> None:
         await self._write("INSERT INTO guilds (id) VALUES (?) ON CONFLICT DO NOTHING", (guild_id,))
@@ -280,55 +282,111 @@ class Store:
 
     async def enqueue(self, job: NewJob, limits: QueueLimits) -> Job:
         """Record a job as queued, or raise QueueFull without recording anything."""
+        return (await self.enqueue_many([job], limits))[0]
+
+    async def enqueue_many(self, jobs: Sequence[NewJob], limits: QueueLimits) -> list[Job]:
+        """Record all of `jobs` (one member's, e.g. a --repeat) as queued, or none of them.
+
+        The limits are checked in the same transaction as the inserts, so concurrent requests
+        cannot slip past them together. QueueFull's message names the numbers, for the member.
+        """
+        if not jobs:
+            return []
+        user_id = jobs[0].user_id
+        wanted = len(jobs)
         async with self.transaction() as db:
             row = await self._one(
-                "SELECT COUNT(*) FILTER (WHERE status = 'queued') AS queued,"
-                " COUNT(*) FILTER (WHERE status = 'queued' AND user_id = ?) AS user_queued"
+                "SELECT COUNT(*) AS queued, COUNT(*) FILTER (WHERE user_id = ?) AS user_queued"
                 " FROM jobs WHERE status = 'queued'",
-                (job.user_id,),
+                (user_id,),
             )
             queued, user_queued = row["queued"], row["user_queued"]
-            if user_queued >= limits.max_queued_per_user:
+            if user_queued + wanted > limits.max_queued_per_user:
+                if wanted == 1 or user_queued >= limits.max_queued_per_user:
+                    raise QueueFull(
+                        f"You already have {user_queued} jobs waiting (the limit is {limits.max_queued_per_user})."
+                        " Wait for some to finish, or cancel one with /cancel."
+                    )
                 raise QueueFull(
-                    f"You already have {user_queued} jobs waiting (the limit is {limits.max_queued_per_user})."
-                    " Wait for some to finish, or cancel one with /cancel."
+                    f"This would queue {wanted} jobs, but you already have {user_queued} waiting"
+                    f" (the limit is {limits.max_queued_per_user}). Nothing was queued."
                 )
-            if queued >= limits.max_queue:
-                raise QueueFull(f"The queue is full ({queued} jobs waiting). Please try again in a few minutes.")
-            await db.execute("INSERT INTO users (id) VALUES (?) ON CONFLICT DO NOTHING", (job.user_id,))
-            if job.guild_id is not None:
-                await db.execute("INSERT INTO guilds (id) VALUES (?) ON CONFLICT DO NOTHING", (job.guild_id,))
-            expires = (
-                (datetime.now(UTC) + timedelta(seconds=job.token_lifetime_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-                if job.interaction_token
-                else None
-            )
-            async with db.execute(
-                "INSERT INTO jobs (kind, parent_id, parent_index, user_id, guild_id, channel_id, prompt, params,"
-                " seeds, model, application_id, interaction_token, token_expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
-                (
-                    job.kind,
-                    job.parent_id,
-                    job.parent_index,
-                    job.user_id,
-                    job.guild_id,
-                    job.channel_id,
-                    job.prompt,
-                    json.dumps(job.params),
-                    json.dumps(list(job.seeds)),
-                    job.model,
-                    job.application_id,
-                    job.interaction_token,
-                    expires,
-                ),
-            ) as cur:
-                return Job.from_row(await cur.fetchone())
+            if queued + wanted > limits.max_queue:
+                raise QueueFull(
+                    f"The queue is full ({queued} jobs waiting)." + (
+                        f" {wanted} more would go over its limit of {limits.max_queue}." if wanted > 1 else ""
+                    ) + " Please try again in a few minutes."
+                )
+            await db.execute("INSERT INTO users (id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
+            accepted = []
+            for job in jobs:
+                if job.guild_id is not None:
+                    await db.execute("INSERT INTO guilds (id) VALUES (?) ON CONFLICT DO NOTHING", (job.guild_id,))
+                expires = (
+                    (datetime.now(UTC) + timedelta(seconds=job.token_lifetime_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                    if job.interaction_token
+                    else None
+                )
+                async with db.execute(
+                    "INSERT INTO jobs (kind, parent_id, parent_index, user_id, guild_id, channel_id, prompt, params,"
+                    " seeds, model, application_id, interaction_token, token_expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                    (
+                        job.kind,
+                        job.parent_id,
+                        job.parent_index,
+                        job.user_id,
+                        job.guild_id,
+                        job.channel_id,
+                        job.prompt,
+                        json.dumps(job.params),
+                        json.dumps(list(job.seeds)),
+                        job.model,
+                        job.application_id,
+                        job.interaction_token,
+                        expires,
+                    ),
+                ) as cur:
+                    accepted.append(Job.from_row(await cur.fetchone()))
+            return accepted
+
+    async def queue_order(self) -> list[int]:
+        """The queued jobs' ids in the order claim_next would start them.
+
+        Replays the round-robin (the member served longest ago goes next, one job per turn).
+        It does not know when running jobs will finish, so per-member running limits are
+        ignored: a forecast for the "position N" a member is shown, not a promise.
+        """
+        queued = await self._all("SELECT id, user_id FROM jobs WHERE status = 'queued' ORDER BY id")
+        if not queued:
+            return []
+        last = await self._all(
+            "SELECT user_id, MAX(started_at) AS at FROM jobs WHERE started_at IS NOT NULL"
+            " AND user_id IN (SELECT user_id FROM jobs WHERE status = 'queued') GROUP BY user_id"
+        )
+        last_start = {r["user_id"]: r["at"] for r in last}
+        per_user: dict[int, list[int]] = {}
+        for r in queued:
+            per_user.setdefault(r["user_id"], []).append(r["id"])
+        # claim_next's ORDER BY: never started first, then oldest start, then oldest job.
+        turn = sorted(
+            per_user,
+            key=lambda u: (last_start.get(u) is not None, last_start.get(u) or "", per_user[u][0]),
+        )
+        order: list[int] = []
+        while turn:
+            remaining = []
+            for user in turn:
+                order.append(per_user[user].pop(0))
+                if per_user[user]:
+                    remaining.append(user)
+            turn = remaining  # each member served this round goes to the back, in the same order
+        return order
 
     async def queue_position(self, job_id: int) -> int:
-        """1 for the next job to start, counting the queued jobs ahead of this one."""
-        row = await self._one("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND id <= ?", (job_id,))
-        return int(row[0])
+        """1 for the next job to start; 0 when the job is no longer waiting."""
+        order = await self.queue_order()
+        return order.index(job_id) + 1 if job_id in order else 0
 
     async def claim_next(self, max_running_per_user: int) -> Job | None:
         """Start the next job, round-robin across members.
@@ -400,27 +458,34 @@ class Store:
             await _insert_images(db, images)
 
     async def fail(self, job_id: int, error: str, gpu_seconds: float = 0.0) -> Job | None:
-        row = await self._write(
+        rows = await self._write(
             "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, gpu_seconds = gpu_seconds + ?"
             " WHERE id = ? AND status IN ('queued', 'running') RETURNING *",
             (error, utcnow(), gpu_seconds, job_id),
         )
-        return Job.from_row(row) if row else None
+        return Job.from_row(rows[0]) if rows else None
 
     async def cancel(self, job_id: int) -> Job | None:
         """Cancel a queued or running job; None if it had already finished."""
-        row = await self._write(
+        rows = await self._write(
             "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status IN ('queued', 'running')"
             " RETURNING *",
             (utcnow(), job_id),
         )
-        return Job.from_row(row) if row else None
+        return Job.from_row(rows[0]) if rows else None
 
-    async def mark_delivered(self, job_id: int, channel_id: int | None, message_id: int | None) -> None:
-        await self._write(
-            "UPDATE jobs SET delivered_at = ?, result_channel_id = ?, result_message_id = ? WHERE id = ?",
+    async def add_gpu_seconds(self, job_id: int, seconds: float) -> None:
+        """GPU time a job used before it was cancelled still counts towards its member's usage."""
+        await self._write("UPDATE jobs SET gpu_seconds = gpu_seconds + ? WHERE id = ?", (seconds, job_id))
+
+    async def mark_delivered(self, job_id: int, channel_id: int | None, message_id: int | None) -> bool:
+        """Record that the member was shown the final state; False if that was already recorded."""
+        rows = await self._write(
+            "UPDATE jobs SET delivered_at = ?, result_channel_id = ?, result_message_id = ?"
+            " WHERE id = ? AND delivered_at IS NULL RETURNING id",
             (utcnow(), channel_id, message_id, job_id),
         )
+        return bool(rows)
 
     async def requeue(self, job_id: int) -> None:
         """Put a running job back in the queue without counting the attempt (a clean shutdown)."""

@@ -18,7 +18,7 @@ async def test_imagine_acknowledges_shows_progress_and_posts_the_grid(fake_disco
         assert ack.elapsed < 3 and not ack.ephemeral
         assert "Waiting to start" in ix.original.content
         await ix.wait_for_edit(lambda m: re.search(r"\(\d+%\)", m.content))
-        final = await ix.wait_for_edit(lambda m: m.attachments and m.buttons, timeout=15)
+        final = await ix.wait_for_edit(lambda m: m.embeds and m.buttons, timeout=15)
 
         grid = final.attachments[0].image()
         assert grid.size == (128, 128)  # 2x the 64 px tile in each direction
@@ -56,5 +56,5 @@ async def test_a_failed_render_tells_the_member_and_the_next_job_runs(fake_disco
         assert "the fake engine was told to fail" in failed.content
         good = await fake_discord.slash("imagine", prompt="a calm lake")
         await good.ack()
-        await good.wait_for_edit(lambda m: m.attachments and m.buttons)
+        await good.wait_for_edit(lambda m: m.embeds and m.buttons)
         assert [(await bot.store.get_job(i)).status for i in (1, 2)] == ["failed", "done"]

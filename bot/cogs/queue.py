@@ -1,0 +1,101 @@
+"""Cancelling jobs: `/cancel job_id` and the Cancel button under a waiting or running job.
+
+Only the member who started a job, or a server admin (Manage Server, checked here in code since
+`default_member_permissions` is only a hint), may cancel it. The button is a `DynamicItem`
+(`dg:cancel:{job_id}`), so it works on a message of any age, across restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import messages
+from bot.client import DreamGrid
+from bot.errors import UserError, reply_ephemeral
+from bot.store import ACTIVE, Job
+
+log = logging.getLogger(__name__)
+
+
+def _may_cancel(interaction: discord.Interaction, job: Job) -> bool:
+    if interaction.user.id == job.user_id:
+        return True
+    # Manage Server in the job's own server; in a DM only the owner counts.
+    return (
+        job.guild_id is not None
+        and interaction.guild_id == job.guild_id
+        and interaction.permissions.manage_guild
+    )
+
+
+async def _check(bot: DreamGrid, interaction: discord.Interaction, job_id: int) -> Job:
+    """The job, if this member may cancel it and it is still waiting or running."""
+    job = await bot.store.get_job(job_id)
+    if job is None:
+        raise UserError(f"There is no job {job_id}.")
+    if not _may_cancel(interaction, job):
+        raise UserError(messages.cancel_refused(job))
+    if job.status not in ACTIVE:
+        raise UserError(messages.already_finished(job))
+    return job
+
+
+class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:cancel:(?P<job>\d+)"):
+    """Cancel, under "Waiting to start" and the progress; gone once the job has finished."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(label="Cancel", style=discord.ButtonStyle.danger, custom_id=f"dg:cancel:{job_id}")
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot: DreamGrid = interaction.client  # type: ignore[assignment]
+        try:
+            await _check(bot, interaction, self.job_id)
+        except UserError as exc:
+            await reply_ephemeral(interaction, str(exc))
+            return
+        # Acknowledge at once; the job's own message then says "Cancelled" (the scheduler edits it).
+        await interaction.response.defer()
+        if await bot.scheduler.cancel(self.job_id) is None:
+            job = await bot.store.get_job(self.job_id)
+            await interaction.followup.send(messages.already_finished(job), ephemeral=True)  # type: ignore[arg-type]
+
+
+def progress_view(job: Job) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job.id))
+    return view
+
+
+class Queue(commands.Cog):
+    def __init__(self, bot: DreamGrid) -> None:
+        self.bot = bot
+
+    @app_commands.command(description="Cancel a job that is waiting or running")
+    @app_commands.describe(job_id="The job's number, as shown by /info or on its message")
+    async def cancel(self, interaction: discord.Interaction, job_id: app_commands.Range[int, 1]) -> None:
+        await _check(self.bot, interaction, job_id)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        job = await self.bot.scheduler.cancel(job_id)
+        if job is None:
+            job = await self.bot.store.get_job(job_id)
+            await interaction.followup.send(messages.already_finished(job), ephemeral=True)  # type: ignore[arg-type]
+            return
+        await interaction.followup.send(f"Cancelled job {job_id}.", ephemeral=True)
+
+
+async def setup(bot: DreamGrid) -> None:
+    bot.add_dynamic_items(CancelButton)
+    bot.progress_view = progress_view
+    await bot.add_cog(Queue(bot))

@@ -1,0 +1,123 @@
+"""Crash recovery: every accepted job ends delivered exactly once, whenever the bot dies.
+
+The subprocess test kills the real bot with SIGKILL (twice: once with the interaction tokens
+alive, once letting them expire during the downtime). The in-process tests hit the one window
+a random kill rarely lands in: Discord has the result, the row does not say so yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+from engine.fake import FakeEngine
+from tests.e2e.botprocess import BotProcess, final_deliveries, job_id_of, settled
+from tests.fakediscord import FakeDiscord, Interaction
+from tests.harness import running_bot
+
+
+def pings(fake: FakeDiscord) -> Counter[int]:
+    """User id -> channel posts that mention (and so notify) them."""
+    counted: Counter[int] = Counter()
+    for rec in fake.requests_to("POST", "/channels/{channel_id}/messages"):
+        if 200 <= rec.status < 300:
+            for user in (rec.json.get("allowed_mentions") or {}).get("users", []):
+                counted[int(user)] += 1
+    return counted
+
+
+async def test_sigkill_while_queued_and_rendering_loses_nothing_and_repeats_nothing(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    bot = BotProcess(fake_discord, tmp_path, fake_step_delay_s=0.08, max_concurrent_jobs=1)
+    await bot.start()
+    try:
+        members = [fake_discord.alice, fake_discord.bob, fake_discord.admin]
+        accepted: dict[int, Interaction] = {}
+        for n in range(6):
+            ix = await fake_discord.slash("imagine", prompt=f"job {n}", user=members[n % 3])
+            await ix.ack()
+            accepted[job_id_of(ix)] = ix
+
+        # Crash 1: one job rendering (a progress edit is out), the rest queued; tokens alive.
+        await fake_discord.wait_for(
+            lambda: any("%)" in ix.original.content for ix in accepted.values()), what="a render in progress"
+        )
+        await bot.kill()
+        before = final_deliveries(fake_discord)
+        await bot.start()
+
+        # Crash 2: after a delivery or two, in the middle of whatever is going on; this time the
+        # downtime outlasts the interaction tokens, so results must go to the channel instead.
+        await fake_discord.wait_for(
+            lambda: len(final_deliveries(fake_discord)) >= len(before) + 2, timeout=15, what="two more results"
+        )
+        await bot.kill()
+        fake_discord.expire_tokens()
+        await bot.start()
+
+        await fake_discord.wait_for(
+            lambda: all(settled(ix) for ix in accepted.values()), timeout=20, what="every job's result"
+        )
+        await bot.stop()
+        delivered = final_deliveries(fake_discord)
+        assert {job: delivered[job] for job in accepted} == {job: 1 for job in accepted}, "once each"
+        assert set(delivered) == set(accepted)
+        # Results that outlived their token were posted with one mention each, never a second.
+        posted = pings(fake_discord)
+        assert posted and all(n <= 2 for n in posted.values())  # 6 jobs over 3 members
+        assert sum(posted.values()) == sum(
+            1 for ix in accepted.values() if ix.original.content.split("\n")[-1].startswith("Finished: ")
+        )
+        assert not bot.errors(), bot.errors()
+    finally:
+        await bot.stop()
+
+
+async def _until_delivered(bot, job_id: int):
+    deadline = time.monotonic() + 5
+    while (job := await bot.store.get_job(job_id)).delivered_at is None:
+        assert time.monotonic() < deadline, f"job {job_id} was not delivered"
+        await asyncio.sleep(0.02)
+    return job
+
+
+async def _forget_delivery(bot, job_id: int) -> None:
+    """Put the row back as a crash right after Discord took the result would have left it."""
+    await _until_delivered(bot, job_id)
+    await bot.store._write("UPDATE jobs SET delivered_at = NULL WHERE id = ?", (job_id,))
+
+
+async def test_a_result_discord_already_shows_is_not_shown_again_after_a_restart(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    engine = FakeEngine(models=["fake"], step_delay_s=0.01)
+    async with running_bot(fake_discord, tmp_path, engine=engine) as bot:
+        ix = await fake_discord.slash("imagine", prompt="shown just before the crash")
+        await ix.ack()
+        await ix.wait_for_edit(lambda m: m.embeds and m.buttons)
+        await _forget_delivery(bot, 1)
+    edits = ix.original.edits
+    async with running_bot(fake_discord, tmp_path, engine=engine) as bot:
+        job = await _until_delivered(bot, 1)
+        assert job.result_message_id == ix.original.id
+    assert ix.original.edits == edits
+    assert final_deliveries(fake_discord) == {1: 1}
+
+
+async def test_a_result_posted_after_the_token_expired_is_not_posted_twice(fake_discord: FakeDiscord, tmp_path: Path):
+    engine = FakeEngine(models=["fake"], step_delay_s=0.05)
+    async with running_bot(fake_discord, tmp_path, engine=engine) as bot:
+        ix = await fake_discord.slash("imagine", prompt="outlives its token")
+        await ix.ack()
+        fake_discord.expire_tokens()
+        post = await fake_discord.wait_for_message(predicate=lambda m: m.embeds and m.buttons)
+        assert "Finished: " in (await ix.wait_for_edit(lambda m: "Finished: " in m.content)).content
+        await _forget_delivery(bot, 1)
+    async with running_bot(fake_discord, tmp_path, engine=engine) as bot:
+        job = await _until_delivered(bot, 1)
+        assert job.result_message_id == post.id
+    assert final_deliveries(fake_discord) == {1: 1}
+    assert pings(fake_discord) == {fake_discord.alice.id: 1}
