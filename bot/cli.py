@@ -152,6 +152,38 @@ def _cmd_invite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prompt_parameters_as_flags(argv: list[str]) -> list[str]:
+    """`dreamgrid imagine "a fox --ar 3:2 --seed 7"` means what it means in Discord.
+
+    The prompt's Midjourney parameters become the engine CLI's flags; flags given after the
+    prompt still win.
+    """
+    from bot.prompt import PromptError, parse_prompt
+
+    if not argv or argv[0].startswith("-"):
+        return argv
+    try:
+        parsed = parse_prompt(argv[0], max_jobs=1)[0]
+    except PromptError as exc:
+        raise SettingsError(f"imagine: {exc}") from None
+    flags = [parsed.text]
+    for flag, value in (
+        ("--ar", parsed.aspect and f"{parsed.aspect[0]}:{parsed.aspect[1]}"),
+        ("--seed", parsed.seed),
+        ("--no", parsed.negative or None),
+        ("--chaos", parsed.chaos),
+        ("--stylize", parsed.stylize),
+        ("--q", parsed.quality),
+        ("--stop", parsed.stop),
+        ("--model", parsed.model),
+    ):
+        if value is not None:
+            flags += [flag, str(value)]
+    if parsed.tile:
+        flags.append("--tile")
+    return flags + argv[1:]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgrid", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -178,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "imagine":
             from engine.cli import imagine_main
 
-            return imagine_main(argv[1:])
+            return imagine_main(_prompt_parameters_as_flags(argv[1:]))
         if argv and argv[0] in ("train", "eval"):
             from engine.training.cli import eval_main, train_main
 

@@ -175,7 +175,7 @@ def imagine_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dreamgrid imagine: interrupted", file=sys.stderr)
         return 130
-    print(path)
+    print(path.resolve())
     return 0
 
 

@@ -63,3 +63,18 @@ def test_invite_url_asks_for_bot_and_commands_scopes_only(capsys) -> None:
 def test_application_id_is_read_from_a_bot_token() -> None:
     # A bot token's first segment is the base64 of the bot's (= application's) id.
     assert _application_id_from_token("MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.xyz") == 123456789012345678
+
+
+def test_imagine_takes_midjourney_parameters_inside_the_prompt() -> None:
+    from bot.cli import _prompt_parameters_as_flags
+
+    assert _prompt_parameters_as_flags(["a fox --ar 3:2 --seed 7 --no text, people --tile", "-o", "x.png"]) == [
+        "a fox", "--ar", "3:2", "--seed", "7", "--no", "text, people", "--tile", "-o", "x.png",
+    ]
+    assert _prompt_parameters_as_flags(["--seed", "1", "plain"]) == ["--seed", "1", "plain"]
+
+
+def test_imagine_with_a_bad_parameter_is_one_line(tmp_path: Path) -> None:
+    done = run_cli("imagine", "a fox --chaos 300", tmp_path=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "dreamgrid: imagine: `--chaos 300` is out of range: use 0–100."
