@@ -243,7 +243,7 @@ class Scheduler:
 
     def _progress_reporter(self, job: Job) -> ProgressCallback:
         interval = self.settings.progress_interval_s
-        last_edit = time.monotonic()  # the "Waiting to start" message was just shown
+        last_edit = -interval  # the first step replaces "Waiting to start" at once; then one edit per interval
         in_flight: asyncio.Task[None] | None = None
 
         def report(event: RenderProgress) -> None:

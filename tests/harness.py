@@ -12,7 +12,7 @@ from bot.settings import Settings
 from bot.store import Store
 from engine.fake import FakeEngine
 from engine.requests import Engine
-from tests.fakediscord import FakeDiscord
+from tests.fakediscord import FakeDiscord, Interaction, Message
 
 
 def bot_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -38,3 +38,14 @@ async def running_bot(
         bot = DreamGrid(settings=config, store=store, engine=engine)
         async with fake.running(bot) as ready:
             yield ready
+
+
+def shows_result(message: Message) -> bool:
+    """The message shows a finished job: the result embed, no progress or waiting line."""
+    return bool(message.embeds) and bool(message.attachments) and "%)" not in message.content
+
+
+async def result_of(ix: Interaction, timeout: float = 15) -> Message:
+    """Acknowledge-check `ix` and wait for the job it started to show its result."""
+    await ix.ack()
+    return ix.original if shows_result(ix.original) else await ix.wait_for_edit(shows_result, timeout=timeout)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from engine.fake import FakeEngine
 from tests.fakediscord import FakeDiscord, User
-from tests.harness import running_bot
+from tests.harness import running_bot, shows_result
 
 
 async def configure(fake: FakeDiscord, user: User | None = None, **values: str) -> list[str]:
@@ -34,7 +34,7 @@ async def refusal(fake: FakeDiscord, prompt: str, **where) -> str:
 
 
 async def finished(ix):
-    return await ix.wait_for_edit(lambda m: m.attachments and m.buttons, timeout=15)
+    return await ix.wait_for_edit(shows_result, timeout=15)
 
 
 async def test_channels_members_and_banned_words(fake_discord: FakeDiscord, tmp_path: Path):

@@ -6,14 +6,10 @@ import asyncio
 from pathlib import Path
 
 from engine import params as render_params
-from tests.fakediscord import FakeDiscord, Interaction, Message
-from tests.harness import running_bot
+from tests.fakediscord import FakeDiscord
+from tests.harness import result_of, running_bot
 
 SUCCESS = 3  # Discord's green button style
-
-
-def finished(message: Message) -> bool:
-    return bool(message.attachments) and "%" not in message.content and "Waiting" not in message.content
 
 
 async def eventually(fetch, check, timeout: float = 5.0):
@@ -24,11 +20,6 @@ async def eventually(fetch, check, timeout: float = 5.0):
         assert loop.time() < deadline, f"timed out; last value: {value!r}"
         await asyncio.sleep(0.05)
     return value
-
-
-async def result_of(ix: Interaction, timeout: float = 15) -> Message:
-    await ix.ack()
-    return await ix.wait_for_edit(finished, timeout=timeout) if not finished(ix.original) else ix.original
 
 
 async def test_imagine_u_vary_v_reroll_upscale_across_a_restart(fake_discord: FakeDiscord, tmp_path: Path):
