@@ -7,9 +7,10 @@ worker thread per device, reports progress on the event loop, and can be interru
 
 Threads: the event loop only queues jobs and awaits futures. The worker thread owns every
 pipeline (diffusers pipelines are not thread-safe) and hands results, errors and progress back
-with `loop.call_soon_threadsafe`. Batching: the worker takes the oldest job, waits at most
-`batch_window_s` after that job arrived for compatible ones (same `batch_key`), and renders them
-all in one pipeline call; each request keeps its own prompt, negative prompt, seeds, chaos,
+with `loop.call_soon_threadsafe`. Batching: the worker takes the oldest job, waits for compatible ones (same `batch_key`) at most
+`batch_window_s` after it arrived, and never longer than BATCH_WAIT_FRACTION of how long such a
+render has been taking (so a lone request pays at most ~5 %), then renders them all in one
+pipeline call; each request keeps its own prompt, negative prompt, seeds, chaos,
 progress callback and cancellation.
 """
 
@@ -51,6 +52,10 @@ _ACTIONS: Mapping[Action, tuple[Callable[..., Any], Callable[[RenderRequest], No
     Action.VARIATION: (variation_action.variation, variation_action.check_inputs, True),
     Action.UPSCALE: (upscale_action.upscale, upscale_action.check_inputs, True),
 }
+
+
+# A request waits for company at most this fraction of a typical render of its kind.
+BATCH_WAIT_FRACTION = 0.05
 
 
 def batch_key(request: RenderRequest, model: str) -> tuple[Any, ...]:
@@ -187,6 +192,7 @@ class DiffusersEngine:
         self._closed = False
         self._thread: threading.Thread | None = None
         self.stats = EngineStats()
+        self._render_s: dict[tuple[Any, ...], float] = {}  # recent render time per batch key (EMA)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -321,7 +327,9 @@ class DiffusersEngine:
                     return None
                 self._cond.wait()
             first = self._pending[0]
-            deadline = first.arrived + self.batch_window_s
+            typical = self._render_s.get(first.key)
+            window = self.batch_window_s if typical is None else min(self.batch_window_s, BATCH_WAIT_FRACTION * typical)
+            deadline = first.arrived + window
             while True:
                 batch, images = [], 0
                 for job in self._pending:
@@ -368,6 +376,8 @@ class DiffusersEngine:
                 job.post(job.resolve, None, error)
             return
         elapsed = time.perf_counter() - started
+        previous = self._render_s.get(first.key)
+        self._render_s[first.key] = elapsed if previous is None else 0.7 * previous + 0.3 * elapsed
         self.stats.batches += 1
         self.stats.requests += len(batch)
         self.stats.images += sum(len(r.seeds) for r in requests)

@@ -45,7 +45,7 @@ def test_default_output_goes_to_out(tmp_path, monkeypatch, capsys, model_args):
     monkeypatch.chdir(tmp_path)
     assert imagine_main(["A Red Circle!", "--seed", "1", *model_args]) == 0
     path = capsys.readouterr().out.strip()
-    assert path.startswith("out/") and path.endswith("-a-red-circle.png")
+    assert path.startswith(f"{tmp_path}/out/") and path.endswith("-a-red-circle.png")  # absolute, to copy
     assert (tmp_path / path).exists()
 
 
