@@ -68,6 +68,8 @@ _ALIASES = {
     "r": "repeat",
     "model": "model",
 }
+PARAMETER_NAMES = frozenset(_ALIASES)  # every built-in spelling, without the dashes
+
 _EXAMPLES = {
     "ar": "3:2",
     "seed": "42",

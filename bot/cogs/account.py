@@ -14,7 +14,7 @@ from bot import messages
 from bot.client import DreamGrid
 from bot.cogs.imagine import encode_grid, result_view
 from bot.errors import UserError
-from bot.prompt import PromptError, parse_prompt
+from bot.prompt import PARAMETER_NAMES, PromptError, parse_prompt
 
 ASPECTS = ("1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16")
 QUALITIES = {".25": 0.25, ".5": 0.5, "1": 1.0, "2": 2.0}
@@ -163,6 +163,7 @@ class Account(commands.Cog):
         if not rows or not all(p.exists() for p in paths):
             raise UserError(f"The images of job {job_id} are no longer stored. Press 🔄 on it to draw it again.")
         data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}", interaction.filesize_limit)
+        filename = messages.spoiler_name(job, rows, filename)
         await interaction.response.send_message(
             content=messages.done(job),
             embed=messages.result_embed(job, rows, filename),
@@ -196,14 +197,14 @@ class Account(commands.Cog):
         )
 
     @option.command(name="set", description="Make --NAME stand for some parameters")
-    @app_commands.describe(name="The option's name, used as --NAME", value="e.g. --ar 3:2 --chaos 20")
+    @app_commands.describe(option="The option's name, used as --NAME", value="e.g. --ar 3:2 --chaos 20")
     async def option_set(
-        self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 20], value: app_commands.Range[str, 1, 200]
+        self, interaction: discord.Interaction, option: app_commands.Range[str, 1, 20], value: app_commands.Range[str, 1, 200]
     ) -> None:
-        name = name.strip().lower().lstrip("-")
+        name = option.strip().lower().lstrip("-")
         if not name or set(name) - OPTION_NAME_CHARS:
             raise UserError("Option names may use letters, digits, `-` and `_` only.")
-        if name in _builtin_parameter_names():
+        if name in PARAMETER_NAMES:
             raise UserError(f"`--{name}` is already a parameter; pick another name.")
         _check_parameters(value, self.bot, f"--{name}")
         profile = await self.bot.store.profile(interaction.user.id)
@@ -219,13 +220,13 @@ class Account(commands.Cog):
         await interaction.response.send_message(text, ephemeral=True)
 
     @option.command(name="delete", description="Forget one of your --options")
-    async def option_delete(self, interaction: discord.Interaction, name: str) -> None:
-        name = name.strip().lower().lstrip("-")
+    async def option_delete(self, interaction: discord.Interaction, option: str) -> None:
+        name = option.strip().lower().lstrip("-")
         if not await self.bot.store.delete_option(interaction.user.id, name):
             raise UserError(f"You have no option `--{name}`.")
         await interaction.response.send_message(f"`--{name}` deleted.", ephemeral=True)
 
-    @option_delete.autocomplete("name")
+    @option_delete.autocomplete("option")
     async def _option_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         options = (await self.bot.store.profile(interaction.user.id)).options
         return [app_commands.Choice(name=k, value=k) for k in options if current.lower() in k][:25]
@@ -247,12 +248,6 @@ Under the grid: **U1–U4** show one image on its own (then Vary or Upscale it),
 
 **Yours**: /settings (defaults, Remix) · /prefer suffix · /prefer option set · /info · /show JOB · /cancel JOB
 """
-
-
-def _builtin_parameter_names() -> set[str]:
-    from bot import prompt
-
-    return set(prompt._ALIASES)
 
 
 def _check_parameters(value: str, bot: DreamGrid, what: str) -> None:

@@ -297,6 +297,7 @@ class SendToDMButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:dm
             raise UserError(f"The images of job {job.id} are no longer stored. Press 🔄 to draw it again.")
         await interaction.response.defer(ephemeral=True, thinking=True)
         data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}")
+        filename = messages.spoiler_name(job, rows, filename)
         try:
             await interaction.user.send(
                 content=f"Job {job.id}: {job.prompt[:1800]}",

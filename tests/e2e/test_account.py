@@ -1,0 +1,92 @@
+"""A member's own commands: /settings, /prefer, /show, /info, /help."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.fakediscord import FakeDiscord
+from tests.harness import result_of, running_bot
+
+
+async def reply_to(fake: FakeDiscord, command: str, **options):
+    ix = await fake.slash(command, **options)
+    assert (await ix.ack()).elapsed < 3
+    return ix, await ix.wait_for_reply()
+
+
+async def test_settings_menus_change_the_next_imagine(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        ix, panel = await reply_to(fake, "settings")
+        assert ix.ephemeral and panel.embed["title"] == "Your settings"
+        picked = await fake.select(panel, "dg:set:aspect", ["16:9"])
+        assert (await picked.ack()).type == 7  # the panel updates in place
+        assert "16:9" in str(panel.embed["fields"])
+        await (await fake.select(panel, "dg:set:quality", [".5"])).ack()
+
+        await result_of(await fake.slash("imagine", prompt="a wide valley"))
+        request = bot.engine.requests[-1]
+        assert request.width > request.height  # 16:9 from /settings
+        assert request.steps == 4  # --q .5 of STEPS=8
+        await result_of(await fake.slash("imagine", prompt="a tall tower --ar 1:2"))
+        assert bot.engine.requests[-1].height > bot.engine.requests[-1].width  # the prompt wins
+
+        reset = await fake.click(panel, "dg:set:reset")
+        await reset.ack()
+        assert (await bot.store.profile(fake.alice.id)).settings == {}
+
+
+async def test_prefer_suffix_and_options_expand_in_prompts(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        _, said = await reply_to(fake, "prefer suffix", value="--chaos 20")
+        assert "--chaos 20" in said.content
+        _, said = await reply_to(fake, "prefer option set", option="wide", value="--ar 2:1 --no people")
+        assert "`--wide`" in said.content
+        _, listed = await reply_to(fake, "prefer option list")
+        assert "--wide" in listed.content
+
+        await result_of(await fake.slash("imagine", prompt="a harbour --wide"))
+        request = bot.engine.requests[-1]
+        assert (request.chaos, request.negative_prompt) == (20, "people")
+        assert request.width / request.height > 1.7  # --ar 2:1, snapped to multiples of 8
+
+        _, refused = await reply_to(fake, "prefer option set", option="ar", value="--ar 1:1")
+        assert "already a parameter" in refused.content
+        _, refused = await reply_to(fake, "prefer suffix", value="--chaos 900")
+        assert "out of range" in refused.content
+
+        ac = await fake.autocomplete("prefer option delete", "option", option="w")
+        assert [c["value"] for c in await ac.wait_for_choices()] == ["wide"]
+        await reply_to(fake, "prefer option delete", option="wide")
+        assert (await bot.store.profile(fake.alice.id)).options == {}
+
+
+async def test_show_reposts_your_job_with_live_buttons_and_refuses_others(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path):
+        await result_of(await fake.slash("imagine", prompt="a small boat --seed 4"))
+        ix = await fake.slash("show", job_id=1)
+        shown = await result_of(ix)
+        assert shown.attachments[0].image().size == (128, 128)
+        assert shown.labels[:4] == ["U1", "U2", "U3", "U4"]
+        u1 = await fake.click(shown, label="U1")
+        await u1.ack()
+        assert (await u1.wait_for_followup(lambda m: m.attachments)).attachments[0].image().size == (64, 64)
+
+        _, refused = await reply_to(fake, "show", job_id=1, user=fake.bob)
+        assert refused.ephemeral and refused.content == "You have no job 1."
+
+
+async def test_info_counts_jobs_and_gpu_time_and_help_explains(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path):
+        await result_of(await fake.slash("imagine", prompt="a lamp"))
+        await result_of(await fake.slash("imagine", prompt="a chair"))
+        ix, info = await reply_to(fake, "info")
+        assert ix.ephemeral
+        fields = {f["name"]: f["value"] for f in info.embed["fields"]}
+        assert fields["Jobs today"] == "2" and fields["Queued"] == "0"
+        assert float(fields["GPU time"].split()[0]) > 0
+        _, helped = await reply_to(fake, "help")
+        assert "/imagine" in helped.embed["description"] and "--ar" in helped.embed["description"]
