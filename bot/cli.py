@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -59,12 +60,17 @@ async def run_bot(settings: Settings) -> None:
 
     point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
     assert settings.discord_token is not None
-    async with Store.open(settings.database_path) as store, open_engine(settings) as engine:
-        async with DreamGrid(settings=settings, store=store, engine=engine) as bot:
-            try:
-                await bot.start(settings.discord_token.get_secret_value())
-            except discord.LoginFailure:
-                raise SettingsError("Discord rejected DISCORD_TOKEN; copy the bot token again from the Developer Portal.") from None
+    async with (
+        Store.open(settings.database_path) as store,
+        open_engine(settings) as engine,
+        DreamGrid(settings=settings, store=store, engine=engine) as bot,
+    ):
+        try:
+            await bot.start(settings.discord_token.get_secret_value())
+        except discord.LoginFailure:
+            raise SettingsError(
+                "Discord rejected DISCORD_TOKEN; copy the bot token again from the Developer Portal."
+            ) from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -76,10 +82,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "DISCORD_TOKEN is not set: put the bot token from the Discord Developer Portal in .env (see .env.example)."
         )
     discord.utils.setup_logging(level=getattr(logging, settings.log_level))
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how an operator stops it
         asyncio.run(run_bot(settings))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -113,7 +117,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     async def sync() -> int:
         # The commands' definitions don't depend on the engine, so don't load a model to sync.
         async with Store.open(settings.database_path) as store:
-            bot = DreamGrid(settings=settings, store=store, engine=FakeEngine(models=settings.installed_models), run_jobs=False)
+            bot = DreamGrid(
+                settings=settings, store=store, engine=FakeEngine(models=settings.installed_models), run_jobs=False
+            )
             async with bot:
                 await bot.login(settings.discord_token.get_secret_value())
                 guild = discord.Object(guild_id) if guild_id else None
@@ -188,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgrid", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)").set_defaults(func=_cmd_run)
-    commands.add_parser("imagine", help="render a grid to a PNG locally, no Discord (see `dreamgrid imagine -h`)",
-                        add_help=False)
+    commands.add_parser(
+        "imagine", help="render a grid to a PNG locally, no Discord (see `dreamgrid imagine -h`)", add_help=False
+    )
     commands.add_parser("train", help="train a text-to-image model (see `dreamgrid train -h`)", add_help=False)
     commands.add_parser("eval", help="measure how well a model follows prompts", add_help=False)
     db = commands.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)

@@ -88,7 +88,13 @@ class Delivery:
         return await self._post(job, content=content, embed=embed, file=file, view=view)
 
     async def _post(
-        self, job: Job, *, content: str, embed: discord.Embed | None, file: discord.File | None, view: discord.ui.View | None
+        self,
+        job: Job,
+        *,
+        content: str,
+        embed: discord.Embed | None,
+        file: discord.File | None,
+        view: discord.ui.View | None,
     ) -> Shown:
         channel = self.client.get_partial_messageable(job.channel_id)
         if file is not None:
@@ -105,10 +111,13 @@ class Delivery:
         if job.message_id is not None:
             # Point the old progress message at the result instead of leaving it at "57%".
             stale = channel.get_partial_message(job.message_id)
-            try:
-                await stale.edit(content=f"{content.splitlines()[0]}\nFinished: {message.jump_url}", embed=None, attachments=[], view=None)
-            except discord.HTTPException:
-                pass
+            with contextlib.suppress(discord.HTTPException):
+                await stale.edit(
+                    content=f"{content.splitlines()[0]}\nFinished: {message.jump_url}",
+                    embed=None,
+                    attachments=[],
+                    view=None,
+                )
         return Shown(job.channel_id, message.id)
 
     async def find_shown(self, job: Job) -> Shown | None:

@@ -33,7 +33,9 @@ def encode_for_upload(image: Image.Image, stem: str, limit: int = DEFAULT_UPLOAD
             return buffer.getvalue(), f"{stem}.webp"
     scaled = image
     while True:
-        scaled = scaled.resize((max(1, scaled.width * 3 // 4), max(1, scaled.height * 3 // 4)), Image.Resampling.LANCZOS)
+        scaled = scaled.resize(
+            (max(1, scaled.width * 3 // 4), max(1, scaled.height * 3 // 4)), Image.Resampling.LANCZOS
+        )
         buffer = io.BytesIO()
         scaled.save(buffer, format="WEBP", quality=80, method=4)
         if buffer.tell() <= limit or scaled.width <= 64:

@@ -91,7 +91,9 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
     embed.add_field(name="Model", value=job.model[:1000])
     embed.add_field(name="Job", value=str(job.id))
     if job.parent_id:
-        embed.add_field(name="From", value=f"job {job.parent_id}" + (f", image {job.parent_index}" if job.parent_index else ""))
+        embed.add_field(
+            name="From", value=f"job {job.parent_id}" + (f", image {job.parent_index}" if job.parent_index else "")
+        )
     _show_image(embed, filename)
     embed.set_footer(text=f"/show {job.id} brings this back at any time")
     return embed

@@ -43,7 +43,12 @@ REQUEST_FIELDS = {
     "tile",
     "safety_check",
 }
-KIND_ACTIONS = {"imagine": Action.IMAGINE, "reroll": Action.IMAGINE, "variation": Action.VARIATION, "upscale": Action.UPSCALE}
+KIND_ACTIONS = {
+    "imagine": Action.IMAGINE,
+    "reroll": Action.IMAGINE,
+    "variation": Action.VARIATION,
+    "upscale": Action.UPSCALE,
+}
 
 
 REDELIVERY_INTERVAL_S = 30.0  # how often deliveries that failed are retried
@@ -249,7 +254,11 @@ class Scheduler:
         def report(event: RenderProgress) -> None:
             nonlocal last_edit, in_flight
             now = time.monotonic()
-            if now - last_edit < interval or (in_flight is not None and not in_flight.done()) or event.step >= event.total:
+            if (
+                now - last_edit < interval
+                or (in_flight is not None and not in_flight.done())
+                or event.step >= event.total
+            ):
                 return
             last_edit = now
             in_flight = asyncio.create_task(self._show_progress(job, event))
@@ -334,7 +343,12 @@ class Scheduler:
             content = messages.failed(job)
         try:
             shown = await self.delivery.update(
-                job, content=content, embed=embed, file=file, view=view, announce=True,
+                job,
+                content=content,
+                embed=embed,
+                file=file,
+                view=view,
+                announce=True,
                 notify=job.status != "cancelled",
             )
         except discord.HTTPException as exc:
@@ -346,7 +360,9 @@ class Scheduler:
         except (OSError, discord.DiscordException):
             log.warning("job %s: delivery failed; will be retried", job.id, exc_info=True)
             return
-        await self.store.mark_delivered(job.id, shown.channel_id if shown else None, shown.message_id if shown else None)
+        await self.store.mark_delivered(
+            job.id, shown.channel_id if shown else None, shown.message_id if shown else None
+        )
 
     def _encode_result(self, job: Job, rows: list[ImageRow]) -> tuple[bytes, str]:
         tiles = [_load_rgb(self.settings.data_dir / row.path) for row in rows]

@@ -313,9 +313,9 @@ class Store:
                 )
             if queued + wanted > limits.max_queue:
                 raise QueueFull(
-                    f"The queue is full ({queued} jobs waiting)." + (
-                        f" {wanted} more would go over its limit of {limits.max_queue}." if wanted > 1 else ""
-                    ) + " Please try again in a few minutes."
+                    f"The queue is full ({queued} jobs waiting)."
+                    + (f" {wanted} more would go over its limit of {limits.max_queue}." if wanted > 1 else "")
+                    + " Please try again in a few minutes."
                 )
             await db.execute("INSERT INTO users (id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
             accepted = []
@@ -650,4 +650,3 @@ def available_migrations(migrations_dir: Path = MIGRATIONS_DIR) -> list[tuple[in
     if numbers != list(range(1, len(numbers) + 1)):
         raise ValueError(f"migrations must be numbered 1..N without gaps, found {numbers}")
     return found
-

@@ -7,11 +7,11 @@ worker thread per device, reports progress on the event loop, and can be interru
 
 Threads: the event loop only queues jobs and awaits futures. The worker thread owns every
 pipeline (diffusers pipelines are not thread-safe) and hands results, errors and progress back
-with `loop.call_soon_threadsafe`. Batching: the worker takes the oldest job, waits for compatible ones (same `batch_key`) at most
-`batch_window_s` after it arrived, and never longer than BATCH_WAIT_FRACTION of how long such a
-render has been taking (so a lone request pays at most ~5 %), then renders them all in one
-pipeline call; each request keeps its own prompt, negative prompt, seeds, chaos,
-progress callback and cancellation.
+with `loop.call_soon_threadsafe`. Batching: the worker takes the oldest job, waits for compatible
+ones (same `batch_key`) at most `batch_window_s` after it arrived, and never longer than
+BATCH_WAIT_FRACTION of how long such a render has been taking (so a lone request pays at most
+~5 %), then renders them all in one pipeline call; each request keeps its own prompt, negative
+prompt, seeds, chaos, progress callback and cancellation.
 """
 
 from __future__ import annotations

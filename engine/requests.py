@@ -1,8 +1,9 @@
 """The seam between the bot and the engine: plain dataclasses, no torch.
 
-The bot builds a `RenderRequest`, awaits `Engine.render()` (`engine.core.DiffusersEngine`, or `engine.fake.FakeEngine` in tests), and receives `RenderProgress`
-events and a `RenderResult`. Images cross the seam as Pillow images. Cancelling the
-awaiting task cancels the render (it stops at the next denoising step).
+The bot builds a `RenderRequest`, awaits `Engine.render()` (`engine.core.DiffusersEngine`, or
+`engine.fake.FakeEngine` in tests), and receives `RenderProgress` events and a `RenderResult`.
+Images cross the seam as Pillow images. Cancelling the awaiting task cancels the render (it
+stops at the next denoising step).
 """
 
 from __future__ import annotations

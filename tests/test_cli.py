@@ -34,15 +34,23 @@ def test_run_without_a_token_says_so_in_one_line(tmp_path: Path) -> None:
 
 def test_python_dash_m_bot_is_dreamgrid_run(tmp_path: Path) -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DISCORD_")}
-    done = subprocess.run([sys.executable, "-m", "bot"], cwd=tmp_path, env={**clean, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot"],
+        cwd=tmp_path,
+        env={**clean, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0 and "DISCORD_TOKEN is not set" in done.stderr
 
 
 def test_invalid_setting_is_one_clear_line(tmp_path: Path) -> None:
     done = run_cli("db", "upgrade", tmp_path=tmp_path, MAX_STEPS="lots")
     assert done.returncode != 0
-    assert done.stderr.strip() == "dreamgrid: invalid settings: MAX_STEPS: Input should be a valid integer, unable to parse string as an integer"
+    assert done.stderr.strip() == (
+        "dreamgrid: invalid settings: MAX_STEPS: Input should be a valid integer, unable to parse string as an integer"
+    )
 
 
 def test_db_upgrade_creates_the_database(tmp_path: Path) -> None:
@@ -69,7 +77,16 @@ def test_imagine_takes_midjourney_parameters_inside_the_prompt() -> None:
     from bot.cli import _prompt_parameters_as_flags
 
     assert _prompt_parameters_as_flags(["a fox --ar 3:2 --seed 7 --no text, people --tile", "-o", "x.png"]) == [
-        "a fox", "--ar", "3:2", "--seed", "7", "--no", "text, people", "--tile", "-o", "x.png",
+        "a fox",
+        "--ar",
+        "3:2",
+        "--seed",
+        "7",
+        "--no",
+        "text, people",
+        "--tile",
+        "-o",
+        "x.png",
     ]
     assert _prompt_parameters_as_flags(["--seed", "1", "plain"]) == ["--seed", "1", "plain"]
 

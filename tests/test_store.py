@@ -14,8 +14,15 @@ LIMITS = QueueLimits(max_running_per_user=3, max_queued_per_user=10, max_queue=1
 
 def job(user_id: int, prompt: str = "a red circle", **kw) -> NewJob:
     return NewJob(
-        kind="imagine", user_id=user_id, guild_id=1, channel_id=2, prompt=prompt, params={"steps": 4},
-        seeds=[1, 2, 3, 4], model="m", **kw,
+        kind="imagine",
+        user_id=user_id,
+        guild_id=1,
+        channel_id=2,
+        prompt=prompt,
+        params={"steps": 4},
+        seeds=[1, 2, 3, 4],
+        model="m",
+        **kw,
     )
 
 

@@ -65,7 +65,9 @@ class SettingsSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"dg:se
         store = _bot(interaction).store
         settings = await store.update_settings(interaction.user.id, **{self.key: value})
         profile = await store.profile(interaction.user.id)
-        await interaction.response.edit_message(embed=settings_embed(settings, profile.suffix), view=settings_view(settings))
+        await interaction.response.edit_message(
+            embed=settings_embed(settings, profile.suffix), view=settings_view(settings)
+        )
 
 
 class SettingsButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:set:(?P<key>remix|variation|reset)"):
@@ -103,7 +105,9 @@ class SettingsButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:se
             await store.reset_settings(interaction.user.id)
             settings = {}
         profile = await store.profile(interaction.user.id)
-        await interaction.response.edit_message(embed=settings_embed(settings, profile.suffix), view=settings_view(settings))
+        await interaction.response.edit_message(
+            embed=settings_embed(settings, profile.suffix), view=settings_view(settings)
+        )
 
 
 def settings_view(settings: dict[str, Any]) -> discord.ui.View:
@@ -177,7 +181,9 @@ class Account(commands.Cog):
 
     @prefer.command(name="suffix", description="Text added to the end of every prompt (empty to clear)")
     @app_commands.describe(value="e.g. --ar 16:9 --stylize 250")
-    async def prefer_suffix(self, interaction: discord.Interaction, value: app_commands.Range[str, 0, 200] = "") -> None:
+    async def prefer_suffix(
+        self, interaction: discord.Interaction, value: app_commands.Range[str, 0, 200] = ""
+    ) -> None:
         value = value.strip()
         if value:
             _check_parameters(value, self.bot, "suffix")
@@ -192,14 +198,19 @@ class Account(commands.Cog):
         current = (await store.profile(interaction.user.id)).settings.get("remix", False)
         await store.update_settings(interaction.user.id, remix=not current or None)
         await interaction.response.send_message(
-            "Remix mode is **on**: V and 🔄 let you edit the prompt first." if not current else "Remix mode is **off**.",
+            "Remix mode is **on**: V and 🔄 let you edit the prompt first."
+            if not current
+            else "Remix mode is **off**.",
             ephemeral=True,
         )
 
     @option.command(name="set", description="Make --NAME stand for some parameters")
     @app_commands.describe(option="The option's name, used as --NAME", value="e.g. --ar 3:2 --chaos 20")
     async def option_set(
-        self, interaction: discord.Interaction, option: app_commands.Range[str, 1, 20], value: app_commands.Range[str, 1, 200]
+        self,
+        interaction: discord.Interaction,
+        option: app_commands.Range[str, 1, 20],
+        value: app_commands.Range[str, 1, 200],
     ) -> None:
         name = option.strip().lower().lstrip("-")
         if not name or set(name) - OPTION_NAME_CHARS:
@@ -216,7 +227,10 @@ class Account(commands.Cog):
     @option.command(name="list", description="Your --options")
     async def option_list(self, interaction: discord.Interaction) -> None:
         options = (await self.bot.store.profile(interaction.user.id)).options
-        text = "\n".join(f"`--{k}` → `{v}`" for k, v in options.items()) or "You have no options yet: `/prefer option set`."
+        text = (
+            "\n".join(f"`--{k}` → `{v}`" for k, v in options.items())
+            or "You have no options yet: `/prefer option set`."
+        )
         await interaction.response.send_message(text, ephemeral=True)
 
     @option.command(name="delete", description="Forget one of your --options")

@@ -95,9 +95,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
 
     @app_commands.command(name="set", description="Change a setting")
     @app_commands.describe(key="The setting to change", value="Its new value (see /config show)")
-    async def set_(
-        self, interaction: discord.Interaction, key: str, value: app_commands.Range[str, 1, 1000]
-    ) -> None:
+    async def set_(self, interaction: discord.Interaction, key: str, value: app_commands.Range[str, 1, 1000]) -> None:
         entry = _key(key)
         configs = self.bot.guild_configs
         config = await configs.get(interaction.guild_id)

@@ -90,8 +90,14 @@ async def child_job(
         seeds = jobs.seeds_for(None)
     return [
         jobs.new_job(
-            interaction, kind=kind, prompt=text, params=params, seeds=seeds, model=model,
-            parent_id=parent.id, parent_index=index,
+            interaction,
+            kind=kind,
+            prompt=text,
+            params=params,
+            seeds=seeds,
+            model=model,
+            parent_id=parent.id,
+            parent_index=index,
         )
     ]
 
@@ -107,11 +113,11 @@ async def start_child(
         raise UserError(f"Job {parent.id} has no finished images to work from.")
     profile = await bot.store.profile(interaction.user.id)
     if profile.settings.get("remix") and config["remix_allowed"] and kind != "upscale":
-        await interaction.response.send_modal(
-            RemixModal(parent=parent, kind=kind, index=index, strength=strength)
-        )
+        await interaction.response.send_modal(RemixModal(parent=parent, kind=kind, index=index, strength=strength))
         return
-    await jobs.submit(bot, interaction, await child_job(bot, interaction, parent, kind=kind, index=index, strength=strength))
+    await jobs.submit(
+        bot, interaction, await child_job(bot, interaction, parent, kind=kind, index=index, strength=strength)
+    )
 
 
 async def guarded(interaction: discord.Interaction, coro: Any) -> None:
@@ -135,7 +141,10 @@ class RemixModal(discord.ui.Modal):
         super().__init__(title=f"{label} (job {parent.id})"[:45], timeout=600)
         self.parent, self.kind, self.index, self.strength = parent, kind, index, strength
         self.prompt = discord.ui.TextInput(
-            label="Prompt", style=discord.TextStyle.paragraph, default=parent.prompt[:1500], max_length=1500,
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            default=parent.prompt[:1500],
+            max_length=1500,
             custom_id="prompt",
         )
         self.add_item(self.prompt)
@@ -146,7 +155,12 @@ class RemixModal(discord.ui.Modal):
     async def _start(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
         new_jobs = await child_job(
-            bot, interaction, self.parent, kind=self.kind, index=self.index, strength=self.strength,
+            bot,
+            interaction,
+            self.parent,
+            kind=self.kind,
+            index=self.index,
+            strength=self.strength,
             prompt=self.prompt.value,
         )
         await jobs.submit(bot, interaction, new_jobs)
@@ -219,8 +233,9 @@ class VariationButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:v
     async def callback(self, interaction: discord.Interaction) -> None:
         profile = await _bot(interaction).store.profile(interaction.user.id)
         strength = STRENGTHS[profile.settings.get("variation", "strong")]
-        await guarded(interaction, start_child(interaction, self.job_id, kind="variation", index=self.index,
-                                                 strength=strength))
+        await guarded(
+            interaction, start_child(interaction, self.job_id, kind="variation", index=self.index, strength=strength)
+        )
 
 
 class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:reroll:(?P<job>\d+)"):
@@ -238,7 +253,9 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:rero
         await guarded(interaction, start_child(interaction, self.job_id, kind="reroll", index=None))
 
 
-class VaryButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:vary:(?P<how>strong|subtle):(?P<job>\d+):(?P<n>[1-4])"):
+class VaryButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=r"dg:vary:(?P<how>strong|subtle):(?P<job>\d+):(?P<n>[1-4])"
+):
     """Vary (Strong) / Vary (Subtle) under a single tile."""
 
     def __init__(self, how: str, job_id: int, index: int) -> None:
@@ -252,11 +269,15 @@ class VaryButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:vary:(
         return cls(match["how"], int(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await guarded(interaction, start_child(interaction, self.job_id, kind="variation", index=self.index,
-                                                 strength=STRENGTHS[self.how]))
+        await guarded(
+            interaction,
+            start_child(interaction, self.job_id, kind="variation", index=self.index, strength=STRENGTHS[self.how]),
+        )
 
 
-class UpscaleActionButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:up:(?P<how>subtle|creative):(?P<job>\d+):(?P<n>[1-4])"):
+class UpscaleActionButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=r"dg:up:(?P<how>subtle|creative):(?P<job>\d+):(?P<n>[1-4])"
+):
     """Upscale (Subtle) / Upscale (Creative): a render at twice the size."""
 
     def __init__(self, how: str, job_id: int, index: int) -> None:
@@ -270,8 +291,12 @@ class UpscaleActionButton(discord.ui.DynamicItem[discord.ui.Button], template=r"
         return cls(match["how"], int(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await guarded(interaction, start_child(interaction, self.job_id, kind="upscale", index=self.index,
-                                                 strength=UPSCALE_STRENGTHS[self.how]))
+        await guarded(
+            interaction,
+            start_child(
+                interaction, self.job_id, kind="upscale", index=self.index, strength=UPSCALE_STRENGTHS[self.how]
+            ),
+        )
 
 
 class SendToDMButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d+)"):
@@ -361,8 +386,14 @@ def _encode_tile(path: Any, stem: str, limit: int) -> tuple[bytes, str]:
 def _redraw(interaction: discord.Interaction, job: Job) -> NewJob:
     """The same request again: same seeds and batch, so the same pixels."""
     return jobs.new_job(
-        interaction, kind=job.kind, prompt=job.prompt, params=job.params, seeds=job.seeds, model=job.model,
-        parent_id=job.parent_id, parent_index=job.parent_index,
+        interaction,
+        kind=job.kind,
+        prompt=job.prompt,
+        params=job.params,
+        seeds=job.seeds,
+        model=job.model,
+        parent_id=job.parent_id,
+        parent_index=job.parent_index,
     )
 
 

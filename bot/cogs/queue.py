@@ -26,11 +26,7 @@ def _may_cancel(interaction: discord.Interaction, job: Job) -> bool:
     if interaction.user.id == job.user_id:
         return True
     # Manage Server in the job's own server; in a DM only the owner counts.
-    return (
-        job.guild_id is not None
-        and interaction.guild_id == job.guild_id
-        and interaction.permissions.manage_guild
-    )
+    return job.guild_id is not None and interaction.guild_id == job.guild_id and interaction.permissions.manage_guild
 
 
 async def _check(bot: DreamGrid, interaction: discord.Interaction, job_id: int) -> Job:

@@ -62,7 +62,8 @@ async def test_channels_members_and_banned_words(fake_discord: FakeDiscord, tmp_
         assert [(await bot.store.get_job(i)) is not None for i in (1, 2)] == [True, False]
         log = await bot.store.moderation_log(fake.guild.id)
         assert [(e["user_id"], e["matched"]) for e in reversed(log)] == [
-            (fake.alice.id, "gore"), (fake.alice.id, "/bl[o0]+d/")
+            (fake.alice.id, "gore"),
+            (fake.alice.id, "/bl[o0]+d/"),
         ]
 
 
@@ -70,8 +71,15 @@ async def test_models_steps_size_aspect_and_repeat(fake_discord: FakeDiscord, tm
     fake = fake_discord
     engine = FakeEngine(models=["fake", "fake-xl"], step_delay_s=0.01, tile_size=128)
     async with running_bot(fake, tmp_path, engine=engine, models=["fake-xl"], max_steps=50):
-        replies = await configure(fake, default_model="fake-xl", allowed_models="fake-xl", max_steps="4",
-                                  max_image_size="96", default_aspect="2:1", repeat_allowed="off")
+        replies = await configure(
+            fake,
+            default_model="fake-xl",
+            allowed_models="fake-xl",
+            max_steps="4",
+            max_image_size="96",
+            default_aspect="2:1",
+            repeat_allowed="off",
+        )
         assert all(" is now " in reply for reply in replies), replies
 
         ix = await imagine(fake, "a lighthouse --q 2")
@@ -107,8 +115,9 @@ async def test_queue_limits_daily_and_role_quotas(fake_discord: FakeDiscord, tmp
     carol = fake.add_member("carol", roles=[patron])
     engine = FakeEngine(models=["fake"], step_delay_s=0.01)
     async with running_bot(fake, tmp_path, engine=engine) as bot:
-        await configure(fake, max_running_per_user="1", max_queued_per_user="1", daily_quota="3",
-                        role_quotas=f"<@&{patron.id}>: 3")
+        await configure(
+            fake, max_running_per_user="1", max_queued_per_user="1", daily_quota="3", role_quotas=f"<@&{patron.id}>: 3"
+        )
 
         # running and queued limits: one drawing, one waiting, the third refused
         first = await imagine(fake, "__hang__ one")
@@ -142,8 +151,12 @@ async def test_a_member_without_manage_server_is_refused_even_when_shown_the_com
         assert group.get("contexts") == [0]  # guild only
 
         # an owner may show the command to everyone; the bot still refuses
-        for command, options in (("config set", {"key": "max_steps", "value": "1"}), ("config show", {}),
-                                 ("config reset", {"key": "max_steps"}), ("config history", {})):
+        for command, options in (
+            ("config set", {"key": "max_steps", "value": "1"}),
+            ("config show", {}),
+            ("config reset", {"key": "max_steps"}),
+            ("config history", {}),
+        ):
             ix = await fake.slash(command, user=fake.alice, **options)
             assert (await ix.ack()).ephemeral
             reply = await ix.wait_for_reply()
@@ -164,8 +177,15 @@ async def test_a_member_without_manage_server_is_refused_even_when_shown_the_com
 async def test_values_are_validated_with_the_allowed_range(fake_discord: FakeDiscord, tmp_path: Path):
     fake = fake_discord
     async with running_bot(fake, tmp_path, max_steps=40) as bot:
-        assert await configure(fake, max_steps="500", daily_quota="lots", default_aspect="9:1",
-                               safety_checker="maybe", default_model="nope", channels="#nowhere") == [
+        assert await configure(
+            fake,
+            max_steps="500",
+            daily_quota="lots",
+            default_aspect="9:1",
+            safety_checker="maybe",
+            default_model="nope",
+            channels="#nowhere",
+        ) == [
             "`max_steps`: 500 is out of range. It takes a whole number from 1 to 40.",
             "`daily_quota`: `lots` is not a whole number. It takes a whole number from 0 to 10000 (0: no quota).",
             "`default_aspect`: 9:1 is too narrow. It takes a ratio of whole numbers like `3:2`, from 1:4 to 4:1.",
@@ -181,10 +201,14 @@ async def test_values_are_validated_with_the_allowed_range(fake_discord: FakeDis
 
         choices = await (await fake.autocomplete("config set", "key", user=fake.admin, key="max")).wait_for_choices()
         assert [c["value"] for c in choices] == [
-            "max_steps", "max_image_size", "max_running_per_user", "max_queued_per_user"
+            "max_steps",
+            "max_image_size",
+            "max_running_per_user",
+            "max_queued_per_user",
         ]
-        choices = await (await fake.autocomplete("config set", "value", user=fake.admin, key="remix_allowed")
-                         ).wait_for_choices()
+        choices = await (
+            await fake.autocomplete("config set", "value", user=fake.admin, key="remix_allowed")
+        ).wait_for_choices()
         assert [c["value"] for c in choices] == ["on", "off"]
 
 
@@ -213,9 +237,12 @@ async def test_show_and_history(fake_discord: FakeDiscord, tmp_path: Path):
         assert changes[3].startswith("set `banned_words`: `word000`, ") and "→ `word001`, `word002`" in changes[3]
         assert changes[4:] == ["set `daily_quota`: default (no quota) → 5", "reset `daily_quota` (was 5)"]
         assert all(len(line) < 200 for line in lines)  # long lists are cut short
-        assert [f"<@{u.id}>" in line for u, line in zip(
-            [fake.admin, fake.admin, fake.owner, fake.owner, fake.owner, fake.admin], lines[1:], strict=True
-        )] == [True] * 6
+        assert [
+            f"<@{u.id}>" in line
+            for u, line in zip(
+                [fake.admin, fake.admin, fake.owner, fake.owner, fake.owner, fake.admin], lines[1:], strict=True
+            )
+        ] == [True] * 6
 
         show = await fake.slash("config show", user=fake.admin)
         assert (await show.ack()).ephemeral
@@ -223,8 +250,11 @@ async def test_show_and_history(fake_discord: FakeDiscord, tmp_path: Path):
         names = [f["name"] for f in embed["fields"]]
         assert len(names) <= 25 and names[:3] == ["channels", "admin_role", "banned_members"]
         assert "max_steps" in names and "banned_words" in names
-        size = len(embed.get("title", "")) + len(embed.get("description", "")) + sum(
-            len(f["name"]) + len(f["value"]) for f in embed["fields"])
+        size = (
+            len(embed.get("title", ""))
+            + len(embed.get("description", ""))
+            + sum(len(f["name"]) + len(f["value"]) for f in embed["fields"])
+        )
         assert size <= 6000
         steps = next(f for f in embed["fields"] if f["name"] == "max_steps")["value"]
         assert steps.startswith("**12**\ndefault: 50")

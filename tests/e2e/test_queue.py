@@ -52,9 +52,7 @@ async def test_a_late_member_starts_before_a_flooders_third_job(fake_discord: Fa
 
 
 async def test_limits_refuse_with_the_numbers_and_queue_nothing(fake_discord: FakeDiscord, tmp_path: Path):
-    async with running_bot(
-        fake_discord, tmp_path, max_concurrent_jobs=1, max_queued_per_user=2, max_queue=3
-    ) as bot:
+    async with running_bot(fake_discord, tmp_path, max_concurrent_jobs=1, max_queued_per_user=2, max_queue=3) as bot:
         await _imagine(fake_discord, "__hang__ keeps the one render slot busy")
         await fake_discord.wait_for(lambda: bot.scheduler._running, what="the first job to start")
         for n in range(2):

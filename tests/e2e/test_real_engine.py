@@ -27,8 +27,9 @@ async def test_imagine_renders_a_real_grid_and_upscales_a_tile(fake_discord: Fak
     from engine.core import DiffusersEngine
 
     async with DiffusersEngine(model="tiny", pipelines={"tiny": tiny_pipe}, device="cpu", batch_window_s=0.0) as engine:
-        async with running_bot(fake_discord, tmp_path, engine=engine, model="tiny", steps=12,
-                               progress_interval_s=0.5) as bot:
+        async with running_bot(
+            fake_discord, tmp_path, engine=engine, model="tiny", steps=12, progress_interval_s=0.5
+        ) as bot:
             ix = await fake_discord.slash("imagine", prompt="a red circle on a blue background --seed 11")
             assert (await ix.ack()).elapsed < 3
             await ix.wait_for_edit(lambda m: "%" in m.content, timeout=30)
