@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -49,3 +50,13 @@ async def result_of(ix: Interaction, timeout: float = 15) -> Message:
     """Acknowledge-check `ix` and wait for the job it started to show its result."""
     await ix.ack()
     return ix.original if shows_result(ix.original) else await ix.wait_for_edit(shows_result, timeout=timeout)
+
+
+async def eventually(fetch, check, timeout: float = 5.0):
+    """Poll the bot's own state (its database) until `check` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check(value := await fetch()):
+        assert loop.time() < deadline, f"timed out; last value: {value!r}"
+        await asyncio.sleep(0.05)
+    return value

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.fake import FakeEngine
 from tests.fakediscord import FakeDiscord
-from tests.harness import running_bot
+from tests.harness import eventually, running_bot
 
 
 async def test_imagine_acknowledges_shows_progress_and_posts_the_grid(fake_discord: FakeDiscord, tmp_path: Path):
@@ -30,8 +30,8 @@ async def test_imagine_acknowledges_shows_progress_and_posts_the_grid(fake_disco
         assert embed["image"]["url"] == f"attachment://{final.attachments[0].filename}"
         assert final.labels == ["U1", "U2", "U3", "U4", None, "V1", "V2", "V3", "V4", None]
 
-        job = await bot.store.get_job(1)
-        assert job.status == "done" and job.delivered_at is not None
+        job = await eventually(lambda: bot.store.get_job(1), lambda job: job.delivered_at)
+        assert job.status == "done"
         assert job.seeds == [41, 42, 43, 44]
         assert job.message_id == final.id
         images = await bot.store.get_images(1)
@@ -59,3 +59,22 @@ async def test_a_failed_render_tells_the_member_and_the_next_job_runs(fake_disco
         await good.ack()
         await good.wait_for_edit(lambda m: m.embeds and m.buttons)
         assert [(await bot.store.get_job(i)).status for i in (1, 2)] == ["failed", "done"]
+
+
+async def test_dreamgrid_sync_registers_the_commands_to_one_guild(fake_discord: FakeDiscord, tmp_path: Path):
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[2].absolute()  # noqa: ASYNC240 - a path computation, no I/O
+    env = {**os.environ, **fake_discord.env(), "DATA_DIR": str(tmp_path), "PYTHONPATH": str(root)}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bot.cli", "sync", "--guild", str(fake_discord.guild.id)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"for guild {fake_discord.guild.id}" in done.stdout
+    names = {c["name"] for c in fake_discord.guild_commands[fake_discord.guild.id].values()}
+    assert {"imagine", "settings", "prefer", "show", "info", "help", "cancel", "config"} <= names

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from engine import params as render_params
 from tests.fakediscord import FakeDiscord
-from tests.harness import result_of, running_bot
+from tests.harness import eventually, result_of, running_bot
 
 SUCCESS = 3  # Discord's green button style
-
-
-async def eventually(fetch, check, timeout: float = 5.0):
-    """Poll the bot's own state (its database) until `check` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check(value := await fetch()):
-        assert loop.time() < deadline, f"timed out; last value: {value!r}"
-        await asyncio.sleep(0.05)
-    return value
 
 
 async def test_imagine_u_vary_v_reroll_upscale_across_a_restart(fake_discord: FakeDiscord, tmp_path: Path):
