@@ -192,7 +192,8 @@ class DiffusersEngine:
         self._closed = False
         self._thread: threading.Thread | None = None
         self.stats = EngineStats()
-        self._render_s: dict[tuple[Any, ...], float] = {}  # recent render time per batch key (EMA)
+        self._render_s: dict[tuple[Any, ...], float] = {}
+        self._native_sizes: dict[str, int] = {}  # recent render time per batch key (EMA)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -225,10 +226,32 @@ class DiffusersEngine:
         return self._default
 
     def native_size(self, model: str | None = None) -> int:
-        """The tile side the model was trained at (512 for SD1.5, 64 for the tiny model)."""
-        m = self._model(model or self._default)
-        pipe = m.text2img
-        return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+        """The tile side the model was trained at (512 for SD1.5, 64 for the tiny model).
+
+        Called on the event loop: a model that is not loaded yet is answered from its config
+        files (a few KB), never by loading its weights here.
+        """
+        name = model or self._default
+        if name in self._loaded:
+            pipe = self._loaded[name].text2img
+            return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+        if name not in self._native_sizes:
+            self._native_sizes[name] = self._native_size_from_config(name)
+        return self._native_sizes[name]
+
+    def _native_size_from_config(self, name: str) -> int:
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        if name in self._preloaded:
+            pipe = self._preloaded[name]
+            return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+        source = str(WEIGHTS_DIR / TINY_MODEL) if name == TINY_MODEL else name
+        try:
+            unet = UNet2DConditionModel.load_config(source, subfolder="unet", local_files_only=True)
+            vae = AutoencoderKL.load_config(source, subfolder="vae", local_files_only=True)
+        except Exception:
+            return 64 if name == TINY_MODEL else 512  # the render itself will report a missing model
+        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
 
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         model = request.model or self._default

@@ -158,3 +158,13 @@ async def test_shutdown_fails_queued_requests_politely(tiny_pipe):
         pass
     with pytest.raises(RenderError, match="not running"):
         await engine.render(request(steps=2))
+
+
+async def test_native_size_of_an_unloaded_model_reads_its_config_without_loading_it(tiny_pipe, tiny_folder):
+    from engine.core import DiffusersEngine
+
+    async with DiffusersEngine(
+        model="tiny", models=["tiny", str(tiny_folder)], pipelines={"tiny": tiny_pipe}, device="cpu"
+    ) as engine:
+        assert engine.native_size(str(tiny_folder)) == 64
+        assert str(tiny_folder) not in engine._loaded  # no weights loaded on the event loop
