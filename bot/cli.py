@@ -48,6 +48,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         device=settings.device,
         dtype=settings.dtype,
         batch_window_s=settings.batch_window_s,
+        safety_checker=settings.safety_checker,
     ) as engine:
         yield engine
 

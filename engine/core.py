@@ -37,7 +37,7 @@ from PIL import Image  # noqa: E402
 from engine.actions import imagine as imagine_action  # noqa: E402
 from engine.actions import upscale as upscale_action  # noqa: E402
 from engine.actions import variation as variation_action  # noqa: E402
-from engine.actions.common import RenderInterrupted  # noqa: E402
+from engine.actions.common import FLAGGED, RenderInterrupted  # noqa: E402
 from engine.preview import fit_latent_rgb, preview_grid  # noqa: E402
 from engine.requests import Action, ProgressCallback, RenderError, RenderProgress, RenderRequest, RenderResult  # noqa: E402
 
@@ -388,7 +388,8 @@ class DiffusersEngine:
             render, _, uses_img2img = _ACTIONS[first.request.action]
             pipe = model.img2img if uses_img2img else model.text2img
             on_step = self._step_callback(batch, model)
-            images = render(pipe, requests, on_step=on_step, safety_checker=self.safety_checker)
+            check = self.safety_checker and any(r.safety_check for r in requests)
+            images = render(pipe, requests, on_step=on_step, safety_checker=check)
         except RenderInterrupted:
             for job in batch:
                 job.post(job.resolve, None, asyncio.CancelledError())
@@ -406,7 +407,10 @@ class DiffusersEngine:
         self.stats.images += sum(len(r.seeds) for r in requests)
         self.stats.batch_sizes.append(len(batch))
         for job, tiles in zip(batch, images, strict=True):
-            result = RenderResult(images=tuple(tiles), seeds=job.request.seeds, model=job.model, elapsed_s=elapsed)
+            flagged = tuple(bool(t.info.pop(FLAGGED, False)) for t in tiles) if job.request.safety_check else ()
+            result = RenderResult(
+                images=tuple(tiles), seeds=job.request.seeds, model=job.model, elapsed_s=elapsed, flagged=flagged
+            )
             job.post(job.resolve, result, None)
 
     def _step_callback(self, batch: list[_Job], model: _Model) -> Callable[[int, int, torch.Tensor], bool]:

@@ -199,16 +199,24 @@ def seamless(pipe: Any, enabled: bool) -> Iterator[None]:
             module.padding_mode = mode
 
 
+FLAGGED = "dreamgrid_flagged"  # key in a decoded image's .info: the safety checker's verdict
+
+
 @torch.no_grad()
 def decode(pipe: Any, latents: torch.Tensor, run_safety_checker: bool) -> list[Image.Image]:
     vae = pipe.vae
     latents = latents.to(vae.dtype) / vae.config.scaling_factor
     image = vae.decode(latents, return_dict=False)[0]
-    do_denormalize = [True] * image.shape[0]
+    flags = [False] * image.shape[0]
     if run_safety_checker and getattr(pipe, "safety_checker", None) is not None:
-        image, nsfw = pipe.run_safety_checker(image, image.device, latents.dtype)
-        do_denormalize = [not flagged for flagged in nsfw]
-    return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=do_denormalize)
+        # diffusers blacks out what it flags; we keep the pixels (the bot posts them as spoilers)
+        # and only record the verdict.
+        _, nsfw = pipe.run_safety_checker(image.clone(), image.device, latents.dtype)
+        flags = [bool(flagged) for flagged in nsfw]
+    images = pipe.image_processor.postprocess(image, output_type="pil")
+    for picture, flagged in zip(images, flags, strict=True):
+        picture.info[FLAGGED] = flagged
+    return images
 
 
 def split(images: Sequence[Image.Image], requests: Sequence[RenderRequest]) -> list[list[Image.Image]]:

@@ -168,3 +168,27 @@ async def test_native_size_of_an_unloaded_model_reads_its_config_without_loading
     ) as engine:
         assert engine.native_size(str(tiny_folder)) == 64
         assert str(tiny_folder) not in engine._loaded  # no weights loaded on the event loop
+
+
+async def test_the_safety_checker_flags_images_and_keeps_their_pixels():
+    from engine.core import DiffusersEngine
+    from engine.tiny import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline(seed=0)
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    tiny = {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = CLIPConfig(text_config=tiny, vision_config={**tiny, "image_size": 32, "patch_size": 16}, projection_dim=8)
+    pipe.safety_checker = StableDiffusionSafetyChecker(config)  # a real one; its verdicts come from the stub
+    pipe.feature_extractor = CLIPImageProcessor()
+    pipe.run_safety_checker = lambda image, device, dtype: (image * 0, [True, False, True, False])
+    async with DiffusersEngine(
+        model="tiny", pipelines={"tiny": pipe}, device="cpu", batch_window_s=0.0, safety_checker=True
+    ) as engine:
+        checked = await engine.render(request(steps=2, safety_check=True))
+        unchecked = await engine.render(request(steps=2))
+    assert checked.flagged == (True, False, True, False)
+    assert unchecked.flagged == ()
+    assert all(pixels(image).max() > 0 for image in checked.images)  # never a black square
+    assert [pixels(a).tolist() == pixels(b).tolist() for a, b in zip(checked.images, unchecked.images)] == [True] * 4
