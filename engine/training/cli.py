@@ -39,6 +39,7 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-every", type=int, default=d.sample_every)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--resume", action="store_true", help="continue from the run dir's checkpoint")
+    p.add_argument("--stop-after", type=int, default=None, help="checkpoint and stop at this step")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -46,7 +47,7 @@ def train_main(argv: list[str] | None = None) -> int:
         output=a.output, run_dir=a.run_dir, data=a.data, num_images=a.num_images, image_size=a.image_size,
         seed=a.seed, device=a.device, threads=a.threads, vae_steps=a.vae_steps, vae_batch=a.vae_batch,
         steps=a.steps, batch=a.batch, lr=a.lr, text_lr=a.text_lr, caption_dropout=a.caption_dropout,
-        sample_every=a.sample_every, checkpoint_every=a.checkpoint_every, resume=a.resume,
+        sample_every=a.sample_every, checkpoint_every=a.checkpoint_every, resume=a.resume, stop_after=a.stop_after,
         progress=not a.no_progress,
     )
     start = time.perf_counter()
@@ -83,5 +84,15 @@ def eval_main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`python -m engine.training.cli train|eval ...`, the same as `dreamgrid train|eval ...`."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["eval"]:
+        return eval_main(args[1:])
+    if args[:1] == ["train"]:
+        return train_main(args[1:])
+    return train_main(args)
+
+
 if __name__ == "__main__":
-    sys.exit(train_main())
+    sys.exit(main())

@@ -64,6 +64,7 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 250
     resume: bool = False
+    stop_after: int | None = None  # checkpoint and stop at this step (split a run across sessions)
     progress: bool = True
     times: dict = field(default_factory=dict)
 
@@ -145,6 +146,7 @@ def vae_colour_check(vae, dataset, device: torch.device, count: int = 256) -> di
         return {}
     from .evaluate import Case
 
+    count = min(count, len(dataset))
     pixels = torch.from_numpy(np.stack([to_tensor_array(dataset.image(i)) for i in range(count)]))
     rec = vae.decode(vae.encode(pixels.to(device)).latent_dist.mean).sample.clamp(-1, 1).cpu()
     images = [_to_pil(r) for r in rec]
@@ -302,7 +304,8 @@ def train(cfg: TrainConfig) -> dict:
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
         done = step + 1
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        stopping = cfg.stop_after is not None and done >= cfg.stop_after
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps or stopping:
             state = {
                 "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
                 "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
@@ -317,8 +320,12 @@ def train(cfg: TrainConfig) -> dict:
             images = generate(pipe, sample_cases, DEFAULT_STEPS, DEFAULT_GUIDANCE, cfg.image_size)
             save_grid(images, str(run / "samples" / f"step_{done:06d}.png"), columns=4)
             log.info("step %d: loss %.4f, sample judged %s", done, np.mean(losses[-100:]), score(sample_cases, images))
+        if stopping:
+            log.info("stopped at step %d of %d; continue with --resume", done, cfg.steps)
+            break
     report["stage2_seconds"] = time.perf_counter() - t0
-    report["loss_first_last"] = [float(np.mean(losses[:50])), float(np.mean(losses[-50:]))] if losses else None
+    window = max(1, min(50, len(losses) // 5))
+    report["loss_first_last"] = [float(np.mean(losses[:window])), float(np.mean(losses[-window:]))] if losses else None
 
     # 3. save the pipeline folder (EMA weights, the sampler the engine should use)
     pipe = build_pipeline(vae, ema_text, tokenizer, ema_unet)

