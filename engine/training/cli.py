@@ -44,10 +44,25 @@ def train_main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = TrainConfig(
-        output=a.output, run_dir=a.run_dir, data=a.data, num_images=a.num_images, image_size=a.image_size,
-        seed=a.seed, device=a.device, threads=a.threads, vae_steps=a.vae_steps, vae_batch=a.vae_batch,
-        steps=a.steps, batch=a.batch, lr=a.lr, text_lr=a.text_lr, caption_dropout=a.caption_dropout,
-        sample_every=a.sample_every, checkpoint_every=a.checkpoint_every, resume=a.resume, stop_after=a.stop_after,
+        output=a.output,
+        run_dir=a.run_dir,
+        data=a.data,
+        num_images=a.num_images,
+        image_size=a.image_size,
+        seed=a.seed,
+        device=a.device,
+        threads=a.threads,
+        vae_steps=a.vae_steps,
+        vae_batch=a.vae_batch,
+        steps=a.steps,
+        batch=a.batch,
+        lr=a.lr,
+        text_lr=a.text_lr,
+        caption_dropout=a.caption_dropout,
+        sample_every=a.sample_every,
+        checkpoint_every=a.checkpoint_every,
+        resume=a.resume,
+        stop_after=a.stop_after,
         progress=not a.no_progress,
     )
     start = time.perf_counter()

@@ -216,7 +216,8 @@ class FolderDataset:
             w, h = im.size
             side = min(w, h)
             left, top = (w - side) // 2, (h - side) // 2
-            return im.crop((left, top, left + side, top + side)).resize((self.size, self.size), Image.Resampling.LANCZOS)
+            square = im.crop((left, top, left + side, top + side))
+            return square.resize((self.size, self.size), Image.Resampling.LANCZOS)
 
     def words(self) -> list[str]:
         counts: dict[str, int] = {}

@@ -128,8 +128,12 @@ def generate(pipe, cases: list[Case], steps: int, guidance: float, size: int, ba
 
 
 def load_pipeline(folder: str):
+    import diffusers
+    import transformers
     from diffusers import StableDiffusionPipeline
 
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     pipe = StableDiffusionPipeline.from_pretrained(
         folder, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )

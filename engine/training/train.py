@@ -109,7 +109,8 @@ def train_vae(cfg: TrainConfig, pixels: torch.Tensor, device: torch.device):
     for step in bar:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         idx = torch.randint(n, (cfg.vae_batch,), generator=g)
-        oy, ox = (torch.randint(h - crop + 1, (1,), generator=g).item(), torch.randint(w - crop + 1, (1,), generator=g).item())
+        oy = int(torch.randint(h - crop + 1, (1,), generator=g))
+        ox = int(torch.randint(w - crop + 1, (1,), generator=g))
         x = pixels[idx, :, oy : oy + crop, ox : ox + crop].to(device)
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(device)
@@ -260,8 +261,13 @@ def train(cfg: TrainConfig) -> dict:
     def tokenize(texts: list[str]) -> torch.Tensor:
         missing = [t for t in dict.fromkeys(texts) if t not in token_cache]
         if missing:
-            ids = tokenizer(missing, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids
+            ids = tokenizer(
+                missing,
+                padding="max_length",
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
             token_cache.update(zip(missing, ids, strict=True))
         return torch.stack([token_cache[t] for t in texts])
 
@@ -269,15 +275,19 @@ def train(cfg: TrainConfig) -> dict:
     t0 = time.perf_counter()
     unet.train()
     text_encoder.train()
-    bar = tqdm(range(start, cfg.steps), desc="stage 2: unet", initial=start, total=cfg.steps,
-               disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(
+        range(start, cfg.steps),
+        desc="stage 2: unet",
+        initial=start,
+        total=cfg.steps,
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    )
     for step in bar:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 500_009 + step)
         rng = random.Random(f"{cfg.seed}-{step}")
         idx = torch.randint(len(means), (cfg.batch,), generator=g)
-        texts = [
-            "" if rng.random() < cfg.caption_dropout else rng.choice(dataset.captions[i]) for i in idx.tolist()
-        ]
+        texts = ["" if rng.random() < cfg.caption_dropout else rng.choice(dataset.captions[i]) for i in idx.tolist()]
         ids = tokenize(texts).to(device)
         latents = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)).to(device) * scaling
         noise = torch.randn(latents.shape, generator=g).to(device)
@@ -307,9 +317,14 @@ def train(cfg: TrainConfig) -> dict:
         stopping = cfg.stop_after is not None and done >= cfg.stop_after
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or stopping:
             state = {
-                "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
-                "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
-                "opt": opt.state_dict(), "lr_sched": lr_sched.state_dict(), "step": done, "losses": losses,
+                "unet": unet.state_dict(),
+                "text_encoder": text_encoder.state_dict(),
+                "ema_unet": ema_unet.state_dict(),
+                "ema_text": ema_text.state_dict(),
+                "opt": opt.state_dict(),
+                "lr_sched": lr_sched.state_dict(),
+                "step": done,
+                "losses": losses,
             }
             torch.save(state, ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)

@@ -25,8 +25,14 @@ def test_shipped_model_is_small_and_complete():
     files = [p for p in MODEL.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 25 * 1024 * 1024
     names = {p.relative_to(MODEL).as_posix() for p in files}
-    for needed in ("model_index.json", "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
-                   "text_encoder/model.safetensors", "scheduler/scheduler_config.json", "tokenizer/vocab.json"):
+    for needed in (
+        "model_index.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "scheduler/scheduler_config.json",
+        "tokenizer/vocab.json",
+    ):
         assert needed in names
 
 

@@ -74,8 +74,18 @@ def test_folder_dataset_reads_images_with_same_named_captions(tmp_path):
 
 def _tiny_config(tmp_path, **kw) -> TrainConfig:
     base = dict(
-        output=str(tmp_path / "model"), run_dir=str(tmp_path / "run"), num_images=64, vae_steps=20, vae_batch=8,
-        steps=60, batch=8, warmup=10, sample_every=0, checkpoint_every=30, progress=False, device="cpu",
+        output=str(tmp_path / "model"),
+        run_dir=str(tmp_path / "run"),
+        num_images=64,
+        vae_steps=20,
+        vae_batch=8,
+        steps=60,
+        batch=8,
+        warmup=10,
+        sample_every=0,
+        checkpoint_every=30,
+        progress=False,
+        device="cpu",
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -95,8 +105,9 @@ def test_a_short_training_run_lowers_the_loss_and_saves_a_pipeline_diffusers_loa
     )
     pipe.set_progress_bar_config(disable=True)
     assert pipe.tokenizer.model_max_length == 77
-    image = pipe("a red circle", height=64, width=64, num_inference_steps=4,
-                 generator=torch.Generator().manual_seed(0)).images[0]
+    image = pipe(
+        "a red circle", height=64, width=64, num_inference_steps=4, generator=torch.Generator().manual_seed(0)
+    ).images[0]
     assert image.size == (64, 64)
 
 
