@@ -3,7 +3,7 @@ with cross-attention at every (tiny) latent resolution plus pooled-text time con
 
 from __future__ import annotations
 
-from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, EulerDiscreteScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 # Zero-ish terminal SNR: the last training timestep is (almost) pure noise, which is where
@@ -71,8 +71,7 @@ def make_train_scheduler() -> DDPMScheduler:
     return DDPMScheduler(**NOISE_SCHEDULE, clip_sample=False)
 
 
-def make_sample_scheduler() -> DPMSolverMultistepScheduler:
-    # "trailing" so 20 steps start at t=999 (pure noise) like training's last step.
-    return DPMSolverMultistepScheduler(
-        **NOISE_SCHEDULE, timestep_spacing="trailing", algorithm_type="dpmsolver++", steps_offset=1
-    )
+def make_sample_scheduler() -> EulerDiscreteScheduler:
+    # "trailing" so 20 steps start at t=999 (pure noise) like training's last step. Euler beat
+    # DPM-Solver++ and UniPC at guidance 7.5 on both held-out and seen prompts (MODEL_CARD.md).
+    return EulerDiscreteScheduler(**NOISE_SCHEDULE, timestep_spacing="trailing", steps_offset=1)

@@ -31,13 +31,13 @@ def test_shipped_model_is_small_and_complete():
         "vae/diffusion_pytorch_model.safetensors",
         "text_encoder/model.safetensors",
         "scheduler/scheduler_config.json",
-        "tokenizer/vocab.json",
+        "tokenizer/tokenizer.json",
     ):
         assert needed in names
 
 
 def test_shipped_model_loads_offline_with_the_sampler_it_was_evaluated_with(pipe):
-    assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     assert pipe.tokenizer.model_max_length == 77
     assert len(pipe.tokenizer.tokenize("triangle")) == 1
