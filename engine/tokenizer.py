@@ -31,27 +31,58 @@ def _bytes_to_unicode() -> list[str]:
     return chars
 
 
+def _bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Apply merges the way CLIP's BPE does: always the lowest-ranked pair present first."""
+    while len(symbols) > 1:
+        pairs = [(ranks.get(pair, len(ranks)), i) for i, pair in enumerate(zip(symbols, symbols[1:], strict=False))]
+        rank, i = min(pairs)
+        if rank == len(ranks):
+            break
+        first, second = symbols[i], symbols[i + 1]
+        merged: list[str] = []
+        j = 0
+        while j < len(symbols):
+            if j < len(symbols) - 1 and symbols[j] == first and symbols[j + 1] == second:
+                merged.append(first + second)
+                j += 2
+            else:
+                merged.append(symbols[j])
+                j += 1
+        symbols = merged
+    return symbols
+
+
 def build_vocab(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Return (vocab, merges) for a BPE that keeps each of `words` as one token."""
     alphabet = _bytes_to_unicode()
     tokens: list[str] = alphabet + [c + "</w>" for c in alphabet]
     merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
     seen = set(tokens)
-    for word in sorted({w.strip().lower() for w in words if w.strip()}):
+    words = sorted({w.strip().lower() for w in words if w.strip()})
+    for word in words:
         if any(ch.isspace() for ch in word):
             raise ValueError(f"vocabulary entries must be single words, got {word!r}")
-        encoded = "".join(alphabet[b] for b in word.encode("utf-8"))
-        # Merge left to right: "r e" -> "re", "re d</w>" -> "red</w>".
-        current = encoded[0]
-        for i, ch in enumerate(encoded[1:], start=1):
-            right = ch + "</w>" if i == len(encoded) - 1 else ch
-            merged = current + right
-            rule = (current, right)
-            if merged not in seen:
-                merges.append(rule)
-                tokens.append(merged)
-                seen.add(merged)
-            current = merged
+    # A merge learnt for one word ("r i" from "right") can fire first inside another
+    # ("triangle" -> t ri a ...), so join whatever pieces BPE leaves, until every word is whole.
+    changed = True
+    while changed:
+        changed = False
+        for word in words:
+            encoded = "".join(alphabet[b] for b in word.encode("utf-8"))
+            pieces = _bpe([*encoded[:-1], encoded[-1] + "</w>"], ranks)
+            current = pieces[0]
+            for right in pieces[1:]:
+                rule = (current, right)
+                if rule not in ranks:
+                    ranks[rule] = len(merges)
+                    merges.append(rule)
+                    changed = True
+                merged = current + right
+                if merged not in seen:
+                    tokens.append(merged)
+                    seen.add(merged)
+                current = merged
     tokens.extend(SPECIAL_TOKENS)
     return {tok: i for i, tok in enumerate(tokens)}, merges
 

@@ -1,0 +1,113 @@
+"""Entry points for `dreamgrid train` and `dreamgrid eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+
+def _quiet() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    _quiet()
+    from .train import TrainConfig, train
+
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="dreamgrid train", description="Train a small text-to-image model from scratch.")
+    p.add_argument("--output", default=d.output, help="pipeline folder to write (default: %(default)s)")
+    p.add_argument("--run-dir", default=d.run_dir, help="checkpoints, samples and the run report")
+    p.add_argument("--data", default=None, help="folder of images with same-named .txt captions (default: synthetic)")
+    p.add_argument("--num-images", type=int, default=d.num_images, help="synthetic dataset size")
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
+    p.add_argument("--vae-batch", type=int, default=d.vae_batch)
+    p.add_argument("--steps", type=int, default=d.steps, help="UNet + text encoder steps")
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--text-lr", type=float, default=d.text_lr)
+    p.add_argument("--caption-dropout", type=float, default=d.caption_dropout)
+    p.add_argument("--sample-every", type=int, default=d.sample_every)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--resume", action="store_true", help="continue from the run dir's checkpoint")
+    p.add_argument("--stop-after", type=int, default=None, help="checkpoint and stop at this step")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = TrainConfig(
+        output=a.output,
+        run_dir=a.run_dir,
+        data=a.data,
+        num_images=a.num_images,
+        image_size=a.image_size,
+        seed=a.seed,
+        device=a.device,
+        threads=a.threads,
+        vae_steps=a.vae_steps,
+        vae_batch=a.vae_batch,
+        steps=a.steps,
+        batch=a.batch,
+        lr=a.lr,
+        text_lr=a.text_lr,
+        caption_dropout=a.caption_dropout,
+        sample_every=a.sample_every,
+        checkpoint_every=a.checkpoint_every,
+        resume=a.resume,
+        stop_after=a.stop_after,
+        progress=not a.no_progress,
+    )
+    start = time.perf_counter()
+    report = train(cfg)
+    print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2, default=str))
+    print(f"wrote {cfg.output} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    _quiet()
+    from .evaluate import CHANCE, DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS, TARGETS, evaluate
+
+    p = argparse.ArgumentParser(prog="dreamgrid eval", description="Judge a model on held-out prompts from pixels.")
+    p.add_argument("model", nargs="?", default="engine/weights/dreamgrid-tiny")
+    p.add_argument("--seeds", type=int, default=4, help="seeds per held-out prompt (24 prompts)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE)
+    p.add_argument("--grid", default=None, help="save the first 64 images as a PNG grid")
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args(argv)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    r = evaluate(a.model, a.seeds, a.steps, a.guidance, a.size, a.grid)
+    print(f"{r['cases']} held-out cases, {a.size}px, {a.steps} steps, guidance {a.guidance}: {r['seconds']:.1f} s")
+    ok = True
+    for k in ("background", "foreground", "shape"):
+        met = r[k] >= TARGETS[k]
+        ok &= met
+        print(f"  {k:<10} {r[k]:6.1%}   chance {CHANCE[k]:5.1%}   target {TARGETS[k]:.0%} {'ok' if met else 'MISSED'}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m engine.training.cli train|eval ...`, the same as `dreamgrid train|eval ...`."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["eval"]:
+        return eval_main(args[1:])
+    if args[:1] == ["train"]:
+        return train_main(args[1:])
+    return train_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
