@@ -107,13 +107,15 @@ def _request(args: argparse.Namespace, native: int) -> RenderRequest:
         action, seeds = Action.UPSCALE, (seed,)
     if choice not in strengths:
         raise ValueError(f"--strength {choice} does not apply here; choose {' or '.join(strengths)}")
+    strength = strengths[choice]
+    common["steps"] = params.img2img_steps(common["steps"], strength)
     return RenderRequest(
         action=action,
         seeds=seeds,
         width=image.width,
         height=image.height,
         init_image=image,
-        strength=strengths[choice],
+        strength=strength,
         **common,
     )
 

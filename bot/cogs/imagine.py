@@ -80,6 +80,8 @@ async def child_job(
             fresh.update(width=params["width"], height=params["height"], aspect=params.get("aspect"))
         params, text = fresh, parsed.raw
     params.pop("strength", None)
+    if strength is not None:
+        params["steps"] = render_params.img2img_steps(params["steps"], strength)
     if kind == "variation":
         params["strength"] = strength
         seeds = jobs.seeds_for(None)

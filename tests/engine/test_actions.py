@@ -46,7 +46,7 @@ async def test_variation_differs_from_its_source_but_less_when_subtle(engine, ti
 
 async def test_upscale_is_exactly_twice_the_size_and_reproducible(engine):
     source = await _source(engine)
-    up = request(action=Action.UPSCALE, seeds=(3,), init_image=source, strength=UPSCALE_SUBTLE, steps=8)
+    up = request(action=Action.UPSCALE, seeds=(3,), init_image=source, strength=UPSCALE_SUBTLE, steps=20)
     (image,) = (await engine.render(up)).images
     (again,) = (await engine.render(up)).images
     assert image.size == (2 * TILE, 2 * TILE)

@@ -78,3 +78,12 @@ def test_params_and_the_seam_import_no_torch():
     code = "import sys, engine.params, engine.requests, engine.grid; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_img2img_steps_always_leave_steps_to_run():
+    assert params.img2img_steps(20, params.UPSCALE_SUBTLE) == 20  # 2 steps run
+    assert params.img2img_steps(5, params.UPSCALE_SUBTLE) == 20  # --q .25 would run none
+    assert params.img2img_steps(5, params.VARY_STRONG) == 5
+    for steps in (1, 5, 10, 20, 40):
+        for strength in (0.05, 0.1, 0.2, 0.35, 0.4, 0.75, 1.0):
+            assert int(params.img2img_steps(steps, strength) * strength) >= 2
