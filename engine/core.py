@@ -10,7 +10,7 @@ pipeline (diffusers pipelines are not thread-safe) and hands results, errors and
 with `loop.call_soon_threadsafe`. Batching: the worker takes the oldest job, waits for compatible
 ones (same `batch_key`) at most `batch_window_s` after it arrived, and never longer than
 BATCH_WAIT_FRACTION of how long such a render has been taking (so a lone request pays at most
-~5 %), then renders them all in one pipeline call; each request keeps its own prompt, negative
+~2 %), then renders them all in one pipeline call; each request keeps its own prompt, negative
 prompt, seeds, chaos, progress callback and cancellation.
 """
 
@@ -55,7 +55,7 @@ _ACTIONS: Mapping[Action, tuple[Callable[..., Any], Callable[[RenderRequest], No
 
 
 # A request waits for company at most this fraction of a typical render of its kind.
-BATCH_WAIT_FRACTION = 0.05
+BATCH_WAIT_FRACTION = 0.02
 
 
 def batch_key(request: RenderRequest, model: str) -> tuple[Any, ...]:
