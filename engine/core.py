@@ -289,6 +289,7 @@ class DiffusersEngine:
     def _load(self, name: str) -> _Model:
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
         from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
 
         started = time.perf_counter()
         if name in self._preloaded:
@@ -308,6 +309,7 @@ class DiffusersEngine:
                 if not self.safety_checker:
                     kwargs.update(safety_checker=None, requires_safety_checker=False)
                 diffusers_logging.disable_progress_bar()
+                transformers_logging.disable_progress_bar()  # its "Loading weights" bar
                 try:
                     pipe = AutoPipelineForText2Image.from_pretrained(str(source), **kwargs)
                 except Exception as e:
