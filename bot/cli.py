@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -82,9 +81,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise SettingsError(
             "DISCORD_TOKEN is not set: put the bot token from the Discord Developer Portal in .env (see .env.example)."
         )
+    import aiohttp
+
+    from engine.requests import RenderError
+
     discord.utils.setup_logging(level=getattr(logging, settings.log_level))
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how an operator stops it
+    try:
         asyncio.run(run_bot(settings))
+    except KeyboardInterrupt:  # Ctrl+C is how an operator stops it
+        pass
+    except RenderError as exc:  # MODEL could not be loaded
+        raise SettingsError(f"MODEL: {exc}") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        where = settings.discord_api_base or "discord.com"
+        raise SettingsError(f"cannot reach Discord at {where}: {exc}") from None
     return 0
 
 

@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from typing import Any
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# diffusers still passes this retired argument to huggingface_hub; the warning tells an operator nothing.
+warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category=UserWarning)
 
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -313,7 +316,13 @@ class DiffusersEngine:
                 try:
                     pipe = AutoPipelineForText2Image.from_pretrained(str(source), **kwargs)
                 except Exception as e:
-                    raise RenderError(f"could not load model {name!r}: {e}") from e
+                    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    if not Path(source).exists():
+                        reason = (
+                            "no such diffusers folder, and no such model in the local Hugging Face cache "
+                            "(dreamgrid never downloads: fetch it once with `huggingface-cli download`)"
+                        )
+                    raise RenderError(f"could not load model {name!r}: {reason}") from e
                 finally:
                     diffusers_logging.enable_progress_bar()
         tokenizer = getattr(pipe, "tokenizer", None)

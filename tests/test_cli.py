@@ -95,3 +95,31 @@ def test_imagine_with_a_bad_parameter_is_one_line(tmp_path: Path) -> None:
     done = run_cli("imagine", "a fox --chaos 300", tmp_path=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == "dreamgrid: imagine: `--chaos 300` is out of range: use 0–100."
+
+
+def test_run_with_a_model_that_is_not_here_is_one_line(tmp_path: Path) -> None:
+    done = run_cli(
+        "run", tmp_path=tmp_path, DISCORD_TOKEN="x.y.z", MODEL="someone/not-downloaded", DATA_DIR=str(tmp_path)
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("dreamgrid: MODEL: could not load model 'someone/not-downloaded'")
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_run_when_discord_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
+    done = run_cli(
+        "run",
+        tmp_path=tmp_path,
+        DISCORD_TOKEN="x.y.z",
+        ENGINE="fake",
+        DATA_DIR=str(tmp_path),
+        DISCORD_API_BASE="http://127.0.0.1:9/api/v10",
+        LOG_LEVEL="ERROR",
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("dreamgrid: cannot reach Discord at http://127.0.0.1:9")
+    assert "Traceback" not in done.stderr
