@@ -52,7 +52,11 @@ class DreamGrid(commands.Bot):
             except Exception:
                 log.exception("failed to load extension %s", extension)
         if self.run_jobs:
-            await self.sync_commands_if_changed()
+            try:
+                await self.sync_commands_if_changed()
+            except discord.HTTPException:
+                # Commands registered earlier keep working; a later start or `dreamgrid sync` retries.
+                log.exception("could not register the slash commands with Discord")
             await self.scheduler.start()
 
     async def close(self) -> None:
