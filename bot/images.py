@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
+
+from engine.grid import compose_grid
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 
@@ -40,6 +43,16 @@ def encode_for_upload(image: Image.Image, stem: str, limit: int = DEFAULT_UPLOAD
         scaled.save(buffer, format="WEBP", quality=80, method=4)
         if buffer.tell() <= limit or scaled.width <= 64:
             return buffer.getvalue(), f"{stem}.webp"
+
+
+def load_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def encode_grid(paths: Sequence[Path], stem: str, limit: int = DEFAULT_UPLOAD_LIMIT) -> tuple[bytes, str]:
+    """Our stored tiles as one upload-ready grid (a single tile stays as it is)."""
+    return encode_for_upload(compose_grid([load_rgb(path) for path in paths]), stem, limit)
 
 
 def preview_bytes(image: Image.Image) -> bytes:

@@ -12,7 +12,6 @@ import dataclasses
 import io
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
@@ -20,9 +19,8 @@ from PIL import Image
 
 from bot import messages
 from bot.delivery import Delivery
-from bot.images import DEFAULT_UPLOAD_LIMIT, encode_for_upload, preview_bytes, save_png
+from bot.images import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
 from bot.store import ImageRow, Job
-from engine.grid import compose_grid
 from engine.requests import Action, ProgressCallback, RenderError, RenderProgress, RenderRequest
 
 if TYPE_CHECKING:
@@ -222,7 +220,7 @@ class Scheduler:
         for row in await self.store.get_images(parent.id):
             if row.idx == job.parent_index:
                 try:
-                    return await asyncio.to_thread(_load_rgb, self.settings.data_dir / row.path)
+                    return await asyncio.to_thread(load_rgb, self.settings.data_dir / row.path)
                 except OSError:
                     break
         if parent.status != "done":
@@ -365,13 +363,8 @@ class Scheduler:
         )
 
     def _encode_result(self, job: Job, rows: list[ImageRow]) -> tuple[bytes, str]:
-        tiles = [_load_rgb(self.settings.data_dir / row.path) for row in rows]
-        return encode_for_upload(compose_grid(tiles), f"dreamgrid-{job.id}", self._upload_limit(job))
+        paths = [self.settings.data_dir / row.path for row in rows]
+        return encode_grid(paths, f"dreamgrid-{job.id}", self._upload_limit(job))
 
     def _upload_limit(self, job: Job) -> int:
         return int(job.params.get("upload_limit") or DEFAULT_UPLOAD_LIMIT)
-
-
-def _load_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")

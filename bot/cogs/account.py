@@ -12,8 +12,9 @@ from discord.ext import commands
 
 from bot import messages
 from bot.client import DreamGrid
-from bot.cogs.imagine import encode_grid, result_view
+from bot.cogs.imagine import result_view, stored_or_redraw
 from bot.errors import UserError
+from bot.images import encode_grid
 from bot.prompt import PARAMETER_NAMES, PromptError, parse_prompt
 
 ASPECTS = ("1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16")
@@ -162,10 +163,10 @@ class Account(commands.Cog):
             raise UserError(f"You have no job {job_id}.")
         if job.status != "done":
             raise UserError(f"Job {job_id} is {job.status}; there is nothing to show yet.")
-        rows = await self.bot.store.get_images(job.id)
-        paths = [self.bot.settings.data_dir / row.path for row in rows]
-        if not rows or not all(p.exists() for p in paths):
-            raise UserError(f"The images of job {job_id} are no longer stored. Press 🔄 on it to draw it again.")
+        stored = await stored_or_redraw(interaction, job, then="it appears above when it is done.")
+        if stored is None:
+            return
+        rows, paths = stored
         data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}", interaction.filesize_limit)
         filename = messages.spoiler_name(job, rows, filename)
         await interaction.response.send_message(

@@ -9,21 +9,20 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from pathlib import Path
 from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
-from PIL import Image
 
 from bot import jobs, messages, policy
 from bot.client import DreamGrid
 from bot.errors import UserError, reply_ephemeral
-from bot.images import DEFAULT_UPLOAD_LIMIT, encode_for_upload
+from bot.images import encode_grid
 from bot.prompt import PromptError, parse_prompt
-from bot.store import Job, NewJob
+from bot.store import ImageRow, Job, NewJob
 from engine import params as render_params
-from engine.grid import compose_grid
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +121,27 @@ async def start_child(
     )
 
 
+async def stored_or_redraw(
+    interaction: discord.Interaction, job: Job, *, then: str
+) -> tuple[list[ImageRow], list[Path]] | None:
+    """The job's stored tiles and their files; if the files are gone, draw the job again.
+
+    The redraw is the recorded request with the same seeds, so it gives the same pixels; the
+    member is told, ephemerally, what to do `then` on the new grid. Returns None in that case.
+    """
+    bot = _bot(interaction)
+    rows = await bot.store.get_images(job.id)
+    paths = [bot.settings.data_dir / row.path for row in rows]
+    if rows and all(path.exists() for path in paths):
+        return rows, paths
+    await jobs.submit(bot, interaction, [_redraw(interaction, job)])
+    await interaction.followup.send(
+        f"The images of job {job.id} were no longer stored, so it is being drawn again with the same seeds; {then}",
+        ephemeral=True,
+    )
+    return None
+
+
 async def guarded(interaction: discord.Interaction, coro: Any) -> None:
     """Run a button's work; a UserError becomes an ephemeral reply, as the command tree does."""
     try:
@@ -195,19 +215,12 @@ class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:u:(
     async def _post_tile(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
         job = await _job_or_error(bot, self.job_id)
-        row = next((r for r in await bot.store.get_images(job.id) if r.idx == self.index), None)
-        path = bot.settings.data_dir / row.path if row else None
-        if row is None or path is None or not path.exists():
-            # The stored images are gone: draw the grid again from its recorded request.
-            await jobs.submit(bot, interaction, [_redraw(interaction, job)])
-            await interaction.followup.send(
-                f"The images of job {job.id} were no longer stored, so it is being drawn again; press U{self.index} "
-                "on the new grid.",
-                ephemeral=True,
-            )
+        stored = await stored_or_redraw(interaction, job, then=f"press U{self.index} on the new grid.")
+        if stored is None:
             return
+        row, path = next((r, p) for r, p in zip(*stored, strict=True) if r.idx == self.index)
         data, filename = await asyncio.to_thread(
-            _encode_tile, path, f"dreamgrid-{job.id}-{self.index}", interaction.filesize_limit
+            encode_grid, [path], f"dreamgrid-{job.id}-{self.index}", interaction.filesize_limit
         )
         filename = messages.spoiler_name(job, [row], filename)
         # The clicked button turns green, as on Midjourney; the tile follows as a new message.
@@ -318,10 +331,10 @@ class SendToDMButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:dm
     async def _send(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
         job = await _job_or_error(bot, self.job_id)
-        rows = await bot.store.get_images(job.id)
-        paths = [bot.settings.data_dir / row.path for row in rows]
-        if not rows or not all(p.exists() for p in paths):
-            raise UserError(f"The images of job {job.id} are no longer stored. Press 🔄 to draw it again.")
+        stored = await stored_or_redraw(interaction, job, then="press ✉️ on the new grid.")
+        if stored is None:
+            return
+        rows, paths = stored
         await interaction.response.defer(ephemeral=True, thinking=True)
         data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}")
         filename = messages.spoiler_name(job, rows, filename)
@@ -370,19 +383,6 @@ def _used_indexes(message: discord.Message | None) -> set[int]:
             if custom_id.startswith("dg:u:") and getattr(child, "style", None) is discord.ButtonStyle.success:
                 used.add(int(custom_id.rsplit(":", 1)[1]))
     return used
-
-
-def encode_grid(paths: list[Any], stem: str, limit: int = DEFAULT_UPLOAD_LIMIT) -> tuple[bytes, str]:
-    tiles = []
-    for path in paths:
-        with Image.open(path) as image:
-            tiles.append(image.convert("RGB"))
-    return encode_for_upload(compose_grid(tiles), stem, limit)
-
-
-def _encode_tile(path: Any, stem: str, limit: int) -> tuple[bytes, str]:
-    with Image.open(path) as image:
-        return encode_for_upload(image.convert("RGB"), stem, limit)
 
 
 def _redraw(interaction: discord.Interaction, job: Job) -> NewJob:

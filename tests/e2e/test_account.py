@@ -90,3 +90,18 @@ async def test_info_counts_jobs_and_gpu_time_and_help_explains(fake_discord: Fak
         assert float(fields["GPU time"].split()[0]) > 0
         _, helped = await reply_to(fake, "help")
         assert "/imagine" in helped.embed["description"] and "--ar" in helped.embed["description"]
+
+
+async def test_show_draws_a_job_again_when_its_images_are_gone(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        await result_of(await fake.slash("imagine", prompt="a lighthouse --seed 6"))
+        for image in await bot.store.get_images(1):
+            (tmp_path / image.path).unlink()
+        ix = await fake.slash("show", job_id=1)
+        redrawn = await result_of(ix)  # the redraw's own message shows the grid again
+        assert redrawn.attachments[0].image().size == (128, 128)
+        told = await ix.wait_for_followup(lambda m: m.ephemeral)
+        assert "drawn again with the same seeds" in told.content
+        again = await bot.store.get_job(2)
+        assert (again.kind, again.seeds, again.prompt) == ("imagine", [6, 7, 8, 9], "a lighthouse --seed 6")
