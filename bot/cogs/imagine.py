@@ -268,49 +268,39 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:rero
         await guarded(interaction, start_child(interaction, self.job_id, kind="reroll", index=None))
 
 
-class VaryButton(
-    discord.ui.DynamicItem[discord.ui.Button], template=r"dg:vary:(?P<how>strong|subtle):(?P<job>\d+):(?P<n>[1-4])"
+class TileActionButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"dg:(?P<action>vary|up):(?P<how>strong|subtle|creative):(?P<job>\d+):(?P<n>[1-4])",
 ):
-    """Vary (Strong) / Vary (Subtle) under a single tile."""
+    """The buttons under a single tile: Vary (Strong|Subtle) and Upscale (Subtle|Creative)."""
 
-    def __init__(self, how: str, job_id: int, index: int) -> None:
+    # custom_id action -> (label, emoji, job kind, strengths by how)
+    ACTIONS: dict[str, tuple[str, str, str, dict[str, float]]] = {
+        "vary": ("Vary", "🪄", "variation", STRENGTHS),
+        "up": ("Upscale", "🔍", "upscale", UPSCALE_STRENGTHS),
+    }
+
+    def __init__(self, action: str, how: str, job_id: int, index: int) -> None:
+        label, emoji, _, _ = self.ACTIONS[action]
         super().__init__(
-            discord.ui.Button(label=f"Vary ({how.title()})", emoji="🪄", custom_id=f"dg:vary:{how}:{job_id}:{index}")
+            discord.ui.Button(
+                label=f"{label} ({how.title()})", emoji=emoji, custom_id=f"dg:{action}:{how}:{job_id}:{index}"
+            )
         )
-        self.how, self.job_id, self.index = how, job_id, index
+        self.action, self.how, self.job_id, self.index = action, how, job_id, index
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
-        return cls(match["how"], int(match["job"]), int(match["n"]))
+        return cls(match["action"], match["how"], int(match["job"]), int(match["n"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        _, _, kind, strengths = self.ACTIONS[self.action]
+        if self.how not in strengths:  # e.g. a hand-made dg:vary:creative:…
+            await reply_ephemeral(interaction, "That button is not one of ours.")
+            return
         await guarded(
             interaction,
-            start_child(interaction, self.job_id, kind="variation", index=self.index, strength=STRENGTHS[self.how]),
-        )
-
-
-class UpscaleActionButton(
-    discord.ui.DynamicItem[discord.ui.Button], template=r"dg:up:(?P<how>subtle|creative):(?P<job>\d+):(?P<n>[1-4])"
-):
-    """Upscale (Subtle) / Upscale (Creative): a render at twice the size."""
-
-    def __init__(self, how: str, job_id: int, index: int) -> None:
-        super().__init__(
-            discord.ui.Button(label=f"Upscale ({how.title()})", emoji="🔍", custom_id=f"dg:up:{how}:{job_id}:{index}")
-        )
-        self.how, self.job_id, self.index = how, job_id, index
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
-        return cls(match["how"], int(match["job"]), int(match["n"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await guarded(
-            interaction,
-            start_child(
-                interaction, self.job_id, kind="upscale", index=self.index, strength=UPSCALE_STRENGTHS[self.how]
-            ),
+            start_child(interaction, self.job_id, kind=kind, index=self.index, strength=strengths[self.how]),
         )
 
 
@@ -349,7 +339,7 @@ class SendToDMButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:dm
         await interaction.followup.send("Sent to your DMs. ✉️", ephemeral=True)
 
 
-BUTTONS = (UpscaleButton, VariationButton, RerollButton, VaryButton, UpscaleActionButton, SendToDMButton)
+BUTTONS = (UpscaleButton, VariationButton, RerollButton, TileActionButton, SendToDMButton)
 
 
 def result_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> discord.ui.View | None:
@@ -368,10 +358,10 @@ def result_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> disc
 
 def tile_view(job_id: int, index: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(VaryButton("strong", job_id, index))
-    view.add_item(VaryButton("subtle", job_id, index))
-    view.add_item(UpscaleActionButton("subtle", job_id, index))
-    view.add_item(UpscaleActionButton("creative", job_id, index))
+    view.add_item(TileActionButton("vary", "strong", job_id, index))
+    view.add_item(TileActionButton("vary", "subtle", job_id, index))
+    view.add_item(TileActionButton("up", "subtle", job_id, index))
+    view.add_item(TileActionButton("up", "creative", job_id, index))
     return view
 
 
