@@ -16,14 +16,18 @@ KIND_LABELS = {
 }
 
 
-def _title(job: Job) -> str:
+def _prompt(job: Job) -> str:
     prompt = job.prompt if len(job.prompt) <= PROMPT_PREVIEW_CHARS else job.prompt[: PROMPT_PREVIEW_CHARS - 1] + "…"
+    return f"**{discord.utils.escape_markdown(prompt)}**"
+
+
+def _title(job: Job) -> str:
     tile = f" (image #{job.parent_index})" if job.parent_index else ""
-    return f"**{discord.utils.escape_markdown(prompt)}**{KIND_LABELS.get(job.kind, '')}{tile} - <@{job.user_id}>"
+    return f"{_prompt(job)}{KIND_LABELS.get(job.kind, '')}{tile} - <@{job.user_id}>"
 
 
 def tile(job: Job, index: int) -> str:
-    return f"{_title(job).rsplit(' - <@', 1)[0]} - Image #{index} <@{job.user_id}>"
+    return f"{_prompt(job)} - Image #{index} <@{job.user_id}>"
 
 
 def waiting(job: Job, position: int) -> str:

@@ -60,8 +60,8 @@ async def child_job(
     index: int | None,
     strength: float | None = None,
     prompt: str | None = None,
-) -> list[NewJob]:
-    """The NewJobs a click on `parent` asks for; `prompt` is a Remix edit of the parent's prompt."""
+) -> NewJob:
+    """The job a click on `parent` asks for; `prompt` is a Remix edit of the parent's prompt."""
     params = dict(parent.params)
     text = parent.prompt
     model = parent.model
@@ -89,18 +89,16 @@ async def child_job(
         seeds = jobs.seeds_for(None, count=1)
     else:  # reroll
         seeds = jobs.seeds_for(None)
-    return [
-        jobs.new_job(
-            interaction,
-            kind=kind,
-            prompt=text,
-            params=params,
-            seeds=seeds,
-            model=model,
-            parent_id=parent.id,
-            parent_index=index,
-        )
-    ]
+    return jobs.new_job(
+        interaction,
+        kind=kind,
+        prompt=text,
+        params=params,
+        seeds=seeds,
+        model=model,
+        parent_id=parent.id,
+        parent_index=index,
+    )
 
 
 async def start_child(
@@ -116,9 +114,8 @@ async def start_child(
     if profile.settings.get("remix") and config["remix_allowed"] and kind != "upscale":
         await interaction.response.send_modal(RemixModal(parent=parent, kind=kind, index=index, strength=strength))
         return
-    await jobs.submit(
-        bot, interaction, await child_job(bot, interaction, parent, kind=kind, index=index, strength=strength)
-    )
+    job = await child_job(bot, interaction, parent, kind=kind, index=index, strength=strength)
+    await jobs.submit(bot, interaction, [job])
 
 
 async def stored_or_redraw(
@@ -176,7 +173,7 @@ class RemixModal(discord.ui.Modal):
 
     async def _start(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
-        new_jobs = await child_job(
+        job = await child_job(
             bot,
             interaction,
             self.parent,
@@ -185,7 +182,7 @@ class RemixModal(discord.ui.Modal):
             strength=self.strength,
             prompt=self.prompt.value,
         )
-        await jobs.submit(bot, interaction, new_jobs)
+        await jobs.submit(bot, interaction, [job])
 
 
 # -- the buttons ------------------------------------------------------------------------------
