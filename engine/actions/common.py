@@ -44,6 +44,21 @@ def check_common(request: RenderRequest) -> None:
         raise ValueError(f"stop must be between {STOP_MIN} and {STOP_MAX}, got {request.stop}")
 
 
+def check_source(request: RenderRequest, what: str) -> None:
+    """What image-to-image needs on top of check_common: the source tile and a usable strength."""
+    if request.init_image is None:
+        raise ValueError(f"{what} needs init_image, the source tile")
+    if request.init_image.size != (request.width, request.height):
+        raise ValueError(
+            f"init_image is {request.init_image.width}x{request.init_image.height} "
+            f"but the request is {request.width}x{request.height}"
+        )
+    if request.strength is None or not 0 < request.strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {request.strength}")
+    if int(request.steps * request.strength) < 1:
+        raise ValueError(f"steps={request.steps} at strength={request.strength} leaves no step to run")
+
+
 def generators(requests: Sequence[RenderRequest]) -> list[torch.Generator]:
     """One CPU generator per output image: a tile's noise depends on its seed alone."""
     return [torch.Generator("cpu").manual_seed(seed) for r in requests for seed in r.seeds]

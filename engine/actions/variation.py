@@ -18,6 +18,7 @@ from engine.actions.common import (
     RenderInterrupted,
     StepCallback,
     check_common,
+    check_source,
     decode,
     encode_prompts,
     estimate_x0,
@@ -34,17 +35,7 @@ __all__ = ["VARY_STRONG", "VARY_SUBTLE", "check_inputs", "variation"]
 
 def check_inputs(request: RenderRequest) -> None:
     check_common(request)
-    if request.init_image is None:
-        raise ValueError("a variation needs init_image, the tile to vary")
-    if request.init_image.size != (request.width, request.height):
-        raise ValueError(
-            f"init_image is {request.init_image.width}x{request.init_image.height} "
-            f"but the request is {request.width}x{request.height}"
-        )
-    if request.strength is None or not 0 < request.strength <= 1:
-        raise ValueError(f"strength must be in (0, 1], got {request.strength}")
-    if int(request.steps * request.strength) < 1:
-        raise ValueError(f"steps={request.steps} at strength={request.strength} leaves no step to run")
+    check_source(request, "a variation")
 
 
 @torch.no_grad()
