@@ -46,8 +46,7 @@ async def gate(bot: DreamGrid, interaction: discord.Interaction) -> GuildConfig:
 
 
 def check_repeat(config: GuildConfig, parsed: Sequence[ParsedPrompt]) -> None:
-    # parse_prompt returns `--repeat` copies as the same object repeated; {choices} are distinct objects.
-    if not config["repeat_allowed"] and len({id(p) for p in parsed}) < len(parsed):
+    if not config["repeat_allowed"] and any(p.repeat > 1 for p in parsed):
         raise UserError("`--repeat` is turned off on this server.")
 
 

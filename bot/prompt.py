@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from types import MappingProxyType
 from typing import NamedTuple
@@ -123,6 +123,9 @@ class ParsedPrompt:
     tile: bool = False
     model: str | None = None
     raw: str = ""
+    # How many copies `--repeat` asked for (this job is one of them). Not part of the job itself:
+    # `raw` leaves --repeat out, so it takes no part in comparisons.
+    repeat: int = field(default=1, compare=False)
 
     def to_text(self) -> str:
         """The job as a canonical prompt: long parameter names in a fixed order."""
@@ -186,7 +189,7 @@ def parse_prompt(
     total = sum(repeat for _, repeat in parsed)
     if total > max_jobs:
         raise _too_many(total, max_jobs)
-    return [job for job, repeat in parsed for _ in range(repeat)]
+    return [replace(job, repeat=repeat) for job, repeat in parsed for _ in range(repeat)]
 
 
 # --- {choices} ---------------------------------------------------------------------------------

@@ -202,6 +202,8 @@ def test_too_deep_braces_are_refused() -> None:
 def test_repeat_copies_the_job() -> None:
     jobs = parse_prompt("cat --r 3 --seed 5")
     assert len(jobs) == 3 and len(set(jobs)) == 1
+    assert [job.repeat for job in jobs] == [3, 3, 3]  # so a server that turned --repeat off can tell
+    assert [job.repeat for job in parse_prompt("{a, b} cat")] == [1, 1]
     assert "--r" not in jobs[0].raw  # rerolling one of them makes one job
 
 
