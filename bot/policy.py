@@ -45,6 +45,19 @@ async def gate(bot: DreamGrid, interaction: discord.Interaction) -> GuildConfig:
     return config
 
 
+async def is_server_admin(bot: DreamGrid, interaction: discord.Interaction) -> bool:
+    """Manage Server, or the role `/config admin_role` names, in the server the interaction is from.
+
+    Checked in code: `default_member_permissions` only decides who sees a command.
+    """
+    if interaction.guild_id is None or not isinstance(interaction.user, discord.Member):
+        return False
+    if interaction.permissions.manage_guild:
+        return True
+    admin_role = (await bot.guild_configs.get(interaction.guild_id))["admin_role"]
+    return bool(admin_role) and any(role.id == admin_role for role in interaction.user.roles)
+
+
 def check_repeat(config: GuildConfig, parsed: Sequence[ParsedPrompt]) -> None:
     if not config["repeat_allowed"] and any(p.repeat > 1 for p in parsed):
         raise UserError("`--repeat` is turned off on this server.")

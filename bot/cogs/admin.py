@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import policy
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import KEYS, Key
@@ -65,12 +66,9 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
             return True
         if interaction.guild_id is None or not isinstance(interaction.user, discord.Member):
             raise UserError("/config works in a server, not here.")
-        if interaction.permissions.manage_guild:
+        if await policy.is_server_admin(self.bot, interaction):
             return True
-        config = await self.bot.guild_configs.get(interaction.guild_id)
-        admin_role = config["admin_role"]
-        if admin_role and any(role.id == admin_role for role in interaction.user.roles):
-            return True
+        admin_role = (await self.bot.guild_configs.get(interaction.guild_id))["admin_role"]
         role = f" or the <@&{admin_role}> role" if admin_role else ""
         raise UserError(f"Only members with the Manage Server permission{role} can use /config.")
 

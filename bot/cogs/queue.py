@@ -1,7 +1,7 @@
 """Cancelling jobs: `/cancel job_id` and the Cancel button under a waiting or running job.
 
-Only the member who started a job, or a server admin (Manage Server, checked here in code since
-`default_member_permissions` is only a hint), may cancel it. The button is a `DynamicItem`
+Only the member who started a job, or a server admin (Manage Server or the `/config admin_role`,
+checked in code since `default_member_permissions` is only a hint), may cancel it. The button is a `DynamicItem`
 (`dg:cancel:{job_id}`), so it works on a message of any age, across restarts.
 """
 
@@ -17,16 +17,17 @@ from discord.ext import commands
 from bot import messages
 from bot.client import DreamGrid
 from bot.errors import UserError, reply_ephemeral
+from bot.policy import is_server_admin
 from bot.store import ACTIVE, Job
 
 log = logging.getLogger(__name__)
 
 
-def _may_cancel(interaction: discord.Interaction, job: Job) -> bool:
+async def _may_cancel(bot: DreamGrid, interaction: discord.Interaction, job: Job) -> bool:
     if interaction.user.id == job.user_id:
         return True
-    # Manage Server in the job's own server; in a DM only the owner counts.
-    return job.guild_id is not None and interaction.guild_id == job.guild_id and interaction.permissions.manage_guild
+    # A server admin, in the job's own server; in a DM only the owner counts.
+    return job.guild_id is not None and interaction.guild_id == job.guild_id and await is_server_admin(bot, interaction)
 
 
 async def _check(bot: DreamGrid, interaction: discord.Interaction, job_id: int) -> Job:
@@ -34,7 +35,7 @@ async def _check(bot: DreamGrid, interaction: discord.Interaction, job_id: int) 
     job = await bot.store.get_job(job_id)
     if job is None:
         raise UserError(f"There is no job {job_id}.")
-    if not _may_cancel(interaction, job):
+    if not await _may_cancel(bot, interaction, job):
         raise UserError(messages.cancel_refused(job))
     if job.status not in ACTIVE:
         raise UserError(messages.already_finished(job))

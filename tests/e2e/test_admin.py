@@ -173,6 +173,13 @@ async def test_a_member_without_manage_server_is_refused_even_when_shown_the_com
             f"Only members with the Manage Server permission or the <@&{mods.id}> role can use /config."
         )
 
+        # ... and it makes them a server admin for /cancel too
+        queued = await fake.slash("imagine", prompt="__hang__ a long one", user=fake.alice)
+        await queued.ack()
+        cancel = await fake.slash("cancel", job_id=1, user=dave)
+        await cancel.ack()
+        assert "Cancelled job 1" in (await cancel.wait_for_reply(lambda m: not m.loading)).content
+
 
 async def test_values_are_validated_with_the_allowed_range(fake_discord: FakeDiscord, tmp_path: Path):
     fake = fake_discord
