@@ -64,9 +64,6 @@ class Settings(BaseSettings):
     def database_path(self) -> Path:
         return self.data_dir / "dreamgrid.sqlite3"
 
-    @property
-    def images_dir(self) -> Path:
-        return self.data_dir / "images"
 
 
 class SettingsError(Exception):

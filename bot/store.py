@@ -225,9 +225,6 @@ class Store:
 
     # -- users and guilds ----------------------------------------------------------------
 
-    async def ensure_user(self, user_id: int) -> None:
-        await self._write("INSERT INTO users (id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
-
     async def profile(self, user_id: int) -> UserProfile:
         row = await self._one("SELECT settings, suffix FROM users WHERE id = ?", (user_id,))
         options = await self._all("SELECT name, value FROM user_options WHERE user_id = ? ORDER BY name", (user_id,))
@@ -274,11 +271,6 @@ class Store:
             "DELETE FROM user_options WHERE user_id = ? AND name = ? RETURNING name", (user_id, name)
         )
         return bool(rows)
-
-    async def ensure_guild(self, guild_id: int) -> None:
-        await self._write("INSERT INTO guilds (id) VALUES (?) ON CONFLICT DO NOTHING", (guild_id,))
-
-    # -- the queue -----------------------------------------------------------------------
 
     async def enqueue(self, job: NewJob, limits: QueueLimits) -> Job:
         """Record a job as queued, or raise QueueFull without recording anything."""
@@ -429,10 +421,6 @@ class Store:
             ) as cur:
                 return Job.from_row(await cur.fetchone())
 
-    async def count_running(self) -> int:
-        row = await self._one("SELECT COUNT(*) FROM jobs WHERE status = 'running'")
-        return int(row[0])
-
     async def set_progress(self, job_id: int, progress: float) -> None:
         await self._write("UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'", (progress, job_id))
 
@@ -526,10 +514,6 @@ class Store:
     async def get_job(self, job_id: int) -> Job | None:
         row = await self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return Job.from_row(row) if row else None
-
-    async def recent_jobs(self, user_id: int, limit: int = 5) -> list[Job]:
-        rows = await self._all("SELECT * FROM jobs WHERE user_id = ? ORDER BY id DESC LIMIT ?", (user_id, limit))
-        return [Job.from_row(r) for r in rows]
 
     async def active_jobs(self, user_id: int) -> list[Job]:
         rows = await self._all(

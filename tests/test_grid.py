@@ -1,0 +1,29 @@
+"""Grids: four tiles in, one 2x2 image out, and back."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from engine.grid import compose_grid, split_grid
+
+
+def tiles(size=(48, 32)):
+    return [Image.new("RGB", size, colour) for colour in ("red", "green", "blue", "white")]
+
+
+def test_a_grid_is_two_by_two_and_splits_back_into_its_tiles():
+    grid = compose_grid(tiles())
+    assert grid.size == (96, 64)
+    assert grid.getpixel((0, 0)) == (255, 0, 0) and grid.getpixel((95, 63)) == (255, 255, 255)
+    assert [t.tobytes() for t in split_grid(grid)] == [t.tobytes() for t in tiles()]
+
+
+def test_a_single_image_is_not_a_grid():
+    (one,) = tiles()[:1]
+    assert compose_grid([one]) is one
+
+
+def test_tiles_of_different_sizes_are_refused():
+    with pytest.raises(ValueError, match="differ in size"):
+        compose_grid([*tiles()[:3], Image.new("RGB", (8, 8))])
