@@ -109,15 +109,7 @@ class Delivery:
             nonce=f"dg-{job.id}",
         )
         if job.message_id is not None:
-            # Point the old progress message at the result instead of leaving it at "57%".
-            stale = channel.get_partial_message(job.message_id)
-            with contextlib.suppress(discord.HTTPException):
-                await stale.edit(
-                    content=f"{content.splitlines()[0]}\nFinished: {message.jump_url}",
-                    embed=None,
-                    attachments=[],
-                    view=None,
-                )
+            await self._point_at(channel, job, message)
         return Shown(job.channel_id, message.id)
 
     async def find_shown(self, job: Job) -> Shown | None:
