@@ -65,7 +65,6 @@ class Settings(BaseSettings):
         return self.data_dir / "dreamgrid.sqlite3"
 
 
-
 class SettingsError(Exception):
     """A setting is missing or invalid; the message is one line for the operator."""
 

@@ -592,7 +592,7 @@ class Store:
         rows = await self._all(
             "SELECT * FROM moderation_log WHERE guild_id = ? ORDER BY id DESC LIMIT ?", (guild_id, limit)
         )
-        return [dict(r) for r in rows]
+        return [{**dict(r), "created_at": _parse_time(r["created_at"])} for r in rows]
 
     async def jobs_today(self, user_id: int, guild_id: int) -> int:
         """Jobs the member started in this server since 00:00 UTC, failed ones not counted (daily quotas)."""

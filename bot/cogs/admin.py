@@ -150,6 +150,26 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
             "\n".join([header, *lines]), ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
         )
 
+    @app_commands.command(name="moderation", description="Prompts refused for a banned word or pattern")
+    async def moderation(self, interaction: discord.Interaction) -> None:
+        refused = await self.bot.store.moderation_log(interaction.guild_id, HISTORY_SHOWN)
+        if not refused:
+            await interaction.response.send_message("No prompt has been refused on this server.", ephemeral=True)
+            return
+        lines = ["Refused prompts, newest first:"]
+        for entry in refused:
+            when = discord.utils.format_dt(entry["created_at"], "f")
+            line = (
+                f"{when} <@{entry['user_id']}> in <#{entry['channel_id']}> matched `{_clip(entry['matched'], 40)}`:"
+                f" {discord.utils.escape_markdown(_clip(entry['prompt'], 80))}"
+            )
+            if len("\n".join([*lines, line])) > MESSAGE_CHARS:
+                break
+            lines.append(line)
+        await interaction.response.send_message(
+            "\n".join(lines), ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
+
     def _line(self, change: ConfigChange) -> str:
         key = KEYS.get(change.key)
         when = discord.utils.format_dt(change.changed_at, "f")

@@ -65,6 +65,12 @@ async def test_channels_members_and_banned_words(fake_discord: FakeDiscord, tmp_
             (fake.alice.id, "gore"),
             (fake.alice.id, "/bl[o0]+d/"),
         ]
+        shown = await fake.slash("config moderation", user=fake.admin)
+        assert (await shown.ack()).ephemeral
+        lines = (await shown.wait_for_reply()).content.splitlines()
+        assert lines[0] == "Refused prompts, newest first:"
+        assert "matched `/bl[o0]+d/`" in lines[1] and "matched `gore`" in lines[2]
+        assert fake.alice.mention in lines[1]
 
 
 async def test_models_steps_size_aspect_and_repeat(fake_discord: FakeDiscord, tmp_path: Path):
