@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import UserError
+from bot.moderation import BannedRules, PatternRefused, compile_rule, is_pattern
 from bot.prompt import MAX_ASPECT
 
 if TYPE_CHECKING:
@@ -179,14 +180,13 @@ class Key:
             for item in items:
                 if len(item) > MAX_WORD_CHARS:
                     raise self.error(f"`{_short(item)}` is over {MAX_WORD_CHARS} characters", settings)
-                if _is_pattern(item):
-                    try:
-                        re.compile(item[1:-1])
-                    except re.error as exc:
-                        raise self.error(f"`{_short(item)}` is not a valid pattern ({exc.msg})", settings) from None
-                    words.append(item)
-                else:
-                    words.append(" ".join(item.lower().split()))
+                if not is_pattern(item):
+                    item = " ".join(item.lower().split())
+                try:
+                    compile_rule(item)
+                except PatternRefused as exc:
+                    raise self.error(f"`{_short(item)}` can't be used: {exc}", settings) from None
+                words.append(item)
             return _unique(words)
         if self.kind == "role_quotas":
             quotas: dict[str, int] = {}
@@ -366,7 +366,7 @@ class GuildConfig:
         self.settings = settings
         self._stored = {k: v for k, v in stored.items() if k in KEYS}
         self._values = {name: key.effective(self._stored.get(name, _MISSING), settings) for name, key in KEYS.items()}
-        self._banned = [(word, _word_regex(word)) for word in self._values["banned_words"]]
+        self._banned = BannedRules.compile(self._values["banned_words"])
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name]
@@ -388,11 +388,8 @@ class GuildConfig:
         return self["default_model"] if self["default_model"] in allowed else allowed[0]
 
     def banned_match(self, text: str) -> str | None:
-        """The banned word or /pattern/ that `text` contains, if any."""
-        for word, regex in self._banned:
-            if regex.search(text):
-                return word
-        return None
+        """The banned word or /pattern/ that `text` contains, if any (linear time, look-alikes folded)."""
+        return self._banned.match(text)
 
 
 class GuildConfigs:
@@ -447,18 +444,6 @@ def _split(text: str) -> list[str]:
         items.append(text[i:end].strip())
         i = end
     return [item for item in items if item]
-
-
-def _is_pattern(item: str) -> bool:
-    return len(item) >= 3 and item.startswith("/") and item.endswith("/")
-
-
-def _word_regex(word: str) -> re.Pattern[str]:
-    if _is_pattern(word):
-        return re.compile(word[1:-1], re.IGNORECASE)
-    # A word matches as a whole word in any case, with any whitespace between its parts.
-    parts = (re.escape(p) for p in word.split())
-    return re.compile(r"(?<!\w)" + r"\s+".join(parts) + r"(?!\w)", re.IGNORECASE)
 
 
 def _unique(items: Iterable[Any]) -> list[Any]:

@@ -58,7 +58,7 @@ def test_values_are_read_as_admins_type_them(settings, name, text, value):
     ("default_aspect", "0:1", "`default_aspect`: `0:1` is not a ratio."),
     ("allowed_models", "tiny, huge", "`allowed_models`: `huge` is not installed. It takes `all`, or a comma list"
      " of the installed models: `tiny`, `big`."),
-    ("banned_words", "/(unclosed/", "`banned_words`: `/(unclosed/` is not a valid pattern (missing ), unterminated"),
+    ("banned_words", "/(unclosed/", "`banned_words`: `/(unclosed/` can't be used: missing ): (unclosed"),
     ("banned_words", "x" * 101, "is over 100 characters"),
     ("role_quotas", "<@&123456789012345678>", "needs a quota, like `@Patrons: 100`"),
     ("role_quotas", "<@&123456789012345678>: 20000", "20000 is out of range"),

@@ -1,0 +1,53 @@
+"""Attacks that once worked (issue #17), each replayed through the fake Discord.
+
+A member, a clumsy admin or bad luck tried to freeze the bot, beat a limit or lose a result;
+each test is one such attempt and what a member sees now.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.test_admin import configure, finished, refusal
+from tests.fakediscord import FakeDiscord
+from tests.harness import running_bot
+
+
+async def test_a_catastrophic_banned_pattern_cannot_freeze_the_bot(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path):
+        # Python's re needs ~2^n steps for this on n x's: 26 of them blocked the loop for ~7 s.
+        assert " is now " in (await configure(fake, banned_words="/(x+x+)+y/"))[0]
+        slow = await fake.slash("imagine", prompt="x" * 26, user=fake.alice)
+        other = await fake.slash("imagine", prompt="a red fox", user=fake.bob)
+        await slow.ack()
+        await other.ack()  # within Discord's 3 s: nobody waits on someone else's prompt
+        await finished(other)
+        await finished(slow)
+
+
+async def test_patterns_that_would_ban_everything_or_cant_run_in_linear_time_are_refused(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        replies = await configure(fake, banned_words="/./")
+        assert replies == [
+            "`banned_words`: `/./` can't be used: it would refuse almost every prompt (it matches a blank prompt)."
+            " It takes `none`, or a comma list of words and `/regex/` patterns (each up to 100 characters)."
+        ]
+        replies = await configure(fake, banned_words=r"/(gore)\1/")
+        assert "back-references and look-arounds can't be matched in linear time" in replies[0]
+        assert (await bot.guild_configs.get(fake.guild.id))["banned_words"] == []
+
+
+async def test_banned_words_are_not_evaded_by_invisible_or_look_alike_letters(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        await configure(fake, banned_words="gore")
+        for evasion in ("g\u200bore", "go\u00adre", "gоre", "ｇｏｒｅ"):
+            assert "matches the word `gore`" in await refusal(fake, f"a {evasion} scene"), evasion
+        assert await bot.store.get_job(1) is None
+        assert len(await bot.store.moderation_log(fake.guild.id)) == 4
