@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -133,25 +132,14 @@ def daily_quota(config: GuildConfig, member: discord.abc.User) -> int | None:
     return config["daily_quota"] or None
 
 
-async def check_quota(bot: DreamGrid, interaction: discord.Interaction, config: GuildConfig, count: int) -> None:
-    if interaction.guild_id is None:
-        return
-    quota = daily_quota(config, interaction.user)
-    if quota is None:
-        return
-    used = await bot.store.jobs_today(interaction.user.id, interaction.guild_id)
-    if used + count <= quota:
-        return
-    tomorrow = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    resets = discord.utils.format_dt(tomorrow, "R")
-    if used >= quota:
-        raise UserError(f"You've used all {quota} of today's jobs on this server. The quota resets {resets}.")
-    left = quota - used
-    raise UserError(f"That makes {count} jobs, but you have {left} of today's {quota} left. The quota resets {resets}.")
-
-
-def queue_limits(bot: DreamGrid, config: GuildConfig) -> QueueLimits:
-    return QueueLimits(config["max_running_per_user"], config["max_queued_per_user"], bot.settings.max_queue)
+def queue_limits(bot: DreamGrid, config: GuildConfig, member: discord.abc.User) -> QueueLimits:
+    """The limits the store checks in the same transaction as the insert: no burst slips past them."""
+    return QueueLimits(
+        config["max_running_per_user"],
+        config["max_queued_per_user"],
+        bot.settings.max_queue,
+        daily_quota(config, member),
+    )
 
 
 async def admit(
@@ -165,6 +153,5 @@ async def admit(
     for job in new_jobs:
         check_model(config, job.model)
     shaped = [dataclasses.replace(job, params=apply_limits(job.kind, job.params, config)) for job in new_jobs]
-    # 3. how much they have used
-    await check_quota(bot, interaction, config, len(new_jobs))
-    return shaped, queue_limits(bot, config)
+    # 3. how much they may use: checked by the store as it queues them
+    return shaped, queue_limits(bot, config, interaction.user)

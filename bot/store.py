@@ -115,10 +115,20 @@ class QueueLimits:
     max_running_per_user: int
     max_queued_per_user: int
     max_queue: int
+    daily_quota: int | None = None  # jobs per member per UTC day where the jobs are (a server, or DMs)
 
 
 class QueueFull(Exception):
     """A limit refused the job; the message names the numbers, for the member."""
+
+
+def quota_message(used: int, quota: int, wanted: int) -> str:
+    """Why a daily quota refuses `wanted` more jobs, and when it resets (a Discord timestamp)."""
+    tomorrow = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    resets = f"<t:{int(tomorrow.timestamp())}:R>"
+    if used >= quota:
+        return f"You've used all {quota} of today's jobs here. The quota resets {resets}."
+    return f"That makes {wanted} jobs, but you have {quota - used} of today's {quota} left. The quota resets {resets}."
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,14 +289,19 @@ class Store:
     async def enqueue_many(self, jobs: Sequence[NewJob], limits: QueueLimits) -> list[Job]:
         """Record all of `jobs` (one member's, e.g. a --repeat) as queued, or none of them.
 
-        The limits are checked in the same transaction as the inserts, so concurrent requests
-        cannot slip past them together. QueueFull's message names the numbers, for the member.
+        The limits and the daily quota are checked in the same transaction as the inserts, so
+        concurrent requests cannot slip past them together (30 at once once beat a quota of 5).
+        QueueFull's message names the numbers, for the member.
         """
         if not jobs:
             return []
         user_id = jobs[0].user_id
         wanted = len(jobs)
         async with self.transaction() as db:
+            if limits.daily_quota is not None:
+                used = await self.jobs_today(user_id, jobs[0].guild_id)
+                if used + wanted > limits.daily_quota:
+                    raise QueueFull(quota_message(used, limits.daily_quota, wanted))
             row = await self._one(
                 "SELECT COUNT(*) AS queued, COUNT(*) FILTER (WHERE user_id = ?) AS user_queued"
                 " FROM jobs WHERE status = 'queued'",
@@ -594,10 +609,10 @@ class Store:
         )
         return [{**dict(r), "created_at": _parse_time(r["created_at"])} for r in rows]
 
-    async def jobs_today(self, user_id: int, guild_id: int) -> int:
-        """Jobs the member started in this server since 00:00 UTC, failed ones not counted (daily quotas)."""
+    async def jobs_today(self, user_id: int, guild_id: int | None) -> int:
+        """Jobs the member started in this server (None: in DMs) since 00:00 UTC, failed ones not counted."""
         row = await self._one(
-            "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND guild_id = ? AND status != 'failed'"
+            "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND guild_id IS ? AND status != 'failed'"
             " AND created_at >= strftime('%Y-%m-%dT00:00:00.000Z', 'now')",
             (user_id, guild_id),
         )

@@ -6,6 +6,7 @@ each test is one such attempt and what a member sees now.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from tests.e2e.test_admin import configure, finished, refusal
@@ -51,3 +52,16 @@ async def test_banned_words_are_not_evaded_by_invisible_or_look_alike_letters(
             assert "matches the word `gore`" in await refusal(fake, f"a {evasion} scene"), evasion
         assert await bot.store.get_job(1) is None
         assert len(await bot.store.moderation_log(fake.guild.id)) == 4
+
+
+async def test_a_burst_of_commands_cannot_beat_the_daily_quota(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        await configure(fake, daily_quota="5")
+        burst = await asyncio.gather(*(fake.slash("imagine", prompt=f"fox {n}") for n in range(30)))
+        await asyncio.gather(*(ix.ack() for ix in burst))
+        replies = await asyncio.gather(*(ix.wait_for_reply() for ix in burst))
+        refused = [reply for reply in replies if reply.ephemeral]
+        assert len(burst) - len(refused) == 5
+        assert all("You've used all 5 of today's jobs here" in reply.content for reply in refused)
+        assert await bot.store.jobs_today(fake.alice.id, fake.guild.id) == 5
