@@ -40,6 +40,7 @@ class RequestRecord:
     status: int = 0
     response: Any = None
     violations: list[str] = field(default_factory=list)
+    refused: bool = False  # answered 400 for breaking a limit (reported once)
 
     @property
     def key(self) -> str:
