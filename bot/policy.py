@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot import storage
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
 from bot.store import NewJob, QueueLimits
@@ -132,6 +133,24 @@ def daily_quota(config: GuildConfig, member: discord.abc.User) -> int | None:
     return config["daily_quota"] or None
 
 
+def check_free_space(bot: DreamGrid) -> None:
+    """Refuse new jobs before the disk fills, rather than fail them after rendering."""
+    settings = bot.settings
+    try:
+        free = storage.free_bytes(settings.data_dir)
+    except OSError:
+        log.warning("cannot measure the free space of %s", settings.data_dir, exc_info=True)
+        return
+    if free < settings.min_free_disk_mb * 1024 * 1024:
+        log.error(
+            "refusing new jobs: %s has %d MiB free (MIN_FREE_DISK_MB=%d)",
+            settings.data_dir,
+            free // (1024 * 1024),
+            settings.min_free_disk_mb,
+        )
+        raise UserError("The bot's storage is nearly full, so it isn't taking new jobs right now. Please try later.")
+
+
 def queue_limits(bot: DreamGrid, config: GuildConfig, member: discord.abc.User) -> QueueLimits:
     """The limits the store checks in the same transaction as the insert: no burst slips past them."""
     return QueueLimits(
@@ -148,6 +167,7 @@ async def admit(
     """The jobs as the server's rules shape them, and the queue limits; or a UserError."""
     # 1. who and where
     config = await gate(bot, interaction)
+    check_free_space(bot)
     # 2. what they asked for
     await check_words(bot, interaction, config, (job.prompt for job in new_jobs))
     for job in new_jobs:

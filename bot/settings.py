@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     data_dir: Path = Path("data")
+    # New jobs are refused while DATA_DIR's disk has less free space than this (MiB).
+    min_free_disk_mb: int = Field(default=512, ge=0)
     # Load the model's safety checker, so servers can turn on /config safety_checker.
     safety_checker: bool = False
 
