@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from engine.fake import FakeEngine
+from engine.requests import RenderError
 from tests.e2e.test_admin import configure, finished, refusal
-from tests.fakediscord import FakeDiscord
-from tests.harness import running_bot
+from tests.fakediscord import FakeDiscord, P
+from tests.harness import eventually, running_bot
 
 
 async def test_a_catastrophic_banned_pattern_cannot_freeze_the_bot(fake_discord: FakeDiscord, tmp_path: Path):
@@ -65,3 +67,47 @@ async def test_a_burst_of_commands_cannot_beat_the_daily_quota(fake_discord: Fak
         assert len(burst) - len(refused) == 5
         assert all("You've used all 5 of today's jobs here" in reply.content for reply in refused)
         assert await bot.store.jobs_today(fake.alice.id, fake.guild.id) == 5
+
+
+async def test_a_result_the_channel_wont_take_is_told_in_words_not_marked_delivered_unseen(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    fake = fake_discord
+    engine = FakeEngine(models=["fake"], step_delay_s=0.2)
+    async with running_bot(fake, tmp_path, engine=engine) as bot:
+        ix = await fake.slash("imagine", prompt="a red fox")
+        await ix.ack()
+        await ix.wait_for_edit(lambda m: "%)" in m.content)
+        fake.expire_tokens()  # the render outlived the interaction...
+        fake.set_bot_permissions(P.EVERYONE & ~P.ATTACH_FILES)  # ...and an admin took away Attach Files
+        job = await eventually(lambda: bot.store.get_job(1), lambda job: job.delivered_at, timeout=10)
+        post = fake.messages[job.result_message_id]
+        assert post is not ix.original and post.content.endswith("(job 1)")
+        assert "not allowed to attach images here" in post.content and "`/show 1`" in post.content
+        assert fake.alice.mention in post.content
+        assert ix.original.content.startswith("**a red fox**") and "Finished: " in ix.original.content  # not "(75%)"
+
+        fake.set_bot_permissions(P.EVERYONE & ~P.SEND_MESSAGES)  # not even words: the old message says why
+        ix = await fake.slash("imagine", prompt="a blue bird")
+        await ix.ack()
+        await ix.wait_for_edit(lambda m: "%)" in m.content)
+        fake.expire_tokens()
+        shown = await ix.wait_for_edit(lambda m: "not allowed to post in this channel" in m.content)
+        assert shown.content.endswith("(job 2)")
+
+
+async def test_a_long_prompt_and_a_long_engine_error_still_make_a_message_discord_takes(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    class Verbose(FakeEngine):
+        async def render(self, request, *, progress=None):
+            raise RenderError("the model said: " + "no " * 400)
+
+    prompt = "*_~" * 500  # 1,500 characters that markdown escaping doubles
+    async with running_bot(fake_discord, tmp_path, engine=Verbose(models=["fake"])):
+        ix = await fake_discord.slash("imagine", prompt=prompt)
+        await ix.ack()
+        failed = await ix.wait_for_edit(lambda m: ":warning:" in m.content)
+        assert len(failed.content) <= 2000
+        assert failed.content.endswith("… (job 1)") and "the model said: no no" in failed.content
+        assert "Waiting to start" not in failed.content
