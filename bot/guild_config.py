@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.errors import UserError
 from bot.moderation import BannedRules, PatternRefused, compile_rule, is_pattern
+from bot.moderation import split_list as _split
 from bot.prompt import MAX_ASPECT
 
 if TYPE_CHECKING:
@@ -366,7 +367,8 @@ class GuildConfig:
         self.settings = settings
         self._stored = {k: v for k, v in stored.items() if k in KEYS}
         self._values = {name: key.effective(self._stored.get(name, _MISSING), settings) for name, key in KEYS.items()}
-        self._banned = BannedRules.compile(self._values["banned_words"])
+        # The bot's own BANNED_WORDS apply everywhere, on top of the server's.
+        self._banned = BannedRules.compile([*settings.banned_words, *self._values["banned_words"]])
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name]
@@ -421,29 +423,6 @@ class GuildConfigs:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def _split(text: str) -> list[str]:
-    """Comma-separated items; a `/pattern/` may contain commas."""
-    items, i = [], 0
-    while i < len(text):
-        while i < len(text) and text[i] in ", \n\t":
-            i += 1
-        if i >= len(text):
-            break
-        if text[i] == "/":
-            end = text.find("/", i + 1)
-            while end != -1 and text[end + 1 : end + 2] not in ("", ",", " ", "\n"):
-                end = text.find("/", end + 1)
-            if end != -1:
-                items.append(text[i : end + 1])
-                i = end + 1
-                continue
-        end = text.find(",", i)
-        end = len(text) if end == -1 else end
-        items.append(text[i:end].strip())
-        i = end
-    return [item for item in items if item]
 
 
 def _unique(items: Iterable[Any]) -> list[Any]:

@@ -117,3 +117,26 @@ class BannedRules:
             if regex.search(folded):
                 return word
         return None
+
+
+def split_list(text: str) -> list[str]:
+    """Comma-separated items; a `/pattern/` may contain commas."""
+    items, i = [], 0
+    while i < len(text):
+        while i < len(text) and text[i] in ", \n\t":
+            i += 1
+        if i >= len(text):
+            break
+        if text[i] == "/":
+            end = text.find("/", i + 1)
+            while end != -1 and text[end + 1 : end + 2] not in ("", ",", " ", "\n"):
+                end = text.find("/", end + 1)
+            if end != -1:
+                items.append(text[i : end + 1])
+                i = end + 1
+                continue
+        end = text.find(",", i)
+        end = len(text) if end == -1 else end
+        items.append(text[i:end].strip())
+        i = end
+    return [item for item in items if item]

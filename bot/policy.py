@@ -31,9 +31,13 @@ GRID_KINDS = ("imagine", "reroll")  # a new grid is scaled down to the size limi
 
 
 async def gate(bot: DreamGrid, interaction: discord.Interaction) -> GuildConfig:
-    """May this member use the bot here at all? Returns the server's settings."""
+    """May this member use the bot here at all? Returns the server's settings (in DMs, the bot's)."""
     config = await bot.guild_configs.get(interaction.guild_id)
+    if interaction.user.id in bot.settings.banned_users:
+        raise UserError("You can't use dreamgrid. If you think that's a mistake, ask the bot's operator.")
     if interaction.guild_id is None:
+        if not bot.settings.allow_dms:
+            raise UserError("I only draw in servers: use me in a server channel.")
         return config
     if interaction.user.id in config["banned_members"]:
         raise UserError("You can't use dreamgrid on this server. If you think that's a mistake, ask a server admin.")
@@ -157,7 +161,8 @@ def queue_limits(bot: DreamGrid, config: GuildConfig, member: discord.abc.User) 
         config["max_running_per_user"],
         config["max_queued_per_user"],
         bot.settings.max_queue,
-        daily_quota(config, member),
+        daily_quota(config, member) if config.guild_id is not None else None,
+        bot.settings.daily_quota or None,
     )
 
 

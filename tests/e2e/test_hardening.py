@@ -111,3 +111,26 @@ async def test_a_long_prompt_and_a_long_engine_error_still_make_a_message_discor
         assert len(failed.content) <= 2000
         assert failed.content.endswith("… (job 1)") and "the model said: no no" in failed.content
         assert "Waiting to start" not in failed.content
+
+
+async def test_dms_are_off_by_default_and_bot_wide_rules_hold_everywhere(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    dm = fake.dm(fake.alice)
+    async with running_bot(fake, tmp_path) as bot:
+        assert await refusal(fake, "a red fox", channel=dm) == "I only draw in servers: use me in a server channel."
+        assert await bot.store.get_job(1) is None
+
+    rules = {"allow_dms": True, "banned_users": [fake.bob.id], "banned_words": ["gore"], "daily_quota": 1}
+    async with running_bot(fake, tmp_path, **rules) as bot:
+        # a server's ban stays in that server; the bot's ban, words and quota hold in DMs too
+        await configure(fake, banned_members=fake.alice.mention)
+        assert "matches the word `gore`" in await refusal(fake, "a gore scene", channel=dm)
+        assert "You can't use dreamgrid." in await refusal(fake, "a red fox", user=fake.bob, channel=fake.dm(fake.bob))
+        assert "You can't use dreamgrid." in await refusal(fake, "a red fox", user=fake.bob)
+        ix = await fake.slash("imagine", prompt="a red fox", channel=dm)
+        await ix.ack()
+        await finished(ix)
+        assert (await refusal(fake, "again", user=fake.alice, channel=dm)).startswith(
+            "You've used all 1 of today's jobs across every server."
+        )
+        assert "can't use dreamgrid on this server" in await refusal(fake, "a red fox", user=fake.alice)
