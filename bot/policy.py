@@ -18,7 +18,7 @@ import discord
 from bot import storage
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
-from bot.store import NewJob, QueueLimits
+from bot.store import Job, NewJob, QueueLimits
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -47,6 +47,15 @@ async def gate(bot: DreamGrid, interaction: discord.Interaction) -> GuildConfig:
         more = f" and {len(channels) - MAX_CHANNELS_SHOWN} more" if len(channels) > MAX_CHANNELS_SHOWN else ""
         raise UserError(f"I don't draw in this channel. Try {shown}{more}.")
     return config
+
+
+def can_see(interaction: discord.Interaction, job: Job) -> bool:
+    """A job is seen where it was made: its own server, or (its member's own) anywhere.
+
+    Buttons carry a job id in their custom_id; a job from another server is treated as not
+    existing, so nothing acts or reveals anything across servers.
+    """
+    return job.user_id == interaction.user.id or (job.guild_id is not None and job.guild_id == interaction.guild_id)
 
 
 async def is_server_admin(bot: DreamGrid, interaction: discord.Interaction) -> bool:

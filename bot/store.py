@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 ACTIVE = ("queued", "running")
+MAX_ROW_ID = 2**63 - 1  # SQLite's INTEGER; a larger Python int overflows the driver
 ANYWHERE: Any = object()  # jobs_today(): every server and DMs
 FINISHED = ("done", "failed", "cancelled")
 
@@ -536,6 +537,8 @@ class Store:
     # -- lookups -------------------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
+        if not 0 < job_id <= MAX_ROW_ID:  # a hand-made custom_id can carry any number
+            return None
         row = await self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return Job.from_row(row) if row else None
 

@@ -41,9 +41,9 @@ def _bot(interaction: discord.Interaction) -> DreamGrid:
     return interaction.client  # type: ignore[return-value]
 
 
-async def _job_or_error(bot: DreamGrid, job_id: int) -> Job:
+async def _job_or_error(bot: DreamGrid, interaction: discord.Interaction, job_id: int) -> Job:
     job = await bot.store.get_job(job_id)
-    if job is None:
+    if job is None or not policy.can_see(interaction, job):
         raise UserError(f"Job {job_id} no longer exists.")
     return job
 
@@ -107,7 +107,7 @@ async def start_child(
     """What V, 🔄, Vary and Upscale do: queue a job, or first open the Remix modal."""
     bot = _bot(interaction)
     config = await policy.gate(bot, interaction)
-    parent = await _job_or_error(bot, parent_id)
+    parent = await _job_or_error(bot, interaction, parent_id)
     if parent.status != "done" and kind != "reroll":
         raise UserError(f"Job {parent.id} has no finished images to work from.")
     profile = await bot.store.profile(interaction.user.id)
@@ -127,6 +127,8 @@ async def stored_or_redraw(
     member is told, ephemerally, what to do `then` on the new grid. Returns None in that case.
     """
     bot = _bot(interaction)
+    if job.status != "done":  # e.g. a queued job: nothing to show, and drawing it twice would be wrong
+        raise UserError(f"Job {job.id} isn't finished yet ({job.status}); its images aren't ready.")
     rows = await bot.store.get_images(job.id)
     paths = [bot.settings.data_dir / row.path for row in rows]
     if rows and all(path.exists() for path in paths):
@@ -211,7 +213,7 @@ class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:u:(
 
     async def _post_tile(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
-        job = await _job_or_error(bot, self.job_id)
+        job = await _job_or_error(bot, interaction, self.job_id)
         stored = await stored_or_redraw(interaction, job, then=f"press U{self.index} on the new grid.")
         if stored is None:
             return
@@ -317,7 +319,7 @@ class SendToDMButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:dm
 
     async def _send(self, interaction: discord.Interaction) -> None:
         bot = _bot(interaction)
-        job = await _job_or_error(bot, self.job_id)
+        job = await _job_or_error(bot, interaction, self.job_id)
         stored = await stored_or_redraw(interaction, job, then="press ✉️ on the new grid.")
         if stored is None:
             return

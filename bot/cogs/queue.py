@@ -17,7 +17,7 @@ from discord.ext import commands
 from bot import messages
 from bot.client import DreamGrid
 from bot.errors import UserError, reply_ephemeral
-from bot.policy import is_server_admin
+from bot.policy import can_see, is_server_admin
 from bot.store import ACTIVE, Job
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ async def _may_cancel(bot: DreamGrid, interaction: discord.Interaction, job: Job
 async def _check(bot: DreamGrid, interaction: discord.Interaction, job_id: int) -> Job:
     """The job, if this member may cancel it and it is still waiting or running."""
     job = await bot.store.get_job(job_id)
-    if job is None:
+    if job is None or not can_see(interaction, job):  # another server's job: not even its owner is named
         raise UserError(f"There is no job {job_id}.")
     if not await _may_cancel(bot, interaction, job):
         raise UserError(messages.cancel_refused(job))

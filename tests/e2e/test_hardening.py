@@ -9,6 +9,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import discord
+
+from bot.cogs.account import SettingsSelect
+from bot.cogs.imagine import SendToDMButton, UpscaleButton, VariationButton
+from bot.cogs.queue import CancelButton
 from engine.fake import FakeEngine
 from engine.requests import RenderError
 from tests.e2e.test_admin import configure, finished, refusal
@@ -134,3 +139,58 @@ async def test_dms_are_off_by_default_and_bot_wide_rules_hold_everywhere(fake_di
             "You've used all 1 of today's jobs across every server."
         )
         assert "can't use dreamgrid on this server" in await refusal(fake, "a red fox", user=fake.alice)
+
+
+async def _post_buttons(bot, channel, *items) -> discord.Message:
+    """A message of the bot's carrying the given buttons, as a stale or hand-made one would."""
+    view = discord.ui.View(timeout=None)
+    for item in items:
+        view.add_item(item)
+    return await bot.get_partial_messageable(channel.id).send("buttons", view=view)
+
+
+async def test_buttons_and_ids_dont_act_across_servers_or_crash_on_odd_values(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    fake = fake_discord
+    other = fake.add_guild("Other Guild", owner=fake.owner)
+    elsewhere = fake.add_channel("elsewhere", guild=other)
+    fake.add_member(fake.bob, guild=other)
+    engine = FakeEngine(models=["fake"], step_delay_s=0.01)
+    async with running_bot(fake, tmp_path, engine=engine, max_concurrent_jobs=1) as bot:
+        await finished(await _imagine(fake, "alice's fox"))  # job 1, in the Dream Guild
+        sent = await _post_buttons(bot, elsewhere, UpscaleButton(1, 1), VariationButton(1, 1), SendToDMButton(1))
+        stale = fake.messages[sent.id]
+        for custom_id in ("dg:u:1:1", "dg:v:1:1", "dg:dm:1"):
+            click = await fake.click(stale, custom_id, user=fake.bob)
+            assert (await click.wait_for_reply()).content == "Job 1 no longer exists.", custom_id
+        assert len(engine.requests) == 1 and not fake.channel_messages(elsewhere)[1:]
+
+        # /cancel names no owner of a job in another server
+        await _imagine(fake, "__hang__ alice's long job")  # job 2
+        cancel = await fake.slash("cancel", job_id=2, user=fake.bob, channel=elsewhere)
+        await cancel.ack()
+        assert (await cancel.wait_for_reply()).content == "There is no job 2."
+
+        # U on someone else's job that is still waiting: not finished, and not drawn twice
+        await _imagine(fake, "alice's third, queued")  # job 3 waits behind job 2
+        sent = await _post_buttons(bot, fake.channel, UpscaleButton(3, 1), CancelButton(10**30))
+        buttons = fake.messages[sent.id]
+        click = await fake.click(buttons, "dg:u:3:1", user=fake.bob)
+        assert (await click.wait_for_reply()).content == "Job 3 isn't finished yet (queued); its images aren't ready."
+        assert await bot.store.get_job(4) is None
+
+        # a Cancel whose id overflows SQLite's integers is a short error, not a crash
+        click = await fake.click(buttons, f"dg:cancel:{10**30}", user=fake.bob)
+        assert (await click.wait_for_reply()).content == f"There is no job {10**30}."
+
+        # a /settings menu value the bot no longer offers
+        menu = await _post_buttons(bot, fake.channel, SettingsSelect("aspect"))
+        pick = await fake.select(fake.messages[menu.id], "dg:set:aspect", ["7:3"], user=fake.bob)
+        assert (await pick.wait_for_reply()).content == "That choice isn't offered any more; open `/settings` again."
+
+
+async def _imagine(fake: FakeDiscord, prompt: str, **where):
+    ix = await fake.slash("imagine", prompt=prompt, **where)
+    await ix.ack()
+    return ix
