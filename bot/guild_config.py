@@ -146,7 +146,10 @@ class Key:
         if self.kind == "role":
             if text.lower() in _CLEAR:
                 return None
-            return _find_role(text, guild) or _raise(self.error(f"I can't find the role `{_short(text)}`", settings))
+            role = _find_role(text, guild) or _raise(self.error(f"I can't find the role `{_short(text)}`", settings))
+            if guild is not None and role == guild.id:  # @everyone's id is the server's
+                raise self.error("@everyone can't be it: that would make every member an admin", settings)
+            return role
         raise AssertionError(self.kind)
 
     def _parse_items(self, items: list[str], settings: Settings, guild: discord.Guild | None) -> Any:

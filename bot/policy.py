@@ -19,6 +19,7 @@ from bot import storage
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
 from bot.store import Job, NewJob, QueueLimits
+from engine import params as render_params
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -72,8 +73,12 @@ async def is_server_admin(bot: DreamGrid, interaction: discord.Interaction) -> b
 
 
 def check_repeat(config: GuildConfig, parsed: Sequence[ParsedPrompt]) -> None:
-    if not config["repeat_allowed"] and any(p.repeat > 1 for p in parsed):
+    if config["repeat_allowed"]:
+        return
+    if any(p.repeat > 1 for p in parsed):
         raise UserError("`--repeat` is turned off on this server.")
+    if len(set(parsed)) < len(parsed):  # `{cat, cat, cat}` is --repeat by another name
+        raise UserError("`--repeat` is turned off on this server, and so are {choices} that repeat a prompt.")
 
 
 def check_remix(config: GuildConfig) -> None:
@@ -110,7 +115,11 @@ def apply_limits(kind: str, params: dict[str, Any], config: GuildConfig) -> dict
     """Cap steps and size to the server's limits, and ask for the safety checker when it is on."""
     params = dict(params)
     if "steps" in params:
-        params["steps"] = min(int(params["steps"]), config["max_steps"])
+        limit = config["max_steps"]
+        if params.get("strength"):
+            # Image-to-image runs int(steps × strength) of them: a low max_steps must still leave it a few.
+            limit = render_params.img2img_steps(limit, params["strength"])
+        params["steps"] = min(int(params["steps"]), limit)
     limit = config["max_image_size"]
     width, height = params.get("width"), params.get("height")
     if width and height:

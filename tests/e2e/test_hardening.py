@@ -194,3 +194,39 @@ async def _imagine(fake: FakeDiscord, prompt: str, **where):
     ix = await fake.slash("imagine", prompt=prompt, **where)
     await ix.ack()
     return ix
+
+
+async def test_smaller_traps_in_prompts_and_settings(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    engine = FakeEngine(models=["fake"], step_delay_s=0.01)
+    async with running_bot(fake, tmp_path, engine=engine) as bot:
+        # {choices} that repeat one prompt are --repeat by another name
+        await configure(fake, repeat_allowed="off")
+        assert await refusal(fake, "{cat, cat, cat}") == (
+            "`--repeat` is turned off on this server, and so are {choices} that repeat a prompt."
+        )
+        # @everyone as the admin role, by id as by name
+        everyone = f"<@&{fake.guild.id}>"
+        assert (
+            "@everyone can't be it: that would make every member an admin"
+            in (await configure(fake, admin_role=everyone))[0]
+        )
+        assert (await bot.guild_configs.get(fake.guild.id))["admin_role"] is None
+        # a broken character is a line to fix, not "Something went wrong"
+        assert await refusal(fake, "a cat \ud83d in a hat") == (
+            "Your prompt has a broken character in it (half of an emoji?): retype it."
+        )
+        # minus signs from a phone keyboard work like --
+        grid = await finished(await _imagine(fake, "a wide fox −−ar 2:1"))
+        assert grid.attachments[0].image().size == (2 * engine.requests[-1].width, 2 * engine.requests[-1].height)
+        assert engine.requests[-1].width > engine.requests[-1].height  # 2:1 at the fake's 64² (multiples of 8)
+        assert engine.requests[-1].prompt == "a wide fox"
+
+        # a low max_steps still leaves Upscale (Subtle) steps to run
+        await configure(fake, max_steps="4")
+        tile = await (await fake.click(grid, "dg:u:*:1")).wait_for_followup(lambda m: m.attachments)
+        upscale = await fake.click(tile, "dg:up:subtle:*")
+        await upscale.ack()
+        await fake.wait_for(lambda: len(engine.requests) == 2, what="the upscale to start")
+        request = engine.requests[-1]
+        assert int(request.steps * request.strength) >= 2, (request.steps, request.strength)
