@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ from engine.requests import Engine
 
 log = logging.getLogger(__name__)
 
+ADMISSIONS_AT_ONCE = 4
 EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.account", "bot.cogs.queue", "bot.cogs.admin")
 
 
@@ -38,6 +40,9 @@ class DreamGrid(commands.Bot):
         self.engine = engine
         self.guild_configs = GuildConfigs(store, settings)  # /config values, cached per server
         self.run_jobs = run_jobs
+        # Work after an acknowledgement (database, "Waiting to start") takes turns, a few at a time, so a
+        # burst of commands can't crowd out the next ones' acknowledgements on the event loop.
+        self.admission = asyncio.Semaphore(ADMISSIONS_AT_ONCE)
         self.scheduler = Scheduler(self)
         # The buttons under a finished job; bot.cogs.imagine, which owns them, installs the builder.
         self.result_view: Callable[[Job], discord.ui.View | None] = lambda job: None

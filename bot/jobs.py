@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import messages, policy
-from bot.errors import UserError
+from bot.errors import DEFERRED, UserError
 from bot.prompt import ParsedPrompt
 from bot.store import Job, NewJob, QueueFull
 from engine import params as render_params
@@ -17,7 +18,26 @@ from engine import params as render_params
 if TYPE_CHECKING:
     from bot.client import DreamGrid
 
+log = logging.getLogger(__name__)
+
 MAX_SEED = 4_294_967_295
+ALREADY_ACKNOWLEDGED = 40060
+
+
+async def acknowledge(interaction: discord.Interaction) -> bool:
+    """Defer at once, before any database work: Discord's 3 s are for this, not for the queue.
+
+    False when Discord no longer takes the interaction (it came too late, the member already saw
+    "The application did not respond"): then nothing may be queued for it.
+    """
+    try:
+        await interaction.response.defer(thinking=True)
+    except discord.HTTPException as exc:
+        if exc.code != ALREADY_ACKNOWLEDGED:  # 40060: an earlier try was applied, its answer was lost
+            log.warning("interaction %s could not be acknowledged (%s); nothing was queued", interaction.id, exc)
+            return False
+    interaction.extras[DEFERRED] = True
+    return True
 
 
 def seeds_for(seed: int | None, count: int = 4) -> list[int]:
@@ -106,22 +126,46 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, jobs: Sequenc
     except QueueFull as exc:
         raise UserError(str(exc)) from None
     bot.scheduler.wake()
-    for job in accepted:
+    for n, job in enumerate(accepted):
         position = await bot.store.queue_position(job.id)
         content = messages.waiting(job, position) if position else messages.progress(job, 0)
-        view = bot.progress_view(job)
-        try:
-            if not interaction.response.is_done():
-                response = await interaction.response.send_message(content, **_view_kwargs(view))
-                message_id = response.message_id
-            else:
-                message_id = (await interaction.followup.send(content, wait=True, **_view_kwargs(view))).id
-        except discord.HTTPException:
-            message_id = None  # the result will be posted to the channel instead
+        message_id = await _show(interaction, content, bot.progress_view(job), first=n == 0)
         if message_id is not None:
             await bot.store.set_message(job.id, message_id)
         bot.scheduler.announced(job.id)
     return accepted
+
+
+async def _show(
+    interaction: discord.Interaction, content: str, view: discord.ui.View | None, *, first: bool
+) -> int | None:
+    """Post a job's "Waiting to start" message; its id, or None (the result then goes to the channel).
+
+    The first message replaces the deferred "thinking…" with an edit, which is safe to retry;
+    if Discord applied a reply but its answer was lost (a 502), the reply is looked up instead
+    of leaving a stale message behind.
+    """
+    kwargs = _view_kwargs(view)
+    try:
+        if not interaction.response.is_done():
+            return (await interaction.response.send_message(content, **kwargs)).message_id
+        if first and interaction.extras.get(DEFERRED):
+            return (await interaction.edit_original_response(content=content, **kwargs)).id
+        return (await interaction.followup.send(content, wait=True, **kwargs)).id
+    except discord.HTTPException as exc:
+        log.warning("interaction %s: showing a queued job failed (%s); looking for it", interaction.id, exc)
+    if not first:
+        return None
+    try:
+        original = await interaction.original_response()
+    except discord.HTTPException:
+        return None
+    if original.content != content:  # a deferral Discord took, or a different reply: make it this job's
+        try:
+            original = await original.edit(content=content, **kwargs)
+        except discord.HTTPException:
+            return None
+    return original.id
 
 
 def _view_kwargs(view: discord.ui.View | None) -> dict[str, Any]:

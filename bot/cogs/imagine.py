@@ -399,6 +399,13 @@ class Imagine(commands.Cog):
     @app_commands.describe(prompt="What to draw, e.g. a lighthouse at dusk --ar 3:2 --seed 7 --no text")
     async def imagine(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1500]) -> None:
         bot = self.bot
+        if not await jobs.acknowledge(interaction):  # first, before any database work
+            return
+        async with bot.admission:
+            await self._queue(interaction, prompt)
+
+    async def _queue(self, interaction: discord.Interaction, prompt: str) -> None:
+        bot = self.bot
         config = await policy.gate(bot, interaction)  # this channel, this member
         profile = await bot.store.profile(interaction.user.id)
         try:

@@ -38,7 +38,7 @@ async def test_sigkill_while_queued_and_rendering_loses_nothing_and_repeats_noth
         accepted: dict[int, Interaction] = {}
         for n in range(6):
             ix = await fake_discord.slash("imagine", prompt=f"job {n}", user=members[n % 3])
-            await ix.ack()
+            await ix.wait_for_answer()
             accepted[job_id_of(ix)] = ix
 
         # Crash 1: one job rendering (a progress edit is out), the rest queued; tokens alive.
@@ -96,7 +96,7 @@ async def test_a_result_discord_already_shows_is_not_shown_again_after_a_restart
     engine = FakeEngine(models=["fake"], step_delay_s=0.01)
     async with running_bot(fake_discord, tmp_path, engine=engine) as bot:
         ix = await fake_discord.slash("imagine", prompt="shown just before the crash")
-        await ix.ack()
+        await ix.wait_for_answer()
         await ix.wait_for_edit(lambda m: m.embeds and m.buttons)
         await _forget_delivery(bot, 1)
     edits = ix.original.edits
@@ -111,7 +111,7 @@ async def test_a_result_posted_after_the_token_expired_is_not_posted_twice(fake_
     engine = FakeEngine(models=["fake"], step_delay_s=0.05)
     async with running_bot(fake_discord, tmp_path, engine=engine) as bot:
         ix = await fake_discord.slash("imagine", prompt="outlives its token")
-        await ix.ack()
+        await ix.wait_for_answer()
         fake_discord.expire_tokens()
         post = await fake_discord.wait_for_message(predicate=lambda m: m.embeds and m.buttons)
         assert "Finished: " in (await ix.wait_for_edit(lambda m: "Finished: " in m.content)).content

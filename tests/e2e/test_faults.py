@@ -136,5 +136,5 @@ def test_a_data_dir_that_cant_be_written_stops_the_bot_with_one_line(tmp_path: P
 
 async def _imagine(fake: FakeDiscord, prompt: str):
     ix = await fake.slash("imagine", prompt=prompt)
-    await ix.ack()
+    await ix.wait_for_answer()  # "Waiting to start" or a refusal
     return ix

@@ -192,7 +192,7 @@ async def test_buttons_and_ids_dont_act_across_servers_or_crash_on_odd_values(
 
 async def _imagine(fake: FakeDiscord, prompt: str, **where):
     ix = await fake.slash("imagine", prompt=prompt, **where)
-    await ix.ack()
+    await ix.wait_for_answer()  # "Waiting to start" or a refusal
     return ix
 
 
@@ -230,3 +230,37 @@ async def test_smaller_traps_in_prompts_and_settings(fake_discord: FakeDiscord, 
         await fake.wait_for(lambda: len(engine.requests) == 2, what="the upscale to start")
         request = engine.requests[-1]
         assert int(request.steps * request.strength) >= 2, (request.steps, request.strength)
+
+
+CALLBACK = "/interactions/{interaction_id}/{interaction_token}/callback"
+
+
+async def test_an_interaction_discord_wont_take_an_answer_for_queues_nothing(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    engine = FakeEngine(models=["fake"], step_delay_s=0.01)
+    async with running_bot(fake, tmp_path, engine=engine) as bot:
+        # Discord's answer to an acknowledgement that came too late: the member saw "did not respond".
+        outage = fake.fail_requests(404, route=CALLBACK, count=1, code=10062)
+        late = await fake.slash("imagine", prompt="a red fox")
+        await fake.wait_for(lambda: outage.hits, what="the acknowledgement")
+        late.expire()  # as far as Discord is concerned this interaction is over
+        ok = await _imagine(fake, "a blue bird")
+        await finished(ok)
+        assert [r.prompt for r in engine.requests] == ["a blue bird"]  # the unacknowledged one never ran
+        assert (await bot.store.get_job(1)).prompt == "a blue bird" and await bot.store.get_job(2) is None
+        assert len(fake.channel_messages()) == 1
+
+
+async def test_a_reply_discord_applied_but_answered_502_leaves_no_stale_message(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        fake.fail_requests(502, route=CALLBACK, count=1, after_applying=True)
+        with fake.expect_violations("responded to twice"):  # discord.py retried a reply Discord had taken
+            ix = await fake.slash("imagine", prompt="a red fox")
+            grid = await finished(ix)
+        assert grid.embeds and "Waiting to start" not in grid.content
+        job = await eventually(lambda: bot.store.get_job(1), lambda job: job.delivered_at)
+        assert job.message_id == grid.id and job.result_message_id == grid.id
+        assert len(fake.channel_messages()) == 1  # the job's own message, not a second post

@@ -75,8 +75,9 @@ class Outage:
     """Requests Discord answers with an error: the next `count`, or all for `seconds` (see fail_requests)."""
 
     def __init__(self, status: int, method: str | None, route: str | None, count: int | None,
-                 seconds: float | None, after_applying: bool) -> None:
+                 seconds: float | None, after_applying: bool, code: int = 0) -> None:
         self.status, self.method, self.route, self.after_applying = status, method, route, after_applying
+        self.code = code
         self.left = count
         self.until = time.monotonic() + seconds if seconds is not None else None
         self.hits: list[RequestRecord] = []
@@ -378,13 +379,14 @@ class FakeDiscord(InjectMixin):
 
     def fail_requests(self, status: int = 502, *, method: str | None = None, route: str | None = None,
                       count: int | None = None, seconds: float | None = None,
-                      after_applying: bool = False) -> Outage:
+                      after_applying: bool = False, code: int = 0) -> Outage:
         """Answer matching requests with `status` (5xx, or 429 with a short Retry-After): the next `count`
         of them, or all for `seconds`, or until `outage.end()`. With `after_applying` the request takes
-        effect first and only the answer is lost, as when Discord's edge times out on a request it applied."""
+        effect first and only the answer is lost, as when Discord's edge times out on a request it applied.
+        `code` is Discord's JSON error code (e.g. 404 with 10062: an interaction answered too late)."""
         if count is None and seconds is None and not after_applying:
             seconds = float("inf")
-        outage = Outage(status, method, route, count, seconds, after_applying)
+        outage = Outage(status, method, route, count, seconds, after_applying, code)
         self._outages.append(outage)
         return outage
 
@@ -398,7 +400,8 @@ class FakeDiscord(InjectMixin):
             return self._finish(rec, 429, {"message": "You are being rate limited.", "retry_after": 0.1,
                                            "global": False}, headers)
         reason = HTTPStatus(outage.status).phrase
-        return self._finish(rec, outage.status, {"message": f"{outage.status}: {reason}", "code": 0}, headers)
+        return self._finish(rec, outage.status, {"message": f"{outage.status}: {reason}", "code": outage.code},
+                            headers)
 
     @property
     def rate_limited(self) -> list[RequestRecord]:
@@ -1039,8 +1042,9 @@ class FakeDiscord(InjectMixin):
             self.violate("ack", f"follow-up sent before {ix!r} was acknowledged", rec)
             raise DiscordError(404, 10015, "Unknown Webhook")
         orig = ix.original
-        if orig is not None and orig.loading:
-            # Discord: the first follow-up after a deferred "thinking" response replaces the placeholder.
+        if orig is not None and orig.loading and not orig.deleted:
+            # Discord: the first follow-up after a deferred "thinking" response replaces the placeholder
+            # (once the placeholder is deleted, follow-ups are new messages with their own flags).
             self._apply(rec, orig, body, files, editing=True)
             await self._announce("MESSAGE_UPDATE", orig)
             msg = orig
