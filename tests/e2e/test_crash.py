@@ -12,6 +12,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from engine.fake import FakeEngine
 from tests.e2e.botprocess import BotProcess, final_deliveries, job_id_of, settled
 from tests.fakediscord import FakeDiscord, Interaction
@@ -90,8 +92,9 @@ async def _forget_delivery(bot, job_id: int) -> None:
     await bot.store._write("UPDATE jobs SET delivered_at = NULL WHERE id = ?", (job_id,))
 
 
+@pytest.mark.parametrize("token_expired_meanwhile", [False, True])
 async def test_a_result_discord_already_shows_is_not_shown_again_after_a_restart(
-    fake_discord: FakeDiscord, tmp_path: Path
+    fake_discord: FakeDiscord, tmp_path: Path, token_expired_meanwhile: bool
 ):
     engine = FakeEngine(models=["fake"], step_delay_s=0.01)
     async with running_bot(fake_discord, tmp_path, engine=engine) as bot:
@@ -99,6 +102,10 @@ async def test_a_result_discord_already_shows_is_not_shown_again_after_a_restart
         await ix.wait_for_answer()
         await ix.wait_for_edit(lambda m: m.embeds and m.buttons)
         await _forget_delivery(bot, 1)
+        if token_expired_meanwhile:  # a long render: the message was made well before the job finished
+            await bot.store._write("UPDATE jobs SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+60 seconds')")
+    if token_expired_meanwhile:  # the bot's own token must then read the message to see it is shown
+        fake_discord.expire_tokens()
     edits = ix.original.edits
     async with running_bot(fake_discord, tmp_path, engine=engine) as bot:
         job = await _until_delivered(bot, 1)
