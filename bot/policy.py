@@ -98,7 +98,7 @@ async def check_words(
     bot: DreamGrid, interaction: discord.Interaction, config: GuildConfig, prompts: Iterable[str]
 ) -> None:
     """Refuse a prompt with a banned word or pattern, and record the attempt for the admins."""
-    for prompt in prompts:
+    for prompt in dict.fromkeys(prompts):  # --repeat copies are matched once
         rule = config.banned_match(prompt)
         if rule is None:
             continue
