@@ -17,37 +17,17 @@ from typing import TYPE_CHECKING
 import discord
 from PIL import Image
 
-from bot import messages
+from bot import kinds, messages
 from bot.delivery import Delivery
 from bot.images import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
-from bot.store import ImageRow, Job
-from engine.requests import Action, ProgressCallback, RenderError, RenderProgress, RenderRequest
+from bot.kinds import Source
+from bot.rows import ImageRow, Job
+from engine.requests import ProgressCallback, RenderError, RenderProgress, RenderRequest
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
 
 log = logging.getLogger(__name__)
-
-REQUEST_FIELDS = {
-    "prompt",
-    "negative_prompt",
-    "width",
-    "height",
-    "steps",
-    "guidance_scale",
-    "strength",
-    "chaos",
-    "stop",
-    "tile",
-    "safety_check",
-}
-KIND_ACTIONS = {
-    "imagine": Action.IMAGINE,
-    "reroll": Action.IMAGINE,
-    "variation": Action.VARIATION,
-    "upscale": Action.UPSCALE,
-}
-
 
 REDELIVERY_INTERVAL_S = 30.0  # how often deliveries that failed are retried
 ANNOUNCE_WAIT_S = 10.0  # how long a job waits for its "Waiting to start" message to be recorded
@@ -198,19 +178,9 @@ class Scheduler:
             await self.deliver(finished)
 
     async def _request_for(self, job: Job) -> RenderRequest:
-        fields = {k: v for k, v in job.params.items() if k in REQUEST_FIELDS}
-        action = KIND_ACTIONS[job.kind]
-        init_image = None
-        if action is not Action.IMAGINE:
-            init_image = await self._source_image(job)
-        return RenderRequest(
-            action=action,
-            seeds=tuple(job.seeds),
-            model=job.model,
-            init_image=init_image,
-            preview=not fields.get("safety_check"),  # a preview would show what the checker has not seen
-            **fields,
-        )
+        kind = kinds.get(job.kind)
+        init_image = await self._source_image(job) if kind.source is Source.PARENT_TILE else None
+        return job.spec.render.request(action=kind.action, seeds=job.seeds, model=job.model, init_image=init_image)
 
     async def _source_image(self, job: Job) -> Image.Image:
         """The tile a variation or upscale starts from, drawn again if its file is gone."""
@@ -367,4 +337,4 @@ class Scheduler:
         return encode_grid(paths, f"dreamgrid-{job.id}", self._upload_limit(job))
 
     def _upload_limit(self, job: Job) -> int:
-        return int(job.params.get("upload_limit") or DEFAULT_UPLOAD_LIMIT)
+        return job.spec.delivery.upload_limit or DEFAULT_UPLOAD_LIMIT

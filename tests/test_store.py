@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.spec import JobSpec, RenderSpec
 from bot.store import MIGRATIONS_DIR, NewJob, QueueFull, QueueLimits, Store, available_migrations
 
 LIMITS = QueueLimits(max_running_per_user=3, max_queued_per_user=10, max_queue=100)
@@ -19,7 +20,7 @@ def job(user_id: int, prompt: str = "a red circle", **kw) -> NewJob:
         guild_id=1,
         channel_id=2,
         prompt=prompt,
-        params={"steps": 4},
+        spec=JobSpec(render=RenderSpec(prompt=prompt, steps=4)),
         seeds=[1, 2, 3, 4],
         model="m",
         **kw,

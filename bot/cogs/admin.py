@@ -28,10 +28,6 @@ HISTORY_VALUE_CHARS = 60
 MESSAGE_CHARS = 2000
 
 
-def _bot(interaction: discord.Interaction) -> DreamGrid:
-    return interaction.client  # type: ignore[return-value]
-
-
 def _key(name: str) -> Key:
     key = KEYS.get(name.strip().lower())
     if key is None:
