@@ -18,9 +18,11 @@ from bot.errors import UserError
 from bot.images import encode_grid
 from bot.prompt import PARAMETER_NAMES, PromptError, parse_prompt
 from bot.ui import GuardedItem
+from engine import params as render_params
+from engine.params import PARAMETERS
 
 ASPECTS = ("1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16")
-QUALITIES = {".25": 0.25, ".5": 0.5, "1": 1.0, "2": 2.0}
+QUALITIES = {render_params.quality_text(q): q for q in render_params.QUALITY_VALUES}
 STYLIZE_LEVELS = {"low (50)": 50, "medium (100)": 100, "high (250)": 250, "very high (750)": 750}
 OPTION_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 MAX_OPTIONS = 25
@@ -250,14 +252,24 @@ class Account(commands.Cog):
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
 
-HELP_TEXT = """\
+def _parameters_line() -> str:
+    """`--ar W:H` (`--aspect`) · `--seed N` · …, from the one table of parameters."""
+    parts = []
+    for parameter in PARAMETERS:
+        aliases = "".join(f" (`--{alias}`)" for alias in parameter.aliases)
+        low_high = (
+            f" {parameter.bounds[0]}–{parameter.bounds[1]}" if parameter.bounds and parameter.bounds[1] <= 1000 else ""
+        )
+        parts.append(f"`{parameter.usage}`{low_high}{aliases}")
+    return " · ".join(parts)
+
+
+HELP_TEXT = f"""\
 **/imagine** `a lighthouse at dusk --ar 3:2` draws four images.
 Under the grid: **U1–U4** show one image on its own (then Vary or Upscale it), \
 **V1–V4** draw variations of one, **🔄** draws the prompt again with new seeds.
 
-**Parameters**: `--ar W:H` aspect · `--seed N` · `--no text, people` · `--chaos 0–100` · \
-`--stylize 0–1000` (`--s`) · `--quality .25/.5/1/2` (`--q`) · `--stop 10–100` · `--tile` · \
-`--repeat N` (`--r`) · `--model NAME` · `{red, blue} bird` for one job per choice.
+**Parameters**: {_parameters_line()} · `{{red, blue}} bird` for one job per choice.
 
 **Yours**: /settings (defaults, Remix) · /prefer suffix · /prefer option set · /info · /show JOB · /cancel JOB
 """
