@@ -218,7 +218,7 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, build: JobBui
     for job in accepted:
         position = positions.get(job.id, 0)
         content = messages.waiting(job, position) if position else messages.progress(job, 0)
-        view = bot.progress_view(job)
+        view = bot.views.progress(job)
         try:
             if not interaction.response.is_done():
                 response = await interaction.response.send_message(content, **_view_kwargs(view))

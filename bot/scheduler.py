@@ -12,7 +12,8 @@ import dataclasses
 import io
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import discord
 from PIL import Image
@@ -22,10 +23,9 @@ from bot.delivery import Delivery
 from bot.images import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
 from bot.kinds import Source
 from bot.rows import ImageRow, Job
-from engine.requests import ProgressCallback, RenderError, RenderProgress, RenderRequest
-
-if TYPE_CHECKING:
-    from bot.client import DreamGrid
+from bot.settings import Settings
+from bot.store import Store
+from engine.requests import Engine, ProgressCallback, RenderError, RenderProgress, RenderRequest
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,23 @@ ANNOUNCE_WAIT_S = 10.0  # how long a job waits for its "Waiting to start" messag
 PROGRESS_SETTLE_S = 10.0  # how long the final edit waits for a progress edit already sent
 
 
+@dataclass(slots=True)
+class JobViews:
+    """The buttons under a job's message; the cogs that own the buttons install the builders."""
+
+    progress: Callable[[Job], discord.ui.View | None] = lambda job: None  # Cancel, while waiting or running
+    result: Callable[[Job], discord.ui.View | None] = lambda job: None  # U/V/🔄 under a finished grid
+
+
 class Scheduler:
-    def __init__(self, bot: DreamGrid) -> None:
-        self.bot = bot
-        self.store = bot.store
-        self.settings = bot.settings
-        self.delivery = Delivery(bot)
+    def __init__(
+        self, *, store: Store, engine: Engine, settings: Settings, delivery: Delivery, views: JobViews
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.settings = settings
+        self.delivery = delivery
+        self.views = views
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -151,7 +162,7 @@ class Scheduler:
         try:
             async with asyncio.timeout(self.settings.job_timeout_s):
                 request = await self._request_for(job)
-                result = await self.bot.engine.render(request, progress=self._progress_reporter(job))
+                result = await self.engine.render(request, progress=self._progress_reporter(job))
             images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds, result.flagged)
             finished = await self.store.finish(job.id, images, result.elapsed_s)
         except asyncio.CancelledError:
@@ -198,7 +209,7 @@ class Scheduler:
         # Same request, same seeds, same batch: the same pixels as the lost file.
         log.info("job %s: the images of job %s are gone; drawing them again", job.id, parent.id)
         request = dataclasses.replace(await self._request_for(parent), preview=False)
-        result = await self.bot.engine.render(request)
+        result = await self.engine.render(request)
         rows = await asyncio.to_thread(self._save_images, parent, result.images, result.seeds)
         await self.store.save_images(rows)
         return result.images[job.parent_index - 1]
@@ -245,7 +256,7 @@ class Scheduler:
                 data = await asyncio.to_thread(preview_bytes, event.preview)
                 file = discord.File(io.BytesIO(data), filename="preview.jpg")
             await self.delivery.update(
-                job, content=messages.progress(job, event.fraction), file=file, view=self.bot.progress_view(job)
+                job, content=messages.progress(job, event.fraction), file=file, view=self.views.progress(job)
             )
         except Exception:
             log.warning("job %s: progress update failed", job.id, exc_info=True)
@@ -303,7 +314,7 @@ class Scheduler:
             filename = messages.spoiler_name(job, rows, filename)
             file = discord.File(io.BytesIO(data), filename=filename)
             embed = messages.result_embed(job, rows, filename)
-            view = self.bot.result_view(job)
+            view = self.views.result(job)
             content = messages.done(job)
         elif job.status == "cancelled":
             content = messages.cancelled(job)

@@ -323,5 +323,5 @@ class Imagine(commands.Cog):
 
 async def setup(bot: DreamGrid) -> None:
     bot.add_dynamic_items(*BUTTONS)
-    bot.result_view = result_view
+    bot.views.result = result_view
     await bot.add_cog(Imagine(bot))

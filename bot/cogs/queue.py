@@ -96,5 +96,5 @@ class Queue(commands.Cog):
 
 async def setup(bot: DreamGrid) -> None:
     bot.add_dynamic_items(CancelButton)
-    bot.progress_view = progress_view
+    bot.views.progress = progress_view
     await bot.add_cog(Queue(bot))
