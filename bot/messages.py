@@ -17,7 +17,8 @@ def _prompt(job: Job) -> str:
 
 def _title(job: Job) -> str:
     tile = f" (image #{job.parent_index})" if job.parent_index else ""
-    return f"{_prompt(job)}{kinds.get(job.kind).label}{tile} - <@{job.user_id}>"
+    kind = kinds.KINDS.get(job.kind)  # a row from a newer version may name a kind this one lacks
+    return f"{_prompt(job)}{kind.label if kind else ''}{tile} - <@{job.user_id}>"
 
 
 def tile(job: Job, index: int) -> str:

@@ -88,8 +88,8 @@ class Queue(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         job = await self.bot.scheduler.cancel(job_id)
         if job is None:
-            job = await self.bot.store.get_job(job_id)
-            await interaction.followup.send(messages.already_finished(job), ephemeral=True)  # type: ignore[arg-type]
+            job = await jobs.job_or_error(self.bot, job_id)
+            await interaction.followup.send(messages.already_finished(job), ephemeral=True)
             return
         await interaction.followup.send(f"Cancelled job {job_id}.", ephemeral=True)
 
