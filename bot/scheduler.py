@@ -267,15 +267,19 @@ class Scheduler:
         """The job as stored, once the cog has recorded its message (or a few seconds passed).
 
         Only jobs queued since this start are being announced; an older one without a message
-        lost it to a crash, and waiting for it would only delay its result.
+        lost its id to a crash, so the message is looked up in the channel instead of waited for.
         """
-        if job.message_id is None and job.id >= self._first_job_this_run:
+        if job.message_id is not None:
+            return job
+        if job.id >= self._first_job_this_run:
             event = self._announced.setdefault(job.id, asyncio.Event())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(ANNOUNCE_WAIT_S):
                     await event.wait()
-            job = await self.store.get_job(job.id) or job
-        return job
+        elif (message_id := await self.delivery.find_announcement(job)) is not None:
+            log.info("job %s: found the message a crash kept from being recorded", job.id)
+            await self.store.set_message(job.id, message_id)
+        return await self.store.get_job(job.id) or job
 
     # -- telling the member -------------------------------------------------------------
 
