@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot.errors import on_app_command_error
 from bot.guild_config import GuildConfigs
+from bot.retention import ImageRetention, RetentionPolicy
 from bot.scheduler import Scheduler
 from bot.settings import Settings
 from bot.store import Job, Store
@@ -39,6 +40,8 @@ class DreamGrid(commands.Bot):
         self.guild_configs = GuildConfigs(store, settings)  # /config values, cached per server
         self.run_jobs = run_jobs
         self.scheduler = Scheduler(self)
+        # Deletes old images by IMAGE_RETENTION_DAYS / IMAGE_STORE_MAX_GB; job rows stay, so they can be redrawn.
+        self.retention = ImageRetention(store, settings.data_dir, RetentionPolicy.from_settings(settings))
         # The buttons under a finished job; bot.cogs.imagine, which owns them, installs the builder.
         self.result_view: Callable[[Job], discord.ui.View | None] = lambda job: None
         # The Cancel button under a waiting or running job; bot.cogs.queue installs the builder.
@@ -58,8 +61,10 @@ class DreamGrid(commands.Bot):
                 # Commands registered earlier keep working; a later start or `dreamgrid sync` retries.
                 log.exception("could not register the slash commands with Discord")
             await self.scheduler.start()
+            self.retention.start()
 
     async def close(self) -> None:
+        await self.retention.stop()
         await self.scheduler.stop()
         await super().close()
 

@@ -174,6 +174,8 @@ class Scheduler:
                 result = await self.bot.engine.render(request, progress=self._progress_reporter(job))
             images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds, result.flagged)
             finished = await self.store.finish(job.id, images, result.elapsed_s)
+            if finished is not None:
+                self.bot.retention.saved(row.path for row in images)
         except asyncio.CancelledError:
             if self._closing:
                 await asyncio.shield(self.store.requeue(job.id))

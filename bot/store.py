@@ -536,6 +536,34 @@ class Store:
         )
         return UserStats(**dict(row))
 
+    # -- image retention ------------------------------------------------------------------
+
+    async def finished_jobs(self, job_ids: Sequence[int]) -> set[int]:
+        """Those of `job_ids` that are done, failed or cancelled: rows that will not change again."""
+        rows = await self._all(
+            "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+            " AND status IN ('done', 'failed', 'cancelled')",
+            (json.dumps(list(job_ids)),),
+        )
+        return {r["id"] for r in rows}
+
+    async def files_in_use(self) -> set[str]:
+        """Paths (relative to DATA_DIR) that a queued or running job reads or writes: never pruned.
+
+        Any table that attaches a file to a job belongs in this union, so that a file row of an
+        unfinished job is protected whichever table it lives in. A running job's own files may be
+        on disk before its rows are; the pruner also skips every job that is not finished.
+        """
+        rows = await self._all(
+            """
+            WITH unfinished AS (SELECT id, parent_id FROM jobs WHERE status IN ('queued', 'running'))
+            SELECT path FROM images WHERE job_id IN (SELECT id FROM unfinished)
+            UNION  -- the tiles a variation or upscale starts from
+            SELECT path FROM images WHERE job_id IN (SELECT parent_id FROM unfinished WHERE parent_id IS NOT NULL)
+            """
+        )
+        return {r["path"] for r in rows}
+
     # -- server settings (/config) and moderation ----------------------------------------
 
     async def guild_settings(self, guild_id: int) -> dict[str, Any]:
