@@ -2,8 +2,8 @@
 
 Deleting an image loses nothing a member can't get back: the job's row keeps its request and
 seeds, and U, V, ✉️ and /show draw a job whose files are gone again (same seeds, same pixels).
-So any file of a finished job may go, oldest first; never a file that a queued or running job
-reads or writes. The walking and deleting happen in a thread, off the event loop.
+So any file of a finished job whose result was shown may go, oldest first; never a file that a
+queued or running job reads or writes. The walking and deleting happen in a thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def _size_of(data_dir: Path, paths: Iterable[str]) -> int:
 
 
 def choose(
-    files: list[StoredFile], finished: set[int], in_use: set[str], policy: RetentionPolicy, now: float
+    files: list[StoredFile], settled: set[int], in_use: set[str], policy: RetentionPolicy, now: float
 ) -> list[tuple[int, list[StoredFile]]]:
     """The jobs whose files go, oldest first: past the age limit, then as many as the budget needs.
 
@@ -166,7 +166,7 @@ def choose(
     """
     by_job: dict[int, list[StoredFile]] = {}
     for file in files:
-        if file.job_id in finished and file.path not in in_use:
+        if file.job_id in settled and file.path not in in_use:
             by_job.setdefault(file.job_id, []).append(file)
     oldest_first = sorted(by_job.items(), key=lambda item: (max(f.mtime for f in item[1]), item[0]))
     cutoff = None if policy.max_age_days is None else now - policy.max_age_days * 86400
@@ -189,14 +189,14 @@ async def prune(
 ) -> PruneReport:
     """Delete (or, with `dry_run`, only list) what `policy` says should go. Job rows are kept.
 
-    What counts as finished and in use is read once, before deleting: a finished job never runs
+    What counts as settled and in use is read once, before deleting: a finished job never runs
     again, and a variation queued on a job a moment after that read draws its source again.
     """
     files = await asyncio.to_thread(scan, data_dir)
     job_ids = {f.job_id for f in files if f.job_id is not None}
-    finished = await store.finished_jobs(sorted(job_ids)) if job_ids else set()
+    settled = await store.settled_jobs(sorted(job_ids)) if job_ids else set()
     in_use = await store.files_in_use()
-    chosen = choose(files, finished, in_use, policy, time.time() if now is None else now)
+    chosen = choose(files, settled, in_use, policy, time.time() if now is None else now)
     doomed = [f for _, job_files in chosen for f in job_files]
     if doomed and not dry_run:
         await asyncio.to_thread(_delete, data_dir, doomed)

@@ -538,26 +538,32 @@ class Store:
 
     # -- image retention ------------------------------------------------------------------
 
-    async def finished_jobs(self, job_ids: Sequence[int]) -> set[int]:
-        """Those of `job_ids` that are done, failed or cancelled: rows that will not change again."""
+    async def settled_jobs(self, job_ids: Sequence[int]) -> set[int]:
+        """Those of `job_ids` that finished and whose member has been shown the result.
+
+        Only their files may be pruned: a finished job never runs again, and a result waiting
+        to be delivered still needs its files to be uploaded.
+        """
         rows = await self._all(
             "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
-            " AND status IN ('done', 'failed', 'cancelled')",
+            " AND status IN ('done', 'failed', 'cancelled') AND delivered_at IS NOT NULL",
             (json.dumps(list(job_ids)),),
         )
         return {r["id"] for r in rows}
 
     async def files_in_use(self) -> set[str]:
-        """Paths (relative to DATA_DIR) that a queued or running job reads or writes: never pruned.
+        """Paths (relative to DATA_DIR) that a queued or running job reads or writes, or whose
+        result is still to be shown: never pruned.
 
         Any table that attaches a file to a job belongs in this union, so that a file row of an
         unfinished job is protected whichever table it lives in. A running job's own files may be
-        on disk before its rows are; the pruner also skips every job that is not finished.
+        on disk before its rows are, so the pruner also keeps to settled_jobs().
         """
         rows = await self._all(
             """
-            WITH unfinished AS (SELECT id, parent_id FROM jobs WHERE status IN ('queued', 'running'))
-            SELECT path FROM images WHERE job_id IN (SELECT id FROM unfinished)
+            WITH unfinished AS (SELECT id, parent_id FROM jobs WHERE status IN ('queued', 'running')),
+            unsettled AS (SELECT id FROM unfinished UNION SELECT id FROM jobs WHERE delivered_at IS NULL)
+            SELECT path FROM images WHERE job_id IN (SELECT id FROM unsettled)
             UNION  -- the tiles a variation or upscale starts from
             SELECT path FROM images WHERE job_id IN (SELECT parent_id FROM unfinished WHERE parent_id IS NOT NULL)
             """

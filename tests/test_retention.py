@@ -53,11 +53,13 @@ def write_files(data_dir: Path, job_id: int, *, age_days: float, size: int = 100
     return rows
 
 
-async def done_job(store: Store, data_dir: Path, *, age_days: float, parent_id: int | None = None) -> int:
-    job = await store.enqueue(new_job(parent_id), LIMITS)
+async def done_job(store: Store, data_dir: Path, *, age_days: float, delivered: bool = True) -> int:
+    job = await store.enqueue(new_job(), LIMITS)
     running = await store.claim_next(100)
     assert running.id == job.id
     await store.finish(job.id, write_files(data_dir, job.id, age_days=age_days), gpu_seconds=0.1)
+    if delivered:
+        await store.mark_delivered(job.id, 2, 1000 + job.id)
     return job.id
 
 
@@ -68,6 +70,8 @@ def kept(data_dir: Path, job_id: int) -> bool:
 async def test_the_budget_deletes_the_oldest_finished_jobs_and_never_those_in_use(store: Store, tmp_path: Path):
     # ten finished jobs of 4 KB each, job 1 the oldest
     done = [await done_job(store, tmp_path, age_days=20 - n) for n in range(10)]
+    # a finished job whose result Discord has not taken yet (its files are about to be uploaded)
+    undelivered = await done_job(store, tmp_path, age_days=30, delivered=False)
     # a queued variation of job 1 will read its tiles; a running job is writing its files (no rows yet)
     await store.enqueue(new_job(parent_id=done[0], kind="variation"), LIMITS)
     running = await store.enqueue(new_job(), LIMITS)
@@ -77,7 +81,7 @@ async def test_the_budget_deletes_the_oldest_finished_jobs_and_never_those_in_us
     write_files(tmp_path, 999, age_days=30)
     (tmp_path / "images" / "notes.txt").write_text("x" * 1000)
 
-    policy = RetentionPolicy(max_bytes=30_000)  # 49 KB stored
+    policy = RetentionPolicy(max_bytes=30_000)  # 53 KB stored
     dry = await prune(store, tmp_path, policy, dry_run=True)
     assert dry.dry_run and dry.jobs and all(kept(tmp_path, job_id) for job_id in done)
 
@@ -85,10 +89,11 @@ async def test_the_budget_deletes_the_oldest_finished_jobs_and_never_those_in_us
     assert report.jobs == dry.jobs
     # under 90 % of the budget; the oldest jobs went, skipping job 1 (a queued job's source)
     assert report.bytes_after <= 27_000 and report.freed_bytes == report.bytes_before - report.bytes_after
-    assert report.jobs == tuple(done[1:7])
+    assert report.jobs == tuple(done[1:8])
     assert (await storage_usage(tmp_path)).image_bytes == report.bytes_after
-    assert [kept(tmp_path, job_id) for job_id in done] == [True] + [False] * 6 + [True] * 3
-    assert kept(tmp_path, running.id) and kept(tmp_path, 999) and (tmp_path / "images" / "notes.txt").exists()
+    assert [kept(tmp_path, job_id) for job_id in done] == [True] + [False] * 7 + [True] * 2
+    assert kept(tmp_path, running.id) and kept(tmp_path, undelivered) and kept(tmp_path, 999)
+    assert (tmp_path / "images" / "notes.txt").exists()
     assert not (tmp_path / "images" / str(done[1])).exists()  # no empty folders left behind
     # the jobs are all still there, with the request and seeds to draw them again
     for job_id in done:
@@ -105,6 +110,7 @@ async def test_the_age_limit_deletes_older_images_only(store: Store, tmp_path: P
     cancelled = await store.enqueue(new_job(), LIMITS)
     write_files(tmp_path, cancelled.id, age_days=40, tiles=1)  # a partial result left by a cancel
     await store.cancel(cancelled.id)
+    await store.mark_delivered(cancelled.id, 2, 3)
 
     usage = await storage_usage(tmp_path)
     assert usage.image_files == 9 and usage.oldest_image.timestamp() == pytest.approx(NOW - 40 * DAY)
