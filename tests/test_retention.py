@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from bot.backup import backup_database, integrity_problems
-from bot.retention import RetentionPolicy, prune, storage_usage
+from bot.retention import ImageRetention, RetentionPolicy, prune, storage_usage
 from bot.store import ImageRow, NewJob, QueueLimits, Store
+from tests.harness import eventually
 
 LIMITS = QueueLimits(max_running_per_user=100, max_queued_per_user=1000, max_queue=1000)
 DAY = 86400.0
@@ -153,3 +154,19 @@ async def test_a_backup_taken_while_jobs_are_written_is_consistent(store: Store,
             ).fetchone()[0]
         assert 0 < jobs <= written and incomplete == 0
         assert not copy.with_name(copy.name + "-wal").exists()  # one self-contained file
+
+
+async def test_the_bots_sweep_applies_the_age_limit_at_start_and_stops_cleanly(store: Store, tmp_path: Path):
+    old, recent = await done_job(store, tmp_path, age_days=10), await done_job(store, tmp_path, age_days=1)
+    ImageRetention(store, tmp_path, RetentionPolicy()).start()  # nothing set: no task at all
+
+    retention = ImageRetention(store, tmp_path, RetentionPolicy(max_age_days=7))
+    retention.start()
+
+    async def old_images_gone() -> bool:
+        return not (tmp_path / "images" / str(old)).exists()
+
+    await eventually(old_images_gone, bool)
+    await retention.stop()
+    assert kept(tmp_path, recent)
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "dreamgrid-image-retention"]
