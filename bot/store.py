@@ -561,11 +561,12 @@ class Store:
         """
         rows = await self._all(
             """
-            WITH unfinished AS (SELECT id, parent_id FROM jobs WHERE status IN ('queued', 'running')),
-            unsettled AS (SELECT id FROM unfinished UNION SELECT id FROM jobs WHERE delivered_at IS NULL)
-            SELECT path FROM images WHERE job_id IN (SELECT id FROM unsettled)
-            UNION  -- the tiles a variation or upscale starts from
-            SELECT path FROM images WHERE job_id IN (SELECT parent_id FROM unfinished WHERE parent_id IS NOT NULL)
+            -- queued, running, or finished with the result not yet shown
+            SELECT path FROM images WHERE job_id IN (SELECT id FROM jobs WHERE delivered_at IS NULL)
+            UNION  -- the tiles a queued or running variation or upscale starts from
+            SELECT path FROM images WHERE job_id IN (
+                SELECT parent_id FROM jobs WHERE status IN ('queued', 'running') AND parent_id IS NOT NULL
+            )
             """
         )
         return {r["path"] for r in rows}
