@@ -6,16 +6,17 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 
 import discord
 from discord.ext import commands
 
+from bot.delivery import Delivery
 from bot.errors import on_app_command_error
 from bot.guild_config import GuildConfigs
-from bot.scheduler import Scheduler
+from bot.retention import ImageRetention, RetentionPolicy
+from bot.scheduler import JobViews, Scheduler
 from bot.settings import Settings
-from bot.store import Job, Store
+from bot.store import Store
 from engine.requests import Engine
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,18 @@ class DreamGrid(commands.Bot):
         # Work after an acknowledgement (database, "Waiting to start") takes turns, a few at a time, so a
         # burst of commands can't crowd out the next ones' acknowledgements on the event loop.
         self.admission = asyncio.Semaphore(ADMISSIONS_AT_ONCE)
-        self.scheduler = Scheduler(self)
-        # The buttons under a finished job; bot.cogs.imagine, which owns them, installs the builder.
-        self.result_view: Callable[[Job], discord.ui.View | None] = lambda job: None
-        # The Cancel button under a waiting or running job; bot.cogs.queue installs the builder.
-        self.progress_view: Callable[[Job], discord.ui.View | None] = lambda job: None
+        # Deletes old images by IMAGE_RETENTION_DAYS / IMAGE_STORE_MAX_GB; job rows stay, so they can be redrawn.
+        self.retention = ImageRetention(store, settings.data_dir, RetentionPolicy.from_settings(settings))
+        # The buttons under a job's message: bot.cogs.imagine and bot.cogs.queue install the builders.
+        self.views = JobViews()
+        self.scheduler = Scheduler(
+            store=store,
+            engine=engine,
+            settings=settings,
+            delivery=Delivery(self),
+            views=self.views,
+            retention=self.retention,
+        )
 
     async def setup_hook(self) -> None:
         self.tree.on_error = on_app_command_error
@@ -63,8 +71,10 @@ class DreamGrid(commands.Bot):
                 # Commands registered earlier keep working; a later start or `dreamgrid sync` retries.
                 log.exception("could not register the slash commands with Discord")
             await self.scheduler.start()
+            self.retention.start()
 
     async def close(self) -> None:
+        await self.retention.stop()
         await self.scheduler.stop()
         await super().close()
 

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import discord
 
-from bot.store import ImageRow, Job
+from bot import kinds
+from bot.rows import ImageRow, Job
 
 MESSAGE_CHARS = 2000  # Discord refuses longer content with a 400, leaving the old message in place
 PROMPT_PREVIEW_CHARS = 900  # the most of a prompt a status line shows
 ERROR_CHARS = 400  # an engine's error, as much as a member needs to read
-
-KIND_LABELS = {
-    "imagine": "",
-    "reroll": " (reroll)",
-    "variation": " - Variations",
-    "upscale": " - Upscaled",
-}
 
 
 def _preview(prompt: str, limit: int) -> str:
@@ -36,7 +30,8 @@ def _line(job: Job, status: str) -> str:
     what gets shortened to make room.
     """
     tile = f" (image #{job.parent_index})" if job.parent_index else ""
-    tail = f"{KIND_LABELS.get(job.kind, '')}{tile} - <@{job.user_id}>{status}"
+    kind = kinds.KINDS.get(job.kind)  # a row from a newer version may name a kind this one lacks
+    tail = f"{kind.label if kind else ''}{tile} - <@{job.user_id}>{status}"
     room = MESSAGE_CHARS - len(tail) - 4  # the ** around the prompt
     return f"{_preview(job.prompt, min(room, PROMPT_PREVIEW_CHARS))}{tail}"
 
@@ -83,7 +78,7 @@ def cancelled(job: Job) -> str:
 
 def spoiler_name(job: Job, images: list[ImageRow], filename: str) -> str:
     """`SPOILER_` + filename when the safety checker flagged an image (Discord blurs it until clicked)."""
-    if any(i.flagged for i in images) and job.params.get("spoiler_flagged", True):
+    if any(i.flagged for i in images) and job.spec.delivery.spoiler_flagged:
         return f"SPOILER_{filename}"
     return filename
 
@@ -112,16 +107,16 @@ def shows_final_state(job: Job, content: str, embed_footers: list[str]) -> bool:
 
 
 def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Embed:
-    params = job.params
+    render = job.spec.render
     embed = discord.Embed(
         description=job.prompt[:4000] if len(job.prompt) <= 4000 else job.prompt[:3999] + "…",
         colour=discord.Colour.blurple(),
     )
     seeds = ", ".join(str(i.seed) for i in images) or ", ".join(map(str, job.seeds))
-    width, height = (images[0].width, images[0].height) if images else (params.get("width"), params.get("height"))
+    width, height = (images[0].width, images[0].height) if images else (render.width, render.height)
     embed.add_field(name="Seeds", value=seeds, inline=False)
     embed.add_field(name="Size", value=f"{width}×{height}")
-    embed.add_field(name="Steps", value=str(params.get("steps", "?")))
+    embed.add_field(name="Steps", value=str(render.steps))
     embed.add_field(name="Model", value=job.model[:1000])
     embed.add_field(name="Job", value=str(job.id))
     if job.parent_id:

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # New jobs are refused while DATA_DIR's disk has less free space than this (MiB).
     min_free_disk_mb: int = Field(default=512, ge=0)
+    # Images older than this many days are deleted; their jobs are drawn again when asked for. None: kept.
+    image_retention_days: int | None = Field(default=None, ge=1)
+    # The images folder is kept under this many GB (10^9 bytes), oldest images deleted first. None: no limit.
+    image_store_max_gb: float | None = Field(default=None, gt=0)
     # Load the model's safety checker, so servers can turn on /config safety_checker.
     safety_checker: bool = False
 
