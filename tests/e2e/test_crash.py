@@ -133,7 +133,7 @@ async def test_a_result_posted_after_the_token_expired_is_not_posted_twice(fake_
 async def test_a_message_whose_id_a_crash_lost_still_shows_the_result(fake_discord: FakeDiscord, tmp_path: Path):
     async with running_bot(fake_discord, tmp_path, engine=FakeEngine(models=["fake"], step_delay_s=1.0)) as bot:
         ix = await fake_discord.slash("imagine", prompt="announced, then the bot died")
-        await ix.ack()
+        await ix.wait_for_answer()
         await _until_message_recorded(bot, 1)
         # As if the bot died between Discord taking "Waiting to start" and the row recording it.
         await bot.store._write("UPDATE jobs SET message_id = NULL WHERE id = 1")
