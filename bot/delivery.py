@@ -182,7 +182,9 @@ class Delivery:
             return None
         cancel_id = f"dg:cancel:{job.id}"
         channel = self.client.get_partial_messageable(job.channel_id)
-        after = discord.Object(discord.utils.time_snowflake(created - timedelta(seconds=5)))
+        # The message is the /imagine's deferral, made before the row: under a burst the admission
+        # queue can hold the row back for a while, so look from well before it.
+        after = discord.Object(discord.utils.time_snowflake(created - ANNOUNCE_LOOKBACK))
         try:
             async for message in channel.history(limit=HISTORY_SCAN, after=after, oldest_first=True):
                 if message.author.id == self.client.user.id and cancel_id in _custom_ids(message):
@@ -216,6 +218,7 @@ class Delivery:
 
 
 HISTORY_SCAN = 100  # messages after the job finished to look through for its result
+ANNOUNCE_LOOKBACK = timedelta(minutes=2)  # how long before its row a job's message may have been made
 
 
 def _custom_ids(message: discord.Message) -> set[str]:

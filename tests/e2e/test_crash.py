@@ -130,13 +130,21 @@ async def test_a_result_posted_after_the_token_expired_is_not_posted_twice(fake_
     assert pings(fake_discord) == {fake_discord.alice.id: 1}
 
 
-async def test_a_message_whose_id_a_crash_lost_still_shows_the_result(fake_discord: FakeDiscord, tmp_path: Path):
+@pytest.mark.parametrize("queued_after_s", [0, 60])
+async def test_a_message_whose_id_a_crash_lost_still_shows_the_result(
+    fake_discord: FakeDiscord, tmp_path: Path, queued_after_s: int
+):
     async with running_bot(fake_discord, tmp_path, engine=FakeEngine(models=["fake"], step_delay_s=1.0)) as bot:
         ix = await fake_discord.slash("imagine", prompt="announced, then the bot died")
         await ix.wait_for_answer()
         await _until_message_recorded(bot, 1)
-        # As if the bot died between Discord taking "Waiting to start" and the row recording it.
-        await bot.store._write("UPDATE jobs SET message_id = NULL WHERE id = 1")
+        # As if the bot died between Discord taking "Waiting to start" and the row recording it;
+        # with queued_after_s, a burst had kept the row waiting that long after the deferral.
+        await bot.store._write(
+            "UPDATE jobs SET message_id = NULL,"
+            " created_at = strftime('%Y-%m-%dT%H:%M:%fZ', created_at, ? || ' seconds') WHERE id = 1",
+            (f"+{queued_after_s}",),
+        )
     async with running_bot(fake_discord, tmp_path, engine=FakeEngine(models=["fake"], step_delay_s=0.01)) as bot:
         job = await _until_delivered(bot, 1)
         assert job.message_id == ix.original.id
