@@ -39,6 +39,8 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import NamedTuple
 
+from engine.params import MAX_ASPECT  # the ratio lies between 1:MAX_ASPECT and MAX_ASPECT:1
+
 MAX_PROMPT_CHARS = 1500
 MAX_JOBS = 40
 MAX_NESTING = 8  # levels of {braces}
@@ -47,7 +49,6 @@ CHAOS_RANGE = (0, 100)
 STYLIZE_RANGE = (0, 1000)
 STOP_RANGE = (10, 100)
 REPEAT_RANGE = (1, 40)
-MAX_ASPECT = 4  # the ratio lies between 1:MAX_ASPECT and MAX_ASPECT:1
 QUALITIES = (0.25, 0.5, 1.0, 2.0)
 
 # Every spelling, lower case, to the parameter it means.

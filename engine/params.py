@@ -31,6 +31,7 @@ STOP_MIN, STOP_MAX, STOP_DEFAULT = 10, 100, 100
 QUALITY_VALUES = (0.25, 0.5, 1.0, 2.0)
 QUALITY_DEFAULT = 1.0
 BASE_STEPS = 20  # steps at --q 1
+MAX_ASPECT = 4  # --ar lies between 1:MAX_ASPECT and MAX_ASPECT:1
 MAX_STEPS = 150
 
 # img2img strengths (0 keeps the source, 1 ignores it). Measured on the tiny model: mean abs pixel
@@ -58,6 +59,26 @@ def size_for_aspect(w: int, h: int, budget_pixels: int, multiple: int = 64) -> t
     width = math.sqrt(budget_pixels * w / h)
     height = math.sqrt(budget_pixels * h / w)
     return max(multiple, round(width / multiple) * multiple), max(multiple, round(height / multiple) * multiple)
+
+
+def tile_size(w: int, h: int, native: int) -> tuple[int, int]:
+    """The tile size for `--ar w:h` on a model trained at `native` px: its area, sides in steps of native/8."""
+    return size_for_aspect(w, h, native * native, max(8, native // 8))
+
+
+def aspect_buckets(native: int, max_aspect: int = MAX_ASPECT) -> list[tuple[int, int]]:
+    """Every tile size a member can get from `--ar` (whole numbers up to max_aspect:1), squarest first.
+
+    Many ratios round to one size, so a model has a few dozen at most: the shapes a compiled UNet
+    is warmed up for (engine/optimize.py).
+    """
+    sizes = {
+        tile_size(w, h, native)
+        for w in range(1, 16 * max_aspect + 1)
+        for h in range(1, 16 * max_aspect + 1)
+        if w <= max_aspect * h and h <= max_aspect * w
+    }
+    return sorted(sizes, key=lambda s: (max(s) / min(s), -s[0]))
 
 
 def steps_for_quality(q: float, base: int = BASE_STEPS) -> int:
