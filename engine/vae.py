@@ -3,8 +3,8 @@ large images), made as diffusers' pipelines make theirs.
 
 - `force_upcast`: SDXL's VAE overflows in float16 (black or NaN images), so its config asks for
   float32. diffusers' SDXL pipelines upcast around their decode; every decode of ours must too.
-- Tiling: a big upscale decoded in one piece needs memory that grows with its area. Images larger
-  than `TILE_ABOVE` times the VAE's own tile go through diffusers' tiled encode/decode, so memory
+- Tiling: a big upscale decoded in one piece needs memory that grows with its area. Images with
+  more than `TILE_ABOVE` times a tile's pixels go through diffusers' tiled encode/decode, so memory
   stays bounded by one tile. Smaller images (every grid) are never tiled: tiling costs time and
   blends seams. `prepare_pipeline` (engine/optimize.py) decides whether a VAE may tile at all.
 """
