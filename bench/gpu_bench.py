@@ -5,7 +5,8 @@
     python -m bench.gpu_bench --device cpu --smoke   # tiny shapes, 2 steps: the code path, not a timing
 
 Both pipelines are built from config with random weights (no download): random weights cost exactly
-what trained ones do; the pictures are noise. One run takes under 5 minutes on an H100.
+what trained ones do; the pictures are noise. One run is sized for under 5 minutes on an H100 (an
+estimate until it is first run on one).
 
 For each model it renders a 4-tile grid (25 steps, classifier-free guidance) with:
 - plain diffusers in half precision (its defaults, SDPA included): four single calls, then one batched call;
