@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # Load the model's safety checker, so servers can turn on /config safety_checker.
     safety_checker: bool = False
+    # A local IP-Adapter folder (weights + image_encoder/) for MODEL: image prompts use it when set,
+    # image-to-image otherwise. IP_ADAPTER_WEIGHT names the weights file when the folder has several.
+    ip_adapter: Path | None = None
+    ip_adapter_weight: str | None = None
 
     steps: int = Field(default=20, ge=1, le=150)
     max_steps: int = Field(default=50, ge=1, le=150)

@@ -12,6 +12,7 @@
 | `--no a, b`          | text                 | `negative_prompt`                                                  |
 | Vary Strong / Subtle | —                    | img2img `strength` 0.75 / 0.4                                      |
 | Upscale Subtle/Creat.| —                    | 2x Lanczos, then img2img `strength` 0.1 / 0.2 ("hires fix")        |
+| `--iw W` (image)     | 0–3 (1)              | IP-Adapter scale 0.5·W; without one, img2img `strength` 1 − 0.25·W |
 
 Stylize: higher values mean "more artistic, less literal" in Midjourney, which is lower classifier-free
 guidance. Chaos: a tile with chaos C gets a 2x2 random field, upsampled, added to its starting noise
@@ -41,6 +42,9 @@ VARY_SUBTLE = 0.4
 # it redraws the subject smaller; 0.1 keeps the picture (mean abs change 11/255 vs 23 to another tile).
 UPSCALE_SUBTLE = 0.1  # sharpens, keeps the picture, like Midjourney's Upscale (Subtle)
 UPSCALE_CREATIVE = 0.2  # redraws detail and may drift from the source
+
+# --iw: how strongly an image prompt steers the result (Midjourney's range and default).
+IMAGE_WEIGHT_MIN, IMAGE_WEIGHT_MAX, IMAGE_WEIGHT_DEFAULT = 0.0, 3.0, 1.0
 
 # Guidance at the knots of the stylize mapping.
 _STYLIZE_KNOTS = ((0, 12.0), (100, 7.5), (1000, 3.0))
@@ -102,3 +106,24 @@ def parse_aspect(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise ValueError(f"--ar must look like 3:2 with whole numbers, got {text!r}")
     return int(parts[0]), int(parts[1])
+
+
+def _check_image_weight(iw: float) -> None:
+    if not IMAGE_WEIGHT_MIN <= iw <= IMAGE_WEIGHT_MAX:
+        raise ValueError(f"--iw must be between {IMAGE_WEIGHT_MIN:g} and {IMAGE_WEIGHT_MAX:g}, got {iw:g}")
+
+
+def ip_adapter_scale(iw: float) -> float:
+    """IP-Adapter's scale for `--iw`: 0.5 at the default 1 (the balance diffusers' docs suggest), 1.5 at 3."""
+    _check_image_weight(iw)
+    return 0.5 * iw
+
+
+def image_prompt_strength(iw: float) -> float:
+    """Image-to-image strength for `--iw` when no IP-Adapter is installed.
+
+    1 at --iw 0 (the picture is all noise: text alone), 0.75 at the default 1 (Vary Strong: the
+    picture's layout and colours, redrawn), 0.25 at 3 (close to the picture).
+    """
+    _check_image_weight(iw)
+    return 1.0 - 0.25 * iw
