@@ -71,8 +71,9 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _name(filename: str) -> str:
-    return f"`{discord.utils.escape_markdown(filename[:80])}`"
+def shown_name(filename: str) -> str:
+    """A member's filename as a code span: nothing in it can format the line or break out."""
+    return "`" + filename.replace("`", "'")[:80] + "`"
 
 
 # -- decoding (pure; runs in a thread) -----------------------------------------------------------
@@ -88,7 +89,7 @@ def decode_picture(data: bytes, filename: str) -> Image.Image:
                 width, height = image.size
                 if width * height > MAX_INPUT_PIXELS:
                     raise UserError(
-                        f"{_name(filename)} is {width}×{height} pixels; pictures may have at most "
+                        f"{shown_name(filename)} is {width}×{height} pixels; pictures may have at most "
                         f"{MAX_INPUT_PIXELS // 1_000_000} megapixels."
                     )
                 image.seek(0)  # an animation's first frame
@@ -99,14 +100,14 @@ def decode_picture(data: bytes, filename: str) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(
-            f"{_name(filename)} is too large to decode; pictures may have at most "
+            f"{shown_name(filename)} is too large to decode; pictures may have at most "
             f"{MAX_INPUT_PIXELS // 1_000_000} megapixels."
         ) from None
     except UnidentifiedImageError:
-        raise UserError(f"{_name(filename)} isn't a PNG, JPEG, WebP or GIF picture.") from None
+        raise UserError(f"{shown_name(filename)} isn't a PNG, JPEG, WebP or GIF picture.") from None
     except (OSError, SyntaxError, ValueError, EOFError):
         # Pillow's words for truncated or corrupt data ("image file is truncated", "broken data stream").
-        raise UserError(f"{_name(filename)} is damaged or cut short; try uploading it again.") from None
+        raise UserError(f"{shown_name(filename)} is damaged or cut short; try uploading it again.") from None
 
 
 def _flatten(image: Image.Image) -> Image.Image:
@@ -123,7 +124,9 @@ def fit_to_budget(image: Image.Image, pixel_budget: int, filename: str = "the pi
     """Resize to about `pixel_budget` pixels keeping the aspect, both sides multiples of 8."""
     width, height = image.size
     if max(width, height) > MAX_ASPECT * min(width, height):
-        raise UserError(f"{_name(filename)} is {width}×{height}; pictures may be at most {MAX_ASPECT}:1 wide or tall.")
+        raise UserError(
+            f"{shown_name(filename)} is {width}×{height}; pictures may be at most {MAX_ASPECT}:1 wide or tall."
+        )
     size = size_for_aspect(width, height, pixel_budget, SIZE_MULTIPLE)
     return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
 
@@ -147,21 +150,41 @@ async def read_attachment(
     """Check, download, decode, fit and store a picture Discord handed us."""
     if attachment.size > upload_limit:
         raise UserError(
-            f"{_name(attachment.filename)} is {_size(attachment.size)}; "
+            f"{shown_name(attachment.filename)} is {_size(attachment.size)}; "
             f"pictures may be up to {_size(upload_limit)} here."
         )
     try:
         data = await attachment.read()
     except discord.HTTPException:
         raise UserError(
-            f"I couldn't download {_name(attachment.filename)} from Discord; try uploading it again."
+            f"I couldn't download {shown_name(attachment.filename)} from Discord; try uploading it again."
         ) from None
     if len(data) > upload_limit:  # the CDN sent more than Discord declared
-        raise UserError(f"{_name(attachment.filename)} is larger than the {_size(upload_limit)} allowed here.")
+        raise UserError(f"{shown_name(attachment.filename)} is larger than the {_size(upload_limit)} allowed here.")
     image = await asyncio.to_thread(decode_picture, data, attachment.filename)
     fitted = await asyncio.to_thread(fit_to_budget, image, pixel_budget, attachment.filename)
     path = await asyncio.to_thread(store_input, fitted, data_dir)
     return StoredInput(path, attachment.filename, fitted.width, fitted.height)
+
+
+async def read_for_interaction(
+    interaction: discord.Interaction, attachment: discord.Attachment, *, pixel_budget: int, data_dir: Path
+) -> StoredInput:
+    """`read_attachment` inside a command, with the member told what happens.
+
+    Downloading and decoding may outlast Discord's 3 s, so the interaction is deferred ephemerally
+    first: a refusal then lands in that placeholder, one line only the member sees. On success the
+    placeholder becomes a short note, and the job's own (public) message is the next follow-up.
+    """
+    if not interaction.response.is_done():
+        await interaction.response.defer(ephemeral=True, thinking=True)
+    stored = await read_attachment(
+        attachment, upload_limit=interaction.filesize_limit, pixel_budget=pixel_budget, data_dir=data_dir
+    )
+    await interaction.edit_original_response(
+        content=f"Using your picture {shown_name(stored.name)}, fitted to {stored.width}×{stored.height}."
+    )
+    return stored
 
 
 def image_attachments(message: discord.Message) -> list[discord.Attachment]:
@@ -202,7 +225,7 @@ def attachment_ref(url: str, cdn_hosts: frozenset[str] = DISCORD_CDN_HOSTS) -> t
 
 
 def cdn_hosts_for(api_base: str | None) -> frozenset[str]:
-    """Discord's CDN hosts, plus the host DISCORD_API_BASE points at (a proxy, or the tests' fake)."""
+    """Discord's CDN hosts, plus the API's host (a proxy, or the tests' fake, set by DISCORD_API_BASE)."""
     if not api_base:
         return DISCORD_CDN_HOSTS
     return DISCORD_CDN_HOSTS | {urlsplit(api_base).netloc.lower()}

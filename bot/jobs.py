@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot import messages, policy
 from bot.errors import UserError
+from bot.image_inputs import StoredInput
 from bot.prompt import ParsedPrompt
 from bot.store import Job, NewJob, QueueFull
 from engine import params as render_params
+from engine.requests import ImagePromptMethod
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -56,6 +60,23 @@ def imagine_params(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults
         "stop": parsed.stop or 100,
         "tile": parsed.tile,
     }
+
+
+def image_prompt_params(
+    parsed: ParsedPrompt, picture: StoredInput, *, bot: DreamGrid, model: str, defaults: dict[str, Any]
+) -> dict[str, Any]:
+    """An /imagine steered by a member's picture: its size follows the picture unless `--ar` says otherwise."""
+    if parsed.aspect is None:
+        ratio = Fraction(picture.width, picture.height).limit_denominator(64)
+        parsed = dataclasses.replace(parsed, aspect=(ratio.numerator, ratio.denominator))
+    params = imagine_params(parsed, bot=bot, model=model, defaults=defaults)
+    image_weight = parsed.image_weight if parsed.image_weight is not None else render_params.IMAGE_WEIGHT_DEFAULT
+    method = bot.engine.image_prompt_method(model)
+    if method is ImagePromptMethod.IMAGE_TO_IMAGE:
+        params["steps"] = render_params.img2img_steps(
+            params["steps"], render_params.image_prompt_strength(image_weight)
+        )
+    return {**params, "input": picture.to_record(), "image_weight": image_weight, "image_prompt_method": method.value}
 
 
 def _aspect(value: Any) -> tuple[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import discord
 
+from bot.image_inputs import shown_name
 from bot.store import ImageRow, Job
 
 PROMPT_PREVIEW_CHARS = 900  # content must stay under 2,000 with everything around it
@@ -98,6 +99,14 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
         embed.add_field(
             name="From", value=f"job {job.parent_id}" + (f", image {job.parent_index}" if job.parent_index else "")
         )
+    picture = params.get("input")
+    if picture and "image_prompt_method" in params:
+        embed.add_field(
+            name="Image prompt",
+            value=f"{shown_name(picture['name'])} via {params['image_prompt_method']}, --iw {params['image_weight']:g}",
+        )
+    elif picture and job.parent_index is None:
+        embed.add_field(name="From", value=f"your picture {shown_name(picture['name'])}")
     _show_image(embed, filename)
     embed.set_footer(text=f"/show {job.id} brings this back at any time")
     return embed

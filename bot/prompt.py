@@ -18,6 +18,7 @@ member's and the server's defaults (what the prompt says wins over `/settings`).
 | `--tile`       |            | a flag: tiles that repeat seamlessly            | off              |
 | `--repeat N`   | `--r`      | 1–40: run the job N times                       | 1                |
 | `--model NAME` |            | one of the server's models                      | server's default |
+| `--iw W`       |            | 0–3: how strongly an image prompt steers        | 1                |
 | `--NAME`       |            | your own option from `/prefer option set`       |                  |
 
 Defaults are what a job gets when neither the prompt nor `/settings` sets the parameter.
@@ -47,6 +48,7 @@ CHAOS_RANGE = (0, 100)
 STYLIZE_RANGE = (0, 1000)
 STOP_RANGE = (10, 100)
 REPEAT_RANGE = (1, 40)
+IMAGE_WEIGHT_RANGE = (0, 3)
 MAX_ASPECT = 4  # the ratio lies between 1:MAX_ASPECT and MAX_ASPECT:1
 QUALITIES = (0.25, 0.5, 1.0, 2.0)
 
@@ -67,6 +69,7 @@ _ALIASES = {
     "repeat": "repeat",
     "r": "repeat",
     "model": "model",
+    "iw": "iw",
 }
 PARAMETER_NAMES = frozenset(_ALIASES)  # every built-in spelling, without the dashes
 
@@ -80,6 +83,7 @@ _EXAMPLES = {
     "stop": "80",
     "repeat": "4",
     "model": "NAME",
+    "iw": "2",
 }
 _QUALITY_TEXT = {0.25: ".25", 0.5: ".5", 1.0: "1", 2.0: "2"}
 _MARKER = re.compile(r"(?:--|[—–]-?)([A-Za-z]\S*)")  # `--ar`, `—ar`, `–ar`, `—-ar`
@@ -122,6 +126,7 @@ class ParsedPrompt:
     stop: int | None = None
     tile: bool = False
     model: str | None = None
+    image_weight: float | None = None  # --iw: only with an image prompt
     raw: str = ""
     # How many copies `--repeat` asked for (this job is one of them). Not part of the job itself:
     # `raw` leaves --repeat out, so it takes no part in comparisons.
@@ -146,6 +151,8 @@ class ParsedPrompt:
             parts.append("--tile")
         if self.model is not None:
             parts.append(f"--model {_escape(self.model)}")
+        if self.image_weight is not None:
+            parts.append(f"--iw {self.image_weight:g}")
         if self.negative:
             parts.append(f"--no {_escape(self.negative)}")
         return " ".join(parts)
@@ -330,6 +337,7 @@ def _parse_job(prompt: str, suffix: str, options: Mapping[str, str], models: Seq
         stop=values.get("stop"),
         tile=values.get("tile", False),
         model=values.get("model"),
+        image_weight=values.get("iw"),
         raw=written,
     )
     return job, values.get("repeat", 1)
@@ -426,6 +434,11 @@ def _check_value(param: _Param, models: Sequence[str]) -> object:
         if number not in QUALITIES:
             raise PromptError(f"{shown} is not a quality: use .25, .5, 1 or 2.")
         return float(number)
+    if key == "iw":
+        low, high = IMAGE_WEIGHT_RANGE
+        if not _DECIMAL.fullmatch(value) or not low <= float(value) <= high:
+            raise PromptError(f"{shown} is out of range: use {low}–{high}, e.g. `--iw 0.5` or `--iw 2`.")
+        return float(value)
     if key == "model":
         if not models:
             return value

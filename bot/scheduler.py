@@ -19,9 +19,10 @@ from PIL import Image
 
 from bot import messages
 from bot.delivery import Delivery
+from bot.image_inputs import StoredInput
 from bot.images import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
 from bot.store import ImageRow, Job
-from engine.requests import Action, ProgressCallback, RenderError, RenderProgress, RenderRequest
+from engine.requests import Action, ImagePromptMethod, ProgressCallback, RenderError, RenderProgress, RenderRequest
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -40,6 +41,8 @@ REQUEST_FIELDS = {
     "stop",
     "tile",
     "safety_check",
+    "image_weight",
+    "image_prompt_method",
 }
 KIND_ACTIONS = {
     "imagine": Action.IMAGINE,
@@ -199,21 +202,36 @@ class Scheduler:
 
     async def _request_for(self, job: Job) -> RenderRequest:
         fields = {k: v for k, v in job.params.items() if k in REQUEST_FIELDS}
+        if "image_prompt_method" in fields:
+            fields["image_prompt_method"] = ImagePromptMethod(fields["image_prompt_method"])
         action = KIND_ACTIONS[job.kind]
-        init_image = None
-        if action is not Action.IMAGINE:
+        init_image = image_prompt = None
+        if action is Action.IMAGINE and "input" in job.params:
+            action, image_prompt = Action.IMAGE_PROMPT, await self._input_image(job)
+        elif action is not Action.IMAGINE:
             init_image = await self._source_image(job)
         return RenderRequest(
             action=action,
             seeds=tuple(job.seeds),
             model=job.model,
             init_image=init_image,
+            image_prompt=image_prompt,
             preview=not fields.get("safety_check"),  # a preview would show what the checker has not seen
             **fields,
         )
 
+    async def _input_image(self, job: Job) -> Image.Image:
+        """Our copy of the member's own picture the job was made from (never the expired CDN link)."""
+        stored = StoredInput.from_record(job.params["input"])
+        try:
+            return await asyncio.to_thread(load_rgb, self.settings.data_dir / stored.path)
+        except OSError:
+            raise RenderError(f"The picture `{stored.name}` is no longer stored; please upload it again.") from None
+
     async def _source_image(self, job: Job) -> Image.Image:
-        """The tile a variation or upscale starts from, drawn again if its file is gone."""
+        """The tile a variation or upscale starts from, drawn again if its file is gone, or the member's picture."""
+        if job.parent_index is None and "input" in job.params:
+            return await self._input_image(job)
         parent = await self.store.get_job(job.parent_id) if job.parent_id is not None else None
         if parent is None or job.parent_index is None:
             raise RenderError("This job has no source image.")

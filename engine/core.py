@@ -68,7 +68,7 @@ _ACTIONS: Mapping[
     Action.IMAGE_PROMPT: (
         image_prompt_action.image_prompt,
         image_prompt_action.check_inputs,
-        lambda r: r.image_prompt_method is ImagePromptMethod.IMAGE_TO_IMAGE,
+        lambda r: r.image_prompt_method == ImagePromptMethod.IMAGE_TO_IMAGE,
     ),
 }
 

@@ -19,6 +19,7 @@ from discord.ext import commands
 from bot import jobs, messages, policy
 from bot.client import DreamGrid
 from bot.errors import UserError, reply_ephemeral
+from bot.image_inputs import StoredInput, cdn_hosts_for, read_for_interaction, resolve_prompt_url, split_leading_urls
 from bot.images import encode_grid
 from bot.prompt import PromptError, parse_prompt
 from bot.store import ImageRow, Job, NewJob
@@ -35,6 +36,7 @@ UPSCALE_STRENGTHS = {
     "creative": render_params.UPSCALE_CREATIVE,
 }
 GRID_KINDS = ("imagine", "reroll", "variation")
+IMAGE_PROMPT_PARAMS = ("input", "image_weight", "image_prompt_method")
 
 
 def _bot(interaction: discord.Interaction) -> DreamGrid:
@@ -77,8 +79,14 @@ async def child_job(
         fresh = jobs.imagine_params(parsed, bot=bot, model=model, defaults=profile.settings)
         if kind != "reroll":
             fresh.update(width=params["width"], height=params["height"], aspect=params.get("aspect"))
+        elif "input" in params:  # a remixed reroll of an image prompt keeps its picture
+            picture = StoredInput.from_record(params["input"])
+            fresh = jobs.image_prompt_params(parsed, picture, bot=bot, model=model, defaults=profile.settings)
         params, text = fresh, parsed.raw
     params.pop("strength", None)
+    if kind != "reroll":  # a variation or upscale works from the parent's tile, not its image prompt
+        for key in IMAGE_PROMPT_PARAMS:
+            params.pop(key, None)
     if strength is not None:
         params["steps"] = render_params.img2img_steps(params["steps"], strength)
     if kind == "variation":
@@ -394,29 +402,58 @@ class Imagine(commands.Cog):
         self.bot = bot
 
     @app_commands.command(description="Draw four images from a prompt")
-    @app_commands.describe(prompt="What to draw, e.g. a lighthouse at dusk --ar 3:2 --seed 7 --no text")
-    async def imagine(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1500]) -> None:
+    @app_commands.describe(
+        prompt="What to draw, e.g. a lighthouse at dusk --ar 3:2 --seed 7 --no text",
+        image="A picture to steer the result (an image prompt; --iw 0–3 sets how strongly)",
+    )
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 1500],
+        image: discord.Attachment | None = None,
+    ) -> None:
         bot = self.bot
         config = await policy.gate(bot, interaction)  # this channel, this member
         profile = await bot.store.profile(interaction.user.id)
+        # Midjourney's image prompts: Discord attachment URLs may lead the prompt.
+        urls, text = split_leading_urls(prompt)
+        pictures = [image] if image is not None else []
+        for url in urls:
+            cdn_hosts = cdn_hosts_for(discord.http.Route.BASE)  # where this client talks to Discord
+            pictures.append(await resolve_prompt_url(interaction, url, cdn_hosts=cdn_hosts))
+        if len(pictures) > 1:
+            raise UserError("One picture per prompt: the `image` option or one image URL at the start, not both.")
         try:
             parsed_prompts = parse_prompt(
-                prompt, suffix=profile.suffix, options=profile.options, models=bot.settings.installed_models
+                text, suffix=profile.suffix, options=profile.options, models=bot.settings.installed_models
             )
         except PromptError as exc:
             raise UserError(str(exc)) from None
+        if not pictures and any(p.image_weight is not None for p in parsed_prompts):
+            raise UserError("`--iw` sets how strongly a picture steers the result: add one with the `image` option.")
         policy.check_repeat(config, parsed_prompts)
         defaults = {"aspect": config["default_aspect"], **profile.settings}
-        new_jobs = []
-        for parsed in parsed_prompts:
-            model = parsed.model or config.default_model
+        models = [parsed.model or config.default_model for parsed in parsed_prompts]
+        for model in models:
             policy.check_model(config, model)
+        picture = None
+        if pictures:
+            native = max(bot.engine.native_size(model) for model in set(models))
+            picture = await read_for_interaction(
+                interaction, pictures[0], pixel_budget=native * native, data_dir=bot.settings.data_dir
+            )
+        new_jobs = []
+        for parsed, model in zip(parsed_prompts, models, strict=True):
+            if picture is None:
+                params = jobs.imagine_params(parsed, bot=bot, model=model, defaults=defaults)
+            else:
+                params = jobs.image_prompt_params(parsed, picture, bot=bot, model=model, defaults=defaults)
             new_jobs.append(
                 jobs.new_job(
                     interaction,
                     kind="imagine",
                     prompt=parsed.raw,
-                    params=jobs.imagine_params(parsed, bot=bot, model=model, defaults=defaults),
+                    params=params,
                     seeds=jobs.seeds_for(parsed.seed),
                     model=model,
                 )

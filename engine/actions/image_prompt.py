@@ -118,7 +118,7 @@ def check_inputs(request: RenderRequest) -> None:
         )
     if request.image_prompt_method not in tuple(ImagePromptMethod):
         raise ValueError(f"image_prompt_method must be one of {', '.join(ImagePromptMethod)}")
-    if request.image_prompt_method is ImagePromptMethod.IMAGE_TO_IMAGE:
+    if request.image_prompt_method == ImagePromptMethod.IMAGE_TO_IMAGE:
         strength = image_prompt_strength(request.image_weight)
         if int(request.steps * strength) < 1:
             raise ValueError(f"steps={request.steps} at --iw {request.image_weight:g} leaves no step to run")
@@ -140,7 +140,7 @@ def image_prompt(
     first = requests[0]
     device = pipe._execution_device
     method = first.image_prompt_method
-    if method is ImagePromptMethod.IP_ADAPTER and ip_adapter is None:
+    if method == ImagePromptMethod.IP_ADAPTER and ip_adapter is None:
         raise ValueError("this model has no IP-Adapter installed (IP_ADAPTER), so it cannot render this image prompt")
 
     # 2. encode prompts: one row per tile, chaos applied per tile
@@ -154,7 +154,7 @@ def image_prompt(
     gens = generators(requests)
 
     # 4. denoise in one batched call, steered by the picture
-    if method is ImagePromptMethod.IP_ADAPTER:
+    if method == ImagePromptMethod.IP_ADAPTER:
         steered: dict[str, Any] = {"ip_adapter_image": [per_tile], "height": first.height, "width": first.width}
         steps_run = first.steps
         switch = ip_adapter_on(pipe, ip_adapter, ip_adapter_scale(first.image_weight))
