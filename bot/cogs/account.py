@@ -259,7 +259,11 @@ Under the grid: **U1–U4** show one image on its own (then Vary or Upscale it),
 
 **Parameters**: `--ar W:H` aspect · `--seed N` · `--no text, people` · `--chaos 0–100` · \
 `--stylize 0–1000` (`--s`) · `--quality .25/.5/1/2` (`--q`) · `--stop 10–100` · `--tile` · \
-`--repeat N` (`--r`) · `--model NAME` · `{red, blue} bird` for one job per choice.
+`--repeat N` (`--r`) · `--model NAME` · `--iw 0–3` (with an image) · `{red, blue} bird` for one job per choice.
+
+**Your pictures**: /imagine `image:` steers the grid by your picture · /upscale and /variation take \
+a job's image (`job_id number`) or your `image` · Apps → **Upscale 2x** / **Vary** on any message with a \
+picture.
 
 **Yours**: /settings (defaults, Remix) · /prefer suffix · /prefer option set · /info · /show JOB · /cancel JOB
 """

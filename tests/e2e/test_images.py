@@ -9,6 +9,7 @@ from PIL import Image
 
 from engine import params as render_params
 from engine.requests import Action
+from tests.e2e.botprocess import BotProcess
 from tests.fakediscord import FakeDiscord, Interaction, Message
 from tests.harness import result_of, running_bot, shows_result
 from tests.test_image_inputs import png_bomb
@@ -233,3 +234,25 @@ async def test_every_bad_input_is_refused_in_one_line_and_queues_nothing(fake_di
             "Say which image: `job_id` and `number` (1–4), or upload one with `image`.",
         )
         assert len(fake.cdn_downloads) == 3  # notes, bomb and cut were read; nothing else
+
+
+async def test_an_upload_job_killed_mid_render_finishes_from_our_copy(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    bot = BotProcess(fake, tmp_path, fake_step_delay_s=0.1)
+    await bot.start()
+    try:
+        ix = await fake.slash("upscale", image=fake.upload("photo.png", picture()))
+        await ix.ack()
+        await ix.wait_for_followup(lambda m: "%)" in m.content, timeout=15)  # rendering
+        await bot.kill()
+        fake._uploads.clear()  # the CDN link is gone, and so is the interaction by the time it is back
+        fake.expire_tokens()
+        await bot.start()
+        result = await fake.wait_for(
+            lambda: next((m for m in fake.channel_messages() if shows_result(m)), None), timeout=20, what="the result"
+        )
+        assert result.attachments[0].image().size == (144, 112)
+        assert fields(result)["From"] == "your picture `photo.png`"
+        assert not bot.errors(), bot.errors()
+    finally:
+        await bot.stop()
