@@ -18,6 +18,8 @@ KIND_LABELS = {
 
 
 def _prompt(job: Job) -> str:
+    if not job.prompt.strip() and job.params.get("input"):  # a member's picture, worked on with no prompt
+        return f"Your picture {shown_name(job.params['input']['name'])}"
     prompt = job.prompt if len(job.prompt) <= PROMPT_PREVIEW_CHARS else job.prompt[: PROMPT_PREVIEW_CHARS - 1] + "…"
     return f"**{discord.utils.escape_markdown(prompt)}**"
 
@@ -85,7 +87,7 @@ def shows_final_state(job: Job, content: str, embed_footers: list[str]) -> bool:
 def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Embed:
     params = job.params
     embed = discord.Embed(
-        description=job.prompt[:4000] if len(job.prompt) <= 4000 else job.prompt[:3999] + "…",
+        description=(job.prompt[:4000] if len(job.prompt) <= 4000 else job.prompt[:3999] + "…") or None,
         colour=discord.Colour.blurple(),
     )
     seeds = ", ".join(str(i.seed) for i in images) or ", ".join(map(str, job.seeds))

@@ -55,6 +55,7 @@ async def test_upscale_command_from_a_job_and_from_an_upload(fake_discord: FakeD
         assert (job.kind, job.parent_id, job.params["strength"]) == ("upscale", None, render_params.UPSCALE_CREATIVE)
         assert upscaled.attachments[0].image().size == (144, 112)
         assert fields(upscaled)["From"] == "your picture `photo.png`"
+        assert upscaled.content.startswith("Your picture `photo.png` - Upscaled - <@")
         assert (tmp_path / job.params["input"]["path"]).exists()  # our own copy, kept with the job
         assert fake.cdn_downloads == [photo]
 
