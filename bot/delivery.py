@@ -15,7 +15,7 @@ from datetime import timedelta
 import discord
 
 from bot import messages
-from bot.store import Job, _parse_time
+from bot.rows import Job, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class Delivery:
             message = await self._fetch(job, job.message_id)
             if message is not None and _shows_final_state(job, message):
                 return Shown(job.channel_id, message.id)
-        finished = _parse_time(job.finished_at)
+        finished = parse_time(job.finished_at)
         if finished is None or self.client.user is None:
             return None
         channel = self.client.get_partial_messageable(job.channel_id)

@@ -25,9 +25,7 @@ import hashlib
 import io
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import discord
@@ -35,6 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bot.errors import UserError
 from bot.images import save_png
+from bot.spec import InputImage
 from engine.params import size_for_aspect
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
@@ -45,23 +44,6 @@ DISCORD_CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
 _ATTACHMENT_PATH = re.compile(r"^/attachments/(?P<channel>\d+)/(?P<attachment>\d+)/[^/]+$")
 _LEADING_URL = re.compile(r"^<?(https?://\S+?)>?(?:\s+|$)")
 HISTORY_SCAN = 50  # recent messages searched for an attachment a prompt links to
-
-
-@dataclass(frozen=True, slots=True)
-class StoredInput:
-    """Our copy of a member's picture, as recorded with the job."""
-
-    path: str  # relative to DATA_DIR
-    name: str  # the member's filename, shown on the result
-    width: int  # after fitting
-    height: int
-
-    def to_record(self) -> dict[str, Any]:
-        return {"path": self.path, "name": self.name, "width": self.width, "height": self.height}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> StoredInput:
-        return cls(record["path"], record["name"], int(record["width"]), int(record["height"]))
 
 
 def _size(n: int) -> str:
@@ -146,7 +128,7 @@ def store_input(image: Image.Image, data_dir: Path) -> str:
 
 async def read_attachment(
     attachment: discord.Attachment, *, upload_limit: int, pixel_budget: int, data_dir: Path
-) -> StoredInput:
+) -> InputImage:
     """Check, download, decode, fit and store a picture Discord handed us."""
     if attachment.size > upload_limit:
         raise UserError(
@@ -164,12 +146,12 @@ async def read_attachment(
     image = await asyncio.to_thread(decode_picture, data, attachment.filename)
     fitted = await asyncio.to_thread(fit_to_budget, image, pixel_budget, attachment.filename)
     path = await asyncio.to_thread(store_input, fitted, data_dir)
-    return StoredInput(path, attachment.filename, fitted.width, fitted.height)
+    return InputImage(path=path, name=attachment.filename, width=fitted.width, height=fitted.height)
 
 
 async def read_for_interaction(
     interaction: discord.Interaction, attachment: discord.Attachment, *, pixel_budget: int, data_dir: Path
-) -> StoredInput:
+) -> InputImage:
     """`read_attachment` inside a command, with the member told what happens.
 
     Downloading and decoding may outlast Discord's 3 s, so the interaction is deferred ephemerally

@@ -4,29 +4,24 @@ from __future__ import annotations
 
 import discord
 
+from bot import kinds
 from bot.image_inputs import shown_name
-from bot.store import ImageRow, Job
+from bot.rows import ImageRow, Job
 
 PROMPT_PREVIEW_CHARS = 900  # content must stay under 2,000 with everything around it
 
-KIND_LABELS = {
-    "imagine": "",
-    "reroll": " (reroll)",
-    "variation": " - Variations",
-    "upscale": " - Upscaled",
-}
-
 
 def _prompt(job: Job) -> str:
-    if not job.prompt.strip() and job.params.get("input"):  # a member's picture, worked on with no prompt
-        return f"Your picture {shown_name(job.params['input']['name'])}"
+    if not job.prompt.strip() and job.spec.inputs:  # a member's picture, worked on with no prompt
+        return f"Your picture {shown_name(job.spec.inputs[0].name)}"
     prompt = job.prompt if len(job.prompt) <= PROMPT_PREVIEW_CHARS else job.prompt[: PROMPT_PREVIEW_CHARS - 1] + "…"
     return f"**{discord.utils.escape_markdown(prompt)}**"
 
 
 def _title(job: Job) -> str:
     tile = f" (image #{job.parent_index})" if job.parent_index else ""
-    return f"{_prompt(job)}{KIND_LABELS.get(job.kind, '')}{tile} - <@{job.user_id}>"
+    kind = kinds.KINDS.get(job.kind)  # a row from a newer version may name a kind this one lacks
+    return f"{_prompt(job)}{kind.label if kind else ''}{tile} - <@{job.user_id}>"
 
 
 def tile(job: Job, index: int) -> str:
@@ -56,7 +51,7 @@ def cancelled(job: Job) -> str:
 
 def spoiler_name(job: Job, images: list[ImageRow], filename: str) -> str:
     """`SPOILER_` + filename when the safety checker flagged an image (Discord blurs it until clicked)."""
-    if any(i.flagged for i in images) and job.params.get("spoiler_flagged", True):
+    if any(i.flagged for i in images) and job.spec.delivery.spoiler_flagged:
         return f"SPOILER_{filename}"
     return filename
 
@@ -85,30 +80,29 @@ def shows_final_state(job: Job, content: str, embed_footers: list[str]) -> bool:
 
 
 def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Embed:
-    params = job.params
+    render = job.spec.render
     embed = discord.Embed(
         description=(job.prompt[:4000] if len(job.prompt) <= 4000 else job.prompt[:3999] + "…") or None,
         colour=discord.Colour.blurple(),
     )
     seeds = ", ".join(str(i.seed) for i in images) or ", ".join(map(str, job.seeds))
-    width, height = (images[0].width, images[0].height) if images else (params.get("width"), params.get("height"))
+    width, height = (images[0].width, images[0].height) if images else (render.width, render.height)
     embed.add_field(name="Seeds", value=seeds, inline=False)
     embed.add_field(name="Size", value=f"{width}×{height}")
-    embed.add_field(name="Steps", value=str(params.get("steps", "?")))
+    embed.add_field(name="Steps", value=str(render.steps))
     embed.add_field(name="Model", value=job.model[:1000])
     embed.add_field(name="Job", value=str(job.id))
     if job.parent_id:
         embed.add_field(
             name="From", value=f"job {job.parent_id}" + (f", image {job.parent_index}" if job.parent_index else "")
         )
-    picture = params.get("input")
-    if picture and "image_prompt_method" in params:
-        embed.add_field(
-            name="Image prompt",
-            value=f"{shown_name(picture['name'])} via {params['image_prompt_method']}, --iw {params['image_weight']:g}",
-        )
-    elif picture and job.parent_index is None:
-        embed.add_field(name="From", value=f"your picture {shown_name(picture['name'])}")
+    if job.spec.inputs:
+        picture = shown_name(job.spec.inputs[0].name)
+        if render.image_prompt_method:
+            weight = f"{render.image_weight:g}" if render.image_weight is not None else "1"
+            embed.add_field(name="Image prompt", value=f"{picture} via {render.image_prompt_method}, --iw {weight}")
+        else:
+            embed.add_field(name="Picture", value=f"{picture}, yours")
     _show_image(embed, filename)
     embed.set_footer(text=f"/show {job.id} brings this back at any time")
     return embed

@@ -160,3 +160,13 @@ def test_the_refusals_read_well_in_discord() -> None:
     with pytest.raises(UserError) as refused:
         decode_picture(b"nope", "a`**bold**`.png")
     assert str(refused.value).startswith("`a'**bold**'.png` isn't")
+
+
+def test_a_jobs_pictures_are_recorded_with_its_spec() -> None:
+    from bot.spec import InputImage, JobSpec, RenderSpec
+
+    spec = JobSpec(
+        render=RenderSpec(prompt=""), inputs=(InputImage(path="inputs/ab.png", name="a.png", width=72, height=56),)
+    )
+    assert JobSpec.from_json(spec.to_json()) == spec
+    assert JobSpec.from_json(JobSpec(render=RenderSpec(prompt="x")).to_json()).inputs == ()  # older rows have none

@@ -1,11 +1,12 @@
 """Members' own images: /upscale and /variation, and the Apps menu's Upscale 2x and Vary.
 
 The source is either one image of an earlier job (`job_id` + `number`, as U1–U4 pick it, or the
-target of an Apps action on one of our tile posts) or a member's own picture (an `image` upload,
-or the target of an Apps action on any message with a picture). Either way the result is an
-ordinary job of kind upscale or variation: it shows progress, ends with the same embed and
-buttons as a button-made one, and is stored, found again with /show and recovered after a crash.
-A member's picture goes through `bot.image_inputs` and is kept as our own copy with the job.
+target of an Apps action on one of our single-image posts) or a member's own picture (an `image`
+upload, or the target of an Apps action on anyone's message with a picture). A job's image makes
+the same kind a tile button makes; a picture makes that kind's counterpart for pictures
+(`kinds.FOR_PICTURES`), whose source is our stored copy (`bot.image_inputs`). Either way the
+result shows progress, ends with the same embed and buttons, and is found again with /show and
+recovered after a crash.
 """
 
 from __future__ import annotations
@@ -17,25 +18,29 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, policy
+from bot import jobs, kinds
 from bot.client import DreamGrid
-from bot.cogs.imagine import STRENGTHS, UPSCALE_STRENGTHS, child_job, start_child
+from bot.cogs.imagine import start_child
 from bot.errors import UserError
+from bot.guild_config import GuildConfig
 from bot.image_inputs import image_attachments, read_for_interaction
+from bot.kinds import JobKind
 from bot.prompt import ParsedPrompt, PromptError, parse_prompt
-from bot.store import Job, NewJob
-from engine import params as render_params
+from bot.rows import Job, NewJob
 
 log = logging.getLogger(__name__)
+
+Interaction = discord.Interaction[DreamGrid]
 
 _TILE_FIELD = re.compile(r"^(?P<job>\d+), image (?P<n>[1-4])$")  # messages.tile_embed's "Job" field
 _SHOW_FOOTER = re.compile(r"^/show (?P<job>\d+) ")  # messages.result_embed's footer
 
-UPSCALE_MODES = [app_commands.Choice(name=mode.title(), value=mode) for mode in UPSCALE_STRENGTHS]
-VARIATION_MODES = [app_commands.Choice(name=mode.title(), value=mode) for mode in STRENGTHS]
+
+def _modes(kind: JobKind) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=preset.title(), value=preset) for preset in kind.strengths]
 
 
-def may_see(interaction: discord.Interaction, job: Job) -> bool:
+def may_see(interaction: Interaction, job: Job) -> bool:
     """A member may work from their own jobs, and from jobs posted where they can read them."""
     if job.user_id == interaction.user.id:
         return True
@@ -46,7 +51,8 @@ def may_see(interaction: discord.Interaction, job: Job) -> bool:
     return channel is not None and isinstance(member, discord.Member) and channel.permissions_for(member).view_channel
 
 
-async def visible_job(bot: DreamGrid, interaction: discord.Interaction, job_id: int, number: int) -> Job:
+async def visible_job(bot: DreamGrid, interaction: Interaction, job_id: int, number: int) -> Job:
+    """The finished job whose image `number` the member names, if they may see it."""
     if not 1 <= number <= 4:
         raise UserError(f"`number` is which image of the job, 1–4 (as on U1–U4), not {number}.")
     job = await bot.store.get_job(job_id)
@@ -54,23 +60,22 @@ async def visible_job(bot: DreamGrid, interaction: discord.Interaction, job_id: 
         raise UserError(f"You have no job {job_id}, and none was posted where you can see it.")
     if job.status != "done":
         raise UserError(f"Job {job_id} has no finished images to work from.")
-    count = len(job.seeds)
-    if number > count:
+    if number > len(job.seeds):
         raise UserError(f"Job {job_id} has only one image: use `number: 1`.")
     return job
 
 
-async def job_from_upload(
+async def picture_job(
     bot: DreamGrid,
-    interaction: discord.Interaction,
+    interaction: Interaction,
+    config: GuildConfig,
     attachment: discord.Attachment,
     *,
-    kind: str,
+    kind: JobKind,
     strength: float,
     prompt: str = "",
 ) -> NewJob:
-    """An upscale or variation of a member's own picture; the picture's copy is stored with the job."""
-    config = await bot.guild_configs.get(interaction.guild_id)
+    """A job of `kind` (one drawing from pictures) on a member's picture, stored as our own copy."""
     profile = await bot.store.profile(interaction.user.id)
     parsed = ParsedPrompt(text="", raw="")
     if prompt.strip():
@@ -79,46 +84,39 @@ async def job_from_upload(
         except PromptError as exc:
             raise UserError(str(exc)) from None
     model = parsed.model or config.default_model
-    policy.check_model(config, model)
     native = bot.engine.native_size(model)
-    stored = await read_for_interaction(
+    picture = await read_for_interaction(
         interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
     )
-    params = jobs.imagine_params(parsed, bot=bot, model=model, defaults=profile.settings)
-    params.update(
-        width=stored.width,
-        height=stored.height,
-        aspect=None,
-        strength=strength,
-        steps=render_params.img2img_steps(params["steps"], strength),
-        input=stored.to_record(),
-    )
-    count = 1 if kind == "upscale" else 4
+    spec = jobs.picture_spec(parsed, picture, strength=strength, bot=bot, model=model, defaults=profile.settings)
     return jobs.new_job(
-        interaction,
-        kind=kind,
-        prompt=parsed.raw,
-        params=params,
-        seeds=jobs.seeds_for(parsed.seed, count=count),
-        model=model,
+        interaction, kind=kind, prompt=parsed.raw, spec=spec, seeds=kind.seeds(parsed.seed), model=model
     )
 
 
-async def submit_upload(
+async def submit_picture(
     bot: DreamGrid,
-    interaction: discord.Interaction,
+    interaction: Interaction,
     attachment: discord.Attachment,
     *,
-    kind: str,
+    kind: JobKind,
     strength: float,
     prompt: str = "",
 ) -> None:
-    job = await job_from_upload(bot, interaction, attachment, kind=kind, strength=strength, prompt=prompt)
-    await jobs.submit(bot, interaction, [job])
+    """Queue `kind`'s counterpart for pictures on `attachment`."""
+    picture_kind = kinds.FOR_PICTURES[kind.name]
+
+    async def build(config: GuildConfig) -> list[NewJob]:
+        job = await picture_job(
+            bot, interaction, config, attachment, kind=picture_kind, strength=strength, prompt=prompt
+        )
+        return [job]
+
+    await jobs.submit(bot, interaction, build)
 
 
 def job_image_on(message: discord.Message, bot_user: discord.abc.User | None) -> tuple[int, int | None] | None:
-    """(job id, image number) when `message` is one of our posts; number None for a grid."""
+    """(job id, image number) when `message` is one of our result or tile posts; number None for a grid."""
     if bot_user is None or message.author.id != bot_user.id:
         return None
     for embed in message.embeds:
@@ -155,17 +153,16 @@ class Images(commands.Cog):
         image="Or: your own picture (PNG, JPEG, WebP or GIF)",
         mode="Subtle keeps the picture; Creative redraws more detail",
     )
-    @app_commands.choices(mode=UPSCALE_MODES)
+    @app_commands.choices(mode=_modes(kinds.UPSCALE))
     async def upscale(
         self,
-        interaction: discord.Interaction,
+        interaction: Interaction,
         job_id: app_commands.Range[int, 1] | None = None,
         number: app_commands.Range[int, 1, 4] | None = None,
         image: discord.Attachment | None = None,
-        mode: str = "subtle",
+        mode: str = next(iter(kinds.UPSCALE.strengths)),
     ) -> None:
-        strength = _strength(UPSCALE_STRENGTHS, mode)
-        await self._start(interaction, kind="upscale", strength=strength, job_id=job_id, number=number, image=image)
+        await self._start(interaction, kinds.UPSCALE, mode, job_id=job_id, number=number, image=image)
 
     @app_commands.command(description="Four variations of an image: one of a job's, or your own picture")
     @app_commands.describe(
@@ -175,58 +172,64 @@ class Images(commands.Cog):
         mode="Strong changes more; Subtle stays close",
         prompt="A new prompt (default: the job's prompt; none for your own picture)",
     )
-    @app_commands.choices(mode=VARIATION_MODES)
+    @app_commands.choices(mode=_modes(kinds.VARIATION))
     async def variation(
         self,
-        interaction: discord.Interaction,
+        interaction: Interaction,
         job_id: app_commands.Range[int, 1] | None = None,
         number: app_commands.Range[int, 1, 4] | None = None,
         image: discord.Attachment | None = None,
-        mode: str = "strong",
+        mode: str = next(iter(kinds.VARIATION.strengths)),
         prompt: app_commands.Range[str, 1, 1500] | None = None,
     ) -> None:
-        strength = _strength(STRENGTHS, mode)
-        await self._start(
-            interaction, kind="variation", strength=strength, job_id=job_id, number=number, image=image, prompt=prompt
-        )
+        await self._start(interaction, kinds.VARIATION, mode, job_id=job_id, number=number, image=image, prompt=prompt)
 
     async def _start(
         self,
-        interaction: discord.Interaction,
+        interaction: Interaction,
+        kind: JobKind,
+        mode: str,
         *,
-        kind: str,
-        strength: float,
         job_id: int | None,
         number: int | None,
         image: discord.Attachment | None,
         prompt: str | None = None,
     ) -> None:
         bot = self.bot
+        if mode not in kind.strengths:
+            raise UserError(f"`mode` is one of {', '.join(preset.title() for preset in kind.strengths)}.")
+        strength = kind.strengths[mode]
         if image is not None and (job_id is not None or number is not None):
             raise UserError("Give either `job_id` and `number`, or an `image`: not both.")
-        if image is None and (job_id is None or number is None):
-            raise UserError("Say which image: `job_id` and `number` (1–4), or upload one with `image`.")
-        await policy.gate(bot, interaction)
         if image is not None:
-            await submit_upload(bot, interaction, image, kind=kind, strength=strength, prompt=prompt or "")
+            await submit_picture(bot, interaction, image, kind=kind, strength=strength, prompt=prompt or "")
             return
-        assert job_id is not None and number is not None
-        parent = await visible_job(bot, interaction, job_id, number)
-        job = await child_job(bot, interaction, parent, kind=kind, index=number, strength=strength, prompt=prompt)
-        await jobs.submit(bot, interaction, [job])
+        if job_id is None or number is None:
+            raise UserError("Say which image: `job_id` and `number` (1–4), or upload one with `image`.")
+
+        async def build(config: GuildConfig) -> list[NewJob]:
+            parent = await visible_job(bot, interaction, job_id, number)
+            child = await jobs.child_job(
+                bot, interaction, config, parent, kind=kind, index=number, strength=strength, prompt=prompt
+            )
+            return [child]
+
+        await jobs.submit(bot, interaction, build)
 
     # -- Apps menu on a message --------------------------------------------------------------
 
-    async def upscale_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        await self._from_message(interaction, message, kind="upscale", strength=render_params.UPSCALE_SUBTLE)
+    async def upscale_message(self, interaction: Interaction, message: discord.Message) -> None:
+        kind = kinds.UPSCALE
+        await self._from_message(interaction, message, kind=kind, strength=kind.strengths["subtle"])
 
-    async def vary_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+    async def vary_message(self, interaction: Interaction, message: discord.Message) -> None:
         profile = await self.bot.store.profile(interaction.user.id)
-        strength = STRENGTHS[profile.settings.get("variation", "strong")]
-        await self._from_message(interaction, message, kind="variation", strength=strength)
+        kind = kinds.VARIATION  # as strong as V1–V4 under the member's /settings
+        strength = kind.strengths.get(profile.settings.get("variation", ""), kind.default_strength)
+        await self._from_message(interaction, message, kind=kind, strength=strength)
 
     async def _from_message(
-        self, interaction: discord.Interaction, message: discord.Message, *, kind: str, strength: float
+        self, interaction: Interaction, message: discord.Message, *, kind: JobKind, strength: float
     ) -> None:
         """Ours: work from the job's stored image (a grid asks the member to pick one). Anyone's: the picture."""
         bot = self.bot
@@ -244,14 +247,7 @@ class Images(commands.Cog):
         pictures = image_attachments(message)
         if not pictures:
             raise UserError("That message has no picture to work from.")
-        await policy.gate(bot, interaction)
-        await submit_upload(bot, interaction, pictures[0], kind=kind, strength=strength)
-
-
-def _strength(table: dict[str, float], mode: str) -> float:
-    if mode not in table:
-        raise UserError(f"`mode` is one of {', '.join(m.title() for m in table)}.")
-    return table[mode]
+        await submit_picture(bot, interaction, pictures[0], kind=kind, strength=strength)
 
 
 async def setup(bot: DreamGrid) -> None:

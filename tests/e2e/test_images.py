@@ -44,7 +44,7 @@ async def test_upscale_command_from_a_job_and_from_an_upload(fake_discord: FakeD
         from_job = await result_of(await fake.slash("upscale", job_id=1, number=2))
         job = await bot.store.get_job(2)
         assert (job.kind, job.parent_id, job.parent_index) == ("upscale", 1, 2)
-        assert job.params["strength"] == render_params.UPSCALE_SUBTLE
+        assert job.spec.render.strength == render_params.UPSCALE_SUBTLE
         assert from_job.attachments[0].image().size == (128, 128)  # 2x the 64 px tile
         assert fields(from_job)["From"] == "job 1, image 2" and from_job.buttons == []
 
@@ -52,11 +52,15 @@ async def test_upscale_command_from_a_job_and_from_an_upload(fake_discord: FakeD
         photo = fake.upload("photo.png", picture())
         upscaled = await upload_result(await fake.slash("upscale", image=photo, mode="creative"))
         job = await bot.store.get_job(3)
-        assert (job.kind, job.parent_id, job.params["strength"]) == ("upscale", None, render_params.UPSCALE_CREATIVE)
+        assert (job.kind, job.parent_id, job.spec.render.strength) == (
+            "picture_upscale",
+            None,
+            render_params.UPSCALE_CREATIVE,
+        )
         assert upscaled.attachments[0].image().size == (144, 112)
-        assert fields(upscaled)["From"] == "your picture `photo.png`"
+        assert fields(upscaled)["Picture"] == "`photo.png`, yours" and upscaled.buttons == []
         assert upscaled.content.startswith("Your picture `photo.png` - Upscaled - <@")
-        assert (tmp_path / job.params["input"]["path"]).exists()  # our own copy, kept with the job
+        assert (tmp_path / job.spec.inputs[0].path).exists()  # our own copy, kept with the job
         assert fake.cdn_downloads == [photo]
 
     # After a restart, with the CDN link gone and the result's file lost, /show draws it again
@@ -87,8 +91,8 @@ async def test_variation_of_an_upload_with_a_prompt_gives_a_grid_with_buttons(fa
         ix = await fake.slash("variation", image=photo, mode="subtle", prompt="a cat in the snow --seed 9")
         varied = await upload_result(ix)
         job = await bot.store.get_job(1)
-        assert (job.kind, job.prompt, job.seeds) == ("variation", "a cat in the snow --seed 9", [9, 10, 11, 12])
-        assert job.params["strength"] == render_params.VARY_SUBTLE
+        assert (job.kind, job.prompt, job.seeds) == ("picture_variation", "a cat in the snow --seed 9", [9, 10, 11, 12])
+        assert job.spec.render.strength == render_params.VARY_SUBTLE
         assert varied.attachments[0].image().size == (112, 144)  # four 56×72 tiles: the picture's aspect
         assert varied.labels[:4] == ["U1", "U2", "U3", "U4"]
         request = bot.engine.requests[-1]
@@ -103,6 +107,15 @@ async def test_variation_of_an_upload_with_a_prompt_gives_a_grid_with_buttons(fa
         job = await bot.store.get_job(2)
         assert (job.kind, job.parent_id, job.parent_index) == ("variation", 1, 2)
         assert again.attachments[0].image().size == (112, 144)
+        # 🔄 varies the same picture again, as strongly, with new seeds.
+        await result_of(await fake.click(varied, "dg:reroll:1"))
+        job = await bot.store.get_job(3)
+        assert (job.kind, job.spec.render.strength, job.spec.inputs[0].name) == (
+            "picture_variation",
+            render_params.VARY_SUBTLE,
+            "cat.jpg",
+        )
+        assert bot.engine.requests[-1].init_image.size == (56, 72)
 
 
 async def test_apps_upscale_on_a_members_post_and_vary_on_our_tile(fake_discord: FakeDiscord, tmp_path: Path):
@@ -111,7 +124,7 @@ async def test_apps_upscale_on_a_members_post_and_vary_on_our_tile(fake_discord:
     async with running_bot(fake, tmp_path) as bot:
         upscaled = await upload_result(await fake.context_menu("Upscale 2x", post))
         job = await bot.store.get_job(1)
-        assert (job.kind, job.user_id, job.params["input"]["name"]) == ("upscale", fake.alice.id, "drawing.webp")
+        assert (job.kind, job.user_id, job.spec.inputs[0].name) == ("picture_upscale", fake.alice.id, "drawing.webp")
         assert upscaled.attachments[0].image().size == (128, 128)
 
         # On our own tile post, Vary works from the stored tile, as the button does.
@@ -136,7 +149,8 @@ async def test_imagine_with_an_image_prompt_and_iw(fake_discord: FakeDiscord, tm
     async with running_bot(fake, tmp_path) as bot:
         grid = await upload_result(await fake.slash("imagine", prompt="a red fox --iw 2", image=photo))
         job = await bot.store.get_job(1)
-        assert (job.params["image_weight"], job.params["image_prompt_method"]) == (2.0, "image-to-image")
+        assert job.kind == "image_prompt"
+        assert (job.spec.render.image_weight, job.spec.render.image_prompt_method) == (2.0, "image-to-image")
         request = bot.engine.requests[-1]
         assert (request.action, request.image_weight, request.width, request.height) == (
             Action.IMAGE_PROMPT,
@@ -165,7 +179,7 @@ async def test_a_discord_attachment_url_leading_the_prompt_is_an_image_prompt(fa
         url = post.attachments[0].url
         await upload_result(await fake.slash("imagine", prompt=f"{url} a blue sky"))
         job = await bot.store.get_job(1)
-        assert (job.prompt, job.params["input"]["name"]) == ("a blue sky", "sky.png")
+        assert (job.prompt, job.spec.inputs[0].name) == ("a blue sky", "sky.png")
 
 
 async def refused(fake: FakeDiscord, bot, ix: Interaction, expected: str) -> None:
@@ -253,7 +267,7 @@ async def test_an_upload_job_killed_mid_render_finishes_from_our_copy(fake_disco
             lambda: next((m for m in fake.channel_messages() if shows_result(m)), None), timeout=20, what="the result"
         )
         assert result.attachments[0].image().size == (144, 112)
-        assert fields(result)["From"] == "your picture `photo.png`"
+        assert fields(result)["Picture"] == "`photo.png`, yours"
         assert not bot.errors(), bot.errors()
     finally:
         await bot.stop()
