@@ -25,6 +25,7 @@ import hashlib
 import io
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -214,13 +215,17 @@ def cdn_hosts_for(api_base: str | None) -> frozenset[str]:
 
 
 async def resolve_prompt_url(
-    interaction: discord.Interaction, url: str, *, cdn_hosts: frozenset[str] = DISCORD_CDN_HOSTS
+    interaction: discord.Interaction,
+    url: str,
+    *,
+    attached: Sequence[discord.Attachment] = (),
+    cdn_hosts: frozenset[str] = DISCORD_CDN_HOSTS,
 ) -> discord.Attachment:
     """The attachment a prompt's leading URL names, as Discord hands it to us.
 
     The URL itself is never fetched: it only names an attachment, which must be one the
-    interaction resolved or one on a recent message in this channel (read through Discord's
-    API, which gives the attachment's real size and a fresh link).
+    interaction carries (`attached`: its options' uploads) or one on a recent message in this
+    channel (read through Discord's API, which gives the attachment's real size and a fresh link).
     """
     ref = attachment_ref(url, cdn_hosts)
     shown = url if len(url) <= 80 else url[:79] + "…"
@@ -230,9 +235,9 @@ async def resolve_prompt_url(
             "use the `image` option to upload it."
         )
     channel_id, attachment_id = ref
-    resolved = (interaction.data or {}).get("resolved", {}).get("attachments", {})  # type: ignore[union-attr]
-    if str(attachment_id) in resolved:
-        return discord.Attachment(data=resolved[str(attachment_id)], state=interaction._state)
+    for attachment in attached:
+        if attachment.id == attachment_id:
+            return attachment
     channel = interaction.channel
     if channel_id == interaction.channel_id and isinstance(channel, discord.abc.Messageable):
         try:

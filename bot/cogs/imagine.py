@@ -311,10 +311,12 @@ class Imagine(commands.Cog):
             profile = await bot.store.profile(interaction.user.id)
             # Midjourney's image prompts: Discord attachment links may lead the prompt.
             urls, text = split_leading_urls(prompt)
-            pictures = [image] if image is not None else []
+            attached = [image] if image is not None else []
             cdn_hosts = cdn_hosts_for(discord.http.Route.BASE)  # where this client talks to Discord
+            pictures = {a.id: a for a in attached}  # a link to the `image` upload is the same picture
             for url in urls:
-                pictures.append(await resolve_prompt_url(interaction, url, cdn_hosts=cdn_hosts))
+                found = await resolve_prompt_url(interaction, url, attached=attached, cdn_hosts=cdn_hosts)
+                pictures[found.id] = found
             if len(pictures) > 1:
                 raise UserError("One picture per prompt: the `image` option or one image link at the start, not both.")
             try:
@@ -335,8 +337,9 @@ class Imagine(commands.Cog):
                 for model in models:  # refuse a model the server does not allow before reading the picture
                     policy.check_model(config, model)
                 native = max(bot.engine.native_size(model) for model in set(models))
+                (attachment,) = pictures.values()
                 picture = await read_for_interaction(
-                    interaction, pictures[0], pixel_budget=native * native, data_dir=bot.settings.data_dir
+                    interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
                 )
             kind = kinds.IMAGINE if picture is None else kinds.IMAGE_PROMPT
             new_jobs = []
