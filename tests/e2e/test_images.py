@@ -8,7 +8,8 @@ from pathlib import Path
 from PIL import Image
 
 from engine import params as render_params
-from engine.requests import Action
+from engine.fake import FakeEngine
+from engine.requests import Action, ImagePromptMethod
 from tests.e2e.botprocess import BotProcess
 from tests.fakediscord import FakeDiscord, Interaction, Message
 from tests.harness import result_of, running_bot, shows_result
@@ -172,6 +173,18 @@ async def test_imagine_with_an_image_prompt_and_iw(fake_discord: FakeDiscord, tm
         assert bot.engine.requests[-1].action is Action.VARIATION
 
 
+async def test_with_an_ip_adapter_the_embed_says_so(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    engine = FakeEngine(models=("fake",), image_prompt_method=ImagePromptMethod.IP_ADAPTER)
+    async with running_bot(fake, tmp_path, engine=engine):
+        grid = await upload_result(
+            await fake.slash("imagine", prompt="a red fox", image=fake.upload("f.png", picture()))
+        )
+        assert fields(grid)["Image prompt"] == "`f.png` via IP-Adapter, --iw 1"
+        request = engine.requests[-1]
+        assert (request.image_prompt_method, request.image_weight) == (ImagePromptMethod.IP_ADAPTER, 1.0)
+
+
 async def test_a_discord_attachment_url_leading_the_prompt_is_an_image_prompt(fake_discord: FakeDiscord, tmp_path):
     fake = fake_discord
     post = fake.post(files=[("sky.png", picture((256, 256), (30, 30, 220)))], user=fake.bob)
@@ -228,6 +241,14 @@ async def test_every_bad_input_is_refused_in_one_line_and_queues_nothing(fake_di
             "I only read pictures posted here: use the `image` option to upload it.",
         )
 
+        elsewhere = "https://cdn.discordapp.com/attachments/1/2/cat.png"
+        await refused(
+            fake,
+            bot,
+            await fake.slash("imagine", prompt=f"{elsewhere} a fox"),
+            f"I can't find the picture <{elsewhere}> among the recent messages of this channel; "
+            "use the `image` option to upload it.",
+        )
         await refused(
             fake,
             bot,
