@@ -60,10 +60,12 @@ class Scheduler:
         self._delivering: set[int] = set()
         self._last_redelivery = 0.0
         self._closing = False
+        self._first_job_this_run = 0  # jobs from before start() are never announced by this process
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._first_job_this_run = await self.store.last_job_id() + 1
         requeued, failed = await self.store.recover(self.settings.max_attempts)
         if requeued or failed:
             log.warning("recovered from an unclean stop: %d jobs re-queued, %d given up", requeued, failed)
@@ -276,14 +278,22 @@ class Scheduler:
             log.warning("job %s: progress update failed", job.id, exc_info=True)
 
     async def _with_message(self, job: Job) -> Job:
-        """The job as stored, once the cog has recorded its message (or a few seconds passed)."""
-        if job.message_id is None:
+        """The job as stored, once the cog has recorded its message (or a few seconds passed).
+
+        Only jobs queued since this start are being announced; an older one without a message
+        lost its id to a crash, so the message is looked up in the channel instead of waited for.
+        """
+        if job.message_id is not None:
+            return job
+        if job.id >= self._first_job_this_run:
             event = self._announced.setdefault(job.id, asyncio.Event())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(ANNOUNCE_WAIT_S):
                     await event.wait()
-            job = await self.store.get_job(job.id) or job
-        return job
+        elif (message_id := await self.delivery.find_announcement(job)) is not None:
+            log.info("job %s: found the message a crash kept from being recorded", job.id)
+            await self.store.set_message(job.id, message_id)
+        return await self.store.get_job(job.id) or job
 
     # -- telling the member -------------------------------------------------------------
 

@@ -275,6 +275,11 @@ class Store:
                     accepted.append(Job.from_row(await cur.fetchone()))
             return accepted
 
+    async def last_job_id(self) -> int:
+        """The highest job id so far (0 for none): every job queued later has a higher one."""
+        row = await self._one("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'jobs'")
+        return int(row[0]) if row else 0
+
     async def queue_order(self) -> list[int]:
         """The queued jobs' ids in the order claim_next would start them.
 

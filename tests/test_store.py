@@ -184,3 +184,11 @@ async def test_migration_0003_keeps_old_jobs_images_and_ids_and_takes_any_kind(t
 
 def job_of_kind(kind: str) -> NewJob:
     return dataclasses.replace(job(user_id=1), kind=kind)
+
+
+async def test_last_job_id_is_what_every_later_job_comes_after(store: Store) -> None:
+    assert await store.last_job_id() == 0
+    first = await store.enqueue(job(user_id=1), LIMITS)
+    await store.db.execute("DELETE FROM jobs WHERE id = ?", (first.id,))
+    assert await store.last_job_id() == first.id  # a deleted job's id is not handed out again
+    assert (await store.enqueue(job(user_id=1), LIMITS)).id > first.id
