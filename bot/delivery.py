@@ -159,9 +159,14 @@ class Delivery:
 
     async def _fetch(self, job: Job, message_id: int) -> discord.Message | None:
         webhook = self._webhook(job)
-        try:
-            if webhook is not None:
+        if webhook is not None:
+            try:
                 return await webhook.fetch_message(message_id)
+            except discord.HTTPException as exc:
+                # Discord may have retired the token before our recorded expiry (a long downtime):
+                # the message is the bot's own, so its token can still read it.
+                log.info("job %s: cannot fetch message %s with the interaction token (%s)", job.id, message_id, exc)
+        try:
             return await self.client.get_partial_messageable(job.channel_id).fetch_message(message_id)
         except discord.HTTPException as exc:
             log.info("job %s: cannot fetch message %s (%s)", job.id, message_id, exc)
