@@ -63,6 +63,8 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         batch_window_s=settings.batch_window_s,
         speedups=speedups,
         safety_checker=settings.safety_checker,
+        ip_adapter=settings.ip_adapter,
+        ip_adapter_weight=settings.ip_adapter_weight,
     ) as engine:
         yield engine
 
