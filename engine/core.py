@@ -37,6 +37,7 @@ warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from engine.actions import blend as blend_action  # noqa: E402
 from engine.actions import imagine as imagine_action  # noqa: E402
 from engine.actions import upscale as upscale_action  # noqa: E402
 from engine.actions import variation as variation_action  # noqa: E402
@@ -54,6 +55,7 @@ _ACTIONS: Mapping[Action, tuple[Callable[..., Any], Callable[[RenderRequest], No
     Action.IMAGINE: (imagine_action.imagine, imagine_action.check_inputs, False),
     Action.VARIATION: (variation_action.variation, variation_action.check_inputs, True),
     Action.UPSCALE: (upscale_action.upscale, upscale_action.check_inputs, True),
+    Action.BLEND: (blend_action.blend, blend_action.check_inputs, True),
 }
 
 
@@ -401,6 +403,7 @@ class DiffusersEngine:
             on_step = self._step_callback(batch, model)
             check = self.safety_checker and any(r.safety_check for r in requests)
             images = render(pipe, requests, on_step=on_step, safety_checker=check)
+            method = blend_action.method(pipe) if first.request.action is Action.BLEND else ""
         except RenderInterrupted:
             for job in batch:
                 job.post(job.resolve, None, asyncio.CancelledError())
@@ -420,7 +423,12 @@ class DiffusersEngine:
         for job, tiles in zip(batch, images, strict=True):
             flagged = tuple(bool(t.info.pop(FLAGGED, False)) for t in tiles) if job.request.safety_check else ()
             result = RenderResult(
-                images=tuple(tiles), seeds=job.request.seeds, model=job.model, elapsed_s=elapsed, flagged=flagged
+                images=tuple(tiles),
+                seeds=job.request.seeds,
+                model=job.model,
+                elapsed_s=elapsed,
+                flagged=flagged,
+                method=method,
             )
             job.post(job.resolve, result, None)
 

@@ -20,6 +20,7 @@ class Action(enum.StrEnum):
     IMAGINE = "imagine"  # text -> four tiles (a reroll is an imagine with new seeds)
     VARIATION = "variation"  # one tile -> four new tiles (image-to-image)
     UPSCALE = "upscale"  # one tile -> one image twice the size
+    BLEND = "blend"  # two to five images -> four tiles that mix them
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,7 +35,8 @@ class RenderRequest:
     negative_prompt: str = ""
     model: str | None = None  # None: the engine's default model
     init_image: Image.Image | None = field(default=None, compare=False)  # variation/upscale source
-    strength: float | None = None  # variation/upscale: 0 keeps the source, 1 ignores it
+    blend_images: tuple[Image.Image, ...] = field(default=(), compare=False)  # blend: 2-5 sources, any size
+    strength: float | None = None  # variation/upscale/blend: 0 keeps the source, 1 ignores it
     chaos: int = 0  # 0-100: how far the four tiles spread apart
     stop: int = 100  # 10-100: percent of the steps to run before finishing
     tile: bool = False  # seamless tiling
@@ -60,6 +62,7 @@ class RenderResult:
     model: str
     elapsed_s: float  # device time spent on this request
     flagged: tuple[bool, ...] = ()  # per image, when safety_check was asked for; () when it was not
+    method: str = ""  # how it ran where there is a choice: a blend is "ip-adapter" or "latents"
 
     @property
     def grid(self) -> Image.Image:
