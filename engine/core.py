@@ -42,8 +42,18 @@ from engine.actions import imagine as imagine_action  # noqa: E402
 from engine.actions import upscale as upscale_action  # noqa: E402
 from engine.actions import variation as variation_action  # noqa: E402
 from engine.actions.common import FLAGGED, RenderInterrupted  # noqa: E402
+from engine.describe import SHIPPED_DESCRIBER, Describer, DescriberError  # noqa: E402
 from engine.preview import fit_latent_rgb, preview_grid  # noqa: E402
-from engine.requests import Action, ProgressCallback, RenderError, RenderProgress, RenderRequest, RenderResult  # noqa: E402
+from engine.requests import (  # noqa: E402
+    Action,
+    DescribeRequest,
+    DescribeResult,
+    ProgressCallback,
+    RenderError,
+    RenderProgress,
+    RenderRequest,
+    RenderResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +173,7 @@ class DiffusersEngine:
     models: every installed model the bot may offer (default: just `model`); loaded lazily, cached.
     pipelines: already-built pipelines by name (tests, benchmarks); they count as installed.
     max_batch: most images in one pipeline call (a request is never split).
+    describer: the image-to-text model behind `describe` (loaded on first use, on `device`).
     """
 
     def __init__(
@@ -177,6 +188,7 @@ class DiffusersEngine:
         max_batch: int | None = None,
         compile: bool = False,
         safety_checker: bool = False,
+        describer: str = SHIPPED_DESCRIBER,
     ) -> None:
         self.device = _pick_device(device)
         self.dtype = _pick_dtype(dtype, self.device)
@@ -199,6 +211,9 @@ class DiffusersEngine:
         self.stats = EngineStats()
         self._render_s: dict[tuple[Any, ...], float] = {}
         self._native_sizes: dict[str, int] = {}  # recent render time per batch key (EMA)
+        self._describer_name = describer
+        self._describer: Describer | None = None
+        self._describer_lock = threading.Lock()  # generation is not thread-safe; one describe at a time
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -283,6 +298,31 @@ class DiffusersEngine:
             with self._cond:
                 self._cond.notify_all()
             raise
+
+    async def describe(self, request: DescribeRequest) -> DescribeResult:
+        if self._closed:
+            raise RenderError("the engine is shutting down")
+        # Its own small model and lock, in a thread: a describe (~0.1 s) never waits behind a batch of renders.
+        return await asyncio.to_thread(self._describe, request)
+
+    def _describe(self, request: DescribeRequest) -> DescribeResult:
+        started = time.perf_counter()
+        with self._describer_lock:
+            if self._describer is None:
+                # A GPU runs it in the engine's dtype; float16 on a CPU would only be slower.
+                dtype = self.dtype if self.device.type == "cuda" else torch.float32
+                try:
+                    self._describer = Describer.load(self._describer_name, device=self.device, dtype=dtype)
+                except DescriberError as e:
+                    raise RenderError(str(e)) from e
+                log.info("loaded describer %s on %s", self._describer_name, self.device)
+            try:
+                prompts = self._describer.describe(
+                    request.image, count=request.count, seed=request.seed, avoid=request.avoid
+                )
+            except ValueError as e:
+                raise RenderError(str(e)) from None
+        return DescribeResult(tuple(prompts), self._describer_name, time.perf_counter() - started)
 
     # -- loading (worker thread, or before it starts) ------------------------------------------
 

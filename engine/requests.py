@@ -72,6 +72,23 @@ class RenderResult:
         return compose_grid(self.images)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DescribeRequest:
+    """/describe: candidate prompts for an image."""
+
+    image: Image.Image = field(compare=False)
+    count: int = 4
+    seed: int | None = None  # None: the most likely prompts, always the same; a seed: other phrasings
+    avoid: tuple[str, ...] = ()  # prompts already shown, left out where the describer has others
+
+
+@dataclass(frozen=True, slots=True)
+class DescribeResult:
+    prompts: tuple[str, ...]  # distinct, most likely first; a describer may find fewer than asked
+    describer: str
+    elapsed_s: float
+
+
 class RenderError(Exception):
     """A render failed for a reason the requester can be told (out of memory, bad input)."""
 
@@ -94,4 +111,8 @@ class Engine(Protocol):
 
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         """Render `request`; `progress` is called on the event loop's thread."""
+        ...
+
+    async def describe(self, request: DescribeRequest) -> DescribeResult:
+        """Candidate prompts for `request.image`, from the image-to-text model, off the event loop."""
         ...
