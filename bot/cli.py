@@ -48,6 +48,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         dtype=settings.dtype,
         batch_window_s=settings.batch_window_s,
         safety_checker=settings.safety_checker,
+        describer=settings.describer,
     ) as engine:
         yield engine
 

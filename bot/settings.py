@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # Load the model's safety checker, so servers can turn on /config safety_checker.
     safety_checker: bool = False
+    # The image-to-text model behind /describe: the shipped one, a local BLIP/GIT folder or a cached hub id.
+    describer: str = "dreamgrid-describer"
 
     steps: int = Field(default=20, ge=1, le=150)
     max_steps: int = Field(default=50, ge=1, le=150)

@@ -152,22 +152,25 @@ def eval_describer_main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     r = evaluate_describer(a.describer, text_to_image=None if a.no_round_trip else a.model)
     ok = True
-    for part, title in (("held_out", "held-out images"), ("round_trip", "describe(imagine(prompt))")):
+    parts = (
+        ("held_out", "held-out images"),
+        ("round_trip", "describe(imagine(prompt)), dreamgrid eval's held-out prompts"),
+        ("round_trip_trained", "describe(imagine(prompt)), new prompts of triples dreamgrid-tiny saw"),
+    )
+    for part, title in parts:
         if part not in r:
             continue
         print(f"{title}: {r[part + '_cases']} cases, {r[part + '_s']:.1f} s")
         for k in ("shape", "foreground", "background", "all three"):
-            target = DESCRIBER_TARGETS[part].get(k)
+            target = DESCRIBER_TARGETS.get(part, {}).get(k)
             met = target is None or r[part][k] >= target
             ok &= met
             verdict = "" if target is None else f"   target {target:.0%} {'ok' if met else 'MISSED'}"
             print(f"  {k:<10} {r[part][k]:6.1%}{verdict}")
-    if "round_trip_vs_pixels" in r:
-        agree = r["round_trip_vs_pixels"]
-        print(
-            "  the describer vs the pixel judge on the same drawn images: "
-            + ", ".join(f"{k} {agree[k]:.1%}" for k in ("shape", "foreground", "background"))
-        )
+        if part + "_vs_pixels" in r:
+            agree = r[part + "_vs_pixels"]
+            shown = ", ".join(f"{k} {agree[k]:.1%}" for k in ("shape", "foreground", "background"))
+            print(f"  agrees with the pixel judge on the same images: {shown}")
     print("example:", " | ".join(r["example"]["prompts"]))
     return 0 if ok else 1
 
