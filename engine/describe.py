@@ -2,8 +2,8 @@
 
 Any local captioning checkpoint that `AutoProcessor` and `AutoModelForImageTextToText` load
 (BLIP, GIT, a VisionEncoderDecoder with its processor) works through the same code path as the
-describer dreamgrid ships (`engine/weights/dreamgrid-describer`, a small GIT model trained by
-`dreamgrid train-describer` on the same synthetic scenes as dreamgrid-tiny). Nothing downloads:
+describer dreamgrid ships (`engine/weights/dreamgrid-describer`, a small VisionEncoderDecoder
+trained by `dreamgrid train-describer` on the same synthetic scenes as dreamgrid-tiny). Nothing downloads:
 a folder, or a model id already in the local Hugging Face cache.
 
     describer = Describer.load("dreamgrid-describer", device=torch.device("cpu"))

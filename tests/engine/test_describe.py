@@ -83,6 +83,36 @@ def _save_tiny_blip(folder) -> None:
 
 
 def _save_tiny_git(folder) -> None:
+    from transformers import CLIPImageProcessorPil, GitConfig, GitForCausalLM, GitProcessor
+
+    from engine.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(["a", "red", "circle", "on", "blue", "background"])
+    torch.manual_seed(0)
+    config = GitConfig(
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+        ),
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    GitForCausalLM(config).save_pretrained(folder)
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    GitProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+
+
+def _save_tiny_dreamgrid(folder) -> None:
     from engine.tokenizer import build_tokenizer
     from engine.training.dataset import vocabulary
 
@@ -94,7 +124,7 @@ def _save_tiny_git(folder) -> None:
     processor.save_pretrained(folder)
 
 
-@pytest.mark.parametrize("save", [_save_tiny_blip, _save_tiny_git], ids=["blip", "git"])
+@pytest.mark.parametrize("save", [_save_tiny_blip, _save_tiny_git, _save_tiny_dreamgrid], ids=["blip", "git", "ours"])
 def test_any_local_captioner_loads_offline_through_the_same_path(tmp_path, save):
     save(tmp_path)
     describer = Describer.load(str(tmp_path), device=torch.device("cpu"))
@@ -110,11 +140,11 @@ async def test_the_engine_describes_off_the_event_loop_and_names_a_missing_descr
     from engine.core import DiffusersEngine
     from engine.tiny import build_tiny_pipeline
 
-    _save_tiny_git(tmp_path / "git")
+    _save_tiny_dreamgrid(tmp_path / "own")
     pipes = {"tiny": build_tiny_pipeline()}
-    async with DiffusersEngine(model="tiny", pipelines=pipes, device="cpu", describer=str(tmp_path / "git")) as engine:
+    async with DiffusersEngine(model="tiny", pipelines=pipes, device="cpu", describer=str(tmp_path / "own")) as engine:
         result = await engine.describe(DescribeRequest(image=Image.new("RGB", (64, 64), "blue")))
-    assert 1 <= len(result.prompts) <= 4 and result.describer == str(tmp_path / "git")
+    assert 1 <= len(result.prompts) <= 4 and result.describer == str(tmp_path / "own")
     async with DiffusersEngine(model="tiny", pipelines=pipes, device="cpu", describer=str(tmp_path / "nope")) as engine:
         with pytest.raises(RenderError, match="could not load describer .*nope.*never downloads"):
             await engine.describe(DescribeRequest(image=Image.new("RGB", (64, 64), "blue")))
