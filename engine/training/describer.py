@@ -54,7 +54,7 @@ class DescriberConfig:
     patch_size: int = 4
     seed: int = 0
     threads: int | None = None
-    steps: int = 1200
+    steps: int = 1500
     batch: int = 48
     lr: float = 1e-3
     warmup: int = 100
