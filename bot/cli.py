@@ -50,6 +50,8 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         batch_window_s=settings.batch_window_s,
         safety_checker=settings.safety_checker,
         describer=settings.describer,
+        ip_adapter=settings.ip_adapter,
+        ip_adapter_weight=settings.ip_adapter_weight,
     ) as engine:
         yield engine
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import discord
 
 from bot import kinds
+from bot.image_inputs import shown_name
 from bot.rows import ImageRow, Job
 
 PROMPT_PREVIEW_CHARS = 900  # content must stay under 2,000 with everything around it
 
 
 def _prompt(job: Job) -> str:
+    if not job.prompt.strip() and job.spec.inputs:  # a member's picture, worked on with no prompt
+        return f"Your picture {shown_name(job.spec.inputs[0].name)}"
     prompt = job.prompt if len(job.prompt) <= PROMPT_PREVIEW_CHARS else job.prompt[: PROMPT_PREVIEW_CHARS - 1] + "…"
     return f"**{discord.utils.escape_markdown(prompt)}**"
 
@@ -79,7 +82,7 @@ def shows_final_state(job: Job, content: str, embed_footers: list[str]) -> bool:
 def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Embed:
     render = job.spec.render
     embed = discord.Embed(
-        description=job.prompt[:4000] if len(job.prompt) <= 4000 else job.prompt[:3999] + "…",
+        description=(job.prompt[:4000] if len(job.prompt) <= 4000 else job.prompt[:3999] + "…") or None,
         colour=discord.Colour.blurple(),
     )
     seeds = ", ".join(str(i.seed) for i in images) or ", ".join(map(str, job.seeds))
@@ -93,6 +96,13 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
         embed.add_field(
             name="From", value=f"job {job.parent_id}" + (f", image {job.parent_index}" if job.parent_index else "")
         )
+    if job.spec.inputs:
+        picture = shown_name(job.spec.inputs[0].name)
+        if render.image_prompt_method:
+            weight = f"{render.image_weight:g}" if render.image_weight is not None else "1"
+            embed.add_field(name="Image prompt", value=f"{picture} via {render.image_prompt_method}, --iw {weight}")
+        else:
+            embed.add_field(name="Picture", value=f"{picture}, yours")
     _show_image(embed, filename)
     embed.set_footer(text=f"/show {job.id} brings this back at any time")
     return embed

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     safety_checker: bool = False
     # The image-to-text model behind /describe: the shipped one, a local BLIP/GIT folder or a cached hub id.
     describer: str = "dreamgrid-describer"
+    # A local IP-Adapter folder (weights + image_encoder/) for MODEL: image prompts use it when set,
+    # image-to-image otherwise. IP_ADAPTER_WEIGHT names the weights file when the folder has several.
+    ip_adapter: Path | None = None
+    ip_adapter_weight: str | None = None
 
     steps: int = Field(default=20, ge=1, le=150)
     max_steps: int = Field(default=50, ge=1, le=150)

@@ -17,6 +17,7 @@ from engine.requests import (
     Action,
     DescribeRequest,
     DescribeResult,
+    ImagePromptMethod,
     ProgressCallback,
     RenderError,
     RenderProgress,
@@ -47,8 +48,10 @@ class FakeEngine:
         hang_prompts: Sequence[str] = ("__hang__",),
         nsfw_prompts: Sequence[str] = ("__nsfw__",),
         tile_size: int = 64,
+        image_prompt_method: ImagePromptMethod = ImagePromptMethod.IMAGE_TO_IMAGE,
     ) -> None:
         self.tile_size = tile_size
+        self._image_prompt_method = image_prompt_method
         self._models = tuple(models)
         self.step_delay_s = step_delay_s
         self.fail_prompts = tuple(fail_prompts)
@@ -74,11 +77,18 @@ class FakeEngine:
     def native_size(self, model: str | None = None) -> int:
         return self.tile_size
 
+    def image_prompt_method(self, model: str | None = None) -> ImagePromptMethod:
+        return self._image_prompt_method
+
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         self.requests.append(request)
         model = request.model or self.default_model
         if model not in self._models:
             raise RenderError(f"model {model!r} is not installed")
+        if request.action in (Action.VARIATION, Action.UPSCALE) and request.init_image is None:
+            raise RenderError(f"{request.action} needs init_image, the source tile")
+        if request.action is Action.IMAGE_PROMPT and request.image_prompt is None:
+            raise RenderError("an image prompt needs image_prompt, the member's picture")
         started = time.perf_counter()
         total = max(1, request.steps * request.stop // 100)
         for step in range(1, total + 1):
@@ -101,7 +111,6 @@ class FakeEngine:
             model=model,
             elapsed_s=time.perf_counter() - started,
             flagged=flagged,
-            method="latents" if request.action is Action.BLEND else "",
         )
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:

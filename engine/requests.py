@@ -21,6 +21,14 @@ class Action(enum.StrEnum):
     VARIATION = "variation"  # one tile -> four new tiles (image-to-image)
     UPSCALE = "upscale"  # one tile -> one image twice the size
     BLEND = "blend"  # two to five images -> four tiles that mix them
+    IMAGE_PROMPT = "image_prompt"  # text + a member's picture -> four tiles steered by the picture
+
+
+class ImagePromptMethod(enum.StrEnum):
+    """How a picture steers an image prompt; the result's embed says which ran."""
+
+    IP_ADAPTER = "IP-Adapter"  # the picture's CLIP embedding conditions the UNet (needs IP_ADAPTER)
+    IMAGE_TO_IMAGE = "image-to-image"  # the picture, noised by --iw, is the starting point
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +50,9 @@ class RenderRequest:
     tile: bool = False  # seamless tiling
     preview: bool = False  # attach a cheap preview image to progress events
     safety_check: bool = False  # run the model's safety checker; results say which images it flagged
+    image_prompt: Image.Image | None = field(default=None, compare=False)  # IMAGE_PROMPT: the member's picture
+    image_weight: float = 1.0  # IMAGE_PROMPT: --iw, 0-3
+    image_prompt_method: ImagePromptMethod | None = None  # IMAGE_PROMPT, BLEND: as Engine.image_prompt_method said
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +73,6 @@ class RenderResult:
     model: str
     elapsed_s: float  # device time spent on this request
     flagged: tuple[bool, ...] = ()  # per image, when safety_check was asked for; () when it was not
-    method: str = ""  # how it ran where there is a choice: a blend is "ip-adapter" or "latents"
 
     @property
     def grid(self) -> Image.Image:
@@ -107,6 +117,10 @@ class Engine(Protocol):
 
     def native_size(self, model: str | None = None) -> int:
         """The tile edge (pixels) the model was trained at; aspect ratios keep this area."""
+        ...
+
+    def image_prompt_method(self, model: str | None = None) -> ImagePromptMethod:
+        """How an image prompt on `model` is rendered: with the operator's IP-Adapter, or image-to-image."""
         ...
 
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
