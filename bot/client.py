@@ -20,7 +20,14 @@ from engine.requests import Engine
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.images", "bot.cogs.account", "bot.cogs.queue", "bot.cogs.admin")
+EXTENSIONS = (
+    "bot.cogs.imagine",
+    "bot.cogs.images",
+    "bot.cogs.blend",
+    "bot.cogs.account",
+    "bot.cogs.queue",
+    "bot.cogs.admin",
+)
 
 
 class DreamGrid(commands.Bot):

@@ -197,5 +197,16 @@ UPSCALE_OF_PICTURE = register(
         strengths=UPSCALE.strengths,
     )
 )
+BLEND = register(
+    JobKind(
+        name="blend",
+        action=Action.BLEND,
+        label=" - Blend",
+        source=Source.UPLOADS,
+        strengths=MappingProxyType({"blend": render_params.BLEND_STRENGTH}),
+        buttons=ResultButtons.GRID,
+        rerolls_as="blend",
+    )
+)
 # Which kind works from a member's picture in place of a job's tile.
 FOR_PICTURES = {VARIATION.name: VARIATION_OF_PICTURE, UPSCALE.name: UPSCALE_OF_PICTURE}

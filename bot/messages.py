@@ -7,6 +7,7 @@ import discord
 from bot import kinds
 from bot.image_inputs import shown_name
 from bot.rows import ImageRow, Job
+from engine.requests import ImagePromptMethod
 
 PROMPT_PREVIEW_CHARS = 900  # content must stay under 2,000 with everything around it
 
@@ -79,6 +80,13 @@ def shows_final_state(job: Job, content: str, embed_footers: list[str]) -> bool:
     return content.endswith(f"(job {job.id})")
 
 
+# How a blend mixed its pictures, in the member's words.
+BLEND_METHODS = {
+    ImagePromptMethod.IP_ADAPTER.value: "mixed through the IP-Adapter (the pictures' embeddings, averaged)",
+    ImagePromptMethod.IMAGE_TO_IMAGE.value: "mixed in the model's latent space (no IP-Adapter installed)",
+}
+
+
 def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Embed:
     render = job.spec.render
     embed = discord.Embed(
@@ -96,7 +104,11 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
         embed.add_field(
             name="From", value=f"job {job.parent_id}" + (f", image {job.parent_index}" if job.parent_index else "")
         )
-    if job.spec.inputs:
+    if len(job.spec.inputs) > 1:  # a blend
+        pictures = " + ".join(shown_name(p.name) for p in job.spec.inputs)
+        how = BLEND_METHODS.get(render.image_prompt_method or "", render.image_prompt_method or "")
+        embed.add_field(name="Blend", value=f"{pictures}, {how}"[:1024], inline=False)
+    elif job.spec.inputs:
         picture = shown_name(job.spec.inputs[0].name)
         if render.image_prompt_method:
             weight = f"{render.image_weight:g}" if render.image_weight is not None else "1"

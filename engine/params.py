@@ -48,6 +48,8 @@ UPSCALE_CREATIVE = 0.2  # redraws detail and may drift from the source
 # model's own prior takes over and some tiles fall back to one image's colours.
 BLEND_STRENGTH = 0.3
 BLEND_MIN_IMAGES, BLEND_MAX_IMAGES = 2, 5
+# /blend with an IP-Adapter: its scale, as an image prompt's at --iw 2 (the images lead, the prompt is optional).
+BLEND_IP_ADAPTER_SCALE = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Two to five images -> four tiles that mix them (/blend).
 
-With an IP-Adapter on the pipeline (an `image_encoder` and the UNet's image projection), the images'
-CLIP embeddings are averaged and steer a text-to-image render together, beside the prompt.
+Two ways, as for image prompts (`request.image_prompt_method`, which `Engine.image_prompt_method`
+chose): with the operator's IP-Adapter (`IP_ADAPTER`), the images' CLIP embeddings are averaged and
+steer a text-to-image render together, beside the prompt, through `image_prompt.ip_adapter_on`.
 
 Without one, the images are mixed in the VAE's latent space. Each image is fitted to the tile size
 (cover, then centre crop) and encoded. Tile k takes its overall colour, the latents' per-channel
@@ -15,6 +16,7 @@ engine/params.py, BLEND_STRENGTH).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,11 +35,9 @@ from engine.actions.common import (
     split,
     step_state,
 )
-from engine.params import BLEND_MAX_IMAGES, BLEND_MIN_IMAGES
-from engine.requests import RenderRequest
-
-IP_ADAPTER = "ip-adapter"
-LATENTS = "latents"
+from engine.actions.image_prompt import IPAdapter, ip_adapter_on
+from engine.params import BLEND_IP_ADAPTER_SCALE, BLEND_MAX_IMAGES, BLEND_MIN_IMAGES
+from engine.requests import ImagePromptMethod, RenderRequest
 
 
 def check_inputs(request: RenderRequest) -> None:
@@ -47,16 +47,12 @@ def check_inputs(request: RenderRequest) -> None:
         raise ValueError(f"a blend takes {BLEND_MIN_IMAGES} to {BLEND_MAX_IMAGES} images, got {count}")
     if request.init_image is not None:
         raise ValueError("a blend takes blend_images, not init_image")
+    if request.image_prompt_method not in tuple(ImagePromptMethod):
+        raise ValueError(f"image_prompt_method must be one of {', '.join(ImagePromptMethod)}")
     if request.strength is None or not 0 < request.strength <= 1:
         raise ValueError(f"strength must be in (0, 1], got {request.strength}")
     if int(request.steps * request.strength) < 1:
         raise ValueError(f"steps={request.steps} at strength={request.strength} leaves no step to run")
-
-
-def method(pipe: Any) -> str:
-    """Which way a blend runs on this pipeline."""
-    has_adapter = getattr(getattr(pipe, "unet", None), "encoder_hid_proj", None) is not None
-    return IP_ADAPTER if has_adapter and getattr(pipe, "image_encoder", None) is not None else LATENTS
 
 
 @torch.no_grad()
@@ -66,55 +62,56 @@ def blend(
     *,
     on_step: StepCallback | None = None,
     safety_checker: bool = False,
+    ip_adapter: IPAdapter | None = None,
 ) -> list[list[Image.Image]]:
-    # 1. check inputs (the batch shares size, steps, guidance, strength, tile and stop)
+    """`pipe` is the text-to-image pipeline for IP_ADAPTER batches, the image-to-image one otherwise."""
+    # 1. check inputs (the batch shares size, steps, guidance, strength, tile, stop and method)
     for request in requests:
         check_inputs(request)
     first = requests[0]
     device = pipe._execution_device
     size = (first.width, first.height)
+    via_adapter = first.image_prompt_method == ImagePromptMethod.IP_ADAPTER
+    if via_adapter and ip_adapter is None:
+        raise ValueError("this model has no IP-Adapter installed (IP_ADAPTER), so it cannot blend that way")
 
     # 2. encode prompts (an empty prompt is fine: the images lead)
     embeds = encode_prompts(pipe, requests, device)
     gens = generators(requests)
 
     # 3. the images' part: averaged image embeddings, or combined latents
-    if method(pipe) == IP_ADAPTER:
-        from diffusers import AutoPipelineForText2Image
-
-        render = AutoPipelineForText2Image.from_pipe(pipe)  # shares every module; costs no memory
-        render.set_progress_bar_config(disable=True)
+    if via_adapter:
+        switch = ip_adapter_on(pipe, ip_adapter, BLEND_IP_ADAPTER_SCALE)
         steps_run = first.steps
-        images: dict[str, Any] = {
-            "ip_adapter_image_embeds": _mean_image_embeds(pipe, requests, device, first.guidance_scale > 1),
-            "height": first.height,
-            "width": first.width,
-        }
     else:
-        render = pipe
+        switch = contextlib.nullcontext()
         steps_run = min(int(first.steps * first.strength), first.steps)
         latents = torch.cat([_combined_latents(pipe, r, size) for r in requests])
-        images = {"image": latents, "strength": first.strength}
+        images: dict[str, Any] = {"image": latents, "strength": first.strength}
 
     # 4. denoise in one batched call; the callback reports progress, cancels and applies --stop
     state = step_state(steps_run, first.stop, on_step)
     with seamless(pipe, first.tile):
-        latents = render(
-            **embeds,
-            **images,
-            num_inference_steps=first.steps,
-            guidance_scale=first.guidance_scale,
-            generator=gens,
-            output_type="latent",
-            callback_on_step_end=state,
-            callback_on_step_end_tensor_inputs=state.tensor_inputs(render),
-        ).images
+        with switch:
+            if via_adapter:  # the projection the switch attached reads the embeddings
+                embeds_of_images = _mean_image_embeds(pipe, requests, device, first.guidance_scale > 1)
+                images = {"ip_adapter_image_embeds": embeds_of_images, "height": first.height, "width": first.width}
+            latents = pipe(
+                **embeds,
+                **images,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance_scale,
+                generator=gens,
+                output_type="latent",
+                callback_on_step_end=state,
+                callback_on_step_end_tensor_inputs=state.tensor_inputs(pipe),
+            ).images
         if state.cancelled:
             raise RenderInterrupted
 
         # 5. after --stop, predict the clean image instead of decoding noise
         if state.last_t is not None:
-            latents = estimate_x0(render, latents, state, first.guidance_scale)
+            latents = estimate_x0(pipe, latents, state, first.guidance_scale)
 
         # 6. decode and hand each request its own tiles
         out = decode(pipe, latents, safety_checker)

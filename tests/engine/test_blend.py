@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from engine.actions.blend import IP_ADAPTER, LATENTS
 from engine.core import TINY_MODEL, WEIGHTS_DIR
 from engine.params import BLEND_STRENGTH
-from engine.requests import Action, RenderError
+from engine.requests import Action, ImagePromptMethod, RenderError
 from engine.training.dataset import COLOURS, Scene, render
 from tests.engine.conftest import TILE, mean_abs, request
 
@@ -21,7 +19,14 @@ YELLOW_TRIANGLE_ON_GREEN = render(Scene("triangle", "yellow", "green", "large", 
 
 
 def blend_request(images, **overrides):
-    base = dict(action=Action.BLEND, prompt="", blend_images=tuple(images), strength=BLEND_STRENGTH, steps=20)
+    base = dict(
+        action=Action.BLEND,
+        prompt="",
+        blend_images=tuple(images),
+        strength=BLEND_STRENGTH,
+        steps=20,
+        image_prompt_method=ImagePromptMethod.IMAGE_TO_IMAGE,
+    )
     return request(**(base | overrides))
 
 
@@ -42,7 +47,6 @@ async def test_blend_of_two_scenes_gives_four_new_tiles_each_with_colours_of_bot
     sources = [RED_CIRCLE_ON_BLUE, YELLOW_TRIANGLE_ON_GREEN]
     async with DiffusersEngine(device="cpu", batch_window_s=0.0) as engine:
         result = await engine.render(blend_request(sources, seeds=(1, 2, 3, 4)))
-    assert result.method == LATENTS
     assert len(result.images) == 4 and all(t.size == (TILE, TILE) for t in result.images)
     for tile in result.images:
         # Not a copy of either input...
@@ -56,7 +60,6 @@ async def test_blend_takes_images_of_any_size_and_up_to_five(engine):
     sizes = [(64, 64), (96, 64), (40, 72), (64, 64), (128, 128)]
     sources = [Image.new("RGB", size, colour) for size, colour in zip(sizes, COLOURS.values(), strict=False)]
     result = await engine.render(blend_request(sources, steps=4, width=TILE + 32, height=TILE))
-    assert result.method == LATENTS
     assert [t.size for t in result.images] == [(TILE + 32, TILE)] * 4
     again = await engine.render(blend_request(sources, steps=4, width=TILE + 32, height=TILE))
     assert [t.tobytes() for t in again.images] == [t.tobytes() for t in result.images]
@@ -68,61 +71,39 @@ async def test_blend_refuses_too_few_or_too_many_images(engine, count):
         await engine.render(blend_request([RED_CIRCLE_ON_BLUE] * count))
 
 
-def _add_tiny_ip_adapter(pipe, embed_dim: int = 32) -> None:
-    """An IP-Adapter with random weights, built from config as diffusers' own tests build one."""
-    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
-    from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
+@pytest.fixture(scope="module")
+def adapter_folder(tmp_path_factory):
+    from engine.tiny import build_tiny_pipeline, save_tiny_ip_adapter
 
-    unet = pipe.unet
-    cross = unet.config.cross_attention_dim
-    torch.manual_seed(0)
-    attention, key_id = {}, 1
-    for name in unet.attn_processors:
-        if name.endswith("attn1.processor"):
-            continue
-        hidden = unet.config.block_out_channels[-1]  # the tiny UNet cross-attends in its middle block only
-        assert name.startswith("mid_block"), name
-        weights = IPAdapterAttnProcessor2_0(hidden_size=hidden, cross_attention_dim=cross, num_tokens=(4,)).state_dict()
-        attention[f"{key_id}.to_k_ip.weight"] = weights["to_k_ip.0.weight"]
-        attention[f"{key_id}.to_v_ip.weight"] = weights["to_v_ip.0.weight"]
-        key_id += 2
-    projection = {
-        "proj.weight": torch.randn(4 * cross, embed_dim) * 0.1,
-        "proj.bias": torch.zeros(4 * cross),
-        "norm.weight": torch.ones(cross),
-        "norm.bias": torch.zeros(cross),
-    }
-    unet._load_ip_adapter_weights([{"image_proj": projection, "ip_adapter": attention}])
-    encoder = CLIPVisionModelWithProjection(
-        CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-            projection_dim=embed_dim,
-        )
-    )
-    processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    pipe.register_modules(image_encoder=encoder.eval(), feature_extractor=processor)
+    return save_tiny_ip_adapter(build_tiny_pipeline(seed=0).unet, tmp_path_factory.mktemp("ip") / "adapter")
 
 
-async def test_with_an_ip_adapter_the_images_embeddings_steer_the_render():
+async def test_with_an_ip_adapter_the_images_embeddings_steer_the_render(adapter_folder):
     from engine.core import DiffusersEngine
     from engine.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline(seed=0)
-    _add_tiny_ip_adapter(pipe)
-    encoded = []
-    pipe.image_encoder.register_forward_hook(lambda module, args, out: encoded.append(args[0].shape[0]))
-    async with DiffusersEngine(model="ip", pipelines={"ip": pipe}, device="cpu", batch_window_s=0.0) as engine:
-        first = await engine.render(blend_request([RED_CIRCLE_ON_BLUE, YELLOW_TRIANGLE_ON_GREEN], steps=4))
-        other = await engine.render(
-            blend_request([Image.new("RGB", (64, 64), "white"), Image.new("RGB", (64, 64), "black")], steps=4)
-        )
-    assert first.method == IP_ADAPTER
+    via = dict(image_prompt_method=ImagePromptMethod.IP_ADAPTER, steps=4)
+    async with DiffusersEngine(
+        model="tiny", pipelines={"tiny": pipe}, device="cpu", batch_window_s=0.0, ip_adapter=adapter_folder
+    ) as engine:
+        assert engine.image_prompt_method() is ImagePromptMethod.IP_ADAPTER
+        encoded = []
+        pipe.image_encoder.register_forward_hook(lambda module, args, out: encoded.append(args[0].shape[0]))
+        plain_before = (await engine.render(request(seeds=(3,), steps=4))).images[0]
+        first = await engine.render(blend_request([RED_CIRCLE_ON_BLUE, YELLOW_TRIANGLE_ON_GREEN], **via))
+        black_white = [Image.new("RGB", (64, 64), "white"), Image.new("RGB", (64, 64), "black")]
+        other = await engine.render(blend_request(black_white, **via))
+        plain_after = (await engine.render(request(seeds=(3,), steps=4))).images[0]
     assert [t.size for t in first.images] == [(TILE, TILE)] * 4
-    assert encoded[:2] == [2, 2]  # each blend's images went through the image encoder, together
+    assert encoded == [2, 2]  # each blend's images went through the image encoder, together
     # Same prompt, same seeds: only the images' embeddings differ, and the tiles follow them.
     assert all(mean_abs(a, b) > 0 for a, b in zip(first.images, other.images, strict=True))
+    # The adapter is switched off again afterwards: a plain render is unchanged.
+    assert plain_before.tobytes() == plain_after.tobytes()
+
+
+async def test_an_ip_adapter_blend_on_an_engine_without_one_fails_clearly(engine):
+    via = dict(image_prompt_method=ImagePromptMethod.IP_ADAPTER, steps=4)
+    with pytest.raises(RenderError, match="no IP-Adapter installed"):
+        await engine.render(blend_request([RED_CIRCLE_ON_BLUE, YELLOW_TRIANGLE_ON_GREEN], **via))
