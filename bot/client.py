@@ -24,6 +24,7 @@ EXTENSIONS = (
     "bot.cogs.imagine",
     "bot.cogs.images",
     "bot.cogs.blend",
+    "bot.cogs.describe",
     "bot.cogs.account",
     "bot.cogs.queue",
     "bot.cogs.admin",

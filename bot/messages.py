@@ -120,6 +120,25 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
     return embed
 
 
+NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
+
+
+def described_embed(job: Job, filename: str) -> discord.Embed:
+    """A /describe result: the prompts, numbered as the buttons under them, beside the picture."""
+    lines = [f"{number} {_escape(prompt)}" for number, prompt in zip(NUMBERS, job.spec.described, strict=False)]
+    embed = discord.Embed(description="\n\n".join(lines)[:4000], colour=discord.Colour.blurple())
+    if job.spec.inputs:
+        embed.add_field(name="Picture", value=shown_name(job.spec.inputs[0].name))
+    embed.add_field(name="Job", value=str(job.id))
+    embed.set_thumbnail(url=f"attachment://{filename}")
+    embed.set_footer(text=f"/show {job.id} brings this back at any time")
+    return embed
+
+
+def _escape(text: str) -> str:
+    return discord.utils.escape_markdown(discord.utils.escape_mentions(text))
+
+
 def tile_embed(job: Job, image: ImageRow, filename: str) -> discord.Embed:
     embed = discord.Embed(colour=discord.Colour.blurple())
     embed.add_field(name="Seed", value=str(image.seed))

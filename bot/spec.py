@@ -105,6 +105,7 @@ class JobSpec:
     shown: ShownValues = field(default_factory=ShownValues)
     delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
     inputs: tuple[InputImage, ...] = ()  # members' pictures, for kinds that draw from uploads
+    described: tuple[str, ...] = ()  # what a describe job found: its prompts, recorded when it finishes
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -121,6 +122,7 @@ class JobSpec:
             shown=_build(ShownValues, parts["shown"]),
             delivery=_build(DeliveryOptions, parts["delivery"]),
             inputs=tuple(_build(InputImage, picture) for picture in data.get("inputs", ())),
+            described=tuple(data.get("described", ())),
         )
 
     def replace_render(self, **changes: Any) -> JobSpec:

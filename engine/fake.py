@@ -29,7 +29,7 @@ from engine.requests import (
 FAKE_PHRASINGS = (
     "a flat {colour} picture",
     "a plain image in {colour}",
-    "{colour}, nothing else",
+    "nothing but {colour}",
     "a canvas painted {colour}",
     "an even wash of {colour}",
     "a {colour} field",

@@ -21,6 +21,7 @@ class Action(enum.StrEnum):
     VARIATION = "variation"  # one tile -> four new tiles (image-to-image)
     UPSCALE = "upscale"  # one tile -> one image twice the size
     BLEND = "blend"  # two to five images -> four tiles that mix them
+    DESCRIBE = "describe"  # one image -> four prompts, through Engine.describe (no render)
     IMAGE_PROMPT = "image_prompt"  # text + a member's picture -> four tiles steered by the picture
 
 
