@@ -11,11 +11,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, messages
+from bot import jobs, kinds, messages
 from bot.client import DreamGrid
 from bot.cogs.imagine import result_view
 from bot.errors import UserError
 from bot.images import encode_grid
+from bot.kinds import Output
 from bot.prompt import PARAMETER_NAMES, PromptError, parse_prompt
 from bot.ui import GuardedItem
 from engine import params as render_params
@@ -165,6 +166,18 @@ class Account(commands.Cog):
             raise UserError(f"You have no job {job_id}.")
         if job.status != "done":
             raise UserError(f"Job {job_id} is {job.status}; there is nothing to show yet.")
+        if kinds.get(job.kind).output is Output.TEXT:  # prompts, beside our copy of the picture
+            path = self.bot.settings.data_dir / job.spec.inputs[0].path
+            name = f"dreamgrid-{job.id}-described"
+            data, filename = await asyncio.to_thread(encode_grid, [path], name, interaction.filesize_limit)
+            await interaction.response.send_message(
+                content=messages.done(job),
+                embed=messages.described_embed(job, filename),
+                file=discord.File(io.BytesIO(data), filename=filename),
+                view=result_view(job),
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+            return
         stored = await jobs.stored_or_redraw(self.bot, interaction, job, then="it appears above when it is done.")
         if stored is None:
             return

@@ -74,6 +74,13 @@ async def test_describe_again_gives_other_phrasings_and_apps_describe_reads_a_po
         request = bot.engine.describe_requests[-1]
         assert request.seed == second.seeds[0] and request.avoid == job.spec.described
         assert "1️⃣" in again.embed["description"]
+
+        # /show brings the prompts back, with their buttons, without describing again.
+        shown = await fake.slash("show", job_id=2, user=fake.alice)
+        await shown.ack()
+        reply = shown.original if shown.original.embeds else await shown.wait_for_reply()
+        assert reply.embed["description"] == again.embed["description"] and len(reply.buttons) == 6
+        assert len(bot.engine.describe_requests) == 2
         assert len(FAKE_PHRASINGS) >= 8
 
 
