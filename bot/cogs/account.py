@@ -286,7 +286,7 @@ Under the grid: **U1–U4** show one image on its own (then Vary or Upscale it),
 
 **Your pictures**: /imagine `image:` steers the grid by your picture · /upscale and /variation take \
 a job's image (`job_id number`) or your `image` · Apps → **Upscale 2x** / **Vary** on any message with a \
-picture.
+picture · /blend mixes 2–5 pictures · /describe (or Apps → **Describe**) writes four prompts for one.
 
 **Yours**: /settings (defaults, Remix) · /prefer suffix · /prefer option set · /info · /show JOB · /cancel JOB
 """
