@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     # image-to-image otherwise. IP_ADAPTER_WEIGHT names the weights file when the folder has several.
     ip_adapter: Path | None = None
     ip_adapter_weight: str | None = None
+    # Speed switches (engine/optimize.py); each can be turned off, none changes the pictures.
+    sdpa: bool = True
+    channels_last: bool = True
+    fuse_qkv: bool = True
+    compile: Literal["off", "regional", "full"] = "off"
+    static_shapes: bool = True
+    vae_tiling: bool = True
 
     steps: int = Field(default=20, ge=1, le=150)
     max_steps: int = Field(default=50, ge=1, le=150)
