@@ -63,6 +63,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         batch_window_s=settings.batch_window_s,
         speedups=speedups,
         safety_checker=settings.safety_checker,
+        describer=settings.describer,
         ip_adapter=settings.ip_adapter,
         ip_adapter_weight=settings.ip_adapter_weight,
     ) as engine:
@@ -339,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("train", help="train a text-to-image model (see `dreamgrid train -h`)", add_help=False)
     commands.add_parser("eval", help="measure how well a model follows prompts", add_help=False)
+    commands.add_parser("train-describer", help="train the image-to-text model behind /describe", add_help=False)
+    commands.add_parser("eval-describer", help="measure how well a describer names what it sees", add_help=False)
     db = commands.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply pending migrations").set_defaults(func=_cmd_db_upgrade)
     prune = db.add_parser("prune", help="delete old images now, as IMAGE_RETENTION_DAYS / IMAGE_STORE_MAX_GB say")
@@ -369,10 +372,10 @@ def main(argv: list[str] | None = None) -> int:
             from engine.cli import imagine_main
 
             return imagine_main(_prompt_parameters_as_flags(argv[1:]))
-        if argv and argv[0] in ("train", "eval"):
-            from engine.training.cli import eval_main, train_main
+        if argv and argv[0] in ("train", "eval", "train-describer", "eval-describer"):
+            from engine.training.cli import COMMANDS
 
-            return (train_main if argv[0] == "train" else eval_main)(argv[1:])
+            return COMMANDS[argv[0]](argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
     except SettingsError as exc:

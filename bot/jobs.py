@@ -103,6 +103,28 @@ def image_prompt_spec(
     return dataclasses.replace(spec, inputs=(picture,))
 
 
+def blend_spec(
+    parsed: ParsedPrompt,
+    pictures: Sequence[InputImage],
+    *,
+    aspect: tuple[int, int],
+    bot: DreamGrid,
+    model: str,
+    defaults: dict[str, Any],
+) -> JobSpec:
+    """A /blend: the chosen dimensions (a prompt's `--ar` wins), mixed by the engine's way for `model`."""
+    if parsed.aspect is None:
+        parsed = dataclasses.replace(parsed, aspect=aspect)
+    spec = imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
+    method = bot.engine.image_prompt_method(model)
+    steps = spec.render.steps
+    strength = render_params.BLEND_STRENGTH
+    if method is ImagePromptMethod.IMAGE_TO_IMAGE:
+        steps = render_params.img2img_steps(steps, strength)
+    spec = spec.replace_render(steps=steps, strength=strength, image_prompt_method=method.value)
+    return dataclasses.replace(spec, inputs=tuple(pictures))
+
+
 def picture_spec(
     parsed: ParsedPrompt,
     picture: InputImage,

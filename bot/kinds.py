@@ -38,6 +38,7 @@ class ResultButtons(enum.Enum):
     """The buttons under a finished job's message (bot.cogs.imagine builds them)."""
 
     GRID = "grid"  # U1–U4 🔄 / V1–V4 ✉️
+    PROMPTS = "prompts"  # 1️⃣–4️⃣ 🔄 / Imagine all (bot.cogs.describe builds them)
     NONE = "none"
 
 
@@ -195,6 +196,27 @@ UPSCALE_OF_PICTURE = register(
         output=Output.SINGLE,
         scale=2,
         strengths=UPSCALE.strengths,
+    )
+)
+BLEND = register(
+    JobKind(
+        name="blend",
+        action=Action.BLEND,
+        label=" - Blend",
+        source=Source.UPLOADS,
+        strengths=MappingProxyType({"blend": render_params.BLEND_STRENGTH}),
+        buttons=ResultButtons.GRID,
+        rerolls_as="blend",
+    )
+)
+DESCRIBE = register(
+    JobKind(
+        name="describe",
+        action=Action.DESCRIBE,
+        label=" - Describe",
+        source=Source.UPLOADS,
+        output=Output.TEXT,
+        buttons=ResultButtons.PROMPTS,
     )
 )
 # Which kind works from a member's picture in place of a job's tile.

@@ -7,6 +7,7 @@ import discord
 from bot import kinds
 from bot.image_inputs import shown_name
 from bot.rows import ImageRow, Job
+from engine.requests import ImagePromptMethod
 
 MESSAGE_CHARS = 2000  # Discord refuses longer content with a 400, leaving the old message in place
 PROMPT_PREVIEW_CHARS = 900  # the most of a prompt a status line shows
@@ -114,6 +115,13 @@ def shows_final_state(job: Job, content: str, embed_footers: list[str]) -> bool:
     return content.endswith(f"(job {job.id})")  # a failure, a cancellation, or a result told in words
 
 
+# How a blend mixed its pictures, in the member's words.
+BLEND_METHODS = {
+    ImagePromptMethod.IP_ADAPTER.value: "mixed through the IP-Adapter (the pictures' embeddings, averaged)",
+    ImagePromptMethod.IMAGE_TO_IMAGE.value: "mixed in the model's latent space (no IP-Adapter installed)",
+}
+
+
 def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Embed:
     render = job.spec.render
     embed = discord.Embed(
@@ -131,7 +139,11 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
         embed.add_field(
             name="From", value=f"job {job.parent_id}" + (f", image {job.parent_index}" if job.parent_index else "")
         )
-    if job.spec.inputs:
+    if len(job.spec.inputs) > 1:  # a blend
+        pictures = " + ".join(shown_name(p.name) for p in job.spec.inputs)
+        how = BLEND_METHODS.get(render.image_prompt_method or "", render.image_prompt_method or "")
+        embed.add_field(name="Blend", value=f"{pictures}, {how}"[:1024], inline=False)
+    elif job.spec.inputs:
         picture = shown_name(job.spec.inputs[0].name)
         if render.image_prompt_method:
             weight = f"{render.image_weight:g}" if render.image_weight is not None else "1"
@@ -141,6 +153,25 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
     _show_image(embed, filename)
     embed.set_footer(text=f"/show {job.id} brings this back at any time")
     return embed
+
+
+NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
+
+
+def described_embed(job: Job, filename: str) -> discord.Embed:
+    """A /describe result: the prompts, numbered as the buttons under them, beside the picture."""
+    lines = [f"{number} {_escape(prompt)}" for number, prompt in zip(NUMBERS, job.spec.described, strict=False)]
+    embed = discord.Embed(description="\n\n".join(lines)[:4000], colour=discord.Colour.blurple())
+    if job.spec.inputs:
+        embed.add_field(name="Picture", value=shown_name(job.spec.inputs[0].name))
+    embed.add_field(name="Job", value=str(job.id))
+    embed.set_thumbnail(url=f"attachment://{filename}")
+    embed.set_footer(text=f"/show {job.id} brings this back at any time")
+    return embed
+
+
+def _escape(text: str) -> str:
+    return discord.utils.escape_markdown(discord.utils.escape_mentions(text))
 
 
 def tile_embed(job: Job, image: ImageRow, filename: str) -> discord.Embed:

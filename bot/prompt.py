@@ -137,12 +137,14 @@ def parse_prompt(
     options: Mapping[str, str] = _NO_OPTIONS,
     models: Sequence[str] = (),
     max_jobs: int = MAX_JOBS,
+    allow_empty: bool = False,
 ) -> list[ParsedPrompt]:
     """Parse what the member typed into the jobs to run, in order.
 
     `suffix` is the member's `/prefer suffix`; `options` maps their `/prefer option` names to
     parameter strings (`{"mine": "--ar 3:2 --chaos 20"}` makes `--mine` mean that); `models`,
-    when not empty, are the model names `--model` may pick. Raises `PromptError` and nothing else.
+    when not empty, are the model names `--model` may pick. `allow_empty`: the description may be
+    left out (a /blend's pictures are its subject). Raises `PromptError` and nothing else.
     """
     # 1. check the size, that it is text, and that there is something to draw
     for where, value in ((None, text), (_SUFFIX, suffix), *((f"`--{n}`", v) for n, v in options.items())):
@@ -152,7 +154,7 @@ def parse_prompt(
     length = len(text.strip())
     if length > MAX_PROMPT_CHARS:
         raise PromptError(f"Your prompt is {length:,} characters long: the limit is {MAX_PROMPT_CHARS:,}.")
-    if not length:
+    if not length and not allow_empty:
         raise PromptError("Describe what to draw first.")
 
     # 2. find the {choices} and count the jobs before making any
@@ -165,7 +167,9 @@ def parse_prompt(
     # 3. parse each combination of choices
     lowered = {name.lower().lstrip("-—–"): value for name, value in options.items()}
     parsed = [
-        _parse_job(prompt, extra, lowered, models) for prompt in _expand(prompt_tree) for extra in _expand(suffix_tree)
+        _parse_job(prompt, extra, lowered, models, allow_empty)
+        for prompt in _expand(prompt_tree)
+        for extra in _expand(suffix_tree)
     ]
 
     # 4. make `--repeat` copies
@@ -266,10 +270,12 @@ class _Param:
     origin: str | None
 
 
-def _parse_job(prompt: str, suffix: str, options: Mapping[str, str], models: Sequence[str]) -> tuple[ParsedPrompt, int]:
+def _parse_job(
+    prompt: str, suffix: str, options: Mapping[str, str], models: Sequence[str], allow_empty: bool = False
+) -> tuple[ParsedPrompt, int]:
     # 1. split the description from the parameters
     text, params = _scan(_tokens(prompt, None, options))
-    if not text:
+    if not text and not allow_empty:
         raise PromptError("Describe what to draw first.")
     suffix_text, suffix_params = _scan(_tokens(suffix, _SUFFIX, options))
     text += suffix_text
@@ -297,7 +303,7 @@ def _parse_job(prompt: str, suffix: str, options: Mapping[str, str], models: Seq
             continue
         value = negative if key == "no" else " ".join(param.values)
         raw.append(f"--{param.name} {_escape(value)}" if value else f"--{param.name}")
-    written = " ".join(raw)
+    written = " ".join(part for part in raw if part)
     if len(written) > MAX_PROMPT_CHARS:
         raise PromptError(
             f"This prompt is {len(written):,} characters long once expanded: the limit is {MAX_PROMPT_CHARS:,}."

@@ -21,13 +21,21 @@ from PIL import Image
 from bot import kinds, messages
 from bot.delivery import Delivery
 from bot.images import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
-from bot.kinds import Source
+from bot.kinds import Output, Source
 from bot.retention import ImageRetention
 from bot.rows import ImageRow, Job
 from bot.settings import Settings
 from bot.storage import is_storage_error
 from bot.store import FINISHED, Store, utcnow
-from engine.requests import Engine, ProgressCallback, RenderError, RenderProgress, RenderRequest
+from engine.requests import (
+    DescribeRequest,
+    DescribeResult,
+    Engine,
+    ProgressCallback,
+    RenderError,
+    RenderProgress,
+    RenderRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +182,19 @@ class Scheduler:
     async def _run_job(self, job: Job) -> None:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.settings.job_timeout_s):
-                request = await self._request_for(job)
-                result = await self.engine.render(request, progress=self._progress_reporter(job))
-            images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds, result.flagged)
-            finished = await self.store.finish(job.id, images, result.elapsed_s)
-            if finished is not None and self.retention is not None:
-                self.retention.saved(row.path for row in images)
+            if kinds.get(job.kind).output is Output.TEXT:
+                async with asyncio.timeout(self.settings.job_timeout_s):
+                    described = await self._describe(job)
+                spec = dataclasses.replace(job.spec, described=described.prompts)
+                finished = await self.store.finish(job.id, [], described.elapsed_s, spec=spec)
+            else:
+                async with asyncio.timeout(self.settings.job_timeout_s):
+                    request = await self._request_for(job)
+                    result = await self.engine.render(request, progress=self._progress_reporter(job))
+                images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds, result.flagged)
+                finished = await self.store.finish(job.id, images, result.elapsed_s)
+                if finished is not None and self.retention is not None:
+                    self.retention.saved(row.path for row in images)
         except asyncio.CancelledError:
             if self._closing:
                 await asyncio.shield(self.store.requeue(job.id))
@@ -240,22 +254,43 @@ class Scheduler:
 
     async def _request_for(self, job: Job) -> RenderRequest:
         kind = kinds.get(job.kind)
-        source = None
+        source, pictures = None, []
         if kind.source is Source.PARENT_TILE:
             source = await self._source_image(job)
         elif kind.source is Source.UPLOADS:
-            source = await self._input_image(job)
-        return job.spec.render.request(action=kind.action, seeds=job.seeds, model=job.model, init_image=source)
+            pictures = await self._input_images(job)
+            source = pictures[0]
+        return job.spec.render.request(
+            action=kind.action, seeds=job.seeds, model=job.model, init_image=source, pictures=pictures
+        )
 
-    async def _input_image(self, job: Job) -> Image.Image:
-        """Our copy of the member's own picture the job was made from (never the expired CDN link)."""
+    async def _describe(self, job: Job) -> DescribeResult:
+        """Four prompts for the job's picture: the likeliest, or (🔄, a job with a parent) other phrasings."""
+        picture = (await self._input_images(job))[0]
+        parent = await self.store.get_job(job.parent_id) if job.parent_id is not None else None
+        request = DescribeRequest(
+            image=picture,
+            seed=job.seeds[0] if parent is not None else None,
+            avoid=parent.spec.described if parent is not None else (),
+        )
+        described = await self.engine.describe(request)
+        if not described.prompts:
+            raise RenderError("The describer found no words for this picture.")
+        return described
+
+    async def _input_images(self, job: Job) -> list[Image.Image]:
+        """Our copies of the member's own pictures the job was made from (never the expired CDN links)."""
         if not job.spec.inputs:
             raise RenderError("This job has no picture to work from.")
-        picture = job.spec.inputs[0]
-        try:
-            return await asyncio.to_thread(load_rgb, self.settings.data_dir / picture.path)
-        except OSError:
-            raise RenderError(f"The picture `{picture.name}` is no longer stored; please upload it again.") from None
+        pictures = []
+        for picture in job.spec.inputs:
+            try:
+                pictures.append(await asyncio.to_thread(load_rgb, self.settings.data_dir / picture.path))
+            except OSError:
+                raise RenderError(
+                    f"The picture `{picture.name}` is no longer stored; please upload it again."
+                ) from None
+        return pictures
 
     async def _source_image(self, job: Job) -> Image.Image:
         """The tile a variation or upscale starts from, drawn again if its file is gone."""
@@ -388,7 +423,14 @@ class Scheduler:
                 await self.store.mark_delivered(job.id, shown.channel_id, shown.message_id)
                 return
         file = embed = view = None
-        if job.status == "done":
+        if job.status == "done" and kinds.get(job.kind).output is Output.TEXT:
+            # Words, shown beside our copy of the picture they describe.
+            data, filename = await asyncio.to_thread(self._encode_input, job)
+            file = discord.File(io.BytesIO(data), filename=filename)
+            embed = messages.described_embed(job, filename)
+            view = self.views.result(job)
+            content = messages.done(job)
+        elif job.status == "done":
             rows = await self.store.get_images(job.id)
             data, filename = await asyncio.to_thread(self._encode_result, job, rows)
             filename = messages.spoiler_name(job, rows, filename)
@@ -430,6 +472,10 @@ class Scheduler:
                 raise
             # Shown but not recorded: the next pending-delivery pass finds it shown and records it.
             log.warning("job %s: shown, but the delivery could not be recorded: %s", job.id, exc)
+
+    def _encode_input(self, job: Job) -> tuple[bytes, str]:
+        path = self.settings.data_dir / job.spec.inputs[0].path
+        return encode_grid([path], f"dreamgrid-{job.id}-described", self._upload_limit(job))
 
     def _encode_result(self, job: Job, rows: list[ImageRow]) -> tuple[bytes, str]:
         paths = [self.settings.data_dir / row.path for row in rows]

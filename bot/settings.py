@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     image_store_max_gb: float | None = Field(default=None, gt=0)
     # Load the model's safety checker, so servers can turn on /config safety_checker.
     safety_checker: bool = False
+    # The image-to-text model behind /describe: the shipped one, a local BLIP/GIT folder or a cached hub id.
+    describer: str = "dreamgrid-describer"
     # Speed switches (engine/optimize.py); each can be turned off, none changes the pictures.
     sdpa: bool = True
     channels_last: bool = True

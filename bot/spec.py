@@ -36,18 +36,26 @@ class RenderSpec:
     tile: bool = False
     safety_check: bool = False
     image_weight: float | None = None  # an image prompt's --iw
-    image_prompt_method: str | None = None  # an image prompt's ImagePromptMethod, as the engine said at submission
+    image_prompt_method: str | None = None  # an image prompt's or blend's ImagePromptMethod, as the engine said
 
     def request(
-        self, *, action: Action, seeds: Sequence[int], model: str | None, init_image: Image.Image | None = None
+        self,
+        *,
+        action: Action,
+        seeds: Sequence[int],
+        model: str | None,
+        init_image: Image.Image | None = None,
+        pictures: Sequence[Image.Image] = (),
     ) -> RenderRequest:
-        """`init_image`: the picture the kind draws from (a tile, or a member's picture)."""
+        """`init_image`: the picture the kind draws from (a tile, or a member's picture); `pictures`: all of them."""
         image_prompt = action is Action.IMAGE_PROMPT  # the picture steers; it is not the starting point
+        blend = action is Action.BLEND  # every picture is mixed in; none is the starting point
         return RenderRequest(
             action=action,
             seeds=tuple(seeds),
             model=model,
-            init_image=None if image_prompt else init_image,
+            init_image=None if image_prompt or blend else init_image,
+            blend_images=tuple(pictures) if blend else (),
             image_prompt=init_image if image_prompt else None,
             image_weight=render_params.IMAGE_WEIGHT_DEFAULT if self.image_weight is None else self.image_weight,
             image_prompt_method=ImagePromptMethod(self.image_prompt_method) if self.image_prompt_method else None,
@@ -97,6 +105,7 @@ class JobSpec:
     shown: ShownValues = field(default_factory=ShownValues)
     delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
     inputs: tuple[InputImage, ...] = ()  # members' pictures, for kinds that draw from uploads
+    described: tuple[str, ...] = ()  # what a describe job found: its prompts, recorded when it finishes
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -113,6 +122,7 @@ class JobSpec:
             shown=_build(ShownValues, parts["shown"]),
             delivery=_build(DeliveryOptions, parts["delivery"]),
             inputs=tuple(_build(InputImage, picture) for picture in data.get("inputs", ())),
+            described=tuple(data.get("described", ())),
         )
 
     def replace_render(self, **changes: Any) -> JobSpec:

@@ -20,6 +20,7 @@ from typing import Any
 import aiosqlite
 
 from bot.rows import TIME_FORMAT, ImageRow, Job, NewJob, parse_time
+from bot.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -390,13 +391,15 @@ class Store:
     async def set_message(self, job_id: int, message_id: int) -> None:
         await self._write("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
 
-    async def finish(self, job_id: int, images: Sequence[ImageRow], gpu_seconds: float) -> Job | None:
-        """Mark a running job done with its images; None if it was cancelled meanwhile."""
+    async def finish(
+        self, job_id: int, images: Sequence[ImageRow], gpu_seconds: float, *, spec: JobSpec | None = None
+    ) -> Job | None:
+        """Mark a running job done with its images (and, for words, its spec with them); None if it was cancelled."""
         async with self.transaction() as db:
             async with db.execute(
-                "UPDATE jobs SET status = 'done', progress = 1, finished_at = ?, gpu_seconds = gpu_seconds + ?"
-                " WHERE id = ? AND status = 'running' RETURNING *",
-                (utcnow(), gpu_seconds, job_id),
+                "UPDATE jobs SET status = 'done', progress = 1, finished_at = ?, gpu_seconds = gpu_seconds + ?,"
+                " params = COALESCE(?, params) WHERE id = ? AND status = 'running' RETURNING *",
+                (utcnow(), gpu_seconds, spec.to_json() if spec is not None else None, job_id),
             ) as cur:
                 row = await cur.fetchone()
             if row is None:

@@ -38,16 +38,20 @@ warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from engine.actions import blend as blend_action  # noqa: E402
 from engine.actions import image_prompt as image_prompt_action  # noqa: E402
 from engine.actions import imagine as imagine_action  # noqa: E402
 from engine.actions import upscale as upscale_action  # noqa: E402
 from engine.actions import variation as variation_action  # noqa: E402
 from engine.actions.common import FLAGGED, RenderInterrupted  # noqa: E402
+from engine.describe import SHIPPED_DESCRIBER, Describer, DescriberError  # noqa: E402
 from engine.optimize import Speedups, padded_image_count, prepare_pipeline, warm_up  # noqa: E402
 from engine.params import aspect_buckets  # noqa: E402
 from engine.preview import fit_latent_rgb, preview_grid  # noqa: E402
 from engine.requests import (  # noqa: E402
     Action,
+    DescribeRequest,
+    DescribeResult,
     ImagePromptMethod,
     ProgressCallback,
     RenderError,
@@ -71,6 +75,11 @@ _ACTIONS: Mapping[
     Action.IMAGE_PROMPT: (
         image_prompt_action.image_prompt,
         image_prompt_action.check_inputs,
+        lambda r: r.image_prompt_method == ImagePromptMethod.IMAGE_TO_IMAGE,
+    ),
+    Action.BLEND: (
+        blend_action.blend,
+        blend_action.check_inputs,
         lambda r: r.image_prompt_method == ImagePromptMethod.IMAGE_TO_IMAGE,
     ),
 }
@@ -187,6 +196,7 @@ class DiffusersEngine:
         compile); `dtype` is the half-precision switch.
     warm_up_sizes: the tile sizes to compile for when `speedups.compile` is on (default: every size
         `--ar` can give on that model; benchmarks and tests name fewer).
+    describer: the image-to-text model behind `describe` (loaded on first use, on `device`).
     """
 
     def __init__(
@@ -204,6 +214,7 @@ class DiffusersEngine:
         safety_checker: bool = False,
         ip_adapter: str | Path | None = None,
         ip_adapter_weight: str | None = None,
+        describer: str = SHIPPED_DESCRIBER,
     ) -> None:
         self.device = _pick_device(device)
         self.dtype = _pick_dtype(dtype, self.device)
@@ -230,6 +241,9 @@ class DiffusersEngine:
         self.stats = EngineStats()
         self._render_s: dict[tuple[Any, ...], float] = {}
         self._native_sizes: dict[str, int] = {}  # recent render time per batch key (EMA)
+        self._describer_name = describer
+        self._describer: Describer | None = None
+        self._describer_lock = threading.Lock()  # generation is not thread-safe; one describe at a time
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -322,6 +336,31 @@ class DiffusersEngine:
             with self._cond:
                 self._cond.notify_all()
             raise
+
+    async def describe(self, request: DescribeRequest) -> DescribeResult:
+        if self._closed:
+            raise RenderError("the engine is shutting down")
+        # Its own small model and lock, in a thread: a describe (~0.1 s) never waits behind a batch of renders.
+        return await asyncio.to_thread(self._describe, request)
+
+    def _describe(self, request: DescribeRequest) -> DescribeResult:
+        started = time.perf_counter()
+        with self._describer_lock:
+            if self._describer is None:
+                # A GPU runs it in the engine's dtype; float16 on a CPU would only be slower.
+                dtype = self.dtype if self.device.type == "cuda" else torch.float32
+                try:
+                    self._describer = Describer.load(self._describer_name, device=self.device, dtype=dtype)
+                except DescriberError as e:
+                    raise RenderError(str(e)) from e
+                log.info("loaded describer %s on %s", self._describer_name, self.device)
+            try:
+                prompts = self._describer.describe(
+                    request.image, count=request.count, seed=request.seed, avoid=request.avoid
+                )
+            except ValueError as e:
+                raise RenderError(str(e)) from None
+        return DescribeResult(tuple(prompts), self._describer_name, time.perf_counter() - started)
 
     # -- loading (worker thread, or before it starts) ------------------------------------------
 
@@ -469,7 +508,8 @@ class DiffusersEngine:
             pipe = model.img2img if uses_img2img(first.request) else model.text2img
             on_step = self._step_callback(batch, model)
             check = self.safety_checker and any(r.safety_check for r in requests)
-            extra = {"ip_adapter": model.ip_adapter} if first.request.action is Action.IMAGE_PROMPT else {}
+            steered_by_pictures = first.request.action in (Action.IMAGE_PROMPT, Action.BLEND)
+            extra = {"ip_adapter": model.ip_adapter} if steered_by_pictures else {}
             images = render(pipe, requests, on_step=on_step, safety_checker=check, **extra)
         except RenderInterrupted:
             for job in batch:
@@ -490,7 +530,11 @@ class DiffusersEngine:
         for job, tiles in zip(batch, images[: len(batch)], strict=True):
             flagged = tuple(bool(t.info.pop(FLAGGED, False)) for t in tiles) if job.request.safety_check else ()
             result = RenderResult(
-                images=tuple(tiles), seeds=job.request.seeds, model=job.model, elapsed_s=elapsed, flagged=flagged
+                images=tuple(tiles),
+                seeds=job.request.seeds,
+                model=job.model,
+                elapsed_s=elapsed,
+                flagged=flagged,
             )
             job.post(job.resolve, result, None)
 

@@ -15,12 +15,26 @@ from PIL import Image, ImageDraw
 
 from engine.requests import (
     Action,
+    DescribeRequest,
+    DescribeResult,
     ImagePromptMethod,
     ProgressCallback,
     RenderError,
     RenderProgress,
     RenderRequest,
     RenderResult,
+)
+
+# The fake describer's phrasings; "{colour}" is the image's average colour, as #rrggbb.
+FAKE_PHRASINGS = (
+    "a flat {colour} picture",
+    "a plain image in {colour}",
+    "nothing but {colour}",
+    "a canvas painted {colour}",
+    "an even wash of {colour}",
+    "a {colour} field",
+    "one colour: {colour}",
+    "a {colour} backdrop",
 )
 
 
@@ -44,6 +58,7 @@ class FakeEngine:
         self.hang_prompts = tuple(hang_prompts)
         self.nsfw_prompts = tuple(nsfw_prompts)  # with safety_check, every tile of these is flagged
         self.requests: list[RenderRequest] = []  # every request received, in order
+        self.describe_requests: list[DescribeRequest] = []
 
     async def __aenter__(self) -> FakeEngine:
         return self
@@ -91,8 +106,27 @@ class FakeEngine:
         if request.safety_check:
             flagged = (any(p in request.prompt for p in self.nsfw_prompts),) * len(images)
         return RenderResult(
-            images=images, seeds=request.seeds, model=model, elapsed_s=time.perf_counter() - started, flagged=flagged
+            images=images,
+            seeds=request.seeds,
+            model=model,
+            elapsed_s=time.perf_counter() - started,
+            flagged=flagged,
         )
+
+    async def describe(self, request: DescribeRequest) -> DescribeResult:
+        """Prompts naming the image's average colour: four fixed phrasings, or others for a seed."""
+        self.describe_requests.append(request)
+        await asyncio.sleep(self.step_delay_s)
+        r, g, b = request.image.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+        colour = f"#{r:02x}{g:02x}{b:02x}"
+        order = list(range(len(FAKE_PHRASINGS)))
+        if request.seed is not None:
+            order = order[4:] + order[:4]
+            shift = request.seed % len(order)
+            order = order[shift:] + order[:shift]
+        prompts = [FAKE_PHRASINGS[i].format(colour=colour) for i in order]
+        fresh = [p for p in prompts if p not in request.avoid] + [p for p in prompts if p in request.avoid]
+        return DescribeResult(tuple(fresh[: request.count]), "fake", 0.0)
 
 
 def _tile(request: RenderRequest, seed: int, width: int, height: int) -> Image.Image:

@@ -20,6 +20,8 @@ class Action(enum.StrEnum):
     IMAGINE = "imagine"  # text -> four tiles (a reroll is an imagine with new seeds)
     VARIATION = "variation"  # one tile -> four new tiles (image-to-image)
     UPSCALE = "upscale"  # one tile -> one image twice the size
+    BLEND = "blend"  # two to five images -> four tiles that mix them
+    DESCRIBE = "describe"  # one image -> four prompts, through Engine.describe (no render)
     IMAGE_PROMPT = "image_prompt"  # text + a member's picture -> four tiles steered by the picture
 
 
@@ -42,7 +44,8 @@ class RenderRequest:
     negative_prompt: str = ""
     model: str | None = None  # None: the engine's default model
     init_image: Image.Image | None = field(default=None, compare=False)  # variation/upscale source
-    strength: float | None = None  # variation/upscale: 0 keeps the source, 1 ignores it
+    blend_images: tuple[Image.Image, ...] = field(default=(), compare=False)  # blend: 2-5 sources, any size
+    strength: float | None = None  # variation/upscale/blend: 0 keeps the source, 1 ignores it
     chaos: int = 0  # 0-100: how far the four tiles spread apart
     stop: int = 100  # 10-100: percent of the steps to run before finishing
     tile: bool = False  # seamless tiling
@@ -50,7 +53,7 @@ class RenderRequest:
     safety_check: bool = False  # run the model's safety checker; results say which images it flagged
     image_prompt: Image.Image | None = field(default=None, compare=False)  # IMAGE_PROMPT: the member's picture
     image_weight: float = 1.0  # IMAGE_PROMPT: --iw, 0-3
-    image_prompt_method: ImagePromptMethod | None = None  # IMAGE_PROMPT: as Engine.image_prompt_method said
+    image_prompt_method: ImagePromptMethod | None = None  # IMAGE_PROMPT, BLEND: as Engine.image_prompt_method said
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,23 @@ class RenderResult:
         return compose_grid(self.images)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DescribeRequest:
+    """/describe: candidate prompts for an image."""
+
+    image: Image.Image = field(compare=False)
+    count: int = 4
+    seed: int | None = None  # None: the most likely prompts, always the same; a seed: other phrasings
+    avoid: tuple[str, ...] = ()  # prompts already shown, left out where the describer has others
+
+
+@dataclass(frozen=True, slots=True)
+class DescribeResult:
+    prompts: tuple[str, ...]  # distinct, most likely first; a describer may find fewer than asked
+    describer: str
+    elapsed_s: float
+
+
 class RenderError(Exception):
     """A render failed for a reason the requester can be told (out of memory, bad input)."""
 
@@ -106,4 +126,8 @@ class Engine(Protocol):
 
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         """Render `request`; `progress` is called on the event loop's thread."""
+        ...
+
+    async def describe(self, request: DescribeRequest) -> DescribeResult:
+        """Candidate prompts for `request.image`, from the image-to-text model, off the event loop."""
         ...

@@ -40,11 +40,14 @@ def test_every_kind_has_a_label_an_action_and_a_button_set(kind: JobKind):
     ids = [item.custom_id for item in view.children] if view else []
     if kind.buttons is ResultButtons.GRID:
         assert {"dg:u:7:1", "dg:v:7:4", "dg:reroll:7", "dg:dm:7"} <= set(ids)
+    elif kind.buttons is ResultButtons.PROMPTS:
+        assert {"dg:desc:7:again", "dg:desc:7:all"} <= set(ids)
     else:
         assert ids == []
     # A kind that redraws a picture needs to know how strongly (an image prompt: the member's --iw);
-    # one that only reads text does not.
-    assert bool(kind.strengths) == (kind.source is not Source.NONE and not kind.steered_by_weight)
+    # one that only reads text, or only reads a picture (describe), does not.
+    redraws_a_picture = kind.source is not Source.NONE and kind.output is not Output.TEXT
+    assert bool(kind.strengths) == (redraws_a_picture and not kind.steered_by_weight)
     assert kinds.get(kind.rerolls_as).buttons is ResultButtons.GRID
     assert len(kind.seeds()) == max(kind.image_count, 1)
 
@@ -65,7 +68,10 @@ async def test_the_engine_makes_what_each_kind_promises(kind: JobKind):
 
 def test_the_real_engine_implements_every_kinds_action():
     core = pytest.importorskip("engine.core")
-    assert {kind.action for kind in kinds.KINDS.values()} <= set(core._ACTIONS)
+    renders = {kind.action for kind in kinds.KINDS.values() if kind.output is not Output.TEXT}
+    assert renders <= set(core._ACTIONS)
+    # Words come from the describer, not a render.
+    assert all(callable(core.DiffusersEngine.describe) for kind in kinds.KINDS.values() if kind.output is Output.TEXT)
 
 
 def test_the_buttons_under_a_tile_come_from_the_registry_and_old_ids_still_match():

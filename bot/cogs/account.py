@@ -11,11 +11,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, messages
+from bot import jobs, kinds, messages
 from bot.client import DreamGrid
 from bot.cogs.imagine import result_view
 from bot.errors import UserError
 from bot.images import encode_grid
+from bot.kinds import Output
 from bot.prompt import PARAMETER_NAMES, PromptError, parse_prompt
 from bot.ui import GuardedItem
 from engine import params as render_params
@@ -170,6 +171,18 @@ class Account(commands.Cog):
             raise UserError(f"You have no job {job_id}.")
         if job.status != "done":
             raise UserError(f"Job {job_id} is {job.status}; there is nothing to show yet.")
+        if kinds.get(job.kind).output is Output.TEXT:  # prompts, beside our copy of the picture
+            path = self.bot.settings.data_dir / job.spec.inputs[0].path
+            name = f"dreamgrid-{job.id}-described"
+            data, filename = await asyncio.to_thread(encode_grid, [path], name, interaction.filesize_limit)
+            await interaction.response.send_message(
+                content=messages.done(job),
+                embed=messages.described_embed(job, filename),
+                file=discord.File(io.BytesIO(data), filename=filename),
+                view=result_view(job),
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+            return
         stored = await jobs.stored_or_redraw(self.bot, interaction, job, then="it appears above when it is done.")
         if stored is None:
             return
@@ -278,7 +291,7 @@ Under the grid: **U1–U4** show one image on its own (then Vary or Upscale it),
 
 **Your pictures**: /imagine `image:` steers the grid by your picture · /upscale and /variation take \
 a job's image (`job_id number`) or your `image` · Apps → **Upscale 2x** / **Vary** on any message with a \
-picture.
+picture · /blend mixes 2–5 pictures · /describe (or Apps → **Describe**) writes four prompts for one.
 
 **Yours**: /settings (defaults, Remix) · /prefer suffix · /prefer option set · /info · /show JOB · /cancel JOB
 """

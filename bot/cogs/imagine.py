@@ -264,6 +264,10 @@ def result_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> disc
     buttons = kinds.get(job.kind).buttons
     if buttons is ResultButtons.GRID:
         return grid_view(job, used)
+    if buttons is ResultButtons.PROMPTS:
+        from bot.cogs.describe import described_view  # that cog owns those buttons
+
+        return described_view(job)
     return None
 
 

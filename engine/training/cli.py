@@ -1,4 +1,4 @@
-"""Entry points for `dreamgrid train` and `dreamgrid eval`."""
+"""Entry points for `dreamgrid train`, `dreamgrid eval`, `dreamgrid train-describer` and `dreamgrid eval-describer`."""
 
 from __future__ import annotations
 
@@ -99,13 +99,95 @@ def eval_main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
+def train_describer_main(argv: list[str] | None = None) -> int:
+    _quiet()
+    from .describer import DescriberConfig, train_describer
+
+    d = DescriberConfig()
+    p = argparse.ArgumentParser(
+        prog="dreamgrid train-describer", description="Train the small image-to-text model behind /describe."
+    )
+    p.add_argument("--output", default=d.output, help="model folder to write (default: %(default)s)")
+    p.add_argument("--num-images", type=int, default=d.num_images, help="synthetic dataset size")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = DescriberConfig(
+        output=a.output,
+        num_images=a.num_images,
+        steps=a.steps,
+        batch=a.batch,
+        lr=a.lr,
+        seed=a.seed,
+        threads=a.threads,
+        progress=not a.no_progress,
+    )
+    report = train_describer(cfg)
+    print(json.dumps({k: v for k, v in report.items() if k != "config"} | {"times": cfg.times}, indent=2))
+    print(f"wrote {cfg.output} in {cfg.times['total_s']:.0f} s")
+    return 0
+
+
+def eval_describer_main(argv: list[str] | None = None) -> int:
+    _quiet()
+    from .describer import DESCRIBER_TARGETS, evaluate_describer
+
+    p = argparse.ArgumentParser(
+        prog="dreamgrid eval-describer",
+        description="Judge a describer on held-out synthetic images and on describe(imagine(prompt)).",
+    )
+    p.add_argument("describer", nargs="?", default="engine/weights/dreamgrid-describer")
+    p.add_argument("--model", default="engine/weights/dreamgrid-tiny", help="text-to-image model for the round trip")
+    p.add_argument("--no-round-trip", action="store_true", help="only the held-out images")
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args(argv)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    r = evaluate_describer(a.describer, text_to_image=None if a.no_round_trip else a.model)
+    ok = True
+    parts = (
+        ("held_out", "held-out images"),
+        ("round_trip", "describe(imagine(prompt)), dreamgrid eval's held-out prompts"),
+        ("round_trip_trained", "describe(imagine(prompt)), new prompts of triples dreamgrid-tiny saw"),
+    )
+    for part, title in parts:
+        if part not in r:
+            continue
+        print(f"{title}: {r[part + '_cases']} cases, {r[part + '_s']:.1f} s")
+        for k in ("shape", "foreground", "background", "all three"):
+            target = DESCRIBER_TARGETS.get(part, {}).get(k)
+            met = target is None or r[part][k] >= target
+            ok &= met
+            verdict = "" if target is None else f"   target {target:.0%} {'ok' if met else 'MISSED'}"
+            print(f"  {k:<10} {r[part][k]:6.1%}{verdict}")
+        if part + "_vs_pixels" in r:
+            agree = r[part + "_vs_pixels"]
+            shown = ", ".join(f"{k} {agree[k]:.1%}" for k in ("shape", "foreground", "background"))
+            print(f"  agrees with the pixel judge on the same images: {shown}")
+    print("example:", " | ".join(r["example"]["prompts"]))
+    return 0 if ok else 1
+
+
+COMMANDS = {
+    "train": train_main,
+    "eval": eval_main,
+    "train-describer": train_describer_main,
+    "eval-describer": eval_describer_main,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m engine.training.cli train|eval ...`, the same as `dreamgrid train|eval ...`."""
+    """`python -m engine.training.cli train|eval|train-describer|eval-describer ...`, as `dreamgrid ...`."""
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["eval"]:
-        return eval_main(args[1:])
-    if args[:1] == ["train"]:
-        return train_main(args[1:])
+    if args[:1] and args[0] in COMMANDS:
+        return COMMANDS[args[0]](args[1:])
     return train_main(args)
 
 

@@ -161,11 +161,14 @@ def random_scene(rng: random.Random, combos: list[tuple[str, str, str]]) -> Scen
 
 
 class SyntheticDataset:
-    """`count` scenes drawn from the training combos; each has several phrasings."""
+    """`count` scenes drawn from the training combos (or `combos`); each has several phrasings."""
 
-    def __init__(self, count: int, seed: int, captions_per_image: int = 4):
-        held = set(held_out_combos())
-        combos = [c for c in all_combos() if c not in held]
+    def __init__(
+        self, count: int, seed: int, captions_per_image: int = 4, combos: list[tuple[str, str, str]] | None = None
+    ):
+        if combos is None:
+            held = set(held_out_combos())
+            combos = [c for c in all_combos() if c not in held]
         self.scenes: list[Scene] = []
         self.captions: list[list[str]] = []
         for i in range(count):

@@ -1,0 +1,116 @@
+"""/blend: two to five of a member's pictures mixed into one 2x2 grid, as on Midjourney.
+
+The pictures go through `bot.image_inputs` (the same checks and our own stored copies as every
+member's picture) and the result is an ordinary job of kind `blend`: queued fairly, cancellable,
+found again with /show, recovered after a crash, with the usual U/V/🔄 buttons. The embed says
+whether the operator's IP-Adapter mixed them or the model's latents did.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import jobs, kinds, policy
+from bot.client import DreamGrid
+from bot.errors import UserError
+from bot.guild_config import GuildConfig
+from bot.image_inputs import read_attachment, shown_name
+from bot.prompt import PromptError, parse_prompt
+from bot.rows import NewJob
+
+log = logging.getLogger(__name__)
+
+Interaction = discord.Interaction[DreamGrid]
+
+DIMENSIONS = {"portrait": (2, 3), "square": (1, 1), "landscape": (3, 2)}
+
+
+class Blend(commands.Cog):
+    def __init__(self, bot: DreamGrid) -> None:
+        self.bot = bot
+
+    @app_commands.command(description="Mix 2–5 of your pictures into four new images")
+    @app_commands.describe(
+        image1="A picture to blend (PNG, JPEG, WebP or GIF)",
+        image2="Another picture to blend",
+        image3="Optional: a third picture",
+        image4="Optional: a fourth picture",
+        image5="Optional: a fifth picture",
+        dimensions="The shape of the images (default Square)",
+        prompt="Optional words to steer the mix; your /prefer suffix is added",
+    )
+    @app_commands.choices(
+        dimensions=[
+            app_commands.Choice(name="Portrait (2:3)", value="portrait"),
+            app_commands.Choice(name="Square (1:1)", value="square"),
+            app_commands.Choice(name="Landscape (3:2)", value="landscape"),
+        ]
+    )
+    async def blend(
+        self,
+        interaction: Interaction,
+        image1: discord.Attachment,
+        image2: discord.Attachment,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
+        image5: discord.Attachment | None = None,
+        dimensions: str = "square",
+        prompt: app_commands.Range[str, 1, 1500] | None = None,
+    ) -> None:
+        bot = self.bot
+        attachments = [a for a in (image1, image2, image3, image4, image5) if a is not None]
+        if dimensions not in DIMENSIONS:
+            raise UserError("`dimensions` is Portrait, Square or Landscape.")
+
+        async def build(config: GuildConfig) -> list[NewJob]:
+            profile = await bot.store.profile(interaction.user.id)
+            try:
+                parsed = parse_prompt(
+                    prompt or "",
+                    suffix=profile.suffix,
+                    options=profile.options,
+                    models=bot.settings.installed_models,
+                    max_jobs=1,
+                    allow_empty=True,
+                )[0]
+            except PromptError as exc:
+                raise UserError(str(exc)) from None
+            if parsed.image_weight is not None:
+                raise UserError("`--iw` is for an image prompt; a blend mixes its pictures evenly.")
+            model = parsed.model or config.default_model
+            policy.check_model(config, model)  # before downloading anything
+            native = bot.engine.native_size(model)
+            # Reading several pictures may outlast Discord's 3 s: defer, and refuse in that placeholder.
+            if not interaction.response.is_done():
+                await interaction.response.defer(ephemeral=True, thinking=True)
+            pictures = [
+                await read_attachment(
+                    attachment,
+                    upload_limit=interaction.filesize_limit,
+                    pixel_budget=native * native,
+                    data_dir=bot.settings.data_dir,
+                )
+                for attachment in attachments
+            ]
+            names = ", ".join(shown_name(p.name) for p in pictures)
+            await interaction.edit_original_response(content=f"Blending {names}.")
+            defaults = {"aspect": config["default_aspect"], **profile.settings}
+            spec = jobs.blend_spec(
+                parsed, pictures, aspect=DIMENSIONS[dimensions], bot=bot, model=model, defaults=defaults
+            )
+            kind = kinds.BLEND
+            return [
+                jobs.new_job(
+                    interaction, kind=kind, prompt=parsed.raw, spec=spec, seeds=kind.seeds(parsed.seed), model=model
+                )
+            ]
+
+        await jobs.submit(bot, interaction, build)
+
+
+async def setup(bot: DreamGrid) -> None:
+    await bot.add_cog(Blend(bot))

@@ -1,0 +1,175 @@
+"""Two to five images -> four tiles that mix them (/blend).
+
+Two ways, as for image prompts (`request.image_prompt_method`, which `Engine.image_prompt_method`
+chose): with the operator's IP-Adapter (`IP_ADAPTER`), the images' CLIP embeddings are averaged and
+steer a text-to-image render together, beside the prompt, through `image_prompt.ip_adapter_on`.
+
+Without one, the images are mixed in the VAE's latent space. Each image is fitted to the tile size
+(cover, then centre crop) and encoded. Tile k takes its overall colour, the latents' per-channel
+spatial mean, from image k mod n, and its forms from the other images' latents (their normalised
+mean, the spherical midpoint for two), so every tile carries traits of more than one image and the
+four tiles lean different ways. The combined latents are re-noised to `strength` and denoised with
+the prompt. A plain mean of all the latents looks like a double exposure, and once re-noised far
+enough to clean that up a small model falls back to one image's colours (measured in
+engine/params.py, BLEND_STRENGTH).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL import Image, ImageOps
+
+from engine.actions.common import (
+    RenderInterrupted,
+    StepCallback,
+    check_common,
+    decode,
+    encode_prompts,
+    estimate_x0,
+    generators,
+    seamless,
+    split,
+    step_state,
+)
+from engine.actions.image_prompt import IPAdapter, ip_adapter_on
+from engine.params import BLEND_IP_ADAPTER_SCALE, BLEND_MAX_IMAGES, BLEND_MIN_IMAGES
+from engine.requests import ImagePromptMethod, RenderRequest
+
+
+def check_inputs(request: RenderRequest) -> None:
+    check_common(request)
+    count = len(request.blend_images)
+    if not BLEND_MIN_IMAGES <= count <= BLEND_MAX_IMAGES:
+        raise ValueError(f"a blend takes {BLEND_MIN_IMAGES} to {BLEND_MAX_IMAGES} images, got {count}")
+    if request.init_image is not None:
+        raise ValueError("a blend takes blend_images, not init_image")
+    if request.image_prompt_method not in tuple(ImagePromptMethod):
+        raise ValueError(f"image_prompt_method must be one of {', '.join(ImagePromptMethod)}")
+    if request.strength is None or not 0 < request.strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {request.strength}")
+    if int(request.steps * request.strength) < 1:
+        raise ValueError(f"steps={request.steps} at strength={request.strength} leaves no step to run")
+
+
+@torch.no_grad()
+def blend(
+    pipe: Any,
+    requests: Sequence[RenderRequest],
+    *,
+    on_step: StepCallback | None = None,
+    safety_checker: bool = False,
+    ip_adapter: IPAdapter | None = None,
+) -> list[list[Image.Image]]:
+    """`pipe` is the text-to-image pipeline for IP_ADAPTER batches, the image-to-image one otherwise."""
+    # 1. check inputs (the batch shares size, steps, guidance, strength, tile, stop and method)
+    for request in requests:
+        check_inputs(request)
+    first = requests[0]
+    device = pipe._execution_device
+    size = (first.width, first.height)
+    via_adapter = first.image_prompt_method == ImagePromptMethod.IP_ADAPTER
+    if via_adapter and ip_adapter is None:
+        raise ValueError("this model has no IP-Adapter installed (IP_ADAPTER), so it cannot blend that way")
+
+    # 2. encode prompts (an empty prompt is fine: the images lead)
+    embeds = encode_prompts(pipe, requests, device)
+    gens = generators(requests)
+
+    # 3. the images' part: averaged image embeddings, or combined latents
+    if via_adapter:
+        switch = ip_adapter_on(pipe, ip_adapter, BLEND_IP_ADAPTER_SCALE)
+        steps_run = first.steps
+    else:
+        switch = contextlib.nullcontext()
+        steps_run = min(int(first.steps * first.strength), first.steps)
+        latents = torch.cat([_combined_latents(pipe, r, size) for r in requests])
+        images: dict[str, Any] = {"image": latents, "strength": first.strength}
+
+    # 4. denoise in one batched call; the callback reports progress, cancels and applies --stop
+    state = step_state(steps_run, first.stop, on_step)
+    with seamless(pipe, first.tile):
+        with switch:
+            if via_adapter:  # the projection the switch attached reads the embeddings
+                embeds_of_images = _mean_image_embeds(pipe, requests, device, first.guidance_scale > 1)
+                images = {"ip_adapter_image_embeds": embeds_of_images, "height": first.height, "width": first.width}
+            latents = pipe(
+                **embeds,
+                **images,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance_scale,
+                generator=gens,
+                output_type="latent",
+                callback_on_step_end=state,
+                callback_on_step_end_tensor_inputs=state.tensor_inputs(pipe),
+            ).images
+        if state.cancelled:
+            raise RenderInterrupted
+
+        # 5. after --stop, predict the clean image instead of decoding noise
+        if state.last_t is not None:
+            latents = estimate_x0(pipe, latents, state, first.guidance_scale)
+
+        # 6. decode and hand each request its own tiles
+        out = decode(pipe, latents, safety_checker)
+    return split(out, requests)
+
+
+def _encode(pipe: Any, images: Sequence[Image.Image], size: tuple[int, int]) -> torch.Tensor:
+    """Scaled VAE latents (the distribution's mode) of each image fitted to `size`."""
+    vae = pipe.vae
+    fitted = [ImageOps.fit(im.convert("RGB"), size, Image.Resampling.LANCZOS) for im in images]
+    pixels = pipe.image_processor.preprocess(fitted, height=size[1], width=size[0])
+    # SDXL's VAE overflows in float16 (its config says force_upcast); diffusers encodes it in float32.
+    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    dtype = torch.float32 if upcast else vae.dtype
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        latents = vae.encode(pixels.to(vae.device, dtype)).latent_dist.mode()
+    finally:
+        if upcast:
+            vae.to(torch.float16)
+    return (latents * vae.config.scaling_factor).to(pipe.unet.dtype)
+
+
+def spherical_mean(latents: torch.Tensor) -> torch.Tensor:
+    """The mean direction at the mean norm: a mean that keeps the latents' scale (slerp's midpoint for two)."""
+    flat = latents.float().flatten(1)
+    mean = flat.mean(0)
+    norm = flat.norm(dim=1).mean()
+    return (mean * norm / mean.norm().clamp_min(1e-8)).view(latents.shape[1:]).to(latents.dtype)
+
+
+def _combined_latents(pipe: Any, request: RenderRequest, size: tuple[int, int]) -> torch.Tensor:
+    """One latent per tile: colour from image k mod n, forms from the others' spherical mean."""
+    sources = _encode(pipe, request.blend_images, size)
+    n = sources.shape[0]
+    tiles = []
+    for k in range(len(request.seeds)):
+        lead = k % n
+        forms = spherical_mean(torch.cat([sources[:lead], sources[lead + 1 :]]))
+        colour = sources[lead].mean(dim=(1, 2), keepdim=True)
+        tiles.append(forms - forms.mean(dim=(1, 2), keepdim=True) + colour)
+    return torch.stack(tiles)
+
+
+def _mean_image_embeds(pipe: Any, requests: Sequence[RenderRequest], device: torch.device, cfg: bool) -> list:
+    """`ip_adapter_image_embeds` for the batch: per adapter, each request's images averaged, one row per tile."""
+    from diffusers.models.embeddings import ImageProjection
+
+    per_adapter = []
+    for layer in pipe.unet.encoder_hid_proj.image_projection_layers:
+        hidden = not isinstance(layer, ImageProjection)  # "plus" adapters read the encoder's hidden states
+        positive, negative = [], []
+        for request in requests:
+            embeds, uncond = pipe.encode_image(list(request.blend_images), device, 1, hidden)
+            tiles = len(request.seeds)
+            positive.append(embeds.mean(0, keepdim=True)[None].repeat_interleave(tiles, 0))
+            negative.append(uncond.mean(0, keepdim=True)[None].repeat_interleave(tiles, 0))
+        rows = torch.cat(positive)
+        per_adapter.append(torch.cat([torch.cat(negative), rows]) if cfg else rows)
+    return per_adapter
