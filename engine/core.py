@@ -38,6 +38,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from engine.actions import imagine as imagine_action  # noqa: E402
+from engine.actions import inpaint as inpaint_action  # noqa: E402
+from engine.actions import outpaint as outpaint_action  # noqa: E402
 from engine.actions import upscale as upscale_action  # noqa: E402
 from engine.actions import variation as variation_action  # noqa: E402
 from engine.actions.common import FLAGGED, RenderInterrupted  # noqa: E402
@@ -49,11 +51,13 @@ log = logging.getLogger(__name__)
 TINY_MODEL = "dreamgrid-tiny"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-_ACTIONS: Mapping[Action, tuple[Callable[..., Any], Callable[[RenderRequest], None], bool]] = {
-    # action -> (render function, check_inputs, uses the image-to-image pipeline)
-    Action.IMAGINE: (imagine_action.imagine, imagine_action.check_inputs, False),
-    Action.VARIATION: (variation_action.variation, variation_action.check_inputs, True),
-    Action.UPSCALE: (upscale_action.upscale, upscale_action.check_inputs, True),
+_ACTIONS: Mapping[Action, tuple[Callable[..., Any], Callable[[RenderRequest], None], str]] = {
+    # action -> (render function, check_inputs, which of the model's pipelines it runs)
+    Action.IMAGINE: (imagine_action.imagine, imagine_action.check_inputs, "text2img"),
+    Action.VARIATION: (variation_action.variation, variation_action.check_inputs, "img2img"),
+    Action.UPSCALE: (upscale_action.upscale, upscale_action.check_inputs, "img2img"),
+    Action.OUTPAINT: (outpaint_action.outpaint, outpaint_action.check_inputs, "inpaint"),
+    Action.INPAINT: (inpaint_action.inpaint, inpaint_action.check_inputs, "inpaint"),
 }
 
 
@@ -92,6 +96,7 @@ class _Model:
     name: str
     text2img: Any
     img2img: Any
+    inpaint: Any
     latent_rgb: torch.Tensor
 
 
@@ -160,6 +165,8 @@ class DiffusersEngine:
         `dreamgrid-tiny` (engine/weights/dreamgrid-tiny/ if present, else a random tiny model).
     models: every installed model the bot may offer (default: just `model`); loaded lazily, cached.
     pipelines: already-built pipelines by name (tests, benchmarks); they count as installed.
+    inpaint_unets: by model name, a diffusers folder (or cached id) of a 9-channel inpainting model
+        of the same family, whose UNet Zoom/Pan/Vary (Region) use instead of the model's own.
     max_batch: most images in one pipeline call (a request is never split).
     """
 
@@ -175,6 +182,7 @@ class DiffusersEngine:
         max_batch: int | None = None,
         compile: bool = False,
         safety_checker: bool = False,
+        inpaint_unets: Mapping[str, str] | None = None,
     ) -> None:
         self.device = _pick_device(device)
         self.dtype = _pick_dtype(dtype, self.device)
@@ -183,6 +191,7 @@ class DiffusersEngine:
         self.compile = compile
         self.safety_checker = safety_checker
         self._preloaded = dict(pipelines or {})
+        self._inpaint_unets = dict(inpaint_unets or {})
         self._default = model
         names = list(models) if models is not None else [model]
         for name in [model, *self._preloaded]:
@@ -342,9 +351,33 @@ class DiffusersEngine:
         pipe.set_progress_bar_config(disable=True)
         img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         img2img.set_progress_bar_config(disable=True)
+        inpaint = self._inpaint_pipeline(name, pipe)
         latent_rgb = fit_latent_rgb(pipe.vae)
         log.info("loaded model %s on %s/%s in %.1f s", name, self.device, self.dtype, time.perf_counter() - started)
-        return _Model(name, pipe, img2img, latent_rgb)
+        return _Model(name, pipe, img2img, inpaint, latent_rgb)
+
+    def _inpaint_pipeline(self, name: str, pipe: Any) -> Any:
+        """The inpainting pipeline on the loaded weights; only a configured 9-channel UNet is extra."""
+        from diffusers import AutoPipelineForInpainting, UNet2DConditionModel
+
+        extra: dict[str, Any] = {}
+        if name in self._inpaint_unets:
+            source = self._inpaint_unets[name]
+            try:
+                unet = UNet2DConditionModel.from_pretrained(
+                    source, subfolder="unet", dtype=self.dtype, local_files_only=True
+                )
+            except Exception as e:
+                raise RenderError(f"could not load the inpainting UNet of {name!r} from {source!r}: {e}") from e
+            if unet.config.in_channels != 9:
+                raise RenderError(
+                    f"the inpainting UNet for {name!r} ({source}) has {unet.config.in_channels} input channels, "
+                    "not 9: it is not an inpainting model"
+                )
+            extra["unet"] = unet.to(self.device)
+        inpaint = AutoPipelineForInpainting.from_pipe(pipe, **extra)
+        inpaint.set_progress_bar_config(disable=True)
+        return inpaint
 
     # -- the worker ---------------------------------------------------------------------------
 
@@ -396,8 +429,8 @@ class DiffusersEngine:
         first = batch[0]
         try:
             model = self._model(first.model)
-            render, _, uses_img2img = _ACTIONS[first.request.action]
-            pipe = model.img2img if uses_img2img else model.text2img
+            render, _, pipeline = _ACTIONS[first.request.action]
+            pipe = getattr(model, pipeline)
             on_step = self._step_callback(batch, model)
             check = self.safety_checker and any(r.safety_check for r in requests)
             images = render(pipe, requests, on_step=on_step, safety_checker=check)

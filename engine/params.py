@@ -12,6 +12,8 @@
 | `--no a, b`          | text                 | `negative_prompt`                                                  |
 | Vary Strong / Subtle | —                    | img2img `strength` 0.75 / 0.4                                      |
 | Upscale Subtle/Creat.| —                    | 2x Lanczos, then img2img `strength` 0.1 / 0.2 ("hires fix")        |
+| Zoom / Pan / Square  | —                    | inpainting pipeline (`from_pipe`) on a larger canvas, strength 1   |
+| Vary (Region)        | —                    | inpainting pipeline on the chosen cells, `strength` 1              |
 
 Stylize: higher values mean "more artistic, less literal" in Midjourney, which is lower classifier-free
 guidance. Chaos: a tile with chaos C gets a 2x2 random field, upsampled, added to its starting noise
@@ -41,6 +43,7 @@ VARY_SUBTLE = 0.4
 # it redraws the subject smaller; 0.1 keeps the picture (mean abs change 11/255 vs 23 to another tile).
 UPSCALE_SUBTLE = 0.1  # sharpens, keeps the picture, like Midjourney's Upscale (Subtle)
 UPSCALE_CREATIVE = 0.2  # redraws detail and may drift from the source
+VARY_REGION = 1.0  # Vary (Region) redraws the chosen cells from scratch, as Midjourney's does
 
 # Guidance at the knots of the stylize mapping.
 _STYLIZE_KNOTS = ((0, 12.0), (100, 7.5), (1000, 3.0))
