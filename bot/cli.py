@@ -48,6 +48,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         dtype=settings.dtype,
         batch_window_s=settings.batch_window_s,
         safety_checker=settings.safety_checker,
+        inpaint_unets={settings.model: settings.inpaint_model} if settings.inpaint_model else None,
     ) as engine:
         yield engine
 
