@@ -155,12 +155,19 @@ def cell_boxes(width: int, height: int) -> list[tuple[int, int, int, int]]:
     return [(xs[i], ys[j], xs[i + 1], ys[j + 1]) for j in range(rows) for i in range(columns)]
 
 
-def border_cells(width: int, height: int) -> frozenset[int]:
-    """The cells on the picture's edge: "everything but the subject" when the subject is centred."""
+def region_shortcuts(width: int, height: int) -> dict[str, frozenset[int]]:
+    """Named sets of cells for the picker: "everything but the middle" keeps a centred subject."""
     columns, rows = region_grid(width, height)
-    return frozenset(
-        j * columns + i + 1 for j in range(rows) for i in range(columns) if i in (0, columns - 1) or j in (0, rows - 1)
-    )
+    cells = [(j * columns + i + 1, i, j) for j in range(rows) for i in range(columns)]
+    named = {
+        "Everything but the middle": {n for n, i, j in cells if i in (0, columns - 1) or j in (0, rows - 1)},
+        "Left half": {n for n, i, _ in cells if i < columns // 2},
+        "Right half": {n for n, i, _ in cells if i >= columns - columns // 2},
+        "Top half": {n for n, _, j in cells if j < rows // 2},
+        "Bottom half": {n for n, _, j in cells if j >= rows - rows // 2},
+    }
+    # A shortcut that is every cell or none would only be refused.
+    return {name: frozenset(chosen) for name, chosen in named.items() if 0 < len(chosen) < len(cells)}
 
 
 def region_mask(width: int, height: int, cells: Iterable[int]) -> Image.Image:

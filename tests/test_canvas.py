@@ -92,7 +92,11 @@ def test_region_mask_marks_exactly_the_chosen_cells():
     assert mask.getpixel((0, 0)) == 255 and mask.getpixel((15, 15)) == 255 and mask.getpixel((16, 0)) == 0
     assert mask.getpixel((16, 16)) == 255 and mask.getpixel((31, 31)) == 255 and mask.getpixel((32, 32)) == 0
     assert mask.histogram()[255] == 2 * 16 * 16
-    assert canvas.border_cells(64, 64) == frozenset({1, 2, 3, 4, 5, 8, 9, 12, 13, 14, 15, 16})
+    shortcuts = canvas.region_shortcuts(64, 64)
+    assert shortcuts["Everything but the middle"] == frozenset({1, 2, 3, 4, 5, 8, 9, 12, 13, 14, 15, 16})
+    assert shortcuts["Left half"] == frozenset({1, 2, 5, 6, 9, 10, 13, 14})
+    assert shortcuts["Bottom half"] == frozenset(range(9, 17))
+    assert list(canvas.region_shortcuts(8, 4096)) == ["Top half", "Bottom half"]  # one column: no left half
     with pytest.raises(ValueError, match="at least one cell"):
         canvas.region_mask(64, 64, [])
     with pytest.raises(ValueError, match="cell 17 is not on the grid"):
