@@ -5,16 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 
 import discord
 from discord.ext import commands
 
+from bot.delivery import Delivery
 from bot.errors import on_app_command_error
 from bot.guild_config import GuildConfigs
-from bot.scheduler import Scheduler
+from bot.scheduler import JobViews, Scheduler
 from bot.settings import Settings
-from bot.store import Job, Store
+from bot.store import Store
 from engine.requests import Engine
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,11 @@ class DreamGrid(commands.Bot):
         self.engine = engine
         self.guild_configs = GuildConfigs(store, settings)  # /config values, cached per server
         self.run_jobs = run_jobs
-        self.scheduler = Scheduler(self)
-        # The buttons under a finished job; bot.cogs.imagine, which owns them, installs the builder.
-        self.result_view: Callable[[Job], discord.ui.View | None] = lambda job: None
-        # The Cancel button under a waiting or running job; bot.cogs.queue installs the builder.
-        self.progress_view: Callable[[Job], discord.ui.View | None] = lambda job: None
+        # The buttons under a job's message: bot.cogs.imagine and bot.cogs.queue install the builders.
+        self.views = JobViews()
+        self.scheduler = Scheduler(
+            store=store, engine=engine, settings=settings, delivery=Delivery(self), views=self.views
+        )
 
     async def setup_hook(self) -> None:
         self.tree.on_error = on_app_command_error

@@ -15,7 +15,7 @@ from datetime import timedelta
 import discord
 
 from bot import messages
-from bot.store import Job, _parse_time
+from bot.rows import Job, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class Delivery:
             message = await self._fetch(job, job.message_id)
             if message is not None and _shows_final_state(job, message):
                 return Shown(job.channel_id, message.id)
-        finished = _parse_time(job.finished_at)
+        finished = parse_time(job.finished_at)
         if finished is None or self.client.user is None:
             return None
         channel = self.client.get_partial_messageable(job.channel_id)
@@ -135,6 +135,26 @@ class Delivery:
                     return Shown(job.channel_id, message.id)
         except discord.HTTPException as exc:
             log.warning("job %s: cannot read the channel to check for a result (%s)", job.id, exc)
+        return None
+
+    async def find_announcement(self, job: Job) -> int | None:
+        """The id of the message that announced `job`, when a crash kept the bot from recording it.
+
+        Discord had taken the "Waiting to start" message (it carries the job's Cancel button) when
+        the bot died; it is in the channel from shortly before the job was queued.
+        """
+        created = parse_time(job.created_at)
+        if created is None or self.client.user is None:
+            return None
+        cancel_id = f"dg:cancel:{job.id}"
+        channel = self.client.get_partial_messageable(job.channel_id)
+        after = discord.Object(discord.utils.time_snowflake(created - timedelta(seconds=5)))
+        try:
+            async for message in channel.history(limit=HISTORY_SCAN, after=after, oldest_first=True):
+                if message.author.id == self.client.user.id and cancel_id in _custom_ids(message):
+                    return message.id
+        except discord.HTTPException as exc:
+            log.warning("job %s: cannot read the channel to find its message (%s)", job.id, exc)
         return None
 
     async def _fetch(self, job: Job, message_id: int) -> discord.Message | None:
@@ -158,6 +178,15 @@ class Delivery:
 
 
 HISTORY_SCAN = 100  # messages after the job finished to look through for its result
+
+
+def _custom_ids(message: discord.Message) -> set[str]:
+    ids = set()
+    for row in message.components:
+        for child in getattr(row, "children", [row]):
+            if custom_id := getattr(child, "custom_id", None):
+                ids.add(custom_id)
+    return ids
 
 
 def _shows_final_state(job: Job, message: discord.Message) -> bool:

@@ -1,61 +1,66 @@
-"""Turning what a member asked for into queued jobs, and telling them it was accepted."""
+"""Turning what a member asked for into queued jobs, and telling them it was accepted.
+
+`submit` is the one way a job gets queued: it checks who may ask here, builds the jobs,
+applies the server's rules and limits, queues them all or none, and shows each one's message.
+Commands and buttons only say which jobs they want (a `JobBuilder`).
+"""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import messages, policy
+from bot import kinds, messages, policy
 from bot.errors import UserError
-from bot.prompt import ParsedPrompt
-from bot.store import Job, NewJob, QueueFull
+from bot.guild_config import GuildConfig
+from bot.kinds import JobKind
+from bot.prompt import ParsedPrompt, PromptError, parse_prompt
+from bot.rows import ImageRow, Job, NewJob
+from bot.spec import DeliveryOptions, JobSpec, RenderSpec, ShownValues
+from bot.store import QueueFull
 from engine import params as render_params
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
 
-MAX_SEED = 4_294_967_295
+# Given the server's settings (once the member may use the bot here), the jobs to queue; none
+# when the request ended another way (e.g. a Remix modal opened instead).
+JobBuilder = Callable[[GuildConfig], Awaitable[Sequence[NewJob]]]
 
 
-def seeds_for(seed: int | None, count: int = 4) -> list[int]:
-    """Midjourney's rule: `--seed N` gives tiles N, N+1, …; no seed gives random ones."""
-    if seed is None:
-        return [secrets.randbelow(MAX_SEED + 1) for _ in range(count)]
-    return [(seed + i) % (MAX_SEED + 1) for i in range(count)]
-
-
-def imagine_params(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: dict[str, Any]) -> dict[str, Any]:
+def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: dict[str, Any]) -> JobSpec:
     """The recorded render request for a prompt: everything needed to render it again."""
     settings = bot.settings
     aspect = parsed.aspect or _aspect(defaults.get("aspect"))
     native = bot.engine.native_size(model)
     width, height = render_params.size_for_aspect(aspect[0], aspect[1], native * native, max(8, native // 8))
-    quality = parsed.quality if parsed.quality is not None else defaults.get("quality", 1)
+    quality = parsed.quality if parsed.quality is not None else defaults.get("quality", render_params.QUALITY_DEFAULT)
     stylize = parsed.stylize if parsed.stylize is not None else defaults.get("stylize", render_params.STYLIZE_DEFAULT)
     steps = min(render_params.steps_for_quality(quality, base=settings.steps), settings.max_steps)
-    return {
-        "prompt": parsed.text,
-        "negative_prompt": parsed.negative,
-        "width": width,
-        "height": height,
-        "aspect": f"{aspect[0]}:{aspect[1]}",
-        "steps": steps,
-        "quality": quality,
-        "stylize": stylize,
+    render = RenderSpec(
+        prompt=parsed.text,
+        negative_prompt=parsed.negative,
+        width=width,
+        height=height,
+        steps=steps,
         # GUIDANCE_SCALE is the guidance at the default --stylize; stylize scales it from there.
-        "guidance_scale": round(
+        guidance_scale=round(
             render_params.guidance_for_stylize(stylize)
             * settings.guidance_scale
             / render_params.guidance_for_stylize(render_params.STYLIZE_DEFAULT),
             3,
         ),
-        "chaos": parsed.chaos or 0,
-        "stop": parsed.stop or 100,
-        "tile": parsed.tile,
-    }
+        chaos=parsed.chaos or render_params.CHAOS_DEFAULT,
+        stop=parsed.stop or render_params.STOP_DEFAULT,
+        tile=parsed.tile,
+    )
+    return JobSpec(
+        render=render, shown=ShownValues(aspect=f"{aspect[0]}:{aspect[1]}", quality=quality, stylize=stylize)
+    )
 
 
 def _aspect(value: Any) -> tuple[int, int]:
@@ -69,22 +74,23 @@ def _aspect(value: Any) -> tuple[int, int]:
 def new_job(
     interaction: discord.Interaction,
     *,
-    kind: str,
+    kind: JobKind,
     prompt: str,
-    params: dict[str, Any],
+    spec: JobSpec,
     seeds: Sequence[int],
     model: str,
     parent_id: int | None = None,
     parent_index: int | None = None,
 ) -> NewJob:
+    # The interaction says how large an upload this channel takes; results are fitted to it.
+    delivery = DeliveryOptions(upload_limit=interaction.filesize_limit, spoiler_flagged=spec.delivery.spoiler_flagged)
     return NewJob(
-        kind=kind,
+        kind=kind.name,
         user_id=interaction.user.id,
         guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,
+        channel_id=interaction.channel_id,  # type: ignore[arg-type]
         prompt=prompt,
-        # The interaction says how large an upload this channel takes; results are fitted to it.
-        params={**params, "upload_limit": interaction.filesize_limit},
+        spec=JobSpec(render=spec.render, shown=spec.shown, delivery=delivery),
         seeds=list(seeds),
         model=model,
         parent_id=parent_id,
@@ -94,22 +100,125 @@ def new_job(
     )
 
 
-async def submit(bot: DreamGrid, interaction: discord.Interaction, jobs: Sequence[NewJob]) -> list[Job]:
-    """Queue jobs (each a row before the member hears of it) and show each one's message.
+async def job_or_error(bot: DreamGrid, job_id: int) -> Job:
+    job = await bot.store.get_job(job_id)
+    if job is None:
+        raise UserError(f"Job {job_id} no longer exists.")
+    return job
+
+
+async def child_job(
+    bot: DreamGrid,
+    interaction: discord.Interaction,
+    config: GuildConfig,
+    parent: Job,
+    *,
+    kind: JobKind,
+    index: int | None,
+    strength: float | None = None,
+    prompt: str | None = None,
+) -> NewJob:
+    """The job a click on `parent` asks for; `prompt` is a Remix edit of the parent's prompt."""
+    spec = parent.spec
+    text = parent.prompt
+    model = parent.model
+    if prompt is not None and prompt != parent.prompt:
+        policy.check_remix(config)
+        # A remixed prompt is parsed like a new one; a kind drawn from a tile keeps the tile's size.
+        profile = await bot.store.profile(interaction.user.id)
+        try:
+            parsed = parse_prompt(prompt, options=profile.options, models=bot.settings.installed_models, max_jobs=1)[0]
+        except PromptError as exc:
+            raise UserError(str(exc)) from None
+        model = parsed.model or parent.model
+        fresh = imagine_spec(parsed, bot=bot, model=model, defaults=profile.settings)
+        if kind.keeps_parent_size:
+            fresh = dataclasses.replace(
+                fresh.replace_render(width=spec.render.width, height=spec.render.height),
+                shown=dataclasses.replace(fresh.shown, aspect=spec.shown.aspect),
+            )
+        spec, text = fresh, parsed.raw
+    steps = spec.render.steps
+    if strength is not None:
+        steps = render_params.img2img_steps(steps, strength)
+    spec = spec.replace_render(steps=steps, strength=strength)
+    return new_job(
+        interaction,
+        kind=kind,
+        prompt=text,
+        spec=spec,
+        seeds=kind.seeds(),
+        model=model,
+        parent_id=parent.id,
+        parent_index=index,
+    )
+
+
+def redraw(interaction: discord.Interaction, job: Job) -> NewJob:
+    """The same request again: same seeds and batch, so the same pixels."""
+    return new_job(
+        interaction,
+        kind=kinds.get(job.kind),
+        prompt=job.prompt,
+        spec=job.spec,
+        seeds=job.seeds,
+        model=job.model,
+        parent_id=job.parent_id,
+        parent_index=job.parent_index,
+    )
+
+
+async def stored_or_redraw(
+    bot: DreamGrid, interaction: discord.Interaction, job: Job, *, then: str
+) -> tuple[list[ImageRow], list[Path]] | None:
+    """The job's stored images and their files; if the files are gone, draw the job again.
+
+    The redraw is the recorded request with the same seeds, so it gives the same pixels; the
+    member is told, ephemerally, what to do `then` on the new grid. Returns None in that case.
+    """
+    rows = await bot.store.get_images(job.id)
+    paths = [bot.settings.data_dir / row.path for row in rows]
+    if rows and all(path.exists() for path in paths):
+        return rows, paths
+
+    async def build(config: GuildConfig) -> list[NewJob]:
+        return [redraw(interaction, job)]
+
+    await submit(bot, interaction, build)
+    await interaction.followup.send(
+        f"The images of job {job.id} were no longer stored, so it is being drawn again with the same seeds; {then}",
+        ephemeral=True,
+    )
+    return None
+
+
+async def submit(bot: DreamGrid, interaction: discord.Interaction, build: JobBuilder) -> list[Job]:
+    """Queue the jobs `build` makes (each a row before the member hears of it) and show each one's message.
 
     All or nothing: when the jobs would go over a limit, none is queued and the member gets
     the reason, with the numbers, ephemerally.
     """
-    jobs, limits = await policy.admit(bot, interaction, jobs)  # the server's /config rules
+    # 1. who and where: the channel, banned members
+    config = await policy.gate(bot, interaction)
+    # 2. what they asked for
+    wanted = await build(config)
+    if not wanted:
+        return []
+    # 3. the server's rules: words, models, steps and size, quotas
+    shaped, limits = await policy.admit(bot, interaction, config, wanted)
+    # 4. queue them, all or none
     try:
-        accepted = await bot.store.enqueue_many(jobs, limits)
+        accepted = await bot.store.enqueue_many(shaped, limits)
     except QueueFull as exc:
         raise UserError(str(exc)) from None
     bot.scheduler.wake()
+    # 5. show each one: positions are read once for the whole submission
+    order = await bot.store.queue_order()
+    positions = {job_id: n for n, job_id in enumerate(order, start=1)}
     for job in accepted:
-        position = await bot.store.queue_position(job.id)
+        position = positions.get(job.id, 0)
         content = messages.waiting(job, position) if position else messages.progress(job, 0)
-        view = bot.progress_view(job)
+        view = bot.views.progress(job)
         try:
             if not interaction.response.is_done():
                 response = await interaction.response.send_message(content, **_view_kwargs(view))

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import discord
 
-from bot.store import ImageRow, Job
+from bot import kinds
+from bot.rows import ImageRow, Job
 
 PROMPT_PREVIEW_CHARS = 900  # content must stay under 2,000 with everything around it
-
-KIND_LABELS = {
-    "imagine": "",
-    "reroll": " (reroll)",
-    "variation": " - Variations",
-    "upscale": " - Upscaled",
-}
 
 
 def _prompt(job: Job) -> str:
@@ -23,7 +17,8 @@ def _prompt(job: Job) -> str:
 
 def _title(job: Job) -> str:
     tile = f" (image #{job.parent_index})" if job.parent_index else ""
-    return f"{_prompt(job)}{KIND_LABELS.get(job.kind, '')}{tile} - <@{job.user_id}>"
+    kind = kinds.KINDS.get(job.kind)  # a row from a newer version may name a kind this one lacks
+    return f"{_prompt(job)}{kind.label if kind else ''}{tile} - <@{job.user_id}>"
 
 
 def tile(job: Job, index: int) -> str:
@@ -53,7 +48,7 @@ def cancelled(job: Job) -> str:
 
 def spoiler_name(job: Job, images: list[ImageRow], filename: str) -> str:
     """`SPOILER_` + filename when the safety checker flagged an image (Discord blurs it until clicked)."""
-    if any(i.flagged for i in images) and job.params.get("spoiler_flagged", True):
+    if any(i.flagged for i in images) and job.spec.delivery.spoiler_flagged:
         return f"SPOILER_{filename}"
     return filename
 
@@ -82,16 +77,16 @@ def shows_final_state(job: Job, content: str, embed_footers: list[str]) -> bool:
 
 
 def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Embed:
-    params = job.params
+    render = job.spec.render
     embed = discord.Embed(
         description=job.prompt[:4000] if len(job.prompt) <= 4000 else job.prompt[:3999] + "…",
         colour=discord.Colour.blurple(),
     )
     seeds = ", ".join(str(i.seed) for i in images) or ", ".join(map(str, job.seeds))
-    width, height = (images[0].width, images[0].height) if images else (params.get("width"), params.get("height"))
+    width, height = (images[0].width, images[0].height) if images else (render.width, render.height)
     embed.add_field(name="Seeds", value=seeds, inline=False)
     embed.add_field(name="Size", value=f"{width}×{height}")
-    embed.add_field(name="Steps", value=str(params.get("steps", "?")))
+    embed.add_field(name="Steps", value=str(render.steps))
     embed.add_field(name="Model", value=job.model[:1000])
     embed.add_field(name="Job", value=str(job.id))
     if job.parent_id:

@@ -1,7 +1,7 @@
 """The server's rules (`/config`), checked before a job is created.
 
-`gate` runs first on anything that could start a job (the channel, banned members); `admit`
-runs on the jobs themselves just before they are queued (banned words, models, steps and
+`bot.jobs.submit` runs both: `gate` first (the channel, banned members), then `admit` on the
+jobs themselves just before they are queued (banned words, models, steps and
 size, the safety checker, daily quotas) and gives the queue limits that apply. Every refusal
 is a `UserError`: one short ephemeral line for the member, and nothing queued.
 """
@@ -12,13 +12,17 @@ import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 
+from bot import kinds
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
-from bot.store import NewJob, QueueLimits
+from bot.kinds import JobKind
+from bot.rows import NewJob
+from bot.spec import JobSpec
+from bot.store import QueueLimits
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -27,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CHANNELS_SHOWN = 5
-GRID_KINDS = ("imagine", "reroll")  # a new grid is scaled down to the size limit; a variation/upscale is refused
 
 
 async def gate(bot: DreamGrid, interaction: discord.Interaction) -> GuildConfig:
@@ -93,29 +96,26 @@ async def check_words(
         raise UserError(f"Your prompt matches {what}, which this server doesn't allow. Nothing was queued.")
 
 
-def apply_limits(kind: str, params: dict[str, Any], config: GuildConfig) -> dict[str, Any]:
+def apply_limits(kind: JobKind, spec: JobSpec, config: GuildConfig) -> JobSpec:
     """Cap steps and size to the server's limits, and ask for the safety checker when it is on."""
-    params = dict(params)
-    if "steps" in params:
-        params["steps"] = min(int(params["steps"]), config["max_steps"])
+    render = spec.render
+    steps = min(render.steps, config["max_steps"])
+    width, height = render.width, render.height
     limit = config["max_image_size"]
-    width, height = params.get("width"), params.get("height")
-    if width and height:
-        scale = 2 if kind == "upscale" else 1
-        if max(width, height) * scale > limit:
-            if kind not in GRID_KINDS:
-                raise UserError(
-                    f"That would make a {width * scale}×{height * scale} image: this server allows up to {limit} px"
-                    " on a side."
-                )
-            params["width"], params["height"] = fit(width, height, limit)
-    if config["safety_checker"]:
-        params["safety_check"] = True
-        params["spoiler_flagged"] = config["spoiler_flagged"]
-    else:
-        params.pop("safety_check", None)
-        params.pop("spoiler_flagged", None)
-    return params
+    if max(width, height) * kind.scale > limit:
+        if not kind.may_shrink_to_limit:
+            raise UserError(
+                f"That would make a {width * kind.scale}×{height * kind.scale} image: this server allows up to"
+                f" {limit} px on a side."
+            )
+        width, height = fit(width, height, limit)
+    return dataclasses.replace(
+        spec,
+        render=dataclasses.replace(
+            render, steps=steps, width=width, height=height, safety_check=bool(config["safety_checker"])
+        ),
+        delivery=dataclasses.replace(spec.delivery, spoiler_flagged=config["spoiler_flagged"]),
+    )
 
 
 def fit(width: int, height: int, limit: int) -> tuple[int, int]:
@@ -155,16 +155,17 @@ def queue_limits(bot: DreamGrid, config: GuildConfig) -> QueueLimits:
 
 
 async def admit(
-    bot: DreamGrid, interaction: discord.Interaction, new_jobs: Sequence[NewJob]
+    bot: DreamGrid, interaction: discord.Interaction, config: GuildConfig, new_jobs: Sequence[NewJob]
 ) -> tuple[list[NewJob], QueueLimits]:
-    """The jobs as the server's rules shape them, and the queue limits; or a UserError."""
-    # 1. who and where
-    config = await gate(bot, interaction)
-    # 2. what they asked for
+    """The jobs as the server's rules shape them, and the queue limits; or a UserError.
+
+    `config` comes from `gate`, which has let this member ask here.
+    """
+    # 1. what they asked for
     await check_words(bot, interaction, config, (job.prompt for job in new_jobs))
     for job in new_jobs:
         check_model(config, job.model)
-    shaped = [dataclasses.replace(job, params=apply_limits(job.kind, job.params, config)) for job in new_jobs]
-    # 3. how much they have used
+    shaped = [dataclasses.replace(job, spec=apply_limits(kinds.get(job.kind), job.spec, config)) for job in new_jobs]
+    # 2. how much they have used
     await check_quota(bot, interaction, config, len(new_jobs))
     return shaped, queue_limits(bot, config)

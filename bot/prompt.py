@@ -6,21 +6,21 @@ A prompt is a description followed by parameters, e.g.
 member who typed it. A parameter the prompt does not set is `None`, so the caller applies the
 member's and the server's defaults (what the prompt says wins over `/settings`).
 
-| Parameter      | Alias      | Values                                          | Default          |
-|----------------|------------|-------------------------------------------------|------------------|
-| `--ar W:H`     | `--aspect` | whole numbers, from 1:4 to 4:1                  | 1:1              |
-| `--seed N`     |            | 0–4294967295                                    | random           |
-| `--no a, b`    |            | what to leave out: a comma list, up to the next parameter | nothing |
-| `--chaos N`    | `--c`      | 0–100                                           | 0                |
-| `--stylize N`  | `--s`      | 0–1000                                          | 100              |
-| `--quality Q`  | `--q`      | .25, .5, 1 or 2 (`0.5` works too)               | 1                |
-| `--stop N`     |            | 10–100: the percent of the steps to run         | 100              |
-| `--tile`       |            | a flag: tiles that repeat seamlessly            | off              |
-| `--repeat N`   | `--r`      | 1–40: run the job N times                       | 1                |
-| `--model NAME` |            | one of the server's models                      | server's default |
-| `--NAME`       |            | your own option from `/prefer option set`       |                  |
+| Parameter | Alias | Values | Default |
+|-----------|-------|--------|---------|
+| `--ar W:H` | `--aspect` | whole numbers, from 1:4 to 4:1 | 1:1 |
+| `--seed N` |  | 0–4294967295 | random |
+| `--no a, b` |  | what to leave out: a comma list, up to the next parameter | nothing |
+| `--chaos N` | `--c` | 0–100 | 0 |
+| `--stylize N` | `--s` | 0–1000 | 100 |
+| `--quality Q` | `--q` | .25, .5, 1 or 2 (`0.5` works too) | 1 |
+| `--stop N` |  | 10–100: the percent of the steps to run | 100 |
+| `--tile` |  | a flag: tiles that repeat seamlessly | off |
+| `--repeat N` | `--r` | 1–40: run the job N times | 1 |
+| `--model NAME` |  | one of the server's models | server's default |
 
-Defaults are what a job gets when neither the prompt nor `/settings` sets the parameter.
+`--NAME` runs your own option from `/prefer option set`. This table is `engine.params.PARAMETERS`
+written out (tests/test_parameters.py keeps this copy and the README's equal to it).
 
 - Names are case-insensitive, and `—` or `–` works in place of `--` (phones turn `--` into `—`).
 - Parameters come after the description, each at most once.
@@ -39,49 +39,23 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import NamedTuple
 
+from engine import params as render_params
+from engine.params import PARAMETER_BY_SPELLING
+
 MAX_PROMPT_CHARS = 1500
 MAX_JOBS = 40
 MAX_NESTING = 8  # levels of {braces}
-SEED_RANGE = (0, 4_294_967_295)
-CHAOS_RANGE = (0, 100)
-STYLIZE_RANGE = (0, 1000)
-STOP_RANGE = (10, 100)
-REPEAT_RANGE = (1, 40)
-MAX_ASPECT = 4  # the ratio lies between 1:MAX_ASPECT and MAX_ASPECT:1
-QUALITIES = (0.25, 0.5, 1.0, 2.0)
+SEED_RANGE = PARAMETER_BY_SPELLING["seed"].bounds
+CHAOS_RANGE = PARAMETER_BY_SPELLING["chaos"].bounds
+STYLIZE_RANGE = PARAMETER_BY_SPELLING["stylize"].bounds
+STOP_RANGE = PARAMETER_BY_SPELLING["stop"].bounds
+MAX_ASPECT = render_params.ASPECT_MAX  # the ratio lies between 1:MAX_ASPECT and MAX_ASPECT:1
+QUALITIES = render_params.QUALITY_VALUES
 
 # Every spelling, lower case, to the parameter it means.
-_ALIASES = {
-    "ar": "ar",
-    "aspect": "ar",
-    "seed": "seed",
-    "no": "no",
-    "chaos": "chaos",
-    "c": "chaos",
-    "stylize": "stylize",
-    "s": "stylize",
-    "quality": "quality",
-    "q": "quality",
-    "stop": "stop",
-    "tile": "tile",
-    "repeat": "repeat",
-    "r": "repeat",
-    "model": "model",
-}
+_ALIASES = {spelling: parameter.name for spelling, parameter in PARAMETER_BY_SPELLING.items()}
 PARAMETER_NAMES = frozenset(_ALIASES)  # every built-in spelling, without the dashes
 
-_EXAMPLES = {
-    "ar": "3:2",
-    "seed": "42",
-    "no": "text, people",
-    "chaos": "20",
-    "stylize": "250",
-    "quality": ".5",
-    "stop": "80",
-    "repeat": "4",
-    "model": "NAME",
-}
-_QUALITY_TEXT = {0.25: ".25", 0.5: ".5", 1.0: "1", 2.0: "2"}
 _MARKER = re.compile(r"(?:--|[—–]-?)([A-Za-z]\S*)")  # `--ar`, `—ar`, `–ar`, `—-ar`
 _WHOLE = re.compile(r"([+-]?)([0-9]+)")
 _RATIO = re.compile(r"([0-9]+):([0-9]+)")
@@ -139,7 +113,7 @@ class ParsedPrompt:
         if self.stylize is not None:
             parts.append(f"--stylize {self.stylize}")
         if self.quality is not None:
-            parts.append(f"--quality {_QUALITY_TEXT.get(self.quality, repr(self.quality))}")
+            parts.append(f"--quality {render_params.quality_text(self.quality)}")
         if self.stop is not None:
             parts.append(f"--stop {self.stop}")
         if self.tile:
@@ -413,7 +387,7 @@ def _check_value(param: _Param, models: Sequence[str]) -> object:
         negative = ", ".join(item for item in (part.strip() for part in " ".join(values).split(",")) if item)
         values = [negative] if negative else []
     if not values:
-        example = models[0] if key == "model" and models else _EXAMPLES[key]
+        example = models[0] if key == "model" and models else PARAMETER_BY_SPELLING[key].example
         raise PromptError(f"`--{name}` needs a value, e.g. `--{name} {_show(example)}`.")
     value = values[0]
     if key == "no":
@@ -433,8 +407,9 @@ def _check_value(param: _Param, models: Sequence[str]) -> object:
             if model.lower() == value.lower():
                 return model
         raise PromptError(f"Unknown model `{_show(value)}`: use {_listing(models)}.")
-    ranges = {"seed": SEED_RANGE, "chaos": CHAOS_RANGE, "stylize": STYLIZE_RANGE, "stop": STOP_RANGE}
-    low, high = ranges.get(key, REPEAT_RANGE)
+    bounds = PARAMETER_BY_SPELLING[key].bounds
+    assert bounds is not None, key  # every other parameter is a whole number in a range
+    low, high = bounds
     whole = _WHOLE.fullmatch(value)
     if not whole:
         raise PromptError(f"{shown} is not a whole number: use {low}–{high}.")

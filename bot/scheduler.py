@@ -12,54 +12,45 @@ import dataclasses
 import io
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import discord
 from PIL import Image
 
-from bot import messages
+from bot import kinds, messages
 from bot.delivery import Delivery
 from bot.images import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
-from bot.store import ImageRow, Job
-from engine.requests import Action, ProgressCallback, RenderError, RenderProgress, RenderRequest
-
-if TYPE_CHECKING:
-    from bot.client import DreamGrid
+from bot.kinds import Source
+from bot.rows import ImageRow, Job
+from bot.settings import Settings
+from bot.store import Store
+from engine.requests import Engine, ProgressCallback, RenderError, RenderProgress, RenderRequest
 
 log = logging.getLogger(__name__)
-
-REQUEST_FIELDS = {
-    "prompt",
-    "negative_prompt",
-    "width",
-    "height",
-    "steps",
-    "guidance_scale",
-    "strength",
-    "chaos",
-    "stop",
-    "tile",
-    "safety_check",
-}
-KIND_ACTIONS = {
-    "imagine": Action.IMAGINE,
-    "reroll": Action.IMAGINE,
-    "variation": Action.VARIATION,
-    "upscale": Action.UPSCALE,
-}
-
 
 REDELIVERY_INTERVAL_S = 30.0  # how often deliveries that failed are retried
 ANNOUNCE_WAIT_S = 10.0  # how long a job waits for its "Waiting to start" message to be recorded
 PROGRESS_SETTLE_S = 10.0  # how long the final edit waits for a progress edit already sent
 
 
+@dataclass(slots=True)
+class JobViews:
+    """The buttons under a job's message; the cogs that own the buttons install the builders."""
+
+    progress: Callable[[Job], discord.ui.View | None] = lambda job: None  # Cancel, while waiting or running
+    result: Callable[[Job], discord.ui.View | None] = lambda job: None  # U/V/🔄 under a finished grid
+
+
 class Scheduler:
-    def __init__(self, bot: DreamGrid) -> None:
-        self.bot = bot
-        self.store = bot.store
-        self.settings = bot.settings
-        self.delivery = Delivery(bot)
+    def __init__(
+        self, *, store: Store, engine: Engine, settings: Settings, delivery: Delivery, views: JobViews
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.settings = settings
+        self.delivery = delivery
+        self.views = views
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -69,10 +60,12 @@ class Scheduler:
         self._delivering: set[int] = set()
         self._last_redelivery = 0.0
         self._closing = False
+        self._first_job_this_run = 0  # jobs from before start() are never announced by this process
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._first_job_this_run = await self.store.last_job_id() + 1
         requeued, failed = await self.store.recover(self.settings.max_attempts)
         if requeued or failed:
             log.warning("recovered from an unclean stop: %d jobs re-queued, %d given up", requeued, failed)
@@ -171,7 +164,7 @@ class Scheduler:
         try:
             async with asyncio.timeout(self.settings.job_timeout_s):
                 request = await self._request_for(job)
-                result = await self.bot.engine.render(request, progress=self._progress_reporter(job))
+                result = await self.engine.render(request, progress=self._progress_reporter(job))
             images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds, result.flagged)
             finished = await self.store.finish(job.id, images, result.elapsed_s)
         except asyncio.CancelledError:
@@ -198,19 +191,9 @@ class Scheduler:
             await self.deliver(finished)
 
     async def _request_for(self, job: Job) -> RenderRequest:
-        fields = {k: v for k, v in job.params.items() if k in REQUEST_FIELDS}
-        action = KIND_ACTIONS[job.kind]
-        init_image = None
-        if action is not Action.IMAGINE:
-            init_image = await self._source_image(job)
-        return RenderRequest(
-            action=action,
-            seeds=tuple(job.seeds),
-            model=job.model,
-            init_image=init_image,
-            preview=not fields.get("safety_check"),  # a preview would show what the checker has not seen
-            **fields,
-        )
+        kind = kinds.get(job.kind)
+        init_image = await self._source_image(job) if kind.source is Source.PARENT_TILE else None
+        return job.spec.render.request(action=kind.action, seeds=job.seeds, model=job.model, init_image=init_image)
 
     async def _source_image(self, job: Job) -> Image.Image:
         """The tile a variation or upscale starts from, drawn again if its file is gone."""
@@ -228,7 +211,7 @@ class Scheduler:
         # Same request, same seeds, same batch: the same pixels as the lost file.
         log.info("job %s: the images of job %s are gone; drawing them again", job.id, parent.id)
         request = dataclasses.replace(await self._request_for(parent), preview=False)
-        result = await self.bot.engine.render(request)
+        result = await self.engine.render(request)
         rows = await asyncio.to_thread(self._save_images, parent, result.images, result.seeds)
         await self.store.save_images(rows)
         return result.images[job.parent_index - 1]
@@ -275,20 +258,28 @@ class Scheduler:
                 data = await asyncio.to_thread(preview_bytes, event.preview)
                 file = discord.File(io.BytesIO(data), filename="preview.jpg")
             await self.delivery.update(
-                job, content=messages.progress(job, event.fraction), file=file, view=self.bot.progress_view(job)
+                job, content=messages.progress(job, event.fraction), file=file, view=self.views.progress(job)
             )
         except Exception:
             log.warning("job %s: progress update failed", job.id, exc_info=True)
 
     async def _with_message(self, job: Job) -> Job:
-        """The job as stored, once the cog has recorded its message (or a few seconds passed)."""
-        if job.message_id is None:
+        """The job as stored, once the cog has recorded its message (or a few seconds passed).
+
+        Only jobs queued since this start are being announced; an older one without a message
+        lost its id to a crash, so the message is looked up in the channel instead of waited for.
+        """
+        if job.message_id is not None:
+            return job
+        if job.id >= self._first_job_this_run:
             event = self._announced.setdefault(job.id, asyncio.Event())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(ANNOUNCE_WAIT_S):
                     await event.wait()
-            job = await self.store.get_job(job.id) or job
-        return job
+        elif (message_id := await self.delivery.find_announcement(job)) is not None:
+            log.info("job %s: found the message a crash kept from being recorded", job.id)
+            await self.store.set_message(job.id, message_id)
+        return await self.store.get_job(job.id) or job
 
     # -- telling the member -------------------------------------------------------------
 
@@ -333,7 +324,7 @@ class Scheduler:
             filename = messages.spoiler_name(job, rows, filename)
             file = discord.File(io.BytesIO(data), filename=filename)
             embed = messages.result_embed(job, rows, filename)
-            view = self.bot.result_view(job)
+            view = self.views.result(job)
             content = messages.done(job)
         elif job.status == "cancelled":
             content = messages.cancelled(job)
@@ -367,4 +358,4 @@ class Scheduler:
         return encode_grid(paths, f"dreamgrid-{job.id}", self._upload_limit(job))
 
     def _upload_limit(self, job: Job) -> int:
-        return int(job.params.get("upload_limit") or DEFAULT_UPLOAD_LIMIT)
+        return job.spec.delivery.upload_limit or DEFAULT_UPLOAD_LIMIT

@@ -19,6 +19,8 @@ from typing import Any
 
 import aiosqlite
 
+from bot.rows import TIME_FORMAT, ImageRow, Job, NewJob, parse_time
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -28,86 +30,7 @@ FINISHED = ("done", "failed", "cancelled")
 
 
 def utcnow() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) if value else None
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    id: int
-    kind: str
-    parent_id: int | None
-    parent_index: int | None
-    user_id: int
-    guild_id: int | None
-    channel_id: int
-    prompt: str
-    params: dict[str, Any]
-    seeds: list[int]
-    model: str
-    status: str
-    progress: float
-    error: str | None
-    attempts: int
-    gpu_seconds: float
-    application_id: int | None
-    interaction_token: str | None
-    token_expires_at: datetime | None
-    message_id: int | None
-    result_channel_id: int | None
-    result_message_id: int | None
-    delivered_at: str | None
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-
-    @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> Job:
-        values = dict(row)
-        values["params"] = json.loads(values["params"])
-        values["seeds"] = json.loads(values["seeds"])
-        values["token_expires_at"] = _parse_time(values["token_expires_at"])
-        return cls(**values)
-
-    @property
-    def token_usable(self) -> bool:
-        """Whether the interaction webhook can still edit this job's message (Discord: 15 min)."""
-        return (
-            self.interaction_token is not None
-            and self.token_expires_at is not None
-            and datetime.now(UTC) < self.token_expires_at
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    kind: str
-    user_id: int
-    guild_id: int | None
-    channel_id: int
-    prompt: str
-    params: dict[str, Any]
-    seeds: Sequence[int]
-    model: str
-    parent_id: int | None = None
-    parent_index: int | None = None
-    application_id: int | None = None
-    interaction_token: str | None = None
-    token_lifetime_s: float = 14 * 60  # Discord allows 15 min; keep a margin for slow edits
-
-
-@dataclass(frozen=True, slots=True)
-class ImageRow:
-    job_id: int
-    idx: int
-    path: str
-    width: int
-    height: int
-    seed: int
-    flagged: bool = False  # the safety checker flagged it: posted as a spoiler
+    return datetime.now(UTC).strftime(TIME_FORMAT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,13 +110,23 @@ class Store:
             if number <= current:
                 continue
             sql = path.read_text(encoding="utf-8")
+            # Foreign keys are off while a migration runs (a table rebuild would otherwise cascade
+            # deletes) and checked before it commits; the pragma is a no-op inside a transaction.
+            await self.db.execute("PRAGMA foreign_keys=OFF")
             try:
                 # executescript() commits an open transaction first, so the script carries its own.
-                await self.db.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+                await self.db.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};")
+                async with self.db.execute("PRAGMA foreign_key_check") as cur:
+                    broken = await cur.fetchall()
+                if broken:
+                    raise RuntimeError(f"migration {path.name} breaks foreign keys: {[tuple(r) for r in broken]}")
+                await self.db.execute("COMMIT")
             except Exception:
                 if self.db.in_transaction:
                     await self.db.execute("ROLLBACK")
                 raise
+            finally:
+                await self.db.execute("PRAGMA foreign_keys=ON")
             log.info("applied migration %s", path.name)
             applied.append(number)
         return applied
@@ -315,7 +248,7 @@ class Store:
                 if job.guild_id is not None:
                     await db.execute("INSERT INTO guilds (id) VALUES (?) ON CONFLICT DO NOTHING", (job.guild_id,))
                 expires = (
-                    (datetime.now(UTC) + timedelta(seconds=job.token_lifetime_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                    (datetime.now(UTC) + timedelta(seconds=job.token_lifetime_s)).strftime(TIME_FORMAT)
                     if job.interaction_token
                     else None
                 )
@@ -331,7 +264,7 @@ class Store:
                         job.guild_id,
                         job.channel_id,
                         job.prompt,
-                        json.dumps(job.params),
+                        job.spec.to_json(),
                         json.dumps(list(job.seeds)),
                         job.model,
                         job.application_id,
@@ -341,6 +274,11 @@ class Store:
                 ) as cur:
                     accepted.append(Job.from_row(await cur.fetchone()))
             return accepted
+
+    async def last_job_id(self) -> int:
+        """The highest job id so far (0 for none): every job queued later has a higher one."""
+        row = await self._one("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'jobs'")
+        return int(row[0]) if row else 0
 
     async def queue_order(self) -> list[int]:
         """The queued jobs' ids in the order claim_next would start them.
@@ -577,7 +515,7 @@ class Store:
                 old_value=None if r["old_value"] is None else json.loads(r["old_value"]),
                 new_value=None if r["new_value"] is None else json.loads(r["new_value"]),
                 changed_by=r["changed_by"],
-                changed_at=_parse_time(r["changed_at"]),
+                changed_at=parse_time(r["changed_at"]),
             )
             for r in rows
         ]
@@ -592,7 +530,7 @@ class Store:
         rows = await self._all(
             "SELECT * FROM moderation_log WHERE guild_id = ? ORDER BY id DESC LIMIT ?", (guild_id, limit)
         )
-        return [{**dict(r), "created_at": _parse_time(r["created_at"])} for r in rows]
+        return [{**dict(r), "created_at": parse_time(r["created_at"])} for r in rows]
 
     async def jobs_today(self, user_id: int, guild_id: int) -> int:
         """Jobs the member started in this server since 00:00 UTC, failed ones not counted (daily quotas)."""

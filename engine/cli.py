@@ -34,20 +34,26 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
+def _help(name: str) -> str:
+    """A flag's help, from the table the Discord prompt parser uses too."""
+    parameter = params.PARAMETER_BY_SPELLING[name]
+    return f"{parameter.values} (default {parameter.default})".replace("%", "%%")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dreamgrid imagine", description="Render a 2x2 grid from a prompt on this machine.")
     p.add_argument("prompt", help="what to draw")
     p.add_argument("-o", "--output", help="PNG path (default: out/<timestamp>-<slug>.png)")
-    p.add_argument("--seed", type=int, help=f"{params.SEED_MIN}-{params.SEED_MAX}; tile i uses seed+i (default random)")
-    p.add_argument("--ar", default="1:1", help="aspect ratio W:H in whole numbers (default 1:1)")
+    p.add_argument("--seed", type=int, help=_help("seed"))
+    p.add_argument("--ar", default="1:1", help=_help("ar"))
     p.add_argument("--size", type=int, help="side of the square pixel budget per tile (default: the model's own)")
-    p.add_argument("--q", type=float, default=params.QUALITY_DEFAULT, help="quality .25/.5/1/2 -> steps")
+    p.add_argument("--q", type=float, default=params.QUALITY_DEFAULT, help=_help("quality"))
     p.add_argument("--steps", type=int, help="denoising steps (overrides --q)")
-    p.add_argument("--s", "--stylize", dest="stylize", type=int, default=params.STYLIZE_DEFAULT, help="0-1000")
-    p.add_argument("--no", default="", help="negative prompt")
-    p.add_argument("--chaos", type=int, default=params.CHAOS_DEFAULT, help="0-100: spread between tiles")
-    p.add_argument("--stop", type=int, default=params.STOP_DEFAULT, help="10-100: finish early at this percent")
-    p.add_argument("--tile", action="store_true", help="seamless tiling")
+    p.add_argument("--s", "--stylize", dest="stylize", type=int, default=params.STYLIZE_DEFAULT, help=_help("stylize"))
+    p.add_argument("--no", default="", help=_help("no"))
+    p.add_argument("--chaos", type=int, default=params.CHAOS_DEFAULT, help=_help("chaos"))
+    p.add_argument("--stop", type=int, default=params.STOP_DEFAULT, help=_help("stop"))
+    p.add_argument("--tile", action="store_true", help=_help("tile"))
     p.add_argument("--model", default="dreamgrid-tiny", help="model id or diffusers folder")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     source = p.add_mutually_exclusive_group()

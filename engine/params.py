@@ -1,19 +1,13 @@
 """Midjourney parameters -> diffusers arguments. Pure Python, no torch: the bot imports it.
 
-| Midjourney           | range (default)      | diffusers / engine                                                 |
-|----------------------|----------------------|--------------------------------------------------------------------|
-| `--ar W:H`           | whole numbers (1:1)  | `width, height = size_for_aspect(W, H, native², native // 8)`     |
-| `--seed N`           | 0–4294967295 (rand.) | one CPU `torch.Generator` per tile; the CLI uses N + i for tile i  |
-| `--q Q`              | .25/.5/1/2 (1)       | `num_inference_steps = round(20 · Q)` → 5 / 10 / 20 / 40           |
-| `--s S` (stylize)    | 0–1000 (100)         | `guidance_scale` 12 at 0 → 7.5 at 100 → 3 at 1000 (piecewise lin.) |
-| `--chaos C`          | 0–100 (0)            | per-tile coarse noise on the start latents + prompt-embedding noise |
-| `--stop P`           | 10–100 (100)         | interrupt after `max(1, steps·P//100)` steps; decode the x₀ guess  |
-| `--tile`             | flag                 | circular padding in every UNet/VAE conv for that render            |
-| `--no a, b`          | text                 | `negative_prompt`                                                  |
-| Vary Strong / Subtle | —                    | img2img `strength` 0.75 / 0.4                                      |
-| Upscale Subtle/Creat.| —                    | 2x Lanczos, then img2img `strength` 0.1 / 0.2 ("hires fix")        |
-| Zoom / Pan / Square  | —                    | inpainting pipeline (`from_pipe`) on a larger canvas, strength 1   |
-| Vary (Region)        | —                    | inpainting pipeline on the chosen cells, `strength` 1              |
+`PARAMETERS` is the one table of prompt parameters: name, aliases, values, default and how each
+reaches diffusers. The bot's prompt parser takes names, ranges and examples from it, `/help` and
+the engine CLI's help are written from it, and a test checks the README's table against it.
+
+Image-to-image strengths: Vary Strong / Subtle use img2img `strength` 0.75 / 0.4; Upscale Subtle /
+Creative is 2x Lanczos, then img2img `strength` 0.1 / 0.2 ("hires fix"). Zoom Out, Pan and Make Square
+run the inpainting pipeline (`from_pipe`) on a larger canvas at strength 1; Vary (Region) runs it on the
+chosen cells at `VARY_REGION` (1: redrawn from scratch).
 
 Stylize: higher values mean "more artistic, less literal" in Midjourney, which is lower classifier-free
 guidance. Chaos: a tile with chaos C gets a 2x2 random field, upsampled, added to its starting noise
@@ -25,6 +19,7 @@ reproducible and batch-compatible. In img2img (variation, upscale) only the embe
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 SEED_MIN, SEED_MAX = 0, 4_294_967_295
 CHAOS_MIN, CHAOS_MAX, CHAOS_DEFAULT = 0, 100, 0
@@ -32,6 +27,10 @@ STYLIZE_MIN, STYLIZE_MAX, STYLIZE_DEFAULT = 0, 1000, 100
 STOP_MIN, STOP_MAX, STOP_DEFAULT = 10, 100, 100
 QUALITY_VALUES = (0.25, 0.5, 1.0, 2.0)
 QUALITY_DEFAULT = 1.0
+
+
+ASPECT_MAX = 4  # an aspect ratio lies between 1:ASPECT_MAX and ASPECT_MAX:1
+REPEAT_MIN, REPEAT_MAX = 1, 40
 BASE_STEPS = 20  # steps at --q 1
 MAX_STEPS = 150
 
@@ -44,6 +43,63 @@ VARY_SUBTLE = 0.4
 UPSCALE_SUBTLE = 0.1  # sharpens, keeps the picture, like Midjourney's Upscale (Subtle)
 UPSCALE_CREATIVE = 0.2  # redraws detail and may drift from the source
 VARY_REGION = 1.0  # Vary (Region) redraws the chosen cells from scratch, as Midjourney's does
+
+
+@dataclass(frozen=True, slots=True)
+class PromptParameter:
+    name: str  # without the dashes, lower case
+    aliases: tuple[str, ...]
+    usage: str  # e.g. "--ar W:H"
+    values: str  # what it accepts, for people
+    default: str  # what a job gets when neither the prompt nor /settings sets it
+    example: str  # a value that works, for "needs a value, e.g. …"
+    engine: str  # how it reaches diffusers
+    bounds: tuple[int, int] | None = None  # a whole number's range, checked by the parser
+
+
+PARAMETERS: tuple[PromptParameter, ...] = (
+    PromptParameter(
+        "ar", ("aspect",), "--ar W:H", f"whole numbers, from 1:{ASPECT_MAX} to {ASPECT_MAX}:1", "1:1", "3:2",
+        "`width, height = size_for_aspect(W, H, native², native // 8)`",
+    ),
+    PromptParameter(
+        "seed", (), "--seed N", f"{SEED_MIN}–{SEED_MAX}", "random", "42",
+        "one CPU `torch.Generator` per tile; tile i uses N + i", bounds=(SEED_MIN, SEED_MAX),
+    ),
+    PromptParameter(
+        "no", (), "--no a, b", "what to leave out: a comma list, up to the next parameter", "nothing",
+        "text, people", "`negative_prompt`",
+    ),
+    PromptParameter(
+        "chaos", ("c",), "--chaos N", f"{CHAOS_MIN}–{CHAOS_MAX}", str(CHAOS_DEFAULT), "20",
+        "per-tile coarse noise on the start latents + prompt-embedding noise", bounds=(CHAOS_MIN, CHAOS_MAX),
+    ),
+    PromptParameter(
+        "stylize", ("s",), "--stylize N", f"{STYLIZE_MIN}–{STYLIZE_MAX}", str(STYLIZE_DEFAULT), "250",
+        "`guidance_scale` 12 at 0 → 7.5 at 100 → 3 at 1000 (piecewise linear)", bounds=(STYLIZE_MIN, STYLIZE_MAX),
+    ),
+    PromptParameter(
+        "quality", ("q",), "--quality Q", ".25, .5, 1 or 2 (`0.5` works too)", f"{QUALITY_DEFAULT:g}", ".5",
+        f"`num_inference_steps = round({BASE_STEPS} · Q)` → 5 / 10 / 20 / 40",
+    ),
+    PromptParameter(
+        "stop", (), "--stop N", f"{STOP_MIN}–{STOP_MAX}: the percent of the steps to run", str(STOP_DEFAULT), "80",
+        "interrupt after `max(1, steps·N//100)` steps; decode the x₀ guess", bounds=(STOP_MIN, STOP_MAX),
+    ),
+    PromptParameter(
+        "tile", (), "--tile", "a flag: tiles that repeat seamlessly", "off", "",
+        "circular padding in every UNet/VAE conv for that render",
+    ),
+    PromptParameter(
+        "repeat", ("r",), "--repeat N", f"{REPEAT_MIN}–{REPEAT_MAX}: run the job N times", str(REPEAT_MIN), "4",
+        "N separate jobs, each with its own seeds", bounds=(REPEAT_MIN, REPEAT_MAX),
+    ),
+    PromptParameter(
+        "model", (), "--model NAME", "one of the server's models", "server's default", "NAME",
+        "the pipeline loaded for that model",
+    ),
+)  # fmt: skip
+PARAMETER_BY_SPELLING = {spelling: p for p in PARAMETERS for spelling in (p.name, *p.aliases)}
 
 # Guidance at the knots of the stylize mapping.
 _STYLIZE_KNOTS = ((0, 12.0), (100, 7.5), (1000, 3.0))
@@ -61,6 +117,11 @@ def size_for_aspect(w: int, h: int, budget_pixels: int, multiple: int = 64) -> t
     width = math.sqrt(budget_pixels * w / h)
     height = math.sqrt(budget_pixels * h / w)
     return max(multiple, round(width / multiple) * multiple), max(multiple, round(height / multiple) * multiple)
+
+
+def quality_text(q: float) -> str:
+    """How Midjourney writes a quality: .25, .5, 1, 2."""
+    return f"{q:g}".removeprefix("0")
 
 
 def steps_for_quality(q: float, base: int = BASE_STEPS) -> int:

@@ -7,10 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot import policy
+from bot import kinds, policy
 from bot.errors import UserError
 from bot.guild_config import KEYS, ConfigError, GuildConfig, GuildConfigs
 from bot.settings import Settings
+from bot.spec import JobSpec, RenderSpec
 from bot.store import Store
 
 
@@ -31,39 +32,60 @@ def test_every_key_has_a_description_and_a_valid_default(settings):
         assert key.allowed(settings)
 
 
-@pytest.mark.parametrize(("name", "text", "value"), [
-    ("max_steps", "40", 40),
-    ("max_steps", " 1 ", 1),
-    ("daily_quota", "1,000", 1000),
-    ("remix_allowed", "OFF", False),
-    ("safety_checker", "yes", True),
-    ("default_aspect", "1920:1080", "16:9"),
-    ("default_model", "BIG", "big"),
-    ("allowed_models", "tiny, big", ["tiny", "big"]),
-    ("allowed_models", "all", []),
-    ("banned_words", "Gore,  Blood  Bath, /a,b{1,3}/, gore", ["gore", "blood bath", "/a,b{1,3}/"]),
-    ("banned_members", "<@123456789012345678>, 223456789012345678", [123456789012345678, 223456789012345678]),
-    ("role_quotas", "<@&123456789012345678>: 50, 223456789012345678:0",
-     {"123456789012345678": 50, "223456789012345678": 0}),
-    ("admin_role", "none", None),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "value"),
+    [
+        ("max_steps", "40", 40),
+        ("max_steps", " 1 ", 1),
+        ("daily_quota", "1,000", 1000),
+        ("remix_allowed", "OFF", False),
+        ("safety_checker", "yes", True),
+        ("default_aspect", "1920:1080", "16:9"),
+        ("default_model", "BIG", "big"),
+        ("allowed_models", "tiny, big", ["tiny", "big"]),
+        ("allowed_models", "all", []),
+        ("banned_words", "Gore,  Blood  Bath, /a,b{1,3}/, gore", ["gore", "blood bath", "/a,b{1,3}/"]),
+        ("banned_members", "<@123456789012345678>, 223456789012345678", [123456789012345678, 223456789012345678]),
+        (
+            "role_quotas",
+            "<@&123456789012345678>: 50, 223456789012345678:0",
+            {"123456789012345678": 50, "223456789012345678": 0},
+        ),
+        ("admin_role", "none", None),
+    ],
+)
 def test_values_are_read_as_admins_type_them(settings, name, text, value):
     assert parse(name, text, settings) == value
 
 
-@pytest.mark.parametrize(("name", "text", "message"), [
-    ("max_steps", "41", "`max_steps`: 41 is out of range. It takes a whole number from 1 to 40."),
-    ("max_running_per_user", "0", "`max_running_per_user`: 0 is out of range. It takes a whole number from 1 to 3."),
-    ("max_image_size", "32", "`max_image_size`: 32 is out of range. It takes a whole number from 64 to 4096."),
-    ("default_aspect", "0:1", "`default_aspect`: `0:1` is not a ratio."),
-    ("allowed_models", "tiny, huge", "`allowed_models`: `huge` is not installed. It takes `all`, or a comma list"
-     " of the installed models: `tiny`, `big`."),
-    ("banned_words", "/(unclosed/", "`banned_words`: `/(unclosed/` is not a valid pattern (missing ), unterminated"),
-    ("banned_words", "x" * 101, "is over 100 characters"),
-    ("role_quotas", "<@&123456789012345678>", "needs a quota, like `@Patrons: 100`"),
-    ("role_quotas", "<@&123456789012345678>: 20000", "20000 is out of range"),
-    ("banned_members", "somebody", "I can't find the member `somebody`"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("max_steps", "41", "`max_steps`: 41 is out of range. It takes a whole number from 1 to 40."),
+        (
+            "max_running_per_user",
+            "0",
+            "`max_running_per_user`: 0 is out of range. It takes a whole number from 1 to 3.",
+        ),
+        ("max_image_size", "32", "`max_image_size`: 32 is out of range. It takes a whole number from 64 to 4096."),
+        ("default_aspect", "0:1", "`default_aspect`: `0:1` is not a ratio."),
+        (
+            "allowed_models",
+            "tiny, huge",
+            "`allowed_models`: `huge` is not installed. It takes `all`, or a comma list"
+            " of the installed models: `tiny`, `big`.",
+        ),
+        (
+            "banned_words",
+            "/(unclosed/",
+            "`banned_words`: `/(unclosed/` is not a valid pattern (missing ), unterminated",
+        ),
+        ("banned_words", "x" * 101, "is over 100 characters"),
+        ("role_quotas", "<@&123456789012345678>", "needs a quota, like `@Patrons: 100`"),
+        ("role_quotas", "<@&123456789012345678>: 20000", "20000 is out of range"),
+        ("banned_members", "somebody", "I can't find the member `somebody`"),
+    ],
+)
 def test_a_bad_value_names_what_is_allowed(settings, name, text, message):
     with pytest.raises(ConfigError) as caught:
         parse(name, text, settings)
@@ -85,8 +107,9 @@ def test_lists_take_plus_to_add_and_minus_to_remove(settings):
 
 
 def test_values_the_bot_no_longer_allows_fall_back(settings):
-    config = GuildConfig(1, {"max_steps": 99, "default_model": "gone", "allowed_models": ["big", "gone"],
-                             "unknown_key": 1}, settings)
+    config = GuildConfig(
+        1, {"max_steps": 99, "default_model": "gone", "allowed_models": ["big", "gone"], "unknown_key": 1}, settings
+    )
     assert config["max_steps"] == 40  # MAX_STEPS was lowered after the admin chose 99
     assert config["default_model"] == "tiny"
     assert config.allowed_models == ["big"]
@@ -117,12 +140,19 @@ def test_the_highest_role_quota_wins(settings):
 
 def test_limits_cap_steps_and_size_and_ask_for_the_safety_checker(settings):
     config = GuildConfig(1, {"max_steps": 10, "max_image_size": 100, "safety_checker": True}, settings)
-    params = {"steps": 30, "width": 192, "height": 128}
-    shaped = policy.apply_limits("imagine", params, config)
-    assert shaped == {"steps": 10, "width": 96, "height": 64, "safety_check": True, "spoiler_flagged": True}
-    assert params["steps"] == 30  # the caller's dict is left alone
+    spec = JobSpec(render=RenderSpec(prompt="x", steps=30, width=192, height=128))
+    shaped = policy.apply_limits(kinds.IMAGINE, spec, config)
+    render = shaped.render
+    assert (render.steps, render.width, render.height, render.safety_check, shaped.delivery.spoiler_flagged) == (
+        10,
+        96,
+        64,
+        True,
+        True,
+    )
+    assert spec.render.steps == 30  # the caller's spec is left alone
     with pytest.raises(UserError, match="384×256 image: this server allows up to 100 px"):
-        policy.apply_limits("upscale", params, config)
+        policy.apply_limits(kinds.UPSCALE, spec, config)
     assert policy.fit(1000, 10, 64) == (64, 8)
 
 
@@ -142,7 +172,9 @@ async def test_changes_are_stored_recorded_in_order_and_seen_at_once(tmp_path: P
         assert (await configs.get(8))["banned_words"] == []  # other servers are untouched
         history = await configs.history(7)
         assert [(c.key, c.old_value, c.new_value, c.changed_by) for c in history] == [
-            ("max_steps", None, 12, 100), ("max_steps", 12, 8, 101), ("banned_words", None, ["x"], 100),
+            ("max_steps", None, 12, 100),
+            ("max_steps", 12, 8, 101),
+            ("banned_words", None, ["x"], 100),
             ("max_steps", 8, None, 100),
         ]
         assert [c.key for c in await configs.history(7, limit=2)] == ["banned_words", "max_steps"]  # the latest

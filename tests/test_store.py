@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
+from bot.spec import JobSpec, RenderSpec
 from bot.store import MIGRATIONS_DIR, NewJob, QueueFull, QueueLimits, Store, available_migrations
 
 LIMITS = QueueLimits(max_running_per_user=3, max_queued_per_user=10, max_queue=100)
@@ -19,7 +23,7 @@ def job(user_id: int, prompt: str = "a red circle", **kw) -> NewJob:
         guild_id=1,
         channel_id=2,
         prompt=prompt,
-        params={"steps": 4},
+        spec=JobSpec(render=RenderSpec(prompt=prompt, steps=4)),
         seeds=[1, 2, 3, 4],
         model="m",
         **kw,
@@ -124,3 +128,67 @@ async def test_interaction_token_expires_before_discords_15_minutes(store: Store
     fresh = await store.enqueue(job(user_id=1, interaction_token="tok", application_id=9), LIMITS)
     stale = await store.enqueue(job(user_id=1, interaction_token="tok", application_id=9, token_lifetime_s=-1), LIMITS)
     assert fresh.token_usable and not stale.token_usable
+
+
+async def test_migration_0003_keeps_old_jobs_images_and_ids_and_takes_any_kind(tmp_path: Path) -> None:
+    old_schema = tmp_path / "migrations-0002"
+    old_schema.mkdir()
+    for number, path in available_migrations():
+        if number <= 2:
+            shutil.copy(path, old_schema / path.name)
+    db_path = tmp_path / "db.sqlite3"
+    old_params = {  # a row as the bot stored it before the typed spec: one flat dict
+        "prompt": "a fox", "negative_prompt": "", "width": 64, "height": 48, "aspect": "4:3", "steps": 9,
+        "quality": 1, "stylize": 100, "guidance_scale": 7.5, "chaos": 0, "stop": 100, "tile": False,
+        "upload_limit": 8_000_000, "safety_check": True, "spoiler_flagged": False, "strength": None,
+    }  # fmt: skip
+    async with aiosqlite.connect(db_path, isolation_level=None) as db:
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA foreign_keys=ON")
+        await Store(db).upgrade(old_schema)
+        await db.execute("INSERT INTO users (id) VALUES (1)")
+        for job_id, kind, parent in ((1, "imagine", None), (2, "upscale", 1), (3, "imagine", None)):
+            await db.execute(
+                "INSERT INTO jobs (id, kind, parent_id, parent_index, user_id, channel_id, prompt, params, seeds,"
+                " model, status) VALUES (?, ?, ?, 2, 1, 5, 'a fox --ar 4:3', ?, '[1, 2, 3, 4]', 'm', 'done')",
+                (job_id, kind, parent, json.dumps(old_params)),
+            )
+        await db.execute(
+            "INSERT INTO images (job_id, idx, path, width, height, seed) VALUES (1, 2, 'a.png', 64, 48, 2)"
+        )
+        await db.execute("DELETE FROM jobs WHERE id = 3")  # ids are never reused, even the last one's
+
+    async with Store.open(db_path) as store:
+        assert await store.version() == len(available_migrations())
+        job, child = await store.get_job(1), await store.get_job(2)
+        assert (job.spec.render.width, job.spec.render.steps, job.spec.render.safety_check) == (64, 9, True)
+        assert (job.spec.shown.aspect, job.spec.delivery.upload_limit, job.spec.delivery.spoiler_flagged) == (
+            "4:3",
+            8_000_000,
+            False,
+        )
+        assert (child.kind, child.parent_id) == ("upscale", 1)
+        assert [(i.idx, i.path) for i in await store.get_images(1)] == [(2, "a.png")]
+        indexes = {r[0] for r in await store._all("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"jobs_by_status", "jobs_by_user", "jobs_undelivered", "jobs_by_user_guild"} <= indexes
+        assert await store._all("PRAGMA foreign_key_check") == []
+        assert (await store._one("PRAGMA foreign_keys"))[0] == 1
+        # A kind the schema never heard of is just a row now; the next id follows the deleted job 3.
+        new = await store.enqueue(job_of_kind("zoom_out"), LIMITS)
+        assert (new.id, new.kind) == (4, "zoom_out")
+        # Images still go with their job.
+        await store.db.execute("DELETE FROM jobs WHERE id = 2")
+        await store.db.execute("DELETE FROM jobs WHERE id = 1")
+        assert await store.get_images(1) == []
+
+
+def job_of_kind(kind: str) -> NewJob:
+    return dataclasses.replace(job(user_id=1), kind=kind)
+
+
+async def test_last_job_id_is_what_every_later_job_comes_after(store: Store) -> None:
+    assert await store.last_job_id() == 0
+    first = await store.enqueue(job(user_id=1), LIMITS)
+    await store.db.execute("DELETE FROM jobs WHERE id = ?", (first.id,))
+    assert await store.last_job_id() == first.id  # a deleted job's id is not handed out again
+    assert (await store.enqueue(job(user_id=1), LIMITS)).id > first.id

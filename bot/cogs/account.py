@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
+from bot import jobs, messages
 from bot.client import DreamGrid
-from bot.cogs.imagine import result_view, stored_or_redraw
+from bot.cogs.imagine import result_view
 from bot.errors import UserError
 from bot.images import encode_grid
 from bot.prompt import PARAMETER_NAMES, PromptError, parse_prompt
+from bot.ui import GuardedItem
+from engine import params as render_params
+from engine.params import PARAMETERS
 
 ASPECTS = ("1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16")
-QUALITIES = {".25": 0.25, ".5": 0.5, "1": 1.0, "2": 2.0}
+QUALITIES = {render_params.quality_text(q): q for q in render_params.QUALITY_VALUES}
 STYLIZE_LEVELS = {"low (50)": 50, "medium (100)": 100, "high (250)": 250, "very high (750)": 750}
 OPTION_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 MAX_OPTIONS = 25
 
-
-def _bot(interaction: discord.Interaction) -> DreamGrid:
-    return interaction.client  # type: ignore[return-value]
+Interaction = discord.Interaction[DreamGrid]
 
 
 def settings_embed(settings: dict[str, Any], suffix: str) -> discord.Embed:
@@ -40,7 +42,7 @@ def settings_embed(settings: dict[str, Any], suffix: str) -> discord.Embed:
     return embed
 
 
-class SettingsSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"dg:set:(?P<key>aspect|quality|stylize)"):
+class SettingsSelect(GuardedItem[discord.ui.Select], template=r"dg:set:(?P<key>aspect|quality|stylize)"):
     """One of /settings' menus; the custom_id names the setting, the choice is its value."""
 
     CHOICES = {
@@ -58,12 +60,12 @@ class SettingsSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"dg:se
         self.key = key
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Select, match: Any, /):
+    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Select, match: re.Match[str], /):
         return cls(match["key"])
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def respond(self, interaction: Interaction) -> None:
         value = self.CHOICES[self.key][self.item.values[0]]
-        store = _bot(interaction).store
+        store = interaction.client.store
         settings = await store.update_settings(interaction.user.id, **{self.key: value})
         profile = await store.profile(interaction.user.id)
         await interaction.response.edit_message(
@@ -71,7 +73,7 @@ class SettingsSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"dg:se
         )
 
 
-class SettingsButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:set:(?P<key>remix|variation|reset)"):
+class SettingsButton(GuardedItem[discord.ui.Button], template=r"dg:set:(?P<key>remix|variation|reset)"):
     def __init__(self, key: str, settings: dict[str, Any] | None = None) -> None:
         settings = settings or {}
         if key == "remix":
@@ -91,11 +93,11 @@ class SettingsButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:se
         self.key = key
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
         return cls(match["key"])
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        store = _bot(interaction).store
+    async def respond(self, interaction: Interaction) -> None:
+        store = interaction.client.store
         current = (await store.profile(interaction.user.id)).settings
         if self.key == "remix":
             settings = await store.update_settings(interaction.user.id, remix=not current.get("remix") or None)
@@ -126,7 +128,7 @@ class Account(commands.Cog):
         self.bot = bot
 
     @app_commands.command(description="Your jobs in the queue, today's count and GPU time")
-    async def info(self, interaction: discord.Interaction) -> None:
+    async def info(self, interaction: Interaction) -> None:
         store = self.bot.store
         stats = await store.user_stats(interaction.user.id)
         active = await store.active_jobs(interaction.user.id)
@@ -149,7 +151,7 @@ class Account(commands.Cog):
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     @app_commands.command(description="Your defaults: aspect, quality, stylize, Remix")
-    async def settings(self, interaction: discord.Interaction) -> None:
+    async def settings(self, interaction: Interaction) -> None:
         profile = await self.bot.store.profile(interaction.user.id)
         await interaction.response.send_message(
             embed=settings_embed(profile.settings, profile.suffix), view=settings_view(profile.settings), ephemeral=True
@@ -157,13 +159,13 @@ class Account(commands.Cog):
 
     @app_commands.command(description="Show one of your jobs again, with working buttons")
     @app_commands.describe(job_id="The job number from the result's embed")
-    async def show(self, interaction: discord.Interaction, job_id: app_commands.Range[int, 1]) -> None:
+    async def show(self, interaction: Interaction, job_id: app_commands.Range[int, 1]) -> None:
         job = await self.bot.store.get_job(job_id)
         if job is None or job.user_id != interaction.user.id:
             raise UserError(f"You have no job {job_id}.")
         if job.status != "done":
             raise UserError(f"Job {job_id} is {job.status}; there is nothing to show yet.")
-        stored = await stored_or_redraw(interaction, job, then="it appears above when it is done.")
+        stored = await jobs.stored_or_redraw(self.bot, interaction, job, then="it appears above when it is done.")
         if stored is None:
             return
         rows, paths = stored
@@ -182,9 +184,7 @@ class Account(commands.Cog):
 
     @prefer.command(name="suffix", description="Text added to the end of every prompt (empty to clear)")
     @app_commands.describe(value="e.g. --ar 16:9 --stylize 250")
-    async def prefer_suffix(
-        self, interaction: discord.Interaction, value: app_commands.Range[str, 0, 200] = ""
-    ) -> None:
+    async def prefer_suffix(self, interaction: Interaction, value: app_commands.Range[str, 0, 200] = "") -> None:
         value = value.strip()
         if value:
             _check_parameters(value, self.bot, "suffix")
@@ -194,7 +194,7 @@ class Account(commands.Cog):
         )
 
     @prefer.command(name="remix", description="Turn Remix mode on or off")
-    async def prefer_remix(self, interaction: discord.Interaction) -> None:
+    async def prefer_remix(self, interaction: Interaction) -> None:
         store = self.bot.store
         current = (await store.profile(interaction.user.id)).settings.get("remix", False)
         await store.update_settings(interaction.user.id, remix=not current or None)
@@ -209,7 +209,7 @@ class Account(commands.Cog):
     @app_commands.describe(option="The option's name, used as --NAME", value="e.g. --ar 3:2 --chaos 20")
     async def option_set(
         self,
-        interaction: discord.Interaction,
+        interaction: Interaction,
         option: app_commands.Range[str, 1, 20],
         value: app_commands.Range[str, 1, 200],
     ) -> None:
@@ -226,7 +226,7 @@ class Account(commands.Cog):
         await interaction.response.send_message(f"`--{name}` now means `{value.strip()}`.", ephemeral=True)
 
     @option.command(name="list", description="Your --options")
-    async def option_list(self, interaction: discord.Interaction) -> None:
+    async def option_list(self, interaction: Interaction) -> None:
         options = (await self.bot.store.profile(interaction.user.id)).options
         text = (
             "\n".join(f"`--{k}` → `{v}`" for k, v in options.items())
@@ -235,31 +235,41 @@ class Account(commands.Cog):
         await interaction.response.send_message(text, ephemeral=True)
 
     @option.command(name="delete", description="Forget one of your --options")
-    async def option_delete(self, interaction: discord.Interaction, option: str) -> None:
+    async def option_delete(self, interaction: Interaction, option: str) -> None:
         name = option.strip().lower().lstrip("-")
         if not await self.bot.store.delete_option(interaction.user.id, name):
             raise UserError(f"You have no option `--{name}`.")
         await interaction.response.send_message(f"`--{name}` deleted.", ephemeral=True)
 
     @option_delete.autocomplete("option")
-    async def _option_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    async def _option_names(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
         options = (await self.bot.store.profile(interaction.user.id)).options
         return [app_commands.Choice(name=k, value=k) for k in options if current.lower() in k][:25]
 
     @app_commands.command(description="How to use dreamgrid")
-    async def help(self, interaction: discord.Interaction) -> None:
+    async def help(self, interaction: Interaction) -> None:
         embed = discord.Embed(title="dreamgrid", colour=discord.Colour.blurple(), description=HELP_TEXT)
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
 
-HELP_TEXT = """\
+def _parameters_line() -> str:
+    """`--ar W:H` (`--aspect`) · `--seed N` · …, from the one table of parameters."""
+    parts = []
+    for parameter in PARAMETERS:
+        aliases = "".join(f" (`--{alias}`)" for alias in parameter.aliases)
+        low_high = (
+            f" {parameter.bounds[0]}–{parameter.bounds[1]}" if parameter.bounds and parameter.bounds[1] <= 1000 else ""
+        )
+        parts.append(f"`{parameter.usage}`{low_high}{aliases}")
+    return " · ".join(parts)
+
+
+HELP_TEXT = f"""\
 **/imagine** `a lighthouse at dusk --ar 3:2` draws four images.
 Under the grid: **U1–U4** show one image on its own (then Vary or Upscale it), \
 **V1–V4** draw variations of one, **🔄** draws the prompt again with new seeds.
 
-**Parameters**: `--ar W:H` aspect · `--seed N` · `--no text, people` · `--chaos 0–100` · \
-`--stylize 0–1000` (`--s`) · `--quality .25/.5/1/2` (`--q`) · `--stop 10–100` · `--tile` · \
-`--repeat N` (`--r`) · `--model NAME` · `{red, blue} bird` for one job per choice.
+**Parameters**: {_parameters_line()} · `{{red, blue}} bird` for one job per choice.
 
 **Yours**: /settings (defaults, Remix) · /prefer suffix · /prefer option set · /info · /show JOB · /cancel JOB
 """

@@ -27,9 +27,7 @@ HISTORY_SHOWN = 20
 HISTORY_VALUE_CHARS = 60
 MESSAGE_CHARS = 2000
 
-
-def _bot(interaction: discord.Interaction) -> DreamGrid:
-    return interaction.client  # type: ignore[return-value]
+Interaction = discord.Interaction[DreamGrid]
 
 
 def _key(name: str) -> Key:
@@ -60,7 +58,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
         self.bot = bot
         super().__init__()
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: Interaction) -> bool:  # type: ignore[override]
         """Manage Server or the configured admin role; autocomplete is only the list of keys, so it passes."""
         if interaction.type is discord.InteractionType.autocomplete:
             return True
@@ -73,7 +71,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
         raise UserError(f"Only members with the Manage Server permission{role} can use /config.")
 
     @app_commands.command(name="show", description="Every setting, its value and its default")
-    async def show(self, interaction: discord.Interaction) -> None:
+    async def show(self, interaction: Interaction) -> None:
         config = await self.bot.guild_configs.get(interaction.guild_id)
         settings = self.bot.settings
         embed = discord.Embed(
@@ -93,7 +91,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
 
     @app_commands.command(name="set", description="Change a setting")
     @app_commands.describe(key="The setting to change", value="Its new value (see /config show)")
-    async def set_(self, interaction: discord.Interaction, key: str, value: app_commands.Range[str, 1, 1000]) -> None:
+    async def set_(self, interaction: Interaction, key: str, value: app_commands.Range[str, 1, 1000]) -> None:
         entry = _key(key)
         configs = self.bot.guild_configs
         config = await configs.get(interaction.guild_id)
@@ -117,7 +115,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
 
     @app_commands.command(name="reset", description="Put a setting back to its default")
     @app_commands.describe(key="The setting to reset")
-    async def reset(self, interaction: discord.Interaction, key: str) -> None:
+    async def reset(self, interaction: Interaction, key: str) -> None:
         entry = _key(key)
         configs = self.bot.guild_configs
         config = await configs.get(interaction.guild_id)
@@ -134,7 +132,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
         )
 
     @app_commands.command(name="history", description="Who changed which setting, and when")
-    async def history(self, interaction: discord.Interaction) -> None:
+    async def history(self, interaction: Interaction) -> None:
         changes = await self.bot.guild_configs.history(interaction.guild_id, HISTORY_SHOWN)
         if not changes:
             await interaction.response.send_message("No setting has been changed on this server yet.", ephemeral=True)
@@ -151,7 +149,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
         )
 
     @app_commands.command(name="moderation", description="Prompts refused for a banned word or pattern")
-    async def moderation(self, interaction: discord.Interaction) -> None:
+    async def moderation(self, interaction: Interaction) -> None:
         refused = await self.bot.store.moderation_log(interaction.guild_id, HISTORY_SHOWN)
         if not refused:
             await interaction.response.send_message("No prompt has been refused on this server.", ephemeral=True)
@@ -183,7 +181,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
 
     @set_.autocomplete("key")
     @reset.autocomplete("key")
-    async def _keys(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    async def _keys(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
         current = current.lower().strip()
         return [
             app_commands.Choice(name=_clip(f"{key.name}: {key.description}", 100), value=key.name)
@@ -192,7 +190,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
         ][:25]
 
     @set_.autocomplete("value")
-    async def _values(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    async def _values(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
         key = KEYS.get(str(getattr(interaction.namespace, "key", "") or "").strip().lower())
         if key is None:
             return []

@@ -1,7 +1,8 @@
-"""/imagine and the buttons under its results: U1–U4, V1–V4, 🔄, Vary and Upscale.
+"""/imagine and the buttons under its results: U1–U4, V1–V4, 🔄, and those under one tile.
 
 Every button is a `DynamicItem` whose custom_id carries the job and tile (`dg:u:42:3`), and
 everything else is read from SQLite, so a button works on a message of any age, across restarts.
+Which buttons a result carries, and which kinds a tile offers, come from `bot.kinds`.
 """
 
 from __future__ import annotations
@@ -9,154 +10,55 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from pathlib import Path
-from typing import Any
+import re
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, messages, policy
+from bot import jobs, kinds, messages, policy
 from bot.client import DreamGrid
-from bot.errors import UserError, reply_ephemeral
+from bot.errors import UserError
+from bot.guild_config import GuildConfig
 from bot.images import encode_grid
+from bot.kinds import JobKind, ResultButtons
 from bot.prompt import PromptError, parse_prompt
-from bot.store import ImageRow, Job, NewJob
-from engine import params as render_params
+from bot.rows import Job, NewJob
+from bot.ui import GuardedItem, guarded
 
 log = logging.getLogger(__name__)
 
-STRENGTHS = {
-    "strong": render_params.VARY_STRONG,
-    "subtle": render_params.VARY_SUBTLE,
-}
-UPSCALE_STRENGTHS = {
-    "subtle": render_params.UPSCALE_SUBTLE,
-    "creative": render_params.UPSCALE_CREATIVE,
-}
-GRID_KINDS = ("imagine", "reroll", "variation")
-
-
-def _bot(interaction: discord.Interaction) -> DreamGrid:
-    return interaction.client  # type: ignore[return-value]
-
-
-async def _job_or_error(bot: DreamGrid, job_id: int) -> Job:
-    job = await bot.store.get_job(job_id)
-    if job is None:
-        raise UserError(f"Job {job_id} no longer exists.")
-    return job
+Interaction = discord.Interaction[DreamGrid]
 
 
 # -- building jobs from a click --------------------------------------------------------------
 
 
-async def child_job(
-    bot: DreamGrid,
-    interaction: discord.Interaction,
-    parent: Job,
-    *,
-    kind: str,
-    index: int | None,
-    strength: float | None = None,
-    prompt: str | None = None,
-) -> NewJob:
-    """The job a click on `parent` asks for; `prompt` is a Remix edit of the parent's prompt."""
-    params = dict(parent.params)
-    text = parent.prompt
-    model = parent.model
-    if prompt is not None and prompt != parent.prompt:
-        policy.check_remix(await bot.guild_configs.get(interaction.guild_id))
-        # A remixed prompt is parsed like a new one, keeping the parent's size for V/Vary.
-        profile = await bot.store.profile(interaction.user.id)
-        try:
-            parsed = parse_prompt(prompt, options=profile.options, models=bot.settings.installed_models, max_jobs=1)[0]
-        except PromptError as exc:
-            raise UserError(str(exc)) from None
-        model = parsed.model or parent.model
-        fresh = jobs.imagine_params(parsed, bot=bot, model=model, defaults=profile.settings)
-        if kind != "reroll":
-            fresh.update(width=params["width"], height=params["height"], aspect=params.get("aspect"))
-        params, text = fresh, parsed.raw
-    params.pop("strength", None)
-    if strength is not None:
-        params["steps"] = render_params.img2img_steps(params["steps"], strength)
-    if kind == "variation":
-        params["strength"] = strength
-        seeds = jobs.seeds_for(None)
-    elif kind == "upscale":
-        params["strength"] = strength
-        seeds = jobs.seeds_for(None, count=1)
-    else:  # reroll
-        seeds = jobs.seeds_for(None)
-    return jobs.new_job(
-        interaction,
-        kind=kind,
-        prompt=text,
-        params=params,
-        seeds=seeds,
-        model=model,
-        parent_id=parent.id,
-        parent_index=index,
-    )
-
-
 async def start_child(
-    interaction: discord.Interaction, parent_id: int, *, kind: str, index: int | None, strength: float | None = None
+    interaction: Interaction, parent_id: int, *, kind: JobKind, index: int | None, strength: float | None = None
 ) -> None:
-    """What V, 🔄, Vary and Upscale do: queue a job, or first open the Remix modal."""
-    bot = _bot(interaction)
-    config = await policy.gate(bot, interaction)
-    parent = await _job_or_error(bot, parent_id)
-    if parent.status != "done" and kind != "reroll":
-        raise UserError(f"Job {parent.id} has no finished images to work from.")
-    profile = await bot.store.profile(interaction.user.id)
-    if profile.settings.get("remix") and config["remix_allowed"] and kind != "upscale":
-        await interaction.response.send_modal(RemixModal(parent=parent, kind=kind, index=index, strength=strength))
-        return
-    job = await child_job(bot, interaction, parent, kind=kind, index=index, strength=strength)
-    await jobs.submit(bot, interaction, [job])
+    """What V, 🔄 and the tile buttons do: queue a job, or first open the Remix modal."""
+    bot = interaction.client
 
+    async def build(config: GuildConfig) -> list[NewJob]:
+        parent = await jobs.job_or_error(bot, parent_id)
+        if kind.needs_finished_parent and parent.status != "done":
+            raise UserError(f"Job {parent.id} has no finished images to work from.")
+        profile = await bot.store.profile(interaction.user.id)
+        if kind.remix and profile.settings.get("remix") and config["remix_allowed"]:
+            modal = RemixModal(parent=parent, kind=kind, index=index, strength=strength)
+            await interaction.response.send_modal(modal)
+            return []
+        return [await jobs.child_job(bot, interaction, config, parent, kind=kind, index=index, strength=strength)]
 
-async def stored_or_redraw(
-    interaction: discord.Interaction, job: Job, *, then: str
-) -> tuple[list[ImageRow], list[Path]] | None:
-    """The job's stored tiles and their files; if the files are gone, draw the job again.
-
-    The redraw is the recorded request with the same seeds, so it gives the same pixels; the
-    member is told, ephemerally, what to do `then` on the new grid. Returns None in that case.
-    """
-    bot = _bot(interaction)
-    rows = await bot.store.get_images(job.id)
-    paths = [bot.settings.data_dir / row.path for row in rows]
-    if rows and all(path.exists() for path in paths):
-        return rows, paths
-    await jobs.submit(bot, interaction, [_redraw(interaction, job)])
-    await interaction.followup.send(
-        f"The images of job {job.id} were no longer stored, so it is being drawn again with the same seeds; {then}",
-        ephemeral=True,
-    )
-    return None
-
-
-async def guarded(interaction: discord.Interaction, coro: Any) -> None:
-    """Run a button's work; a UserError becomes an ephemeral reply, as the command tree does."""
-    try:
-        await coro
-    except UserError as exc:
-        await reply_ephemeral(interaction, str(exc))
-    except discord.HTTPException:
-        raise
-    except Exception:
-        log.exception("button %s failed", interaction.data.get("custom_id") if interaction.data else "?")
-        await reply_ephemeral(interaction, "Something went wrong on our side. It has been logged; please try again.")
+    await jobs.submit(bot, interaction, build)
 
 
 class RemixModal(discord.ui.Modal):
     """Remix mode: edit the prompt before a variation or reroll runs."""
 
-    def __init__(self, *, parent: Job, kind: str, index: int | None, strength: float | None) -> None:
-        label = "Reroll" if kind == "reroll" else f"Remix image #{index}"
+    def __init__(self, *, parent: Job, kind: JobKind, index: int | None, strength: float | None) -> None:
+        label = f"Remix image #{index}" if index is not None else kind.name.title()
         super().__init__(title=f"{label} (job {parent.id})"[:45], timeout=600)
         self.parent, self.kind, self.index, self.strength = parent, kind, index, strength
         self.prompt = discord.ui.TextInput(
@@ -168,28 +70,33 @@ class RemixModal(discord.ui.Modal):
         )
         self.add_item(self.prompt)
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
+    async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
         await guarded(interaction, self._start(interaction))
 
-    async def _start(self, interaction: discord.Interaction) -> None:
-        bot = _bot(interaction)
-        job = await child_job(
-            bot,
-            interaction,
-            self.parent,
-            kind=self.kind,
-            index=self.index,
-            strength=self.strength,
-            prompt=self.prompt.value,
-        )
-        await jobs.submit(bot, interaction, [job])
+    async def _start(self, interaction: Interaction) -> None:
+        bot = interaction.client
+
+        async def build(config: GuildConfig) -> list[NewJob]:
+            job = await jobs.child_job(
+                bot,
+                interaction,
+                config,
+                self.parent,
+                kind=self.kind,
+                index=self.index,
+                strength=self.strength,
+                prompt=self.prompt.value,
+            )
+            return [job]
+
+        await jobs.submit(bot, interaction, build)
 
 
 # -- the buttons ------------------------------------------------------------------------------
 
 
-class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+):(?P<n>[1-4])"):
-    """U1–U4: post one tile on its own, with Vary and Upscale buttons. No render needed."""
+class UpscaleButton(GuardedItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+):(?P<n>[1-4])"):
+    """U1–U4: post one tile on its own, with the tile buttons under it. No render needed."""
 
     def __init__(self, job_id: int, index: int, *, used: bool = False) -> None:
         super().__init__(
@@ -203,16 +110,13 @@ class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:u:(
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]), used=item.style is discord.ButtonStyle.success)
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await guarded(interaction, self._post_tile(interaction))
-
-    async def _post_tile(self, interaction: discord.Interaction) -> None:
-        bot = _bot(interaction)
-        job = await _job_or_error(bot, self.job_id)
-        stored = await stored_or_redraw(interaction, job, then=f"press U{self.index} on the new grid.")
+    async def respond(self, interaction: Interaction) -> None:
+        bot = interaction.client
+        job = await jobs.job_or_error(bot, self.job_id)
+        stored = await jobs.stored_or_redraw(bot, interaction, job, then=f"press U{self.index} on the new grid.")
         if stored is None:
             return
         row, path = next((r, p) for r, p in zip(*stored, strict=True) if r.idx == self.index)
@@ -231,26 +135,25 @@ class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:u:(
         )
 
 
-class VariationButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:v:(?P<job>\d+):(?P<n>[1-4])"):
-    """V1–V4: a new grid of variations of one tile."""
+class VariationButton(GuardedItem[discord.ui.Button], template=r"dg:v:(?P<job>\d+):(?P<n>[1-4])"):
+    """V1–V4: a new grid of variations of one tile, as strong as the member's /settings say."""
 
     def __init__(self, job_id: int, index: int) -> None:
         super().__init__(discord.ui.Button(label=f"V{index}", custom_id=f"dg:v:{job_id}:{index}", row=1))
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        profile = await _bot(interaction).store.profile(interaction.user.id)
-        strength = STRENGTHS[profile.settings.get("variation", "strong")]
-        await guarded(
-            interaction, start_child(interaction, self.job_id, kind="variation", index=self.index, strength=strength)
-        )
+    async def respond(self, interaction: Interaction) -> None:
+        profile = await interaction.client.store.profile(interaction.user.id)
+        kind = kinds.VARIATION
+        strength = kind.strengths.get(profile.settings.get("variation", ""), kind.default_strength)
+        await start_child(interaction, self.job_id, kind=kind, index=self.index, strength=strength)
 
 
-class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:reroll:(?P<job>\d+)"):
+class RerollButton(GuardedItem[discord.ui.Button], template=r"dg:reroll:(?P<job>\d+)"):
     """🔄: the same prompt with new seeds."""
 
     def __init__(self, job_id: int) -> None:
@@ -258,50 +161,53 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:rero
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
         return cls(int(match["job"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await guarded(interaction, start_child(interaction, self.job_id, kind="reroll", index=None))
+    async def respond(self, interaction: Interaction) -> None:
+        await start_child(interaction, self.job_id, kind=kinds.REROLL, index=None)
 
 
-class TileActionButton(
-    discord.ui.DynamicItem[discord.ui.Button],
-    template=r"dg:(?P<action>vary|up):(?P<how>strong|subtle|creative):(?P<job>\d+):(?P<n>[1-4])",
-):
-    """The buttons under a single tile: Vary (Strong|Subtle) and Upscale (Subtle|Creative)."""
+def _tile_template() -> str:
+    """`dg:{word}:{preset}:{job}:{n}` for every kind that offers a button under a tile."""
+    offered = [k for k in kinds.KINDS.values() if k.tile_button is not None]
+    words = "|".join(re.escape(k.tile_button.word) for k in offered)  # type: ignore[union-attr]
+    presets = "|".join(sorted({re.escape(name) for k in offered for name in k.strengths}))
+    return rf"dg:(?P<word>{words}):(?P<preset>{presets}):(?P<job>\d+):(?P<n>[1-4])"
 
-    # custom_id action -> (label, emoji, job kind, strengths by how)
-    ACTIONS: dict[str, tuple[str, str, str, dict[str, float]]] = {
-        "vary": ("Vary", "🪄", "variation", STRENGTHS),
-        "up": ("Upscale", "🔍", "upscale", UPSCALE_STRENGTHS),
-    }
 
-    def __init__(self, action: str, how: str, job_id: int, index: int) -> None:
-        label, emoji, _, _ = self.ACTIONS[action]
+class TileActionButton(GuardedItem[discord.ui.Button], template=_tile_template()):
+    """The buttons under a single tile, one per kind and strength: Vary (Strong|Subtle), Upscale (Subtle|Creative)."""
+
+    def __init__(self, kind: JobKind, preset: str, job_id: int, index: int) -> None:
+        button = kind.tile_button
+        if button is None:
+            raise ValueError(f"job kind {kind.name!r} has no button under a tile")
         super().__init__(
             discord.ui.Button(
-                label=f"{label} ({how.title()})", emoji=emoji, custom_id=f"dg:{action}:{how}:{job_id}:{index}"
+                label=f"{button.label} ({preset.title()})",
+                emoji=button.emoji,
+                custom_id=f"dg:{button.word}:{preset}:{job_id}:{index}",
             )
         )
-        self.action, self.how, self.job_id, self.index = action, how, job_id, index
+        self.kind, self.preset, self.job_id, self.index = kind, preset, job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
-        return cls(match["action"], match["how"], int(match["job"]), int(match["n"]))
+    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+        kind = kinds.by_tile_word(match["word"])
+        assert kind is not None  # the template only matches registered words
+        return cls(kind, match["preset"], int(match["job"]), int(match["n"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        _, _, kind, strengths = self.ACTIONS[self.action]
-        if self.how not in strengths:  # e.g. a hand-made dg:vary:creative:…
-            await reply_ephemeral(interaction, "That button is not one of ours.")
-            return
-        await guarded(
-            interaction,
-            start_child(interaction, self.job_id, kind=kind, index=self.index, strength=strengths[self.how]),
-        )
+    async def check(self, interaction: Interaction) -> None:
+        if self.preset not in self.kind.strengths:  # e.g. a hand-made dg:vary:creative:…
+            raise UserError("That button is not one of ours.")
+
+    async def respond(self, interaction: Interaction) -> None:
+        strength = self.kind.strengths[self.preset]
+        await start_child(interaction, self.job_id, kind=self.kind, index=self.index, strength=strength)
 
 
-class SendToDMButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d+)"):
+class SendToDMButton(GuardedItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d+)"):
     """✉️: send the result, with its seeds and job id, to whoever pressed it."""
 
     def __init__(self, job_id: int) -> None:
@@ -309,16 +215,13 @@ class SendToDMButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:dm
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
         return cls(int(match["job"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await guarded(interaction, self._send(interaction))
-
-    async def _send(self, interaction: discord.Interaction) -> None:
-        bot = _bot(interaction)
-        job = await _job_or_error(bot, self.job_id)
-        stored = await stored_or_redraw(interaction, job, then="press ✉️ on the new grid.")
+    async def respond(self, interaction: Interaction) -> None:
+        bot = interaction.client
+        job = await jobs.job_or_error(bot, self.job_id)
+        stored = await jobs.stored_or_redraw(bot, interaction, job, then="press ✉️ on the new grid.")
         if stored is None:
             return
         rows, paths = stored
@@ -339,10 +242,8 @@ class SendToDMButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:dm
 BUTTONS = (UpscaleButton, VariationButton, RerollButton, TileActionButton, SendToDMButton)
 
 
-def result_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> discord.ui.View | None:
-    """Row 1 `U1 U2 U3 U4 🔄`, row 2 `V1 V2 V3 V4` under a grid; nothing under an upscale."""
-    if job.kind not in GRID_KINDS or job.status != "done":
-        return None
+def grid_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> discord.ui.View:
+    """Row 1 `U1 U2 U3 U4 🔄`, row 2 `V1 V2 V3 V4 ✉️`."""
     view = discord.ui.View(timeout=None)
     for n in range(1, 5):
         view.add_item(UpscaleButton(job.id, n, used=n in used))
@@ -353,12 +254,23 @@ def result_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> disc
     return view
 
 
+def result_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> discord.ui.View | None:
+    """The buttons the job's kind puts under its finished result; None under anything unfinished."""
+    if job.status != "done":
+        return None
+    buttons = kinds.get(job.kind).buttons
+    if buttons is ResultButtons.GRID:
+        return grid_view(job, used)
+    return None
+
+
 def tile_view(job_id: int, index: int) -> discord.ui.View:
+    """Under one tile: a button per kind that starts from a tile, per strength, in registry order."""
     view = discord.ui.View(timeout=None)
-    view.add_item(TileActionButton("vary", "strong", job_id, index))
-    view.add_item(TileActionButton("vary", "subtle", job_id, index))
-    view.add_item(TileActionButton("up", "subtle", job_id, index))
-    view.add_item(TileActionButton("up", "creative", job_id, index))
+    for kind in kinds.KINDS.values():
+        if kind.tile_button is not None:
+            for preset in kind.strengths:
+                view.add_item(TileActionButton(kind, preset, job_id, index))
     return view
 
 
@@ -372,20 +284,6 @@ def _used_indexes(message: discord.Message | None) -> set[int]:
     return used
 
 
-def _redraw(interaction: discord.Interaction, job: Job) -> NewJob:
-    """The same request again: same seeds and batch, so the same pixels."""
-    return jobs.new_job(
-        interaction,
-        kind=job.kind,
-        prompt=job.prompt,
-        params=job.params,
-        seeds=job.seeds,
-        model=job.model,
-        parent_id=job.parent_id,
-        parent_index=job.parent_index,
-    )
-
-
 # -- the command ------------------------------------------------------------------------------
 
 
@@ -395,36 +293,35 @@ class Imagine(commands.Cog):
 
     @app_commands.command(description="Draw four images from a prompt")
     @app_commands.describe(prompt="What to draw, e.g. a lighthouse at dusk --ar 3:2 --seed 7 --no text")
-    async def imagine(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1500]) -> None:
+    async def imagine(self, interaction: Interaction, prompt: app_commands.Range[str, 1, 1500]) -> None:
         bot = self.bot
-        config = await policy.gate(bot, interaction)  # this channel, this member
-        profile = await bot.store.profile(interaction.user.id)
-        try:
-            parsed_prompts = parse_prompt(
-                prompt, suffix=profile.suffix, options=profile.options, models=bot.settings.installed_models
-            )
-        except PromptError as exc:
-            raise UserError(str(exc)) from None
-        policy.check_repeat(config, parsed_prompts)
-        defaults = {"aspect": config["default_aspect"], **profile.settings}
-        new_jobs = []
-        for parsed in parsed_prompts:
-            model = parsed.model or config.default_model
-            policy.check_model(config, model)
-            new_jobs.append(
-                jobs.new_job(
-                    interaction,
-                    kind="imagine",
-                    prompt=parsed.raw,
-                    params=jobs.imagine_params(parsed, bot=bot, model=model, defaults=defaults),
-                    seeds=jobs.seeds_for(parsed.seed),
-                    model=model,
+
+        async def build(config: GuildConfig) -> list[NewJob]:
+            profile = await bot.store.profile(interaction.user.id)
+            try:
+                parsed_prompts = parse_prompt(
+                    prompt, suffix=profile.suffix, options=profile.options, models=bot.settings.installed_models
                 )
-            )
-        await jobs.submit(bot, interaction, new_jobs)
+            except PromptError as exc:
+                raise UserError(str(exc)) from None
+            policy.check_repeat(config, parsed_prompts)
+            defaults = {"aspect": config["default_aspect"], **profile.settings}
+            kind = kinds.IMAGINE
+            new_jobs = []
+            for parsed in parsed_prompts:
+                model = parsed.model or config.default_model
+                spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
+                new_jobs.append(
+                    jobs.new_job(
+                        interaction, kind=kind, prompt=parsed.raw, spec=spec, seeds=kind.seeds(parsed.seed), model=model
+                    )
+                )
+            return new_jobs
+
+        await jobs.submit(bot, interaction, build)
 
 
 async def setup(bot: DreamGrid) -> None:
     bot.add_dynamic_items(*BUTTONS)
-    bot.result_view = result_view
+    bot.views.result = result_view
     await bot.add_cog(Imagine(bot))

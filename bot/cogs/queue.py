@@ -8,29 +8,33 @@ checked in code since `default_member_permissions` is only a hint), may cancel i
 from __future__ import annotations
 
 import logging
-from typing import Any
+import re
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
+from bot import jobs, messages
 from bot.client import DreamGrid
-from bot.errors import UserError, reply_ephemeral
+from bot.errors import UserError
 from bot.policy import is_server_admin
-from bot.store import ACTIVE, Job
+from bot.rows import Job
+from bot.store import ACTIVE
+from bot.ui import GuardedItem
 
 log = logging.getLogger(__name__)
 
+Interaction = discord.Interaction[DreamGrid]
 
-async def _may_cancel(bot: DreamGrid, interaction: discord.Interaction, job: Job) -> bool:
+
+async def _may_cancel(bot: DreamGrid, interaction: Interaction, job: Job) -> bool:
     if interaction.user.id == job.user_id:
         return True
     # A server admin, in the job's own server; in a DM only the owner counts.
     return job.guild_id is not None and interaction.guild_id == job.guild_id and await is_server_admin(bot, interaction)
 
 
-async def _check(bot: DreamGrid, interaction: discord.Interaction, job_id: int) -> Job:
+async def _check(bot: DreamGrid, interaction: Interaction, job_id: int) -> Job:
     """The job, if this member may cancel it and it is still waiting or running."""
     job = await bot.store.get_job(job_id)
     if job is None:
@@ -42,7 +46,7 @@ async def _check(bot: DreamGrid, interaction: discord.Interaction, job_id: int) 
     return job
 
 
-class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:cancel:(?P<job>\d+)"):
+class CancelButton(GuardedItem[discord.ui.Button], template=r"dg:cancel:(?P<job>\d+)"):
     """Cancel, under "Waiting to start" and the progress; gone once the job has finished."""
 
     def __init__(self, job_id: int) -> None:
@@ -52,21 +56,19 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:canc
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any, /):
+    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
         return cls(int(match["job"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        bot: DreamGrid = interaction.client  # type: ignore[assignment]
-        try:
-            await _check(bot, interaction, self.job_id)
-        except UserError as exc:
-            await reply_ephemeral(interaction, str(exc))
-            return
+    async def check(self, interaction: Interaction) -> None:
+        await _check(interaction.client, interaction, self.job_id)
+
+    async def respond(self, interaction: Interaction) -> None:
+        bot = interaction.client
         # Acknowledge at once; the job's own message then says "Cancelled" (the scheduler edits it).
         await interaction.response.defer()
         if await bot.scheduler.cancel(self.job_id) is None:
-            job = await bot.store.get_job(self.job_id)
-            await interaction.followup.send(messages.already_finished(job), ephemeral=True)  # type: ignore[arg-type]
+            job = await jobs.job_or_error(bot, self.job_id)
+            await interaction.followup.send(messages.already_finished(job), ephemeral=True)
 
 
 def progress_view(job: Job) -> discord.ui.View:
@@ -81,18 +83,18 @@ class Queue(commands.Cog):
 
     @app_commands.command(description="Cancel a job that is waiting or running")
     @app_commands.describe(job_id="The job's number, as shown by /info or on its message")
-    async def cancel(self, interaction: discord.Interaction, job_id: app_commands.Range[int, 1]) -> None:
+    async def cancel(self, interaction: Interaction, job_id: app_commands.Range[int, 1]) -> None:
         await _check(self.bot, interaction, job_id)
         await interaction.response.defer(ephemeral=True, thinking=True)
         job = await self.bot.scheduler.cancel(job_id)
         if job is None:
-            job = await self.bot.store.get_job(job_id)
-            await interaction.followup.send(messages.already_finished(job), ephemeral=True)  # type: ignore[arg-type]
+            job = await jobs.job_or_error(self.bot, job_id)
+            await interaction.followup.send(messages.already_finished(job), ephemeral=True)
             return
         await interaction.followup.send(f"Cancelled job {job_id}.", ephemeral=True)
 
 
 async def setup(bot: DreamGrid) -> None:
     bot.add_dynamic_items(CancelButton)
-    bot.progress_view = progress_view
+    bot.views.progress = progress_view
     await bot.add_cog(Queue(bot))

@@ -121,3 +121,25 @@ async def test_a_result_posted_after_the_token_expired_is_not_posted_twice(fake_
         assert job.result_message_id == post.id
     assert final_deliveries(fake_discord) == {1: 1}
     assert pings(fake_discord) == {fake_discord.alice.id: 1}
+
+
+async def test_a_message_whose_id_a_crash_lost_still_shows_the_result(fake_discord: FakeDiscord, tmp_path: Path):
+    async with running_bot(fake_discord, tmp_path, engine=FakeEngine(models=["fake"], step_delay_s=1.0)) as bot:
+        ix = await fake_discord.slash("imagine", prompt="announced, then the bot died")
+        await ix.ack()
+        await _until_message_recorded(bot, 1)
+        # As if the bot died between Discord taking "Waiting to start" and the row recording it.
+        await bot.store._write("UPDATE jobs SET message_id = NULL WHERE id = 1")
+    async with running_bot(fake_discord, tmp_path, engine=FakeEngine(models=["fake"], step_delay_s=0.01)) as bot:
+        job = await _until_delivered(bot, 1)
+        assert job.message_id == ix.original.id
+    assert ix.original.embeds and ix.original.buttons  # the member's own message shows the grid
+    assert final_deliveries(fake_discord) == {1: 1}
+    assert pings(fake_discord) == {}  # shown where it was announced, not posted again
+
+
+async def _until_message_recorded(bot, job_id: int) -> None:
+    deadline = time.monotonic() + 5
+    while (await bot.store.get_job(job_id)).message_id is None:
+        assert time.monotonic() < deadline, f"job {job_id}'s message was not recorded"
+        await asyncio.sleep(0.02)

@@ -31,7 +31,7 @@ async def test_imagine_u_vary_v_reroll_upscale_across_a_restart(fake_discord: Fa
         varied = await result_of(await fake.click(tile, label="Vary (Strong)"))
         job = await bot.store.get_job(2)
         assert (job.kind, job.parent_id, job.parent_index) == ("variation", 1, 2)
-        assert job.params["strength"] == render_params.VARY_STRONG
+        assert job.spec.render.strength == render_params.VARY_STRONG
         assert varied.attachments[0].image().size == (160, 112)
         assert bot.engine.requests[-1].init_image.size == (80, 56)
 
@@ -52,7 +52,7 @@ async def test_imagine_u_vary_v_reroll_upscale_across_a_restart(fake_discord: Fa
         upscaled = await result_of(await fake.click(tile, label="Upscale (Subtle)"))
         job = await bot.store.get_job(5)
         assert (job.kind, job.parent_id, job.parent_index) == ("upscale", 4, 1)
-        assert job.params["strength"] == render_params.UPSCALE_SUBTLE
+        assert job.spec.render.strength == render_params.UPSCALE_SUBTLE
         assert upscaled.attachments[0].image().size == (160, 112)  # exactly 2x the tile
         assert upscaled.buttons == []  # nothing further to do with an upscale
 

@@ -1,0 +1,157 @@
+"""Every kind of job in one table: what it draws from, what it makes, and how it is shown.
+
+A job row names its kind (`jobs.kind`); everything that differs between kinds is read from the
+`JobKind` registered here under that name. Adding a kind is one `register(JobKind(...))` entry
+plus, when it draws something new, its engine action (`engine/actions/`). No other module
+compares a kind's name (tests/test_kinds.py checks that).
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from engine import params as render_params
+from engine.requests import Action
+
+
+class Source(enum.Enum):
+    """What a kind draws from, besides its prompt."""
+
+    NONE = "none"  # text only (a reroll reads its parent's prompt, not its pixels)
+    PARENT_TILE = "parent tile"  # one tile of a finished parent job (jobs.parent_id, parent_index)
+    UPLOADS = "uploads"  # images a member attached to the command
+
+
+class Output(enum.Enum):
+    """What a kind makes."""
+
+    GRID = "grid"  # four images, shown as a 2x2 grid with U/V buttons
+    SINGLE = "single"  # one image
+    TEXT = "text"  # no image: words (e.g. prompts describing an upload)
+
+
+class ResultButtons(enum.Enum):
+    """The buttons under a finished job's message (bot.cogs.imagine builds them)."""
+
+    GRID = "grid"  # U1–U4 🔄 / V1–V4 ✉️
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class TileButton:
+    """A button under a single tile (after U1–U4) that starts this kind: `dg:{word}:{preset}:{job}:{n}`."""
+
+    word: str  # in the custom_id; never change it, or buttons on old messages stop working
+    label: str
+    emoji: str
+
+
+IMAGE_COUNTS = {Output.GRID: 4, Output.SINGLE: 1, Output.TEXT: 0}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobKind:
+    name: str  # stored in jobs.kind
+    action: Action  # what the engine is asked to do
+    label: str  # after the prompt on the job's messages, e.g. " - Variations"
+    source: Source = Source.NONE
+    output: Output = Output.GRID
+    scale: int = 1  # output edge / requested tile edge (an upscale is 2)
+    # Named img2img strengths (0 keeps the source, 1 ignores it); the first is the default.
+    strengths: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    remix: bool = False  # whether Remix mode opens the prompt editor before this kind runs
+    buttons: ResultButtons = ResultButtons.NONE
+    tile_button: TileButton | None = None
+
+    @property
+    def image_count(self) -> int:
+        return IMAGE_COUNTS[self.output]
+
+    @property
+    def default_strength(self) -> float | None:
+        return next(iter(self.strengths.values()), None)
+
+    @property
+    def needs_finished_parent(self) -> bool:
+        return self.source is Source.PARENT_TILE
+
+    @property
+    def keeps_parent_size(self) -> bool:
+        """A remixed prompt keeps the source tile's size: the pixels it starts from have that shape."""
+        return self.source is Source.PARENT_TILE
+
+    @property
+    def may_shrink_to_limit(self) -> bool:
+        """Over a server's size limit, a picture drawn from text is made smaller; one from a source is refused."""
+        return self.source is Source.NONE
+
+    def seeds(self, seed: int | None = None) -> list[int]:
+        """Midjourney's rule: `--seed N` gives images N, N+1, …; no seed gives random ones."""
+        count = max(self.image_count, 1)
+        if seed is None:
+            return [secrets.randbelow(render_params.SEED_MAX + 1) for _ in range(count)]
+        return [(seed + i) % (render_params.SEED_MAX + 1) for i in range(count)]
+
+
+KINDS: dict[str, JobKind] = {}
+
+
+def register(kind: JobKind) -> JobKind:
+    if kind.name in KINDS:
+        raise ValueError(f"job kind {kind.name!r} is registered twice")
+    if kind.tile_button is not None and any(
+        k.tile_button and k.tile_button.word == kind.tile_button.word for k in KINDS.values()
+    ):
+        raise ValueError(f"tile button word {kind.tile_button.word!r} is used twice")
+    KINDS[kind.name] = kind
+    return kind
+
+
+def get(name: str) -> JobKind:
+    """The registered kind; a row written by a newer version of the bot names one we don't know."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise LookupError(f"unknown job kind {name!r}") from None
+
+
+def by_tile_word(word: str) -> JobKind | None:
+    return next((k for k in KINDS.values() if k.tile_button and k.tile_button.word == word), None)
+
+
+IMAGINE = register(
+    JobKind(name="imagine", action=Action.IMAGINE, label="", buttons=ResultButtons.GRID),
+)
+REROLL = register(
+    JobKind(name="reroll", action=Action.IMAGINE, label=" (reroll)", remix=True, buttons=ResultButtons.GRID),
+)
+VARIATION = register(
+    JobKind(
+        name="variation",
+        action=Action.VARIATION,
+        label=" - Variations",
+        source=Source.PARENT_TILE,
+        strengths=MappingProxyType({"strong": render_params.VARY_STRONG, "subtle": render_params.VARY_SUBTLE}),
+        remix=True,
+        buttons=ResultButtons.GRID,
+        tile_button=TileButton(word="vary", label="Vary", emoji="🪄"),
+    )
+)
+UPSCALE = register(
+    JobKind(
+        name="upscale",
+        action=Action.UPSCALE,
+        label=" - Upscaled",
+        source=Source.PARENT_TILE,
+        output=Output.SINGLE,
+        scale=2,
+        strengths=MappingProxyType(
+            {"subtle": render_params.UPSCALE_SUBTLE, "creative": render_params.UPSCALE_CREATIVE}
+        ),
+        tile_button=TileButton(word="up", label="Upscale", emoji="🔍"),
+    )
+)

@@ -1,0 +1,104 @@
+"""A job's recorded request, typed: what the engine draws, what the member typed, how it is delivered.
+
+Stored as JSON in `jobs.params`. Rows written before these types (one flat dict) still load:
+`JobSpec.from_json` sorts a flat dict's keys into the three parts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from PIL import Image
+
+from engine.requests import Action, RenderRequest
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderSpec:
+    """Everything the engine needs to draw the job again, besides its kind, seeds, model and source."""
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 512  # of one tile; an upscale returns its kind's scale times this
+    height: int = 512
+    steps: int = 20
+    guidance_scale: float = 7.5
+    strength: float | None = None  # image-to-image: 0 keeps the source, 1 ignores it
+    chaos: int = 0
+    stop: int = 100
+    tile: bool = False
+    safety_check: bool = False
+
+    def request(
+        self, *, action: Action, seeds: Sequence[int], model: str | None, init_image: Image.Image | None = None
+    ) -> RenderRequest:
+        return RenderRequest(
+            action=action,
+            seeds=tuple(seeds),
+            model=model,
+            init_image=init_image,
+            preview=not self.safety_check,  # a preview would show what the checker has not seen
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            width=self.width,
+            height=self.height,
+            steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            strength=self.strength,
+            chaos=self.chaos,
+            stop=self.stop,
+            tile=self.tile,
+            safety_check=self.safety_check,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShownValues:
+    """Parameters as the member chose them, for showing; the engine reads RenderSpec instead."""
+
+    aspect: str | None = None  # "3:2"
+    quality: float | None = None
+    stylize: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryOptions:
+    upload_limit: int | None = None  # bytes the channel takes, from the interaction; None: Discord's default
+    spoiler_flagged: bool = True  # post images the safety checker flagged as spoilers
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    render: RenderSpec
+    shown: ShownValues = field(default_factory=ShownValues)
+    delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        data: dict[str, Any] = json.loads(text)
+        if "render" in data:
+            parts = {part: data.get(part, {}) for part in ("render", "shown", "delivery")}
+        else:  # a flat dict, as rows were stored before migration 0003
+            parts = {part: data for part in ("render", "shown", "delivery")}
+        return cls(
+            render=_build(RenderSpec, parts["render"]),
+            shown=_build(ShownValues, parts["shown"]),
+            delivery=_build(DeliveryOptions, parts["delivery"]),
+        )
+
+    def replace_render(self, **changes: Any) -> JobSpec:
+        return dataclasses.replace(self, render=dataclasses.replace(self.render, **changes))
+
+
+def _build(cls: type[_T], values: dict[str, Any]) -> _T:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in values.items() if k in names})

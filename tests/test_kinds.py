@@ -1,0 +1,120 @@
+"""The job-kind registry: every kind is complete, and no other module branches on a kind's name."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bot import kinds
+from bot.cogs.account import SettingsButton, SettingsSelect
+from bot.cogs.imagine import BUTTONS, TileActionButton, result_view, tile_view
+from bot.cogs.queue import CancelButton
+from bot.kinds import JobKind, Output, ResultButtons, Source
+from bot.rows import Job
+from bot.spec import JobSpec, RenderSpec
+from bot.ui import GuardedItem
+from engine.fake import FakeEngine
+from engine.requests import Action
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def finished(kind: JobKind) -> Job:
+    return Job(
+        id=7, kind=kind.name, parent_id=None, parent_index=None, user_id=1, guild_id=None, channel_id=2,
+        prompt="a fox", spec=JobSpec(render=RenderSpec(prompt="a fox")), seeds=kind.seeds(1), model="m",
+        status="done", progress=1.0, error=None, attempts=1, gpu_seconds=0.0, application_id=None,
+        interaction_token=None, token_expires_at=None, message_id=None, result_channel_id=None,
+        result_message_id=None, delivered_at=None, created_at="", started_at=None, finished_at=None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(kinds.KINDS.values()), ids=list(kinds.KINDS))
+def test_every_kind_has_a_label_an_action_and_a_button_set(kind: JobKind):
+    assert isinstance(kind.label, str) and kinds.get(kind.name) is kind
+    assert kind.action in Action
+    assert kind.buttons in ResultButtons
+    view = result_view(finished(kind))
+    ids = [item.custom_id for item in view.children] if view else []
+    if kind.buttons is ResultButtons.GRID:
+        assert {"dg:u:7:1", "dg:v:7:4", "dg:reroll:7", "dg:dm:7"} <= set(ids)
+    else:
+        assert ids == []
+    # A kind that redraws a tile needs to know how strongly; one that only reads text does not.
+    assert bool(kind.strengths) == (kind.source is not Source.NONE)
+    assert len(kind.seeds()) == max(kind.image_count, 1)
+
+
+@pytest.mark.parametrize("kind", [k for k in kinds.KINDS.values() if k.output is not Output.TEXT], ids=lambda k: k.name)
+async def test_the_engine_makes_what_each_kind_promises(kind: JobKind):
+    engine = FakeEngine()  # the bot's tests run on it; its sizes follow the real engine's
+    spec = RenderSpec(prompt="a fox", width=64, height=48, strength=kind.default_strength)
+    init = None
+    if kind.source is Source.PARENT_TILE:
+        from PIL import Image
+
+        init = Image.new("RGB", (64, 48))
+    result = await engine.render(spec.request(action=kind.action, seeds=kind.seeds(3), model=None, init_image=init))
+    assert len(result.images) == kind.image_count
+    assert result.images[0].size == (64 * kind.scale, 48 * kind.scale)
+
+
+def test_the_real_engine_implements_every_kinds_action():
+    core = pytest.importorskip("engine.core")
+    assert {kind.action for kind in kinds.KINDS.values()} <= set(core._ACTIONS)
+
+
+def test_the_buttons_under_a_tile_come_from_the_registry_and_old_ids_still_match():
+    ids = [item.custom_id for item in tile_view(7, 2).children]
+    assert ids == ["dg:vary:strong:7:2", "dg:vary:subtle:7:2", "dg:up:subtle:7:2", "dg:up:creative:7:2"]
+    template = TileActionButton.__discord_ui_compiled_template__
+    # Buttons on messages posted by earlier versions keep working.
+    for old in ("dg:vary:strong:1:4", "dg:up:subtle:12:1", "dg:up:creative:3:3"):
+        assert template.fullmatch(old)
+    # Every custom_id that matches a template matches exactly one.
+    for custom_id in [*ids, "dg:u:7:1", "dg:v:7:1", "dg:reroll:7", "dg:dm:7"]:
+        matching = [b for b in BUTTONS if b.__discord_ui_compiled_template__.fullmatch(custom_id)]
+        assert len(matching) == 1, custom_id
+        assert len(custom_id) <= 100
+
+
+def test_registering_a_name_or_tile_word_twice_is_refused():
+    with pytest.raises(ValueError, match="registered twice"):
+        kinds.register(kinds.JobKind(name="imagine", action=Action.IMAGINE, label=""))
+    with pytest.raises(LookupError, match="unknown job kind 'zoom'"):
+        kinds.get("zoom")
+    assert "zoom" not in kinds.KINDS
+
+
+KIND_NAMES = "|".join(map(re.escape, kinds.KINDS))
+# `kind == "upscale"`, `job.kind in ("imagine", …)`, `"reroll" != kind`, `kind="variation"`, `KIND_X = {"imagine": …`
+COMPARED = re.compile(
+    rf"""kind\w*\s*(==|!=|\bin\b|\bnot in\b|=)\s*[\(\[{{]?\s*["']({KIND_NAMES})["']"""
+    rf"""|["']({KIND_NAMES})["']\s*(==|!=)\s*[\w.]*kind"""
+    rf"""|^\s*["']({KIND_NAMES})["']\s*:""",
+    re.MULTILINE,
+)
+
+
+def test_no_module_outside_the_registry_branches_on_a_kinds_name():
+    offenders = []
+    for path in sorted(
+        [*(ROOT / "bot").rglob("*.py"), *(ROOT / "engine").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
+    ):
+        if path == ROOT / "bot" / "kinds.py":
+            continue
+        for match in COMPARED.finditer(path.read_text(encoding="utf-8")):
+            line = path.read_text(encoding="utf-8").count("\n", 0, match.start()) + 1
+            offenders.append(f"{path.relative_to(ROOT)}:{line}: {match.group(0).strip()}")
+    assert offenders == []
+    # The pattern does catch what it is for.
+    assert COMPARED.search('if job.kind == "upscale":') and COMPARED.search('kind not in ("imagine", "reroll")')
+
+
+def test_every_button_and_select_answers_through_the_guarded_base():
+    for item in (*BUTTONS, SettingsSelect, SettingsButton, CancelButton):
+        assert issubclass(item, GuardedItem), item.__name__
+        # Overriding these would skip the base's error handling.
+        assert "callback" not in vars(item) and "interaction_check" not in vars(item), item.__name__
