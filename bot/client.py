@@ -19,7 +19,7 @@ from engine.requests import Engine
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.account", "bot.cogs.queue", "bot.cogs.admin")
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.edit", "bot.cogs.account", "bot.cogs.queue", "bot.cogs.admin")
 
 
 class DreamGrid(commands.Bot):

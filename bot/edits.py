@@ -1,30 +1,27 @@
 """What the edit buttons (Zoom Out, Custom Zoom, Make Square, Pan, Vary (Region)) record on a job,
-and the canvas and mask each one renders from. No Discord here: the cog builds jobs with
-`edit_params`, the scheduler turns a stored job back into engine inputs with `render_inputs`, so a
-job re-queued after a crash is drawn exactly as it was asked for.
+and the canvas and mask each one is drawn from. No Discord here: the cog makes an `EditSpec` with
+the functions below, the scheduler turns a stored one back into engine inputs with
+`render_inputs`, so a job re-queued after a crash is drawn exactly as it was asked for.
 
-The recorded values are what the member chose — the zoom and aspect, the pan direction and how far,
-the cells — never pixels: the picture itself is the parent job's stored tile.
+The record is what the member chose (zoom and aspect, direction and distance, cells), never
+pixels: the picture itself is the parent job's stored image.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
+from bot.spec import EditSpec
 from engine import canvas
 from engine.canvas import Direction
-from engine.params import VARY_REGION
+from engine.params import parse_aspect
 
-ZOOM = "zoom"  # Zoom Out 2x / 1.5x and Custom Zoom
-SQUARE = "square"  # Make Square
-PAN = "pan"  # ⬅ ➡ ⬆ ⬇
-REGION = "region"  # Vary (Region)
-OUTPAINT_KINDS = (ZOOM, SQUARE, PAN)
+_T = TypeVar("_T")
 
 PAN_ARROWS = {Direction.LEFT: "⬅️", Direction.RIGHT: "➡️", Direction.UP: "⬆️", Direction.DOWN: "⬇️"}
 
@@ -37,10 +34,8 @@ class EditError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RenderInputs:
-    init_image: Image.Image
-    mask_image: Image.Image
-    width: int
-    height: int
+    init_image: Image.Image  # the canvas with the kept picture on it (Vary (Region): the picture)
+    mask_image: Image.Image  # white: drawn, black: kept
 
 
 def split_zoom(text: str) -> tuple[str, float | None]:
@@ -67,74 +62,73 @@ def split_zoom(text: str) -> tuple[str, float | None]:
     return re.sub(r"\s{2,}", " ", rest), zoom
 
 
-def zoom_params(width: int, height: int, zoom: float, aspect: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Zoom Out / Custom Zoom of a `width`×`height` picture: what the job records."""
-    plan = _checked(canvas.zoom_out, width, height, zoom, aspect)
-    aspect_text = f"{aspect[0]}:{aspect[1]}" if aspect else None
-    return {"zoom": zoom, "zoom_aspect": aspect_text, "width": plan.width, "height": plan.height}
+def zoom(width: int, height: int, factor: float, aspect: tuple[int, int] | None = None) -> EditSpec:
+    """Zoom Out / Custom Zoom of a `width`×`height` picture."""
+    edit = EditSpec(zoom=factor, aspect=f"{aspect[0]}:{aspect[1]}" if aspect else None)
+    _checked(plan, edit, width, height)
+    return edit
 
 
-def square_params(width: int, height: int) -> dict[str, Any]:
-    plan = _checked(canvas.make_square, width, height)
-    return {"width": plan.width, "height": plan.height}
+def make_square(width: int, height: int) -> EditSpec:
+    """Make Square: a square frame at the same pixel count; the picture's short side is extended."""
+    if width == height:
+        raise EditError("The picture is already square.")
+    return EditSpec(aspect="1:1")
 
 
-def pan_params(width: int, height: int, direction: Direction, *, tile_size: int, size_limit: int) -> dict[str, Any]:
+def pan(width: int, height: int, direction: Direction, *, tile_size: int, size_limit: int) -> EditSpec:
     """Pan by half a tile of the model, as far as the server's size limit allows."""
-    plan = _checked(canvas.pan, width, height, direction, canvas.pan_step(tile_size), size_limit)
-    grown = plan.width - width + plan.height - height
-    return {"pan": Direction(direction).value, "pan_by": grown, "width": plan.width, "height": plan.height}
+    step = canvas.pan_step(tile_size)
+    grown = _checked(canvas.pan, width, height, direction, step, size_limit)
+    return EditSpec(pan=Direction(direction).value, pan_by=grown.width - width + grown.height - height)
 
 
-def region_params(width: int, height: int, cells: Iterable[int]) -> dict[str, Any]:
-    chosen = sorted(set(cells))
+def region(width: int, height: int, cells: Iterable[int]) -> EditSpec:
+    """Vary (Region): the chosen cells, checked against the picture's grid."""
+    chosen = tuple(sorted(set(cells)))
     _checked(canvas.region_mask, width, height, chosen)
-    return {"cells": chosen, "strength": VARY_REGION, "width": width, "height": height}
+    return EditSpec(cells=chosen)
 
 
-def render_inputs(kind: str, params: dict[str, Any], source: Image.Image) -> RenderInputs:
-    """The canvas and mask a stored edit job renders from, given its parent's picture."""
-    width, height = source.size
-    if kind == REGION:
-        mask = canvas.region_mask(width, height, params["cells"])
-        return RenderInputs(source.convert("RGB"), mask, width, height)
-    if kind == ZOOM:
-        aspect = params.get("zoom_aspect")
-        ratio = tuple(int(v) for v in aspect.split(":")) if aspect else None
-        plan = canvas.zoom_out(width, height, float(params["zoom"]), ratio)  # type: ignore[arg-type]
-    elif kind == SQUARE:
-        plan = canvas.make_square(width, height)
-    elif kind == PAN:
-        step = int(params["pan_by"])
-        plan = canvas.pan(width, height, Direction(params["pan"]), step, max(width, height) + step)
-    else:
-        raise ValueError(f"{kind!r} is not an edit")
-    image, mask = canvas.place(source, plan)
-    return RenderInputs(image, mask, plan.width, plan.height)
+def plan(edit: EditSpec, width: int, height: int) -> canvas.Outpaint | None:
+    """The new canvas of a Zoom, Make Square or Pan of a `width`×`height` picture; None for Vary (Region)."""
+    if edit.cells:
+        return None
+    if edit.pan is not None:
+        return canvas.pan(width, height, Direction(edit.pan), edit.pan_by, max(width, height) + edit.pan_by)
+    aspect = parse_aspect(edit.aspect) if edit.aspect else None
+    return canvas.zoom_out(width, height, edit.zoom or 1.0, aspect)
 
 
-def describe(kind: str, params: dict[str, Any]) -> str:
-    """What the edit did, for the result's title: `Zoom Out 2x`, `Pan ➡️`, `Vary (Region) 6, 7`."""
-    if kind == ZOOM:
-        zoom = f"{float(params['zoom']):g}x"
-        aspect = params.get("zoom_aspect")
-        return f"Zoom Out {zoom}" + (f" --ar {aspect}" if aspect else "")
-    if kind == SQUARE:
-        return "Make Square"
-    if kind == PAN:
-        return f"Pan {PAN_ARROWS[Direction(params['pan'])]}"
-    if kind == REGION:
-        return "Vary (Region) " + ", ".join(map(str, params["cells"]))
-    raise ValueError(f"{kind!r} is not an edit")
+def result_size(edit: EditSpec, width: int, height: int) -> tuple[int, int]:
+    """The size of each picture the edit makes from a `width`×`height` one."""
+    planned = plan(edit, width, height)
+    return (planned.width, planned.height) if planned else (width, height)
 
 
-def _checked(function: Any, *args: Any) -> Any:
+def render_inputs(edit: EditSpec, source: Image.Image) -> RenderInputs:
+    """The canvas and mask a stored edit is drawn from, given its parent's picture."""
+    planned = plan(edit, *source.size)
+    if planned is None:
+        return RenderInputs(source.convert("RGB"), canvas.region_mask(source.width, source.height, edit.cells))
+    return RenderInputs(*canvas.place(source, planned))
+
+
+def describe(edit: EditSpec) -> str:
+    """What the edit did, after its kind's label: `2x`, `1.5x --ar 16:9`, `➡️`, `cells 6, 7` ('' for a square)."""
+    if edit.cells:
+        return "cells " + ", ".join(map(str, edit.cells))
+    if edit.pan is not None:
+        return PAN_ARROWS[Direction(edit.pan)]
+    if edit.zoom is None:
+        return ""
+    return f"{edit.zoom:g}x" + (f" --ar {edit.aspect}" if edit.aspect else "")
+
+
+def _checked(function: Callable[..., _T], *args: Any) -> _T:
+    """Call an engine.canvas function; its ValueError becomes a sentence for the member."""
     try:
         return function(*args)
     except ValueError as exc:
-        raise EditError(_sentence(str(exc))) from None
-
-
-def _sentence(text: str) -> str:
-    text = text[0].upper() + text[1:]
-    return text if text.endswith((".", "!", "?", ")")) else text + "."
+        text = str(exc)
+        raise EditError(text[0].upper() + text[1:] + ("" if text.endswith((".", ")")) else ".")) from None

@@ -38,6 +38,7 @@ class ResultButtons(enum.Enum):
     """The buttons under a finished job's message (bot.cogs.imagine builds them)."""
 
     GRID = "grid"  # U1–U4 🔄 / V1–V4 ✉️
+    PICTURE = "picture"  # the edit buttons under one image (bot.cogs.edit): Vary, Upscale, Zoom, Pan, …
     NONE = "none"
 
 
@@ -152,6 +153,55 @@ UPSCALE = register(
         strengths=MappingProxyType(
             {"subtle": render_params.UPSCALE_SUBTLE, "creative": render_params.UPSCALE_CREATIVE}
         ),
+        buttons=ResultButtons.PICTURE,
         tile_button=TileButton(word="up", label="Upscale", emoji="🔍"),
+    )
+)
+
+# The edit loop (bot.cogs.edit owns their buttons; bot.edits what each records in JobSpec.edit).
+# Outpainting draws its new area from scratch: strength 1 there, the kept picture pasted back.
+_NEW_AREA = MappingProxyType({"new area": 1.0})
+ZOOM = register(
+    JobKind(
+        name="zoom",
+        action=Action.OUTPAINT,
+        label=" - Zoom Out",
+        source=Source.PARENT_TILE,
+        strengths=_NEW_AREA,
+        remix=True,
+        buttons=ResultButtons.GRID,
+    )
+)
+SQUARE = register(
+    JobKind(
+        name="make_square",
+        action=Action.OUTPAINT,
+        label=" - Make Square",
+        source=Source.PARENT_TILE,
+        strengths=_NEW_AREA,
+        remix=True,
+        buttons=ResultButtons.GRID,
+    )
+)
+PAN = register(
+    JobKind(
+        name="pan",
+        action=Action.OUTPAINT,
+        label=" - Pan",
+        source=Source.PARENT_TILE,
+        strengths=_NEW_AREA,
+        remix=True,
+        buttons=ResultButtons.GRID,
+    )
+)
+REGION = register(
+    JobKind(
+        name="region",
+        action=Action.INPAINT,
+        label=" - Vary (Region)",
+        source=Source.PARENT_TILE,
+        strengths=MappingProxyType({"region": render_params.VARY_REGION}),
+        remix=True,
+        buttons=ResultButtons.GRID,
     )
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import discord
 
-from bot import kinds
+from bot import edits, kinds
 from bot.rows import ImageRow, Job
 
 PROMPT_PREVIEW_CHARS = 900  # content must stay under 2,000 with everything around it
@@ -18,7 +18,10 @@ def _prompt(job: Job) -> str:
 def _title(job: Job) -> str:
     tile = f" (image #{job.parent_index})" if job.parent_index else ""
     kind = kinds.KINDS.get(job.kind)  # a row from a newer version may name a kind this one lacks
-    return f"{_prompt(job)}{kind.label if kind else ''}{tile} - <@{job.user_id}>"
+    label = kind.label if kind else ""
+    if job.spec.edit is not None and (detail := edits.describe(job.spec.edit)):
+        label += f" {detail}"  # " - Zoom Out 2x", " - Pan ➡️", " - Vary (Region) cells 6, 7"
+    return f"{_prompt(job)}{label}{tile} - <@{job.user_id}>"
 
 
 def tile(job: Job, index: int) -> str:

@@ -7,6 +7,7 @@ from PIL import Image
 
 from bot import edits
 from bot.images import REGION_OVERLAY_SIDE, region_overlay
+from bot.spec import EditSpec, JobSpec, RenderSpec
 from engine.canvas import Direction
 
 
@@ -38,27 +39,25 @@ def test_custom_zoom_refuses_a_bad_zoom_with_the_range(text, message):
         edits.split_zoom(text)
 
 
-def test_each_edit_records_its_choice_and_the_size_it_makes():
-    assert edits.zoom_params(64, 64, 2.0) == {"zoom": 2.0, "zoom_aspect": None, "width": 64, "height": 64}
-    wide = edits.zoom_params(64, 64, 1.0, (2, 1))
-    assert (wide["zoom_aspect"], wide["width"], wide["height"]) == ("2:1", 88, 48)
-    assert edits.square_params(80, 48) == {"width": 64, "height": 64}
-    assert edits.pan_params(64, 64, Direction.UP, tile_size=64, size_limit=2048) == {
-        "pan": "up",
-        "pan_by": 32,
-        "width": 64,
-        "height": 96,
-    }
-    assert edits.region_params(64, 64, [7, 6, 6]) == {"cells": [6, 7], "strength": 1.0, "width": 64, "height": 64}
+def test_each_edit_records_the_members_choice_and_knows_the_size_it_makes():
+    assert edits.zoom(64, 64, 2.0) == EditSpec(zoom=2.0)
+    assert edits.result_size(EditSpec(zoom=2.0), 64, 64) == (64, 64)
+    wide = edits.zoom(64, 64, 1.0, (2, 1))
+    assert wide == EditSpec(zoom=1.0, aspect="2:1") and edits.result_size(wide, 64, 64) == (88, 48)
+    assert edits.result_size(edits.make_square(80, 48), 80, 48) == (64, 64)
+    up = edits.pan(64, 64, Direction.UP, tile_size=64, size_limit=2048)
+    assert up == EditSpec(pan="up", pan_by=32) and edits.result_size(up, 64, 64) == (64, 96)
+    assert edits.region(64, 64, [7, 6, 6]) == EditSpec(cells=(6, 7))
+    assert edits.result_size(EditSpec(cells=(6, 7)), 64, 64) == (64, 64)
 
 
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: edits.square_params(64, 64), "already square"),
-        (lambda: edits.pan_params(96, 64, Direction.RIGHT, tile_size=64, size_limit=96), "96 px wide"),
-        (lambda: edits.region_params(64, 64, []), "Choose at least one cell"),
-        (lambda: edits.zoom_params(64, 64, 1.0), "changes nothing"),
+        (lambda: edits.make_square(64, 64), "already square"),
+        (lambda: edits.pan(96, 64, Direction.RIGHT, tile_size=64, size_limit=96), "96 px wide"),
+        (lambda: edits.region(64, 64, []), "Choose at least one cell"),
+        (lambda: edits.zoom(64, 64, 1.0), "changes nothing"),
     ],
 )
 def test_an_edit_that_cannot_be_made_says_why(make, message):
@@ -68,25 +67,30 @@ def test_an_edit_that_cannot_be_made_says_why(make, message):
 
 def test_a_stored_edit_is_drawn_from_the_same_canvas_again():
     source = Image.new("RGB", (64, 64), (200, 20, 20))
-    left = edits.pan_params(64, 64, Direction.LEFT, tile_size=64, size_limit=2048)
-    pan = edits.render_inputs(edits.PAN, left, source)
-    assert (pan.width, pan.height) == pan.init_image.size == pan.mask_image.size == (96, 64)
+    left = edits.pan(64, 64, Direction.LEFT, tile_size=64, size_limit=2048)
+    stored = JobSpec.from_json(JobSpec(render=RenderSpec(prompt="a fox"), edit=left).to_json()).edit
+    assert stored == left
+    pan = edits.render_inputs(stored, source)
+    assert pan.init_image.size == pan.mask_image.size == (96, 64)
     assert pan.init_image.getpixel((40, 10)) == (200, 20, 20) and pan.mask_image.getpixel((40, 10)) == 0
     assert pan.mask_image.getpixel((10, 10)) == 255  # the new strip on the left is drawn
 
-    zoom = edits.render_inputs(edits.ZOOM, edits.zoom_params(64, 64, 2.0), source)
+    zoom = edits.render_inputs(edits.zoom(64, 64, 2.0), source)
     assert zoom.mask_image.getpixel((32, 32)) == 0 and zoom.mask_image.getpixel((4, 4)) == 255
 
-    region = edits.render_inputs(edits.REGION, edits.region_params(64, 64, [1]), source)
+    region = edits.render_inputs(
+        JobSpec.from_json(JobSpec(render=RenderSpec(prompt="x"), edit=EditSpec(cells=(1,))).to_json()).edit, source
+    )
     assert region.init_image.size == (64, 64) and region.mask_image.getpixel((0, 0)) == 255
     assert region.mask_image.getpixel((40, 40)) == 0
 
 
-def test_describe_names_the_edit_for_the_result_title():
-    assert edits.describe(edits.ZOOM, {"zoom": 1.5, "zoom_aspect": None}) == "Zoom Out 1.5x"
-    assert edits.describe(edits.ZOOM, {"zoom": 1.0, "zoom_aspect": "16:9"}) == "Zoom Out 1x --ar 16:9"
-    assert edits.describe(edits.PAN, {"pan": "right"}) == "Pan ➡️"
-    assert edits.describe(edits.REGION, {"cells": [6, 7]}) == "Vary (Region) 6, 7"
+def test_describe_names_the_edit_after_its_kinds_label():
+    assert edits.describe(EditSpec(zoom=1.5)) == "1.5x"
+    assert edits.describe(EditSpec(zoom=1.0, aspect="16:9")) == "1x --ar 16:9"
+    assert edits.describe(EditSpec(aspect="1:1")) == ""  # Make Square says it all
+    assert edits.describe(EditSpec(pan="right", pan_by=32)) == "➡️"
+    assert edits.describe(EditSpec(cells=(6, 7))) == "cells 6, 7"
 
 
 def test_the_region_picture_is_large_enough_to_read_and_keeps_the_shape():
