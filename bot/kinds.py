@@ -35,7 +35,7 @@ class Output(enum.Enum):
 
 
 class ResultButtons(enum.Enum):
-    """The buttons under a finished job's message (bot.cogs.imagine builds them)."""
+    """The buttons under a finished job's message (bot.cogs.imagine builds the grid's, bot.cogs.edit the picture's)."""
 
     GRID = "grid"  # U1–U4 🔄 / V1–V4 ✉️
     PICTURE = "picture"  # the edit buttons under one image (bot.cogs.edit): Vary, Upscale, Zoom, Pan, …
