@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from bot.settings import Settings, SettingsError, load_settings
 from engine.requests import Engine
@@ -113,6 +114,88 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_database(settings: Settings) -> Path:
+    path = settings.database_path
+    if not path.is_file():
+        raise SettingsError(f"there is no database at {path} (DATA_DIR={settings.data_dir}); is DATA_DIR right?")
+    return path
+
+
+def _cmd_db_prune(args: argparse.Namespace) -> int:
+    from bot.retention import RetentionPolicy, format_bytes, prune, storage_usage
+    from bot.store import Store
+
+    settings = load_settings()
+    database = _existing_database(settings)
+    policy = RetentionPolicy.from_settings(settings)
+    if args.days is not None or args.max_gb is not None:
+        policy = RetentionPolicy(
+            args.days if args.days is not None else policy.max_age_days,
+            int(args.max_gb * 1e9) if args.max_gb is not None else policy.max_bytes,
+        )
+    if not policy.enabled:
+        raise SettingsError(
+            "nothing to prune by: set IMAGE_RETENTION_DAYS or IMAGE_STORE_MAX_GB, or pass --days or --max-gb."
+        )
+
+    async def run() -> str:
+        async with Store.open(database) as store:
+            report = await prune(store, settings.data_dir, policy, dry_run=args.dry_run)
+        usage = await storage_usage(settings.data_dir)
+        oldest = f", oldest image from {usage.oldest_image:%Y-%m-%d}" if usage.oldest_image else ""
+        return f"{report.summary()} ({policy.describe()}); {format_bytes(usage.free_bytes)} free on disk{oldest}"
+
+    print(asyncio.run(run()))
+    return 0
+
+
+def _cmd_db_backup(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from bot.backup import backup_database, backup_path, describe
+
+    settings = load_settings()
+    database = _existing_database(settings)
+    destination = backup_path(args.path)
+    if destination.exists():
+        raise SettingsError(f"{destination} already exists; give the backup a new name, or a folder.")
+    if not destination.parent.is_dir():
+        raise SettingsError(f"there is no folder {destination.parent} to write the backup in.")
+    if destination.resolve() == database.resolve():
+        raise SettingsError("the backup must not overwrite the database itself.")
+    try:
+        backup_database(database, destination)
+    except (sqlite3.Error, OSError) as exc:
+        raise SettingsError(f"backup failed: {exc}") from None
+    print(f"backed up {database} to {destination} ({describe(destination)}); integrity check ok")
+    return 0
+
+
+def _cmd_db_check(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from bot.backup import describe, integrity_problems
+
+    if args.path is not None:
+        path = args.path
+        if not path.is_file():
+            raise SettingsError(f"there is no file {path} to check.")
+    else:
+        path = _existing_database(load_settings())
+    try:
+        problems = integrity_problems(path)
+        summary = describe(path)
+    except sqlite3.Error as exc:
+        raise SettingsError(f"{path} cannot be checked: {exc}") from None
+    if problems:
+        print(f"{path}: {len(problems)} problems found ({summary}):", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"{path}: ok ({summary})")
+    return 0
+
+
 def _cmd_sync(args: argparse.Namespace) -> int:
     import discord
 
@@ -202,6 +285,19 @@ def _prompt_parameters_as_flags(argv: list[str]) -> list[str]:
     return flags + argv[1:]
 
 
+def _positive(kind: type[int] | type[float]):
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgrid", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -213,6 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("eval", help="measure how well a model follows prompts", add_help=False)
     db = commands.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply pending migrations").set_defaults(func=_cmd_db_upgrade)
+    prune = db.add_parser("prune", help="delete old images now, as IMAGE_RETENTION_DAYS / IMAGE_STORE_MAX_GB say")
+    prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    prune.add_argument("--days", type=_positive(int), help="delete images older than this (default: the setting)")
+    prune.add_argument("--max-gb", type=_positive(float), help="keep the images under this size (default: the setting)")
+    prune.set_defaults(func=_cmd_db_prune)
+    backup = db.add_parser("backup", help="copy the database safely while the bot runs")
+    backup.add_argument("path", type=Path, help="the backup file to write, or a folder to write a dated one in")
+    backup.set_defaults(func=_cmd_db_backup)
+    check = db.add_parser("check", help="check the database (or a backup) for corruption")
+    check.add_argument("path", type=Path, nargs="?", help="a database file (default: the bot's)")
+    check.set_defaults(func=_cmd_db_check)
     sync = commands.add_parser("sync", help="register the slash commands with Discord")
     sync.add_argument("--guild", type=int, help="register to this server only (appears at once)")
     sync.set_defaults(func=_cmd_sync)

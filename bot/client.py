@@ -12,6 +12,7 @@ from discord.ext import commands
 from bot.delivery import Delivery
 from bot.errors import on_app_command_error
 from bot.guild_config import GuildConfigs
+from bot.retention import ImageRetention, RetentionPolicy
 from bot.scheduler import JobViews, Scheduler
 from bot.settings import Settings
 from bot.store import Store
@@ -38,10 +39,17 @@ class DreamGrid(commands.Bot):
         self.engine = engine
         self.guild_configs = GuildConfigs(store, settings)  # /config values, cached per server
         self.run_jobs = run_jobs
+        # Deletes old images by IMAGE_RETENTION_DAYS / IMAGE_STORE_MAX_GB; job rows stay, so they can be redrawn.
+        self.retention = ImageRetention(store, settings.data_dir, RetentionPolicy.from_settings(settings))
         # The buttons under a job's message: bot.cogs.imagine and bot.cogs.queue install the builders.
         self.views = JobViews()
         self.scheduler = Scheduler(
-            store=store, engine=engine, settings=settings, delivery=Delivery(self), views=self.views
+            store=store,
+            engine=engine,
+            settings=settings,
+            delivery=Delivery(self),
+            views=self.views,
+            retention=self.retention,
         )
 
     async def setup_hook(self) -> None:
@@ -58,8 +66,10 @@ class DreamGrid(commands.Bot):
                 # Commands registered earlier keep working; a later start or `dreamgrid sync` retries.
                 log.exception("could not register the slash commands with Discord")
             await self.scheduler.start()
+            self.retention.start()
 
     async def close(self) -> None:
+        await self.retention.stop()
         await self.scheduler.stop()
         await super().close()
 

@@ -22,6 +22,7 @@ from bot import edits, kinds, messages
 from bot.delivery import Delivery
 from bot.images import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
 from bot.kinds import Source
+from bot.retention import ImageRetention
 from bot.rows import ImageRow, Job
 from bot.settings import Settings
 from bot.store import Store
@@ -46,13 +47,21 @@ class JobViews:
 
 class Scheduler:
     def __init__(
-        self, *, store: Store, engine: Engine, settings: Settings, delivery: Delivery, views: JobViews
+        self,
+        *,
+        store: Store,
+        engine: Engine,
+        settings: Settings,
+        delivery: Delivery,
+        views: JobViews,
+        retention: ImageRetention | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
         self.settings = settings
         self.delivery = delivery
         self.views = views
+        self.retention = retention  # told of every saved result, so a disk budget is kept between sweeps
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -169,6 +178,8 @@ class Scheduler:
                 result = await self.engine.render(request, progress=self._progress_reporter(job))
             images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds, result.flagged)
             finished = await self.store.finish(job.id, images, result.elapsed_s)
+            if finished is not None and self.retention is not None:
+                self.retention.saved(row.path for row in images)
         except asyncio.CancelledError:
             if self._closing:
                 await asyncio.shield(self.store.requeue(job.id))

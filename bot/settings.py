@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     data_dir: Path = Path("data")
+    # Images older than this many days are deleted; their jobs are drawn again when asked for. None: kept.
+    image_retention_days: int | None = Field(default=None, ge=1)
+    # The images folder is kept under this many GB (10^9 bytes), oldest images deleted first. None: no limit.
+    image_store_max_gb: float | None = Field(default=None, gt=0)
     # Load the model's safety checker, so servers can turn on /config safety_checker.
     safety_checker: bool = False
 

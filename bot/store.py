@@ -474,6 +474,41 @@ class Store:
         )
         return UserStats(**dict(row))
 
+    # -- image retention ------------------------------------------------------------------
+
+    async def settled_jobs(self, job_ids: Sequence[int]) -> set[int]:
+        """Those of `job_ids` that finished and whose member has been shown the result.
+
+        Only their files may be pruned: a finished job never runs again, and a result waiting
+        to be delivered still needs its files to be uploaded.
+        """
+        rows = await self._all(
+            "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+            " AND status IN ('done', 'failed', 'cancelled') AND delivered_at IS NOT NULL",
+            (json.dumps(list(job_ids)),),
+        )
+        return {r["id"] for r in rows}
+
+    async def files_in_use(self) -> set[str]:
+        """Paths (relative to DATA_DIR) that a queued or running job reads or writes, or whose
+        result is still to be shown: never pruned.
+
+        Any table that attaches a file to a job belongs in this union, so that a file row of an
+        unfinished job is protected whichever table it lives in. A running job's own files may be
+        on disk before its rows are, so the pruner also keeps to settled_jobs().
+        """
+        rows = await self._all(
+            """
+            -- queued, running, or finished with the result not yet shown
+            SELECT path FROM images WHERE job_id IN (SELECT id FROM jobs WHERE delivered_at IS NULL)
+            UNION  -- the tiles a queued or running variation or upscale starts from
+            SELECT path FROM images WHERE job_id IN (
+                SELECT parent_id FROM jobs WHERE status IN ('queued', 'running') AND parent_id IS NOT NULL
+            )
+            """
+        )
+        return {r["path"] for r in rows}
+
     # -- server settings (/config) and moderation ----------------------------------------
 
     async def guild_settings(self, guild_id: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bot.cli import _application_id_from_token, main
+from bot.store import available_migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,3 +124,71 @@ def test_run_when_discord_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("dreamgrid: cannot reach Discord at http://127.0.0.1:9")
     assert "Traceback" not in done.stderr
+
+
+def _database_with_jobs(data_dir: Path, ages_days: list[float]) -> list[int]:
+    import asyncio
+
+    from bot.store import Store
+    from tests.test_retention import done_job
+
+    async def make() -> list[int]:
+        async with Store.open(data_dir / "dreamgrid.sqlite3") as store:
+            return [await done_job(store, data_dir, age_days=age) for age in ages_days]
+
+    return asyncio.run(make())
+
+
+def test_db_prune_dry_run_deletes_nothing_and_prune_frees_the_oldest(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    jobs = _database_with_jobs(tmp_path, [3, 2, 1])  # 4 KB of tiles each
+    images = sorted((tmp_path / "images").rglob("*.png"))
+
+    assert main(["db", "prune", "--dry-run", "--max-gb", "0.000006"]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("would delete the images of 2 jobs (8 files, 8.0 KB); images folder 12.0 KB → 4.0 KB")
+    assert sorted((tmp_path / "images").rglob("*.png")) == images
+
+    monkeypatch.setenv("IMAGE_STORE_MAX_GB", "0.000006")
+    assert main(["db", "prune"]) == 0
+    assert capsys.readouterr().out.startswith("deleted the images of 2 jobs (8 files, 8.0 KB)")
+    assert [p.parent.name for p in sorted((tmp_path / "images").rglob("*.png"))] == [str(jobs[2])] * 4
+
+
+def test_db_prune_without_a_rule_or_a_database_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "nowhere"))
+    assert main(["db", "prune", "--days", "30"]) == 2
+    assert capsys.readouterr().err.startswith("dreamgrid: there is no database at ")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    _database_with_jobs(tmp_path, [1])
+    assert main(["db", "prune"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dreamgrid: nothing to prune by: set IMAGE_RETENTION_DAYS or IMAGE_STORE_MAX_GB, or pass --days or --max-gb."
+    )
+
+
+def test_db_backup_writes_a_checked_copy_and_db_check_reads_it(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    _database_with_jobs(tmp_path / "data", [1, 1])
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    version = len(available_migrations())
+
+    assert main(["db", "backup", str(backups)]) == 0  # a folder: a dated file inside it
+    (copy,) = backups.iterdir()
+    assert copy.name.startswith("dreamgrid-") and copy.suffix == ".sqlite3"
+    assert capsys.readouterr().out.strip().endswith(f"(schema version {version}, 2 jobs); integrity check ok")
+    assert main(["db", "check", str(copy)]) == 0
+    assert capsys.readouterr().out.strip() == f"{copy}: ok (schema version {version}, 2 jobs)"
+    assert main(["db", "check"]) == 0
+
+    assert main(["db", "backup", str(copy)]) == 2  # never overwrites a backup
+    assert capsys.readouterr().err.strip() == (
+        f"dreamgrid: {copy} already exists; give the backup a new name, or a folder."
+    )
+    (tmp_path / "notes.txt").write_text("not a database")
+    assert main(["db", "check", "notes.txt"]) == 2
+    assert capsys.readouterr().err.strip() == "dreamgrid: notes.txt cannot be checked: file is not a database"

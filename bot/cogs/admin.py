@@ -18,6 +18,7 @@ from bot import policy
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import KEYS, Key
+from bot.retention import StorageUsage, format_bytes, storage_usage
 from bot.store import ConfigChange
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,18 @@ def _show_stored(key: Key, value: Any, bot: DreamGrid) -> str:
     if value is None:
         return f"default ({key.show(key.default_for(bot.settings), bot.settings)})"
     return key.show(key.effective(value, bot.settings), bot.settings)
+
+
+def _storage(usage: StorageUsage, bot: DreamGrid) -> str:
+    policy = bot.retention.policy
+    limit = f"limit {format_bytes(policy.max_bytes)}" if policy.max_bytes is not None else "no size limit"
+    oldest = discord.utils.format_dt(usage.oldest_image, "R") if usage.oldest_image else "none yet"
+    return (
+        f"images: **{format_bytes(usage.image_bytes)}** in {usage.image_files} files ({limit})\n"
+        f"oldest kept image: {oldest}\n"
+        f"free disk: **{format_bytes(usage.free_bytes)}** of {format_bytes(usage.disk_bytes)}\n"
+        f"retention: {policy.describe()}; deleted images are drawn again when asked for"
+    )
 
 
 # Discord hides the group from members without Manage Server, unless the owner says otherwise.
@@ -87,7 +100,13 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
                 lines += f"\ndefault: {key.show(key.default_for(settings), settings)}"
             text = f"{lines}\n{key.description}"
             embed.add_field(name=key.name, value=_clip(text, EMBED_FIELD_CHARS), inline=False)
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        # Walking a large images folder takes a moment, so answer "thinking…" first.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        usage = await storage_usage(settings.data_dir)
+        embed.add_field(
+            name="storage (the whole bot, set by its operator)", value=_storage(usage, self.bot), inline=False
+        )
+        await interaction.followup.send(embed=embed, ephemeral=True)
 
     @app_commands.command(name="set", description="Change a setting")
     @app_commands.describe(key="The setting to change", value="Its new value (see /config show)")
