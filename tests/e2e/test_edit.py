@@ -126,6 +126,12 @@ async def test_custom_zoom_takes_a_new_aspect_and_remix_is_refused_when_the_serv
         assert (job.spec.edit.zoom, job.spec.edit.aspect) == (1.5, "2:1")
         assert wide.attachments[0].image().size == (176, 96)  # 88x48 tiles: 2:1 at 64² pixels
 
+        # 🔄 under an edit's grid: the same zoom of the same picture, new seeds.
+        again = await result_of(await fake.click(wide, "dg:reroll:2"))
+        job, zoomed = await bot.store.get_job(3), await bot.store.get_job(2)
+        assert (job.kind, job.parent_id, job.parent_index, job.spec.edit) == ("zoom", 1, 3, zoomed.spec.edit)
+        assert job.seeds != zoomed.seeds and again.attachments[0].image().size == (176, 96)
+
         bad = await fake.click(tile, label="Custom Zoom")
         await bad.ack()
         refused = await fake.submit_modal(bad, {"prompt": "a harbour --zoom 5"})
@@ -139,7 +145,7 @@ async def test_custom_zoom_takes_a_new_aspect_and_remix_is_refused_when_the_serv
         refused = await fake.submit_modal(remixed, {"prompt": "a castle --seed 2 --zoom 2"})
         await refused.ack()
         assert "Remix" in (await refused.wait_for_reply()).content
-        assert await bot.store.get_job(3) is None
+        assert await bot.store.get_job(4) is None
 
 
 async def test_pan_stops_at_the_servers_size_limit_and_upscale_disappears_beyond_it(
