@@ -45,9 +45,10 @@ MakeEdit = Callable[[ImageRow, GuildConfig], EditSpec]
 ZOOMS = {"2": 2.0, "1.5": 1.5}  # the Zoom Out buttons; custom_id word -> zoom
 
 
-async def _picture(bot: DreamGrid, job_id: int, index: int) -> tuple[Job, ImageRow]:
+async def _picture(interaction: Interaction, job_id: int, index: int) -> tuple[Job, ImageRow]:
     """The finished picture a button works on: its job and its stored image's row."""
-    job = await jobs.job_or_error(bot, job_id)
+    bot = interaction.client
+    job = await jobs.job_or_error(bot, interaction, job_id)
     if job.status != "done":
         raise UserError(f"Job {job.id} has no finished images to work from.")
     row = next((r for r in await bot.store.get_images(job.id) if r.idx == index), None)
@@ -72,7 +73,7 @@ async def start_edit(
     bot = interaction.client
 
     async def build(config: GuildConfig) -> list[NewJob]:
-        parent, row = await _picture(bot, job_id, index)
+        parent, row = await _picture(interaction, job_id, index)
         try:
             edit = make_edit(row, config)
         except edits.EditError as exc:
@@ -130,7 +131,7 @@ class ZoomButton(GuardedItem[discord.ui.Button], template=r"dg:zoom:(?P<how>2|1\
     async def respond(self, interaction: Interaction) -> None:
         if self.how == "custom":
             await policy.gate(interaction.client, interaction)
-            parent, row = await _picture(interaction.client, self.job_id, self.index)
+            parent, row = await _picture(interaction, self.job_id, self.index)
             await interaction.response.send_modal(CustomZoomModal(parent=parent, index=self.index, row=row))
             return
 
@@ -179,7 +180,7 @@ class PanButton(
 
     async def respond(self, interaction: Interaction) -> None:
         bot = interaction.client
-        tile_size = bot.engine.native_size((await jobs.job_or_error(bot, self.job_id)).model)
+        tile_size = bot.engine.native_size((await jobs.job_or_error(bot, interaction, self.job_id)).model)
 
         def pan(row: ImageRow, config: GuildConfig) -> EditSpec:
             limit = config["max_image_size"]
@@ -272,7 +273,7 @@ class VaryRegionButton(GuardedItem[discord.ui.Button], template=r"dg:region:(?P<
     async def respond(self, interaction: Interaction) -> None:
         bot = interaction.client
         await policy.gate(bot, interaction)
-        job, row = await _picture(bot, self.job_id, self.index)
+        job, row = await _picture(interaction, self.job_id, self.index)
         stored = await jobs.stored_or_redraw(bot, interaction, job, then="press Vary (Region) on the new grid.")
         if stored is None:
             return
