@@ -66,6 +66,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         describer=settings.describer,
         ip_adapter=settings.ip_adapter,
         ip_adapter_weight=settings.ip_adapter_weight,
+        inpaint_unets={settings.model: settings.inpaint_model} if settings.inpaint_model else None,
     ) as engine:
         yield engine
 

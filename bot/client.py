@@ -27,6 +27,7 @@ EXTENSIONS = (
     "bot.cogs.images",
     "bot.cogs.blend",
     "bot.cogs.describe",
+    "bot.cogs.edit",
     "bot.cogs.account",
     "bot.cogs.queue",
     "bot.cogs.admin",

@@ -59,3 +59,38 @@ def preview_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=70)
     return buffer.getvalue()
+
+
+REGION_OVERLAY_SIDE = 512  # the Vary (Region) picture is shown at least this large, so numbers are readable
+
+
+def region_overlay(image: Image.Image) -> Image.Image:
+    """The picture with the Vary (Region) grid drawn over it: cell lines and each cell's number.
+
+    Small pictures are enlarged first (the shipped model's are 64 px), so every number is legible.
+    """
+    from PIL import ImageDraw, ImageFont
+
+    from engine.canvas import cell_boxes
+
+    scale = max(1.0, REGION_OVERLAY_SIDE / max(image.size))
+    shown = image.convert("RGB").resize(
+        (round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS
+    )
+    draw = ImageDraw.Draw(shown, "RGBA")
+    boxes = [tuple(round(v * scale) for v in box) for box in cell_boxes(image.width, image.height)]
+    side = min(min(right - left, bottom - top) for left, top, right, bottom in boxes)
+    font = ImageFont.load_default(size=max(10, side // 3))
+    for number, (left, top, right, bottom) in enumerate(boxes, start=1):
+        draw.rectangle((left, top, right - 1, bottom - 1), outline=(255, 255, 255, 220), width=max(1, side // 48))
+        centre = ((left + right) / 2, (top + bottom) / 2)
+        draw.text(
+            centre,
+            str(number),
+            font=font,
+            anchor="mm",
+            fill="white",
+            stroke_width=max(1, side // 24),
+            stroke_fill="black",
+        )
+    return shown

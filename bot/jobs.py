@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import kinds, messages, policy
+from bot import edits, kinds, messages, policy
 from bot.errors import DEFERRED, UserError
 from bot.guild_config import GuildConfig
 from bot.kinds import JobKind, Source
 from bot.prompt import ParsedPrompt, PromptError, parse_prompt
 from bot.rows import ImageRow, Job, NewJob
-from bot.spec import DeliveryOptions, InputImage, JobSpec, RenderSpec, ShownValues
+from bot.spec import DeliveryOptions, EditSpec, InputImage, JobSpec, RenderSpec, ShownValues
 from bot.store import QueueFull
 from engine import params as render_params
 from engine.requests import ImagePromptMethod
@@ -196,11 +196,35 @@ async def child_job(
     index: int | None,
     strength: float | None = None,
     prompt: str | None = None,
+    edit: EditSpec | None = None,
 ) -> NewJob:
-    """The job a click on `parent` asks for; `prompt` is a Remix edit of the parent's prompt."""
+    """The job a click on `parent` asks for; `prompt` is a Remix edit of the parent's prompt.
+
+    `edit`: what a Zoom, Make Square, Pan or Vary (Region) button chose for image `index`.
+    """
+    if kind is kinds.REROLL and parent.spec.edit is not None and parent.parent_id is not None:
+        # 🔄 under an edit's grid draws the same edit of the same picture again, with new seeds.
+        source = await job_or_error(bot, interaction, parent.parent_id)
+        edited = kinds.get(parent.kind)
+        return await child_job(
+            bot,
+            interaction,
+            config,
+            source,
+            kind=edited,
+            index=parent.parent_index,
+            strength=edited.default_strength,
+            prompt=prompt,
+            edit=parent.spec.edit,
+        )
     if strength is None and kinds.get(parent.kind) is kind:  # 🔄 on a variation of a picture: as strong again
         strength = parent.spec.render.strength
-    spec = parent.spec
+    spec = dataclasses.replace(parent.spec, edit=None)  # a variation of a zoomed picture is no zoom
+    if kind.source is Source.PARENT_TILE and index is not None:
+        # The picture's own size: an upscale's is its kind's scale times what its job started from.
+        row = next((r for r in await bot.store.get_images(parent.id) if r.idx == index), None)
+        if row is not None:
+            spec = spec.replace_render(width=row.width, height=row.height)
     text = parent.prompt
     model = parent.model
     if prompt is not None and prompt != parent.prompt:
@@ -232,6 +256,12 @@ async def child_job(
     if strength is not None:
         steps = render_params.img2img_steps(steps, strength)
     spec = spec.replace_render(steps=steps, strength=strength)
+    if edit is not None:
+        width, height = edits.result_size(edit, spec.render.width, spec.render.height)
+        # An edit finishes a picture on a new canvas: --stop and --tile do not apply to it.
+        spec = dataclasses.replace(spec, edit=edit).replace_render(
+            width=width, height=height, stop=render_params.STOP_DEFAULT, tile=False
+        )
     return new_job(
         interaction,
         kind=kind,

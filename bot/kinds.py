@@ -35,10 +35,11 @@ class Output(enum.Enum):
 
 
 class ResultButtons(enum.Enum):
-    """The buttons under a finished job's message (bot.cogs.imagine builds them)."""
+    """The buttons under a finished job's message (bot.cogs.imagine builds the grid's, bot.cogs.edit the picture's)."""
 
     GRID = "grid"  # U1–U4 🔄 / V1–V4 ✉️
     PROMPTS = "prompts"  # 1️⃣–4️⃣ 🔄 / Imagine all (bot.cogs.describe builds them)
+    PICTURE = "picture"  # the edit buttons under one image (bot.cogs.edit): Vary, Upscale, Zoom, Pan, …
     NONE = "none"
 
 
@@ -159,6 +160,7 @@ UPSCALE = register(
         strengths=MappingProxyType(
             {"subtle": render_params.UPSCALE_SUBTLE, "creative": render_params.UPSCALE_CREATIVE}
         ),
+        buttons=ResultButtons.PICTURE,
         tile_button=TileButton(word="up", label="Upscale", emoji="🔍"),
     )
 )
@@ -196,6 +198,7 @@ UPSCALE_OF_PICTURE = register(
         output=Output.SINGLE,
         scale=2,
         strengths=UPSCALE.strengths,
+        buttons=ResultButtons.PICTURE,  # an upscaled picture carries the edit loop like any upscale
     )
 )
 BLEND = register(
@@ -221,3 +224,50 @@ DESCRIBE = register(
 )
 # Which kind works from a member's picture in place of a job's tile.
 FOR_PICTURES = {VARIATION.name: VARIATION_OF_PICTURE, UPSCALE.name: UPSCALE_OF_PICTURE}
+# The edit loop (bot.cogs.edit owns their buttons; bot.edits what each records in JobSpec.edit).
+# Outpainting draws its new area from scratch: strength 1 there, the kept picture pasted back.
+_NEW_AREA = MappingProxyType({"new area": 1.0})
+ZOOM = register(
+    JobKind(
+        name="zoom",
+        action=Action.OUTPAINT,
+        label=" - Zoom Out",
+        source=Source.PARENT_TILE,
+        strengths=_NEW_AREA,
+        remix=True,
+        buttons=ResultButtons.GRID,
+    )
+)
+SQUARE = register(
+    JobKind(
+        name="make_square",
+        action=Action.OUTPAINT,
+        label=" - Make Square",
+        source=Source.PARENT_TILE,
+        strengths=_NEW_AREA,
+        remix=True,
+        buttons=ResultButtons.GRID,
+    )
+)
+PAN = register(
+    JobKind(
+        name="pan",
+        action=Action.OUTPAINT,
+        label=" - Pan",
+        source=Source.PARENT_TILE,
+        strengths=_NEW_AREA,
+        remix=True,
+        buttons=ResultButtons.GRID,
+    )
+)
+REGION = register(
+    JobKind(
+        name="region",
+        action=Action.INPAINT,
+        label=" - Vary (Region)",
+        source=Source.PARENT_TILE,
+        strengths=MappingProxyType({"region": render_params.VARY_REGION}),
+        remix=True,
+        buttons=ResultButtons.GRID,
+    )
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import discord
 
-from bot import kinds
+from bot import edits, kinds
 from bot.image_inputs import shown_name
 from bot.rows import ImageRow, Job
 from engine.requests import ImagePromptMethod
@@ -40,7 +40,10 @@ def _line(job: Job, status: str) -> str:
     """
     tile = f" (image #{job.parent_index})" if job.parent_index else ""
     kind = kinds.KINDS.get(job.kind)  # a row from a newer version may name a kind this one lacks
-    tail = f"{kind.label if kind else ''}{tile} - <@{job.user_id}>{status}"
+    label = kind.label if kind else ""
+    if job.spec.edit is not None and (detail := edits.describe(job.spec.edit)):
+        label += f" {detail}"  # " - Zoom Out 2x", " - Pan ➡️", " - Vary (Region) cells 6, 7"
+    tail = f"{label}{tile} - <@{job.user_id}>{status}"
     room = MESSAGE_CHARS - len(tail) - 4  # the ** around the prompt
     return f"{_prompt(job, min(room, PROMPT_PREVIEW_CHARS))}{tail}"
 

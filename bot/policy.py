@@ -136,7 +136,7 @@ def apply_limits(kind: JobKind, spec: JobSpec, config: GuildConfig) -> JobSpec:
         render=dataclasses.replace(
             render, steps=steps, width=width, height=height, safety_check=bool(config["safety_checker"])
         ),
-        delivery=dataclasses.replace(spec.delivery, spoiler_flagged=config["spoiler_flagged"]),
+        delivery=dataclasses.replace(spec.delivery, spoiler_flagged=config["spoiler_flagged"], size_limit=limit),
     )
 
 

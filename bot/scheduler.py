@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import discord
 from PIL import Image
 
-from bot import kinds, messages
+from bot import edits, kinds, messages
 from bot.delivery import Delivery
 from bot.images import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
 from bot.kinds import Output, Source
@@ -52,6 +52,8 @@ class JobViews:
 
     progress: Callable[[Job], discord.ui.View | None] = lambda job: None  # Cancel, while waiting or running
     result: Callable[[Job], discord.ui.View | None] = lambda job: None  # U/V/🔄 under a finished grid
+    # The edit buttons under one picture (job, image number, its width and height): bot.cogs.edit.
+    picture: Callable[[Job, int, int, int], discord.ui.View | None] = lambda job, index, width, height: None
 
 
 class Scheduler:
@@ -254,14 +256,23 @@ class Scheduler:
 
     async def _request_for(self, job: Job) -> RenderRequest:
         kind = kinds.get(job.kind)
-        source, pictures = None, []
+        source, pictures, mask_image = None, [], None
         if kind.source is Source.PARENT_TILE:
             source = await self._source_image(job)
         elif kind.source is Source.UPLOADS:
             pictures = await self._input_images(job)
             source = pictures[0]
+        if job.spec.edit is not None and source is not None:
+            # The canvas and mask are made again from the parent's picture and what the member chose.
+            inputs = await asyncio.to_thread(edits.render_inputs, job.spec.edit, source)
+            source, mask_image = inputs.init_image, inputs.mask_image
         return job.spec.render.request(
-            action=kind.action, seeds=job.seeds, model=job.model, init_image=source, pictures=pictures
+            action=kind.action,
+            seeds=job.seeds,
+            model=job.model,
+            init_image=source,
+            pictures=pictures,
+            mask_image=mask_image,
         )
 
     async def _describe(self, job: Job) -> DescribeResult:

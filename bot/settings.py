@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     model: str = "dreamgrid-tiny"
     # Other models members may pick with `--model`; the default MODEL is always included.
     models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A 9-channel inpainting model of MODEL's family whose UNet Zoom, Pan and Vary (Region) use.
+    inpaint_model: str | None = None
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     data_dir: Path = Path("data")

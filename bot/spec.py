@@ -1,4 +1,5 @@
-"""A job's recorded request, typed: what the engine draws, what the member typed, how it is delivered.
+"""A job's recorded request, typed: what the engine draws, what the member typed, how it is delivered,
+and, for Zoom, Make Square, Pan and Vary (Region), what the member chose to change.
 
 Stored as JSON in `jobs.params`. Rows written before these types (one flat dict) still load:
 `JobSpec.from_json` sorts a flat dict's keys into the three parts.
@@ -46,6 +47,7 @@ class RenderSpec:
         model: str | None,
         init_image: Image.Image | None = None,
         pictures: Sequence[Image.Image] = (),
+        mask_image: Image.Image | None = None,
     ) -> RenderRequest:
         """`init_image`: the picture the kind draws from (a tile, or a member's picture); `pictures`: all of them."""
         image_prompt = action is Action.IMAGE_PROMPT  # the picture steers; it is not the starting point
@@ -59,6 +61,7 @@ class RenderSpec:
             image_prompt=init_image if image_prompt else None,
             image_weight=render_params.IMAGE_WEIGHT_DEFAULT if self.image_weight is None else self.image_weight,
             image_prompt_method=ImagePromptMethod(self.image_prompt_method) if self.image_prompt_method else None,
+            mask_image=mask_image,
             preview=not self.safety_check,  # a preview would show what the checker has not seen
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,
@@ -87,6 +90,19 @@ class ShownValues:
 class DeliveryOptions:
     upload_limit: int | None = None  # bytes the channel takes, from the interaction; None: Discord's default
     spoiler_flagged: bool = True  # post images the safety checker flagged as spoilers
+    size_limit: int | None = None  # the server's longest side when admitted: Upscale is offered while 2x fits
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EditSpec:
+    """What an edit button chose (`bot.edits`): with the parent's picture, enough to make the same
+    canvas and mask again. Zoom and Make Square set `zoom`/`aspect`, Pan `pan`, Vary (Region) `cells`."""
+
+    zoom: float | None = None  # the picture becomes 1/zoom of the frame
+    aspect: str | None = None  # a new frame shape ("16:9") at the same pixel count
+    pan: str | None = None  # left, right, up, down
+    pan_by: int = 0  # pixels the canvas grows that way
+    cells: tuple[int, ...] = ()  # Vary (Region): the cells redrawn, numbered as engine.canvas.cell_boxes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +122,7 @@ class JobSpec:
     delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
     inputs: tuple[InputImage, ...] = ()  # members' pictures, for kinds that draw from uploads
     described: tuple[str, ...] = ()  # what a describe job found: its prompts, recorded when it finishes
+    edit: EditSpec | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -117,12 +134,14 @@ class JobSpec:
             parts = {part: data.get(part, {}) for part in ("render", "shown", "delivery")}
         else:  # a flat dict, as rows were stored before migration 0003
             parts = {part: data for part in ("render", "shown", "delivery")}
+        edit = data.get("edit")
         return cls(
             render=_build(RenderSpec, parts["render"]),
             shown=_build(ShownValues, parts["shown"]),
             delivery=_build(DeliveryOptions, parts["delivery"]),
             inputs=tuple(_build(InputImage, picture) for picture in data.get("inputs", ())),
             described=tuple(data.get("described", ())),
+            edit=_build(EditSpec, {**edit, "cells": tuple(edit.get("cells", ()))}) if edit else None,
         )
 
     def replace_render(self, **changes: Any) -> JobSpec:

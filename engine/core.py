@@ -41,6 +41,8 @@ from PIL import Image  # noqa: E402
 from engine.actions import blend as blend_action  # noqa: E402
 from engine.actions import image_prompt as image_prompt_action  # noqa: E402
 from engine.actions import imagine as imagine_action  # noqa: E402
+from engine.actions import inpaint as inpaint_action  # noqa: E402
+from engine.actions import outpaint as outpaint_action  # noqa: E402
 from engine.actions import upscale as upscale_action  # noqa: E402
 from engine.actions import variation as variation_action  # noqa: E402
 from engine.actions.common import FLAGGED, RenderInterrupted  # noqa: E402
@@ -65,23 +67,23 @@ log = logging.getLogger(__name__)
 TINY_MODEL = "dreamgrid-tiny"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
+
+def _picture_pipeline(request: RenderRequest) -> str:
+    """An image prompt or blend starts from the pictures (img2img) unless an IP-Adapter steers text2img."""
+    return "img2img" if request.image_prompt_method == ImagePromptMethod.IMAGE_TO_IMAGE else "text2img"
+
+
 _ACTIONS: Mapping[
-    Action, tuple[Callable[..., Any], Callable[[RenderRequest], None], Callable[[RenderRequest], bool]]
+    Action, tuple[Callable[..., Any], Callable[[RenderRequest], None], Callable[[RenderRequest], str]]
 ] = {
-    # action -> (render function, check_inputs, whether a request runs on the image-to-image pipeline)
-    Action.IMAGINE: (imagine_action.imagine, imagine_action.check_inputs, lambda r: False),
-    Action.VARIATION: (variation_action.variation, variation_action.check_inputs, lambda r: True),
-    Action.UPSCALE: (upscale_action.upscale, upscale_action.check_inputs, lambda r: True),
-    Action.IMAGE_PROMPT: (
-        image_prompt_action.image_prompt,
-        image_prompt_action.check_inputs,
-        lambda r: r.image_prompt_method == ImagePromptMethod.IMAGE_TO_IMAGE,
-    ),
-    Action.BLEND: (
-        blend_action.blend,
-        blend_action.check_inputs,
-        lambda r: r.image_prompt_method == ImagePromptMethod.IMAGE_TO_IMAGE,
-    ),
+    # action -> (render function, check_inputs, which of the model's pipelines a request runs on)
+    Action.IMAGINE: (imagine_action.imagine, imagine_action.check_inputs, lambda r: "text2img"),
+    Action.VARIATION: (variation_action.variation, variation_action.check_inputs, lambda r: "img2img"),
+    Action.UPSCALE: (upscale_action.upscale, upscale_action.check_inputs, lambda r: "img2img"),
+    Action.OUTPAINT: (outpaint_action.outpaint, outpaint_action.check_inputs, lambda r: "inpaint"),
+    Action.INPAINT: (inpaint_action.inpaint, inpaint_action.check_inputs, lambda r: "inpaint"),
+    Action.IMAGE_PROMPT: (image_prompt_action.image_prompt, image_prompt_action.check_inputs, _picture_pipeline),
+    Action.BLEND: (blend_action.blend, blend_action.check_inputs, _picture_pipeline),
 }
 
 
@@ -122,6 +124,7 @@ class _Model:
     name: str
     text2img: Any
     img2img: Any
+    inpaint: Any
     latent_rgb: torch.Tensor
     ip_adapter: image_prompt_action.IPAdapter | None = None
 
@@ -191,6 +194,8 @@ class DiffusersEngine:
         `dreamgrid-tiny` (engine/weights/dreamgrid-tiny/ if present, else a random tiny model).
     models: every installed model the bot may offer (default: just `model`); loaded lazily, cached.
     pipelines: already-built pipelines by name (tests, benchmarks); they count as installed.
+    inpaint_unets: by model name, a diffusers folder (or cached id) of a 9-channel inpainting model
+        of the same family, whose UNet Zoom/Pan/Vary (Region) use instead of the model's own.
     max_batch: most images in one pipeline call (a request is never split).
     speedups: the switches engine/optimize.py applies to every loaded model (default: all on but
         compile); `dtype` is the half-precision switch.
@@ -215,6 +220,7 @@ class DiffusersEngine:
         ip_adapter: str | Path | None = None,
         ip_adapter_weight: str | None = None,
         describer: str = SHIPPED_DESCRIBER,
+        inpaint_unets: Mapping[str, str] | None = None,
     ) -> None:
         self.device = _pick_device(device)
         self.dtype = _pick_dtype(dtype, self.device)
@@ -227,6 +233,7 @@ class DiffusersEngine:
         self.ip_adapter = Path(ip_adapter) if ip_adapter else None
         self.ip_adapter_weight = ip_adapter_weight
         self._preloaded = dict(pipelines or {})
+        self._inpaint_unets = dict(inpaint_unets or {})
         self._default = model
         names = list(models) if models is not None else [model]
         for name in [model, *self._preloaded]:
@@ -438,6 +445,7 @@ class DiffusersEngine:
             log.info("loaded IP-Adapter %s for image prompts on %s", ip_adapter.weight_name, name)
         img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         img2img.set_progress_bar_config(disable=True)
+        inpaint = self._inpaint_pipeline(name, pipe)
         latent_rgb = fit_latent_rgb(pipe.vae)
         log.info("loaded model %s on %s/%s in %.1f s", name, self.device, self.dtype, time.perf_counter() - started)
         if self.speedups.compile != "off":
@@ -450,7 +458,30 @@ class DiffusersEngine:
                 len(sizes),
             )
             log.info("compiled model %s in %.1f s", name, warm_up(pipe, sizes))
-        return _Model(name, pipe, img2img, latent_rgb, ip_adapter)
+        return _Model(name, pipe, img2img, inpaint, latent_rgb, ip_adapter)
+
+    def _inpaint_pipeline(self, name: str, pipe: Any) -> Any:
+        """The inpainting pipeline on the loaded weights; only a configured 9-channel UNet is extra."""
+        from diffusers import AutoPipelineForInpainting, UNet2DConditionModel
+
+        extra: dict[str, Any] = {}
+        if name in self._inpaint_unets:
+            source = self._inpaint_unets[name]
+            try:
+                unet = UNet2DConditionModel.from_pretrained(
+                    source, subfolder="unet", dtype=self.dtype, local_files_only=True
+                )
+            except Exception as e:
+                raise RenderError(f"could not load the inpainting UNet of {name!r} from {source!r}: {e}") from e
+            if unet.config.in_channels != 9:
+                raise RenderError(
+                    f"the inpainting UNet for {name!r} ({source}) has {unet.config.in_channels} input channels, "
+                    "not 9: it is not an inpainting model"
+                )
+            extra["unet"] = unet.to(self.device)
+        inpaint = AutoPipelineForInpainting.from_pipe(pipe, **extra)
+        inpaint.set_progress_bar_config(disable=True)
+        return inpaint
 
     # -- the worker ---------------------------------------------------------------------------
 
@@ -504,8 +535,8 @@ class DiffusersEngine:
             requests += self._filler(requests)
         try:
             model = self._model(first.model)
-            render, _, uses_img2img = _ACTIONS[first.request.action]
-            pipe = model.img2img if uses_img2img(first.request) else model.text2img
+            render, _, pipeline = _ACTIONS[first.request.action]
+            pipe = getattr(model, pipeline(first.request))
             on_step = self._step_callback(batch, model)
             check = self.safety_checker and any(r.safety_check for r in requests)
             steered_by_pictures = first.request.action in (Action.IMAGE_PROMPT, Action.BLEND)

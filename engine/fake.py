@@ -1,7 +1,8 @@
 """An engine with the real one's interface and no torch, for the bot's tests and load benchmarks.
 
 Each tile is a flat colour derived from (prompt, seed) with the seed drawn on it, so the
-same request gives the same pixels and different seeds give visibly different tiles.
+same request gives the same pixels and different seeds give visibly different tiles. An outpaint
+or inpaint keeps the pixels its mask keeps.
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ class FakeEngine:
             raise RenderError("the fake engine was told to fail")
         scale = 2 if request.action is Action.UPSCALE else 1
         images = tuple(_tile(request, seed, request.width * scale, request.height * scale) for seed in request.seeds)
+        if request.mask_image is not None and request.init_image is not None:
+            # Outpaint and inpaint keep what the mask keeps, as the real engine does.
+            kept = request.init_image.convert("RGB")
+            images = tuple(Image.composite(image, kept, request.mask_image.convert("L")) for image in images)
         flagged = ()
         if request.safety_check:
             flagged = (any(p in request.prompt for p in self.nsfw_prompts),) * len(images)

@@ -6,7 +6,9 @@ the engine CLI's help are written from it, and a test checks the README's table 
 
 Image-to-image strengths: Vary Strong / Subtle use img2img `strength` 0.75 / 0.4; Upscale Subtle /
 Creative is 2x Lanczos, then img2img `strength` 0.1 / 0.2 ("hires fix"). An image prompt's `--iw W`
-is IP-Adapter scale 0.5·W, or without an adapter img2img `strength` 1 − 0.25·W.
+is IP-Adapter scale 0.5·W, or without an adapter img2img `strength` 1 − 0.25·W. Zoom Out, Pan and Make Square
+run the inpainting pipeline (`from_pipe`) on a larger canvas at strength 1; Vary (Region) runs it on the
+chosen cells at `VARY_REGION` (1: redrawn from scratch).
 
 Stylize: higher values mean "more artistic, less literal" in Midjourney, which is lower classifier-free
 guidance. Chaos: a tile with chaos C gets a 2x2 random field, upsampled, added to its starting noise
@@ -50,6 +52,7 @@ BLEND_STRENGTH = 0.3
 BLEND_MIN_IMAGES, BLEND_MAX_IMAGES = 2, 5
 # /blend with an IP-Adapter: its scale, as an image prompt's at --iw 2 (the images lead, the prompt is optional).
 BLEND_IP_ADAPTER_SCALE = 1.0
+VARY_REGION = 1.0  # Vary (Region) redraws the chosen cells from scratch, as Midjourney's does
 
 
 @dataclass(frozen=True, slots=True)

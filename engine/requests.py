@@ -20,6 +20,8 @@ class Action(enum.StrEnum):
     IMAGINE = "imagine"  # text -> four tiles (a reroll is an imagine with new seeds)
     VARIATION = "variation"  # one tile -> four new tiles (image-to-image)
     UPSCALE = "upscale"  # one tile -> one image twice the size
+    OUTPAINT = "outpaint"  # a picture on a larger canvas -> the new area drawn (Zoom Out, Pan, Make Square)
+    INPAINT = "inpaint"  # a picture and a mask -> the masked region redrawn (Vary (Region))
     BLEND = "blend"  # two to five images -> four tiles that mix them
     DESCRIBE = "describe"  # one image -> four prompts, through Engine.describe (no render)
     IMAGE_PROMPT = "image_prompt"  # text + a member's picture -> four tiles steered by the picture
@@ -43,9 +45,10 @@ class RenderRequest:
     guidance_scale: float = 7.5
     negative_prompt: str = ""
     model: str | None = None  # None: the engine's default model
-    init_image: Image.Image | None = field(default=None, compare=False)  # variation/upscale source
+    init_image: Image.Image | None = field(default=None, compare=False)  # variation/upscale/edit source
+    mask_image: Image.Image | None = field(default=None, compare=False)  # outpaint/inpaint: white is drawn
     blend_images: tuple[Image.Image, ...] = field(default=(), compare=False)  # blend: 2-5 sources, any size
-    strength: float | None = None  # variation/upscale/blend: 0 keeps the source, 1 ignores it
+    strength: float | None = None  # variation/upscale/blend/inpaint: 0 keeps the source, 1 ignores it
     chaos: int = 0  # 0-100: how far the four tiles spread apart
     stop: int = 100  # 10-100: percent of the steps to run before finishing
     tile: bool = False  # seamless tiling

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot import kinds
+from bot.cogs import edit
 from bot.cogs.account import SettingsButton, SettingsSelect
 from bot.cogs.imagine import BUTTONS, TileActionButton, result_view, tile_view
 from bot.cogs.queue import CancelButton
@@ -36,12 +37,14 @@ def test_every_kind_has_a_label_an_action_and_a_button_set(kind: JobKind):
     assert isinstance(kind.label, str) and kinds.get(kind.name) is kind
     assert kind.action in Action
     assert kind.buttons in ResultButtons
-    view = result_view(finished(kind))
+    view = result_view(finished(kind), picture=edit.picture_view)
     ids = [item.custom_id for item in view.children] if view else []
     if kind.buttons is ResultButtons.GRID:
         assert {"dg:u:7:1", "dg:v:7:4", "dg:reroll:7", "dg:dm:7"} <= set(ids)
     elif kind.buttons is ResultButtons.PROMPTS:
         assert {"dg:desc:7:again", "dg:desc:7:all"} <= set(ids)
+    elif kind.buttons is ResultButtons.PICTURE:  # one image, and the edit loop under it
+        assert {"dg:vary:strong:7:1", "dg:region:7:1", "dg:zoom:2:7:1", "dg:pan:left:7:1", "dg:dm:7:1"} <= set(ids)
     else:
         assert ids == []
     # A kind that redraws a picture needs to know how strongly (an image prompt: the member's --iw);
@@ -82,8 +85,9 @@ def test_the_buttons_under_a_tile_come_from_the_registry_and_old_ids_still_match
     for old in ("dg:vary:strong:1:4", "dg:up:subtle:12:1", "dg:up:creative:3:3"):
         assert template.fullmatch(old)
     # Every custom_id that matches a template matches exactly one.
-    for custom_id in [*ids, "dg:u:7:1", "dg:v:7:1", "dg:reroll:7", "dg:dm:7"]:
-        matching = [b for b in BUTTONS if b.__discord_ui_compiled_template__.fullmatch(custom_id)]
+    picture = [item.custom_id for item in edit.picture_view(finished(kinds.UPSCALE), 2, 96, 64).children]
+    for custom_id in [*ids, *picture, "dg:u:7:1", "dg:v:7:1", "dg:reroll:7", "dg:dm:7", "dg:cells:7:2"]:
+        matching = [b for b in (*BUTTONS, *edit.BUTTONS) if b.__discord_ui_compiled_template__.fullmatch(custom_id)]
         assert len(matching) == 1, custom_id
         assert len(custom_id) <= 100
 
@@ -91,9 +95,9 @@ def test_the_buttons_under_a_tile_come_from_the_registry_and_old_ids_still_match
 def test_registering_a_name_or_tile_word_twice_is_refused():
     with pytest.raises(ValueError, match="registered twice"):
         kinds.register(kinds.JobKind(name="imagine", action=Action.IMAGINE, label=""))
-    with pytest.raises(LookupError, match="unknown job kind 'zoom'"):
-        kinds.get("zoom")
-    assert "zoom" not in kinds.KINDS
+    with pytest.raises(LookupError, match="unknown job kind 'teleport'"):
+        kinds.get("teleport")
+    assert "teleport" not in kinds.KINDS
 
 
 KIND_NAMES = "|".join(map(re.escape, kinds.KINDS))
@@ -122,7 +126,7 @@ def test_no_module_outside_the_registry_branches_on_a_kinds_name():
 
 
 def test_every_button_and_select_answers_through_the_guarded_base():
-    for item in (*BUTTONS, SettingsSelect, SettingsButton, CancelButton):
+    for item in (*BUTTONS, *edit.BUTTONS, SettingsSelect, SettingsButton, CancelButton):
         assert issubclass(item, GuardedItem), item.__name__
         # Overriding these would skip the base's error handling.
         assert "callback" not in vars(item) and "interaction_check" not in vars(item), item.__name__

@@ -13,7 +13,6 @@ from discord.ext import commands
 
 from bot import jobs, kinds, messages
 from bot.client import DreamGrid
-from bot.cogs.imagine import result_view
 from bot.errors import UserError
 from bot.images import encode_grid
 from bot.kinds import Output
@@ -179,7 +178,7 @@ class Account(commands.Cog):
                 content=messages.done(job),
                 embed=messages.described_embed(job, filename),
                 file=discord.File(io.BytesIO(data), filename=filename),
-                view=result_view(job),
+                view=self.bot.views.result(job),
                 allowed_mentions=discord.AllowedMentions.none(),
             )
             return
@@ -193,7 +192,7 @@ class Account(commands.Cog):
             content=messages.done(job),
             embed=messages.result_embed(job, rows, filename),
             file=discord.File(io.BytesIO(data), filename=filename),
-            view=result_view(job),
+            view=self.bot.views.result(job),
             allowed_mentions=discord.AllowedMentions.none(),
         )
 
@@ -284,8 +283,11 @@ def _parameters_line() -> str:
 
 HELP_TEXT = f"""\
 **/imagine** `a lighthouse at dusk --ar 3:2` draws four images.
-Under the grid: **U1–U4** show one image on its own (then Vary or Upscale it), \
-**V1–V4** draw variations of one, **🔄** draws the prompt again with new seeds.
+Under the grid: **U1–U4** show one image on its own, **V1–V4** draw variations of one, \
+**🔄** draws the prompt again with new seeds.
+Under one image: **Vary** (Strong, Subtle, or **Region**: redraw the cells you pick), **Upscale**, \
+**Zoom Out** 2x/1.5x or **Custom Zoom** (`--zoom 1–2`, a new `--ar`), **Make Square**, \
+**⬅️ ➡️ ⬆️ ⬇️** to extend the picture that way.
 
 **Parameters**: {_parameters_line()} · `{{red, blue}} bird` for one job per choice.
 

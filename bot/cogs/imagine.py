@@ -11,6 +11,7 @@ import asyncio
 import io
 import logging
 import re
+from collections.abc import Callable
 
 import discord
 from discord import app_commands
@@ -25,11 +26,13 @@ from bot.images import encode_grid
 from bot.kinds import JobKind, ResultButtons
 from bot.prompt import PromptError, parse_prompt
 from bot.rows import Job, NewJob
+from bot.spec import EditSpec
 from bot.ui import GuardedItem, guarded
 
 log = logging.getLogger(__name__)
 
 Interaction = discord.Interaction[DreamGrid]
+PictureView = Callable[[Job, int, int, int], discord.ui.View | None]  # job, image number, width, height
 
 
 # -- building jobs from a click --------------------------------------------------------------
@@ -56,12 +59,20 @@ async def start_child(
 
 
 class RemixModal(discord.ui.Modal):
-    """Remix mode: edit the prompt before a variation or reroll runs."""
+    """Remix mode: edit the prompt before a variation, reroll or edit (Zoom, Pan, Vary (Region)…) runs."""
 
-    def __init__(self, *, parent: Job, kind: JobKind, index: int | None, strength: float | None) -> None:
+    def __init__(
+        self,
+        *,
+        parent: Job,
+        kind: JobKind,
+        index: int | None,
+        strength: float | None,
+        edit: EditSpec | None = None,
+    ) -> None:
         label = f"Remix image #{index}" if index is not None else kind.name.title()
         super().__init__(title=f"{label} (job {parent.id})"[:45], timeout=600)
-        self.parent, self.kind, self.index, self.strength = parent, kind, index, strength
+        self.parent, self.kind, self.index, self.strength, self.edit = parent, kind, index, strength, edit
         self.prompt = discord.ui.TextInput(
             label="Prompt",
             style=discord.TextStyle.paragraph,
@@ -87,6 +98,7 @@ class RemixModal(discord.ui.Modal):
                 index=self.index,
                 strength=self.strength,
                 prompt=self.prompt.value,
+                edit=self.edit,
             )
             return [job]
 
@@ -97,7 +109,7 @@ class RemixModal(discord.ui.Modal):
 
 
 class UpscaleButton(GuardedItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+):(?P<n>[1-4])"):
-    """U1–U4: post one tile on its own, with the tile buttons under it. No render needed."""
+    """U1–U4: post one tile on its own, with the edit buttons under it. No render needed."""
 
     def __init__(self, job_id: int, index: int, *, used: bool = False) -> None:
         super().__init__(
@@ -132,7 +144,7 @@ class UpscaleButton(GuardedItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+)
             content=messages.tile(job, self.index),
             embed=messages.tile_embed(job, row, filename),
             file=discord.File(io.BytesIO(data), filename=filename),
-            view=tile_view(job.id, self.index),
+            view=bot.views.picture(job, self.index, row.width, row.height),
         )
 
 
@@ -210,16 +222,17 @@ class TileActionButton(GuardedItem[discord.ui.Button], template=_tile_template()
         await start_child(interaction, self.job_id, kind=self.kind, index=self.index, strength=strength)
 
 
-class SendToDMButton(GuardedItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d+)"):
-    """✉️: send the result, with its seeds and job id, to whoever pressed it."""
+class SendToDMButton(GuardedItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d+)(?::(?P<n>[1-4]))?"):
+    """✉️: send the result (or, under one image, that image), with seeds and job id, to whoever pressed it."""
 
-    def __init__(self, job_id: int) -> None:
-        super().__init__(discord.ui.Button(emoji="✉️", custom_id=f"dg:dm:{job_id}", row=1))
-        self.job_id = job_id
+    def __init__(self, job_id: int, index: int | None = None, *, row: int = 1) -> None:
+        custom_id = f"dg:dm:{job_id}" if index is None else f"dg:dm:{job_id}:{index}"
+        super().__init__(discord.ui.Button(emoji="✉️", custom_id=custom_id, row=row))
+        self.job_id, self.index = job_id, index
 
     @classmethod
     async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
-        return cls(int(match["job"]))
+        return cls(int(match["job"]), int(match["n"]) if match["n"] else None)
 
     async def respond(self, interaction: Interaction) -> None:
         bot = interaction.client
@@ -228,6 +241,9 @@ class SendToDMButton(GuardedItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d
         if stored is None:
             return
         rows, paths = stored
+        if self.index is not None:
+            picked = [(r, p) for r, p in zip(rows, paths, strict=True) if r.idx == self.index]
+            rows, paths = [r for r, _ in picked], [p for _, p in picked]
         await interaction.response.defer(ephemeral=True, thinking=True)
         data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}")
         filename = messages.spoiler_name(job, rows, filename)
@@ -257,14 +273,23 @@ def grid_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> discor
     return view
 
 
-def result_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> discord.ui.View | None:
-    """The buttons the job's kind puts under its finished result; None under anything unfinished."""
+def result_view(
+    job: Job, used: set[int] | frozenset[int] = frozenset(), *, picture: PictureView | None = None
+) -> discord.ui.View | None:
+    """The buttons the job's kind puts under its finished result; None under anything unfinished.
+
+    `picture` builds the edit buttons under a one-image result (bot.cogs.edit installs it as
+    `bot.views.picture`).
+    """
     if job.status != "done":
         return None
-    buttons = kinds.get(job.kind).buttons
-    if buttons is ResultButtons.GRID:
+    kind = kinds.get(job.kind)
+    if kind.buttons is ResultButtons.GRID:
         return grid_view(job, used)
-    if buttons is ResultButtons.PROMPTS:
+    if kind.buttons is ResultButtons.PICTURE and picture is not None:
+        render = job.spec.render
+        return picture(job, 1, render.width * kind.scale, render.height * kind.scale)
+    if kind.buttons is ResultButtons.PROMPTS:
         from bot.cogs.describe import described_view  # that cog owns those buttons
 
         return described_view(job)
@@ -367,5 +392,5 @@ class Imagine(commands.Cog):
 
 async def setup(bot: DreamGrid) -> None:
     bot.add_dynamic_items(*BUTTONS)
-    bot.views.result = result_view
+    bot.views.result = lambda job: result_view(job, picture=bot.views.picture)
     await bot.add_cog(Imagine(bot))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from engine.params import CHAOS_MAX, CHAOS_MIN, MAX_STEPS, SEED_MAX, SEED_MIN, STOP_MAX, STOP_MIN, steps_for_stop
 from engine.requests import RenderRequest
@@ -247,3 +247,41 @@ def split(images: Sequence[Image.Image], requests: Sequence[RenderRequest]) -> l
         out.append(list(images[row : row + len(r.seeds)]))
         row += len(r.seeds)
     return out
+
+
+def binary_mask(mask: Image.Image) -> Image.Image:
+    """The mask as diffusers reads it: white (draw) from 128 up, black (keep) below."""
+    return mask.convert("L").point(lambda v: 255 if v >= 128 else 0)
+
+
+def check_mask(request: RenderRequest, what: str) -> None:
+    """What outpainting and inpainting need on top of check_source: a mask of the request's size
+    that keeps some of the picture and draws some, and no --stop or --tile."""
+    if request.mask_image is None:
+        raise ValueError(f"{what} needs mask_image (white: draw, black: keep)")
+    if request.mask_image.size != (request.width, request.height):
+        raise ValueError(
+            f"mask_image is {request.mask_image.width}x{request.mask_image.height} "
+            f"but the request is {request.width}x{request.height}"
+        )
+    low, high = binary_mask(request.mask_image).getextrema()
+    if high == 0:
+        raise ValueError(f"the mask of {what} is all black: there is nothing to draw")
+    if low == 255:
+        raise ValueError(f"the mask of {what} is all white: nothing of the picture would be kept")
+    if request.stop != 100:
+        raise ValueError(f"{what} finishes the picture: --stop does not apply, got {request.stop}")
+    if request.tile:
+        raise ValueError(f"{what} edits a picture in place: --tile does not apply")
+
+
+def feather_radius(width: int, height: int) -> int:
+    """Half the width of the blend band at a seam: 2 px on a 64 px tile, 16 px at 512."""
+    return max(1, round(min(width, height) / 32))
+
+
+def feather_inside(mask: Image.Image, radius: int) -> Image.Image:
+    """A soft copy of `mask`'s white region: 0 on and outside its edge, ramping to 255 over
+    2·radius pixels inside it. Blending through it leaves everything outside exactly as it was."""
+    shrunk = binary_mask(mask).filter(ImageFilter.MinFilter(2 * radius + 1))
+    return shrunk.filter(ImageFilter.BoxBlur(radius))

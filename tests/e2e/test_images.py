@@ -51,7 +51,8 @@ async def test_upscale_command_from_a_job_and_from_an_upload(fake_discord: FakeD
         assert (job.kind, job.parent_id, job.parent_index) == ("upscale", 1, 2)
         assert job.spec.render.strength == render_params.UPSCALE_SUBTLE
         assert from_job.attachments[0].image().size == (128, 128)  # 2x the 64 px tile
-        assert fields(from_job)["From"] == "job 1, image 2" and from_job.buttons == []
+        assert fields(from_job)["From"] == "job 1, image 2"
+        assert "Zoom Out 2x" in from_job.labels  # an upscale carries the edit loop (#12)
 
         # /upscale image: the member's picture, fitted to the model (72×56 for 640×480), then 2x.
         photo = fake.upload("photo.png", picture())
@@ -63,7 +64,8 @@ async def test_upscale_command_from_a_job_and_from_an_upload(fake_discord: FakeD
             render_params.UPSCALE_CREATIVE,
         )
         assert upscaled.attachments[0].image().size == (144, 112)
-        assert fields(upscaled)["Picture"] == "`photo.png`, yours" and upscaled.buttons == []
+        assert fields(upscaled)["Picture"] == "`photo.png`, yours"
+        assert "Zoom Out 2x" in upscaled.labels and "Vary (Region)" in upscaled.labels
         assert upscaled.content.startswith("Your picture `photo.png` - Upscaled - <@")
         assert (tmp_path / job.spec.inputs[0].path).exists()  # our own copy, kept with the job
         assert fake.cdn_downloads == [photo]

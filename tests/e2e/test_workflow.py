@@ -22,7 +22,13 @@ async def test_imagine_u_vary_v_reroll_upscale_across_a_restart(fake_discord: Fa
         assert (await u2.ack()).type == 7
         tile = await u2.wait_for_followup(lambda m: m.attachments)
         assert tile.attachments[0].image().size == (80, 56)
-        assert tile.labels == ["Vary (Strong)", "Vary (Subtle)", "Upscale (Subtle)", "Upscale (Creative)"]
+        assert tile.labels[:5] == [
+            "Vary (Strong)",
+            "Vary (Subtle)",
+            "Vary (Region)",
+            "Upscale (Subtle)",
+            "Upscale (Creative)",
+        ]
         assert "Image #2" in tile.content
         assert [b["style"] for b in grid.buttons if b.get("custom_id") == "dg:u:1:2"] == [SUCCESS]
         assert await bot.store.get_job(2) is None  # U renders nothing
@@ -54,7 +60,7 @@ async def test_imagine_u_vary_v_reroll_upscale_across_a_restart(fake_discord: Fa
         assert (job.kind, job.parent_id, job.parent_index) == ("upscale", 4, 1)
         assert job.spec.render.strength == render_params.UPSCALE_SUBTLE
         assert upscaled.attachments[0].image().size == (160, 112)  # exactly 2x the tile
-        assert upscaled.buttons == []  # nothing further to do with an upscale
+        assert "Upscale (Subtle)" in upscaled.labels and "Zoom Out 2x" in upscaled.labels  # the edit loop goes on
 
 
 async def test_buttons_redraw_when_the_stored_images_are_gone(fake_discord: FakeDiscord, tmp_path: Path):

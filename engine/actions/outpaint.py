@@ -1,0 +1,139 @@
+"""A picture on a larger canvas -> the new area drawn around it (Zoom Out, Custom Zoom, Make Square, Pan).
+
+The request's `init_image` is the canvas with the kept picture already in place and `mask_image`
+marks the new area in white (`engine.canvas.place` makes both). It runs diffusers' inpainting
+pipeline made with `from_pipe` from the loaded weights: with a plain 4-channel UNet the kept
+area's latents are re-imposed at every step, so the new area grows out of the picture; a
+9-channel inpainting UNet, when one is configured, reads the mask itself. The new area starts
+from pure noise (strength 1): there is nothing there to keep. Afterwards the kept picture is
+pasted back through a feathered mask whose blend band lies inside the picture's own edge, so
+the seam does not show and the rest of the picture is exactly what the member kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.actions.common import (
+    RenderInterrupted,
+    StepCallback,
+    binary_mask,
+    check_common,
+    check_mask,
+    decode,
+    encode_prompts,
+    feather_inside,
+    feather_radius,
+    generators,
+    split,
+    step_state,
+)
+from engine.requests import RenderRequest
+
+__all__ = ["check_inputs", "fill_new_area", "outpaint"]
+
+
+def check_inputs(request: RenderRequest) -> None:
+    check_common(request)
+    if request.init_image is None:
+        raise ValueError("an outpaint needs init_image, the canvas with the kept picture on it")
+    if request.init_image.size != (request.width, request.height):
+        raise ValueError(
+            f"init_image is {request.init_image.width}x{request.init_image.height} "
+            f"but the request is {request.width}x{request.height}"
+        )
+    if request.strength not in (None, 1.0):
+        raise ValueError(f"an outpaint draws its new area from scratch: strength must be unset, got {request.strength}")
+    check_mask(request, "an outpaint")
+
+
+def fill_new_area(canvas: Image.Image, mask: Image.Image) -> Image.Image:
+    """The masked (white) area filled with the kept picture's colours, smeared outwards.
+
+    Push-pull: halve the picture (kept pixels only) until one pixel is left, then fill each level's
+    holes from the level below. The VAE then encodes the picture's edge without a hard step
+    into black, and a 9-channel UNet's masked image has no false edge.
+    """
+    image = np.asarray(canvas.convert("RGB"), dtype=np.float64) / 255
+    keep = 1.0 - np.asarray(binary_mask(mask), dtype=np.float64)[..., None] / 255
+    return Image.fromarray(np.round(_push_pull(image * keep, keep) * 255).astype(np.uint8))
+
+
+def _push_pull(weighted: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    h, w = weight.shape[:2]
+    known = weighted / np.maximum(weight, 1e-8)
+    if h == 1 and w == 1:
+        return known
+    # push: 2x2 sums (odd edges padded with nothing known)
+    ph, pw = h + h % 2, w + w % 2
+    pad = ((0, ph - h), (0, pw - w), (0, 0))
+    sw = np.pad(weighted, pad).reshape(ph // 2, 2, pw // 2, 2, -1).sum(axis=(1, 3))
+    sk = np.pad(weight, pad).reshape(ph // 2, 2, pw // 2, 2, -1).sum(axis=(1, 3))
+    coarse = _push_pull(sw, sk)
+    # pull: the coarse level, upsampled, fills what this level does not know
+    up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:h, :w]
+    alpha = np.minimum(weight, 1.0)
+    return alpha * known + (1 - alpha) * up
+
+
+@torch.no_grad()
+def outpaint(
+    pipe: Any,
+    requests: Sequence[RenderRequest],
+    *,
+    on_step: StepCallback | None = None,
+    safety_checker: bool = False,
+) -> list[list[Image.Image]]:
+    # 1. check inputs (the batch shares size, steps and guidance)
+    for request in requests:
+        check_inputs(request)
+    first = requests[0]
+    device = pipe._execution_device
+
+    # 2. encode prompts: one row per image, chaos applied per image
+    embeds = encode_prompts(pipe, requests, device)
+
+    # 3. fill each new area from the kept picture; one canvas, mask and generator per image
+    canvases = [fill_new_area(r.init_image, r.mask_image) for r in requests]
+    images = [canvas for canvas, r in zip(canvases, requests, strict=True) for _ in r.seeds]
+    masks = [binary_mask(r.mask_image) for r in requests for _ in r.seeds]
+    gens = generators(requests)
+
+    # 4. denoise the new area from pure noise in one batched call
+    state = step_state(first.steps, first.stop, on_step)
+    latents = pipe(
+        **embeds,
+        image=images,
+        mask_image=masks,
+        height=first.height,
+        width=first.width,
+        strength=1.0,
+        num_inference_steps=first.steps,
+        guidance_scale=first.guidance_scale,
+        generator=gens,
+        output_type="latent",
+        callback_on_step_end=state,
+        callback_on_step_end_tensor_inputs=state.tensor_inputs(pipe),
+    ).images
+    if state.cancelled:
+        raise RenderInterrupted
+
+    # 5. decode
+    out = decode(pipe, latents, safety_checker)
+
+    # 6. paste the kept picture back, blending only inside its edge
+    radius = feather_radius(first.width, first.height)
+    kept_alpha = [feather_inside(Image.eval(binary_mask(r.mask_image), lambda v: 255 - v), radius) for r in requests]
+    rows = [
+        (r.init_image.convert("RGB"), alpha) for r, alpha in zip(requests, kept_alpha, strict=True) for _ in r.seeds
+    ]
+    for i, (picture, (kept, alpha)) in enumerate(zip(out, rows, strict=True)):
+        info = picture.info.copy()  # the safety checker's verdict
+        out[i] = Image.composite(kept, picture, alpha)
+        out[i].info.update(info)
+    return split(out, requests)
