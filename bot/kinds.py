@@ -90,11 +90,13 @@ class JobKind:
         return self.source is Source.NONE
 
     def seeds(self, seed: int | None = None) -> list[int]:
-        """Midjourney's rule: `--seed N` gives images N, N+1, …; no seed gives random ones."""
-        count = max(self.image_count, 1)
+        """The job's seed (`--seed N`, or a random one) first, then tile seeds mixed from it.
+
+        Jobs recorded before this rule (tile i used N + i) keep their stored seeds.
+        """
         if seed is None:
-            return [secrets.randbelow(render_params.SEED_MAX + 1) for _ in range(count)]
-        return [(seed + i) % (render_params.SEED_MAX + 1) for i in range(count)]
+            seed = secrets.randbelow(render_params.SEED_MAX + 1)
+        return list(render_params.tile_seeds(seed, max(self.image_count, 1)))
 
 
 KINDS: dict[str, JobKind] = {}

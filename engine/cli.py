@@ -4,7 +4,7 @@
     dreamgrid imagine "a red circle" --seed 1 --variation tile.png --strength subtle
     dreamgrid imagine "a red circle" --seed 1 --upscale tile.png
 
-Tile i of a grid uses seed N + i, so the same arguments give byte-identical PNG files.
+Tile 1 of a grid uses seed N and the others seeds mixed from it (`engine.params.tile_seeds`), as in\nDiscord, so the same arguments give byte-identical PNG files.
 Prints the output path on stdout; progress goes to stderr; bad input is one line and exit 2.
 """
 
@@ -94,7 +94,7 @@ def _request(args: argparse.Namespace, native: int) -> RenderRequest:
         w, h = params.parse_aspect(args.ar)
         budget = args.size or native
         width, height = params.size_for_aspect(w, h, budget * budget, multiple=max(8, native // 8))
-        seeds = tuple((seed + i) % (params.SEED_MAX + 1) for i in range(4))
+        seeds = params.tile_seeds(seed)
         return RenderRequest(action=Action.IMAGINE, seeds=seeds, width=width, height=height, **common)
     from PIL import Image
 
@@ -106,7 +106,7 @@ def _request(args: argparse.Namespace, native: int) -> RenderRequest:
     if args.variation:
         strengths = {"strong": params.VARY_STRONG, "subtle": params.VARY_SUBTLE}
         choice = args.strength or "strong"
-        action, seeds = Action.VARIATION, tuple((seed + i) % (params.SEED_MAX + 1) for i in range(4))
+        action, seeds = Action.VARIATION, params.tile_seeds(seed)
     else:
         strengths = {"subtle": params.UPSCALE_SUBTLE, "creative": params.UPSCALE_CREATIVE}
         choice = args.strength or "subtle"

@@ -61,7 +61,8 @@ PARAMETERS: tuple[PromptParameter, ...] = (
     ),
     PromptParameter(
         "seed", (), "--seed N", f"{SEED_MIN}–{SEED_MAX}", "random", "42",
-        "one CPU `torch.Generator` per tile; tile i uses N + i", bounds=(SEED_MIN, SEED_MAX),
+        "one CPU `torch.Generator` per tile; tile 1 uses N, tile i a splitmix64 mix of N and i",
+        bounds=(SEED_MIN, SEED_MAX),
     ),
     PromptParameter(
         "no", (), "--no a, b", "what to leave out: a comma list, up to the next parameter", "nothing",
@@ -100,6 +101,32 @@ PARAMETER_BY_SPELLING = {spelling: p for p in PARAMETERS for spelling in (p.name
 
 # Guidance at the knots of the stylize mapping.
 _STYLIZE_KNOTS = ((0, 12.0), (100, 7.5), (1000, 3.0))
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def mix_seed(seed: int, index: int) -> int:
+    """splitmix64's finaliser of (seed, index), folded to a valid seed.
+
+    Neighbouring inputs give unrelated outputs, so `--seed 5` and `--seed 6` share no tile.
+    """
+    z = (seed * 0x9E3779B97F4A7C15 + (index + 1) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z ^= z >> 31
+    return (z ^ (z >> 32)) & SEED_MAX
+
+
+def tile_seeds(seed: int, count: int = 4) -> tuple[int, ...]:
+    """The seeds of a job's tiles: the first is the job's seed, the others mixed from it.
+
+    So `--seed N` draws the same grid again, and the seed shown under a single tile (U1–U4)
+    draws that tile again as image 1 of a new grid.
+    """
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise ValueError(f"seed must be between {SEED_MIN} and {SEED_MAX}, got {seed}")
+    return (seed, *(mix_seed(seed, i) for i in range(1, count)))
 
 
 def size_for_aspect(w: int, h: int, budget_pixels: int, multiple: int = 64) -> tuple[int, int]:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from engine.fake import FakeEngine
+from engine.params import tile_seeds
 from tests.fakediscord import FakeDiscord
 from tests.harness import eventually, running_bot
 
@@ -26,16 +27,17 @@ async def test_imagine_acknowledges_shows_progress_and_posts_the_grid(fake_disco
         colours = {grid.getpixel((x, y)) for x in (32, 96) for y in (32, 96)}
         assert len(colours) == 4  # four distinct tiles
         embed = final.embed
-        assert "41, 42, 43, 44" in str(embed["fields"])
+        seeds = list(tile_seeds(41))
+        assert {"name": "Seed", "value": "41 (`--seed 41` draws this again)", "inline": False} in embed["fields"]
         assert embed["image"]["url"] == f"attachment://{final.attachments[0].filename}"
         assert final.labels == ["U1", "U2", "U3", "U4", None, "V1", "V2", "V3", "V4", None]
 
         job = await eventually(lambda: bot.store.get_job(1), lambda job: job.delivered_at)
         assert job.status == "done"
-        assert job.seeds == [41, 42, 43, 44]
+        assert job.seeds == seeds
         assert job.message_id == final.id
         images = await bot.store.get_images(1)
-        assert [(i.idx, i.width, i.seed) for i in images] == [(1, 64, 41), (2, 64, 42), (3, 64, 43), (4, 64, 44)]
+        assert [(i.idx, i.width, i.seed) for i in images] == [(n, 64, seeds[n - 1]) for n in (1, 2, 3, 4)]
         assert all((tmp_path / i.path).exists() for i in images)
 
 
