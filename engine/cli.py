@@ -4,7 +4,8 @@
     dreamgrid imagine "a red circle" --seed 1 --variation tile.png --strength subtle
     dreamgrid imagine "a red circle" --seed 1 --upscale tile.png
 
-Tile 1 of a grid uses seed N and the others seeds mixed from it (`engine.params.tile_seeds`), as in\nDiscord, so the same arguments give byte-identical PNG files.
+Tile 1 of a grid uses seed N and the others seeds mixed from it (`engine.params.tile_seeds`), as in
+Discord, so the same arguments give byte-identical PNG files.
 Prints the output path on stdout; progress goes to stderr; bad input is one line and exit 2.
 """
 

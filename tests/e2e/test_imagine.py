@@ -74,7 +74,11 @@ async def test_dreamgrid_sync_registers_the_commands_to_one_guild(fake_discord: 
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "bot.cli", "sync", "--guild", str(fake_discord.guild.id)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert f"for guild {fake_discord.guild.id}" in done.stdout
