@@ -22,7 +22,7 @@ from bot.guild_config import GuildConfig
 from bot.kinds import JobKind
 from bot.rows import NewJob
 from bot.spec import JobSpec
-from bot.store import QueueLimits
+from bot.store import QueueLimits, waiting_limit_message
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -148,6 +148,14 @@ async def check_quota(bot: DreamGrid, interaction: discord.Interaction, config: 
         raise UserError(f"You've used all {quota} of today's jobs on this server. The quota resets {resets}.")
     left = quota - used
     raise UserError(f"That makes {count} jobs, but you have {left} of today's {quota} left. The quota resets {resets}.")
+
+
+async def check_waiting_room(bot: DreamGrid, interaction: discord.Interaction, config: GuildConfig, count: int) -> None:
+    """Refuse `count` jobs the member's waiting limit could never take (enqueue_many checks again, atomically)."""
+    limit = config["max_queued_per_user"]
+    waiting = (await bot.store.user_stats(interaction.user.id)).queued
+    if waiting + count > limit:
+        raise UserError(waiting_limit_message(count, waiting, limit))
 
 
 def queue_limits(bot: DreamGrid, config: GuildConfig) -> QueueLimits:

@@ -27,7 +27,8 @@ written out (tests/test_parameters.py keeps this copy and the README's equal to 
 - `{red, green} bird` runs one job per choice; groups nest (up to 8 deep) and multiply, and can
   hold parameters (`--ar {1:1, 3:2}`). Write `\\,`, `\\{` or `\\}` for a literal comma or brace.
 - The `/prefer suffix` is added to every prompt; a parameter the prompt sets wins over the suffix's.
-- At most 1,500 characters, and at most 40 jobs (choices × `--repeat`) per prompt.
+- At most 1,500 characters, and at most 40 jobs (choices × `--repeat`) per prompt (the member's
+  waiting limit, `max_queued_per_user`, applies too; bot.cogs.imagine asks before more than 5).
 """
 
 from __future__ import annotations

@@ -44,6 +44,15 @@ class QueueFull(Exception):
     """A limit refused the job; the message names the numbers, for the member."""
 
 
+def waiting_limit_message(wanted: int, waiting: int, limit: int) -> str:
+    """Why several jobs were refused by the per-member waiting limit, with the numbers."""
+    already = f", and you already have {waiting}" if waiting else ""
+    return (
+        f"This would queue {wanted} jobs, but a member may have {limit} waiting on this server{already}."
+        " Nothing was queued."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class UserProfile:
     settings: dict[str, Any]  # /settings: aspect, quality, stylize, remix, variation
@@ -229,16 +238,14 @@ class Store:
             if user_queued + wanted > limits.max_queued_per_user:
                 if wanted == 1 or user_queued >= limits.max_queued_per_user:
                     raise QueueFull(
-                        f"You already have {user_queued} jobs waiting (the limit is {limits.max_queued_per_user})."
+                        f"You already have {user_queued} jobs waiting"
+                        f" (the limit is {limits.max_queued_per_user} per member)."
                         " Wait for some to finish, or cancel one with /cancel."
                     )
-                raise QueueFull(
-                    f"This would queue {wanted} jobs, but you already have {user_queued} waiting"
-                    f" (the limit is {limits.max_queued_per_user}). Nothing was queued."
-                )
+                raise QueueFull(waiting_limit_message(wanted, user_queued, limits.max_queued_per_user))
             if queued + wanted > limits.max_queue:
                 raise QueueFull(
-                    f"The queue is full ({queued} jobs waiting)."
+                    f"The queue is full ({queued} jobs waiting across the whole bot)."
                     + (f" {wanted} more would go over its limit of {limits.max_queue}." if wanted > 1 else "")
                     + " Please try again in a few minutes."
                 )

@@ -86,10 +86,10 @@ async def test_queue_limits_refuse_with_the_numbers_and_record_nothing(store: St
     limits = QueueLimits(max_running_per_user=3, max_queued_per_user=2, max_queue=3)
     await store.enqueue(job(user_id=1), limits)
     await store.enqueue(job(user_id=1), limits)
-    with pytest.raises(QueueFull, match=r"already have 2 jobs waiting \(the limit is 2\)"):
+    with pytest.raises(QueueFull, match=r"already have 2 jobs waiting \(the limit is 2 per member\)"):
         await store.enqueue(job(user_id=1), limits)
     await store.enqueue(job(user_id=2), limits)
-    with pytest.raises(QueueFull, match=r"queue is full \(3 jobs waiting\)"):
+    with pytest.raises(QueueFull, match=r"queue is full \(3 jobs waiting across the whole bot\)"):
         await store.enqueue(job(user_id=3), limits)
     assert (await store._one("SELECT COUNT(*) FROM jobs"))[0] == 3
 

@@ -286,6 +286,86 @@ def _used_indexes(message: discord.Message | None) -> set[int]:
 
 # -- the command ------------------------------------------------------------------------------
 
+CONFIRM_ABOVE_JOBS = 5  # Midjourney asks before queuing more jobs than this from one prompt
+
+
+async def imagine_jobs(interaction: Interaction, config: GuildConfig, prompt: str) -> list[NewJob]:
+    """The jobs a prompt asks for: one per {choice} and --repeat, with the member's defaults."""
+    bot = interaction.client
+    profile = await bot.store.profile(interaction.user.id)
+    try:
+        parsed_prompts = parse_prompt(
+            prompt, suffix=profile.suffix, options=profile.options, models=bot.settings.installed_models
+        )
+    except PromptError as exc:
+        raise UserError(str(exc)) from None
+    policy.check_repeat(config, parsed_prompts)
+    defaults = {"aspect": config["default_aspect"], **profile.settings}
+    kind = kinds.IMAGINE
+    new_jobs = []
+    for parsed in parsed_prompts:
+        model = parsed.model or config.default_model
+        spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
+        new_jobs.append(
+            jobs.new_job(
+                interaction, kind=kind, prompt=parsed.raw, spec=spec, seeds=kind.seeds(parsed.seed), model=model
+            )
+        )
+    return new_jobs
+
+
+def confirmation(prompt: str, count: int) -> dict[str, object]:
+    """The ephemeral question before a large batch; the prompt rides along in the embed for Yes."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(ConfirmButton(yes=True))
+    view.add_item(ConfirmButton(yes=False))
+    return {
+        "content": f"This prompt makes **{count} jobs** ({count * kinds.IMAGINE.image_count} images). Queue them all?",
+        "embed": discord.Embed(description=prompt, colour=discord.Colour.blurple()),
+        "view": view,
+        "ephemeral": True,
+    }
+
+
+class ConfirmButton(GuardedItem[discord.ui.Button], template=r"dg:confirm:(?P<answer>yes|no)"):
+    """Yes / No under the question a prompt of more than CONFIRM_ABOVE_JOBS jobs asks first.
+
+    Nothing is queued until Yes. The prompt is read back from the question's own embed, so
+    the buttons work across restarts; Yes parses it again and applies every rule then.
+    """
+
+    def __init__(self, *, yes: bool) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Yes" if yes else "No",
+                style=discord.ButtonStyle.success if yes else discord.ButtonStyle.secondary,
+                custom_id=f"dg:confirm:{'yes' if yes else 'no'}",
+            )
+        )
+        self.yes = yes
+
+    @classmethod
+    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+        return cls(yes=match["answer"] == "yes")
+
+    async def respond(self, interaction: Interaction) -> None:
+        message = interaction.message
+        prompt = message.embeds[0].description if message and message.embeds else None
+        if not self.yes or not prompt:
+            await interaction.response.edit_message(content="Nothing was queued.", embed=None, view=None)
+            return
+        await interaction.response.edit_message(content="Queuing them…", view=None)
+
+        async def build(config: GuildConfig) -> list[NewJob]:
+            return await imagine_jobs(interaction, config, prompt)
+
+        try:
+            accepted = await jobs.submit(interaction.client, interaction, build)
+        except UserError as exc:
+            await interaction.edit_original_response(content=str(exc), embed=None)
+            return
+        await interaction.edit_original_response(content=f"Queued {len(accepted)} jobs.", embed=None)
+
 
 class Imagine(commands.Cog):
     def __init__(self, bot: DreamGrid) -> None:
@@ -294,34 +374,19 @@ class Imagine(commands.Cog):
     @app_commands.command(description="Draw four images from a prompt")
     @app_commands.describe(prompt="What to draw, e.g. a lighthouse at dusk --ar 3:2 --seed 7 --no text")
     async def imagine(self, interaction: Interaction, prompt: app_commands.Range[str, 1, 1500]) -> None:
-        bot = self.bot
-
         async def build(config: GuildConfig) -> list[NewJob]:
-            profile = await bot.store.profile(interaction.user.id)
-            try:
-                parsed_prompts = parse_prompt(
-                    prompt, suffix=profile.suffix, options=profile.options, models=bot.settings.installed_models
-                )
-            except PromptError as exc:
-                raise UserError(str(exc)) from None
-            policy.check_repeat(config, parsed_prompts)
-            defaults = {"aspect": config["default_aspect"], **profile.settings}
-            kind = kinds.IMAGINE
-            new_jobs = []
-            for parsed in parsed_prompts:
-                model = parsed.model or config.default_model
-                spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
-                new_jobs.append(
-                    jobs.new_job(
-                        interaction, kind=kind, prompt=parsed.raw, spec=spec, seeds=kind.seeds(parsed.seed), model=model
-                    )
-                )
+            new_jobs = await imagine_jobs(interaction, config, prompt)
+            if len(new_jobs) > CONFIRM_ABOVE_JOBS:
+                # Refuse now what Yes could not queue, then ask before queuing the rest.
+                await policy.check_waiting_room(self.bot, interaction, config, len(new_jobs))
+                await interaction.response.send_message(**confirmation(prompt, len(new_jobs)))
+                return []
             return new_jobs
 
-        await jobs.submit(bot, interaction, build)
+        await jobs.submit(self.bot, interaction, build)
 
 
 async def setup(bot: DreamGrid) -> None:
-    bot.add_dynamic_items(*BUTTONS)
+    bot.add_dynamic_items(*BUTTONS, ConfirmButton)
     bot.views.result = result_view
     await bot.add_cog(Imagine(bot))
