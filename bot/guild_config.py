@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 MAX_LIST_ITEMS = 100
 MAX_WORD_CHARS = 100
 MAX_QUOTA = 10_000
+FAST_HOURS_DEFAULT = 15  # Midjourney Standard's monthly fast GPU hours
+MAX_FAST_HOURS = 10_000
 IMAGE_SIZE_RANGE = (64, 4096)
 _MISSING = object()
 _CLEAR = {"none", "all", "everywhere", "off", "clear", "default", "-"}
@@ -328,6 +330,15 @@ KEYS: dict[str, Key] = {
             kind="role_quotas",
             default={},
             description="Daily quotas by role, instead of daily_quota; the highest among a member's roles wins.",
+        ),
+        Key(
+            name="fast_hours",
+            kind="int",
+            default=FAST_HOURS_DEFAULT,
+            low=0,
+            high=MAX_FAST_HOURS,
+            zero_means="no limit",
+            description="Device hours of Fast jobs a member gets per month (UTC); after that their jobs relax.",
         ),
         Key(
             name="remix_allowed",

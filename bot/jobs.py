@@ -63,6 +63,11 @@ def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: 
     )
 
 
+def member_mode(settings: dict[str, Any]) -> str:
+    """The mode a member's jobs run in unless a prompt says `--fast` or `--relax` (/fast, /relax)."""
+    return "relax" if settings.get("mode") == "relax" else "fast"
+
+
 def _aspect(value: Any) -> tuple[int, int]:
     """A default aspect as /settings and /config store it ("3:2"), or a pair."""
     if isinstance(value, str):
@@ -79,6 +84,7 @@ def new_job(
     spec: JobSpec,
     seeds: Sequence[int],
     model: str,
+    mode: str,
     parent_id: int | None = None,
     parent_index: int | None = None,
 ) -> NewJob:
@@ -93,6 +99,7 @@ def new_job(
         spec=JobSpec(render=spec.render, shown=spec.shown, delivery=delivery),
         seeds=list(seeds),
         model=model,
+        mode=mode,
         parent_id=parent_id,
         parent_index=parent_index,
         application_id=interaction.application_id,
@@ -122,15 +129,17 @@ async def child_job(
     spec = parent.spec
     text = parent.prompt
     model = parent.model
+    profile = await bot.store.profile(interaction.user.id)
+    mode = member_mode(profile.settings)
     if prompt is not None and prompt != parent.prompt:
         policy.check_remix(config)
         # A remixed prompt is parsed like a new one; a kind drawn from a tile keeps the tile's size.
-        profile = await bot.store.profile(interaction.user.id)
         try:
             parsed = parse_prompt(prompt, options=profile.options, models=bot.settings.installed_models, max_jobs=1)[0]
         except PromptError as exc:
             raise UserError(str(exc)) from None
         model = parsed.model or parent.model
+        mode = parsed.mode or mode
         fresh = imagine_spec(parsed, bot=bot, model=model, defaults=profile.settings)
         if kind.keeps_parent_size:
             fresh = dataclasses.replace(
@@ -149,6 +158,7 @@ async def child_job(
         spec=spec,
         seeds=kind.seeds(),
         model=model,
+        mode=mode,
         parent_id=parent.id,
         parent_index=index,
     )
@@ -163,6 +173,7 @@ def redraw(interaction: discord.Interaction, job: Job) -> NewJob:
         spec=job.spec,
         seeds=job.seeds,
         model=job.model,
+        mode=job.mode,
         parent_id=job.parent_id,
         parent_index=job.parent_index,
     )
@@ -204,8 +215,9 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, build: JobBui
     wanted = await build(config)
     if not wanted:
         return []
-    # 3. the server's rules: words, models, steps and size, quotas
+    # 3. the server's rules: words, models, steps and size, quotas, fast time
     shaped, limits = await policy.admit(bot, interaction, config, wanted)
+    relaxed = sum(1 for before, after in zip(wanted, shaped, strict=True) if before.mode != after.mode)
     # 4. queue them, all or none
     try:
         accepted = await bot.store.enqueue_many(shaped, limits)
@@ -230,6 +242,8 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, build: JobBui
         if message_id is not None:
             await bot.store.set_message(job.id, message_id)
         bot.scheduler.announced(job.id)
+    if relaxed:
+        await interaction.followup.send(messages.fast_time_used_up(config["fast_hours"]), ephemeral=True)
     return accepted
 
 

@@ -28,7 +28,15 @@ def tile(job: Job, index: int) -> str:
 
 def waiting(job: Job, position: int) -> str:
     where = "next in line" if position <= 1 else f"position {position}"
-    return f"{_title(job)} (Waiting to start, {where})"
+    mode = ", Relax: starts when no Fast job waits" if job.mode == "relax" else ""
+    return f"{_title(job)} (Waiting to start, {where}{mode})"
+
+
+def fast_time_used_up(hours: int) -> str:
+    return (
+        f"You've used this month's {hours} hours of fast time on this server, so this runs in Relax mode:"
+        " it starts when no Fast job waits. Fast time comes back on the 1st (UTC)."
+    )
 
 
 def progress(job: Job, fraction: float) -> str:

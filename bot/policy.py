@@ -176,4 +176,15 @@ async def admit(
     shaped = [dataclasses.replace(job, spec=apply_limits(kinds.get(job.kind), job.spec, config)) for job in new_jobs]
     # 2. how much they have used
     await check_quota(bot, interaction, config, len(new_jobs))
+    if any(job.mode == "fast" for job in shaped) and await fast_time_left(bot, interaction, config) == 0:
+        shaped = [dataclasses.replace(job, mode="relax") for job in shaped]
     return shaped, queue_limits(bot, config)
+
+
+async def fast_time_left(bot: DreamGrid, interaction: discord.Interaction, config: GuildConfig) -> float | None:
+    """Seconds of Fast device time the member has left this month on this server; None: no limit."""
+    hours = config["fast_hours"]
+    if not hours:
+        return None
+    used = await bot.store.fast_seconds_this_month(interaction.user.id, interaction.guild_id)
+    return max(0.0, hours * 3600 - used)

@@ -17,6 +17,8 @@ member's and the server's defaults (what the prompt says wins over `/settings`).
 | `--stop N` |  | 10–100: the percent of the steps to run | 100 |
 | `--tile` |  | a flag: tiles that repeat seamlessly | off |
 | `--repeat N` | `--r` | 1–40: run the job N times | 1 |
+| `--fast` |  | a flag: this job in Fast mode, whatever /relax says | your /fast or /relax |
+| `--relax` |  | a flag: this job in Relax mode, using no fast time | your /fast or /relax |
 | `--model NAME` |  | one of the server's models | server's default |
 
 `--NAME` runs your own option from `/prefer option set`. This table is `engine.params.PARAMETERS`
@@ -96,6 +98,7 @@ class ParsedPrompt:
     quality: float | None = None
     stop: int | None = None
     tile: bool = False
+    mode: str | None = None  # "fast" or "relax" (`--fast`, `--relax`); None: the member's /fast or /relax
     model: str | None = None
     raw: str = ""
     # How many copies `--repeat` asked for (this job is one of them). Not part of the job itself:
@@ -119,6 +122,8 @@ class ParsedPrompt:
             parts.append(f"--stop {self.stop}")
         if self.tile:
             parts.append("--tile")
+        if self.mode is not None:
+            parts.append(f"--{self.mode}")
         if self.model is not None:
             parts.append(f"--model {_escape(self.model)}")
         if self.negative:
@@ -279,6 +284,8 @@ def _parse_job(prompt: str, suffix: str, options: Mapping[str, str], models: Seq
 
     # 3. check the values
     values = {key: _value(param, models) for key, param in chosen.items()}
+    if "fast" in values and "relax" in values:
+        raise PromptError("Use `--fast` or `--relax`, not both.")
     description = " ".join(text)
     negative = values.get("no", "")
 
@@ -304,6 +311,7 @@ def _parse_job(prompt: str, suffix: str, options: Mapping[str, str], models: Seq
         quality=values.get("quality"),
         stop=values.get("stop"),
         tile=values.get("tile", False),
+        mode="fast" if "fast" in values else "relax" if "relax" in values else None,
         model=values.get("model"),
         raw=written,
     )
@@ -348,7 +356,7 @@ def _scan(tokens: list[_Token]) -> tuple[list[str], list[_Param]]:
         if key == "no":
             while i < n and not is_marker(i):
                 i += 1
-        elif key != "tile" and i < n and not is_marker(i):
+        elif not PARAMETER_BY_SPELLING[key].flag and i < n and not is_marker(i):
             i += 1
         param = _Param(key, spelled.lower(), [t.text for t in tokens[start:i]], token.origin)
         params.append(param)
@@ -381,7 +389,7 @@ def _value(param: _Param, models: Sequence[str]) -> object:
 
 def _check_value(param: _Param, models: Sequence[str]) -> object:
     key, name = param.key, param.name
-    if key == "tile":
+    if PARAMETER_BY_SPELLING[key].flag:
         return True
     values = param.values
     if key == "no":  # "a,b , c" -> "a, b, c"

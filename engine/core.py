@@ -417,10 +417,13 @@ class DiffusersEngine:
         self.stats.requests += len(batch)
         self.stats.images += sum(len(r.seeds) for r in requests)
         self.stats.batch_sizes.append(len(batch))
+        total_images = sum(len(r.seeds) for r in requests)
         for job, tiles in zip(batch, images, strict=True):
             flagged = tuple(bool(t.info.pop(FLAGGED, False)) for t in tiles) if job.request.safety_check else ()
+            # Each request is charged its share of the batch's device time, by images.
+            share = elapsed * len(job.request.seeds) / total_images
             result = RenderResult(
-                images=tuple(tiles), seeds=job.request.seeds, model=job.model, elapsed_s=elapsed, flagged=flagged
+                images=tuple(tiles), seeds=job.request.seeds, model=job.model, elapsed_s=share, flagged=flagged
             )
             job.post(job.resolve, result, None)
 

@@ -52,6 +52,7 @@ class PromptParameter:
     example: str  # a value that works, for "needs a value, e.g. …"
     engine: str  # how it reaches diffusers
     bounds: tuple[int, int] | None = None  # a whole number's range, checked by the parser
+    flag: bool = False  # takes no value: `--tile`
 
 
 PARAMETERS: tuple[PromptParameter, ...] = (
@@ -86,11 +87,19 @@ PARAMETERS: tuple[PromptParameter, ...] = (
     ),
     PromptParameter(
         "tile", (), "--tile", "a flag: tiles that repeat seamlessly", "off", "",
-        "circular padding in every UNet/VAE conv for that render",
+        "circular padding in every UNet/VAE conv for that render", flag=True,
     ),
     PromptParameter(
         "repeat", ("r",), "--repeat N", f"{REPEAT_MIN}–{REPEAT_MAX}: run the job N times", str(REPEAT_MIN), "4",
         "N separate jobs, each with its own seeds", bounds=(REPEAT_MIN, REPEAT_MAX),
+    ),
+    PromptParameter(
+        "fast", (), "--fast", "a flag: this job in Fast mode, whatever /relax says", "your /fast or /relax", "",
+        "none: the bot's queue starts it before any Relax job; its device time counts as fast time", flag=True,
+    ),
+    PromptParameter(
+        "relax", (), "--relax", "a flag: this job in Relax mode, using no fast time", "your /fast or /relax", "",
+        "none: starts when no Fast job waits, the members who relaxed least recently first", flag=True,
     ),
     PromptParameter(
         "model", (), "--model NAME", "one of the server's models", "server's default", "NAME",

@@ -58,7 +58,7 @@ class RenderResult:
     images: tuple[Image.Image, ...]  # one per seed
     seeds: tuple[int, ...]
     model: str
-    elapsed_s: float  # device time spent on this request
+    elapsed_s: float  # device time spent on this request: its share of a batch's, by images
     flagged: tuple[bool, ...] = ()  # per image, when safety_check was asked for; () when it was not
 
     @property

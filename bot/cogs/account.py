@@ -11,10 +11,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, messages
+from bot import jobs, messages, policy
 from bot.client import DreamGrid
 from bot.cogs.imagine import result_view
 from bot.errors import UserError
+from bot.guild_config import GuildConfig
 from bot.images import encode_grid
 from bot.prompt import PARAMETER_NAMES, PromptError, parse_prompt
 from bot.ui import GuardedItem
@@ -25,7 +26,7 @@ ASPECTS = ("1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16")
 QUALITIES = {render_params.quality_text(q): q for q in render_params.QUALITY_VALUES}
 STYLIZE_LEVELS = {"low (50)": 50, "medium (100)": 100, "high (250)": 250, "very high (750)": 750}
 OPTION_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
-MAX_OPTIONS = 25
+MAX_OPTIONS = 20  # Midjourney's limit on custom options
 
 Interaction = discord.Interaction[DreamGrid]
 
@@ -37,6 +38,7 @@ def settings_embed(settings: dict[str, Any], suffix: str) -> discord.Embed:
     embed.add_field(name="Stylize", value=str(settings.get("stylize", 100)))
     embed.add_field(name="Remix", value="on" if settings.get("remix") else "off")
     embed.add_field(name="V buttons", value=f"Vary ({settings.get('variation', 'strong').title()})")
+    embed.add_field(name="Mode", value=jobs.member_mode(settings).title())
     embed.add_field(name="Suffix", value=f"`{suffix}`" if suffix else "none", inline=False)
     embed.set_footer(text="Parameters typed in a prompt override these.")
     return embed
@@ -127,28 +129,53 @@ class Account(commands.Cog):
     def __init__(self, bot: DreamGrid) -> None:
         self.bot = bot
 
-    @app_commands.command(description="Your jobs in the queue, today's count and GPU time")
+    @app_commands.command(description="Your jobs in the queue, today's count, your mode and fast time left")
     async def info(self, interaction: Interaction) -> None:
         store = self.bot.store
+        config = await self.bot.guild_configs.get(interaction.guild_id)
         stats = await store.user_stats(interaction.user.id)
         active = await store.active_jobs(interaction.user.id)
+        profile = await store.profile(interaction.user.id)
         embed = discord.Embed(title="Your dreamgrid", colour=discord.Colour.blurple())
         embed.add_field(name="Running", value=str(stats.running))
         embed.add_field(name="Queued", value=str(stats.queued))
         embed.add_field(name="Jobs today", value=str(stats.jobs_today))
         embed.add_field(name="Jobs in all", value=str(stats.jobs_total))
-        embed.add_field(name="GPU time", value=f"{stats.gpu_seconds:.1f} s")
+        embed.add_field(name="GPU time", value=_duration(stats.gpu_seconds))
+        embed.add_field(name="Mode", value=jobs.member_mode(profile.settings).title())
+        embed.add_field(name="Fast time left", value=await _fast_time_left(self.bot, interaction, config))
+        # This server's limits: /config can lower the bot's.
         embed.add_field(
             name="Limits",
-            value=f"{self.bot.settings.max_running_per_user} running, {self.bot.settings.max_queued_per_user} queued",
+            value=f"{config['max_running_per_user']} running, {config['max_queued_per_user']} waiting",
         )
         if active:
             lines = [
-                f"`{job.id}` {job.status}{f' {job.progress:.0%}' if job.status == 'running' else ''}: {job.prompt[:60]}"
+                f"`{job.id}` {job.status}{f' {job.progress:.0%}' if job.status == 'running' else ''}"
+                f"{' (relax)' if job.mode == 'relax' else ''}: {job.prompt[:60]}"
                 for job in active[:10]
             ]
             embed.add_field(name="In progress", value="\n".join(lines), inline=False)
         await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @app_commands.command(description="Fast mode: your jobs start first and use your monthly fast time")
+    async def fast(self, interaction: Interaction) -> None:
+        await self.bot.store.update_settings(interaction.user.id, mode=None)
+        config = await self.bot.guild_configs.get(interaction.guild_id)
+        left = await _fast_time_left(self.bot, interaction, config)
+        await interaction.response.send_message(
+            f"Fast mode is **on**: your jobs start before Relax jobs. Fast time left this month: {left}.",
+            ephemeral=True,
+        )
+
+    @app_commands.command(description="Relax mode: your jobs use no fast time and start when no Fast job waits")
+    async def relax(self, interaction: Interaction) -> None:
+        await self.bot.store.update_settings(interaction.user.id, mode="relax")
+        await interaction.response.send_message(
+            "Relax mode is **on**: your jobs use no fast time and start when no Fast job waits"
+            " (sooner the less you relaxed today). `--fast` runs one job fast; /fast switches back.",
+            ephemeral=True,
+        )
 
     @app_commands.command(description="Your defaults: aspect, quality, stylize, Remix")
     async def settings(self, interaction: Interaction) -> None:
@@ -252,6 +279,21 @@ class Account(commands.Cog):
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+async def _fast_time_left(bot: DreamGrid, interaction: Interaction, config: GuildConfig) -> str:
+    left = await policy.fast_time_left(bot, interaction, config)
+    if left is None:
+        return "no limit"
+    return f"{_duration(left)} of {config['fast_hours']} h"
+
+
 def _parameters_line() -> str:
     """`--ar W:H` (`--aspect`) · `--seed N` · …, from the one table of parameters."""
     parts = []
@@ -271,7 +313,8 @@ Under the grid: **U1–U4** show one image on its own (then Vary or Upscale it),
 
 **Parameters**: {_parameters_line()} · `{{red, blue}} bird` for one job per choice.
 
-**Yours**: /settings (defaults, Remix) · /prefer suffix · /prefer option set · /info · /show JOB · /cancel JOB
+**Yours**: /settings (defaults, Remix) · /fast · /relax · /prefer suffix · /prefer option set · /info \
+· /show JOB · /cancel JOB
 """
 
 

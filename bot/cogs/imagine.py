@@ -308,7 +308,13 @@ async def imagine_jobs(interaction: Interaction, config: GuildConfig, prompt: st
         spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
         new_jobs.append(
             jobs.new_job(
-                interaction, kind=kind, prompt=parsed.raw, spec=spec, seeds=kind.seeds(parsed.seed), model=model
+                interaction,
+                kind=kind,
+                prompt=parsed.raw,
+                spec=spec,
+                seeds=kind.seeds(parsed.seed),
+                model=model,
+                mode=parsed.mode or jobs.member_mode(profile.settings),
             )
         )
     return new_jobs

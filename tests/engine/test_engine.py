@@ -79,6 +79,9 @@ async def test_compatible_requests_share_one_pipeline_call(tiny_pipe):
         assert a.seeds == (1, 2, 3, 4) and b.seeds == (5, 6, 7, 8)
         assert all(mean_abs(x, y) > 5 for x in a.images for y in b.images)
         assert len(events["alice"]) == len(events["bob"]) == alice.steps
+        # each is charged half the batch's device time, not all of it (what /info adds up)
+        assert a.elapsed_s == b.elapsed_s > 0
+        assert a.elapsed_s + b.elapsed_s < 1.5 * max(engine._render_s.values())
         assert events["alice"][-1].preview is None and events["bob"][-1].preview is not None
         # same requests in the same batch -> the same pixels
         a2, b2 = await asyncio.gather(engine.render(alice), engine.render(bob))
