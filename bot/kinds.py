@@ -75,6 +75,11 @@ class JobKind:
     def default_strength(self) -> float | None:
         return next(iter(self.strengths.values()), None)
 
+    def result_size(self, width: int, height: int) -> tuple[int, int]:
+        """The pixel size of the finished result for tiles of `width`×`height` (a grid is 2x2 of them)."""
+        across = 2 if self.output is Output.GRID else 1
+        return width * self.scale * across, height * self.scale * across
+
     @property
     def needs_finished_parent(self) -> bool:
         return self.source is Source.PARENT_TILE

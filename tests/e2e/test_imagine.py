@@ -17,6 +17,14 @@ async def test_imagine_acknowledges_shows_progress_and_posts_the_grid(fake_disco
         ix = await fake_discord.slash("imagine", prompt="a red circle --seed 41")
         ack = await ix.ack()
         assert ack.elapsed < 3 and not ack.ephemeral
+        previews = []
+
+        def shows_preview(message) -> bool:
+            if message.attachments and message.attachments[0].filename == "preview.jpg":
+                previews.append(message.attachments[0].image())
+            return bool(previews)
+
+        await ix.wait_for_edit(shows_preview, timeout=15)
         final = await ix.wait_for_edit(lambda m: m.embeds and m.buttons, timeout=15)
         shown = [snapshot["content"] for snapshot in final.history]
         assert "Waiting to start" in shown[0]
@@ -24,6 +32,7 @@ async def test_imagine_acknowledges_shows_progress_and_posts_the_grid(fake_disco
 
         grid = final.attachments[0].image()
         assert grid.size == (128, 128)  # 2x the 64 px tile in each direction
+        assert previews[0].size == grid.size  # the preview at the grid's size, not the latents' (a speck)
         colours = {grid.getpixel((x, y)) for x in (32, 96) for y in (32, 96)}
         assert len(colours) == 4  # four distinct tiles
         embed = final.embed
