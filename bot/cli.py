@@ -335,7 +335,18 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "imagine":
             from engine.cli import imagine_main
 
-            return imagine_main(_prompt_parameters_as_flags(argv[1:]))
+            flags = _prompt_parameters_as_flags(argv[1:])
+            # The same MODEL, MODELS, DEVICE, DTYPE, STEPS and GUIDANCE_SCALE as the bot (env and .env).
+            settings = load_settings()
+            return imagine_main(
+                flags,
+                model=settings.model,
+                models=settings.installed_models,
+                device=settings.device,
+                dtype=settings.dtype,
+                base_steps=settings.steps,
+                guidance_scale=settings.guidance_scale,
+            )
         if argv and argv[0] in ("train", "eval"):
             from engine.training.cli import eval_main, train_main
 

@@ -192,3 +192,24 @@ def test_db_backup_writes_a_checked_copy_and_db_check_reads_it(tmp_path: Path, m
     (tmp_path / "notes.txt").write_text("not a database")
     assert main(["db", "check", "notes.txt"]) == 2
     assert capsys.readouterr().err.strip() == "dreamgrid: notes.txt cannot be checked: file is not a database"
+
+
+def test_imagine_uses_model_from_the_environment_and_from_dot_env(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODEL", str(tmp_path / "from-env"))
+    assert main(["imagine", "a fox --seed 1"]) == 1
+    assert f"could not load model '{tmp_path / 'from-env'}'" in capsys.readouterr().err
+    monkeypatch.delenv("MODEL")
+    (tmp_path / ".env").write_text(f"MODEL={tmp_path / 'from-dot-env'}\n")
+    assert main(["imagine", "a fox --seed 1"]) == 1
+    assert f"could not load model '{tmp_path / 'from-dot-env'}'" in capsys.readouterr().err
+
+
+def test_eval_works_from_any_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)  # outside the repository
+    main(["eval", "--seeds", "1", "--steps", "1", "--size", "32"])
+    assert "24 held-out cases" in capsys.readouterr().out  # the shipped model, found from its own folder
+    assert main(["eval", "no-such-folder"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dreamgrid eval: error: no-such-folder is not a diffusers folder (no model_index.json)"
+    )
