@@ -213,3 +213,19 @@ def test_eval_works_from_any_folder(tmp_path: Path, monkeypatch, capsys) -> None
     assert capsys.readouterr().err.strip() == (
         "dreamgrid eval: error: no-such-folder is not a diffusers folder (no model_index.json)"
     )
+
+
+async def test_the_startup_log_has_no_warnings_about_voice(tmp_path: Path, monkeypatch, caplog) -> None:
+    import discord
+
+    from bot.client import DreamGrid
+    from bot.store import Store
+    from engine.fake import FakeEngine
+    from tests.harness import bot_settings
+
+    # As in a fresh process without PyNaCl or davey, which dreamgrid never needs.
+    monkeypatch.setattr(discord.VoiceClient, "warn_nacl", True)
+    monkeypatch.setattr(discord.VoiceClient, "warn_dave", True)
+    async with Store.open(":memory:") as store:
+        DreamGrid(settings=bot_settings(tmp_path), store=store, engine=FakeEngine(models=["fake"]))
+    assert not [r for r in caplog.records if "voice" in r.getMessage()]
