@@ -96,8 +96,12 @@ async def check_words(
         raise UserError(f"Your prompt matches {what}, which this server doesn't allow. Nothing was queued.")
 
 
-def apply_limits(kind: JobKind, spec: JobSpec, config: GuildConfig) -> JobSpec:
-    """Cap steps and size to the server's limits, and ask for the safety checker when it is on."""
+def apply_limits(kind: JobKind, spec: JobSpec, config: GuildConfig, *, checkable: bool = True) -> JobSpec:
+    """Cap steps and size to the server's limits, and ask for the safety checker when it is on.
+
+    `checkable`: the job's model has a safety checker (without one, asking would only turn off
+    the progress previews, which are withheld from what a checker has not seen).
+    """
     render = spec.render
     steps = min(render.steps, config["max_steps"])
     width, height = render.width, render.height
@@ -112,7 +116,11 @@ def apply_limits(kind: JobKind, spec: JobSpec, config: GuildConfig) -> JobSpec:
     return dataclasses.replace(
         spec,
         render=dataclasses.replace(
-            render, steps=steps, width=width, height=height, safety_check=bool(config["safety_checker"])
+            render,
+            steps=steps,
+            width=width,
+            height=height,
+            safety_check=bool(config["safety_checker"]) and checkable,
         ),
         delivery=dataclasses.replace(spec.delivery, spoiler_flagged=config["spoiler_flagged"]),
     )
@@ -158,6 +166,18 @@ async def check_waiting_room(bot: DreamGrid, interaction: discord.Interaction, c
         raise UserError(waiting_limit_message(count, waiting, limit))
 
 
+def safety_checker_state(bot: DreamGrid, config: GuildConfig) -> str:
+    """What /config safety_checker really does on this server: which models it checks."""
+    models = config.allowed_models
+    checked = [m for m in models if bot.engine.has_safety_checker(m)]
+    unchecked = ", ".join(f"`{m}`" for m in models if m not in checked)
+    if not checked:
+        return "no model here has a safety checker, so nothing can be checked"
+    if not config["safety_checker"]:
+        return "off: " + ", ".join(f"`{m}`" for m in checked) + " could be checked"
+    return "checks " + ", ".join(f"`{m}`" for m in checked) + (f"; {unchecked} have none" if unchecked else "")
+
+
 def queue_limits(bot: DreamGrid, config: GuildConfig) -> QueueLimits:
     return QueueLimits(config["max_running_per_user"], config["max_queued_per_user"], bot.settings.max_queue)
 
@@ -173,7 +193,15 @@ async def admit(
     await check_words(bot, interaction, config, (job.prompt for job in new_jobs))
     for job in new_jobs:
         check_model(config, job.model)
-    shaped = [dataclasses.replace(job, spec=apply_limits(kinds.get(job.kind), job.spec, config)) for job in new_jobs]
+    shaped = [
+        dataclasses.replace(
+            job,
+            spec=apply_limits(
+                kinds.get(job.kind), job.spec, config, checkable=bot.engine.has_safety_checker(job.model)
+            ),
+        )
+        for job in new_jobs
+    ]
     # 2. how much they have used
     await check_quota(bot, interaction, config, len(new_jobs))
     if any(job.mode == "fast" for job in shaped) and await fast_time_left(bot, interaction, config) == 0:

@@ -197,6 +197,7 @@ class DiffusersEngine:
         self.stats = EngineStats()
         self._render_s: dict[tuple[Any, ...], float] = {}
         self._native_sizes: dict[str, int] = {}  # recent render time per batch key (EMA)
+        self._safety_checkers: dict[str, bool] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -241,6 +242,33 @@ class DiffusersEngine:
         if name not in self._native_sizes:
             self._native_sizes[name] = self._native_size_from_config(name)
         return self._native_sizes[name]
+
+    def has_safety_checker(self, model: str | None = None) -> bool:
+        """Whether this model's images can be checked: SAFETY_CHECKER is on and the model ships a checker.
+
+        A model not loaded yet is answered from its model_index.json, never by loading it here.
+        """
+        if not self.safety_checker:
+            return False
+        name = model or self._default
+        if name not in self._safety_checkers:
+            pipe = self._loaded[name].text2img if name in self._loaded else self._preloaded.get(name)
+            if pipe is not None:
+                self._safety_checkers[name] = getattr(pipe, "safety_checker", None) is not None
+            else:
+                self._safety_checkers[name] = self._safety_checker_from_config(name)
+        return self._safety_checkers[name]
+
+    def _safety_checker_from_config(self, name: str) -> bool:
+        from diffusers import DiffusionPipeline
+
+        source = str(WEIGHTS_DIR / TINY_MODEL) if name == TINY_MODEL else name
+        try:
+            index = DiffusionPipeline.load_config(source, local_files_only=True)
+        except Exception:
+            return False  # the render itself will report a missing model
+        library, _ = index.get("safety_checker") or (None, None)
+        return library is not None
 
     def _native_size_from_config(self, name: str) -> int:
         from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -342,6 +370,7 @@ class DiffusersEngine:
         pipe.set_progress_bar_config(disable=True)
         img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         img2img.set_progress_bar_config(disable=True)
+        self._safety_checkers[name] = getattr(pipe, "safety_checker", None) is not None
         latent_rgb = fit_latent_rgb(pipe.vae)
         log.info("loaded model %s on %s/%s in %.1f s", name, self.device, self.dtype, time.perf_counter() - started)
         return _Model(name, pipe, img2img, latent_rgb)

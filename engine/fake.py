@@ -26,8 +26,10 @@ class FakeEngine:
         hang_prompts: Sequence[str] = ("__hang__",),
         nsfw_prompts: Sequence[str] = ("__nsfw__",),
         tile_size: int = 64,
+        safety_checker: bool = True,
     ) -> None:
         self.tile_size = tile_size
+        self.safety_checker = safety_checker  # whether its models "have" one (it flags nsfw_prompts)
         self._models = tuple(models)
         self.step_delay_s = step_delay_s
         self.fail_prompts = tuple(fail_prompts)
@@ -52,6 +54,9 @@ class FakeEngine:
     def native_size(self, model: str | None = None) -> int:
         return self.tile_size
 
+    def has_safety_checker(self, model: str | None = None) -> bool:
+        return self.safety_checker
+
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         self.requests.append(request)
         model = request.model or self.default_model
@@ -71,7 +76,7 @@ class FakeEngine:
         scale = 2 if request.action is Action.UPSCALE else 1
         images = tuple(_tile(request, seed, request.width * scale, request.height * scale) for seed in request.seeds)
         flagged = ()
-        if request.safety_check:
+        if request.safety_check and self.safety_checker:
             flagged = (any(p in request.prompt for p in self.nsfw_prompts),) * len(images)
         return RenderResult(
             images=images, seeds=request.seeds, model=model, elapsed_s=time.perf_counter() - started, flagged=flagged

@@ -89,6 +89,10 @@ class Engine(Protocol):
         """The tile edge (pixels) the model was trained at; aspect ratios keep this area."""
         ...
 
+    def has_safety_checker(self, model: str | None = None) -> bool:
+        """Whether `safety_check` on a request for this model checks anything."""
+        ...
+
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         """Render `request`; `progress` is called on the event loop's thread."""
         ...

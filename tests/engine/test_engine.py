@@ -196,3 +196,11 @@ async def test_the_safety_checker_flags_images_and_keeps_their_pixels():
     assert all(pixels(image).max() > 0 for image in checked.images)  # never a black square
     for kept, plain in zip(checked.images, unchecked.images, strict=True):
         assert (pixels(kept) == pixels(plain)).all()
+
+
+def test_a_model_without_a_safety_checker_says_so_without_loading(tiny_folder):
+    # What /config safety_checker asks before it accepts "on": this model ships no checker.
+    engine = DiffusersEngine(model=str(tiny_folder), device="cpu", safety_checker=True)
+    assert engine.has_safety_checker() is False
+    assert DiffusersEngine(model=str(tiny_folder), device="cpu").has_safety_checker() is False  # SAFETY_CHECKER off
+    assert not engine._loaded
