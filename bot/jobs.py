@@ -35,12 +35,16 @@ JobBuilder = Callable[[GuildConfig], Awaitable[Sequence[NewJob]]]
 def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: dict[str, Any]) -> JobSpec:
     """The recorded render request for a prompt: everything needed to render it again."""
     settings = bot.settings
+    # The model's own defaults (MODEL_DEFAULTS: a turbo model runs 1–4 steps at guidance 0) before the bot's.
+    model_defaults = settings.defaults_for(model)
+    base_steps = model_defaults.steps or settings.steps
+    base_guidance = settings.guidance_scale if model_defaults.guidance_scale is None else model_defaults.guidance_scale
     aspect = parsed.aspect or _aspect(defaults.get("aspect"))
-    native = bot.engine.native_size(model)
+    native = model_defaults.size or bot.engine.native_size(model)
     width, height = render_params.size_for_aspect(aspect[0], aspect[1], native * native, max(8, native // 8))
     quality = parsed.quality if parsed.quality is not None else defaults.get("quality", render_params.QUALITY_DEFAULT)
     stylize = parsed.stylize if parsed.stylize is not None else defaults.get("stylize", render_params.STYLIZE_DEFAULT)
-    steps = min(render_params.steps_for_quality(quality, base=settings.steps), settings.max_steps)
+    steps = min(render_params.steps_for_quality(quality, base=base_steps), settings.max_steps)
     render = RenderSpec(
         prompt=parsed.text,
         negative_prompt=parsed.negative,
@@ -50,7 +54,7 @@ def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: 
         # GUIDANCE_SCALE is the guidance at the default --stylize; stylize scales it from there.
         guidance_scale=round(
             render_params.guidance_for_stylize(stylize)
-            * settings.guidance_scale
+            * base_guidance
             / render_params.guidance_for_stylize(render_params.STYLIZE_DEFAULT),
             3,
         ),
@@ -128,7 +132,7 @@ async def child_job(
     """The job a click on `parent` asks for; `prompt` is a Remix edit of the parent's prompt."""
     spec = parent.spec
     text = parent.prompt
-    model = parent.model
+    model = bot.settings.model_name(parent.model)  # recorded as a source before models had short names
     profile = await bot.store.profile(interaction.user.id)
     mode = member_mode(profile.settings)
     if prompt is not None and prompt != parent.prompt:
@@ -138,7 +142,7 @@ async def child_job(
             parsed = parse_prompt(prompt, options=profile.options, models=bot.settings.installed_models, max_jobs=1)[0]
         except PromptError as exc:
             raise UserError(str(exc)) from None
-        model = parsed.model or parent.model
+        model = parsed.model or model
         mode = parsed.mode or mode
         fresh = imagine_spec(parsed, bot=bot, model=model, defaults=profile.settings)
         if kind.keeps_parent_size:
@@ -149,7 +153,7 @@ async def child_job(
         spec, text = fresh, parsed.raw
     steps = spec.render.steps
     if strength is not None:
-        steps = render_params.img2img_steps(steps, strength)
+        steps = render_params.img2img_steps(steps, strength, minimum=kind.min_steps)
     spec = spec.replace_render(steps=steps, strength=strength)
     return new_job(
         interaction,

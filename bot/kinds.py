@@ -63,6 +63,7 @@ class JobKind:
     scale: int = 1  # output edge / requested tile edge (an upscale is 2)
     # Named img2img strengths (0 keeps the source, 1 ignores it); the first is the default.
     strengths: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    min_steps: int = 2  # image-to-image: denoising steps it runs at least, whatever --quality says
     remix: bool = False  # whether Remix mode opens the prompt editor before this kind runs
     buttons: ResultButtons = ResultButtons.NONE
     tile_button: TileButton | None = None
@@ -159,6 +160,7 @@ UPSCALE = register(
         strengths=MappingProxyType(
             {"subtle": render_params.UPSCALE_SUBTLE, "creative": render_params.UPSCALE_CREATIVE}
         ),
+        min_steps=render_params.UPSCALE_MIN_STEPS,
         tile_button=TileButton(word="up", label="Upscale", emoji="🔍"),
     )
 )

@@ -18,7 +18,7 @@ import discord
 
 from bot import kinds
 from bot.errors import UserError
-from bot.guild_config import GuildConfig
+from bot.guild_config import MODEL_SIZE_FACTOR, GuildConfig
 from bot.kinds import JobKind
 from bot.rows import NewJob
 from bot.spec import JobSpec
@@ -73,7 +73,7 @@ def check_remix(config: GuildConfig) -> None:
 
 def check_model(config: GuildConfig, model: str) -> None:
     allowed = config.allowed_models
-    if model not in allowed:
+    if config.settings.model_name(model) not in allowed:
         raise UserError(
             f"The model `{model}` isn't allowed on this server: use {', '.join(f'`{m}`' for m in allowed)}."
         )
@@ -96,16 +96,20 @@ async def check_words(
         raise UserError(f"Your prompt matches {what}, which this server doesn't allow. Nothing was queued.")
 
 
-def apply_limits(kind: JobKind, spec: JobSpec, config: GuildConfig, *, checkable: bool = True) -> JobSpec:
+def apply_limits(
+    kind: JobKind, spec: JobSpec, config: GuildConfig, *, native: int = 512, checkable: bool = True
+) -> JobSpec:
     """Cap steps and size to the server's limits, and ask for the safety checker when it is on.
 
-    `checkable`: the job's model has a safety checker (without one, asking would only turn off
-    the progress previews, which are withheld from what a checker has not seen).
+    `native`: the model's tile size, for the default size limit (an SDXL upscale of a 3:2 tile is
+    2432 px long: refused by SD1.5's 2048). `checkable`: the job's model has a safety checker
+    (without one, asking would only turn off the progress previews, withheld from what a checker
+    has not seen).
     """
     render = spec.render
     steps = min(render.steps, config["max_steps"])
     width, height = render.width, render.height
-    limit = config["max_image_size"]
+    limit = config["max_image_size"] or MODEL_SIZE_FACTOR * native
     if max(width, height) * kind.scale > limit:
         if not kind.may_shrink_to_limit:
             raise UserError(
@@ -197,7 +201,11 @@ async def admit(
         dataclasses.replace(
             job,
             spec=apply_limits(
-                kinds.get(job.kind), job.spec, config, checkable=bot.engine.has_safety_checker(job.model)
+                kinds.get(job.kind),
+                job.spec,
+                config,
+                native=bot.settings.defaults_for(job.model).size or bot.engine.native_size(job.model),
+                checkable=bot.engine.has_safety_checker(job.model),
             ),
         )
         for job in new_jobs

@@ -18,6 +18,7 @@ import re
 import secrets
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine import params
@@ -121,7 +122,8 @@ def _request(
     if choice not in strengths:
         raise ValueError(f"--strength {choice} does not apply here; choose {' or '.join(strengths)}")
     strength = strengths[choice]
-    common["steps"] = params.img2img_steps(common["steps"], strength)
+    minimum = params.UPSCALE_MIN_STEPS if action is Action.UPSCALE else 2
+    common["steps"] = params.img2img_steps(common["steps"], strength, minimum=minimum)
     return RenderRequest(
         action=action,
         seeds=seeds,
@@ -152,14 +154,30 @@ def _validate(args: argparse.Namespace) -> None:
             raise ValueError(f"no such image: {path}")
 
 
-async def _render(args: argparse.Namespace, models: list[str], base_steps: int, guidance_scale: float | None) -> Path:
+@dataclass(frozen=True, slots=True)
+class Installed:
+    """The operator's models: short names, where each is loaded from, and scheduler overrides."""
+
+    models: list[str]
+    sources: dict[str, str]
+    schedulers: dict[str, str]
+
+
+async def _render(
+    args: argparse.Namespace, installed: Installed, base_steps: int, guidance_scale: float | None
+) -> Path:
     from tqdm import tqdm
 
     from engine.core import DiffusersEngine
 
-    installed = [args.model, *(m for m in models if m != args.model)]
     async with DiffusersEngine(
-        model=args.model, models=installed, device=args.device, dtype=args.dtype, batch_window_s=0.0
+        model=args.model,
+        models=[args.model, *(m for m in installed.models if m != args.model)],
+        sources=installed.sources,
+        schedulers=installed.schedulers,
+        device=args.device,
+        dtype=args.dtype,
+        batch_window_s=0.0,
     ) as engine:
         request = _request(args, engine.native_size(), base_steps, guidance_scale)
         with tqdm(total=request.steps, file=sys.stderr, desc=request.action.value, leave=False) as bar:
@@ -183,17 +201,23 @@ def imagine_main(
     *,
     model: str = "dreamgrid-tiny",
     models: list[str] | None = None,
+    sources: dict[str, str] | None = None,
+    schedulers: dict[str, str] | None = None,
     device: str = "auto",
     dtype: str = "auto",
     base_steps: int = params.BASE_STEPS,
     guidance_scale: float | None = None,
+    size: int | None = None,
 ) -> int:
     """`dreamgrid imagine`; the keyword arguments are the operator's settings (`dreamgrid` passes MODEL, …)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = _parser(model, device, dtype).parse_args(argv)
         _validate(args)
-        path = asyncio.run(_render(args, list(models or []), base_steps, guidance_scale))
+        if size is not None and args.size is None:
+            args.size = size
+        installed = Installed(list(models or []), dict(sources or {}), dict(schedulers or {}))
+        path = asyncio.run(_render(args, installed, base_steps, guidance_scale))
     except _UsageError as e:
         print(f"dreamgrid imagine: error: {e}", file=sys.stderr)
         return 2

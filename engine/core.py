@@ -157,8 +157,11 @@ class DiffusersEngine:
     """The `engine.requests.Engine` protocol on diffusers.
 
     model: the default model — a diffusers folder, a model id in the local HF cache, or
-        `dreamgrid-tiny` (engine/weights/dreamgrid-tiny/ if present, else a random tiny model).
+        `dreamgrid-tiny` (engine/weights/dreamgrid-tiny/ if present, else a random tiny model);
+        or a name that `sources` maps to one of those.
     models: every installed model the bot may offer (default: just `model`); loaded lazily, cached.
+    sources: model name -> where it is loaded from, for models known by a short name.
+    schedulers: model name -> a diffusers scheduler class name to use instead of the model's own.
     pipelines: already-built pipelines by name (tests, benchmarks); they count as installed.
     max_batch: most images in one pipeline call (a request is never split).
     """
@@ -175,6 +178,8 @@ class DiffusersEngine:
         max_batch: int | None = None,
         compile: bool = False,
         safety_checker: bool = False,
+        sources: Mapping[str, str] | None = None,
+        schedulers: Mapping[str, str] | None = None,
     ) -> None:
         self.device = _pick_device(device)
         self.dtype = _pick_dtype(dtype, self.device)
@@ -183,6 +188,9 @@ class DiffusersEngine:
         self.compile = compile
         self.safety_checker = safety_checker
         self._preloaded = dict(pipelines or {})
+        self._sources = dict(sources or {})
+        self._by_source = {source: name for name, source in self._sources.items()}
+        self._schedulers = dict(schedulers or {})
         self._default = model
         names = list(models) if models is not None else [model]
         for name in [model, *self._preloaded]:
@@ -262,7 +270,7 @@ class DiffusersEngine:
     def _safety_checker_from_config(self, name: str) -> bool:
         from diffusers import DiffusionPipeline
 
-        source = str(WEIGHTS_DIR / TINY_MODEL) if name == TINY_MODEL else name
+        source = self._source(name)
         try:
             index = DiffusionPipeline.load_config(source, local_files_only=True)
         except Exception:
@@ -270,22 +278,28 @@ class DiffusersEngine:
         library, _ = index.get("safety_checker") or (None, None)
         return library is not None
 
+    def _source(self, name: str) -> str:
+        """Where a model is loaded from: its source if it has a short name, the shipped folder for the tiny model."""
+        source = self._sources.get(name, name)
+        return str(WEIGHTS_DIR / TINY_MODEL) if source == TINY_MODEL else source
+
     def _native_size_from_config(self, name: str) -> int:
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
         if name in self._preloaded:
             pipe = self._preloaded[name]
             return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-        source = str(WEIGHTS_DIR / TINY_MODEL) if name == TINY_MODEL else name
+        source = self._source(name)
         try:
             unet = UNet2DConditionModel.load_config(source, subfolder="unet", local_files_only=True)
             vae = AutoencoderKL.load_config(source, subfolder="vae", local_files_only=True)
         except Exception:
-            return 64 if name == TINY_MODEL else 512  # the render itself will report a missing model
+            return 64 if source == str(WEIGHTS_DIR / TINY_MODEL) else 512  # the render will report a missing model
         return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
 
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         model = request.model or self._default
+        model = self._by_source.get(model, model)  # a job recorded before its model had a short name
         if model not in self._models:
             raise RenderError(f"model {model!r} is not installed (installed: {', '.join(self._models)})")
         if request.action not in _ACTIONS:
@@ -326,8 +340,8 @@ class DiffusersEngine:
         if name in self._preloaded:
             pipe = self._preloaded[name]
         else:
-            source: str | Path = name
-            if name == TINY_MODEL:
+            source: str | Path = self._sources.get(name, name)
+            if source == TINY_MODEL:
                 source = WEIGHTS_DIR / TINY_MODEL
                 if not (source / "model_index.json").exists():
                     from engine.tiny import build_tiny_pipeline
@@ -350,9 +364,16 @@ class DiffusersEngine:
                             "no such diffusers folder, and no such model in the local Hugging Face cache "
                             "(dreamgrid never downloads: fetch it once with `huggingface-cli download`)"
                         )
-                    raise RenderError(f"could not load model {name!r}: {reason}") from e
+                    raise RenderError(f"could not load model {str(source)!r}: {reason}") from e
                 finally:
                     diffusers_logging.enable_progress_bar()
+        if name in self._schedulers:
+            import diffusers
+
+            scheduler_class = getattr(diffusers, self._schedulers[name], None)
+            if not isinstance(scheduler_class, type) or not hasattr(scheduler_class, "from_config"):
+                raise RenderError(f"model {name!r}: {self._schedulers[name]!r} is not a diffusers scheduler")
+            pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
         tokenizer = getattr(pipe, "tokenizer", None)
         if tokenizer is not None and tokenizer.model_max_length > 10_000:
             tokenizer.model_max_length = 77  # a bare tokenizer folder says 1e30 and the pipeline pads to it

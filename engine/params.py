@@ -5,7 +5,7 @@ reaches diffusers. The bot's prompt parser takes names, ranges and examples from
 the engine CLI's help are written from it, and a test checks the README's table against it.
 
 Image-to-image strengths: Vary Strong / Subtle use img2img `strength` 0.75 / 0.4; Upscale Subtle /
-Creative is 2x Lanczos, then img2img `strength` 0.1 / 0.2 ("hires fix").
+Creative is 2x Lanczos, then img2img `strength` 0.1 / 0.3, at least 4 steps ("hires fix").
 
 Stylize: higher values mean "more artistic, less literal" in Midjourney, which is lower classifier-free
 guidance. Chaos: a tile with chaos C gets a 2x2 random field, upsampled, added to its starting noise
@@ -36,10 +36,13 @@ MAX_STEPS = 150
 # change from the source tile is clearly smaller at Subtle than at Strong (tests/engine/test_actions.py).
 VARY_STRONG = 0.75
 VARY_SUBTLE = 0.4
-# Measured on the shipped model: at 2x it works outside the size it was trained at, and from 0.2 up
-# it redraws the subject smaller; 0.1 keeps the picture (mean abs change 11/255 vs 23 to another tile).
+# Measured by bench/upscale_bench.py on the shipped model (BENCHMARKS.md): Subtle has 3.6x Lanczos's
+# high-frequency energy and drifts 8/255 from the source; Creative at 0.3 invents more (drift 13/255,
+# 1.6x Subtle's), where 0.2 was hardly different from Subtle (10/255). Above ~0.35 the 64 px model
+# redraws the subject smaller. At least UPSCALE_MIN_STEPS run, so a --q .25 job still denoises.
 UPSCALE_SUBTLE = 0.1  # sharpens, keeps the picture, like Midjourney's Upscale (Subtle)
-UPSCALE_CREATIVE = 0.2  # redraws detail and may drift from the source
+UPSCALE_CREATIVE = 0.3  # redraws detail and visibly drifts from the source
+UPSCALE_MIN_STEPS = 4  # denoising steps an upscale runs at least, whatever --quality says
 
 
 @dataclass(frozen=True, slots=True)

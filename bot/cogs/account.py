@@ -33,6 +33,7 @@ Interaction = discord.Interaction[DreamGrid]
 
 def settings_embed(settings: dict[str, Any], suffix: str) -> discord.Embed:
     embed = discord.Embed(title="Your settings", colour=discord.Colour.blurple())
+    embed.add_field(name="Model", value=settings.get("model", "the server's default"))
     embed.add_field(name="Aspect", value=settings.get("aspect", "1:1"))
     embed.add_field(name="Quality", value=str(settings.get("quality", 1)))
     embed.add_field(name="Stylize", value=str(settings.get("stylize", 100)))
@@ -70,8 +71,36 @@ class SettingsSelect(GuardedItem[discord.ui.Select], template=r"dg:set:(?P<key>a
         store = interaction.client.store
         settings = await store.update_settings(interaction.user.id, **{self.key: value})
         profile = await store.profile(interaction.user.id)
+        config = await interaction.client.guild_configs.get(interaction.guild_id)
         await interaction.response.edit_message(
-            embed=settings_embed(settings, profile.suffix), view=settings_view(settings)
+            embed=settings_embed(settings, profile.suffix), view=settings_view(settings, config.allowed_models)
+        )
+
+
+class ModelSelect(GuardedItem[discord.ui.Select], template=r"dg:set:model"):
+    """/settings' model menu: the models this server allows, by the short names `--model` takes."""
+
+    def __init__(self, models: list[str] | None = None, current: str | None = None) -> None:
+        options = [
+            discord.SelectOption(label=f"Model: {name}"[:100], value=name[:100], default=name == current)
+            for name in (models or ["-"])[:25]
+        ]
+        super().__init__(discord.ui.Select(custom_id="dg:set:model", options=options, min_values=1, max_values=1))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Select, match: re.Match[str], /):
+        return cls()
+
+    async def respond(self, interaction: Interaction) -> None:
+        bot = interaction.client
+        config = await bot.guild_configs.get(interaction.guild_id)
+        choice = self.item.values[0]
+        if choice not in config.allowed_models:
+            raise UserError(f"`{choice}` isn't a model here: pick one of {', '.join(config.allowed_models)}.")
+        settings = await bot.store.update_settings(interaction.user.id, model=choice)
+        profile = await bot.store.profile(interaction.user.id)
+        await interaction.response.edit_message(
+            embed=settings_embed(settings, profile.suffix), view=settings_view(settings, config.allowed_models)
         )
 
 
@@ -110,16 +139,20 @@ class SettingsButton(GuardedItem[discord.ui.Button], template=r"dg:set:(?P<key>r
             await store.reset_settings(interaction.user.id)
             settings = {}
         profile = await store.profile(interaction.user.id)
+        config = await interaction.client.guild_configs.get(interaction.guild_id)
         await interaction.response.edit_message(
-            embed=settings_embed(settings, profile.suffix), view=settings_view(settings)
+            embed=settings_embed(settings, profile.suffix), view=settings_view(settings, config.allowed_models)
         )
 
 
-def settings_view(settings: dict[str, Any]) -> discord.ui.View:
+def settings_view(settings: dict[str, Any], models: list[str]) -> discord.ui.View:
+    """Three menus, a model menu when there is a choice, and the buttons: five rows at most."""
     view = discord.ui.View(timeout=None)
     view.add_item(SettingsSelect("aspect", settings.get("aspect", "1:1")))
     view.add_item(SettingsSelect("quality", settings.get("quality", 1.0)))
     view.add_item(SettingsSelect("stylize", settings.get("stylize", 100)))
+    if len(models) > 1:
+        view.add_item(ModelSelect(models, settings.get("model")))
     for key in ("remix", "variation", "reset"):
         view.add_item(SettingsButton(key, settings))
     return view
@@ -177,11 +210,14 @@ class Account(commands.Cog):
             ephemeral=True,
         )
 
-    @app_commands.command(description="Your defaults: aspect, quality, stylize, Remix")
+    @app_commands.command(description="Your defaults: aspect, quality, stylize, model, Remix")
     async def settings(self, interaction: Interaction) -> None:
         profile = await self.bot.store.profile(interaction.user.id)
+        config = await self.bot.guild_configs.get(interaction.guild_id)
         await interaction.response.send_message(
-            embed=settings_embed(profile.settings, profile.suffix), view=settings_view(profile.settings), ephemeral=True
+            embed=settings_embed(profile.settings, profile.suffix),
+            view=settings_view(profile.settings, config.allowed_models),
+            ephemeral=True,
         )
 
     @app_commands.command(description="Show one of your jobs again, with working buttons")
@@ -276,6 +312,11 @@ class Account(commands.Cog):
     @app_commands.command(description="How to use dreamgrid")
     async def help(self, interaction: Interaction) -> None:
         embed = discord.Embed(title="dreamgrid", colour=discord.Colour.blurple(), description=HELP_TEXT)
+        config = await self.bot.guild_configs.get(interaction.guild_id)
+        models = ", ".join(f"`{m}`" for m in config.allowed_models)
+        embed.add_field(
+            name="Models here", value=f"{models} (default `{config.default_model}`; pick with `--model NAME`)"[:1024]
+        )
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
 
@@ -327,5 +368,5 @@ def _check_parameters(value: str, bot: DreamGrid, what: str) -> None:
 
 
 async def setup(bot: DreamGrid) -> None:
-    bot.add_dynamic_items(SettingsSelect, SettingsButton)
+    bot.add_dynamic_items(SettingsSelect, ModelSelect, SettingsButton)
     await bot.add_cog(Account(bot))

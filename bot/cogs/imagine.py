@@ -303,8 +303,10 @@ async def imagine_jobs(interaction: Interaction, config: GuildConfig, prompt: st
     defaults = {"aspect": config["default_aspect"], **profile.settings}
     kind = kinds.IMAGINE
     new_jobs = []
+    chosen = profile.settings.get("model")  # /settings; a model the server no longer allows is skipped
+    default_model = chosen if chosen in config.allowed_models else config.default_model
     for parsed in parsed_prompts:
-        model = parsed.model or config.default_model
+        model = parsed.model or default_model
         spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
         new_jobs.append(
             jobs.new_job(

@@ -148,3 +148,28 @@ async def test_relax_and_fast_modes_and_the_fast_time_left(fake_discord: FakeDis
             "0.0 s of 1 h",
             "3 running, 5 waiting",
         )
+
+
+async def test_models_by_short_name_with_their_own_defaults(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    settings = {
+        "models": ["turbo=/models/sdxl-turbo"],
+        "model_defaults": {"turbo": {"steps": 2, "guidance_scale": 0}},
+    }
+    async with running_bot(fake, tmp_path, **settings) as bot:
+        await result_of(await fake.slash("imagine", prompt="a fox --model turbo"))
+        request = bot.engine.requests[-1]
+        assert (request.model, request.steps, request.guidance_scale) == ("turbo", 2, 0)
+        await result_of(await fake.slash("imagine", prompt="a fox"))
+        assert (bot.engine.requests[-1].model, bot.engine.requests[-1].steps) == ("fake", 8)  # STEPS=8
+
+        _, refused = await reply_to(fake, "imagine", prompt="a fox --model sdxl-turbo")
+        assert refused.content == "Unknown model `sdxl-turbo`: use one of `fake`, `turbo`."
+
+        ix, panel = await reply_to(fake, "settings")
+        picked = await fake.select(panel, "dg:set:model", ["turbo"])
+        assert (await picked.ack()).type == 7
+        await result_of(await fake.slash("imagine", prompt="a hare"))
+        assert bot.engine.requests[-1].model == "turbo"  # the member's /settings model
+        _, helped = await reply_to(fake, "help")
+        assert helped.embed["fields"][0]["value"].startswith("`fake`, `turbo`")

@@ -142,7 +142,7 @@ async def test_the_envelope_button_sends_the_result_to_the_clickers_dms(fake_dis
         assert (await dm.ack()).ephemeral
         assert "Sent" in (await dm.wait_for_reply(lambda m: not m.loading)).content
         sent = await fake.wait_for_message(fake.dm(fake.bob), lambda m: m.attachments)
-        assert "Job 1" in sent.content and "8, 9, 10, 11" in str(sent.embed)
+        assert "Job 1" in sent.content and "8 (`--seed 8` draws this again)" in str(sent.embed)
 
 
 async def test_imagine_works_in_a_dm(fake_discord: FakeDiscord, tmp_path: Path):
