@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot.cli import _application_id_from_token, main
 from bot.store import available_migrations
 
@@ -229,3 +231,21 @@ async def test_the_startup_log_has_no_warnings_about_voice(tmp_path: Path, monke
     async with Store.open(":memory:") as store:
         DreamGrid(settings=bot_settings(tmp_path), store=store, engine=FakeEngine(models=["fake"]))
     assert not [r for r in caplog.records if "voice" in r.getMessage()]
+
+
+def test_models_have_short_names_and_their_own_defaults(monkeypatch) -> None:
+    from bot.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("MODELS", "sdxl=/models/sdxl-turbo, stabilityai/stable-diffusion-2-1, /models/sd15/")
+    monkeypatch.setenv("MODEL_DEFAULTS", '{"sdxl": {"steps": 4, "guidance_scale": 0}}')
+    settings = load_settings(_env_file=None)
+    assert settings.installed_models == ["dreamgrid-tiny", "sdxl", "stable-diffusion-2-1", "sd15"]
+    assert settings.model_sources["sdxl"] == "/models/sdxl-turbo"
+    assert (settings.defaults_for("sdxl").steps, settings.defaults_for("sdxl").guidance_scale) == (4, 0)
+    assert settings.defaults_for("sd15").steps is None
+    assert settings.model_name("/models/sdxl-turbo") == "sdxl"  # a job recorded before names
+    assert load_settings(_env_file=None, model="sdxl").default_model == "sdxl"  # MODEL may name one of MODELS
+
+    monkeypatch.setenv("MODEL_DEFAULTS", '{"sdxl-turbo": {"steps": 4}}')
+    with pytest.raises(SettingsError, match="MODEL_DEFAULTS names models that are not installed: sdxl-turbo"):
+        load_settings(_env_file=None)
