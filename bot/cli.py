@@ -41,7 +41,16 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
             yield fake
         return
     from engine.core import DiffusersEngine
+    from engine.optimize import Speedups
 
+    speedups = Speedups(
+        sdpa=settings.sdpa,
+        channels_last=settings.channels_last,
+        fuse_qkv=settings.fuse_qkv,
+        compile=settings.compile,
+        static_shapes=settings.static_shapes,
+        vae_tiling=settings.vae_tiling,
+    )
     async with DiffusersEngine(
         model=settings.default_model,
         models=settings.installed_models,
@@ -50,6 +59,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         device=settings.device,
         dtype=settings.dtype,
         batch_window_s=settings.batch_window_s,
+        speedups=speedups,
         safety_checker=settings.safety_checker,
     ) as engine:
         yield engine

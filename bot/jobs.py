@@ -41,7 +41,7 @@ def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: 
     base_guidance = settings.guidance_scale if model_defaults.guidance_scale is None else model_defaults.guidance_scale
     aspect = parsed.aspect or _aspect(defaults.get("aspect"))
     native = model_defaults.size or bot.engine.native_size(model)
-    width, height = render_params.size_for_aspect(aspect[0], aspect[1], native * native, max(8, native // 8))
+    width, height = render_params.tile_size(aspect[0], aspect[1], native)
     quality = parsed.quality if parsed.quality is not None else defaults.get("quality", render_params.QUALITY_DEFAULT)
     stylize = parsed.stylize if parsed.stylize is not None else defaults.get("stylize", render_params.STYLIZE_DEFAULT)
     steps = min(render_params.steps_for_quality(quality, base=base_steps), settings.max_steps)

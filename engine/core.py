@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -41,6 +42,8 @@ from engine.actions import imagine as imagine_action  # noqa: E402
 from engine.actions import upscale as upscale_action  # noqa: E402
 from engine.actions import variation as variation_action  # noqa: E402
 from engine.actions.common import FLAGGED, RenderInterrupted  # noqa: E402
+from engine.optimize import Speedups, padded_image_count, prepare_pipeline, warm_up  # noqa: E402
+from engine.params import aspect_buckets  # noqa: E402
 from engine.preview import fit_latent_rgb, preview_grid  # noqa: E402
 from engine.requests import Action, ProgressCallback, RenderError, RenderProgress, RenderRequest, RenderResult  # noqa: E402
 
@@ -164,6 +167,10 @@ class DiffusersEngine:
     schedulers: model name -> a diffusers scheduler class name to use instead of the model's own.
     pipelines: already-built pipelines by name (tests, benchmarks); they count as installed.
     max_batch: most images in one pipeline call (a request is never split).
+    speedups: the switches engine/optimize.py applies to every loaded model (default: all on but
+        compile); `dtype` is the half-precision switch.
+    warm_up_sizes: the tile sizes to compile for when `speedups.compile` is on (default: every size
+        `--ar` can give on that model; benchmarks and tests name fewer).
     """
 
     def __init__(
@@ -176,7 +183,8 @@ class DiffusersEngine:
         dtype: str | torch.dtype = "auto",
         batch_window_s: float = 0.05,
         max_batch: int | None = None,
-        compile: bool = False,
+        speedups: Speedups | None = None,
+        warm_up_sizes: Sequence[tuple[int, int]] | None = None,
         safety_checker: bool = False,
         sources: Mapping[str, str] | None = None,
         schedulers: Mapping[str, str] | None = None,
@@ -185,7 +193,8 @@ class DiffusersEngine:
         self.dtype = _pick_dtype(dtype, self.device)
         self.batch_window_s = batch_window_s
         self.max_batch = max_batch or (32 if self.device.type == "cuda" else 16)
-        self.compile = compile
+        self.speedups = speedups or Speedups()
+        self.warm_up_sizes = warm_up_sizes
         self.safety_checker = safety_checker
         self._preloaded = dict(pipelines or {})
         self._sources = dict(sources or {})
@@ -383,17 +392,23 @@ class DiffusersEngine:
             pipe.safety_checker = None
         # Cast only when needed: diffusers warns on every dtype cast through `.to()`.
         pipe.to(self.device) if pipe.unet.dtype == self.dtype else pipe.to(self.device, self.dtype)
-        if self.device.type == "cuda":
-            pipe.unet.to(memory_format=torch.channels_last)
-        # diffusers uses PyTorch SDPA (AttnProcessor2_0) by default on torch 2.
-        if self.compile:
-            pipe.unet = torch.compile(pipe.unet)
+        prepare_pipeline(pipe, self.speedups)
         pipe.set_progress_bar_config(disable=True)
         img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         img2img.set_progress_bar_config(disable=True)
         self._safety_checkers[name] = getattr(pipe, "safety_checker", None) is not None
         latent_rgb = fit_latent_rgb(pipe.vae)
         log.info("loaded model %s on %s/%s in %.1f s", name, self.device, self.dtype, time.perf_counter() - started)
+        if self.speedups.compile != "off":
+            native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+            sizes = self.warm_up_sizes or aspect_buckets(native)
+            log.info(
+                "compiling model %s (%s) for its %d tile sizes; members wait until this is done",
+                name,
+                self.speedups.compile,
+                len(sizes),
+            )
+            log.info("compiled model %s in %.1f s", name, warm_up(pipe, sizes))
         return _Model(name, pipe, img2img, latent_rgb)
 
     # -- the worker ---------------------------------------------------------------------------
@@ -444,6 +459,8 @@ class DiffusersEngine:
         started = time.perf_counter()
         requests = [job.request for job in batch]
         first = batch[0]
+        if self.speedups.pads_batches:
+            requests += self._filler(requests)
         try:
             model = self._model(first.model)
             render, _, uses_img2img = _ACTIONS[first.request.action]
@@ -465,10 +482,10 @@ class DiffusersEngine:
         self._render_s[first.key] = elapsed if previous is None else 0.7 * previous + 0.3 * elapsed
         self.stats.batches += 1
         self.stats.requests += len(batch)
-        self.stats.images += sum(len(r.seeds) for r in requests)
+        self.stats.images += sum(len(job.request.seeds) for job in batch)
         self.stats.batch_sizes.append(len(batch))
-        total_images = sum(len(r.seeds) for r in requests)
-        for job, tiles in zip(batch, images, strict=True):
+        total_images = sum(len(job.request.seeds) for job in batch)  # filler rows are shared overhead
+        for job, tiles in zip(batch, images[: len(batch)], strict=True):
             flagged = tuple(bool(t.info.pop(FLAGGED, False)) for t in tiles) if job.request.safety_check else ()
             # Each request is charged its share of the batch's device time, by images.
             share = elapsed * len(job.request.seeds) / total_images
@@ -476,6 +493,13 @@ class DiffusersEngine:
                 images=tuple(tiles), seeds=job.request.seeds, model=job.model, elapsed_s=share, flagged=flagged
             )
             job.post(job.resolve, result, None)
+
+    def _filler(self, requests: list[RenderRequest]) -> list[RenderRequest]:
+        """Throw-away one-image requests that round the batch up to a size a compiled graph exists for."""
+        images = sum(len(r.seeds) for r in requests)
+        spare = padded_image_count(images, self.max_batch) - images
+        filler = dataclasses.replace(requests[0], seeds=requests[0].seeds[:1], preview=False, safety_check=False)
+        return [filler] * spare
 
     def _step_callback(self, batch: list[_Job], model: _Model) -> Callable[[int, int, torch.Tensor], bool]:
         offsets, row = [], 0
