@@ -18,7 +18,7 @@ from discord.ext import commands
 
 from bot import jobs, kinds, messages, policy
 from bot.client import DreamGrid
-from bot.errors import UserError
+from bot.errors import UserError, reply_ephemeral
 from bot.guild_config import GuildConfig
 from bot.images import encode_grid
 from bot.kinds import JobKind, ResultButtons
@@ -41,7 +41,7 @@ async def start_child(
     bot = interaction.client
 
     async def build(config: GuildConfig) -> list[NewJob]:
-        parent = await jobs.job_or_error(bot, parent_id)
+        parent = await jobs.job_or_error(bot, interaction, parent_id)
         if kind.needs_finished_parent and parent.status != "done":
             raise UserError(f"Job {parent.id} has no finished images to work from.")
         profile = await bot.store.profile(interaction.user.id)
@@ -115,7 +115,7 @@ class UpscaleButton(GuardedItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+)
 
     async def respond(self, interaction: Interaction) -> None:
         bot = interaction.client
-        job = await jobs.job_or_error(bot, self.job_id)
+        job = await jobs.job_or_error(bot, interaction, self.job_id)
         stored = await jobs.stored_or_redraw(bot, interaction, job, then=f"press U{self.index} on the new grid.")
         if stored is None:
             return
@@ -220,7 +220,7 @@ class SendToDMButton(GuardedItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d
 
     async def respond(self, interaction: Interaction) -> None:
         bot = interaction.client
-        job = await jobs.job_or_error(bot, self.job_id)
+        job = await jobs.job_or_error(bot, interaction, self.job_id)
         stored = await jobs.stored_or_redraw(bot, interaction, job, then="press ✉️ on the new grid.")
         if stored is None:
             return
@@ -331,7 +331,6 @@ def confirmation(prompt: str, count: int) -> dict[str, object]:
         "content": f"This prompt makes **{count} jobs** ({count * kinds.IMAGINE.image_count} images). Queue them all?",
         "embed": discord.Embed(description=prompt, colour=discord.Colour.blurple()),
         "view": view,
-        "ephemeral": True,
     }
 
 
@@ -368,7 +367,8 @@ class ConfirmButton(GuardedItem[discord.ui.Button], template=r"dg:confirm:(?P<an
             return await imagine_jobs(interaction, config, prompt)
 
         try:
-            accepted = await jobs.submit(interaction.client, interaction, build)
+            async with interaction.client.admission:
+                accepted = await jobs.submit(interaction.client, interaction, build)
         except UserError as exc:
             await interaction.edit_original_response(content=str(exc), embed=None)
             return
@@ -387,11 +387,14 @@ class Imagine(commands.Cog):
             if len(new_jobs) > CONFIRM_ABOVE_JOBS:
                 # Refuse now what Yes could not queue, then ask before queuing the rest.
                 await policy.check_waiting_room(self.bot, interaction, config, len(new_jobs))
-                await interaction.response.send_message(**confirmation(prompt, len(new_jobs)))
+                await reply_ephemeral(interaction, **confirmation(prompt, len(new_jobs)))
                 return []
             return new_jobs
 
-        await jobs.submit(self.bot, interaction, build)
+        if not await jobs.acknowledge(interaction):  # first, before any database work
+            return
+        async with self.bot.admission:
+            await jobs.submit(self.bot, interaction, build)
 
 
 async def setup(bot: DreamGrid) -> None:
