@@ -128,7 +128,7 @@ def apply_limits(
     limit_steps = config["max_steps"]
     if render.strength:
         # Image-to-image runs int(steps × strength) of them: a low max_steps must still leave it a few.
-        limit_steps = render_params.img2img_steps(limit_steps, render.strength)
+        limit_steps = render_params.img2img_steps(limit_steps, render.strength, minimum=kind.min_steps)
     steps = min(render.steps, limit_steps)
     width, height = render.width, render.height
     limit = config["max_image_size"] or MODEL_SIZE_FACTOR * native
