@@ -345,17 +345,18 @@ class DiffusersEngine:
 
     def _check_installed(self, name: str) -> None:
         """A diffusers folder, or a model in the local Hugging Face cache; RenderError naming it if not."""
-        if name in self._preloaded or name == TINY_MODEL or (Path(name) / "model_index.json").is_file():
+        source = self._sources.get(name, name)
+        if name in self._preloaded or source == TINY_MODEL or (Path(source) / "model_index.json").is_file():
             return
         from huggingface_hub import try_to_load_from_cache
 
         try:
-            cached = try_to_load_from_cache(name, "model_index.json")
+            cached = try_to_load_from_cache(source, "model_index.json")
         except Exception:  # not a valid repo id either
             cached = None
         if not isinstance(cached, str):
             raise RenderError(
-                f"could not load model {name!r}: no such diffusers folder, and no such model in the local Hugging"
+                f"could not load model {source!r}: no such diffusers folder, and no such model in the local Hugging"
                 " Face cache (dreamgrid never downloads: fetch it once with `huggingface-cli download`)"
             )
 
