@@ -56,8 +56,10 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         vae_tiling=settings.vae_tiling,
     )
     async with DiffusersEngine(
-        model=settings.model,
+        model=settings.default_model,
         models=settings.installed_models,
+        sources=settings.model_sources,
+        schedulers=_schedulers(settings),
         device=settings.device,
         dtype=settings.dtype,
         batch_window_s=settings.batch_window_s,
@@ -69,6 +71,15 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         inpaint_unets={settings.model: settings.inpaint_model} if settings.inpaint_model else None,
     ) as engine:
         yield engine
+
+
+def _schedulers(settings: Settings) -> dict[str, str]:
+    """MODEL_DEFAULTS' schedulers, by model name."""
+    return {
+        name: defaults.scheduler
+        for name in settings.installed_models
+        if (defaults := settings.defaults_for(name)).scheduler is not None
+    }
 
 
 @asynccontextmanager
@@ -319,6 +330,12 @@ def _prompt_parameters_as_flags(argv: list[str]) -> list[str]:
     return flags + argv[1:]
 
 
+def _flag(argv: list[str], name: str) -> str | None:
+    """The value of the last `name VALUE` in `argv` (argparse's rule: the last one wins)."""
+    values = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == name]
+    return values[-1] if values else None
+
+
 def _positive(kind: type[int] | type[float]):
     def parse(text: str) -> int | float:
         try:
@@ -372,7 +389,23 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "imagine":
             from engine.cli import imagine_main
 
-            return imagine_main(_prompt_parameters_as_flags(argv[1:]))
+            flags = _prompt_parameters_as_flags(argv[1:])
+            # The same MODEL, MODELS, DEVICE, DTYPE, STEPS and GUIDANCE_SCALE as the bot (env and .env).
+            settings = load_settings()
+            model = settings.model_name(_flag(flags, "--model") or settings.default_model)
+            defaults = settings.defaults_for(model)
+            return imagine_main(
+                flags,
+                model=settings.default_model,
+                models=settings.installed_models,
+                sources=settings.model_sources,
+                schedulers=_schedulers(settings),
+                device=settings.device,
+                dtype=settings.dtype,
+                base_steps=defaults.steps or settings.steps,
+                guidance_scale=settings.guidance_scale if defaults.guidance_scale is None else defaults.guidance_scale,
+                size=defaults.size,
+            )
         if argv and argv[0] in ("train", "eval", "train-describer", "eval-describer"):
             from engine.training.cli import COMMANDS
 

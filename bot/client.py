@@ -36,6 +36,8 @@ EXTENSIONS = (
 
 class DreamGrid(commands.Bot):
     def __init__(self, *, settings: Settings, store: Store, engine: Engine, run_jobs: bool = True) -> None:
+        # dreamgrid never joins voice: discord.py's warnings about missing voice libraries tell an operator nothing.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         # No privileged intents: slash commands and buttons arrive as interactions.
         intents = discord.Intents.none()
         intents.guilds = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -17,10 +18,10 @@ class UserError(app_commands.AppCommandError):
 DEFERRED = "dreamgrid.deferred"  # interaction.extras key (bot.jobs sets it): answered with a public "thinking…"
 
 
-async def reply_ephemeral(interaction: discord.Interaction, content: str) -> None:
-    """Tell only the member; a public "thinking…" that preceded it is removed first."""
+async def reply_ephemeral(interaction: discord.Interaction, content: str, **kwargs: Any) -> None:
+    """Tell only the member (with an embed or a view in `kwargs`); a public "thinking…" before it is removed."""
     if not interaction.response.is_done():
-        await interaction.response.send_message(content, ephemeral=True)
+        await interaction.response.send_message(content, ephemeral=True, **kwargs)
         return
     if interaction.extras.pop(DEFERRED, False):
         # The first follow-up would fill in the public "thinking…" message, for everyone to see.
@@ -28,7 +29,7 @@ async def reply_ephemeral(interaction: discord.Interaction, content: str) -> Non
             await interaction.delete_original_response()
         except discord.HTTPException:
             log.info("could not remove the 'thinking' message of interaction %s", interaction.id)
-    await interaction.followup.send(content, ephemeral=True)
+    await interaction.followup.send(content, ephemeral=True, **kwargs)
 
 
 async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 MAX_LIST_ITEMS = 100
 MAX_WORD_CHARS = 100
 MAX_QUOTA = 10_000
+FAST_HOURS_DEFAULT = 15  # Midjourney Standard's monthly fast GPU hours
+MAX_FAST_HOURS = 10_000
 IMAGE_SIZE_RANGE = (64, 4096)
+# max_image_size's default, per model: a 4:1 tile is twice the model's tile size long, and Upscale doubles it.
+MODEL_SIZE_FACTOR = 4
 _MISSING = object()
 _CLEAR = {"none", "all", "everywhere", "off", "clear", "default", "-"}
 _TRUE = {"on", "true", "yes", "1", "enable", "enabled", "allow", "allowed"}
@@ -73,7 +77,7 @@ class Key:
         if self.kind == "int":
             low, high = self.bounds(settings)
             text = f"a whole number from {low} to {high}"
-            return f"{text} (0: {self.zero_means})" if self.zero_means else text
+            return f"{text} (0: {self.zero_means})" if self.zero_means and low == 0 else text
         if self.kind == "aspect":
             return f"a ratio of whole numbers like `3:2`, from 1:{MAX_ASPECT} to {MAX_ASPECT}:1"
         if self.kind == "model":
@@ -222,6 +226,8 @@ class Key:
         if stored is _MISSING or stored is None and self.kind != "role":
             return default
         if self.kind == "int":
+            if self.zero_means and int(stored) == 0:  # e.g. max_image_size's default: set per model
+                return 0
             low, high = self.bounds(settings)
             return min(max(int(stored), low), high)
         if self.kind == "model":
@@ -297,9 +303,10 @@ KEYS: dict[str, Key] = {
         Key(
             name="max_image_size",
             kind="int",
-            default=2048,
+            default=0,  # per model: what its largest aspect ratio needs, upscaled
             low=IMAGE_SIZE_RANGE[0],
             high=IMAGE_SIZE_RANGE[1],
+            zero_means=f"{MODEL_SIZE_FACTOR}× the model's tile size",
             description="Longest side of an image in pixels; larger grids are scaled down, larger upscales refused.",
         ),
         Key(
@@ -332,6 +339,15 @@ KEYS: dict[str, Key] = {
             kind="role_quotas",
             default={},
             description="Daily quotas by role, instead of daily_quota; the highest among a member's roles wins.",
+        ),
+        Key(
+            name="fast_hours",
+            kind="int",
+            default=FAST_HOURS_DEFAULT,
+            low=0,
+            high=MAX_FAST_HOURS,
+            zero_means="no limit",
+            description="Device hours of Fast jobs a member gets per month (UTC); after that their jobs relax.",
         ),
         Key(
             name="remix_allowed",

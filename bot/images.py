@@ -6,7 +6,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from engine.grid import compose_grid
 
@@ -55,9 +55,26 @@ def encode_grid(paths: Sequence[Path], stem: str, limit: int = DEFAULT_UPLOAD_LI
     return encode_for_upload(compose_grid([load_rgb(path) for path in paths]), stem, limit)
 
 
-def preview_bytes(image: Image.Image) -> bytes:
+PREVIEW_BLUR = 1 / 48  # Gaussian blur radius, as a fraction of the preview's longer side
+PREVIEW_QUALITY = 60
+PREVIEW_WORK_SIDE = 256  # the blur is computed at most this large
+
+
+def preview_bytes(image: Image.Image, size: tuple[int, int]) -> bytes:
+    """A progress preview as the member will see the result: at its display `size`, blurred.
+
+    The engine's preview has the latents' resolution (a 64 px tile gives 8 px), which Discord
+    shows as a speck. Scaled up and blurred, as Midjourney's previews are, it shows the
+    composition without pretending to detail; a blurred JPEG stays small, so it uploads fast.
+    """
+    # Blur at a small working size (cheap at any display size), then scale to the display size.
+    factor = min(1.0, PREVIEW_WORK_SIDE / max(size))
+    work = (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
+    small = image.convert("RGB").resize(work, Image.Resampling.BICUBIC)
+    small = small.filter(ImageFilter.GaussianBlur(max(1.0, max(work) * PREVIEW_BLUR)))
+    blurred = small.resize(size, Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=70)
+    blurred.save(buffer, format="JPEG", quality=PREVIEW_QUALITY)
     return buffer.getvalue()
 
 

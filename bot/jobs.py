@@ -58,12 +58,16 @@ async def acknowledge(interaction: discord.Interaction) -> bool:
 def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: dict[str, Any]) -> JobSpec:
     """The recorded render request for a prompt: everything needed to render it again."""
     settings = bot.settings
+    # The model's own defaults (MODEL_DEFAULTS: a turbo model runs 1–4 steps at guidance 0) before the bot's.
+    model_defaults = settings.defaults_for(model)
+    base_steps = model_defaults.steps or settings.steps
+    base_guidance = settings.guidance_scale if model_defaults.guidance_scale is None else model_defaults.guidance_scale
     aspect = parsed.aspect or _aspect(defaults.get("aspect"))
-    native = bot.engine.native_size(model)
+    native = model_defaults.size or bot.engine.native_size(model)
     width, height = render_params.tile_size(aspect[0], aspect[1], native)
     quality = parsed.quality if parsed.quality is not None else defaults.get("quality", render_params.QUALITY_DEFAULT)
     stylize = parsed.stylize if parsed.stylize is not None else defaults.get("stylize", render_params.STYLIZE_DEFAULT)
-    steps = min(render_params.steps_for_quality(quality, base=settings.steps), settings.max_steps)
+    steps = min(render_params.steps_for_quality(quality, base=base_steps), settings.max_steps)
     render = RenderSpec(
         prompt=parsed.text,
         negative_prompt=parsed.negative,
@@ -73,7 +77,7 @@ def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: 
         # GUIDANCE_SCALE is the guidance at the default --stylize; stylize scales it from there.
         guidance_scale=round(
             render_params.guidance_for_stylize(stylize)
-            * settings.guidance_scale
+            * base_guidance
             / render_params.guidance_for_stylize(render_params.STYLIZE_DEFAULT),
             3,
         ),
@@ -141,6 +145,16 @@ def picture_spec(
     return dataclasses.replace(spec, shown=dataclasses.replace(spec.shown, aspect=None), inputs=(picture,))
 
 
+def member_mode(settings: dict[str, Any]) -> str:
+    """The mode a member's jobs run in unless a prompt says `--fast` or `--relax` (/fast, /relax)."""
+    return "relax" if settings.get("mode") == "relax" else "fast"
+
+
+async def mode_of(bot: DreamGrid, user_id: int) -> str:
+    """The member's /fast or /relax mode, for jobs made without a prompt of their own (describe, blend, …)."""
+    return member_mode((await bot.store.profile(user_id)).settings)
+
+
 def _aspect(value: Any) -> tuple[int, int]:
     """A default aspect as /settings and /config store it ("3:2"), or a pair."""
     if isinstance(value, str):
@@ -157,6 +171,7 @@ def new_job(
     spec: JobSpec,
     seeds: Sequence[int],
     model: str,
+    mode: str,
     parent_id: int | None = None,
     parent_index: int | None = None,
 ) -> NewJob:
@@ -171,6 +186,7 @@ def new_job(
         spec=dataclasses.replace(spec, delivery=delivery),
         seeds=list(seeds),
         model=model,
+        mode=mode,
         parent_id=parent_id,
         parent_index=parent_index,
         application_id=interaction.application_id,
@@ -226,16 +242,18 @@ async def child_job(
         if row is not None:
             spec = spec.replace_render(width=row.width, height=row.height)
     text = parent.prompt
-    model = parent.model
+    model = bot.settings.model_name(parent.model)  # recorded as a source before models had short names
+    profile = await bot.store.profile(interaction.user.id)
+    mode = member_mode(profile.settings)
     if prompt is not None and prompt != parent.prompt:
         policy.check_remix(config)
         # A remixed prompt is parsed like a new one; a kind drawn from a tile keeps the tile's size.
-        profile = await bot.store.profile(interaction.user.id)
         try:
             parsed = parse_prompt(prompt, options=profile.options, models=bot.settings.installed_models, max_jobs=1)[0]
         except PromptError as exc:
             raise UserError(str(exc)) from None
-        model = parsed.model or parent.model
+        model = parsed.model or model
+        mode = parsed.mode or mode
         fresh = imagine_spec(parsed, bot=bot, model=model, defaults=profile.settings)
         if kind.steered_by_weight:  # a remixed image prompt keeps its picture
             fresh = image_prompt_spec(parsed, spec.inputs[0], bot=bot, model=model, defaults=profile.settings)
@@ -254,7 +272,7 @@ async def child_job(
         spec = dataclasses.replace(spec, inputs=()).replace_render(image_weight=None, image_prompt_method=None)
     steps = spec.render.steps
     if strength is not None:
-        steps = render_params.img2img_steps(steps, strength)
+        steps = render_params.img2img_steps(steps, strength, minimum=kind.min_steps)
     spec = spec.replace_render(steps=steps, strength=strength)
     if edit is not None:
         width, height = edits.result_size(edit, spec.render.width, spec.render.height)
@@ -269,6 +287,7 @@ async def child_job(
         spec=spec,
         seeds=kind.seeds(),
         model=model,
+        mode=mode,
         parent_id=parent.id,
         parent_index=index,
     )
@@ -283,6 +302,7 @@ def redraw(interaction: discord.Interaction, job: Job) -> NewJob:
         spec=job.spec,
         seeds=job.seeds,
         model=job.model,
+        mode=job.mode,
         parent_id=job.parent_id,
         parent_index=job.parent_index,
     )
@@ -326,8 +346,9 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, build: JobBui
     wanted = await build(config)
     if not wanted:
         return []
-    # 3. the server's rules: words, models, steps and size, quotas
+    # 3. the server's rules: words, models, steps and size, quotas, fast time
     shaped, limits = await policy.admit(bot, interaction, config, wanted)
+    relaxed = sum(1 for before, after in zip(wanted, shaped, strict=True) if before.mode != after.mode)
     # 4. queue them, all or none
     try:
         accepted = await bot.store.enqueue_many(shaped, limits)
@@ -344,6 +365,8 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, build: JobBui
         if message_id is not None:
             await bot.store.set_message(job.id, message_id)
         bot.scheduler.announced(job.id)
+    if relaxed:
+        await interaction.followup.send(messages.fast_time_used_up(config["fast_hours"]), ephemeral=True)
     return accepted
 
 

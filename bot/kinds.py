@@ -65,6 +65,7 @@ class JobKind:
     scale: int = 1  # output edge / requested tile edge (an upscale is 2)
     # Named img2img strengths (0 keeps the source, 1 ignores it); the first is the default.
     strengths: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    min_steps: int = 2  # image-to-image: denoising steps it runs at least, whatever --quality says
     remix: bool = False  # whether Remix mode opens the prompt editor before this kind runs
     buttons: ResultButtons = ResultButtons.NONE
     tile_button: TileButton | None = None
@@ -77,6 +78,11 @@ class JobKind:
     @property
     def default_strength(self) -> float | None:
         return next(iter(self.strengths.values()), None)
+
+    def result_size(self, width: int, height: int) -> tuple[int, int]:
+        """The pixel size of the finished result for tiles of `width`×`height` (a grid is 2x2 of them)."""
+        across = 2 if self.output is Output.GRID else 1
+        return width * self.scale * across, height * self.scale * across
 
     @property
     def steered_by_weight(self) -> bool:
@@ -98,11 +104,13 @@ class JobKind:
         return self.source is Source.NONE
 
     def seeds(self, seed: int | None = None) -> list[int]:
-        """Midjourney's rule: `--seed N` gives images N, N+1, …; no seed gives random ones."""
-        count = max(self.image_count, 1)
+        """The job's seed (`--seed N`, or a random one) first, then tile seeds mixed from it.
+
+        Jobs recorded before this rule (tile i used N + i) keep their stored seeds.
+        """
         if seed is None:
-            return [secrets.randbelow(render_params.SEED_MAX + 1) for _ in range(count)]
-        return [(seed + i) % (render_params.SEED_MAX + 1) for i in range(count)]
+            seed = secrets.randbelow(render_params.SEED_MAX + 1)
+        return list(render_params.tile_seeds(seed, max(self.image_count, 1)))
 
 
 KINDS: dict[str, JobKind] = {}
@@ -161,6 +169,7 @@ UPSCALE = register(
             {"subtle": render_params.UPSCALE_SUBTLE, "creative": render_params.UPSCALE_CREATIVE}
         ),
         buttons=ResultButtons.PICTURE,
+        min_steps=render_params.UPSCALE_MIN_STEPS,
         tile_button=TileButton(word="up", label="Upscale", emoji="🔍"),
     )
 )
@@ -199,6 +208,7 @@ UPSCALE_OF_PICTURE = register(
         scale=2,
         strengths=UPSCALE.strengths,
         buttons=ResultButtons.PICTURE,  # an upscaled picture carries the edit loop like any upscale
+        min_steps=render_params.UPSCALE_MIN_STEPS,
     )
 )
 BLEND = register(

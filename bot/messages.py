@@ -7,6 +7,7 @@ import discord
 from bot import edits, kinds
 from bot.image_inputs import shown_name
 from bot.rows import ImageRow, Job
+from engine import params as render_params
 from engine.requests import ImagePromptMethod
 
 MESSAGE_CHARS = 2000  # Discord refuses longer content with a 400, leaving the old message in place
@@ -64,7 +65,15 @@ def tile(job: Job, index: int) -> str:
 
 def waiting(job: Job, position: int) -> str:
     where = "next in line" if position <= 1 else f"position {position}"
-    return _line(job, f" (Waiting to start, {where})")
+    mode = ", Relax: starts when no Fast job waits" if job.mode == "relax" else ""
+    return _line(job, f" (Waiting to start, {where}{mode})")
+
+
+def fast_time_used_up(hours: int) -> str:
+    return (
+        f"You've used this month's {hours} hours of fast time on this server, so this runs in Relax mode:"
+        " it starts when no Fast job waits. Fast time comes back on the 1st (UTC)."
+    )
 
 
 def progress(job: Job, fraction: float) -> str:
@@ -131,11 +140,26 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
         description=(job.prompt[:4000] if len(job.prompt) <= 4000 else job.prompt[:3999] + "…") or None,
         colour=discord.Colour.blurple(),
     )
-    seeds = ", ".join(str(i.seed) for i in images) or ", ".join(map(str, job.seeds))
     width, height = (images[0].width, images[0].height) if images else (render.width, render.height)
-    embed.add_field(name="Seeds", value=seeds, inline=False)
+    seeds = [i.seed for i in images] or list(job.seeds)
+    kind = kinds.KINDS.get(job.kind)
+    if seeds and list(render_params.tile_seeds(seeds[0], len(seeds))) == seeds:
+        again = f" (`--seed {seeds[0]}` draws this again)" if kind and kind.source is kinds.Source.NONE else ""
+        embed.add_field(name="Seed", value=f"{seeds[0]}{again}", inline=False)
+    else:  # recorded before tile seeds were mixed from the job's seed: each tile's own
+        embed.add_field(name="Seeds", value=", ".join(map(str, seeds)), inline=False)
     embed.add_field(name="Size", value=f"{width}×{height}")
     embed.add_field(name="Steps", value=str(render.steps))
+    # Whatever set them (the prompt, /settings or the server), the values the job ran with.
+    shown = job.spec.shown
+    if shown.aspect:
+        embed.add_field(name="Aspect", value=shown.aspect)
+    if shown.quality is not None:
+        embed.add_field(name="Quality", value=render_params.quality_text(shown.quality))
+    if shown.stylize is not None:
+        embed.add_field(name="Stylize", value=str(shown.stylize))
+    if render.chaos:
+        embed.add_field(name="Chaos", value=str(render.chaos))
     embed.add_field(name="Model", value=job.model[:1000])
     embed.add_field(name="Job", value=str(job.id))
     if job.parent_id:
@@ -179,7 +203,7 @@ def _escape(text: str) -> str:
 
 def tile_embed(job: Job, image: ImageRow, filename: str) -> discord.Embed:
     embed = discord.Embed(colour=discord.Colour.blurple())
-    embed.add_field(name="Seed", value=str(image.seed))
+    embed.add_field(name="Seed", value=f"{image.seed} (`--seed {image.seed}` draws this as image 1)")
     embed.add_field(name="Size", value=f"{image.width}×{image.height}")
     embed.add_field(name="Model", value=job.model[:1000])
     embed.add_field(name="Job", value=f"{job.id}, image {image.idx}")

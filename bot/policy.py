@@ -18,11 +18,11 @@ import discord
 
 from bot import kinds, storage
 from bot.errors import UserError
-from bot.guild_config import GuildConfig
+from bot.guild_config import MODEL_SIZE_FACTOR, GuildConfig
 from bot.kinds import JobKind
 from bot.rows import Job, NewJob
 from bot.spec import JobSpec
-from bot.store import QueueLimits
+from bot.store import QueueLimits, waiting_limit_message
 from engine import params as render_params
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def check_remix(config: GuildConfig) -> None:
 
 def check_model(config: GuildConfig, model: str) -> None:
     allowed = config.allowed_models
-    if model not in allowed:
+    if config.settings.model_name(model) not in allowed:
         raise UserError(
             f"The model `{model}` isn't allowed on this server: use {', '.join(f'`{m}`' for m in allowed)}."
         )
@@ -114,16 +114,24 @@ async def check_words(
         raise UserError(f"Your prompt matches {what}, which this server doesn't allow. Nothing was queued.")
 
 
-def apply_limits(kind: JobKind, spec: JobSpec, config: GuildConfig) -> JobSpec:
-    """Cap steps and size to the server's limits, and ask for the safety checker when it is on."""
+def apply_limits(
+    kind: JobKind, spec: JobSpec, config: GuildConfig, *, native: int = 512, checkable: bool = True
+) -> JobSpec:
+    """Cap steps and size to the server's limits, and ask for the safety checker when it is on.
+
+    `native`: the model's tile size, for the default size limit (an SDXL upscale of a 3:2 tile is
+    2432 px long: refused by SD1.5's 2048). `checkable`: the job's model has a safety checker
+    (without one, asking would only turn off the progress previews, withheld from what a checker
+    has not seen).
+    """
     render = spec.render
     limit_steps = config["max_steps"]
     if render.strength:
         # Image-to-image runs int(steps × strength) of them: a low max_steps must still leave it a few.
-        limit_steps = render_params.img2img_steps(limit_steps, render.strength)
+        limit_steps = render_params.img2img_steps(limit_steps, render.strength, minimum=kind.min_steps)
     steps = min(render.steps, limit_steps)
     width, height = render.width, render.height
-    limit = config["max_image_size"]
+    limit = config["max_image_size"] or MODEL_SIZE_FACTOR * native
     if max(width, height) * kind.scale > limit:
         if not kind.may_shrink_to_limit:
             raise UserError(
@@ -134,7 +142,11 @@ def apply_limits(kind: JobKind, spec: JobSpec, config: GuildConfig) -> JobSpec:
     return dataclasses.replace(
         spec,
         render=dataclasses.replace(
-            render, steps=steps, width=width, height=height, safety_check=bool(config["safety_checker"])
+            render,
+            steps=steps,
+            width=width,
+            height=height,
+            safety_check=bool(config["safety_checker"]) and checkable,
         ),
         delivery=dataclasses.replace(spec.delivery, spoiler_flagged=config["spoiler_flagged"], size_limit=limit),
     )
@@ -173,6 +185,26 @@ def check_free_space(bot: DreamGrid) -> None:
         raise UserError("The bot's storage is nearly full, so it isn't taking new jobs right now. Please try later.")
 
 
+async def check_waiting_room(bot: DreamGrid, interaction: discord.Interaction, config: GuildConfig, count: int) -> None:
+    """Refuse `count` jobs the member's waiting limit could never take (enqueue_many checks again, atomically)."""
+    limit = config["max_queued_per_user"]
+    waiting = (await bot.store.user_stats(interaction.user.id)).queued
+    if waiting + count > limit:
+        raise UserError(waiting_limit_message(count, waiting, limit))
+
+
+def safety_checker_state(bot: DreamGrid, config: GuildConfig) -> str:
+    """What /config safety_checker really does on this server: which models it checks."""
+    models = config.allowed_models
+    checked = [m for m in models if bot.engine.has_safety_checker(m)]
+    unchecked = ", ".join(f"`{m}`" for m in models if m not in checked)
+    if not checked:
+        return "no model here has a safety checker, so nothing can be checked"
+    if not config["safety_checker"]:
+        return "off: " + ", ".join(f"`{m}`" for m in checked) + " could be checked"
+    return "checks " + ", ".join(f"`{m}`" for m in checked) + (f"; {unchecked} have none" if unchecked else "")
+
+
 def queue_limits(bot: DreamGrid, config: GuildConfig, member: discord.abc.User) -> QueueLimits:
     """The limits the store checks in the same transaction as the insert: no burst slips past them."""
     return QueueLimits(
@@ -197,6 +229,30 @@ async def admit(
     await check_words(bot, interaction, config, (job.prompt for job in new_jobs))
     for job in new_jobs:
         check_model(config, job.model)
-    shaped = [dataclasses.replace(job, spec=apply_limits(kinds.get(job.kind), job.spec, config)) for job in new_jobs]
-    # 3. how much they may use: checked by the store as it queues them
+    shaped = [
+        dataclasses.replace(
+            job,
+            spec=apply_limits(
+                kinds.get(job.kind),
+                job.spec,
+                config,
+                native=bot.settings.defaults_for(job.model).size or bot.engine.native_size(job.model),
+                checkable=bot.engine.has_safety_checker(job.model),
+            ),
+        )
+        for job in new_jobs
+    ]
+    # 3. fast time: once this month's is used up, jobs relax (the member is told)
+    if any(job.mode == "fast" for job in shaped) and await fast_time_left(bot, interaction, config) == 0:
+        shaped = [dataclasses.replace(job, mode="relax") for job in shaped]
+    # 4. how much they may use: checked by the store as it queues them
     return shaped, queue_limits(bot, config, interaction.user)
+
+
+async def fast_time_left(bot: DreamGrid, interaction: discord.Interaction, config: GuildConfig) -> float | None:
+    """Seconds of Fast device time the member has left this month on this server; None: no limit."""
+    hours = config["fast_hours"]
+    if not hours:
+        return None
+    used = await bot.store.fast_seconds_this_month(interaction.user.id, interaction.guild_id)
+    return max(0.0, hours * 3600 - used)

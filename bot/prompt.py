@@ -17,6 +17,8 @@ member's and the server's defaults (what the prompt says wins over `/settings`).
 | `--stop N` |  | 10–100: the percent of the steps to run | 100 |
 | `--tile` |  | a flag: tiles that repeat seamlessly | off |
 | `--repeat N` | `--r` | 1–40: run the job N times | 1 |
+| `--fast` |  | a flag: this job in Fast mode, whatever /relax says | your /fast or /relax |
+| `--relax` |  | a flag: this job in Relax mode, using no fast time | your /fast or /relax |
 | `--model NAME` |  | one of the server's models | server's default |
 | `--iw W` |  | 0–3: how strongly an image prompt steers | 1 |
 
@@ -28,7 +30,8 @@ written out (tests/test_parameters.py keeps this copy and the README's equal to 
 - `{red, green} bird` runs one job per choice; groups nest (up to 8 deep) and multiply, and can
   hold parameters (`--ar {1:1, 3:2}`). Write `\\,`, `\\{` or `\\}` for a literal comma or brace.
 - The `/prefer suffix` is added to every prompt; a parameter the prompt sets wins over the suffix's.
-- At most 1,500 characters, and at most 40 jobs (choices × `--repeat`) per prompt.
+- At most 1,500 characters, and at most 40 jobs (choices × `--repeat`) per prompt (the member's
+  waiting limit, `max_queued_per_user`, applies too; bot.cogs.imagine asks before more than 5).
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ class ParsedPrompt:
     quality: float | None = None
     stop: int | None = None
     tile: bool = False
+    mode: str | None = None  # "fast" or "relax" (`--fast`, `--relax`); None: the member's /fast or /relax
     model: str | None = None
     image_weight: float | None = None  # --iw: only with an image prompt
     raw: str = ""
@@ -121,6 +125,8 @@ class ParsedPrompt:
             parts.append(f"--stop {self.stop}")
         if self.tile:
             parts.append("--tile")
+        if self.mode is not None:
+            parts.append(f"--{self.mode}")
         if self.model is not None:
             parts.append(f"--model {_escape(self.model)}")
         if self.image_weight is not None:
@@ -293,6 +299,8 @@ def _parse_job(
 
     # 3. check the values
     values = {key: _value(param, models) for key, param in chosen.items()}
+    if "fast" in values and "relax" in values:
+        raise PromptError("Use `--fast` or `--relax`, not both.")
     description = " ".join(text)
     negative = values.get("no", "")
 
@@ -318,6 +326,7 @@ def _parse_job(
         quality=values.get("quality"),
         stop=values.get("stop"),
         tile=values.get("tile", False),
+        mode="fast" if "fast" in values else "relax" if "relax" in values else None,
         model=values.get("model"),
         image_weight=values.get("iw"),
         raw=written,
@@ -363,7 +372,7 @@ def _scan(tokens: list[_Token]) -> tuple[list[str], list[_Param]]:
         if key == "no":
             while i < n and not is_marker(i):
                 i += 1
-        elif key != "tile" and i < n and not is_marker(i):
+        elif not PARAMETER_BY_SPELLING[key].flag and i < n and not is_marker(i):
             i += 1
         param = _Param(key, spelled.lower(), [t.text for t in tokens[start:i]], token.origin)
         params.append(param)
@@ -396,7 +405,7 @@ def _value(param: _Param, models: Sequence[str]) -> object:
 
 def _check_value(param: _Param, models: Sequence[str]) -> object:
     key, name = param.key, param.name
-    if key == "tile":
+    if PARAMETER_BY_SPELLING[key].flag:
         return True
     values = param.values
     if key == "no":  # "a,b , c" -> "a, b, c"

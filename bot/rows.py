@@ -45,6 +45,7 @@ class Job:
     created_at: str
     started_at: str | None
     finished_at: str | None
+    mode: str = "fast"  # "fast" or "relax": which queue it waits in (migration 0004)
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -78,6 +79,7 @@ class NewJob:
     parent_index: int | None = None
     application_id: int | None = None
     interaction_token: str | None = None
+    mode: str = "fast"  # "fast" or "relax"
     token_lifetime_s: float = 14 * 60  # Discord allows 15 min; keep a margin for slow edits
 
 

@@ -363,7 +363,9 @@ class Scheduler:
             job = await self._with_message(job)
             file = None
             if event.preview is not None:
-                data = await asyncio.to_thread(preview_bytes, event.preview)
+                render = job.spec.render
+                size = kinds.get(job.kind).result_size(render.width, render.height)
+                data = await asyncio.to_thread(preview_bytes, event.preview, size)
                 file = discord.File(io.BytesIO(data), filename="preview.jpg")
             await self.delivery.update(
                 job, content=messages.progress(job, event.fraction), file=file, view=self.views.progress(job)

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.moderation import PatternRefused, compile_rule, is_pattern, split_list
+
+
+class ModelDefaults(BaseModel):
+    """What one model runs with unless a prompt or /settings says otherwise (e.g. a turbo model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int | None = Field(default=None, ge=1, le=150)  # at --q 1, instead of STEPS
+    guidance_scale: float | None = Field(default=None, ge=0, le=30)  # at --stylize 100, instead of GUIDANCE_SCALE
+    # The tile edge at 1:1, instead of the one the model was trained at.
+    size: int | None = Field(default=None, ge=64, le=2048, multiple_of=8)
+    scheduler: str | None = None  # a diffusers scheduler class, e.g. EulerAncestralDiscreteScheduler
+
+
+NO_DEFAULTS = ModelDefaults()
+
+
+def _model_entry(entry: str) -> tuple[str, str]:
+    """`name=source` -> (name, source); a bare source is named after its last path part."""
+    name, sep, source = entry.partition("=")
+    if sep:
+        return name.strip(), source.strip()
+    return PurePosixPath(entry.strip().rstrip("/\\")).name or entry.strip(), entry.strip()
 
 
 class Settings(BaseSettings):
@@ -23,11 +46,15 @@ class Settings(BaseSettings):
     discord_api_base: str | None = None
     discord_gateway_url: str | None = None
 
+    # The default model: a name from MODELS, or a source (the shipped model, a folder, a cached hub id).
     model: str = "dreamgrid-tiny"
-    # Other models members may pick with `--model`; the default MODEL is always included.
+    # Other models members may pick with `--model`: `name=source` entries, or bare sources, named
+    # after their last path part (`/models/sdxl-turbo` is `sdxl-turbo`). MODEL is always included.
     models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # A 9-channel inpainting model of MODEL's family whose UNet Zoom, Pan and Vary (Region) use.
     inpaint_model: str | None = None
+    # Per-model defaults by name, e.g. {"sdxl-turbo": {"steps": 4, "guidance_scale": 0}}.
+    model_defaults: dict[str, ModelDefaults] = Field(default_factory=dict)
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     data_dir: Path = Path("data")
@@ -109,9 +136,48 @@ class Settings(BaseSettings):
             checked.append(word)
         return checked
 
+    @model_validator(mode="after")
+    def _check_models(self) -> Settings:
+        sources: dict[str, str] = {}
+        for entry in [*self.models, self.model]:
+            name, source = _model_entry(entry)
+            if name in sources and sources[name] != source and entry != self.model:
+                raise ValueError(f"two models are named {name!r}: {sources[name]} and {source}")
+            sources.setdefault(name, source)
+        unknown = set(self.model_defaults) - set(sources) - {source for source in sources.values()}
+        if unknown:
+            raise ValueError(f"MODEL_DEFAULTS names models that are not installed: {', '.join(sorted(unknown))}")
+        return self
+
+    @property
+    def model_sources(self) -> dict[str, str]:
+        """Every installed model's short name (what members see) -> where it is loaded from."""
+        sources = dict(_model_entry(entry) for entry in self.models)
+        name, source = _model_entry(self.model)
+        if self.model in sources:  # MODEL names one of MODELS
+            name, source = self.model, sources[self.model]
+        return {name: source, **{n: s for n, s in sources.items() if n != name}}
+
+    @property
+    def default_model(self) -> str:
+        """The default model's short name."""
+        return next(iter(self.model_sources))
+
     @property
     def installed_models(self) -> list[str]:
-        return [self.model, *(m for m in self.models if m != self.model)]
+        """The installed models' short names, the default first."""
+        return list(self.model_sources)
+
+    def model_name(self, model: str) -> str:
+        """The short name of `model`, given as a name or as a source (jobs recorded before names)."""
+        sources = self.model_sources
+        if model in sources:
+            return model
+        return next((name for name, source in sources.items() if source == model), model)
+
+    def defaults_for(self, model: str) -> ModelDefaults:
+        source = self.model_sources.get(model, "")
+        return self.model_defaults.get(model) or self.model_defaults.get(source) or NO_DEFAULTS
 
     @property
     def database_path(self) -> Path:

@@ -32,8 +32,20 @@ ANYWHERE: Any = object()  # jobs_today(): every server and DMs
 FINISHED = ("done", "failed", "cancelled")
 
 
+RELAX_USE_WINDOW = timedelta(days=1)  # Relax jobs go first to members who relaxed least in this window
+
+
 def utcnow() -> str:
     return datetime.now(UTC).strftime(TIME_FORMAT)
+
+
+def _since(window: timedelta) -> str:
+    return (datetime.now(UTC) - window).strftime(TIME_FORMAT)
+
+
+def month_start(now: datetime | None = None) -> datetime:
+    """00:00 UTC on the first of this month: when fast time starts again."""
+    return (now or datetime.now(UTC)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +59,15 @@ class QueueLimits:
 
 class QueueFull(Exception):
     """A limit refused the job; the message names the numbers, for the member."""
+
+
+def waiting_limit_message(wanted: int, waiting: int, limit: int) -> str:
+    """Why several jobs were refused by the per-member waiting limit, with the numbers."""
+    already = f", and you already have {waiting}" if waiting else ""
+    return (
+        f"This would queue {wanted} jobs, but a member may have {limit} waiting on this server{already}."
+        " Nothing was queued."
+    )
 
 
 def quota_message(used: int, quota: int, wanted: int, where: str = "here") -> str:
@@ -255,16 +276,14 @@ class Store:
             if user_queued + wanted > limits.max_queued_per_user:
                 if wanted == 1 or user_queued >= limits.max_queued_per_user:
                     raise QueueFull(
-                        f"You already have {user_queued} jobs waiting (the limit is {limits.max_queued_per_user})."
+                        f"You already have {user_queued} jobs waiting"
+                        f" (the limit is {limits.max_queued_per_user} per member)."
                         " Wait for some to finish, or cancel one with /cancel."
                     )
-                raise QueueFull(
-                    f"This would queue {wanted} jobs, but you already have {user_queued} waiting"
-                    f" (the limit is {limits.max_queued_per_user}). Nothing was queued."
-                )
+                raise QueueFull(waiting_limit_message(wanted, user_queued, limits.max_queued_per_user))
             if queued + wanted > limits.max_queue:
                 raise QueueFull(
-                    f"The queue is full ({queued} jobs waiting)."
+                    f"The queue is full ({queued} jobs waiting across the whole bot)."
                     + (f" {wanted} more would go over its limit of {limits.max_queue}." if wanted > 1 else "")
                     + " Please try again in a few minutes."
                 )
@@ -280,8 +299,8 @@ class Store:
                 )
                 async with db.execute(
                     "INSERT INTO jobs (kind, parent_id, parent_index, user_id, guild_id, channel_id, prompt, params,"
-                    " seeds, model, application_id, interaction_token, token_expires_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                    " seeds, model, application_id, interaction_token, token_expires_at, mode)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
                     (
                         job.kind,
                         job.parent_id,
@@ -296,6 +315,7 @@ class Store:
                         job.application_id,
                         job.interaction_token,
                         expires,
+                        job.mode,
                     ),
                 ) as cur:
                     accepted.append(Job.from_row(await cur.fetchone()))
@@ -309,11 +329,13 @@ class Store:
     async def queue_order(self) -> list[int]:
         """The queued jobs' ids in the order claim_next would start them.
 
-        Replays the round-robin (the member served longest ago goes next, one job per turn).
-        It does not know when running jobs will finish, so per-member running limits are
-        ignored: a forecast for the "position N" a member is shown, not a promise.
+        Replays claim_next: every Fast job before any Relax job; within a mode, round-robin
+        (the member served longest ago goes next, one job per turn), and Relax members who
+        used least Relax time recently first. It does not know when running jobs will finish,
+        so per-member running limits are ignored: a forecast for the "position N" a member is
+        shown, not a promise.
         """
-        queued = await self._all("SELECT id, user_id FROM jobs WHERE status = 'queued' ORDER BY id")
+        queued = await self._all("SELECT id, user_id, mode FROM jobs WHERE status = 'queued' ORDER BY id")
         if not queued:
             return []
         last = await self._all(
@@ -321,23 +343,39 @@ class Store:
             " AND user_id IN (SELECT user_id FROM jobs WHERE status = 'queued') GROUP BY user_id"
         )
         last_start = {r["user_id"]: r["at"] for r in last}
-        per_user: dict[int, list[int]] = {}
-        for r in queued:
-            per_user.setdefault(r["user_id"], []).append(r["id"])
-        # claim_next's ORDER BY: never started first, then oldest start, then oldest job.
-        turn = sorted(
-            per_user,
-            key=lambda u: (last_start.get(u) is not None, last_start.get(u) or "", per_user[u][0]),
-        )
+        relax_use = await self._relax_use()
         order: list[int] = []
-        while turn:
-            remaining = []
-            for user in turn:
-                order.append(per_user[user].pop(0))
-                if per_user[user]:
-                    remaining.append(user)
-            turn = remaining  # each member served this round goes to the back, in the same order
+        for mode in ("fast", "relax"):
+            per_user: dict[int, list[int]] = {}
+            for r in queued:
+                if r["mode"] == mode:
+                    per_user.setdefault(r["user_id"], []).append(r["id"])
+            # claim_next's ORDER BY: recent Relax use (Relax only), never started first, oldest start, oldest job.
+            turn = sorted(
+                per_user,
+                key=lambda u: (
+                    relax_use.get(u, 0.0) if mode == "relax" else 0.0,
+                    last_start.get(u) is not None,
+                    last_start.get(u) or "",
+                    per_user[u][0],
+                ),
+            )
+            while turn:
+                remaining = []
+                for user in turn:
+                    order.append(per_user[user].pop(0))
+                    if per_user[user]:
+                        remaining.append(user)
+                turn = remaining  # each member served this round goes to the back, in the same order
         return order
+
+    async def _relax_use(self) -> dict[int, float]:
+        rows = await self._all(
+            "SELECT user_id, SUM(gpu_seconds) AS used FROM jobs WHERE mode = 'relax' AND created_at >= ?"
+            " GROUP BY user_id",
+            (_since(RELAX_USE_WINDOW),),
+        )
+        return {r["user_id"]: r["used"] for r in rows}
 
     async def queue_position(self, job_id: int) -> int:
         """1 for the next job to start; 0 when the job is no longer waiting."""
@@ -345,36 +383,44 @@ class Store:
         return order.index(job_id) + 1 if job_id in order else 0
 
     async def claim_next(self, max_running_per_user: int) -> Job | None:
-        """Start the next job, round-robin across members.
+        """Start the next job: Fast before Relax, round-robin across members.
 
-        Among members with a queued job and fewer than `max_running_per_user` running, the one
-        who waited longest since their last start goes first (a member who never started goes
-        before anyone who did); within a member, jobs go in order. A server's `max_running_per_user`
-        setting (guild_settings) lowers the limit for jobs from that server.
+        Among members with a queued job and fewer than `max_running_per_user` running, a Fast
+        job goes before any Relax job; Relax jobs go to the members who used least Relax time
+        in the last RELAX_USE_WINDOW first. Then the member who waited longest since their last
+        start goes first (a member who never started goes before anyone who did); within a
+        member and mode, jobs go in order. A server's `max_running_per_user` setting
+        (guild_settings) lowers the limit for jobs from that server.
         """
         async with self.transaction() as db:
             row = await self._one(
                 """
                 WITH eligible AS (
-                    SELECT user_id, MIN(id) AS first_job FROM jobs WHERE status = 'queued' GROUP BY user_id
+                    SELECT user_id, mode, MIN(id) AS first_job FROM jobs WHERE status = 'queued'
+                    GROUP BY user_id, mode
                 ),
                 running AS (
                     SELECT user_id, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY user_id
                 ),
                 last_start AS (
                     SELECT user_id, MAX(started_at) AS at FROM jobs WHERE started_at IS NOT NULL GROUP BY user_id
+                ),
+                relax_use AS (
+                    SELECT user_id, SUM(gpu_seconds) AS used FROM jobs WHERE mode = 'relax' AND created_at >= ?
+                    GROUP BY user_id
                 )
                 SELECT e.first_job FROM eligible e
                 LEFT JOIN running r ON r.user_id = e.user_id
                 LEFT JOIN last_start l ON l.user_id = e.user_id
+                LEFT JOIN relax_use u ON u.user_id = e.user_id AND e.mode = 'relax'
                 -- a server's /config max_running_per_user can lower the bot-wide limit
                 LEFT JOIN jobs fj ON fj.id = e.first_job
                 LEFT JOIN guild_settings gl ON gl.guild_id = fj.guild_id AND gl.key = 'max_running_per_user'
                 WHERE COALESCE(r.n, 0) < MIN(?, COALESCE(CAST(gl.value AS INTEGER), ?))
-                ORDER BY l.at IS NOT NULL, l.at, e.first_job
+                ORDER BY e.mode = 'relax', COALESCE(u.used, 0), l.at IS NOT NULL, l.at, e.first_job
                 LIMIT 1
                 """,
-                (max_running_per_user, max_running_per_user),
+                (_since(RELAX_USE_WINDOW), max_running_per_user, max_running_per_user),
             )
             if row is None:
                 return None
@@ -596,6 +642,15 @@ class Store:
             "SELECT * FROM moderation_log WHERE guild_id = ? ORDER BY id DESC LIMIT ?", (guild_id, limit)
         )
         return [{**dict(r), "created_at": parse_time(r["created_at"])} for r in rows]
+
+    async def fast_seconds_this_month(self, user_id: int, guild_id: int | None) -> float:
+        """Device time the member's Fast jobs used on this server (or in DMs) since the month began."""
+        row = await self._one(
+            "SELECT COALESCE(SUM(gpu_seconds), 0) FROM jobs WHERE user_id = ? AND guild_id IS ? AND mode = 'fast'"
+            " AND created_at >= ?",
+            (user_id, guild_id, month_start().strftime(TIME_FORMAT)),
+        )
+        return float(row[0])
 
     async def jobs_today(self, user_id: int, guild_id: int | None = ANYWHERE) -> int:
         """Jobs the member started in this server (None: in DMs; ANYWHERE: in all) since 00:00 UTC.

@@ -4,7 +4,8 @@
     dreamgrid imagine "a red circle" --seed 1 --variation tile.png --strength subtle
     dreamgrid imagine "a red circle" --seed 1 --upscale tile.png
 
-Tile i of a grid uses seed N + i, so the same arguments give byte-identical PNG files.
+Tile 1 of a grid uses seed N and the others seeds mixed from it (`engine.params.tile_seeds`), as in
+Discord, so the same arguments give byte-identical PNG files.
 Prints the output path on stdout; progress goes to stderr; bad input is one line and exit 2.
 """
 
@@ -17,6 +18,7 @@ import re
 import secrets
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine import params
@@ -40,7 +42,7 @@ def _help(name: str) -> str:
     return f"{parameter.values} (default {parameter.default})".replace("%", "%%")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(model: str = "dreamgrid-tiny", device: str = "auto", dtype: str = "auto") -> argparse.ArgumentParser:
     p = _Parser(prog="dreamgrid imagine", description="Render a 2x2 grid from a prompt on this machine.")
     p.add_argument("prompt", help="what to draw")
     p.add_argument("-o", "--output", help="PNG path (default: out/<timestamp>-<slug>.png)")
@@ -54,8 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chaos", type=int, default=params.CHAOS_DEFAULT, help=_help("chaos"))
     p.add_argument("--stop", type=int, default=params.STOP_DEFAULT, help=_help("stop"))
     p.add_argument("--tile", action="store_true", help=_help("tile"))
-    p.add_argument("--model", default="dreamgrid-tiny", help="model id or diffusers folder")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--model", default=model, help="model id or diffusers folder (default: %(default)s)")
+    p.add_argument("--device", default=device, help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--dtype", default=dtype, help="auto, float32, float16 or bfloat16 (default: %(default)s)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--variation", metavar="TILE", help="make four variations of this image")
     source.add_argument("--upscale", metavar="TILE", help="upscale this image 2x")
@@ -71,16 +74,21 @@ def _slug(prompt: str) -> str:
     return "-".join(re.findall(r"[a-z0-9]+", prompt.lower()))[:40].strip("-") or "image"
 
 
-def _request(args: argparse.Namespace, native: int) -> RenderRequest:
+def _request(
+    args: argparse.Namespace, native: int, base_steps: int = params.BASE_STEPS, guidance_scale: float | None = None
+) -> RenderRequest:
     seed = args.seed if args.seed is not None else secrets.randbelow(params.SEED_MAX + 1)
     if not params.SEED_MIN <= seed <= params.SEED_MAX:
         raise ValueError(f"--seed must be between {params.SEED_MIN} and {params.SEED_MAX}, got {seed}")
-    steps = args.steps if args.steps is not None else params.steps_for_quality(args.q)
+    steps = args.steps if args.steps is not None else params.steps_for_quality(args.q, base=base_steps)
     params.steps_for_stop(steps, args.stop)  # validates --stop
+    guidance = params.guidance_for_stylize(args.stylize)
+    if guidance_scale is not None:  # GUIDANCE_SCALE is the guidance at the default --stylize, as in the bot
+        guidance = round(guidance * guidance_scale / params.guidance_for_stylize(params.STYLIZE_DEFAULT), 3)
     common = dict(
         prompt=args.prompt,
         steps=steps,
-        guidance_scale=params.guidance_for_stylize(args.stylize),
+        guidance_scale=guidance,
         negative_prompt=args.no,
         model=args.model,
         chaos=args.chaos,
@@ -94,7 +102,7 @@ def _request(args: argparse.Namespace, native: int) -> RenderRequest:
         w, h = params.parse_aspect(args.ar)
         budget = args.size or native
         width, height = params.size_for_aspect(w, h, budget * budget, multiple=max(8, native // 8))
-        seeds = tuple((seed + i) % (params.SEED_MAX + 1) for i in range(4))
+        seeds = params.tile_seeds(seed)
         return RenderRequest(action=Action.IMAGINE, seeds=seeds, width=width, height=height, **common)
     from PIL import Image
 
@@ -106,7 +114,7 @@ def _request(args: argparse.Namespace, native: int) -> RenderRequest:
     if args.variation:
         strengths = {"strong": params.VARY_STRONG, "subtle": params.VARY_SUBTLE}
         choice = args.strength or "strong"
-        action, seeds = Action.VARIATION, tuple((seed + i) % (params.SEED_MAX + 1) for i in range(4))
+        action, seeds = Action.VARIATION, params.tile_seeds(seed)
     else:
         strengths = {"subtle": params.UPSCALE_SUBTLE, "creative": params.UPSCALE_CREATIVE}
         choice = args.strength or "subtle"
@@ -114,7 +122,8 @@ def _request(args: argparse.Namespace, native: int) -> RenderRequest:
     if choice not in strengths:
         raise ValueError(f"--strength {choice} does not apply here; choose {' or '.join(strengths)}")
     strength = strengths[choice]
-    common["steps"] = params.img2img_steps(common["steps"], strength)
+    minimum = params.UPSCALE_MIN_STEPS if action is Action.UPSCALE else 2
+    common["steps"] = params.img2img_steps(common["steps"], strength, minimum=minimum)
     return RenderRequest(
         action=action,
         seeds=seeds,
@@ -145,13 +154,32 @@ def _validate(args: argparse.Namespace) -> None:
             raise ValueError(f"no such image: {path}")
 
 
-async def _render(args: argparse.Namespace) -> Path:
+@dataclass(frozen=True, slots=True)
+class Installed:
+    """The operator's models: short names, where each is loaded from, and scheduler overrides."""
+
+    models: list[str]
+    sources: dict[str, str]
+    schedulers: dict[str, str]
+
+
+async def _render(
+    args: argparse.Namespace, installed: Installed, base_steps: int, guidance_scale: float | None
+) -> Path:
     from tqdm import tqdm
 
     from engine.core import DiffusersEngine
 
-    async with DiffusersEngine(model=args.model, device=args.device, batch_window_s=0.0) as engine:
-        request = _request(args, engine.native_size())
+    async with DiffusersEngine(
+        model=args.model,
+        models=[args.model, *(m for m in installed.models if m != args.model)],
+        sources=installed.sources,
+        schedulers=installed.schedulers,
+        device=args.device,
+        dtype=args.dtype,
+        batch_window_s=0.0,
+    ) as engine:
+        request = _request(args, engine.native_size(), base_steps, guidance_scale)
         with tqdm(total=request.steps, file=sys.stderr, desc=request.action.value, leave=False) as bar:
 
             def progress(event: RenderProgress) -> None:
@@ -168,12 +196,28 @@ async def _render(args: argparse.Namespace) -> Path:
     return path
 
 
-def imagine_main(argv: list[str] | None = None) -> int:
+def imagine_main(
+    argv: list[str] | None = None,
+    *,
+    model: str = "dreamgrid-tiny",
+    models: list[str] | None = None,
+    sources: dict[str, str] | None = None,
+    schedulers: dict[str, str] | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    base_steps: int = params.BASE_STEPS,
+    guidance_scale: float | None = None,
+    size: int | None = None,
+) -> int:
+    """`dreamgrid imagine`; the keyword arguments are the operator's settings (`dreamgrid` passes MODEL, …)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        args = _parser().parse_args(argv)
+        args = _parser(model, device, dtype).parse_args(argv)
         _validate(args)
-        path = asyncio.run(_render(args))
+        if size is not None and args.size is None:
+            args.size = size
+        installed = Installed(list(models or []), dict(sources or {}), dict(schedulers or {}))
+        path = asyncio.run(_render(args, installed, base_steps, guidance_scale))
     except _UsageError as e:
         print(f"dreamgrid imagine: error: {e}", file=sys.stderr)
         return 2

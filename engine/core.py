@@ -191,8 +191,11 @@ class DiffusersEngine:
     """The `engine.requests.Engine` protocol on diffusers.
 
     model: the default model — a diffusers folder, a model id in the local HF cache, or
-        `dreamgrid-tiny` (engine/weights/dreamgrid-tiny/ if present, else a random tiny model).
+        `dreamgrid-tiny` (engine/weights/dreamgrid-tiny/ if present, else a random tiny model);
+        or a name that `sources` maps to one of those.
     models: every installed model the bot may offer (default: just `model`); loaded lazily, cached.
+    sources: model name -> where it is loaded from, for models known by a short name.
+    schedulers: model name -> a diffusers scheduler class name to use instead of the model's own.
     pipelines: already-built pipelines by name (tests, benchmarks); they count as installed.
     inpaint_unets: by model name, a diffusers folder (or cached id) of a 9-channel inpainting model
         of the same family, whose UNet Zoom/Pan/Vary (Region) use instead of the model's own.
@@ -221,6 +224,8 @@ class DiffusersEngine:
         ip_adapter_weight: str | None = None,
         describer: str = SHIPPED_DESCRIBER,
         inpaint_unets: Mapping[str, str] | None = None,
+        sources: Mapping[str, str] | None = None,
+        schedulers: Mapping[str, str] | None = None,
     ) -> None:
         self.device = _pick_device(device)
         self.dtype = _pick_dtype(dtype, self.device)
@@ -234,6 +239,9 @@ class DiffusersEngine:
         self.ip_adapter_weight = ip_adapter_weight
         self._preloaded = dict(pipelines or {})
         self._inpaint_unets = dict(inpaint_unets or {})
+        self._sources = dict(sources or {})
+        self._by_source = {source: name for name, source in self._sources.items()}
+        self._schedulers = dict(schedulers or {})
         self._default = model
         names = list(models) if models is not None else [model]
         for name in [model, *self._preloaded]:
@@ -251,6 +259,7 @@ class DiffusersEngine:
         self._describer_name = describer
         self._describer: Describer | None = None
         self._describer_lock = threading.Lock()  # generation is not thread-safe; one describe at a time
+        self._safety_checkers: dict[str, bool] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -299,18 +308,50 @@ class DiffusersEngine:
             self._native_sizes[name] = self._native_size_from_config(name)
         return self._native_sizes[name]
 
+    def has_safety_checker(self, model: str | None = None) -> bool:
+        """Whether this model's images can be checked: SAFETY_CHECKER is on and the model ships a checker.
+
+        A model not loaded yet is answered from its model_index.json, never by loading it here.
+        """
+        if not self.safety_checker:
+            return False
+        name = model or self._default
+        if name not in self._safety_checkers:
+            pipe = self._loaded[name].text2img if name in self._loaded else self._preloaded.get(name)
+            if pipe is not None:
+                self._safety_checkers[name] = getattr(pipe, "safety_checker", None) is not None
+            else:
+                self._safety_checkers[name] = self._safety_checker_from_config(name)
+        return self._safety_checkers[name]
+
+    def _safety_checker_from_config(self, name: str) -> bool:
+        from diffusers import DiffusionPipeline
+
+        source = self._source(name)
+        try:
+            index = DiffusionPipeline.load_config(source, local_files_only=True)
+        except Exception:
+            return False  # the render itself will report a missing model
+        library, _ = index.get("safety_checker") or (None, None)
+        return library is not None
+
+    def _source(self, name: str) -> str:
+        """Where a model is loaded from: its source if it has a short name, the shipped folder for the tiny model."""
+        source = self._sources.get(name, name)
+        return str(WEIGHTS_DIR / TINY_MODEL) if source == TINY_MODEL else source
+
     def _native_size_from_config(self, name: str) -> int:
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
         if name in self._preloaded:
             pipe = self._preloaded[name]
             return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-        source = str(WEIGHTS_DIR / TINY_MODEL) if name == TINY_MODEL else name
+        source = self._source(name)
         try:
             unet = UNet2DConditionModel.load_config(source, subfolder="unet", local_files_only=True)
             vae = AutoencoderKL.load_config(source, subfolder="vae", local_files_only=True)
         except Exception:
-            return 64 if name == TINY_MODEL else 512  # the render itself will report a missing model
+            return 64 if source == str(WEIGHTS_DIR / TINY_MODEL) else 512  # the render will report a missing model
         return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
 
     def image_prompt_method(self, model: str | None = None) -> ImagePromptMethod:
@@ -320,6 +361,7 @@ class DiffusersEngine:
 
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         model = request.model or self._default
+        model = self._by_source.get(model, model)  # a job recorded before its model had a short name
         if model not in self._models:
             raise RenderError(f"model {model!r} is not installed (installed: {', '.join(self._models)})")
         if request.action not in _ACTIONS:
@@ -378,17 +420,18 @@ class DiffusersEngine:
 
     def _check_installed(self, name: str) -> None:
         """A diffusers folder, or a model in the local Hugging Face cache; RenderError naming it if not."""
-        if name in self._preloaded or name == TINY_MODEL or (Path(name) / "model_index.json").is_file():
+        source = self._sources.get(name, name)
+        if name in self._preloaded or source == TINY_MODEL or (Path(source) / "model_index.json").is_file():
             return
         from huggingface_hub import try_to_load_from_cache
 
         try:
-            cached = try_to_load_from_cache(name, "model_index.json")
+            cached = try_to_load_from_cache(source, "model_index.json")
         except Exception:  # not a valid repo id either
             cached = None
         if not isinstance(cached, str):
             raise RenderError(
-                f"could not load model {name!r}: no such diffusers folder, and no such model in the local Hugging"
+                f"could not load model {source!r}: no such diffusers folder, and no such model in the local Hugging"
                 " Face cache (dreamgrid never downloads: fetch it once with `huggingface-cli download`)"
             )
 
@@ -401,8 +444,8 @@ class DiffusersEngine:
         if name in self._preloaded:
             pipe = self._preloaded[name]
         else:
-            source: str | Path = name
-            if name == TINY_MODEL:
+            source: str | Path = self._sources.get(name, name)
+            if source == TINY_MODEL:
                 source = WEIGHTS_DIR / TINY_MODEL
                 if not (source / "model_index.json").exists():
                     from engine.tiny import build_tiny_pipeline
@@ -420,11 +463,19 @@ class DiffusersEngine:
                     pipe = AutoPipelineForText2Image.from_pretrained(str(source), **kwargs)
                 except Exception as e:
                     # The reason can hold the server's paths: the operator reads it in the log, members don't.
-                    log.exception("could not load model %r", name)
-                    shown = Path(name).name if Path(name).is_absolute() or name.startswith(".") else name
+                    log.exception("could not load model %r (%s)", name, source)
+                    where = str(source)
+                    shown = Path(where).name if Path(where).is_absolute() or where.startswith(".") else where
                     raise RenderError(f"could not load model {shown!r}; the bot's operator has been told") from e
                 finally:
                     diffusers_logging.enable_progress_bar()
+        if name in self._schedulers:
+            import diffusers
+
+            scheduler_class = getattr(diffusers, self._schedulers[name], None)
+            if not isinstance(scheduler_class, type) or not hasattr(scheduler_class, "from_config"):
+                raise RenderError(f"model {name!r}: {self._schedulers[name]!r} is not a diffusers scheduler")
+            pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
         tokenizer = getattr(pipe, "tokenizer", None)
         if tokenizer is not None and tokenizer.model_max_length > 10_000:
             tokenizer.model_max_length = 77  # a bare tokenizer folder says 1e30 and the pipeline pads to it
@@ -445,6 +496,7 @@ class DiffusersEngine:
             log.info("loaded IP-Adapter %s for image prompts on %s", ip_adapter.weight_name, name)
         img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         img2img.set_progress_bar_config(disable=True)
+        self._safety_checkers[name] = getattr(pipe, "safety_checker", None) is not None
         inpaint = self._inpaint_pipeline(name, pipe)
         latent_rgb = fit_latent_rgb(pipe.vae)
         log.info("loaded model %s on %s/%s in %.1f s", name, self.device, self.dtype, time.perf_counter() - started)
@@ -558,13 +610,16 @@ class DiffusersEngine:
         self.stats.requests += len(batch)
         self.stats.images += sum(len(job.request.seeds) for job in batch)
         self.stats.batch_sizes.append(len(batch))
+        total_images = sum(len(job.request.seeds) for job in batch)  # filler rows are shared overhead
         for job, tiles in zip(batch, images[: len(batch)], strict=True):
             flagged = tuple(bool(t.info.pop(FLAGGED, False)) for t in tiles) if job.request.safety_check else ()
+            # Each request is charged its share of the batch's device time, by images.
+            share = elapsed * len(job.request.seeds) / total_images
             result = RenderResult(
                 images=tuple(tiles),
                 seeds=job.request.seeds,
                 model=job.model,
-                elapsed_s=elapsed,
+                elapsed_s=share,
                 flagged=flagged,
             )
             job.post(job.resolve, result, None)

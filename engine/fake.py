@@ -50,8 +50,10 @@ class FakeEngine:
         nsfw_prompts: Sequence[str] = ("__nsfw__",),
         tile_size: int = 64,
         image_prompt_method: ImagePromptMethod = ImagePromptMethod.IMAGE_TO_IMAGE,
+        safety_checker: bool = True,
     ) -> None:
         self.tile_size = tile_size
+        self.safety_checker = safety_checker  # whether its models "have" one (it flags nsfw_prompts)
         self._image_prompt_method = image_prompt_method
         self._models = tuple(models)
         self.step_delay_s = step_delay_s
@@ -81,6 +83,9 @@ class FakeEngine:
     def image_prompt_method(self, model: str | None = None) -> ImagePromptMethod:
         return self._image_prompt_method
 
+    def has_safety_checker(self, model: str | None = None) -> bool:
+        return self.safety_checker
+
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         self.requests.append(request)
         model = request.model or self.default_model
@@ -108,7 +113,7 @@ class FakeEngine:
             kept = request.init_image.convert("RGB")
             images = tuple(Image.composite(image, kept, request.mask_image.convert("L")) for image in images)
         flagged = ()
-        if request.safety_check:
+        if request.safety_check and self.safety_checker:
             flagged = (any(p in request.prompt for p in self.nsfw_prompts),) * len(images)
         return RenderResult(
             images=images,

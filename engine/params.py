@@ -5,7 +5,7 @@ reaches diffusers. The bot's prompt parser takes names, ranges and examples from
 the engine CLI's help are written from it, and a test checks the README's table against it.
 
 Image-to-image strengths: Vary Strong / Subtle use img2img `strength` 0.75 / 0.4; Upscale Subtle /
-Creative is 2x Lanczos, then img2img `strength` 0.1 / 0.2 ("hires fix"). An image prompt's `--iw W`
+Creative is 2x Lanczos, then img2img `strength` 0.1 / 0.3, at least 4 steps ("hires fix"). An image prompt's `--iw W`
 is IP-Adapter scale 0.5·W, or without an adapter img2img `strength` 1 − 0.25·W. Zoom Out, Pan and Make Square
 run the inpainting pipeline (`from_pipe`) on a larger canvas at strength 1; Vary (Region) runs it on the
 chosen cells at `VARY_REGION` (1: redrawn from scratch).
@@ -41,10 +41,13 @@ MAX_STEPS = 150
 # change from the source tile is clearly smaller at Subtle than at Strong (tests/engine/test_actions.py).
 VARY_STRONG = 0.75
 VARY_SUBTLE = 0.4
-# Measured on the shipped model: at 2x it works outside the size it was trained at, and from 0.2 up
-# it redraws the subject smaller; 0.1 keeps the picture (mean abs change 11/255 vs 23 to another tile).
+# Measured by bench/upscale_bench.py on the shipped model (BENCHMARKS.md): Subtle has 3.6x Lanczos's
+# high-frequency energy and drifts 8/255 from the source; Creative at 0.3 invents more (drift 13/255,
+# 1.6x Subtle's), where 0.2 was hardly different from Subtle (10/255). Above ~0.35 the 64 px model
+# redraws the subject smaller. At least UPSCALE_MIN_STEPS run, so a --q .25 job still denoises.
 UPSCALE_SUBTLE = 0.1  # sharpens, keeps the picture, like Midjourney's Upscale (Subtle)
-UPSCALE_CREATIVE = 0.2  # redraws detail and may drift from the source
+UPSCALE_CREATIVE = 0.3  # redraws detail and visibly drifts from the source
+UPSCALE_MIN_STEPS = 4  # denoising steps an upscale runs at least, whatever --quality says
 # /blend without an IP-Adapter re-noises the combined latents this far. Measured on the shipped model:
 # at 0.3 every tile of a two-image blend kept colours of both images over 24 seeds; from 0.45 up the
 # model's own prior takes over and some tiles fall back to one image's colours.
@@ -65,6 +68,7 @@ class PromptParameter:
     example: str  # a value that works, for "needs a value, e.g. …"
     engine: str  # how it reaches diffusers
     bounds: tuple[int, int] | None = None  # a whole number's range, checked by the parser
+    flag: bool = False  # takes no value: `--tile`
 
 
 PARAMETERS: tuple[PromptParameter, ...] = (
@@ -74,7 +78,8 @@ PARAMETERS: tuple[PromptParameter, ...] = (
     ),
     PromptParameter(
         "seed", (), "--seed N", f"{SEED_MIN}–{SEED_MAX}", "random", "42",
-        "one CPU `torch.Generator` per tile; tile i uses N + i", bounds=(SEED_MIN, SEED_MAX),
+        "one CPU `torch.Generator` per tile; tile 1 uses N, tile i a splitmix64 mix of N and i",
+        bounds=(SEED_MIN, SEED_MAX),
     ),
     PromptParameter(
         "no", (), "--no a, b", "what to leave out: a comma list, up to the next parameter", "nothing",
@@ -98,11 +103,19 @@ PARAMETERS: tuple[PromptParameter, ...] = (
     ),
     PromptParameter(
         "tile", (), "--tile", "a flag: tiles that repeat seamlessly", "off", "",
-        "circular padding in every UNet/VAE conv for that render",
+        "circular padding in every UNet/VAE conv for that render", flag=True,
     ),
     PromptParameter(
         "repeat", ("r",), "--repeat N", f"{REPEAT_MIN}–{REPEAT_MAX}: run the job N times", str(REPEAT_MIN), "4",
         "N separate jobs, each with its own seeds", bounds=(REPEAT_MIN, REPEAT_MAX),
+    ),
+    PromptParameter(
+        "fast", (), "--fast", "a flag: this job in Fast mode, whatever /relax says", "your /fast or /relax", "",
+        "none: the bot's queue starts it before any Relax job; its device time counts as fast time", flag=True,
+    ),
+    PromptParameter(
+        "relax", (), "--relax", "a flag: this job in Relax mode, using no fast time", "your /fast or /relax", "",
+        "none: starts when no Fast job waits, the members who relaxed least recently first", flag=True,
     ),
     PromptParameter(
         "model", (), "--model NAME", "one of the server's models", "server's default", "NAME",
@@ -117,6 +130,32 @@ PARAMETER_BY_SPELLING = {spelling: p for p in PARAMETERS for spelling in (p.name
 
 # Guidance at the knots of the stylize mapping.
 _STYLIZE_KNOTS = ((0, 12.0), (100, 7.5), (1000, 3.0))
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def mix_seed(seed: int, index: int) -> int:
+    """splitmix64's finaliser of (seed, index), folded to a valid seed.
+
+    Neighbouring inputs give unrelated outputs, so `--seed 5` and `--seed 6` share no tile.
+    """
+    z = (seed * 0x9E3779B97F4A7C15 + (index + 1) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z ^= z >> 31
+    return (z ^ (z >> 32)) & SEED_MAX
+
+
+def tile_seeds(seed: int, count: int = 4) -> tuple[int, ...]:
+    """The seeds of a job's tiles: the first is the job's seed, the others mixed from it.
+
+    So `--seed N` draws the same grid again, and the seed shown under a single tile (U1–U4)
+    draws that tile again as image 1 of a new grid.
+    """
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise ValueError(f"seed must be between {SEED_MIN} and {SEED_MAX}, got {seed}")
+    return (seed, *(mix_seed(seed, i) for i in range(1, count)))
 
 
 def size_for_aspect(w: int, h: int, budget_pixels: int, multiple: int = 64) -> tuple[int, int]:

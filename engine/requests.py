@@ -75,7 +75,7 @@ class RenderResult:
     images: tuple[Image.Image, ...]  # one per seed
     seeds: tuple[int, ...]
     model: str
-    elapsed_s: float  # device time spent on this request
+    elapsed_s: float  # device time spent on this request: its share of a batch's, by images
     flagged: tuple[bool, ...] = ()  # per image, when safety_check was asked for; () when it was not
 
     @property
@@ -125,6 +125,10 @@ class Engine(Protocol):
 
     def image_prompt_method(self, model: str | None = None) -> ImagePromptMethod:
         """How an image prompt on `model` is rendered: with the operator's IP-Adapter, or image-to-image."""
+        ...
+
+    def has_safety_checker(self, model: str | None = None) -> bool:
+        """Whether `safety_check` on a request for this model checks anything."""
         ...
 
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:

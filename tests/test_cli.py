@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot.cli import _application_id_from_token, main
 from bot.store import available_migrations
 
@@ -199,3 +201,58 @@ def test_db_backup_writes_a_checked_copy_and_db_check_reads_it(tmp_path: Path, m
     (tmp_path / "notes.txt").write_text("not a database")
     assert main(["db", "check", "notes.txt"]) == 2
     assert capsys.readouterr().err.strip() == "dreamgrid: notes.txt cannot be checked: file is not a database"
+
+
+def test_imagine_uses_model_from_the_environment_and_from_dot_env(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODEL", str(tmp_path / "from-env"))
+    assert main(["imagine", "a fox --seed 1"]) == 1
+    assert f"could not load model '{tmp_path / 'from-env'}'" in capsys.readouterr().err
+    monkeypatch.delenv("MODEL")
+    (tmp_path / ".env").write_text(f"MODEL={tmp_path / 'from-dot-env'}\n")
+    assert main(["imagine", "a fox --seed 1"]) == 1
+    assert f"could not load model '{tmp_path / 'from-dot-env'}'" in capsys.readouterr().err
+
+
+def test_eval_works_from_any_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)  # outside the repository
+    main(["eval", "--seeds", "1", "--steps", "1", "--size", "32"])
+    assert "24 held-out cases" in capsys.readouterr().out  # the shipped model, found from its own folder
+    assert main(["eval", "no-such-folder"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dreamgrid eval: error: no-such-folder is not a diffusers folder (no model_index.json)"
+    )
+
+
+async def test_the_startup_log_has_no_warnings_about_voice(tmp_path: Path, monkeypatch, caplog) -> None:
+    import discord
+
+    from bot.client import DreamGrid
+    from bot.store import Store
+    from engine.fake import FakeEngine
+    from tests.harness import bot_settings
+
+    # As in a fresh process without PyNaCl or davey, which dreamgrid never needs.
+    monkeypatch.setattr(discord.VoiceClient, "warn_nacl", True)
+    monkeypatch.setattr(discord.VoiceClient, "warn_dave", True)
+    async with Store.open(":memory:") as store:
+        DreamGrid(settings=bot_settings(tmp_path), store=store, engine=FakeEngine(models=["fake"]))
+    assert not [r for r in caplog.records if "voice" in r.getMessage()]
+
+
+def test_models_have_short_names_and_their_own_defaults(monkeypatch) -> None:
+    from bot.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("MODELS", "sdxl=/models/sdxl-turbo, stabilityai/stable-diffusion-2-1, /models/sd15/")
+    monkeypatch.setenv("MODEL_DEFAULTS", '{"sdxl": {"steps": 4, "guidance_scale": 0}}')
+    settings = load_settings(_env_file=None)
+    assert settings.installed_models == ["dreamgrid-tiny", "sdxl", "stable-diffusion-2-1", "sd15"]
+    assert settings.model_sources["sdxl"] == "/models/sdxl-turbo"
+    assert (settings.defaults_for("sdxl").steps, settings.defaults_for("sdxl").guidance_scale) == (4, 0)
+    assert settings.defaults_for("sd15").steps is None
+    assert settings.model_name("/models/sdxl-turbo") == "sdxl"  # a job recorded before names
+    assert load_settings(_env_file=None, model="sdxl").default_model == "sdxl"  # MODEL may name one of MODELS
+
+    monkeypatch.setenv("MODEL_DEFAULTS", '{"sdxl-turbo": {"steps": 4}}')
+    with pytest.raises(SettingsError, match="MODEL_DEFAULTS names models that are not installed: sdxl-turbo"):
+        load_settings(_env_file=None)

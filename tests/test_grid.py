@@ -27,3 +27,20 @@ def test_a_single_image_is_not_a_grid():
 def test_tiles_of_different_sizes_are_refused():
     with pytest.raises(ValueError, match="differ in size"):
         compose_grid([*tiles()[:3], Image.new("RGB", (8, 8))])
+
+
+def test_a_progress_preview_is_the_results_display_size_blurred_and_small():
+    import io
+
+    import numpy as np
+
+    from bot.images import preview_bytes
+
+    # An SDXL grid: the engine's preview is latent-sized (4 tiles of 128 px for 1024 px tiles).
+    speckled = Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    data = preview_bytes(speckled, (2048, 2048))
+    preview = Image.open(io.BytesIO(data))
+    assert preview.size == (2048, 2048) and preview.format == "JPEG"
+    assert len(data) < 150_000  # uploads in a moment
+    pixels = np.asarray(preview, dtype=np.float64)
+    assert np.abs(np.diff(pixels, axis=1)).mean() < 2  # blurred: no speckle survives

@@ -156,6 +156,15 @@ def test_limits_cap_steps_and_size_and_ask_for_the_safety_checker(settings):
     assert policy.fit(1000, 10, 64) == (64, 8)
 
 
+def test_the_default_size_limit_follows_the_model_so_sdxl_upscales_a_3_2_tile(settings):
+    config = GuildConfig(1, {}, settings)
+    sdxl_tile = JobSpec(render=RenderSpec(prompt="x", width=1216, height=832))  # 3:2 at SDXL's 1024²
+    upscaled = policy.apply_limits(kinds.UPSCALE, sdxl_tile, config, native=1024)
+    assert (upscaled.render.width, upscaled.render.height) == (1216, 832)  # 2432 px wide: fine for SDXL
+    with pytest.raises(UserError, match="2432×1664 image: this server allows up to 2048 px"):
+        policy.apply_limits(kinds.UPSCALE, sdxl_tile, config, native=512)  # SD1.5's limit
+
+
 async def test_changes_are_stored_recorded_in_order_and_seen_at_once(tmp_path: Path, settings):
     async with Store.open(tmp_path / "db.sqlite3") as store:
         configs = GuildConfigs(store, settings)

@@ -74,6 +74,34 @@ async def test_round_robin_lets_a_late_member_go_before_a_flooders_third_job(sto
     assert (await store.get_job(late.id)).status == "running"
 
 
+async def test_a_relax_job_waits_while_a_fast_job_is_queued_and_runs_when_none_is(store: Store) -> None:
+    relax = await store.enqueue(job(1, "relaxed", mode="relax"), LIMITS)
+    fast = await store.enqueue(job(2, "in a hurry"), LIMITS)
+    assert await store.queue_order() == [fast.id, relax.id]
+    assert (await store.claim_next(3)).id == fast.id  # although the relax job is older
+    assert (await store.claim_next(3)).id == relax.id  # no fast job waits now
+    assert (await store.get_job(relax.id)).mode == "relax"
+
+
+async def test_relax_jobs_go_first_to_members_who_relaxed_least_today(store: Store) -> None:
+    earlier = await store.enqueue(job(1, "yesterday's habit", mode="relax"), LIMITS)
+    await store.claim_next(3)
+    await store.finish(earlier.id, [], gpu_seconds=600)
+    heavy = await store.enqueue(job(1, "more", mode="relax"), LIMITS)
+    light = await store.enqueue(job(2, "first relax today", mode="relax"), LIMITS)
+    assert await store.queue_order() == [light.id, heavy.id]
+    assert (await store.claim_next(3)).id == light.id
+
+
+async def test_fast_time_counts_fast_jobs_of_this_month_on_this_server(store: Store) -> None:
+    for mode, seconds in (("fast", 30.0), ("relax", 500.0), ("fast", 12.5)):
+        queued = await store.enqueue(job(1, mode=mode), LIMITS)
+        await store.claim_next(3)
+        await store.finish(queued.id, [], gpu_seconds=seconds)
+    assert await store.fast_seconds_this_month(1, guild_id=1) == 42.5
+    assert await store.fast_seconds_this_month(1, guild_id=99) == 0
+
+
 async def test_per_member_running_limit_holds_back_their_next_job(store: Store) -> None:
     for _ in range(3):
         await store.enqueue(job(user_id=1), LIMITS)
@@ -86,10 +114,10 @@ async def test_queue_limits_refuse_with_the_numbers_and_record_nothing(store: St
     limits = QueueLimits(max_running_per_user=3, max_queued_per_user=2, max_queue=3)
     await store.enqueue(job(user_id=1), limits)
     await store.enqueue(job(user_id=1), limits)
-    with pytest.raises(QueueFull, match=r"already have 2 jobs waiting \(the limit is 2\)"):
+    with pytest.raises(QueueFull, match=r"already have 2 jobs waiting \(the limit is 2 per member\)"):
         await store.enqueue(job(user_id=1), limits)
     await store.enqueue(job(user_id=2), limits)
-    with pytest.raises(QueueFull, match=r"queue is full \(3 jobs waiting\)"):
+    with pytest.raises(QueueFull, match=r"queue is full \(3 jobs waiting across the whole bot\)"):
         await store.enqueue(job(user_id=3), limits)
     assert (await store._one("SELECT COUNT(*) FROM jobs"))[0] == 3
 

@@ -11,9 +11,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, kinds, messages
+from bot import jobs, kinds, messages, policy
 from bot.client import DreamGrid
 from bot.errors import UserError
+from bot.guild_config import GuildConfig
 from bot.images import encode_grid
 from bot.kinds import Output
 from bot.prompt import PARAMETER_NAMES, PromptError, parse_prompt
@@ -25,18 +26,20 @@ ASPECTS = ("1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16")
 QUALITIES = {render_params.quality_text(q): q for q in render_params.QUALITY_VALUES}
 STYLIZE_LEVELS = {"low (50)": 50, "medium (100)": 100, "high (250)": 250, "very high (750)": 750}
 OPTION_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
-MAX_OPTIONS = 25
+MAX_OPTIONS = 20  # Midjourney's limit on custom options
 
 Interaction = discord.Interaction[DreamGrid]
 
 
 def settings_embed(settings: dict[str, Any], suffix: str) -> discord.Embed:
     embed = discord.Embed(title="Your settings", colour=discord.Colour.blurple())
+    embed.add_field(name="Model", value=settings.get("model", "the server's default"))
     embed.add_field(name="Aspect", value=settings.get("aspect", "1:1"))
     embed.add_field(name="Quality", value=str(settings.get("quality", 1)))
     embed.add_field(name="Stylize", value=str(settings.get("stylize", 100)))
     embed.add_field(name="Remix", value="on" if settings.get("remix") else "off")
     embed.add_field(name="V buttons", value=f"Vary ({settings.get('variation', 'strong').title()})")
+    embed.add_field(name="Mode", value=jobs.member_mode(settings).title())
     embed.add_field(name="Suffix", value=f"`{suffix}`" if suffix else "none", inline=False)
     embed.set_footer(text="Parameters typed in a prompt override these.")
     return embed
@@ -73,8 +76,36 @@ class SettingsSelect(GuardedItem[discord.ui.Select], template=r"dg:set:(?P<key>a
         store = interaction.client.store
         settings = await store.update_settings(interaction.user.id, **{self.key: value})
         profile = await store.profile(interaction.user.id)
+        config = await interaction.client.guild_configs.get(interaction.guild_id)
         await interaction.response.edit_message(
-            embed=settings_embed(settings, profile.suffix), view=settings_view(settings)
+            embed=settings_embed(settings, profile.suffix), view=settings_view(settings, config.allowed_models)
+        )
+
+
+class ModelSelect(GuardedItem[discord.ui.Select], template=r"dg:set:model"):
+    """/settings' model menu: the models this server allows, by the short names `--model` takes."""
+
+    def __init__(self, models: list[str] | None = None, current: str | None = None) -> None:
+        options = [
+            discord.SelectOption(label=f"Model: {name}"[:100], value=name[:100], default=name == current)
+            for name in (models or ["-"])[:25]
+        ]
+        super().__init__(discord.ui.Select(custom_id="dg:set:model", options=options, min_values=1, max_values=1))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Select, match: re.Match[str], /):
+        return cls()
+
+    async def respond(self, interaction: Interaction) -> None:
+        bot = interaction.client
+        config = await bot.guild_configs.get(interaction.guild_id)
+        choice = self.item.values[0]
+        if choice not in config.allowed_models:
+            raise UserError(f"`{choice}` isn't a model here: pick one of {', '.join(config.allowed_models)}.")
+        settings = await bot.store.update_settings(interaction.user.id, model=choice)
+        profile = await bot.store.profile(interaction.user.id)
+        await interaction.response.edit_message(
+            embed=settings_embed(settings, profile.suffix), view=settings_view(settings, config.allowed_models)
         )
 
 
@@ -113,16 +144,20 @@ class SettingsButton(GuardedItem[discord.ui.Button], template=r"dg:set:(?P<key>r
             await store.reset_settings(interaction.user.id)
             settings = {}
         profile = await store.profile(interaction.user.id)
+        config = await interaction.client.guild_configs.get(interaction.guild_id)
         await interaction.response.edit_message(
-            embed=settings_embed(settings, profile.suffix), view=settings_view(settings)
+            embed=settings_embed(settings, profile.suffix), view=settings_view(settings, config.allowed_models)
         )
 
 
-def settings_view(settings: dict[str, Any]) -> discord.ui.View:
+def settings_view(settings: dict[str, Any], models: list[str]) -> discord.ui.View:
+    """Three menus, a model menu when there is a choice, and the buttons: five rows at most."""
     view = discord.ui.View(timeout=None)
     view.add_item(SettingsSelect("aspect", settings.get("aspect", "1:1")))
     view.add_item(SettingsSelect("quality", settings.get("quality", 1.0)))
     view.add_item(SettingsSelect("stylize", settings.get("stylize", 100)))
+    if len(models) > 1:
+        view.add_item(ModelSelect(models, settings.get("model")))
     for key in ("remix", "variation", "reset"):
         view.add_item(SettingsButton(key, settings))
     return view
@@ -132,34 +167,62 @@ class Account(commands.Cog):
     def __init__(self, bot: DreamGrid) -> None:
         self.bot = bot
 
-    @app_commands.command(description="Your jobs in the queue, today's count and GPU time")
+    @app_commands.command(description="Your jobs in the queue, today's count, your mode and fast time left")
     async def info(self, interaction: Interaction) -> None:
         store = self.bot.store
+        config = await self.bot.guild_configs.get(interaction.guild_id)
         stats = await store.user_stats(interaction.user.id)
         active = await store.active_jobs(interaction.user.id)
+        profile = await store.profile(interaction.user.id)
         embed = discord.Embed(title="Your dreamgrid", colour=discord.Colour.blurple())
         embed.add_field(name="Running", value=str(stats.running))
         embed.add_field(name="Queued", value=str(stats.queued))
         embed.add_field(name="Jobs today", value=str(stats.jobs_today))
         embed.add_field(name="Jobs in all", value=str(stats.jobs_total))
-        embed.add_field(name="GPU time", value=f"{stats.gpu_seconds:.1f} s")
+        embed.add_field(name="GPU time", value=_duration(stats.gpu_seconds))
+        embed.add_field(name="Mode", value=jobs.member_mode(profile.settings).title())
+        embed.add_field(name="Fast time left", value=await _fast_time_left(self.bot, interaction, config))
+        # This server's limits: /config can lower the bot's.
         embed.add_field(
             name="Limits",
-            value=f"{self.bot.settings.max_running_per_user} running, {self.bot.settings.max_queued_per_user} queued",
+            value=f"{config['max_running_per_user']} running, {config['max_queued_per_user']} waiting",
         )
         if active:
             lines = [
-                f"`{job.id}` {job.status}{f' {job.progress:.0%}' if job.status == 'running' else ''}: {job.prompt[:60]}"
+                f"`{job.id}` {job.status}{f' {job.progress:.0%}' if job.status == 'running' else ''}"
+                f"{' (relax)' if job.mode == 'relax' else ''}: {job.prompt[:60]}"
                 for job in active[:10]
             ]
             embed.add_field(name="In progress", value="\n".join(lines), inline=False)
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
-    @app_commands.command(description="Your defaults: aspect, quality, stylize, Remix")
+    @app_commands.command(description="Fast mode: your jobs start first and use your monthly fast time")
+    async def fast(self, interaction: Interaction) -> None:
+        await self.bot.store.update_settings(interaction.user.id, mode=None)
+        config = await self.bot.guild_configs.get(interaction.guild_id)
+        left = await _fast_time_left(self.bot, interaction, config)
+        await interaction.response.send_message(
+            f"Fast mode is **on**: your jobs start before Relax jobs. Fast time left this month: {left}.",
+            ephemeral=True,
+        )
+
+    @app_commands.command(description="Relax mode: your jobs use no fast time and start when no Fast job waits")
+    async def relax(self, interaction: Interaction) -> None:
+        await self.bot.store.update_settings(interaction.user.id, mode="relax")
+        await interaction.response.send_message(
+            "Relax mode is **on**: your jobs use no fast time and start when no Fast job waits"
+            " (sooner the less you relaxed today). `--fast` runs one job fast; /fast switches back.",
+            ephemeral=True,
+        )
+
+    @app_commands.command(description="Your defaults: aspect, quality, stylize, model, Remix")
     async def settings(self, interaction: Interaction) -> None:
         profile = await self.bot.store.profile(interaction.user.id)
+        config = await self.bot.guild_configs.get(interaction.guild_id)
         await interaction.response.send_message(
-            embed=settings_embed(profile.settings, profile.suffix), view=settings_view(profile.settings), ephemeral=True
+            embed=settings_embed(profile.settings, profile.suffix),
+            view=settings_view(profile.settings, config.allowed_models),
+            ephemeral=True,
         )
 
     @app_commands.command(description="Show one of your jobs again, with working buttons")
@@ -266,7 +329,27 @@ class Account(commands.Cog):
     @app_commands.command(description="How to use dreamgrid")
     async def help(self, interaction: Interaction) -> None:
         embed = discord.Embed(title="dreamgrid", colour=discord.Colour.blurple(), description=HELP_TEXT)
+        config = await self.bot.guild_configs.get(interaction.guild_id)
+        models = ", ".join(f"`{m}`" for m in config.allowed_models)
+        embed.add_field(
+            name="Models here", value=f"{models} (default `{config.default_model}`; pick with `--model NAME`)"[:1024]
+        )
         await interaction.response.send_message(embed=embed, ephemeral=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+async def _fast_time_left(bot: DreamGrid, interaction: Interaction, config: GuildConfig) -> str:
+    left = await policy.fast_time_left(bot, interaction, config)
+    if left is None:
+        return "no limit"
+    return f"{_duration(left)} of {config['fast_hours']} h"
 
 
 def _parameters_line() -> str:
@@ -295,7 +378,8 @@ Under one image: **Vary** (Strong, Subtle, or **Region**: redraw the cells you p
 a job's image (`job_id number`) or your `image` · Apps → **Upscale 2x** / **Vary** on any message with a \
 picture · /blend mixes 2–5 pictures · /describe (or Apps → **Describe**) writes four prompts for one.
 
-**Yours**: /settings (defaults, Remix) · /prefer suffix · /prefer option set · /info · /show JOB · /cancel JOB
+**Yours**: /settings (defaults, Remix) · /fast · /relax · /prefer suffix · /prefer option set · /info \
+· /show JOB · /cancel JOB
 """
 
 
@@ -308,5 +392,5 @@ def _check_parameters(value: str, bot: DreamGrid, what: str) -> None:
 
 
 async def setup(bot: DreamGrid) -> None:
-    bot.add_dynamic_items(SettingsSelect, SettingsButton)
+    bot.add_dynamic_items(SettingsSelect, ModelSelect, SettingsButton)
     await bot.add_cog(Account(bot))

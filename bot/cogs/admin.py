@@ -96,6 +96,8 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
             value = key.show(config[key.name], settings)
             marker = "" if config.is_set(key.name) else " (default)"
             lines = f"**{value}**{marker}"
+            if key.name == "safety_checker":  # the switch, and what it really does here
+                lines += f": {policy.safety_checker_state(self.bot, config)}"
             if config.is_set(key.name):
                 lines += f"\ndefault: {key.show(key.default_for(settings), settings)}"
             text = f"{lines}\n{key.description}"
@@ -117,14 +119,27 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
         parsed = entry.parse(
             value, settings=self.bot.settings, guild=interaction.guild, current=config.stored(entry.name)
         )
+        if (
+            entry.name == "safety_checker"
+            and parsed
+            and not any(self.bot.engine.has_safety_checker(m) for m in config.allowed_models)
+        ):
+            raise UserError(
+                "`safety_checker`: no model on this bot has a safety checker, so turning it on would check nothing."
+                " Its operator can set SAFETY_CHECKER=true and install a model that ships one (SD 1.x does)."
+            )
         before = config[entry.name]
         await configs.set(interaction.guild_id, entry.name, parsed, by=interaction.user.id)
         after = (await configs.get(interaction.guild_id))[entry.name]
         log.info("guild %s: %s set %s to %r", interaction.guild_id, interaction.user.id, entry.name, parsed)
         settings = self.bot.settings
+        really = ""
+        if entry.name == "safety_checker":
+            state = policy.safety_checker_state(self.bot, await configs.get(interaction.guild_id))
+            really = f" It {state}." if state.startswith("checks") else ""
         await interaction.response.send_message(
             _clip(
-                f"`{entry.name}` is now {entry.show(after, settings)} (was {entry.show(before, settings)}). "
+                f"`{entry.name}` is now {entry.show(after, settings)} (was {entry.show(before, settings)}).{really} "
                 "It applies to the next job.",
                 MESSAGE_CHARS,
             ),

@@ -105,7 +105,13 @@ class Blend(commands.Cog):
             kind = kinds.BLEND
             return [
                 jobs.new_job(
-                    interaction, kind=kind, prompt=parsed.raw, spec=spec, seeds=kind.seeds(parsed.seed), model=model
+                    interaction,
+                    kind=kind,
+                    prompt=parsed.raw,
+                    spec=spec,
+                    seeds=kind.seeds(parsed.seed),
+                    model=model,
+                    mode=parsed.mode or await jobs.mode_of(bot, interaction.user.id),
                 )
             ]
 

@@ -43,7 +43,8 @@ async def submit_describe(bot: DreamGrid, interaction: Interaction, attachment: 
         render = RenderSpec(prompt="", width=picture.width, height=picture.height, steps=1)
         spec = JobSpec(render=render, inputs=(picture,))
         kind = kinds.DESCRIBE
-        return [jobs.new_job(interaction, kind=kind, prompt="", spec=spec, seeds=kind.seeds(), model=model)]
+        mode = await jobs.mode_of(bot, interaction.user.id)
+        return [jobs.new_job(interaction, kind=kind, prompt="", spec=spec, seeds=kind.seeds(), model=model, mode=mode)]
 
     await jobs.submit(bot, interaction, build)
 
@@ -86,7 +87,13 @@ async def _imagine(interaction: Interaction, job_id: int, numbers: list[int]) ->
             kind = kinds.IMAGINE
             wanted.append(
                 jobs.new_job(
-                    interaction, kind=kind, prompt=parsed.raw, spec=spec, seeds=kind.seeds(parsed.seed), model=model
+                    interaction,
+                    kind=kind,
+                    prompt=parsed.raw,
+                    spec=spec,
+                    seeds=kind.seeds(parsed.seed),
+                    model=model,
+                    mode=parsed.mode or jobs.member_mode(profile.settings),
                 )
             )
         return wanted
@@ -151,6 +158,7 @@ class DescribeAgainButton(GuardedItem[discord.ui.Button], template=r"dg:desc:(?P
                 spec=spec,
                 seeds=kind.seeds(),
                 model=parent.model,
+                mode=await jobs.mode_of(bot, interaction.user.id),
                 parent_id=parent.id,
             )
             return [job]

@@ -90,7 +90,13 @@ async def picture_job(
     )
     spec = jobs.picture_spec(parsed, picture, strength=strength, bot=bot, model=model, defaults=profile.settings)
     return jobs.new_job(
-        interaction, kind=kind, prompt=parsed.raw, spec=spec, seeds=kind.seeds(parsed.seed), model=model
+        interaction,
+        kind=kind,
+        prompt=parsed.raw,
+        spec=spec,
+        seeds=kind.seeds(parsed.seed),
+        model=model,
+        mode=parsed.mode or jobs.member_mode(profile.settings),
     )
 
 

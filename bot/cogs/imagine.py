@@ -19,7 +19,7 @@ from discord.ext import commands
 
 from bot import jobs, kinds, messages, policy
 from bot.client import DreamGrid
-from bot.errors import UserError
+from bot.errors import UserError, reply_ephemeral
 from bot.guild_config import GuildConfig
 from bot.image_inputs import cdn_hosts_for, read_for_interaction, resolve_prompt_url, split_leading_urls
 from bot.images import encode_grid
@@ -318,6 +318,129 @@ def _used_indexes(message: discord.Message | None) -> set[int]:
 
 # -- the command ------------------------------------------------------------------------------
 
+CONFIRM_ABOVE_JOBS = 5  # Midjourney asks before queuing more jobs than this from one prompt
+
+
+async def imagine_jobs(
+    interaction: Interaction, config: GuildConfig, prompt: str, image: discord.Attachment | None = None
+) -> list[NewJob]:
+    """The jobs a prompt asks for: one per {choice} and --repeat, with the member's defaults.
+
+    A picture (the `image` option, or a Discord attachment link leading the prompt) makes them
+    image prompts, as on Midjourney.
+    """
+    bot = interaction.client
+    profile = await bot.store.profile(interaction.user.id)
+    urls, text = split_leading_urls(prompt)
+    attached = [image] if image is not None else []
+    cdn_hosts = cdn_hosts_for(discord.http.Route.BASE)  # where this client talks to Discord
+    pictures = {a.id: a for a in attached}  # a link to the `image` upload is the same picture
+    for url in urls:
+        found = await resolve_prompt_url(interaction, url, attached=attached, cdn_hosts=cdn_hosts)
+        pictures[found.id] = found
+    if len(pictures) > 1:
+        raise UserError("One picture per prompt: the `image` option or one image link at the start, not both.")
+    try:
+        parsed_prompts = parse_prompt(
+            text, suffix=profile.suffix, options=profile.options, models=bot.settings.installed_models
+        )
+    except PromptError as exc:
+        raise UserError(str(exc)) from None
+    if not pictures and any(p.image_weight is not None for p in parsed_prompts):
+        raise UserError("`--iw` sets how strongly a picture steers the result: add one with the `image` option.")
+    policy.check_repeat(config, parsed_prompts)
+    if image is not None and len(parsed_prompts) > CONFIRM_ABOVE_JOBS:
+        # The Yes button rebuilds the jobs from the prompt alone; an uploaded option cannot ride along.
+        raise UserError(
+            f"With the `image` option a prompt makes at most {CONFIRM_ABOVE_JOBS} jobs; "
+            f"this one makes {len(parsed_prompts)}."
+        )
+    defaults = {"aspect": config["default_aspect"], **profile.settings}
+    chosen = profile.settings.get("model")  # /settings; a model the server no longer allows is skipped
+    default_model = chosen if chosen in config.allowed_models else config.default_model
+    models = [parsed.model or default_model for parsed in parsed_prompts]
+    picture = None
+    if pictures:
+        for model in models:  # refuse a model the server does not allow before reading the picture
+            policy.check_model(config, model)
+        native = max(bot.engine.native_size(model) for model in set(models))
+        (attachment,) = pictures.values()
+        picture = await read_for_interaction(
+            interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
+        )
+    kind = kinds.IMAGINE if picture is None else kinds.IMAGE_PROMPT
+    new_jobs = []
+    for parsed, model in zip(parsed_prompts, models, strict=True):
+        if picture is None:
+            spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
+        else:
+            spec = jobs.image_prompt_spec(parsed, picture, bot=bot, model=model, defaults=defaults)
+        new_jobs.append(
+            jobs.new_job(
+                interaction,
+                kind=kind,
+                prompt=parsed.raw,
+                spec=spec,
+                seeds=kind.seeds(parsed.seed),
+                model=model,
+                mode=parsed.mode or jobs.member_mode(profile.settings),
+            )
+        )
+    return new_jobs
+
+
+def confirmation(prompt: str, count: int) -> dict[str, object]:
+    """The ephemeral question before a large batch; the prompt rides along in the embed for Yes."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(ConfirmButton(yes=True))
+    view.add_item(ConfirmButton(yes=False))
+    return {
+        "content": f"This prompt makes **{count} jobs** ({count * kinds.IMAGINE.image_count} images). Queue them all?",
+        "embed": discord.Embed(description=prompt, colour=discord.Colour.blurple()),
+        "view": view,
+    }
+
+
+class ConfirmButton(GuardedItem[discord.ui.Button], template=r"dg:confirm:(?P<answer>yes|no)"):
+    """Yes / No under the question a prompt of more than CONFIRM_ABOVE_JOBS jobs asks first.
+
+    Nothing is queued until Yes. The prompt is read back from the question's own embed, so
+    the buttons work across restarts; Yes parses it again and applies every rule then.
+    """
+
+    def __init__(self, *, yes: bool) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Yes" if yes else "No",
+                style=discord.ButtonStyle.success if yes else discord.ButtonStyle.secondary,
+                custom_id=f"dg:confirm:{'yes' if yes else 'no'}",
+            )
+        )
+        self.yes = yes
+
+    @classmethod
+    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+        return cls(yes=match["answer"] == "yes")
+
+    async def respond(self, interaction: Interaction) -> None:
+        message = interaction.message
+        prompt = message.embeds[0].description if message and message.embeds else None
+        if not self.yes or not prompt:
+            await interaction.response.edit_message(content="Nothing was queued.", embed=None, view=None)
+            return
+        await interaction.response.edit_message(content="Queuing them…", view=None)
+
+        async def build(config: GuildConfig) -> list[NewJob]:
+            return await imagine_jobs(interaction, config, prompt)
+
+        try:
+            async with interaction.client.admission:
+                accepted = await jobs.submit(interaction.client, interaction, build)
+        except UserError as exc:
+            await interaction.edit_original_response(content=str(exc), embed=None)
+            return
+        await interaction.edit_original_response(content=f"Queued {len(accepted)} jobs.", embed=None)
+
 
 class Imagine(commands.Cog):
     def __init__(self, bot: DreamGrid) -> None:
@@ -334,63 +457,22 @@ class Imagine(commands.Cog):
         prompt: app_commands.Range[str, 1, 1500],
         image: discord.Attachment | None = None,
     ) -> None:
-        bot = self.bot
-
         async def build(config: GuildConfig) -> list[NewJob]:
-            profile = await bot.store.profile(interaction.user.id)
-            # Midjourney's image prompts: Discord attachment links may lead the prompt.
-            urls, text = split_leading_urls(prompt)
-            attached = [image] if image is not None else []
-            cdn_hosts = cdn_hosts_for(discord.http.Route.BASE)  # where this client talks to Discord
-            pictures = {a.id: a for a in attached}  # a link to the `image` upload is the same picture
-            for url in urls:
-                found = await resolve_prompt_url(interaction, url, attached=attached, cdn_hosts=cdn_hosts)
-                pictures[found.id] = found
-            if len(pictures) > 1:
-                raise UserError("One picture per prompt: the `image` option or one image link at the start, not both.")
-            try:
-                parsed_prompts = parse_prompt(
-                    text, suffix=profile.suffix, options=profile.options, models=bot.settings.installed_models
-                )
-            except PromptError as exc:
-                raise UserError(str(exc)) from None
-            if not pictures and any(p.image_weight is not None for p in parsed_prompts):
-                raise UserError(
-                    "`--iw` sets how strongly a picture steers the result: add one with the `image` option."
-                )
-            policy.check_repeat(config, parsed_prompts)
-            defaults = {"aspect": config["default_aspect"], **profile.settings}
-            models = [parsed.model or config.default_model for parsed in parsed_prompts]
-            picture = None
-            if pictures:
-                for model in models:  # refuse a model the server does not allow before reading the picture
-                    policy.check_model(config, model)
-                native = max(bot.engine.native_size(model) for model in set(models))
-                (attachment,) = pictures.values()
-                picture = await read_for_interaction(
-                    interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
-                )
-            kind = kinds.IMAGINE if picture is None else kinds.IMAGE_PROMPT
-            new_jobs = []
-            for parsed, model in zip(parsed_prompts, models, strict=True):
-                if picture is None:
-                    spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
-                else:
-                    spec = jobs.image_prompt_spec(parsed, picture, bot=bot, model=model, defaults=defaults)
-                new_jobs.append(
-                    jobs.new_job(
-                        interaction, kind=kind, prompt=parsed.raw, spec=spec, seeds=kind.seeds(parsed.seed), model=model
-                    )
-                )
+            new_jobs = await imagine_jobs(interaction, config, prompt, image)
+            if len(new_jobs) > CONFIRM_ABOVE_JOBS:
+                # Refuse now what Yes could not queue, then ask before queuing the rest.
+                await policy.check_waiting_room(self.bot, interaction, config, len(new_jobs))
+                await reply_ephemeral(interaction, **confirmation(prompt, len(new_jobs)))
+                return []
             return new_jobs
 
         if not await jobs.acknowledge(interaction):  # first, before any database work
             return
-        async with bot.admission:
-            await jobs.submit(bot, interaction, build)
+        async with self.bot.admission:
+            await jobs.submit(self.bot, interaction, build)
 
 
 async def setup(bot: DreamGrid) -> None:
-    bot.add_dynamic_items(*BUTTONS)
+    bot.add_dynamic_items(*BUTTONS, ConfirmButton)
     bot.views.result = lambda job: result_view(job, picture=bot.views.picture)
     await bot.add_cog(Imagine(bot))

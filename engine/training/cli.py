@@ -8,6 +8,11 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
+
+SHIPPED_MODEL = "dreamgrid-tiny"
+# Found from this file, not the working directory: `dreamgrid eval` works from any folder.
+SHIPPED_FOLDER = Path(__file__).resolve().parents[1] / "weights" / SHIPPED_MODEL
 
 
 def _quiet() -> None:
@@ -77,7 +82,9 @@ def eval_main(argv: list[str] | None = None) -> int:
     from .evaluate import CHANCE, DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS, TARGETS, evaluate
 
     p = argparse.ArgumentParser(prog="dreamgrid eval", description="Judge a model on held-out prompts from pixels.")
-    p.add_argument("model", nargs="?", default="engine/weights/dreamgrid-tiny")
+    p.add_argument(
+        "model", nargs="?", default=SHIPPED_MODEL, help="a diffusers folder (default: the model dreamgrid ships)"
+    )
     p.add_argument("--seeds", type=int, default=4, help="seeds per held-out prompt (24 prompts)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
@@ -89,7 +96,11 @@ def eval_main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(a.threads)
-    r = evaluate(a.model, a.seeds, a.steps, a.guidance, a.size, a.grid)
+    model = SHIPPED_FOLDER if a.model == SHIPPED_MODEL else Path(a.model)
+    if not (model / "model_index.json").is_file():
+        print(f"dreamgrid eval: error: {a.model} is not a diffusers folder (no model_index.json)", file=sys.stderr)
+        return 2
+    r = evaluate(str(model), a.seeds, a.steps, a.guidance, a.size, a.grid)
     print(f"{r['cases']} held-out cases, {a.size}px, {a.steps} steps, guidance {a.guidance}: {r['seconds']:.1f} s")
     ok = True
     for k in ("background", "foreground", "shape"):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.rows import NewJob
+from bot.store import QueueLimits
+from engine.params import tile_seeds
 from tests.fakediscord import FakeDiscord
-from tests.harness import result_of, running_bot
+from tests.harness import eventually, result_of, running_bot
 
 
 async def reply_to(fake: FakeDiscord, command: str, **options):
@@ -104,4 +107,69 @@ async def test_show_draws_a_job_again_when_its_images_are_gone(fake_discord: Fak
         told = await ix.wait_for_followup(lambda m: m.ephemeral)
         assert "drawn again with the same seeds" in told.content
         again = await bot.store.get_job(2)
-        assert (again.kind, again.seeds, again.prompt) == ("imagine", [6, 7, 8, 9], "a lighthouse --seed 6")
+        assert (again.kind, again.seeds, again.prompt) == ("imagine", list(tile_seeds(6)), "a lighthouse --seed 6")
+
+
+async def test_relax_and_fast_modes_and_the_fast_time_left(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        _, said = await reply_to(fake, "relax")
+        assert "Relax mode is **on**" in said.content
+        await result_of(await fake.slash("imagine", prompt="a lamp"))
+        await result_of(await fake.slash("imagine", prompt="a chair --fast"))
+        assert [(await bot.store.get_job(n)).mode for n in (1, 2)] == ["relax", "fast"]
+        _, info = await reply_to(fake, "info")
+        fields = {f["name"]: f["value"] for f in info.embed["fields"]}
+        assert fields["Mode"] == "Relax"
+        assert fields["Fast time left"].endswith(" of 15 h")  # Midjourney Standard's 15 hours a month
+        assert fields["Limits"] == "3 running, 10 waiting"
+
+        _, said = await reply_to(fake, "fast")
+        assert "Fast mode is **on**" in said.content
+        # An admin gives one hour a month; an hour of fast jobs is used up, so the next one relaxes.
+        await (await fake.slash("config set", key="fast_hours", value="1", user=fake.admin)).ack()
+        await (await fake.slash("config set", key="max_queued_per_user", value="5", user=fake.admin)).ack()
+        spent = await bot.store.enqueue(
+            NewJob(kind="imagine", user_id=fake.alice.id, guild_id=fake.guild.id, channel_id=fake.channel.id,
+                   prompt="an hour", spec=(await bot.store.get_job(2)).spec, seeds=[1, 2, 3, 4], model="fake"),
+            QueueLimits(3, 10, 200),
+        )  # fmt: skip
+        await bot.store.cancel(spent.id)
+        await bot.store.add_gpu_seconds(spent.id, 3600)
+        ix = await fake.slash("imagine", prompt="a table")
+        told = await ix.wait_for_followup(lambda m: m.ephemeral)
+        assert "used this month's 1 hours of fast time" in told.content
+        relaxed = await eventually(lambda: bot.store.get_job(4), lambda job: job is not None)
+        assert relaxed.mode == "relax"
+        _, info = await reply_to(fake, "info")
+        fields = {f["name"]: f["value"] for f in info.embed["fields"]}
+        assert (fields["Mode"], fields["Fast time left"], fields["Limits"]) == (
+            "Fast",
+            "0.0 s of 1 h",
+            "3 running, 5 waiting",
+        )
+
+
+async def test_models_by_short_name_with_their_own_defaults(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    settings = {
+        "models": ["turbo=/models/sdxl-turbo"],
+        "model_defaults": {"turbo": {"steps": 2, "guidance_scale": 0}},
+    }
+    async with running_bot(fake, tmp_path, **settings) as bot:
+        await result_of(await fake.slash("imagine", prompt="a fox --model turbo"))
+        request = bot.engine.requests[-1]
+        assert (request.model, request.steps, request.guidance_scale) == ("turbo", 2, 0)
+        await result_of(await fake.slash("imagine", prompt="a fox"))
+        assert (bot.engine.requests[-1].model, bot.engine.requests[-1].steps) == ("fake", 8)  # STEPS=8
+
+        _, refused = await reply_to(fake, "imagine", prompt="a fox --model sdxl-turbo")
+        assert refused.content == "Unknown model `sdxl-turbo`: use one of `fake`, `turbo`."
+
+        ix, panel = await reply_to(fake, "settings")
+        picked = await fake.select(panel, "dg:set:model", ["turbo"])
+        assert (await picked.ack()).type == 7
+        await result_of(await fake.slash("imagine", prompt="a hare"))
+        assert bot.engine.requests[-1].model == "turbo"  # the member's /settings model
+        _, helped = await reply_to(fake, "help")
+        assert helped.embed["fields"][0]["value"].startswith("`fake`, `turbo`")

@@ -129,7 +129,8 @@ async def test_queue_limits_daily_and_role_quotas(fake_discord: FakeDiscord, tmp
         await second.wait_for_response()
         assert (await bot.store.get_job(2)).status == "queued"  # the server allows 1 running, the bot 3
         assert await refusal(fake, "three") == (
-            "You already have 1 jobs waiting (the limit is 1). Wait for some to finish, or cancel one with /cancel."
+            "You already have 1 jobs waiting (the limit is 1 per member)."
+            " Wait for some to finish, or cancel one with /cancel."
         )
         assert first.original is not None
 
@@ -300,3 +301,26 @@ async def test_flagged_images_are_posted_as_spoilers(fake_discord: FakeDiscord, 
         grid = await finished(ix)
         assert not grid.attachments[0].filename.startswith("SPOILER_")
         assert grid.embed["image"]["url"] == f"attachment://{grid.attachments[0].filename}"
+
+
+async def test_the_safety_checker_switch_is_refused_where_no_model_has_one(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    engine = FakeEngine(models=["fake"], step_delay_s=0.01, safety_checker=False)
+    async with running_bot(fake, tmp_path, engine=engine) as bot:
+        [reply] = await configure(fake, safety_checker="on")
+        assert reply.startswith("`safety_checker`: no model on this bot has a safety checker")
+        assert not (await bot.guild_configs.get(fake.guild.id))["safety_checker"]
+        shown = await fake.slash("config show", user=fake.admin)
+        await shown.ack()
+        embed = (await shown.wait_for_reply()).embed
+        field = next(f for f in embed["fields"] if f["name"] == "safety_checker")["value"]
+        assert field.startswith("**off** (default): no model here has a safety checker")
+        # and a job is not told to check (which would only withhold its progress previews)
+        await finished(await imagine(fake, "a kitten"))
+        assert not engine.requests[-1].safety_check and engine.requests[-1].preview
+
+
+async def test_the_safety_checker_switch_says_which_models_it_checks(fake_discord: FakeDiscord, tmp_path: Path):
+    async with running_bot(fake_discord, tmp_path):
+        [reply] = await configure(fake_discord, safety_checker="on")
+        assert "It checks `fake`." in reply

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from engine.fake import FakeEngine
+from engine.params import tile_seeds
 from tests.fakediscord import FakeDiscord
 from tests.harness import eventually, running_bot
 
@@ -16,6 +17,14 @@ async def test_imagine_acknowledges_shows_progress_and_posts_the_grid(fake_disco
         ix = await fake_discord.slash("imagine", prompt="a red circle --seed 41")
         ack = await ix.ack()
         assert ack.elapsed < 3 and not ack.ephemeral
+        previews = []
+
+        def shows_preview(message) -> bool:
+            if message.attachments and message.attachments[0].filename == "preview.jpg":
+                previews.append(message.attachments[0].image())
+            return bool(previews)
+
+        await ix.wait_for_edit(shows_preview, timeout=15)
         final = await ix.wait_for_edit(lambda m: m.embeds and m.buttons, timeout=15)
         shown = [snapshot["content"] for snapshot in final.history]
         assert ack.type == 5  # deferred first, before any database work
@@ -24,19 +33,21 @@ async def test_imagine_acknowledges_shows_progress_and_posts_the_grid(fake_disco
 
         grid = final.attachments[0].image()
         assert grid.size == (128, 128)  # 2x the 64 px tile in each direction
+        assert previews[0].size == grid.size  # the preview at the grid's size, not the latents' (a speck)
         colours = {grid.getpixel((x, y)) for x in (32, 96) for y in (32, 96)}
         assert len(colours) == 4  # four distinct tiles
         embed = final.embed
-        assert "41, 42, 43, 44" in str(embed["fields"])
+        seeds = list(tile_seeds(41))
+        assert {"name": "Seed", "value": "41 (`--seed 41` draws this again)", "inline": False} in embed["fields"]
         assert embed["image"]["url"] == f"attachment://{final.attachments[0].filename}"
         assert final.labels == ["U1", "U2", "U3", "U4", None, "V1", "V2", "V3", "V4", None]
 
         job = await eventually(lambda: bot.store.get_job(1), lambda job: job.delivered_at)
         assert job.status == "done"
-        assert job.seeds == [41, 42, 43, 44]
+        assert job.seeds == seeds
         assert job.message_id == final.id
         images = await bot.store.get_images(1)
-        assert [(i.idx, i.width, i.seed) for i in images] == [(1, 64, 41), (2, 64, 42), (3, 64, 43), (4, 64, 44)]
+        assert [(i.idx, i.width, i.seed) for i in images] == [(n, 64, seeds[n - 1]) for n in (1, 2, 3, 4)]
         assert all((tmp_path / i.path).exists() for i in images)
 
 

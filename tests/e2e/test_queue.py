@@ -70,13 +70,14 @@ async def test_limits_refuse_with_the_numbers_and_queue_nothing(fake_discord: Fa
         await over.wait_for_answer()
         assert over.ephemeral
         assert (await over.wait_for_reply()).content == (
-            "You already have 2 jobs waiting (the limit is 2). Wait for some to finish, or cancel one with /cancel."
+            "You already have 2 jobs waiting (the limit is 2 per member)."
+            " Wait for some to finish, or cancel one with /cancel."
         )
         await _imagine(fake_discord, "bob's only job", user=fake_discord.bob)
         full = await fake_discord.slash("imagine", prompt="too late", user=fake_discord.admin)
         await full.wait_for_answer()
         assert full.ephemeral
-        assert "The queue is full (3 jobs waiting)" in (await full.wait_for_reply()).content
+        assert "The queue is full (3 jobs waiting across the whole bot)" in (await full.wait_for_reply()).content
         # --repeat is all or nothing: 2 more would pass Bob's limit, so neither is queued.
         repeat = await fake_discord.slash("imagine", prompt="twice --repeat 2", user=fake_discord.bob)
         await repeat.wait_for_answer()
@@ -151,3 +152,40 @@ async def test_a_hung_render_times_out_and_the_queue_goes_on(fake_discord: FakeD
         await after.wait_for_edit(_final)
         job = await bot.store.get_job(1)
         assert job.status == "failed" and job.gpu_seconds >= 0.5
+
+
+async def test_more_than_five_jobs_ask_first_and_nothing_is_queued_until_yes(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        # Five jobs need no question.
+        five = await _imagine(fake, "a fox --repeat 5")
+        assert not five.ephemeral
+        await _eventually(lambda: _delivered(bot, 5))
+
+        six = await _imagine(fake, "a {red, green, blue} fox --repeat 2")
+        question = await six.wait_for_reply()
+        assert question.ephemeral and "**6 jobs** (24 images)" in question.content
+        assert question.labels == ["Yes", "No"]
+        assert (await bot.store.user_stats(fake.alice.id)).jobs_total == 5  # nothing queued yet
+
+        no = await fake.click(question, label="No")
+        await no.ack()
+        assert (await no.wait_for_response()).content == "Nothing was queued."
+        assert (await bot.store.user_stats(fake.alice.id)).jobs_total == 5
+
+        again = await (await _imagine(fake, "a {red, green, blue} fox --repeat 2")).wait_for_reply()
+        yes = await fake.click(again, label="Yes")
+        await yes.ack()
+        await yes.wait_for_edit(lambda m: m.content == "Queued 6 jobs.")
+        assert len([m for m in yes.followups if not m.ephemeral]) == 6  # each job's own message
+        prompts = sorted([(await bot.store.get_job(job_id)).prompt for job_id in range(6, 12)])
+        assert prompts == sorted(f"a {colour} fox" for colour in ("red", "green", "blue") for _ in range(2))
+
+
+async def test_a_repeat_over_the_waiting_limit_is_refused_at_once_naming_it(fake_discord: FakeDiscord, tmp_path: Path):
+    async with running_bot(fake_discord, tmp_path) as bot:
+        ix = await _imagine(fake_discord, "a fox --repeat 11")
+        assert (await ix.wait_for_reply()).content == (
+            "This would queue 11 jobs, but a member may have 10 waiting on this server. Nothing was queued."
+        )
+        assert (await bot.store.user_stats(fake_discord.alice.id)).jobs_total == 0

@@ -39,7 +39,7 @@ async def test_imagine_renders_a_real_grid_and_upscales_a_tile(fake_discord: Fak
             assert grid.size == (128, 128)
             tiles = [grid.crop((x, y, x + 64, y + 64)).tobytes() for y in (0, 64) for x in (0, 64)]
             assert len(set(tiles)) == 4
-            assert "11, 12, 13, 14" in str(final.embed["fields"])
+            assert "11 (`--seed 11` draws this again)" in str(final.embed["fields"])
             job = await bot.store.get_job(1)
             assert job.status == "done" and job.gpu_seconds > 0
 

@@ -64,7 +64,7 @@ async def test_a_budget_keeps_the_folder_small_and_pruned_jobs_are_drawn_again(
             await engine.holding.wait()
 
         repeat = await fake.slash("imagine", prompt="a lighthouse --repeat 30")
-        await repeat.ack()
+        await (await fake.click(await repeat.wait_for_reply(), label="Yes")).ack()  # 30 jobs ask first
         await eventually(
             lambda: bot.store.user_stats(fake.alice.id),
             lambda stats: stats.jobs_total == 32 and stats.queued == 0,

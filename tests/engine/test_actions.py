@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from engine.core import TINY_MODEL, WEIGHTS_DIR
-from engine.params import UPSCALE_SUBTLE, VARY_STRONG, VARY_SUBTLE
+from engine.params import (
+    UPSCALE_CREATIVE,
+    UPSCALE_MIN_STEPS,
+    UPSCALE_SUBTLE,
+    VARY_STRONG,
+    VARY_SUBTLE,
+    img2img_steps,
+)
 from engine.requests import Action
 from tests.engine.conftest import TILE, mean_abs, pixels, request
 
@@ -63,6 +70,33 @@ async def test_upscale_keeps_the_picture_on_the_trained_model():
         up = request(action=Action.UPSCALE, seeds=(3,), init_image=source, strength=UPSCALE_SUBTLE, steps=10)
         small = (await engine.render(up)).images[0].resize(source.size)
         assert mean_abs(small, source) < 0.5 * mean_abs(small, other)
+
+
+@pytest.mark.skipif(not TRAINED.exists(), reason="the trained dreamgrid-tiny model is not installed")
+async def test_upscale_subtle_and_creative_are_sharper_than_lanczos_and_visibly_different():
+    from PIL import Image, ImageFilter
+
+    from engine.core import DiffusersEngine
+
+    def sharpness(image) -> float:  # high-frequency energy, as bench/upscale_bench.py measures it
+        gray = image.convert("L")
+        return float(((pixels(gray) - pixels(gray.filter(ImageFilter.GaussianBlur(1)))) ** 2).mean())
+
+    async with DiffusersEngine(device="cpu", batch_window_s=0.0) as engine:
+        sources = (await engine.render(request(seeds=(11, 12, 13), steps=10))).images
+        drift, sharper = {}, {}
+        for name, strength in (("subtle", UPSCALE_SUBTLE), ("creative", UPSCALE_CREATIVE)):
+            steps = img2img_steps(10, strength, minimum=UPSCALE_MIN_STEPS)
+            drifts, ratios = [], []
+            for source in sources:
+                up = request(action=Action.UPSCALE, seeds=(3,), init_image=source, strength=strength, steps=steps)
+                image = (await engine.render(up)).images[0]
+                lanczos = source.resize(image.size, Image.Resampling.LANCZOS)
+                ratios.append(sharpness(image) / sharpness(lanczos))
+                drifts.append(mean_abs(image.reduce(2), source))
+            drift[name], sharper[name] = float(np.mean(drifts)), float(np.mean(ratios))
+    assert sharper["subtle"] > 1.5 and sharper["creative"] > 1.5  # measured ~3.6x and ~4.1x
+    assert drift["creative"] > 1.25 * drift["subtle"]  # measured 13.4 vs 8.2 (0-255)
 
 
 async def test_seamless_tile_wraps_around(engine):

@@ -79,6 +79,9 @@ async def test_compatible_requests_share_one_pipeline_call(tiny_pipe):
         assert a.seeds == (1, 2, 3, 4) and b.seeds == (5, 6, 7, 8)
         assert all(mean_abs(x, y) > 5 for x in a.images for y in b.images)
         assert len(events["alice"]) == len(events["bob"]) == alice.steps
+        # each is charged half the batch's device time, not all of it (what /info adds up)
+        assert a.elapsed_s == b.elapsed_s > 0
+        assert a.elapsed_s + b.elapsed_s < 1.5 * max(engine._render_s.values())
         assert events["alice"][-1].preview is None and events["bob"][-1].preview is not None
         # same requests in the same batch -> the same pixels
         a2, b2 = await asyncio.gather(engine.render(alice), engine.render(bob))
@@ -204,3 +207,11 @@ async def test_the_safety_checker_flags_images_and_keeps_their_pixels():
     assert all(pixels(image).max() > 0 for image in checked.images)  # never a black square
     for kept, plain in zip(checked.images, unchecked.images, strict=True):
         assert (pixels(kept) == pixels(plain)).all()
+
+
+def test_a_model_without_a_safety_checker_says_so_without_loading(tiny_folder):
+    # What /config safety_checker asks before it accepts "on": this model ships no checker.
+    engine = DiffusersEngine(model=str(tiny_folder), device="cpu", safety_checker=True)
+    assert engine.has_safety_checker() is False
+    assert DiffusersEngine(model=str(tiny_folder), device="cpu").has_safety_checker() is False  # SAFETY_CHECKER off
+    assert not engine._loaded

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from engine.params import tile_seeds
 from engine.requests import RenderError
 from tests.engine.conftest import TILE, mean_abs, pixels, request
 
@@ -29,6 +30,22 @@ async def test_same_request_same_pixels(engine):
     b = await engine.render(request())
     for x, y in zip(a.images, b.images, strict=True):
         assert (pixels(x) == pixels(y)).all()
+
+
+async def test_neighbouring_seeds_share_no_tile(engine):
+    # What `--seed 5` and `--seed 6` ask for: with tile i at N + i they shared three tiles.
+    five = await engine.render(request(seeds=tile_seeds(5)))
+    six = await engine.render(request(seeds=tile_seeds(6)))
+    assert not set(five.seeds) & set(six.seeds)
+    for a in five.images:
+        for b in six.images:
+            assert mean_abs(a, b) > 5
+
+
+async def test_the_seed_shown_under_a_tile_draws_it_again_as_image_1(engine):
+    grid = await engine.render(request(seeds=tile_seeds(5)))
+    again = await engine.render(request(seeds=tile_seeds(grid.seeds[2])))  # U3's seed, typed as --seed
+    assert mean_abs(grid.images[2], again.images[0]) < 1.0
 
 
 async def test_a_seed_draws_the_same_tile_in_any_position(engine):

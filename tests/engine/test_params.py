@@ -84,6 +84,8 @@ def test_img2img_steps_always_leave_steps_to_run():
     assert params.img2img_steps(20, params.UPSCALE_SUBTLE) == 20  # 2 steps run
     assert params.img2img_steps(5, params.UPSCALE_SUBTLE) == 20  # --q .25 would run none
     assert params.img2img_steps(5, params.VARY_STRONG) == 5
+    # an upscale runs at least UPSCALE_MIN_STEPS, even at --q .25
+    assert int(params.img2img_steps(5, params.UPSCALE_SUBTLE, minimum=params.UPSCALE_MIN_STEPS) * 0.1) == 4
     for steps in (1, 5, 10, 20, 40):
         for strength in (0.05, 0.1, 0.2, 0.35, 0.4, 0.75, 1.0):
             assert int(params.img2img_steps(steps, strength) * strength) >= 2
