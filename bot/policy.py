@@ -114,6 +114,11 @@ async def check_words(
         raise UserError(f"Your prompt matches {what}, which this server doesn't allow. Nothing was queued.")
 
 
+def size_limit(config: GuildConfig, native: int) -> int:
+    """The longest side this server allows for a model whose tiles are `native` px: /config's, or 4x the tile."""
+    return config["max_image_size"] or MODEL_SIZE_FACTOR * native
+
+
 def apply_limits(
     kind: JobKind, spec: JobSpec, config: GuildConfig, *, native: int = 512, checkable: bool = True
 ) -> JobSpec:
@@ -131,7 +136,7 @@ def apply_limits(
         limit_steps = render_params.img2img_steps(limit_steps, render.strength, minimum=kind.min_steps)
     steps = min(render.steps, limit_steps)
     width, height = render.width, render.height
-    limit = config["max_image_size"] or MODEL_SIZE_FACTOR * native
+    limit = size_limit(config, native)
     if max(width, height) * kind.scale > limit:
         if not kind.may_shrink_to_limit:
             raise UserError(

@@ -183,7 +183,7 @@ class PanButton(
         tile_size = bot.engine.native_size((await jobs.job_or_error(bot, interaction, self.job_id)).model)
 
         def pan(row: ImageRow, config: GuildConfig) -> EditSpec:
-            limit = config["max_image_size"]
+            limit = policy.size_limit(config, tile_size)
             return edits.pan(row.width, row.height, self.direction, tile_size=tile_size, size_limit=limit)
 
         await start_edit(interaction, self.job_id, self.index, kinds.PAN, pan)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot import kinds
 from engine import params as render_params
 from engine.fake import FakeEngine
 from engine.requests import Action, ImagePromptMethod
@@ -61,7 +62,7 @@ async def test_blend_of_five_pictures_with_a_prompt_and_the_members_suffix(fake_
         )
         job = await bot.store.get_job(1)
         assert job.prompt == "a dream --seed 9 --s 250"  # the suffix applies, as on Midjourney
-        assert job.seeds == [9, 10, 11, 12]
+        assert job.seeds == kinds.BLEND.seeds(9)  # --seed 9 is image 1; the others are mixed from it
         request = engine.requests[-1]
         assert len(request.blend_images) == 5 and request.image_prompt_method is ImagePromptMethod.IP_ADAPTER
 

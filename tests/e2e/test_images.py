@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from bot import kinds
 from engine import params as render_params
 from engine.fake import FakeEngine
 from engine.requests import Action, ImagePromptMethod
@@ -98,7 +99,11 @@ async def test_variation_of_an_upload_with_a_prompt_gives_a_grid_with_buttons(fa
         ix = await fake.slash("variation", image=photo, mode="subtle", prompt="a cat in the snow --seed 9")
         varied = await upload_result(ix)
         job = await bot.store.get_job(1)
-        assert (job.kind, job.prompt, job.seeds) == ("picture_variation", "a cat in the snow --seed 9", [9, 10, 11, 12])
+        assert (job.kind, job.prompt, job.seeds) == (
+            "picture_variation",
+            "a cat in the snow --seed 9",
+            kinds.VARIATION_OF_PICTURE.seeds(9),
+        )
         assert job.spec.render.strength == render_params.VARY_SUBTLE
         assert varied.attachments[0].image().size == (112, 144)  # four 56×72 tiles: the picture's aspect
         assert varied.labels[:4] == ["U1", "U2", "U3", "U4"]
