@@ -60,7 +60,9 @@ async def test_imagine_u_vary_v_reroll_upscale_across_a_restart(fake_discord: Fa
         assert (job.kind, job.parent_id, job.parent_index) == ("upscale", 4, 1)
         assert job.spec.render.strength == render_params.UPSCALE_SUBTLE
         assert upscaled.attachments[0].image().size == (160, 112)  # exactly 2x the tile
-        assert "Upscale (Subtle)" in upscaled.labels and "Zoom Out 2x" in upscaled.labels  # the edit loop goes on
+        assert "Zoom Out 2x" in upscaled.labels  # the edit loop goes on under an upscale
+        # ...but not another Upscale: 320 px is over the default limit, 4x the model's 64 px tile.
+        assert "Upscale (Subtle)" not in upscaled.labels
 
 
 async def test_buttons_redraw_when_the_stored_images_are_gone(fake_discord: FakeDiscord, tmp_path: Path):
