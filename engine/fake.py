@@ -13,7 +13,15 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-from engine.requests import Action, ProgressCallback, RenderError, RenderProgress, RenderRequest, RenderResult
+from engine.requests import (
+    Action,
+    ProgressCallback,
+    RenderError,
+    RenderLost,
+    RenderProgress,
+    RenderRequest,
+    RenderResult,
+)
 
 
 class FakeEngine:
@@ -23,6 +31,7 @@ class FakeEngine:
         models: Sequence[str] = ("fake",),
         step_delay_s: float = 0.0,
         fail_prompts: Sequence[str] = ("__fail__",),
+        lose_prompts: Sequence[str] = ("__lost__",),
         hang_prompts: Sequence[str] = ("__hang__",),
         nsfw_prompts: Sequence[str] = ("__nsfw__",),
         tile_size: int = 64,
@@ -31,6 +40,7 @@ class FakeEngine:
         self._models = tuple(models)
         self.step_delay_s = step_delay_s
         self.fail_prompts = tuple(fail_prompts)
+        self.lose_prompts = tuple(lose_prompts)  # as if the worker drawing them died mid-render
         self.hang_prompts = tuple(hang_prompts)
         self.nsfw_prompts = tuple(nsfw_prompts)  # with safety_check, every tile of these is flagged
         self.requests: list[RenderRequest] = []  # every request received, in order
@@ -52,6 +62,13 @@ class FakeEngine:
     def native_size(self, model: str | None = None) -> int:
         return self.tile_size
 
+    @property
+    def loaded_models(self) -> Sequence[str]:
+        return self._models
+
+    async def alive(self) -> bool:
+        return True
+
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         self.requests.append(request)
         model = request.model or self.default_model
@@ -68,6 +85,8 @@ class FakeEngine:
                 progress(RenderProgress(step, total, preview))
         if any(p in request.prompt for p in self.fail_prompts):
             raise RenderError("the fake engine was told to fail")
+        if any(p in request.prompt for p in self.lose_prompts):
+            raise RenderLost("the fake engine lost this render")
         scale = 2 if request.action is Action.UPSCALE else 1
         images = tuple(_tile(request, seed, request.width * scale, request.height * scale) for seed in request.seeds)
         flagged = ()
