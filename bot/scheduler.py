@@ -22,11 +22,12 @@ from bot import kinds, messages
 from bot.delivery import Delivery
 from bot.images import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
 from bot.kinds import Source
+from bot.metrics import Metrics
 from bot.retention import ImageRetention
 from bot.rows import ImageRow, Job
 from bot.settings import Settings
 from bot.store import Store
-from engine.requests import Engine, ProgressCallback, RenderError, RenderProgress, RenderRequest
+from engine.requests import Engine, ProgressCallback, RenderError, RenderLost, RenderProgress, RenderRequest
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Scheduler:
         delivery: Delivery,
         views: JobViews,
         retention: ImageRetention | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -60,6 +62,7 @@ class Scheduler:
         self.delivery = delivery
         self.views = views
         self.retention = retention  # told of every saved result, so a disk budget is kept between sweeps
+        self.metrics = metrics or Metrics(settings.installed_models)
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -103,6 +106,7 @@ class Scheduler:
         job = await self.store.cancel(job_id)
         if job is None:
             return None
+        self.metrics.job_ended(job, "cancelled")
         task = self._running.get(job_id)
         if task is not None:
             task.cancel()
@@ -170,12 +174,16 @@ class Scheduler:
 
     async def _run_job(self, job: Job) -> None:
         started = time.perf_counter()
+        self.metrics.job_started(job)
+        outcome = "failed"
         try:
             async with asyncio.timeout(self.settings.job_timeout_s):
                 request = await self._request_for(job)
                 result = await self.engine.render(request, progress=self._progress_reporter(job))
+            self.metrics.job_rendered(job, time.perf_counter() - started, result.elapsed_s, result.batch_size)
             images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds, result.flagged)
             finished = await self.store.finish(job.id, images, result.elapsed_s)
+            outcome = "done"
             if finished is not None and self.retention is not None:
                 self.retention.saved(row.path for row in images)
         except asyncio.CancelledError:
@@ -188,17 +196,34 @@ class Scheduler:
             minutes = self.settings.job_timeout_s / 60
             limit = f"{minutes:g} minutes" if minutes >= 1 else f"{self.settings.job_timeout_s:g} seconds"
             log.warning("job %s timed out after %s", job.id, limit)
+            self.metrics.engine_error("timeout")
+            outcome = "timed_out"
             finished = await self.store.fail(
                 job.id, f"This job took longer than {limit} and was stopped.", time.perf_counter() - started
             )
+        except RenderLost as exc:
+            self.metrics.engine_error("lost")
+            max_attempts = self.settings.max_attempts
+            if job.attempts < max_attempts and await self.store.retry(job.id):
+                log.warning("job %s: %s; queued again (attempt %d of %d)", job.id, exc, job.attempts, max_attempts)
+                return  # _job_done wakes the loop, which claims it again in its turn
+            finished = await self.store.fail(
+                job.id,
+                f"This job was interrupted {job.attempts} times (the worker drawing it stopped),"
+                " so it was not tried again.",
+                time.perf_counter() - started,
+            )
         except RenderError as exc:
+            self.metrics.engine_error("failed")
             finished = await self.store.fail(job.id, str(exc), time.perf_counter() - started)
         except Exception:
             log.exception("job %s failed", job.id)
+            self.metrics.engine_error("crashed")
             finished = await self.store.fail(
                 job.id, "Something went wrong while drawing this; it has been logged.", time.perf_counter() - started
             )
         if finished is not None:
+            self.metrics.job_ended(finished, outcome)
             await self.deliver(finished)
 
     async def _request_for(self, job: Job) -> RenderRequest:
