@@ -40,16 +40,32 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         async with FakeEngine(models=settings.installed_models, step_delay_s=settings.fake_step_delay_s) as fake:
             yield fake
         return
-    from engine.core import DiffusersEngine
-
-    async with DiffusersEngine(
+    options = dict(
         model=settings.model,
         models=settings.installed_models,
         device=settings.device,
         dtype=settings.dtype,
         batch_window_s=settings.batch_window_s,
         safety_checker=settings.safety_checker,
-    ) as engine:
+        max_loaded_models=settings.max_loaded_models,
+        memory_budget_gb=settings.model_memory_budget_gb,
+    )
+    if settings.engine == "ray":
+        from engine.ray_engine import RayEngine
+
+        async with RayEngine(
+            **options,
+            address=settings.ray_address,
+            min_replicas=settings.ray_min_replicas,
+            max_replicas=settings.ray_max_replicas,
+            gpus_per_replica=settings.ray_gpus_per_replica,
+            cpus_per_replica=settings.ray_cpus_per_replica,
+        ) as ray_engine:
+            yield ray_engine
+        return
+    from engine.core import DiffusersEngine
+
+    async with DiffusersEngine(**options) as engine:
         yield engine
 
 
