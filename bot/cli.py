@@ -40,12 +40,23 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         async with FakeEngine(models=settings.installed_models, step_delay_s=settings.fake_step_delay_s) as fake:
             yield fake
         return
+    from engine.optimize import Speedups
+
+    speedups = Speedups(
+        sdpa=settings.sdpa,
+        channels_last=settings.channels_last,
+        fuse_qkv=settings.fuse_qkv,
+        compile=settings.compile,
+        static_shapes=settings.static_shapes,
+        vae_tiling=settings.vae_tiling,
+    )
     options = dict(
         model=settings.model,
         models=settings.installed_models,
         device=settings.device,
         dtype=settings.dtype,
         batch_window_s=settings.batch_window_s,
+        speedups=speedups,
         safety_checker=settings.safety_checker,
         max_loaded_models=settings.max_loaded_models,
         memory_budget_gb=settings.model_memory_budget_gb,

@@ -37,7 +37,7 @@ def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: 
     settings = bot.settings
     aspect = parsed.aspect or _aspect(defaults.get("aspect"))
     native = bot.engine.native_size(model)
-    width, height = render_params.size_for_aspect(aspect[0], aspect[1], native * native, max(8, native // 8))
+    width, height = render_params.tile_size(aspect[0], aspect[1], native)
     quality = parsed.quality if parsed.quality is not None else defaults.get("quality", render_params.QUALITY_DEFAULT)
     stylize = parsed.stylize if parsed.stylize is not None else defaults.get("stylize", render_params.STYLIZE_DEFAULT)
     steps = min(render_params.steps_for_quality(quality, base=settings.steps), settings.max_steps)

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     image_store_max_gb: float | None = Field(default=None, gt=0)
     # Load the model's safety checker, so servers can turn on /config safety_checker.
     safety_checker: bool = False
+    # Speed switches (engine/optimize.py); each can be turned off, none changes the pictures.
+    sdpa: bool = True
+    channels_last: bool = True
+    fuse_qkv: bool = True
+    compile: Literal["off", "regional", "full"] = "off"
+    static_shapes: bool = True
+    vae_tiling: bool = True
 
     steps: int = Field(default=20, ge=1, le=150)
     max_steps: int = Field(default=50, ge=1, le=150)

@@ -21,6 +21,7 @@ import collections
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import gc
 import logging
 import os
@@ -44,6 +45,8 @@ from engine.actions import imagine as imagine_action  # noqa: E402
 from engine.actions import upscale as upscale_action  # noqa: E402
 from engine.actions import variation as variation_action  # noqa: E402
 from engine.actions.common import FLAGGED, RenderInterrupted  # noqa: E402
+from engine.optimize import Speedups, padded_image_count, prepare_pipeline, warm_up  # noqa: E402
+from engine.params import aspect_buckets  # noqa: E402
 from engine.preview import fit_latent_rgb, preview_grid  # noqa: E402
 from engine.requests import Action, ProgressCallback, RenderError, RenderProgress, RenderRequest, RenderResult  # noqa: E402
 
@@ -176,6 +179,10 @@ class DiffusersEngine:
         memory is freed; a later job for it loads it again.
     pipelines: already-built pipelines by name (tests, benchmarks); they count as installed.
     max_batch: most images in one pipeline call (a request is never split).
+    speedups: the switches engine/optimize.py applies to every loaded model (default: all on but
+        compile); `dtype` is the half-precision switch.
+    warm_up_sizes: the tile sizes to compile for when `speedups.compile` is on (default: every size
+        `--ar` can give on that model; benchmarks and tests name fewer).
     """
 
     def __init__(
@@ -188,7 +195,8 @@ class DiffusersEngine:
         dtype: str | torch.dtype = "auto",
         batch_window_s: float = 0.05,
         max_batch: int | None = None,
-        compile: bool = False,
+        speedups: Speedups | None = None,
+        warm_up_sizes: Sequence[tuple[int, int]] | None = None,
         safety_checker: bool = False,
         max_loaded_models: int = 2,
         memory_budget_gb: float | None = None,
@@ -199,7 +207,8 @@ class DiffusersEngine:
         self.dtype = _pick_dtype(dtype, self.device)
         self.batch_window_s = batch_window_s
         self.max_batch = max_batch or (32 if self.device.type == "cuda" else 16)
-        self.compile = compile
+        self.speedups = speedups or Speedups()
+        self.warm_up_sizes = warm_up_sizes
         self.safety_checker = safety_checker
         self._preloaded = dict(pipelines or {})
         self._default = model
@@ -390,16 +399,22 @@ class DiffusersEngine:
             pipe.safety_checker = None
         # Cast only when needed: diffusers warns on every dtype cast through `.to()`.
         pipe.to(self.device) if pipe.unet.dtype == self.dtype else pipe.to(self.device, self.dtype)
-        if self.device.type == "cuda":
-            pipe.unet.to(memory_format=torch.channels_last)
-        # diffusers uses PyTorch SDPA (AttnProcessor2_0) by default on torch 2.
-        if self.compile:
-            pipe.unet = torch.compile(pipe.unet)
+        prepare_pipeline(pipe, self.speedups)
         pipe.set_progress_bar_config(disable=True)
         img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         img2img.set_progress_bar_config(disable=True)
         latent_rgb = fit_latent_rgb(pipe.vae)
         log.info("loaded model %s on %s/%s in %.1f s", name, self.device, self.dtype, time.perf_counter() - started)
+        if self.speedups.compile != "off":
+            native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+            sizes = self.warm_up_sizes or aspect_buckets(native)
+            log.info(
+                "compiling model %s (%s) for its %d tile sizes; members wait until this is done",
+                name,
+                self.speedups.compile,
+                len(sizes),
+            )
+            log.info("compiled model %s in %.1f s", name, warm_up(pipe, sizes))
         return _Model(name, pipe, img2img, latent_rgb)
 
     # -- the worker ---------------------------------------------------------------------------
@@ -450,6 +465,8 @@ class DiffusersEngine:
         started = time.perf_counter()
         requests = [job.request for job in batch]
         first = batch[0]
+        if self.speedups.pads_batches:
+            requests += self._filler(requests)
         try:
             model = self._model(first.model)
             render, _, uses_img2img = _ACTIONS[first.request.action]
@@ -471,9 +488,9 @@ class DiffusersEngine:
         self._render_s[first.key] = elapsed if previous is None else 0.7 * previous + 0.3 * elapsed
         self.stats.batches += 1
         self.stats.requests += len(batch)
-        self.stats.images += sum(len(r.seeds) for r in requests)
+        self.stats.images += sum(len(job.request.seeds) for job in batch)
         self.stats.batch_sizes.append(len(batch))
-        for job, tiles in zip(batch, images, strict=True):
+        for job, tiles in zip(batch, images[: len(batch)], strict=True):
             flagged = tuple(bool(t.info.pop(FLAGGED, False)) for t in tiles) if job.request.safety_check else ()
             result = RenderResult(
                 images=tuple(tiles),
@@ -484,6 +501,13 @@ class DiffusersEngine:
                 batch_size=len(batch),
             )
             job.post(job.resolve, result, None)
+
+    def _filler(self, requests: list[RenderRequest]) -> list[RenderRequest]:
+        """Throw-away one-image requests that round the batch up to a size a compiled graph exists for."""
+        images = sum(len(r.seeds) for r in requests)
+        spare = padded_image_count(images, self.max_batch) - images
+        filler = dataclasses.replace(requests[0], seeds=requests[0].seeds[:1], preview=False, safety_check=False)
+        return [filler] * spare
 
     def _step_callback(self, batch: list[_Job], model: _Model) -> Callable[[int, int, torch.Tensor], bool]:
         offsets, row = [], 0

@@ -116,6 +116,26 @@ def size_for_aspect(w: int, h: int, budget_pixels: int, multiple: int = 64) -> t
     return max(multiple, round(width / multiple) * multiple), max(multiple, round(height / multiple) * multiple)
 
 
+def tile_size(w: int, h: int, native: int) -> tuple[int, int]:
+    """The tile size for `--ar w:h` on a model trained at `native` px: its area, sides in steps of native/8."""
+    return size_for_aspect(w, h, native * native, max(8, native // 8))
+
+
+def aspect_buckets(native: int, max_aspect: int = ASPECT_MAX) -> list[tuple[int, int]]:
+    """Every tile size a member can get from `--ar` (whole numbers up to max_aspect:1), squarest first.
+
+    Many ratios round to one size, so a model has a few dozen at most: the shapes a compiled UNet
+    is warmed up for (engine/optimize.py).
+    """
+    sizes = {
+        tile_size(w, h, native)
+        for w in range(1, 16 * max_aspect + 1)
+        for h in range(1, 16 * max_aspect + 1)
+        if w <= max_aspect * h and h <= max_aspect * w
+    }
+    return sorted(sizes, key=lambda s: (max(s) / min(s), -s[0]))
+
+
 def quality_text(q: float) -> str:
     """How Midjourney writes a quality: .25, .5, 1, 2."""
     return f"{q:g}".removeprefix("0")

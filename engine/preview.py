@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from engine.grid import compose_grid
+from engine.vae import full_precision
 
 
 @torch.no_grad()
@@ -22,8 +23,8 @@ def fit_latent_rgb(vae: torch.nn.Module, scaling_factor: float | None = None, si
     # Smooth random colour fields: upsampled noise covers many colours and gradients.
     coarse = torch.rand(1, 3, 4, 4, generator=g) * 2 - 1
     image = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
-    param = next(vae.parameters())
-    latents = vae.encode(image.to(param.device, param.dtype)).latent_dist.mean.float().cpu()
+    with full_precision(vae) as dtype:  # SDXL's VAE overflows in float16
+        latents = vae.encode(image.to(vae.device, dtype)).latent_dist.mean.float().cpu()
     latents = latents * (scaling_factor if scaling_factor is not None else vae.config.scaling_factor)
     h, w = latents.shape[-2:]
     target = torch.nn.functional.adaptive_avg_pool2d(image, (h, w))

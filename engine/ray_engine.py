@@ -145,8 +145,8 @@ def running_replicas() -> int:
 class RayEngine:
     """The `engine.requests.Engine` protocol on a Ray Serve deployment of `DiffusersEngine`.
 
-    model / models / device / dtype / batch_window_s / safety_checker / max_loaded_models /
-        memory_budget_gb: as for `DiffusersEngine`, for the engine in each replica.
+    model / models / device / dtype / batch_window_s / speedups / safety_checker /
+        max_loaded_models / memory_budget_gb: as for `DiffusersEngine`, for the engine in each replica.
     address: a running Ray cluster (`ray://host:10001` or `host:6379`); None starts a local one.
     min_replicas / max_replicas: equal for a fixed number of replicas; otherwise Serve scales
         between them by the renders in flight per replica.
@@ -163,6 +163,7 @@ class RayEngine:
         device: str = "auto",
         dtype: str = "auto",
         batch_window_s: float = 0.05,
+        speedups: Any = None,
         safety_checker: bool = False,
         max_loaded_models: int = 2,
         memory_budget_gb: float | None = None,
@@ -187,6 +188,7 @@ class RayEngine:
             "device": device,
             "dtype": dtype,
             "batch_window_s": batch_window_s,
+            "speedups": speedups,
             "safety_checker": safety_checker,
             "max_loaded_models": max_loaded_models,
             "memory_budget_gb": memory_budget_gb,

@@ -16,8 +16,15 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
+from diffusers import (  # noqa: E402
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
 
 from engine.tokenizer import build_tokenizer  # noqa: E402
 
@@ -90,6 +97,79 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
+    """A random-weight SDXL pipeline as small as the tiny SD one: two text encoders (the second
+    pooled, with projection), a UNet conditioned on text and size/crop ids, and a VAE whose config
+    asks for float32 decoding (`force_upcast`), as SDXL's does."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(TINY_WORDS)
+
+    def text_config(**extra: int) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **extra,
+        )
+
+    text_encoder = CLIPTextModel(text_config())
+    text_encoder_2 = CLIPTextModelWithProjection(text_config(projection_dim=32))
+    time_embed_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        # six size/crop ids, each embedded to time_embed_dim, plus the pooled text embedding
+        projection_class_embeddings_input_dim=6 * time_embed_dim + 32,
+        cross_attention_dim=64,  # both encoders' hidden states, concatenated
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+        scaling_factor=0.13025,
+        force_upcast=True,
+    )
+    _tame(vae)
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -126,6 +126,13 @@ def test_run_when_discord_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_an_unknown_compile_mode_is_named_in_one_line(tmp_path: Path) -> None:
+    done = run_cli("run", tmp_path=tmp_path, COMPILE="fast", DISCORD_TOKEN="x")
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "COMPILE" in done.stderr and "'regional'" in done.stderr
+
+
 def _database_with_jobs(data_dir: Path, ages_days: list[float]) -> list[int]:
     import asyncio
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from engine.params import CHAOS_MAX, CHAOS_MIN, MAX_STEPS, SEED_MAX, SEED_MIN, STOP_MAX, STOP_MIN, steps_for_stop
 from engine.requests import RenderRequest
+from engine.vae import decode_latents
 
 # on_step(step, total, latents) -> True to interrupt the whole batch (every request in it was cancelled).
 StepCallback = Callable[[int, int, torch.Tensor], bool]
@@ -79,8 +80,15 @@ def encode_prompts(pipe: Any, requests: Sequence[RenderRequest], device: torch.d
         negative_prompt=[r.negative_prompt for r in requests] if cfg else None,
     )
     names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+    encoded = dict(zip(names, out, strict=False))
+    if cfg and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
+        # SDXL's unconditional branch is all zeros when there is no negative prompt (as in its pipeline).
+        for i, r in enumerate(requests):
+            if not r.negative_prompt:
+                for name in ("negative_prompt_embeds", "negative_pooled_prompt_embeds"):
+                    encoded[name][i] = 0
     counts = torch.tensor([len(r.seeds) for r in requests], device=device)
-    embeds = {n: t.repeat_interleave(counts, dim=0) for n, t in zip(names, out, strict=False) if t is not None}
+    embeds = {n: t.repeat_interleave(counts, dim=0) for n, t in encoded.items() if t is not None}
     # --chaos: nudge each tile's prompt embedding by seeded Gaussian noise, so tiles spread apart.
     pe = embeds["prompt_embeds"]
     scale = pe.float().std()
@@ -219,14 +227,13 @@ FLAGGED = "dreamgrid_flagged"  # key in a decoded image's .info: the safety chec
 
 @torch.no_grad()
 def decode(pipe: Any, latents: torch.Tensor, run_safety_checker: bool) -> list[Image.Image]:
-    vae = pipe.vae
-    latents = latents.to(vae.dtype) / vae.config.scaling_factor
-    image = vae.decode(latents, return_dict=False)[0]
+    """Latents -> Pillow images; float32 where the VAE asks for it (SDXL), tile by tile when large."""
+    image = decode_latents(pipe.vae, latents)
     flags = [False] * image.shape[0]
     if run_safety_checker and getattr(pipe, "safety_checker", None) is not None:
         # diffusers blacks out what it flags; we keep the pixels (the bot posts them as spoilers)
         # and only record the verdict.
-        _, nsfw = pipe.run_safety_checker(image.clone(), image.device, latents.dtype)
+        _, nsfw = pipe.run_safety_checker(image.clone(), image.device, pipe.unet.dtype)
         flags = [bool(flagged) for flagged in nsfw]
     images = pipe.image_processor.postprocess(image, output_type="pil")
     for picture, flagged in zip(images, flags, strict=True):

@@ -30,6 +30,7 @@ from engine.actions.common import (
 )
 from engine.params import UPSCALE_CREATIVE, UPSCALE_SUBTLE
 from engine.requests import RenderRequest
+from engine.vae import tiled_if_large
 
 __all__ = ["SCALE", "UPSCALE_CREATIVE", "UPSCALE_SUBTLE", "check_inputs", "upscale"]
 
@@ -68,7 +69,8 @@ def upscale(
     # 4. redraw detail at low strength in one batched call
     steps_run = min(int(first.steps * first.strength), first.steps)
     state = step_state(steps_run, first.stop, on_step)
-    with seamless(pipe, first.tile):
+    # (a 2x image may be large enough to encode and decode tile by tile: engine/vae.py)
+    with seamless(pipe, first.tile), tiled_if_large(pipe.vae, *size):
         latents = pipe(
             **embeds,
             image=images,

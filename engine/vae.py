@@ -1,0 +1,96 @@
+"""The engine's own VAE calls (final decode, --stop's x0 decode, the preview fit, img2img encodes of
+large images), made as diffusers' pipelines make theirs.
+
+- `force_upcast`: SDXL's VAE overflows in float16 (black or NaN images), so its config asks for
+  float32. diffusers' SDXL pipelines upcast around their decode; every decode of ours must too.
+- Tiling: a big upscale decoded in one piece needs memory that grows with its area. Images with
+  more than `TILE_ABOVE` times a tile's pixels go through diffusers' tiled encode/decode, so memory
+  stays bounded by one tile. Smaller images (every grid) are never tiled: tiling costs time and
+  blends seams. `prepare_pipeline` (engine/optimize.py) decides whether a VAE may tile at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+# Tile only images with more than this many times the pixels of one tile: a 2x upscale has 4x,
+# a grid tile at any aspect about 1x.
+TILE_ABOVE = 2.0
+# A tile is the VAE's `sample_size` (the model's native size), but never smaller than this: every
+# SD1.5 model decodes 512² routinely, and smaller tiles (the shipped 64 px model) blend visibly.
+MIN_TILE = 512
+
+# Set on a VAE by engine.optimize.prepare_pipeline: may its large images be tiled?
+TILING_ALLOWED = "dreamgrid_tile_large_images"
+
+
+def needs_upcast(vae: Any) -> bool:
+    return vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+
+
+@contextlib.contextmanager
+def full_precision(vae: Any) -> Iterator[torch.dtype]:
+    """Run the VAE in float32 inside the block when its config asks for it; yields the dtype to feed it.
+
+    The cast is undone afterwards, as in diffusers' SDXL pipeline. Only the worker thread uses the
+    VAE, so no other render sees it half-cast.
+    """
+    if not needs_upcast(vae):
+        yield vae.dtype
+        return
+    # torch's own Module.to: diffusers' override logs a warning on every dtype cast.
+    torch.nn.Module.to(vae, dtype=torch.float32)
+    try:
+        yield torch.float32
+    finally:
+        torch.nn.Module.to(vae, dtype=torch.float16)
+
+
+def tile_size(vae: Any) -> int:
+    native = vae.config.sample_size
+    native = native[0] if isinstance(native, (list, tuple)) else native
+    return max(int(native), MIN_TILE)
+
+
+def is_large(vae: Any, width: int, height: int) -> bool:
+    return width * height > TILE_ABOVE * tile_size(vae) ** 2
+
+
+@contextlib.contextmanager
+def tiled_if_large(vae: Any, width: int, height: int) -> Iterator[None]:
+    """diffusers' VAE tiling for the block when the image (pixels) is large and tiling is allowed."""
+    if not (getattr(vae, TILING_ALLOWED, False) and is_large(vae, width, height)) or vae.use_tiling:
+        yield
+        return
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    saved = vae.tile_sample_min_size, vae.tile_latent_min_size
+    vae.tile_sample_min_size = tile_size(vae)
+    vae.tile_latent_min_size = vae.tile_sample_min_size // factor
+    vae.use_tiling = True
+    try:
+        yield
+    finally:
+        vae.use_tiling = False
+        vae.tile_sample_min_size, vae.tile_latent_min_size = saved
+
+
+@torch.no_grad()
+def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Latents (as the UNet leaves them) -> images in [-1, 1], honouring force_upcast, tiling, latents_mean/std."""
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
+    with full_precision(vae) as dtype, tiled_if_large(vae, width, height):
+        latents = latents.to(dtype)
+        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        if mean is not None and std is not None:
+            shape = (1, latents.shape[1], 1, 1)
+            mean_t = torch.tensor(mean, device=latents.device, dtype=dtype).view(shape)
+            std_t = torch.tensor(std, device=latents.device, dtype=dtype).view(shape)
+            latents = latents * std_t / vae.config.scaling_factor + mean_t
+        else:
+            latents = latents / vae.config.scaling_factor
+        return vae.decode(latents, return_dict=False)[0]
