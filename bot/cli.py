@@ -118,8 +118,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(run_bot(settings))
     except KeyboardInterrupt:  # Ctrl+C is how an operator stops it
         pass
-    except RenderError as exc:  # MODEL could not be loaded
-        raise SettingsError(f"MODEL: {exc}") from None
+    except RenderError as exc:  # MODEL could not be loaded, or Ray could not run the replicas
+        raise SettingsError(f"{'ENGINE=ray' if settings.engine == 'ray' else 'MODEL'}: {exc}") from None
     except (aiohttp.ClientError, OSError) as exc:
         where = settings.discord_api_base or "discord.com"
         raise SettingsError(f"cannot reach Discord at {where}: {exc}") from None

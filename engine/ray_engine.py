@@ -33,6 +33,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray  # noqa: E402
 import ray.exceptions  # noqa: E402
 from ray import serve  # noqa: E402
+from ray.serve.exceptions import RayServeException  # noqa: E402
 
 from engine.requests import ProgressCallback, RenderError, RenderLost, RenderProgress, RenderRequest, RenderResult  # noqa: E402
 
@@ -232,6 +233,15 @@ class RayEngine:
     def deploy(self) -> None:
         """Deploy the replicas and wait until they have loaded the model (blocking; no event loop here)."""
         started = time.perf_counter()
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if self.gpus_per_replica * self.min_replicas > gpus:
+            problem = (
+                f"{self.min_replicas} replica(s) x RAY_GPUS_PER_REPLICA={self.gpus_per_replica:g} need more GPUs "
+                f"than the Ray cluster has ({gpus:g}); set RAY_GPUS_PER_REPLICA=0 to render on CPUs"
+            )
+            if self.address is None:
+                raise RenderError(problem)
+            log.warning("%s (waiting for the cluster to add GPU nodes)", problem)
         serve.start(proxy_location="Disabled")  # renders come through handles; no HTTP ingress
         actor_options: dict[str, Any] = {"num_cpus": self.cpus_per_replica, "num_gpus": self.gpus_per_replica}
         # CPU renders: one torch thread per reserved CPU. On a GPU, torch's default is fine.
@@ -247,10 +257,14 @@ class RayEngine:
                     "target_ongoing_requests": self.target_renders_per_replica,
                 }
             )
-        self._handle = serve.run(deployment.bind(self._engine_options, threads), name=APP_NAME, route_prefix=None)
-        self._native_sizes = self._handle.native_sizes.remote(list(self._models)).result(
-            timeout_s=NATIVE_SIZE_TIMEOUT_S
-        )
+        try:
+            self._handle = serve.run(deployment.bind(self._engine_options, threads), name=APP_NAME, route_prefix=None)
+            self._native_sizes = self._handle.native_sizes.remote(list(self._models)).result(
+                timeout_s=NATIVE_SIZE_TIMEOUT_S
+            )
+        except Exception as exc:  # a replica could not start: usually the model, as the log above says
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RenderError(f"the Ray Serve replicas did not start: {reason}") from exc
         log.info(
             "Ray Serve: %s replica(s) of %s ready in %.1f s (%s)",
             self.min_replicas if self.min_replicas == self.max_replicas else f"{self.min_replicas}-{self.max_replicas}",
@@ -333,7 +347,7 @@ class RayEngine:
         except ray.exceptions.RayTaskError as exc:  # a bug in the replica's code, not a lost replica
             log.error("render failed in replica %s: %s", replica, exc)
             raise RenderError(f"the render failed ({type(exc.cause).__name__}: {exc.cause})") from None
-        except ray.exceptions.RayError as exc:
+        except (ray.exceptions.RayError, RayServeException) as exc:  # the replica died, or none is up
             info = self.replicas.pop(replica, None) if replica else None
             where = f"replica {replica} (pid {info.pid})" if info else "Ray"
             log.warning("render lost with %s: %s", where, exc)
