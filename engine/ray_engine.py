@@ -90,14 +90,13 @@ class RenderReplica:
         yield self._info()
         events: asyncio.Queue[RenderProgress] = asyncio.Queue()
         task = asyncio.create_task(self._engine.render(request, progress=events.put_nowait))
+        getter: asyncio.Future[RenderProgress] | None = None
         try:
             while not task.done():
                 getter = asyncio.ensure_future(events.get())
                 await asyncio.wait([task, getter], return_when=asyncio.FIRST_COMPLETED)
                 if getter.done():
                     yield getter.result()
-                else:
-                    getter.cancel()
             while not events.empty():
                 yield events.get_nowait()
             try:
@@ -109,6 +108,8 @@ class RenderReplica:
         finally:
             # Serve cancels this generator's task when the caller cancels: stop the render with it.
             task.cancel()
+            if getter is not None:
+                getter.cancel()
 
     async def native_sizes(self, models: Sequence[str]) -> dict[str, int]:
         return {name: self._engine.native_size(name) for name in models}

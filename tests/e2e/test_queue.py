@@ -36,7 +36,8 @@ async def _delivered(bot, job_id: int):
 
 
 async def test_a_late_member_starts_before_a_flooders_third_job(fake_discord: FakeDiscord, tmp_path: Path):
-    engine = FakeEngine(models=["fake"], step_delay_s=0.04)
+    # 1.6 s a job: Alice's first must still be running after eleven /imagine, even on busy cores.
+    engine = FakeEngine(models=["fake"], step_delay_s=0.2)
     async with running_bot(fake_discord, tmp_path, engine=engine, max_concurrent_jobs=1) as bot:
         flood = [await _imagine(fake_discord, f"alice {n}") for n in range(1, 11)]
         late = await _imagine(fake_discord, "bob 1", user=fake_discord.bob)
