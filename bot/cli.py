@@ -8,11 +8,15 @@ import base64
 import logging
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.settings import Settings, SettingsError, load_settings
 from engine.requests import Engine
+
+if TYPE_CHECKING:
+    from bot.store import Store
 
 log = logging.getLogger("dreamgrid")
 
@@ -80,16 +84,35 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         yield engine
 
 
+@asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[Store]:
+    """The database, or one line saying why DATA_DIR can't hold it (read-only, no permission)."""
+    import sqlite3
+
+    from bot.storage import StorageError, check_writable
+    from bot.store import Store
+
+    try:
+        await asyncio.to_thread(check_writable, settings.data_dir)
+    except StorageError as exc:
+        raise SettingsError(str(exc)) from None
+    async with AsyncExitStack() as stack:
+        try:
+            store = await stack.enter_async_context(Store.open(settings.database_path))
+        except (OSError, sqlite3.Error) as exc:
+            raise SettingsError(f"DATA_DIR: cannot open the database {settings.database_path}: {exc}") from None
+        yield store
+
+
 async def run_bot(settings: Settings) -> None:
     import discord
 
     from bot.client import DreamGrid
-    from bot.store import Store
 
     point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
     assert settings.discord_token is not None
     async with (
-        Store.open(settings.database_path) as store,
+        open_store(settings) as store,
         open_engine(settings) as engine,
         DreamGrid(settings=settings, store=store, engine=engine) as bot,
     ):
@@ -120,19 +143,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         pass
     except RenderError as exc:  # MODEL could not be loaded, or Ray could not run the replicas
         raise SettingsError(f"{'ENGINE=ray' if settings.engine == 'ray' else 'MODEL'}: {exc}") from None
-    except (aiohttp.ClientError, OSError) as exc:
+    except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:  # not any OSError: DATA_DIR's are its own
         where = settings.discord_api_base or "discord.com"
         raise SettingsError(f"cannot reach Discord at {where}: {exc}") from None
     return 0
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from bot.store import Store
-
     settings = load_settings()
 
     async def upgrade() -> int:
-        async with Store.open(settings.database_path) as store:
+        async with open_store(settings) as store:
             return await store.version()
 
     version = asyncio.run(upgrade())

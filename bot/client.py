@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ from engine.requests import Engine
 
 log = logging.getLogger(__name__)
 
+ADMISSIONS_AT_ONCE = 4
 EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.account", "bot.cogs.queue", "bot.cogs.admin")
 
 
@@ -47,6 +49,9 @@ class DreamGrid(commands.Bot):
         self.engine = engine
         self.guild_configs = GuildConfigs(store, settings)  # /config values, cached per server
         self.run_jobs = run_jobs
+        # Work after an acknowledgement (database, "Waiting to start") takes turns, a few at a time, so a
+        # burst of commands can't crowd out the next ones' acknowledgements on the event loop.
+        self.admission = asyncio.Semaphore(ADMISSIONS_AT_ONCE)
         # Deletes old images by IMAGE_RETENTION_DAYS / IMAGE_STORE_MAX_GB; job rows stay, so they can be redrawn.
         self.retention = ImageRetention(store, settings.data_dir, RetentionPolicy.from_settings(settings))
         # The buttons under a job's message: bot.cogs.imagine and bot.cogs.queue install the builders.

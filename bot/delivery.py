@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 INVALID_WEBHOOK_TOKEN = 50027
 UNKNOWN_WEBHOOK = 10015
 UNKNOWN_MESSAGE = 10008
+NO_IMAGE_NOTE = (
+    ":warning: I'm not allowed to attach images here (Attach Files, Embed Links): `/show {job_id}` shows it."
+)
+CANNOT_POST_NOTE = ":warning: I'm not allowed to post in this channel any more: `/show {job_id}` shows the result."
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,18 +103,48 @@ class Delivery:
         channel = self.client.get_partial_messageable(job.channel_id)
         if file is not None:
             file.reset()
-        message = await channel.send(
-            content=content,
-            embed=embed,
-            file=file,
-            view=view,
-            allowed_mentions=discord.AllowedMentions(users=[discord.Object(job.user_id)]),
-            # Discord drops a second message with the same nonce: a retry after a crash can't double-post.
-            nonce=f"dg-{job.id}",
-        )
+        mention = discord.AllowedMentions(users=[discord.Object(job.user_id)])
+        try:
+            message = await channel.send(
+                content=content,
+                embed=embed,
+                file=file,
+                view=view,
+                allowed_mentions=mention,
+                # Discord drops a second message with the same nonce: a retry after a crash can't double-post.
+                nonce=f"dg-{job.id}",
+            )
+        except discord.Forbidden as exc:
+            if file is None and embed is None:
+                await self._explain_on_old_message(channel, job)
+                raise
+            # No Attach Files or Embed Links here: the result in words, and where to see it.
+            log.warning(
+                "job %s: cannot post the image in channel %s (%s); posting text only", job.id, job.channel_id, exc
+            )
+            note = NO_IMAGE_NOTE.format(job_id=job.id)
+            try:
+                message = await channel.send(
+                    content=messages.noted(job, note), allowed_mentions=mention, nonce=f"dg-{job.id}-text"
+                )
+            except discord.Forbidden:
+                await self._explain_on_old_message(channel, job)
+                raise
         if job.message_id is not None:
             await self._point_at(channel, job, message)
         return Shown(job.channel_id, message.id)
+
+    async def _explain_on_old_message(self, channel: discord.PartialMessageable, job: Job) -> None:
+        """The bot may not post here at all: say so on the job's own message, if it has one."""
+        if job.message_id is None:
+            return
+        with contextlib.suppress(discord.HTTPException):
+            await channel.get_partial_message(job.message_id).edit(
+                content=messages.noted(job, CANNOT_POST_NOTE.format(job_id=job.id)),
+                embed=None,
+                attachments=[],
+                view=None,
+            )
 
     async def find_shown(self, job: Job) -> Shown | None:
         """Where Discord already shows `job`'s final state, if it does; None when unsure.
@@ -148,7 +182,9 @@ class Delivery:
             return None
         cancel_id = f"dg:cancel:{job.id}"
         channel = self.client.get_partial_messageable(job.channel_id)
-        after = discord.Object(discord.utils.time_snowflake(created - timedelta(seconds=5)))
+        # The message is the /imagine's deferral, made before the row: under a burst the admission
+        # queue can hold the row back for a while, so look from well before it.
+        after = discord.Object(discord.utils.time_snowflake(created - ANNOUNCE_LOOKBACK))
         try:
             async for message in channel.history(limit=HISTORY_SCAN, after=after, oldest_first=True):
                 if message.author.id == self.client.user.id and cancel_id in _custom_ids(message):
@@ -159,9 +195,13 @@ class Delivery:
 
     async def _fetch(self, job: Job, message_id: int) -> discord.Message | None:
         webhook = self._webhook(job)
-        try:
-            if webhook is not None:
+        if webhook is not None:
+            try:
                 return await webhook.fetch_message(message_id)
+            except discord.HTTPException as exc:
+                # A token that expired while the bot was down: the bot's own token can still read it.
+                log.info("job %s: cannot fetch message %s with the interaction token (%s)", job.id, message_id, exc)
+        try:
             return await self.client.get_partial_messageable(job.channel_id).fetch_message(message_id)
         except discord.HTTPException as exc:
             log.info("job %s: cannot fetch message %s (%s)", job.id, message_id, exc)
@@ -173,11 +213,12 @@ class Delivery:
         first_line = result.content.splitlines()[0] if result.content else ""
         with contextlib.suppress(discord.HTTPException):
             await channel.get_partial_message(job.message_id).edit(
-                content=f"{first_line}\nFinished: {result.jump_url}", embed=None, attachments=[], view=None
+                content=messages.fit(first_line, f"Finished: {result.jump_url}"), embed=None, attachments=[], view=None
             )
 
 
 HISTORY_SCAN = 100  # messages after the job finished to look through for its result
+ANNOUNCE_LOOKBACK = timedelta(minutes=2)  # how long before its row a job's message may have been made
 
 
 def _custom_ids(message: discord.Message) -> set[str]:

@@ -14,11 +14,21 @@ class UserError(app_commands.AppCommandError):
     """An expected refusal (bad prompt, over a limit, not allowed); `str()` is shown to the member."""
 
 
+DEFERRED = "dreamgrid.deferred"  # interaction.extras key (bot.jobs sets it): answered with a public "thinking…"
+
+
 async def reply_ephemeral(interaction: discord.Interaction, content: str) -> None:
-    if interaction.response.is_done():
-        await interaction.followup.send(content, ephemeral=True)
-    else:
+    """Tell only the member; a public "thinking…" that preceded it is removed first."""
+    if not interaction.response.is_done():
         await interaction.response.send_message(content, ephemeral=True)
+        return
+    if interaction.extras.pop(DEFERRED, False):
+        # The first follow-up would fill in the public "thinking…" message, for everyone to see.
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            log.info("could not remove the 'thinking' message of interaction %s", interaction.id)
+    await interaction.followup.send(content, ephemeral=True)
 
 
 async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

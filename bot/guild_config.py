@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import UserError
+from bot.moderation import BannedRules, PatternRefused, compile_rule, is_pattern
+from bot.moderation import split_list as _split
 from bot.prompt import MAX_ASPECT
 
 if TYPE_CHECKING:
@@ -144,7 +146,10 @@ class Key:
         if self.kind == "role":
             if text.lower() in _CLEAR:
                 return None
-            return _find_role(text, guild) or _raise(self.error(f"I can't find the role `{_short(text)}`", settings))
+            role = _find_role(text, guild) or _raise(self.error(f"I can't find the role `{_short(text)}`", settings))
+            if guild is not None and role == guild.id:  # @everyone's id is the server's
+                raise self.error("@everyone can't be it: that would make every member an admin", settings)
+            return role
         raise AssertionError(self.kind)
 
     def _parse_items(self, items: list[str], settings: Settings, guild: discord.Guild | None) -> Any:
@@ -179,14 +184,13 @@ class Key:
             for item in items:
                 if len(item) > MAX_WORD_CHARS:
                     raise self.error(f"`{_short(item)}` is over {MAX_WORD_CHARS} characters", settings)
-                if _is_pattern(item):
-                    try:
-                        re.compile(item[1:-1])
-                    except re.error as exc:
-                        raise self.error(f"`{_short(item)}` is not a valid pattern ({exc.msg})", settings) from None
-                    words.append(item)
-                else:
-                    words.append(" ".join(item.lower().split()))
+                if not is_pattern(item):
+                    item = " ".join(item.lower().split())
+                try:
+                    compile_rule(item)
+                except PatternRefused as exc:
+                    raise self.error(f"`{_short(item)}` can't be used: {exc}", settings) from None
+                words.append(item)
             return _unique(words)
         if self.kind == "role_quotas":
             quotas: dict[str, int] = {}
@@ -366,7 +370,8 @@ class GuildConfig:
         self.settings = settings
         self._stored = {k: v for k, v in stored.items() if k in KEYS}
         self._values = {name: key.effective(self._stored.get(name, _MISSING), settings) for name, key in KEYS.items()}
-        self._banned = [(word, _word_regex(word)) for word in self._values["banned_words"]]
+        # The bot's own BANNED_WORDS apply everywhere, on top of the server's.
+        self._banned = BannedRules.compile([*settings.banned_words, *self._values["banned_words"]])
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name]
@@ -388,11 +393,8 @@ class GuildConfig:
         return self["default_model"] if self["default_model"] in allowed else allowed[0]
 
     def banned_match(self, text: str) -> str | None:
-        """The banned word or /pattern/ that `text` contains, if any."""
-        for word, regex in self._banned:
-            if regex.search(text):
-                return word
-        return None
+        """The banned word or /pattern/ that `text` contains, if any (linear time, look-alikes folded)."""
+        return self._banned.match(text)
 
 
 class GuildConfigs:
@@ -424,41 +426,6 @@ class GuildConfigs:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def _split(text: str) -> list[str]:
-    """Comma-separated items; a `/pattern/` may contain commas."""
-    items, i = [], 0
-    while i < len(text):
-        while i < len(text) and text[i] in ", \n\t":
-            i += 1
-        if i >= len(text):
-            break
-        if text[i] == "/":
-            end = text.find("/", i + 1)
-            while end != -1 and text[end + 1 : end + 2] not in ("", ",", " ", "\n"):
-                end = text.find("/", end + 1)
-            if end != -1:
-                items.append(text[i : end + 1])
-                i = end + 1
-                continue
-        end = text.find(",", i)
-        end = len(text) if end == -1 else end
-        items.append(text[i:end].strip())
-        i = end
-    return [item for item in items if item]
-
-
-def _is_pattern(item: str) -> bool:
-    return len(item) >= 3 and item.startswith("/") and item.endswith("/")
-
-
-def _word_regex(word: str) -> re.Pattern[str]:
-    if _is_pattern(word):
-        return re.compile(word[1:-1], re.IGNORECASE)
-    # A word matches as a whole word in any case, with any whitespace between its parts.
-    parts = (re.escape(p) for p in word.split())
-    return re.compile(r"(?<!\w)" + r"\s+".join(parts) + r"(?!\w)", re.IGNORECASE)
 
 
 def _unique(items: Iterable[Any]) -> list[Any]:

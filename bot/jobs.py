@@ -8,6 +8,7 @@ Commands and buttons only say which jobs they want (a `JobBuilder`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import kinds, messages, policy
-from bot.errors import UserError
+from bot.errors import DEFERRED, UserError
 from bot.guild_config import GuildConfig
 from bot.kinds import JobKind
 from bot.prompt import ParsedPrompt, PromptError, parse_prompt
@@ -27,9 +28,29 @@ from engine import params as render_params
 if TYPE_CHECKING:
     from bot.client import DreamGrid
 
+log = logging.getLogger(__name__)
+
+ALREADY_ACKNOWLEDGED = 40060
+
 # Given the server's settings (once the member may use the bot here), the jobs to queue; none
 # when the request ended another way (e.g. a Remix modal opened instead).
 JobBuilder = Callable[[GuildConfig], Awaitable[Sequence[NewJob]]]
+
+
+async def acknowledge(interaction: discord.Interaction) -> bool:
+    """Defer at once, before any database work: Discord's 3 s are for this, not for the queue.
+
+    False when Discord no longer takes the interaction (it came too late, the member already saw
+    "The application did not respond"): then nothing may be queued for it.
+    """
+    try:
+        await interaction.response.defer(thinking=True)
+    except discord.HTTPException as exc:
+        if exc.code != ALREADY_ACKNOWLEDGED:  # 40060: an earlier try was applied, its answer was lost
+            log.warning("interaction %s could not be acknowledged (%s); nothing was queued", interaction.id, exc)
+            return False
+    interaction.extras[DEFERRED] = True
+    return True
 
 
 def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: dict[str, Any]) -> JobSpec:
@@ -100,9 +121,10 @@ def new_job(
     )
 
 
-async def job_or_error(bot: DreamGrid, job_id: int) -> Job:
+async def job_or_error(bot: DreamGrid, interaction: discord.Interaction, job_id: int) -> Job:
+    """The job a button or command names, if this member may see it from here (see policy.can_see)."""
     job = await bot.store.get_job(job_id)
-    if job is None:
+    if job is None or not policy.can_see(interaction, job):
         raise UserError(f"Job {job_id} no longer exists.")
     return job
 
@@ -176,6 +198,8 @@ async def stored_or_redraw(
     The redraw is the recorded request with the same seeds, so it gives the same pixels; the
     member is told, ephemerally, what to do `then` on the new grid. Returns None in that case.
     """
+    if job.status != "done":  # e.g. a queued job: nothing to show, and drawing it twice would be wrong
+        raise UserError(f"Job {job.id} isn't finished yet ({job.status}); its images aren't ready.")
     rows = await bot.store.get_images(job.id)
     paths = [bot.settings.data_dir / row.path for row in rows]
     if rows and all(path.exists() for path in paths):
@@ -215,22 +239,46 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, build: JobBui
     # 5. show each one: positions are read once for the whole submission
     order = await bot.store.queue_order()
     positions = {job_id: n for n, job_id in enumerate(order, start=1)}
-    for job in accepted:
+    for n, job in enumerate(accepted):
         position = positions.get(job.id, 0)
         content = messages.waiting(job, position) if position else messages.progress(job, 0)
-        view = bot.views.progress(job)
-        try:
-            if not interaction.response.is_done():
-                response = await interaction.response.send_message(content, **_view_kwargs(view))
-                message_id = response.message_id
-            else:
-                message_id = (await interaction.followup.send(content, wait=True, **_view_kwargs(view))).id
-        except discord.HTTPException:
-            message_id = None  # the result will be posted to the channel instead
+        message_id = await _show(interaction, content, bot.views.progress(job), first=n == 0)
         if message_id is not None:
             await bot.store.set_message(job.id, message_id)
         bot.scheduler.announced(job.id)
     return accepted
+
+
+async def _show(
+    interaction: discord.Interaction, content: str, view: discord.ui.View | None, *, first: bool
+) -> int | None:
+    """Post a job's "Waiting to start" message; its id, or None (the result then goes to the channel).
+
+    The first message replaces a deferred "thinking…" with an edit, which is safe to retry;
+    if Discord applied a reply but its answer was lost (a 502), the reply is looked up instead
+    of leaving a stale message behind.
+    """
+    kwargs = _view_kwargs(view)
+    try:
+        if not interaction.response.is_done():
+            return (await interaction.response.send_message(content, **kwargs)).message_id
+        if first and interaction.extras.get(DEFERRED):
+            return (await interaction.edit_original_response(content=content, **kwargs)).id
+        return (await interaction.followup.send(content, wait=True, **kwargs)).id
+    except discord.HTTPException as exc:
+        log.warning("interaction %s: showing a queued job failed (%s); looking for it", interaction.id, exc)
+    if not first:
+        return None
+    try:
+        original = await interaction.original_response()
+    except discord.HTTPException:
+        return None
+    if original.content != content:  # a deferral Discord took, or a different reply: make it this job's
+        try:
+            original = await original.edit(content=content, **kwargs)
+        except discord.HTTPException:
+            return None
+    return original.id
 
 
 def _view_kwargs(view: discord.ui.View | None) -> dict[str, Any]:

@@ -7,43 +7,73 @@ import discord
 from bot import kinds
 from bot.rows import ImageRow, Job
 
-PROMPT_PREVIEW_CHARS = 900  # content must stay under 2,000 with everything around it
+MESSAGE_CHARS = 2000  # Discord refuses longer content with a 400, leaving the old message in place
+PROMPT_PREVIEW_CHARS = 900  # the most of a prompt a status line shows
+ERROR_CHARS = 400  # an engine's error, as much as a member needs to read
 
 
-def _prompt(job: Job) -> str:
-    prompt = job.prompt if len(job.prompt) <= PROMPT_PREVIEW_CHARS else job.prompt[: PROMPT_PREVIEW_CHARS - 1] + "…"
-    return f"**{discord.utils.escape_markdown(prompt)}**"
+def _preview(prompt: str, limit: int) -> str:
+    """The prompt as bold markdown, at most `limit` characters once escaped."""
+    escaped = discord.utils.escape_markdown(prompt)
+    if len(escaped) > limit:
+        escaped = escaped[: max(0, limit - 1)]
+        if (len(escaped) - len(escaped.rstrip("\\"))) % 2:  # never end on half of an escape
+            escaped = escaped[:-1]
+        escaped += "…"
+    return f"**{escaped}**"
 
 
-def _title(job: Job) -> str:
+def _line(job: Job, status: str) -> str:
+    """The prompt, who asked, and `status`: within Discord's limit by construction.
+
+    The status (percentage, error, job id) is what the member needs; the prompt preview is
+    what gets shortened to make room.
+    """
     tile = f" (image #{job.parent_index})" if job.parent_index else ""
     kind = kinds.KINDS.get(job.kind)  # a row from a newer version may name a kind this one lacks
-    return f"{_prompt(job)}{kind.label if kind else ''}{tile} - <@{job.user_id}>"
+    tail = f"{kind.label if kind else ''}{tile} - <@{job.user_id}>{status}"
+    room = MESSAGE_CHARS - len(tail) - 4  # the ** around the prompt
+    return f"{_preview(job.prompt, min(room, PROMPT_PREVIEW_CHARS))}{tail}"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def fit(content: str, note: str) -> str:
+    """`content` with `note` on a line of its own, `content` shortened so the whole fits."""
+    return f"{_clip(content, MESSAGE_CHARS - len(note) - 1)}\n{note}"
 
 
 def tile(job: Job, index: int) -> str:
-    return f"{_prompt(job)} - Image #{index} <@{job.user_id}>"
+    tail = f" - Image #{index} <@{job.user_id}>"
+    return f"{_preview(job.prompt, PROMPT_PREVIEW_CHARS)}{tail}"
 
 
 def waiting(job: Job, position: int) -> str:
     where = "next in line" if position <= 1 else f"position {position}"
-    return f"{_title(job)} (Waiting to start, {where})"
+    return _line(job, f" (Waiting to start, {where})")
 
 
 def progress(job: Job, fraction: float) -> str:
-    return f"{_title(job)} ({fraction:.0%})"
+    return _line(job, f" ({fraction:.0%})")
 
 
 def done(job: Job) -> str:
-    return _title(job)
+    return _line(job, "")
 
 
 def failed(job: Job) -> str:
-    return f"{_title(job)}\n:warning: {job.error or 'This job failed.'} (job {job.id})"
+    return _line(job, f"\n:warning: {_clip(job.error or 'This job failed.', ERROR_CHARS)} (job {job.id})")
+
+
+def noted(job: Job, note: str) -> str:
+    """The job's line with a note instead of its result (e.g. why the image can't be shown here)."""
+    return _line(job, f"\n{_clip(note, ERROR_CHARS)} (job {job.id})")
 
 
 def cancelled(job: Job) -> str:
-    return f"{_title(job)}\n:no_entry_sign: Cancelled. (job {job.id})"
+    return _line(job, f"\n:no_entry_sign: Cancelled. (job {job.id})")
 
 
 def spoiler_name(job: Job, images: list[ImageRow], filename: str) -> str:
@@ -71,9 +101,9 @@ def cancel_refused(job: Job) -> str:
 
 def shows_final_state(job: Job, content: str, embed_footers: list[str]) -> bool:
     """Whether a message already shows `job`'s final state: after a crash, don't show it twice."""
-    if job.status == "done":
-        return any(footer.startswith(f"/show {job.id} ") for footer in embed_footers)
-    return content.endswith(f"(job {job.id})")
+    if job.status == "done" and any(footer.startswith(f"/show {job.id} ") for footer in embed_footers):
+        return True
+    return content.endswith(f"(job {job.id})")  # a failure, a cancellation, or a result told in words
 
 
 def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Embed:

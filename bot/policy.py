@@ -2,7 +2,8 @@
 
 `bot.jobs.submit` runs both: `gate` first (the channel, banned members), then `admit` on the
 jobs themselves just before they are queued (banned words, models, steps and
-size, the safety checker, daily quotas) and gives the queue limits that apply. Every refusal
+size, the safety checker, free disk space) and gives the queue limits that apply (the daily
+quotas among them, which the store checks as it queues). Every refusal
 is a `UserError`: one short ephemeral line for the member, and nothing queued.
 """
 
@@ -11,18 +12,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import discord
 
-from bot import kinds
+from bot import kinds, storage
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
 from bot.kinds import JobKind
-from bot.rows import NewJob
+from bot.rows import Job, NewJob
 from bot.spec import JobSpec
 from bot.store import QueueLimits
+from engine import params as render_params
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -34,9 +35,13 @@ MAX_CHANNELS_SHOWN = 5
 
 
 async def gate(bot: DreamGrid, interaction: discord.Interaction) -> GuildConfig:
-    """May this member use the bot here at all? Returns the server's settings."""
+    """May this member use the bot here at all? Returns the server's settings (in DMs, the bot's)."""
     config = await bot.guild_configs.get(interaction.guild_id)
+    if interaction.user.id in bot.settings.banned_users:
+        raise UserError("You can't use dreamgrid. If you think that's a mistake, ask the bot's operator.")
     if interaction.guild_id is None:
+        if not bot.settings.allow_dms:
+            raise UserError("I only draw in servers: use me in a server channel.")
         return config
     if interaction.user.id in config["banned_members"]:
         raise UserError("You can't use dreamgrid on this server. If you think that's a mistake, ask a server admin.")
@@ -46,6 +51,15 @@ async def gate(bot: DreamGrid, interaction: discord.Interaction) -> GuildConfig:
         more = f" and {len(channels) - MAX_CHANNELS_SHOWN} more" if len(channels) > MAX_CHANNELS_SHOWN else ""
         raise UserError(f"I don't draw in this channel. Try {shown}{more}.")
     return config
+
+
+def can_see(interaction: discord.Interaction, job: Job) -> bool:
+    """A job is seen where it was made: its own server, or (its member's own) anywhere.
+
+    Buttons carry a job id in their custom_id; a job from another server is treated as not
+    existing, so nothing acts or reveals anything across servers.
+    """
+    return job.user_id == interaction.user.id or (job.guild_id is not None and job.guild_id == interaction.guild_id)
 
 
 async def is_server_admin(bot: DreamGrid, interaction: discord.Interaction) -> bool:
@@ -62,8 +76,12 @@ async def is_server_admin(bot: DreamGrid, interaction: discord.Interaction) -> b
 
 
 def check_repeat(config: GuildConfig, parsed: Sequence[ParsedPrompt]) -> None:
-    if not config["repeat_allowed"] and any(p.repeat > 1 for p in parsed):
+    if config["repeat_allowed"]:
+        return
+    if any(p.repeat > 1 for p in parsed):
         raise UserError("`--repeat` is turned off on this server.")
+    if len(set(parsed)) < len(parsed):  # `{cat, cat, cat}` is --repeat by another name
+        raise UserError("`--repeat` is turned off on this server, and so are {choices} that repeat a prompt.")
 
 
 def check_remix(config: GuildConfig) -> None:
@@ -83,7 +101,7 @@ async def check_words(
     bot: DreamGrid, interaction: discord.Interaction, config: GuildConfig, prompts: Iterable[str]
 ) -> None:
     """Refuse a prompt with a banned word or pattern, and record the attempt for the admins."""
-    for prompt in prompts:
+    for prompt in dict.fromkeys(prompts):  # --repeat copies are matched once
         rule = config.banned_match(prompt)
         if rule is None:
             continue
@@ -99,7 +117,11 @@ async def check_words(
 def apply_limits(kind: JobKind, spec: JobSpec, config: GuildConfig) -> JobSpec:
     """Cap steps and size to the server's limits, and ask for the safety checker when it is on."""
     render = spec.render
-    steps = min(render.steps, config["max_steps"])
+    limit_steps = config["max_steps"]
+    if render.strength:
+        # Image-to-image runs int(steps × strength) of them: a low max_steps must still leave it a few.
+        limit_steps = render_params.img2img_steps(limit_steps, render.strength)
+    steps = min(render.steps, limit_steps)
     width, height = render.width, render.height
     limit = config["max_image_size"]
     if max(width, height) * kind.scale > limit:
@@ -133,25 +155,33 @@ def daily_quota(config: GuildConfig, member: discord.abc.User) -> int | None:
     return config["daily_quota"] or None
 
 
-async def check_quota(bot: DreamGrid, interaction: discord.Interaction, config: GuildConfig, count: int) -> None:
-    if interaction.guild_id is None:
+def check_free_space(bot: DreamGrid) -> None:
+    """Refuse new jobs before the disk fills, rather than fail them after rendering."""
+    settings = bot.settings
+    try:
+        free = storage.free_bytes(settings.data_dir)
+    except OSError:
+        log.warning("cannot measure the free space of %s", settings.data_dir, exc_info=True)
         return
-    quota = daily_quota(config, interaction.user)
-    if quota is None:
-        return
-    used = await bot.store.jobs_today(interaction.user.id, interaction.guild_id)
-    if used + count <= quota:
-        return
-    tomorrow = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    resets = discord.utils.format_dt(tomorrow, "R")
-    if used >= quota:
-        raise UserError(f"You've used all {quota} of today's jobs on this server. The quota resets {resets}.")
-    left = quota - used
-    raise UserError(f"That makes {count} jobs, but you have {left} of today's {quota} left. The quota resets {resets}.")
+    if free < settings.min_free_disk_mb * 1024 * 1024:
+        log.error(
+            "refusing new jobs: %s has %d MiB free (MIN_FREE_DISK_MB=%d)",
+            settings.data_dir,
+            free // (1024 * 1024),
+            settings.min_free_disk_mb,
+        )
+        raise UserError("The bot's storage is nearly full, so it isn't taking new jobs right now. Please try later.")
 
 
-def queue_limits(bot: DreamGrid, config: GuildConfig) -> QueueLimits:
-    return QueueLimits(config["max_running_per_user"], config["max_queued_per_user"], bot.settings.max_queue)
+def queue_limits(bot: DreamGrid, config: GuildConfig, member: discord.abc.User) -> QueueLimits:
+    """The limits the store checks in the same transaction as the insert: no burst slips past them."""
+    return QueueLimits(
+        config["max_running_per_user"],
+        config["max_queued_per_user"],
+        bot.settings.max_queue,
+        daily_quota(config, member) if config.guild_id is not None else None,
+        bot.settings.daily_quota or None,
+    )
 
 
 async def admit(
@@ -161,11 +191,12 @@ async def admit(
 
     `config` comes from `gate`, which has let this member ask here.
     """
-    # 1. what they asked for
+    # 1. room to keep the result
+    check_free_space(bot)
+    # 2. what they asked for
     await check_words(bot, interaction, config, (job.prompt for job in new_jobs))
     for job in new_jobs:
         check_model(config, job.model)
     shaped = [dataclasses.replace(job, spec=apply_limits(kinds.get(job.kind), job.spec, config)) for job in new_jobs]
-    # 2. how much they have used
-    await check_quota(bot, interaction, config, len(new_jobs))
-    return shaped, queue_limits(bot, config)
+    # 3. how much they may use: checked by the store as it queues them
+    return shaped, queue_limits(bot, config, interaction.user)

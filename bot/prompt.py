@@ -56,7 +56,8 @@ QUALITIES = render_params.QUALITY_VALUES
 _ALIASES = {spelling: parameter.name for spelling, parameter in PARAMETER_BY_SPELLING.items()}
 PARAMETER_NAMES = frozenset(_ALIASES)  # every built-in spelling, without the dashes
 
-_MARKER = re.compile(r"(?:--|[—–]-?)([A-Za-z]\S*)")  # `--ar`, `—ar`, `–ar`, `—-ar`
+# `--ar`, `—ar`, `–ar`, `—-ar`, and the minus signs and hyphens keyboards and phones put in for `-`.
+_MARKER = re.compile(r"(?:[-‐‑−－]{2}|[—–―]-?)([A-Za-z]\S*)")
 _WHOLE = re.compile(r"([+-]?)([0-9]+)")
 _RATIO = re.compile(r"([0-9]+):([0-9]+)")
 _DECIMAL_RATIO = re.compile(r"([0-9]{0,6}\.?[0-9]{1,6}):([0-9]{0,6}\.?[0-9]{1,6})")
@@ -139,7 +140,11 @@ def parse_prompt(
     parameter strings (`{"mine": "--ar 3:2 --chaos 20"}` makes `--mine` mean that); `models`,
     when not empty, are the model names `--model` may pick. Raises `PromptError` and nothing else.
     """
-    # 1. check the size, and that there is something to draw
+    # 1. check the size, that it is text, and that there is something to draw
+    for where, value in ((None, text), (_SUFFIX, suffix), *((f"`--{n}`", v) for n, v in options.items())):
+        if any("\ud800" <= c <= "\udfff" for c in value):
+            # A lone UTF-16 half: a broken paste. It can't be stored or shown, so say so rather than crash.
+            raise _error("Your prompt has a broken character in it (half of an emoji?): retype it.", where)
     length = len(text.strip())
     if length > MAX_PROMPT_CHARS:
         raise PromptError(f"Your prompt is {length:,} characters long: the limit is {MAX_PROMPT_CHARS:,}.")

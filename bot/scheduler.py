@@ -26,7 +26,8 @@ from bot.metrics import Metrics
 from bot.retention import ImageRetention
 from bot.rows import ImageRow, Job
 from bot.settings import Settings
-from bot.store import Store
+from bot.storage import is_storage_error
+from bot.store import FINISHED, Store, utcnow
 from engine.requests import Engine, ProgressCallback, RenderError, RenderLost, RenderProgress, RenderRequest
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 REDELIVERY_INTERVAL_S = 30.0  # how often deliveries that failed are retried
 ANNOUNCE_WAIT_S = 10.0  # how long a job waits for its "Waiting to start" message to be recorded
 PROGRESS_SETTLE_S = 10.0  # how long the final edit waits for a progress edit already sent
+STORAGE_RETRY_S = 5.0  # how often a failure the full disk would not let us record is tried again
+STORAGE_FAILURE = "There was no room left to save this job's images. The bot's operator has been told (it is logged)."
 
 
 @dataclass(slots=True)
@@ -198,33 +201,66 @@ class Scheduler:
             log.warning("job %s timed out after %s", job.id, limit)
             self.metrics.engine_error("timeout")
             outcome = "timed_out"
-            finished = await self.store.fail(
-                job.id, f"This job took longer than {limit} and was stopped.", time.perf_counter() - started
-            )
+            error = f"This job took longer than {limit} and was stopped."
+            finished = await self._fail(job, error, time.perf_counter() - started)
         except RenderLost as exc:
             self.metrics.engine_error("lost")
             max_attempts = self.settings.max_attempts
             if job.attempts < max_attempts and await self.store.retry(job.id):
                 log.warning("job %s: %s; queued again (attempt %d of %d)", job.id, exc, job.attempts, max_attempts)
                 return  # _job_done wakes the loop, which claims it again in its turn
-            finished = await self.store.fail(
-                job.id,
+            error = (
                 f"This job was interrupted {job.attempts} times (the worker drawing it stopped),"
-                " so it was not tried again.",
-                time.perf_counter() - started,
+                " so it was not tried again."
             )
+            finished = await self._fail(job, error, time.perf_counter() - started)
         except RenderError as exc:
             self.metrics.engine_error("failed")
-            finished = await self.store.fail(job.id, str(exc), time.perf_counter() - started)
-        except Exception:
-            log.exception("job %s failed", job.id)
-            self.metrics.engine_error("crashed")
-            finished = await self.store.fail(
-                job.id, "Something went wrong while drawing this; it has been logged.", time.perf_counter() - started
-            )
+            finished = await self._fail(job, str(exc), time.perf_counter() - started)
+        except Exception as exc:
+            if is_storage_error(exc):
+                log.error("job %s: cannot save its result, the data folder is full or read-only: %s", job.id, exc)
+                error = STORAGE_FAILURE
+            else:
+                log.exception("job %s failed", job.id)
+                self.metrics.engine_error("crashed")
+                error = "Something went wrong while drawing this; it has been logged."
+            finished = await self._fail(job, error, time.perf_counter() - started)
         if finished is not None:
             self.metrics.job_ended(finished, outcome)
             await self.deliver(finished)
+
+    async def _fail(self, job: Job, error: str, gpu_seconds: float) -> Job | None:
+        """Record a job as failed; when storage won't take even that, tell its member anyway.
+
+        The row stays "running" until the failure can be written (retried every few seconds),
+        so nothing is lost, and the member sees the failure now rather than a frozen percentage.
+        """
+        try:
+            return await self.store.fail(job.id, error, gpu_seconds)
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            log.error("job %s: cannot record its failure (%s); telling its member, retrying", job.id, exc)
+        failed = dataclasses.replace(job, status="failed", error=error, finished_at=utcnow())
+        await self.deliver(failed, record=False)  # the row can't say "delivered" before it says "failed"
+        self._spawn(self._record_failure(job.id, error, gpu_seconds), name=f"dreamgrid-record-failure-{job.id}")
+        return None
+
+    async def _record_failure(self, job_id: int, error: str, gpu_seconds: float) -> None:
+        """Write a failure down once there is room again; the message already shows it."""
+        while True:
+            try:
+                finished = await self.store.fail(job_id, error, gpu_seconds)
+                break
+            except Exception as exc:
+                if not is_storage_error(exc):
+                    log.exception("job %s: giving up recording its failure", job_id)
+                    return
+                await asyncio.sleep(STORAGE_RETRY_S)
+        log.info("job %s: its failure is recorded now that the data folder takes writes again", job_id)
+        if finished is not None:
+            await self.deliver(finished, check_shown=True)  # already shown: only the row is updated
 
     async def _request_for(self, job: Job) -> RenderRequest:
         kind = kinds.get(job.kind)
@@ -315,7 +351,10 @@ class Scheduler:
         elif (message_id := await self.delivery.find_announcement(job)) is not None:
             log.info("job %s: found the message a crash kept from being recorded", job.id)
             await self.store.set_message(job.id, message_id)
-        return await self.store.get_job(job.id) or job
+        # Only the message id is taken from the row: `job` may be a state the row can't hold yet
+        # (a failure the full disk would not let us record).
+        stored = await self.store.get_job(job.id)
+        return dataclasses.replace(job, message_id=stored.message_id) if stored is not None else job
 
     # -- telling the member -------------------------------------------------------------
 
@@ -325,28 +364,33 @@ class Scheduler:
         if task is not None and not task.done():
             await asyncio.wait([task], timeout=PROGRESS_SETTLE_S)
 
-    async def deliver(self, job: Job, *, check_shown: bool = False) -> None:
+    async def deliver(self, job: Job, *, check_shown: bool = False, record: bool = True) -> None:
         """Show a finished job's final state, once; recorded so a restart does not repeat it.
 
         `check_shown`: first ask Discord whether the final state is already there (a crash
-        between Discord accepting it and the row recording it).
+        between Discord accepting it and the row recording it). `record=False`: show it only.
         """
         if job.id in self._delivering:
             return
         self._delivering.add(job.id)
         try:
-            await self._deliver(job, check_shown=check_shown)
+            await self._deliver(job, check_shown=check_shown, record=record)
         finally:
             self._delivering.discard(job.id)
 
-    async def _deliver(self, job: Job, *, check_shown: bool) -> None:
+    async def _deliver(self, job: Job, *, check_shown: bool, record: bool) -> None:
         await self._settle_progress(job.id)
         job = await self._with_message(job)
         current = await self.store.get_job(job.id)
         if current is not None:
             if current.delivered_at is not None:
                 return
-            job = current
+            # A failure the full disk would not let us record is still shown as what it is.
+            job = (
+                current
+                if current.status in FINISHED
+                else dataclasses.replace(current, status=job.status, error=job.error)
+            )
         if check_shown:
             shown = await self.delivery.find_shown(job)
             if shown is not None:
@@ -385,9 +429,17 @@ class Scheduler:
         except (OSError, discord.DiscordException):
             log.warning("job %s: delivery failed; will be retried", job.id, exc_info=True)
             return
-        await self.store.mark_delivered(
-            job.id, shown.channel_id if shown else None, shown.message_id if shown else None
-        )
+        if not record:
+            return
+        try:
+            await self.store.mark_delivered(
+                job.id, shown.channel_id if shown else None, shown.message_id if shown else None
+            )
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            # Shown but not recorded: the next pending-delivery pass finds it shown and records it.
+            log.warning("job %s: shown, but the delivery could not be recorded: %s", job.id, exc)
 
     def _encode_result(self, job: Job, rows: list[ImageRow]) -> tuple[bytes, str]:
         paths = [self.settings.data_dir / row.path for row in rows]

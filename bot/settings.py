@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.moderation import PatternRefused, compile_rule, is_pattern, split_list
+
 
 class Settings(BaseSettings):
     """Every field is documented, with its default, in `.env.example`."""
@@ -27,6 +29,8 @@ class Settings(BaseSettings):
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     data_dir: Path = Path("data")
+    # New jobs are refused while DATA_DIR's disk has less free space than this (MiB).
+    min_free_disk_mb: int = Field(default=512, ge=0)
     # Images older than this many days are deleted; their jobs are drawn again when asked for. None: kept.
     image_retention_days: int | None = Field(default=None, ge=1)
     # The images folder is kept under this many GB (10^9 bytes), oldest images deleted first. None: no limit.
@@ -46,6 +50,13 @@ class Settings(BaseSettings):
     guidance_scale: float = Field(default=7.5, ge=0, le=30)
     progress_interval_s: float = Field(default=2.0, ge=0.5)
     batch_window_s: float = Field(default=0.05, ge=0, le=5)
+
+    # Direct messages: off, or on with only the bot-wide rules below (a server's /config stays in that server).
+    allow_dms: bool = False
+    # Bot-wide rules, applied everywhere on top of each server's /config.
+    banned_users: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    banned_words: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    daily_quota: int = Field(default=0, ge=0)  # jobs per member per UTC day, across every server and DMs; 0: none
 
     max_running_per_user: int = Field(default=3, ge=1)
     max_queued_per_user: int = Field(default=10, ge=0)
@@ -81,6 +92,29 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
+
+    @field_validator("banned_users", mode="before")
+    @classmethod
+    def _split_users(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip().strip("<@!>") for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("banned_words", mode="before")
+    @classmethod
+    def _check_words(cls, value: object) -> object:
+        words = split_list(value) if isinstance(value, str) else value
+        if not isinstance(words, list):
+            return words
+        checked = []
+        for word in words:
+            word = word if is_pattern(word) else " ".join(str(word).lower().split())
+            try:
+                compile_rule(word)
+            except PatternRefused as exc:
+                raise ValueError(f"{word} can't be used: {exc}") from None
+            checked.append(word)
+        return checked
 
     @model_validator(mode="after")
     def _check_replicas(self) -> Settings:

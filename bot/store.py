@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 ACTIVE = ("queued", "running")
+MAX_ROW_ID = 2**63 - 1  # SQLite's INTEGER; a larger Python int overflows the driver
+ANYWHERE: Any = object()  # jobs_today(): every server and DMs
 FINISHED = ("done", "failed", "cancelled")
 
 
@@ -38,10 +40,24 @@ class QueueLimits:
     max_running_per_user: int
     max_queued_per_user: int
     max_queue: int
+    daily_quota: int | None = None  # jobs per member per UTC day in the server the jobs are for
+    bot_daily_quota: int | None = None  # jobs per member per UTC day across every server and DMs (DAILY_QUOTA)
 
 
 class QueueFull(Exception):
     """A limit refused the job; the message names the numbers, for the member."""
+
+
+def quota_message(used: int, quota: int, wanted: int, where: str = "here") -> str:
+    """Why a daily quota refuses `wanted` more jobs, and when it resets (a Discord timestamp)."""
+    tomorrow = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    resets = f"<t:{int(tomorrow.timestamp())}:R>"
+    if used >= quota:
+        return f"You've used all {quota} of today's jobs {where}. The quota resets {resets}."
+    return (
+        f"That makes {wanted} jobs, but you have {quota - used} of today's {quota} left {where}."
+        f" The quota resets {resets}."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,14 +228,23 @@ class Store:
     async def enqueue_many(self, jobs: Sequence[NewJob], limits: QueueLimits) -> list[Job]:
         """Record all of `jobs` (one member's, e.g. a --repeat) as queued, or none of them.
 
-        The limits are checked in the same transaction as the inserts, so concurrent requests
-        cannot slip past them together. QueueFull's message names the numbers, for the member.
+        The limits and the daily quota are checked in the same transaction as the inserts, so
+        concurrent requests cannot slip past them together (30 at once once beat a quota of 5).
+        QueueFull's message names the numbers, for the member.
         """
         if not jobs:
             return []
         user_id = jobs[0].user_id
         wanted = len(jobs)
         async with self.transaction() as db:
+            if limits.bot_daily_quota is not None:
+                used = await self.jobs_today(user_id)
+                if used + wanted > limits.bot_daily_quota:
+                    raise QueueFull(quota_message(used, limits.bot_daily_quota, wanted, "across every server"))
+            if limits.daily_quota is not None:
+                used = await self.jobs_today(user_id, jobs[0].guild_id)
+                if used + wanted > limits.daily_quota:
+                    raise QueueFull(quota_message(used, limits.daily_quota, wanted))
             row = await self._one(
                 "SELECT COUNT(*) AS queued, COUNT(*) FILTER (WHERE user_id = ?) AS user_queued"
                 " FROM jobs WHERE status = 'queued'",
@@ -465,6 +490,8 @@ class Store:
     # -- lookups -------------------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
+        if not 0 < job_id <= MAX_ROW_ID:  # a hand-made custom_id can carry any number
+            return None
         row = await self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return Job.from_row(row) if row else None
 
@@ -582,12 +609,16 @@ class Store:
         )
         return [{**dict(r), "created_at": parse_time(r["created_at"])} for r in rows]
 
-    async def jobs_today(self, user_id: int, guild_id: int) -> int:
-        """Jobs the member started in this server since 00:00 UTC, failed ones not counted (daily quotas)."""
+    async def jobs_today(self, user_id: int, guild_id: int | None = ANYWHERE) -> int:
+        """Jobs the member started in this server (None: in DMs; ANYWHERE: in all) since 00:00 UTC.
+
+        Failed jobs are not counted: a quota pays for what was drawn.
+        """
+        where = "" if guild_id is ANYWHERE else " AND guild_id IS ?"
         row = await self._one(
-            "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND guild_id = ? AND status != 'failed'"
-            " AND created_at >= strftime('%Y-%m-%dT00:00:00.000Z', 'now')",
-            (user_id, guild_id),
+            "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status != 'failed'"
+            " AND created_at >= strftime('%Y-%m-%dT00:00:00.000Z', 'now')" + where,
+            (user_id,) if guild_id is ANYWHERE else (user_id, guild_id),
         )
         return int(row[0])
 

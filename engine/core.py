@@ -233,6 +233,9 @@ class DiffusersEngine:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> DiffusersEngine:
+        # Every model members may pick must be here (MODELS was once only found missing by a member).
+        for name in self._models:
+            await asyncio.to_thread(self._check_installed, name)
         # Load the default model before taking work, off the event loop.
         await asyncio.to_thread(self._model, self._default)
         self._thread = threading.Thread(target=self._worker, name=f"dreamgrid-render-{self.device}", daemon=True)
@@ -354,6 +357,22 @@ class DiffusersEngine:
         _release_freed_heap()
         log.info("unloaded model %s (least recently used) in %.2f s", name, time.perf_counter() - started)
 
+    def _check_installed(self, name: str) -> None:
+        """A diffusers folder, or a model in the local Hugging Face cache; RenderError naming it if not."""
+        if name in self._preloaded or name == TINY_MODEL or (Path(name) / "model_index.json").is_file():
+            return
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(name, "model_index.json")
+        except Exception:  # not a valid repo id either
+            cached = None
+        if not isinstance(cached, str):
+            raise RenderError(
+                f"could not load model {name!r}: no such diffusers folder, and no such model in the local Hugging"
+                " Face cache (dreamgrid never downloads: fetch it once with `huggingface-cli download`)"
+            )
+
     def _load(self, name: str) -> _Model:
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
         from diffusers.utils import logging as diffusers_logging
@@ -381,13 +400,10 @@ class DiffusersEngine:
                 try:
                     pipe = AutoPipelineForText2Image.from_pretrained(str(source), **kwargs)
                 except Exception as e:
-                    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-                    if not Path(source).exists():
-                        reason = (
-                            "no such diffusers folder, and no such model in the local Hugging Face cache "
-                            "(dreamgrid never downloads: fetch it once with `huggingface-cli download`)"
-                        )
-                    raise RenderError(f"could not load model {name!r}: {reason}") from e
+                    # The reason can hold the server's paths: the operator reads it in the log, members don't.
+                    log.exception("could not load model %r", name)
+                    shown = Path(name).name if Path(name).is_absolute() or name.startswith(".") else name
+                    raise RenderError(f"could not load model {shown!r}; the bot's operator has been told") from e
                 finally:
                     diffusers_logging.enable_progress_bar()
         tokenizer = getattr(pipe, "tokenizer", None)

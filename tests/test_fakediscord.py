@@ -192,12 +192,62 @@ async def test_expired_token_fails_with_50027(fake_discord: FakeDiscord, bot: Ti
 async def test_bad_components_are_violations(fake_discord: FakeDiscord, bot: TinyBot) -> None:
     route = discord.http.Route("POST", "/channels/{channel_id}/messages", channel_id=fake_discord.channel.id)
     rows = [{"type": 1, "components": [{"type": 2, "style": 1, "label": "x", "custom_id": f"r{i}"}]} for i in range(6)]
-    with fake_discord.expect_violations("6 action rows") as caught:
+    with fake_discord.expect_violations("6 action rows") as caught, pytest.raises(discord.HTTPException) as err:
         await bot.http.request(route, json={"components": rows})
     assert len(caught) == 1
+    assert (err.value.status, err.value.code) == (400, 50035)  # refused as Discord does: nothing posted
+    assert not fake_discord.channel_messages()
     long_id = [{"type": 1, "components": [{"type": 2, "style": 1, "label": "x", "custom_id": "a" * 101}]}]
-    with fake_discord.expect_violations(r"custom_id .* 101 characters", "spec: .*custom_id.*too long"):
+    with fake_discord.expect_violations(r"custom_id .* 101 characters", "spec: .*custom_id.*too long"), \
+            pytest.raises(discord.HTTPException):
         await bot.http.request(route, json={"components": long_id})
+
+
+async def test_a_body_over_discords_limits_is_answered_400_and_not_applied(
+        fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    channel = bot.get_channel(fake_discord.channel.id)
+    sent = await channel.send("short")
+    with fake_discord.expect_violations("content is 2001 characters"), pytest.raises(discord.HTTPException) as err:
+        await sent.edit(content="x" * 2001)
+    assert err.value.status == 400
+    assert fake_discord.messages[sent.id].content == "short"
+
+
+async def test_an_outage_answers_5xx_for_a_stretch_and_discord_py_retries(
+        fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    route = "/channels/{channel_id}/messages"
+    channel = bot.get_channel(fake_discord.channel.id)
+    outage = fake_discord.fail_requests(503, method="POST", route=route, count=2)
+    for _ in range(2):
+        with pytest.raises(discord.DiscordServerError):  # discord.py retries 500/502/504, not 503
+            await channel.send("lost")
+    await channel.send("one")
+    assert outage.over and len(outage.hits) == 2
+    outage = fake_discord.fail_requests(502, method="POST", route=route, seconds=0.5)
+    await channel.send("two")  # discord.py waits 1 s after a 502 and tries again
+    assert outage.hits
+    assert [m.content for m in fake_discord.channel_messages()] == ["one", "two"]
+
+
+async def test_an_answer_lost_after_applying_and_a_nonce_retry_posts_once(
+        fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    outage = fake_discord.fail_requests(502, method="POST", route="/channels/{channel_id}/messages", count=1,
+                                        after_applying=True)
+    channel = bot.get_channel(fake_discord.channel.id)
+    sent = await channel.send("once", nonce="job-1")  # 502 after posting; discord.py retries with the nonce
+    assert outage.over
+    assert [m.content for m in fake_discord.channel_messages()] == ["once"]
+    again = await channel.send("once more", nonce="job-1")
+    assert again.id == sent.id and len(fake_discord.channel_messages()) == 1
+    await channel.send("no nonce")
+    assert len(fake_discord.channel_messages()) == 2
+
+
+async def test_a_429_storm_is_waited_out(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    outage = fake_discord.fail_requests(429, method="POST", route="/channels/{channel_id}/messages", count=3)
+    await bot.get_channel(fake_discord.channel.id).send("after the storm")
+    assert len(outage.hits) == 3
+    assert [m.content for m in fake_discord.channel_messages()] == ["after the storm"]
 
 
 async def test_spec_catches_wrong_type(fake_discord: FakeDiscord, bot: TinyBot) -> None:

@@ -78,7 +78,7 @@ def test_values_are_read_as_admins_type_them(settings, name, text, value):
         (
             "banned_words",
             "/(unclosed/",
-            "`banned_words`: `/(unclosed/` is not a valid pattern (missing ), unterminated",
+            "`banned_words`: `/(unclosed/` can't be used: missing ): (unclosed",
         ),
         ("banned_words", "x" * 101, "is over 100 characters"),
         ("role_quotas", "<@&123456789012345678>", "needs a quota, like `@Patrons: 100`"),

@@ -372,3 +372,16 @@ def test_module_docstring_documents_every_spelling() -> None:
 
     for name in bot.prompt._ALIASES:
         assert f"`--{name}" in bot.prompt.__doc__, name
+
+
+@pytest.mark.parametrize("dashes", ["−−", "‐‐", "－－", "―"])
+def test_minus_signs_and_hyphens_from_phones_start_a_parameter(dashes):
+    (job,) = parse_prompt(f"a fox {dashes}ar 3:2")
+    assert (job.text, job.aspect) == ("a fox", (3, 2))
+
+
+def test_a_lone_surrogate_is_a_prompt_error_not_a_crash():
+    with pytest.raises(PromptError, match="broken character"):
+        parse_prompt("a cat \ud83d in a hat")
+    with pytest.raises(PromptError, match=r"broken character .* \(from your /prefer suffix\)"):
+        parse_prompt("a cat", suffix="--no \udc00")

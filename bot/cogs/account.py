@@ -64,7 +64,12 @@ class SettingsSelect(GuardedItem[discord.ui.Select], template=r"dg:set:(?P<key>a
         return cls(match["key"])
 
     async def respond(self, interaction: Interaction) -> None:
-        value = self.CHOICES[self.key][self.item.values[0]]
+        value = self.CHOICES[self.key].get(self.item.values[0] if self.item.values else "")
+        if value is None:  # a choice from an older version of the menu, or a hand-made one
+            await interaction.response.send_message(
+                "That choice isn't offered any more; open `/settings` again.", ephemeral=True
+            )
+            return
         store = interaction.client.store
         settings = await store.update_settings(interaction.user.id, **{self.key: value})
         profile = await store.profile(interaction.user.id)

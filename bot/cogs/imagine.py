@@ -41,7 +41,7 @@ async def start_child(
     bot = interaction.client
 
     async def build(config: GuildConfig) -> list[NewJob]:
-        parent = await jobs.job_or_error(bot, parent_id)
+        parent = await jobs.job_or_error(bot, interaction, parent_id)
         if kind.needs_finished_parent and parent.status != "done":
             raise UserError(f"Job {parent.id} has no finished images to work from.")
         profile = await bot.store.profile(interaction.user.id)
@@ -115,7 +115,7 @@ class UpscaleButton(GuardedItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+)
 
     async def respond(self, interaction: Interaction) -> None:
         bot = interaction.client
-        job = await jobs.job_or_error(bot, self.job_id)
+        job = await jobs.job_or_error(bot, interaction, self.job_id)
         stored = await jobs.stored_or_redraw(bot, interaction, job, then=f"press U{self.index} on the new grid.")
         if stored is None:
             return
@@ -220,7 +220,7 @@ class SendToDMButton(GuardedItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d
 
     async def respond(self, interaction: Interaction) -> None:
         bot = interaction.client
-        job = await jobs.job_or_error(bot, self.job_id)
+        job = await jobs.job_or_error(bot, interaction, self.job_id)
         stored = await jobs.stored_or_redraw(bot, interaction, job, then="press ✉️ on the new grid.")
         if stored is None:
             return
@@ -318,7 +318,10 @@ class Imagine(commands.Cog):
                 )
             return new_jobs
 
-        await jobs.submit(bot, interaction, build)
+        if not await jobs.acknowledge(interaction):  # first, before any database work
+            return
+        async with bot.admission:
+            await jobs.submit(bot, interaction, build)
 
 
 async def setup(bot: DreamGrid) -> None:

@@ -17,7 +17,7 @@ from discord.ext import commands
 from bot import jobs, messages
 from bot.client import DreamGrid
 from bot.errors import UserError
-from bot.policy import is_server_admin
+from bot.policy import can_see, is_server_admin
 from bot.rows import Job
 from bot.store import ACTIVE
 from bot.ui import GuardedItem
@@ -37,7 +37,7 @@ async def _may_cancel(bot: DreamGrid, interaction: Interaction, job: Job) -> boo
 async def _check(bot: DreamGrid, interaction: Interaction, job_id: int) -> Job:
     """The job, if this member may cancel it and it is still waiting or running."""
     job = await bot.store.get_job(job_id)
-    if job is None:
+    if job is None or not can_see(interaction, job):  # another server's job: not even its owner is named
         raise UserError(f"There is no job {job_id}.")
     if not await _may_cancel(bot, interaction, job):
         raise UserError(messages.cancel_refused(job))
@@ -67,7 +67,7 @@ class CancelButton(GuardedItem[discord.ui.Button], template=r"dg:cancel:(?P<job>
         # Acknowledge at once; the job's own message then says "Cancelled" (the scheduler edits it).
         await interaction.response.defer()
         if await bot.scheduler.cancel(self.job_id) is None:
-            job = await jobs.job_or_error(bot, self.job_id)
+            job = await jobs.job_or_error(bot, interaction, self.job_id)
             await interaction.followup.send(messages.already_finished(job), ephemeral=True)
 
 
@@ -88,7 +88,7 @@ class Queue(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         job = await self.bot.scheduler.cancel(job_id)
         if job is None:
-            job = await jobs.job_or_error(self.bot, job_id)
+            job = await jobs.job_or_error(self.bot, interaction, job_id)
             await interaction.followup.send(messages.already_finished(job), ephemeral=True)
             return
         await interaction.followup.send(f"Cancelled job {job_id}.", ephemeral=True)

@@ -19,12 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 class BotProcess:
     """`python -m bot` with the fake engine; its data directory outlives the process."""
 
-    def __init__(self, fake: FakeDiscord, data_dir: Path, **settings: Any) -> None:
+    def __init__(self, fake: FakeDiscord, data_dir: Path, *, root: Path = ROOT, **settings: Any) -> None:
+        """`root`: the checkout whose bot to run (another one gives a baseline for benchmarks)."""
         self.fake = fake
+        self.root = root
         self.env = {
             **os.environ,
             **fake.env(),
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": str(root),
             "DATA_DIR": str(data_dir),
             "ENGINE": "fake",
             "MODEL": "fake",
@@ -40,7 +42,7 @@ class BotProcess:
         identified = self.fake.identifies
         with open(self.log, "ab") as log:  # noqa: ASYNC230 - once per start, before the bot exists
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", env=self.env, cwd=ROOT, stdout=log, stderr=log
+                sys.executable, "-m", "bot", env=self.env, cwd=self.root, stdout=log, stderr=log
             )
         # Ready once it identified and registered its commands (the fake infers nothing then).
         await self.fake.wait_for(

@@ -21,7 +21,7 @@ async def configure(fake: FakeDiscord, user: User | None = None, **values: str) 
 
 async def imagine(fake: FakeDiscord, prompt: str, **where):
     ix = await fake.slash("imagine", prompt=prompt, **where)
-    await ix.ack()
+    await ix.wait_for_answer()  # "Waiting to start" or a refusal
     return ix
 
 
@@ -138,11 +138,11 @@ async def test_queue_limits_daily_and_role_quotas(fake_discord: FakeDiscord, tmp
 
         # daily quota: lowered to 2, which alice has used; carol's Patron role gives her 3
         await configure(fake, daily_quota="2")
-        assert (await refusal(fake, "four", user=fake.alice)).startswith("You've used all 2 of today's jobs")
+        assert (await refusal(fake, "four", user=fake.alice)).startswith("You've used all 2 of today's jobs here")
         for n in range(3):
             ix = await imagine(fake, f"carol {n}", user=carol)
             await finished(ix)
-        assert (await refusal(fake, "carol 4", user=carol)).startswith("You've used all 3 of today's jobs")
+        assert (await refusal(fake, "carol 4", user=carol)).startswith("You've used all 3 of today's jobs here")
 
 
 async def test_a_member_without_manage_server_is_refused_even_when_shown_the_command(
@@ -181,7 +181,7 @@ async def test_a_member_without_manage_server_is_refused_even_when_shown_the_com
 
         # ... and it makes them a server admin for /cancel too
         queued = await fake.slash("imagine", prompt="__hang__ a long one", user=fake.alice)
-        await queued.ack()
+        await queued.wait_for_answer()
         cancel = await fake.slash("cancel", job_id=1, user=dave)
         await cancel.ack()
         assert "Cancelled job 1" in (await cancel.wait_for_reply(lambda m: not m.loading)).content

@@ -12,6 +12,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from engine.fake import FakeEngine
 from tests.e2e.botprocess import BotProcess, final_deliveries, job_id_of, settled
 from tests.fakediscord import FakeDiscord, Interaction
@@ -38,7 +40,7 @@ async def test_sigkill_while_queued_and_rendering_loses_nothing_and_repeats_noth
         accepted: dict[int, Interaction] = {}
         for n in range(6):
             ix = await fake_discord.slash("imagine", prompt=f"job {n}", user=members[n % 3])
-            await ix.ack()
+            await ix.wait_for_answer()
             accepted[job_id_of(ix)] = ix
 
         # Crash 1: one job rendering (a progress edit is out), the rest queued; tokens alive.
@@ -90,15 +92,20 @@ async def _forget_delivery(bot, job_id: int) -> None:
     await bot.store._write("UPDATE jobs SET delivered_at = NULL WHERE id = ?", (job_id,))
 
 
+@pytest.mark.parametrize("token_expired_meanwhile", [False, True])
 async def test_a_result_discord_already_shows_is_not_shown_again_after_a_restart(
-    fake_discord: FakeDiscord, tmp_path: Path
+    fake_discord: FakeDiscord, tmp_path: Path, token_expired_meanwhile: bool
 ):
     engine = FakeEngine(models=["fake"], step_delay_s=0.01)
     async with running_bot(fake_discord, tmp_path, engine=engine) as bot:
         ix = await fake_discord.slash("imagine", prompt="shown just before the crash")
-        await ix.ack()
+        await ix.wait_for_answer()
         await ix.wait_for_edit(lambda m: m.embeds and m.buttons)
         await _forget_delivery(bot, 1)
+        if token_expired_meanwhile:  # a long render: the message was made well before the job finished
+            await bot.store._write("UPDATE jobs SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+60 seconds')")
+    if token_expired_meanwhile:  # the bot's own token must then read the message to see it is shown
+        fake_discord.expire_tokens()
     edits = ix.original.edits
     async with running_bot(fake_discord, tmp_path, engine=engine) as bot:
         job = await _until_delivered(bot, 1)
@@ -111,7 +118,7 @@ async def test_a_result_posted_after_the_token_expired_is_not_posted_twice(fake_
     engine = FakeEngine(models=["fake"], step_delay_s=0.05)
     async with running_bot(fake_discord, tmp_path, engine=engine) as bot:
         ix = await fake_discord.slash("imagine", prompt="outlives its token")
-        await ix.ack()
+        await ix.wait_for_answer()
         fake_discord.expire_tokens()
         post = await fake_discord.wait_for_message(predicate=lambda m: m.embeds and m.buttons)
         assert "Finished: " in (await ix.wait_for_edit(lambda m: "Finished: " in m.content)).content
@@ -123,13 +130,21 @@ async def test_a_result_posted_after_the_token_expired_is_not_posted_twice(fake_
     assert pings(fake_discord) == {fake_discord.alice.id: 1}
 
 
-async def test_a_message_whose_id_a_crash_lost_still_shows_the_result(fake_discord: FakeDiscord, tmp_path: Path):
+@pytest.mark.parametrize("queued_after_s", [0, 60])
+async def test_a_message_whose_id_a_crash_lost_still_shows_the_result(
+    fake_discord: FakeDiscord, tmp_path: Path, queued_after_s: int
+):
     async with running_bot(fake_discord, tmp_path, engine=FakeEngine(models=["fake"], step_delay_s=1.0)) as bot:
         ix = await fake_discord.slash("imagine", prompt="announced, then the bot died")
-        await ix.ack()
+        await ix.wait_for_answer()
         await _until_message_recorded(bot, 1)
-        # As if the bot died between Discord taking "Waiting to start" and the row recording it.
-        await bot.store._write("UPDATE jobs SET message_id = NULL WHERE id = 1")
+        # As if the bot died between Discord taking "Waiting to start" and the row recording it;
+        # with queued_after_s, a burst had kept the row waiting that long after the deferral.
+        await bot.store._write(
+            "UPDATE jobs SET message_id = NULL,"
+            " created_at = strftime('%Y-%m-%dT%H:%M:%fZ', created_at, ? || ' seconds') WHERE id = 1",
+            (f"+{queued_after_s}",),
+        )
     async with running_bot(fake_discord, tmp_path, engine=FakeEngine(models=["fake"], step_delay_s=0.01)) as bot:
         job = await _until_delivered(bot, 1)
         assert job.message_id == ix.original.id

@@ -18,7 +18,8 @@ async def test_imagine_acknowledges_shows_progress_and_posts_the_grid(fake_disco
         assert ack.elapsed < 3 and not ack.ephemeral
         final = await ix.wait_for_edit(lambda m: m.embeds and m.buttons, timeout=15)
         shown = [snapshot["content"] for snapshot in final.history]
-        assert "Waiting to start" in shown[0]
+        assert ack.type == 5  # deferred first, before any database work
+        assert "Waiting to start" in shown[1]  # then the deferral became the job's message
         assert any(re.search(r"\(\d+%\)", content) for content in shown)  # at least one progress edit
 
         grid = final.attachments[0].image()
@@ -42,9 +43,9 @@ async def test_imagine_acknowledges_shows_progress_and_posts_the_grid(fake_disco
 async def test_a_bad_parameter_is_an_ephemeral_one_liner_and_queues_nothing(fake_discord: FakeDiscord, tmp_path: Path):
     async with running_bot(fake_discord, tmp_path) as bot:
         ix = await fake_discord.slash("imagine", prompt="a fox --chaos 150")
-        ack = await ix.ack()
-        assert ack.ephemeral
+        await ix.ack()
         reply = await ix.wait_for_reply()
+        assert ix.ephemeral and reply.ephemeral  # the public "thinking…" was removed, then the member told
         assert reply.content == "`--chaos 150` is out of range: use 0–100."
         assert await bot.store.get_job(1) is None
 
@@ -72,7 +73,11 @@ async def test_dreamgrid_sync_registers_the_commands_to_one_guild(fake_discord: 
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "bot.cli", "sync", "--guild", str(fake_discord.guild.id)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert f"for guild {fake_discord.guild.id}" in done.stdout

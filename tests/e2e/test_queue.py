@@ -26,7 +26,7 @@ async def _eventually(check):
 
 async def _imagine(fake: FakeDiscord, prompt: str, user=None):
     ix = await fake.slash("imagine", prompt=prompt, user=user or fake.alice)
-    await ix.ack()
+    await ix.wait_for_answer()  # "Waiting to start" or a refusal
     return ix
 
 
@@ -36,14 +36,22 @@ async def _delivered(bot, job_id: int):
 
 
 async def test_a_late_member_starts_before_a_flooders_third_job(fake_discord: FakeDiscord, tmp_path: Path):
-    # 1.6 s a job: Alice's first must still be running after eleven /imagine, even on busy cores.
-    engine = FakeEngine(models=["fake"], step_delay_s=0.2)
+    release = asyncio.Event()
+
+    class FirstJobWaits(FakeEngine):  # holds Alice's first render until everyone has queued, however slow the CPU
+        async def render(self, request, *, progress=None):
+            if request.prompt == "alice 1":
+                await release.wait()
+            return await super().render(request, progress=progress)
+
+    engine = FirstJobWaits(models=["fake"], step_delay_s=0.04)
     async with running_bot(fake_discord, tmp_path, engine=engine, max_concurrent_jobs=1) as bot:
         flood = [await _imagine(fake_discord, f"alice {n}") for n in range(1, 11)]
         late = await _imagine(fake_discord, "bob 1", user=fake_discord.bob)
         # Alice's first job is running; Bob has never had a turn, so he is next, whatever Alice queued.
         assert "next in line" in late.original.content
         assert "position 9" in flood[-1].original.content  # behind Alice's own 8 queued jobs
+        release.set()
         await late.wait_for_edit(_final)
         await fake_discord.wait_for(lambda: len(engine.requests) >= 3, what="Alice's second job to start")
         started = [r.prompt for r in engine.requests]
@@ -59,17 +67,20 @@ async def test_limits_refuse_with_the_numbers_and_queue_nothing(fake_discord: Fa
         for n in range(2):
             await _imagine(fake_discord, f"alice {n}")
         over = await fake_discord.slash("imagine", prompt="one too many", user=fake_discord.alice)
-        assert (await over.ack()).ephemeral
+        await over.wait_for_answer()
+        assert over.ephemeral
         assert (await over.wait_for_reply()).content == (
             "You already have 2 jobs waiting (the limit is 2). Wait for some to finish, or cancel one with /cancel."
         )
         await _imagine(fake_discord, "bob's only job", user=fake_discord.bob)
         full = await fake_discord.slash("imagine", prompt="too late", user=fake_discord.admin)
-        assert (await full.ack()).ephemeral
+        await full.wait_for_answer()
+        assert full.ephemeral
         assert "The queue is full (3 jobs waiting)" in (await full.wait_for_reply()).content
         # --repeat is all or nothing: 2 more would pass Bob's limit, so neither is queued.
         repeat = await fake_discord.slash("imagine", prompt="twice --repeat 2", user=fake_discord.bob)
-        assert (await repeat.ack()).ephemeral
+        await repeat.wait_for_answer()
+        assert repeat.ephemeral
         assert "Nothing was queued" in (await repeat.wait_for_reply()).content
         total = (await bot.store._one("SELECT COUNT(*) FROM jobs"))[0]
         assert total == 4

@@ -145,9 +145,9 @@ async def test_the_envelope_button_sends_the_result_to_the_clickers_dms(fake_dis
         assert "Job 1" in sent.content and "8, 9, 10, 11" in str(sent.embed)
 
 
-async def test_imagine_works_in_a_dm(fake_discord: FakeDiscord, tmp_path: Path):
+async def test_imagine_works_in_a_dm_when_the_operator_allows_dms(fake_discord: FakeDiscord, tmp_path: Path):
     fake = fake_discord
-    async with running_bot(fake, tmp_path) as bot:
+    async with running_bot(fake, tmp_path, allow_dms=True) as bot:
         grid = await result_of(await fake.slash("imagine", prompt="a kite --seed 2", channel=fake.dm(fake.alice)))
         assert grid.attachments[0].image().size == (128, 128)
         job = await bot.store.get_job(1)

@@ -137,11 +137,22 @@ async def test_other_models_load_lazily(tiny_pipe, tiny_folder):
         assert str(tiny_folder) in engine._loaded
 
 
-async def test_a_missing_model_folder_is_a_render_error(tiny_pipe, tmp_path):
+async def test_a_missing_model_is_refused_at_start_by_name(tiny_pipe, tmp_path):
     missing = str(tmp_path / "nothing")
-    async with DiffusersEngine(model="tiny", models=["tiny", missing], pipelines={"tiny": tiny_pipe}) as engine:
-        with pytest.raises(RenderError, match="could not load"):
-            await engine.render(request(model=missing, steps=2))
+    with pytest.raises(RenderError, match=f"could not load model '{missing}': no such diffusers folder"):
+        async with DiffusersEngine(model="tiny", models=["tiny", missing], pipelines={"tiny": tiny_pipe}):
+            pass
+
+
+async def test_a_model_that_fails_to_load_names_no_server_path_to_members(tiny_pipe, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "model_index.json").write_text("{not json")
+    async with DiffusersEngine(model="tiny", models=["tiny", str(broken)], pipelines={"tiny": tiny_pipe}) as engine:
+        with pytest.raises(RenderError) as info:
+            await engine.render(request(model=str(broken), steps=2))
+        assert str(info.value) == "could not load model 'broken-model'; the bot's operator has been told"
+        assert str(tmp_path) not in str(info.value)
         assert len((await engine.render(request(steps=2))).images) == 4
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from .models import Attachment, Channel, Guild, Member, Message, P, Role, User
 from .records import Callback, Interaction, RequestRecord, Upload, Violation
-from .server import DiscordError, FakeDiscord
+from .server import DiscordError, FakeDiscord, Outage
 
 
 def point_discord_py_at(api_base: str | None = None, gateway: str | None = None) -> None:
@@ -53,7 +53,7 @@ def discord_py_pointed_at(fake: FakeDiscord) -> Iterator[None]:
 
 
 __all__ = [
-    "P", "Attachment", "Callback", "Channel", "DiscordError", "FakeDiscord", "Guild", "Interaction", "Member",
+    "P", "Attachment", "Callback", "Channel", "DiscordError", "FakeDiscord", "Guild", "Interaction", "Member", "Outage",
     "Message", "RequestRecord", "Role", "Upload", "User", "Violation", "discord_py_pointed_at",
     "point_discord_py_at",
 ]

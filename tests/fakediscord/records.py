@@ -40,6 +40,7 @@ class RequestRecord:
     status: int = 0
     response: Any = None
     violations: list[str] = field(default_factory=list)
+    refused: bool = False  # answered 400 for breaking a limit (reported once)
 
     @property
     def key(self) -> str:
@@ -114,6 +115,9 @@ class Interaction:
 
     @property
     def ephemeral(self) -> bool:
+        """Whether what the user was shown is only theirs (a deleted "thinking…" gives way to its follow-up)."""
+        if self.original is not None and self.original.deleted and self.followups:
+            return self.followups[0].ephemeral
         if self.original is not None and self.original is not self.message:
             return self.original.ephemeral
         return bool(self.callback and self.callback.ephemeral)
@@ -185,6 +189,14 @@ class Interaction:
         def ready():
             return next((m for m in self.messages if not m.loading and (predicate is None or predicate(m))), None)
         return await self.fake.wait_for(ready, timeout=timeout, what=f"reply to {self!r}")
+
+    async def wait_for_answer(self, timeout: float = 10.0) -> Message:
+        """The first thing the user reads after the acknowledgement: a deferral filled in, or a reply."""
+        await self.ack()
+
+        def ready():
+            return next((m for m in self.messages if not m.loading and not m.deleted), None)
+        return await self.fake.wait_for(ready, timeout=timeout, what=f"the answer to {self!r}")
 
     async def wait_for_choices(self, timeout: float = ACK_DEADLINE) -> list[dict[str, Any]]:
         cb = await self.ack(timeout)

@@ -18,6 +18,7 @@ import secrets
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -70,6 +71,33 @@ class _RateRule:
         return (self.method is None or self.method == method) and (self.route is None or self.route == route)
 
 
+class Outage:
+    """Requests Discord answers with an error: the next `count`, or all for `seconds` (see fail_requests)."""
+
+    def __init__(self, status: int, method: str | None, route: str | None, count: int | None,
+                 seconds: float | None, after_applying: bool, code: int = 0) -> None:
+        self.status, self.method, self.route, self.after_applying = status, method, route, after_applying
+        self.code = code
+        self.left = count
+        self.until = time.monotonic() + seconds if seconds is not None else None
+        self.hits: list[RequestRecord] = []
+
+    @property
+    def over(self) -> bool:
+        return (self.left is not None and self.left <= 0) or (self.until is not None and time.monotonic() >= self.until)
+
+    def take(self, rec: RequestRecord) -> bool:
+        if self.over or (self.method and self.method != rec.method) or (self.route and self.route != rec.route):
+            return False
+        if self.left is not None:
+            self.left -= 1
+        self.hits.append(rec)
+        return True
+
+    def end(self) -> None:
+        self.left = 0
+
+
 class FakeDiscord(InjectMixin):
     """The fake server and its world. Use `async with FakeDiscord() as fake:` or the `fake_discord` fixture."""
 
@@ -96,6 +124,8 @@ class FakeDiscord(InjectMixin):
         self._expected: list[tuple[list[re.Pattern[str]], list[Violation]]] = []
         self._sessions: list[_Session] = []
         self._rate_rules: list[_RateRule] = []
+        self._outages: list[Outage] = []
+        self._nonces: dict[tuple[int, str], Message] = {}  # (channel id, nonce) -> the message it created
         self._changed = asyncio.Condition()
         self.identifies = 0  # IDENTIFYs seen; a restarted bot identifies again
         self.resumes = 0
@@ -347,6 +377,32 @@ class FakeDiscord(InjectMixin):
         hitting it, like Discord's unannounced shared limits."""
         self._rate_rules.append(_RateRule(limit, per, method, route, announce))
 
+    def fail_requests(self, status: int = 502, *, method: str | None = None, route: str | None = None,
+                      count: int | None = None, seconds: float | None = None,
+                      after_applying: bool = False, code: int = 0) -> Outage:
+        """Answer matching requests with `status` (5xx, or 429 with a short Retry-After): the next `count`
+        of them, or all for `seconds`, or until `outage.end()`. With `after_applying` the request takes
+        effect first and only the answer is lost, as when Discord's edge times out on a request it applied.
+        `code` is Discord's JSON error code (e.g. 404 with 10062: an interaction answered too late)."""
+        if count is None and seconds is None and not after_applying:
+            seconds = float("inf")
+        outage = Outage(status, method, route, count, seconds, after_applying, code)
+        self._outages.append(outage)
+        return outage
+
+    def _outage_for(self, rec: RequestRecord) -> Outage | None:
+        return next((o for o in self._outages if o.take(rec)), None)
+
+    def _outage_response(self, rec: RequestRecord, outage: Outage, headers: dict[str, str]) -> web.Response:
+        if outage.status == 429:
+            headers = {**headers, "Retry-After": "1", "Via": "1.1 google", "X-RateLimit-Remaining": "0",
+                       "X-RateLimit-Scope": "shared", "X-RateLimit-Reset-After": "0.100"}
+            return self._finish(rec, 429, {"message": "You are being rate limited.", "retry_after": 0.1,
+                                           "global": False}, headers)
+        reason = HTTPStatus(outage.status).phrase
+        return self._finish(rec, outage.status, {"message": f"{outage.status}: {reason}", "code": outage.code},
+                            headers)
+
     @property
     def rate_limited(self) -> list[RequestRecord]:
         return [r for r in self.requests if r.status == 429]
@@ -485,13 +541,21 @@ class FakeDiscord(InjectMixin):
                             "X-RateLimit-Scope": "user"})
             return self._finish(rec, 429, {"message": "You are being rate limited.", "retry_after": retry_after,
                                            "global": False}, headers)
+        outage = self._outage_for(rec)
+        if outage is not None and not outage.after_applying:
+            response = self._outage_response(rec, outage, headers)
+            await self._notify()
+            return response
         try:
             result = await handler(rec, params, body or {}, files)
         except DiscordError as e:
             status, payload = e.status, {"message": e.message, "code": e.code}
         else:
             status, payload = (204, None) if result is None else (200, result)
-        response = self._finish(rec, status, payload, headers)
+        if outage is not None:  # applied, but the answer is lost
+            response = self._outage_response(rec, outage, headers)
+        else:
+            response = self._finish(rec, status, payload, headers)
         await self._notify()
         return response
 
@@ -740,9 +804,14 @@ class FakeDiscord(InjectMixin):
 
     # ---- messages ----------------------------------------------------------------------------
     def _check_message_rules(self, rec: RequestRecord, body: dict[str, Any], files: list[Upload]) -> None:
-        for problem in rules.check_message(body, sizes=[len(f.data) for f in files],
-                                           size_limit=self.attachment_size_limit):
-            self.violate("rule", problem, rec)
+        """Record what breaks Discord's limits, and refuse it with 400 as Discord does (nothing is applied)."""
+        problems = rules.check_message(body, sizes=[len(f.data) for f in files], size_limit=self.attachment_size_limit)
+        if problems and not rec.refused:
+            rec.refused = True
+            for problem in problems:
+                self.violate("rule", problem, rec)
+        if problems:
+            raise DiscordError(400, 50035, "Invalid Form Body: " + "; ".join(problems))
 
     def _attach(self, rec: RequestRecord, msg: Message, body: dict[str, Any], files: list[Upload], *,
                 editing: bool) -> None:
@@ -840,10 +909,18 @@ class FakeDiscord(InjectMixin):
 
     async def _create_message(self, rec, params, body, files):
         channel = self._channel(params)
+        nonce = body.get("nonce")
+        if body.get("enforce_nonce") and nonce is not None:
+            # Discord: a second message with the same nonce from the same author returns the first.
+            earlier = self._nonces.get((channel.id, str(nonce)))
+            if earlier is not None and not earlier.deleted:
+                return earlier.to_payload()
         self._check_bot_can_post(rec, channel, body, files)
         if (body.get("flags") or 0) & rules.EPHEMERAL:
             self.violate("rule", "channel messages cannot be ephemeral (flag 64 is only for interactions)", rec)
         msg = self._new_message(rec, channel, body, files)
+        if body.get("enforce_nonce") and nonce is not None:
+            self._nonces[(channel.id, str(nonce))] = msg
         await self._announce("MESSAGE_CREATE", msg)
         return msg.to_payload()
 
@@ -914,6 +991,8 @@ class FakeDiscord(InjectMixin):
                 ix.type == 5 and ctype in (6, 7) and ix.message is None):
             self.violate("rule", f"callback type {ctype} is not valid for interaction type {ix.type}", rec)
             raise DiscordError(400, 50035, "Invalid Form Body")
+        if ctype in (4, 7):
+            self._check_message_rules(rec, data, files)  # a 400 leaves the interaction unacknowledged
         ix.callbacks.append(Callback(ctype, data, elapsed))
 
         message: Message | None = None
@@ -963,8 +1042,9 @@ class FakeDiscord(InjectMixin):
             self.violate("ack", f"follow-up sent before {ix!r} was acknowledged", rec)
             raise DiscordError(404, 10015, "Unknown Webhook")
         orig = ix.original
-        if orig is not None and orig.loading:
-            # Discord: the first follow-up after a deferred "thinking" response replaces the placeholder.
+        if orig is not None and orig.loading and not orig.deleted:
+            # Discord: the first follow-up after a deferred "thinking" response replaces the placeholder
+            # (once the placeholder is deleted, follow-ups are new messages with their own flags).
             self._apply(rec, orig, body, files, editing=True)
             await self._announce("MESSAGE_UPDATE", orig)
             msg = orig
