@@ -62,6 +62,8 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         batch_window_s=settings.batch_window_s,
         speedups=speedups,
         safety_checker=settings.safety_checker,
+        ip_adapter=settings.ip_adapter,
+        ip_adapter_weight=settings.ip_adapter_weight,
         max_loaded_models=settings.max_loaded_models,
         memory_budget_gb=settings.model_memory_budget_gb,
     )

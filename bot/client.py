@@ -23,7 +23,7 @@ from engine.requests import Engine
 log = logging.getLogger(__name__)
 
 ADMISSIONS_AT_ONCE = 4
-EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.account", "bot.cogs.queue", "bot.cogs.admin")
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.images", "bot.cogs.account", "bot.cogs.queue", "bot.cogs.admin")
 
 
 class DreamGrid(commands.Bot):

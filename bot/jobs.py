@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +19,13 @@ import discord
 from bot import kinds, messages, policy
 from bot.errors import DEFERRED, UserError
 from bot.guild_config import GuildConfig
-from bot.kinds import JobKind
+from bot.kinds import JobKind, Source
 from bot.prompt import ParsedPrompt, PromptError, parse_prompt
 from bot.rows import ImageRow, Job, NewJob
-from bot.spec import DeliveryOptions, JobSpec, RenderSpec, ShownValues
+from bot.spec import DeliveryOptions, InputImage, JobSpec, RenderSpec, ShownValues
 from bot.store import QueueFull
 from engine import params as render_params
+from engine.requests import ImagePromptMethod
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -84,6 +86,39 @@ def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: 
     )
 
 
+def image_prompt_spec(
+    parsed: ParsedPrompt, picture: InputImage, *, bot: DreamGrid, model: str, defaults: dict[str, Any]
+) -> JobSpec:
+    """An /imagine steered by a member's picture: its shape follows the picture unless `--ar` says otherwise."""
+    if parsed.aspect is None:
+        ratio = Fraction(picture.width, picture.height).limit_denominator(64)
+        parsed = dataclasses.replace(parsed, aspect=(ratio.numerator, ratio.denominator))
+    spec = imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
+    weight = render_params.IMAGE_WEIGHT_DEFAULT if parsed.image_weight is None else parsed.image_weight
+    method = bot.engine.image_prompt_method(model)
+    steps = spec.render.steps
+    if method is ImagePromptMethod.IMAGE_TO_IMAGE:
+        steps = render_params.img2img_steps(steps, render_params.image_prompt_strength(weight))
+    spec = spec.replace_render(steps=steps, image_weight=weight, image_prompt_method=method.value)
+    return dataclasses.replace(spec, inputs=(picture,))
+
+
+def picture_spec(
+    parsed: ParsedPrompt,
+    picture: InputImage,
+    *,
+    strength: float,
+    bot: DreamGrid,
+    model: str,
+    defaults: dict[str, Any],
+) -> JobSpec:
+    """A variation or upscale of a member's picture: the picture's size, the prompt's other parameters."""
+    spec = imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
+    steps = render_params.img2img_steps(spec.render.steps, strength)
+    spec = spec.replace_render(width=picture.width, height=picture.height, steps=steps, strength=strength)
+    return dataclasses.replace(spec, shown=dataclasses.replace(spec.shown, aspect=None), inputs=(picture,))
+
+
 def _aspect(value: Any) -> tuple[int, int]:
     """A default aspect as /settings and /config store it ("3:2"), or a pair."""
     if isinstance(value, str):
@@ -111,7 +146,7 @@ def new_job(
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,  # type: ignore[arg-type]
         prompt=prompt,
-        spec=JobSpec(render=spec.render, shown=spec.shown, delivery=delivery),
+        spec=dataclasses.replace(spec, delivery=delivery),
         seeds=list(seeds),
         model=model,
         parent_id=parent_id,
@@ -141,6 +176,8 @@ async def child_job(
     prompt: str | None = None,
 ) -> NewJob:
     """The job a click on `parent` asks for; `prompt` is a Remix edit of the parent's prompt."""
+    if strength is None and kinds.get(parent.kind) is kind:  # 🔄 on a variation of a picture: as strong again
+        strength = parent.spec.render.strength
     spec = parent.spec
     text = parent.prompt
     model = parent.model
@@ -154,12 +191,21 @@ async def child_job(
             raise UserError(str(exc)) from None
         model = parsed.model or parent.model
         fresh = imagine_spec(parsed, bot=bot, model=model, defaults=profile.settings)
+        if kind.steered_by_weight:  # a remixed image prompt keeps its picture
+            fresh = image_prompt_spec(parsed, spec.inputs[0], bot=bot, model=model, defaults=profile.settings)
+        elif kind.source is Source.UPLOADS:  # and a remixed variation of a picture its picture and size
+            assert strength is not None  # a picture's kinds redraw it at a named strength
+            fresh = picture_spec(
+                parsed, spec.inputs[0], strength=strength, bot=bot, model=model, defaults=profile.settings
+            )
         if kind.keeps_parent_size:
             fresh = dataclasses.replace(
                 fresh.replace_render(width=spec.render.width, height=spec.render.height),
                 shown=dataclasses.replace(fresh.shown, aspect=spec.shown.aspect),
             )
         spec, text = fresh, parsed.raw
+    if kind.source is not Source.UPLOADS:  # drawn from the parent's tile, or from text: not its picture
+        spec = dataclasses.replace(spec, inputs=()).replace_render(image_weight=None, image_prompt_method=None)
     steps = spec.render.steps
     if strength is not None:
         steps = render_params.img2img_steps(steps, strength)

@@ -66,6 +66,7 @@ class JobKind:
     remix: bool = False  # whether Remix mode opens the prompt editor before this kind runs
     buttons: ResultButtons = ResultButtons.NONE
     tile_button: TileButton | None = None
+    rerolls_as: str = "reroll"  # the kind 🔄 under this kind's result starts (a picture's kinds keep the picture)
 
     @property
     def image_count(self) -> int:
@@ -74,6 +75,11 @@ class JobKind:
     @property
     def default_strength(self) -> float | None:
         return next(iter(self.strengths.values()), None)
+
+    @property
+    def steered_by_weight(self) -> bool:
+        """An image prompt: how strongly the picture steers is the member's --iw, not a named strength."""
+        return self.action is Action.IMAGE_PROMPT
 
     @property
     def needs_finished_parent(self) -> bool:
@@ -155,3 +161,41 @@ UPSCALE = register(
         tile_button=TileButton(word="up", label="Upscale", emoji="🔍"),
     )
 )
+
+# Members' own pictures (bot.image_inputs): the source is our stored copy in the job's spec.inputs.
+IMAGE_PROMPT = register(
+    JobKind(
+        name="image_prompt",
+        action=Action.IMAGE_PROMPT,
+        label="",
+        source=Source.UPLOADS,
+        remix=True,
+        buttons=ResultButtons.GRID,
+        rerolls_as="image_prompt",
+    )
+)
+VARIATION_OF_PICTURE = register(
+    JobKind(
+        name="picture_variation",
+        action=Action.VARIATION,
+        label=" - Variations",
+        source=Source.UPLOADS,
+        strengths=VARIATION.strengths,
+        remix=True,
+        buttons=ResultButtons.GRID,
+        rerolls_as="picture_variation",
+    )
+)
+UPSCALE_OF_PICTURE = register(
+    JobKind(
+        name="picture_upscale",
+        action=Action.UPSCALE,
+        label=" - Upscaled",
+        source=Source.UPLOADS,
+        output=Output.SINGLE,
+        scale=2,
+        strengths=UPSCALE.strengths,
+    )
+)
+# Which kind works from a member's picture in place of a job's tile.
+FOR_PICTURES = {VARIATION.name: VARIATION_OF_PICTURE, UPSCALE.name: UPSCALE_OF_PICTURE}

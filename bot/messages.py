@@ -5,6 +5,7 @@ from __future__ import annotations
 import discord
 
 from bot import kinds
+from bot.image_inputs import shown_name
 from bot.rows import ImageRow, Job
 
 MESSAGE_CHARS = 2000  # Discord refuses longer content with a 400, leaving the old message in place
@@ -23,6 +24,13 @@ def _preview(prompt: str, limit: int) -> str:
     return f"**{escaped}**"
 
 
+def _prompt(job: Job, limit: int) -> str:
+    """The prompt preview, or the member's picture's name when they gave no prompt."""
+    if not job.prompt.strip() and job.spec.inputs:  # a member's picture, worked on with no prompt
+        return f"Your picture {shown_name(job.spec.inputs[0].name)}"
+    return _preview(job.prompt, limit)
+
+
 def _line(job: Job, status: str) -> str:
     """The prompt, who asked, and `status`: within Discord's limit by construction.
 
@@ -33,7 +41,7 @@ def _line(job: Job, status: str) -> str:
     kind = kinds.KINDS.get(job.kind)  # a row from a newer version may name a kind this one lacks
     tail = f"{kind.label if kind else ''}{tile} - <@{job.user_id}>{status}"
     room = MESSAGE_CHARS - len(tail) - 4  # the ** around the prompt
-    return f"{_preview(job.prompt, min(room, PROMPT_PREVIEW_CHARS))}{tail}"
+    return f"{_prompt(job, min(room, PROMPT_PREVIEW_CHARS))}{tail}"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -47,7 +55,7 @@ def fit(content: str, note: str) -> str:
 
 def tile(job: Job, index: int) -> str:
     tail = f" - Image #{index} <@{job.user_id}>"
-    return f"{_preview(job.prompt, PROMPT_PREVIEW_CHARS)}{tail}"
+    return f"{_prompt(job, PROMPT_PREVIEW_CHARS)}{tail}"
 
 
 def waiting(job: Job, position: int) -> str:
@@ -109,7 +117,7 @@ def shows_final_state(job: Job, content: str, embed_footers: list[str]) -> bool:
 def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Embed:
     render = job.spec.render
     embed = discord.Embed(
-        description=job.prompt[:4000] if len(job.prompt) <= 4000 else job.prompt[:3999] + "…",
+        description=(job.prompt[:4000] if len(job.prompt) <= 4000 else job.prompt[:3999] + "…") or None,
         colour=discord.Colour.blurple(),
     )
     seeds = ", ".join(str(i.seed) for i in images) or ", ".join(map(str, job.seeds))
@@ -123,6 +131,13 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
         embed.add_field(
             name="From", value=f"job {job.parent_id}" + (f", image {job.parent_index}" if job.parent_index else "")
         )
+    if job.spec.inputs:
+        picture = shown_name(job.spec.inputs[0].name)
+        if render.image_prompt_method:
+            weight = f"{render.image_weight:g}" if render.image_weight is not None else "1"
+            embed.add_field(name="Image prompt", value=f"{picture} via {render.image_prompt_method}, --iw {weight}")
+        else:
+            embed.add_field(name="Picture", value=f"{picture}, yours")
     _show_image(embed, filename)
     embed.set_footer(text=f"/show {job.id} brings this back at any time")
     return embed

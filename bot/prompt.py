@@ -18,6 +18,7 @@ member's and the server's defaults (what the prompt says wins over `/settings`).
 | `--tile` |  | a flag: tiles that repeat seamlessly | off |
 | `--repeat N` | `--r` | 1–40: run the job N times | 1 |
 | `--model NAME` |  | one of the server's models | server's default |
+| `--iw W` |  | 0–3: how strongly an image prompt steers | 1 |
 
 `--NAME` runs your own option from `/prefer option set`. This table is `engine.params.PARAMETERS`
 written out (tests/test_parameters.py keeps this copy and the README's equal to it).
@@ -97,6 +98,7 @@ class ParsedPrompt:
     stop: int | None = None
     tile: bool = False
     model: str | None = None
+    image_weight: float | None = None  # --iw: only with an image prompt
     raw: str = ""
     # How many copies `--repeat` asked for (this job is one of them). Not part of the job itself:
     # `raw` leaves --repeat out, so it takes no part in comparisons.
@@ -121,6 +123,8 @@ class ParsedPrompt:
             parts.append("--tile")
         if self.model is not None:
             parts.append(f"--model {_escape(self.model)}")
+        if self.image_weight is not None:
+            parts.append(f"--iw {self.image_weight:g}")
         if self.negative:
             parts.append(f"--no {_escape(self.negative)}")
         return " ".join(parts)
@@ -309,6 +313,7 @@ def _parse_job(prompt: str, suffix: str, options: Mapping[str, str], models: Seq
         stop=values.get("stop"),
         tile=values.get("tile", False),
         model=values.get("model"),
+        image_weight=values.get("iw"),
         raw=written,
     )
     return job, values.get("repeat", 1)
@@ -405,6 +410,11 @@ def _check_value(param: _Param, models: Sequence[str]) -> object:
         if number not in QUALITIES:
             raise PromptError(f"{shown} is not a quality: use .25, .5, 1 or 2.")
         return float(number)
+    if key == "iw":
+        low, high = render_params.IMAGE_WEIGHT_MIN, render_params.IMAGE_WEIGHT_MAX
+        if not _DECIMAL.fullmatch(value) or not low <= float(value) <= high:
+            raise PromptError(f"{shown} is out of range: use {low:g}–{high:g}, e.g. `--iw 0.5` or `--iw 2`.")
+        return float(value)
     if key == "model":
         if not models:
             return value

@@ -264,8 +264,22 @@ class Scheduler:
 
     async def _request_for(self, job: Job) -> RenderRequest:
         kind = kinds.get(job.kind)
-        init_image = await self._source_image(job) if kind.source is Source.PARENT_TILE else None
-        return job.spec.render.request(action=kind.action, seeds=job.seeds, model=job.model, init_image=init_image)
+        source = None
+        if kind.source is Source.PARENT_TILE:
+            source = await self._source_image(job)
+        elif kind.source is Source.UPLOADS:
+            source = await self._input_image(job)
+        return job.spec.render.request(action=kind.action, seeds=job.seeds, model=job.model, init_image=source)
+
+    async def _input_image(self, job: Job) -> Image.Image:
+        """Our copy of the member's own picture the job was made from (never the expired CDN link)."""
+        if not job.spec.inputs:
+            raise RenderError("This job has no picture to work from.")
+        picture = job.spec.inputs[0]
+        try:
+            return await asyncio.to_thread(load_rgb, self.settings.data_dir / picture.path)
+        except OSError:
+            raise RenderError(f"The picture `{picture.name}` is no longer stored; please upload it again.") from None
 
     async def _source_image(self, job: Job) -> Image.Image:
         """The tile a variation or upscale starts from, drawn again if its file is gone."""

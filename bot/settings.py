@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     compile: Literal["off", "regional", "full"] = "off"
     static_shapes: bool = True
     vae_tiling: bool = True
+    # A local IP-Adapter folder (weights + image_encoder/) for MODEL: image prompts use it when set,
+    # image-to-image otherwise. IP_ADAPTER_WEIGHT names the weights file when the folder has several.
+    ip_adapter: Path | None = None
+    ip_adapter_weight: str | None = None
 
     steps: int = Field(default=20, ge=1, le=150)
     max_steps: int = Field(default=50, ge=1, le=150)

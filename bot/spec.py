@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from engine.requests import Action, RenderRequest
+from engine import params as render_params
+from engine.requests import Action, ImagePromptMethod, RenderRequest
 
 _T = TypeVar("_T")
 
@@ -34,15 +35,22 @@ class RenderSpec:
     stop: int = 100
     tile: bool = False
     safety_check: bool = False
+    image_weight: float | None = None  # an image prompt's --iw
+    image_prompt_method: str | None = None  # an image prompt's ImagePromptMethod, as the engine said at submission
 
     def request(
         self, *, action: Action, seeds: Sequence[int], model: str | None, init_image: Image.Image | None = None
     ) -> RenderRequest:
+        """`init_image`: the picture the kind draws from (a tile, or a member's picture)."""
+        image_prompt = action is Action.IMAGE_PROMPT  # the picture steers; it is not the starting point
         return RenderRequest(
             action=action,
             seeds=tuple(seeds),
             model=model,
-            init_image=init_image,
+            init_image=None if image_prompt else init_image,
+            image_prompt=init_image if image_prompt else None,
+            image_weight=render_params.IMAGE_WEIGHT_DEFAULT if self.image_weight is None else self.image_weight,
+            image_prompt_method=ImagePromptMethod(self.image_prompt_method) if self.image_prompt_method else None,
             preview=not self.safety_check,  # a preview would show what the checker has not seen
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,
@@ -74,10 +82,21 @@ class DeliveryOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InputImage:
+    """A member's own picture a job draws from: our stored copy (`bot.image_inputs`), as CDN links expire."""
+
+    path: str  # relative to DATA_DIR
+    name: str  # the member's filename, shown on the result
+    width: int  # after fitting to the model
+    height: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     render: RenderSpec
     shown: ShownValues = field(default_factory=ShownValues)
     delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
+    inputs: tuple[InputImage, ...] = ()  # members' pictures, for kinds that draw from uploads
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -93,6 +112,7 @@ class JobSpec:
             render=_build(RenderSpec, parts["render"]),
             shown=_build(ShownValues, parts["shown"]),
             delivery=_build(DeliveryOptions, parts["delivery"]),
+            inputs=tuple(_build(InputImage, picture) for picture in data.get("inputs", ())),
         )
 
     def replace_render(self, **changes: Any) -> JobSpec:

@@ -41,6 +41,7 @@ warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from engine.actions import image_prompt as image_prompt_action  # noqa: E402
 from engine.actions import imagine as imagine_action  # noqa: E402
 from engine.actions import upscale as upscale_action  # noqa: E402
 from engine.actions import variation as variation_action  # noqa: E402
@@ -48,18 +49,33 @@ from engine.actions.common import FLAGGED, RenderInterrupted  # noqa: E402
 from engine.optimize import Speedups, padded_image_count, prepare_pipeline, warm_up  # noqa: E402
 from engine.params import aspect_buckets  # noqa: E402
 from engine.preview import fit_latent_rgb, preview_grid  # noqa: E402
-from engine.requests import Action, ProgressCallback, RenderError, RenderProgress, RenderRequest, RenderResult  # noqa: E402
+from engine.requests import (  # noqa: E402
+    Action,
+    ImagePromptMethod,
+    ProgressCallback,
+    RenderError,
+    RenderProgress,
+    RenderRequest,
+    RenderResult,
+)
 
 log = logging.getLogger(__name__)
 
 TINY_MODEL = "dreamgrid-tiny"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-_ACTIONS: Mapping[Action, tuple[Callable[..., Any], Callable[[RenderRequest], None], bool]] = {
-    # action -> (render function, check_inputs, uses the image-to-image pipeline)
-    Action.IMAGINE: (imagine_action.imagine, imagine_action.check_inputs, False),
-    Action.VARIATION: (variation_action.variation, variation_action.check_inputs, True),
-    Action.UPSCALE: (upscale_action.upscale, upscale_action.check_inputs, True),
+_ACTIONS: Mapping[
+    Action, tuple[Callable[..., Any], Callable[[RenderRequest], None], Callable[[RenderRequest], bool]]
+] = {
+    # action -> (render function, check_inputs, whether a request runs on the image-to-image pipeline)
+    Action.IMAGINE: (imagine_action.imagine, imagine_action.check_inputs, lambda r: False),
+    Action.VARIATION: (variation_action.variation, variation_action.check_inputs, lambda r: True),
+    Action.UPSCALE: (upscale_action.upscale, upscale_action.check_inputs, lambda r: True),
+    Action.IMAGE_PROMPT: (
+        image_prompt_action.image_prompt,
+        image_prompt_action.check_inputs,
+        lambda r: r.image_prompt_method == ImagePromptMethod.IMAGE_TO_IMAGE,
+    ),
 }
 
 
@@ -80,6 +96,8 @@ def batch_key(request: RenderRequest, model: str) -> tuple[Any, ...]:
         request.tile,
         request.strength,
         request.stop,
+        request.image_prompt_method,
+        request.image_weight,
     )
 
 
@@ -99,6 +117,7 @@ class _Model:
     text2img: Any
     img2img: Any
     latent_rgb: torch.Tensor
+    ip_adapter: image_prompt_action.IPAdapter | None = None
 
 
 @dataclass(eq=False)
@@ -198,6 +217,8 @@ class DiffusersEngine:
         speedups: Speedups | None = None,
         warm_up_sizes: Sequence[tuple[int, int]] | None = None,
         safety_checker: bool = False,
+        ip_adapter: str | Path | None = None,
+        ip_adapter_weight: str | None = None,
         max_loaded_models: int = 2,
         memory_budget_gb: float | None = None,
     ) -> None:
@@ -210,6 +231,9 @@ class DiffusersEngine:
         self.speedups = speedups or Speedups()
         self.warm_up_sizes = warm_up_sizes
         self.safety_checker = safety_checker
+        # An IP-Adapter folder for the default model (adapters are trained for one model family).
+        self.ip_adapter = Path(ip_adapter) if ip_adapter else None
+        self.ip_adapter_weight = ip_adapter_weight
         self._preloaded = dict(pipelines or {})
         self._default = model
         names = list(models) if models is not None else [model]
@@ -300,6 +324,11 @@ class DiffusersEngine:
         except Exception:
             return 64 if name == TINY_MODEL else 512  # the render itself will report a missing model
         return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+
+    def image_prompt_method(self, model: str | None = None) -> ImagePromptMethod:
+        if self.ip_adapter is not None and (model or self._default) == self._default:
+            return ImagePromptMethod.IP_ADAPTER
+        return ImagePromptMethod.IMAGE_TO_IMAGE
 
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         model = request.model or self._default
@@ -417,6 +446,13 @@ class DiffusersEngine:
         pipe.to(self.device) if pipe.unet.dtype == self.dtype else pipe.to(self.device, self.dtype)
         prepare_pipeline(pipe, self.speedups)
         pipe.set_progress_bar_config(disable=True)
+        ip_adapter = None
+        if self.ip_adapter is not None and name == self._default:
+            try:
+                ip_adapter = image_prompt_action.load_ip_adapter(pipe, self.ip_adapter, self.ip_adapter_weight)
+            except Exception as e:
+                raise RenderError(f"could not load the IP-Adapter in {self.ip_adapter}: {e}") from e
+            log.info("loaded IP-Adapter %s for image prompts on %s", ip_adapter.weight_name, name)
         img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         img2img.set_progress_bar_config(disable=True)
         latent_rgb = fit_latent_rgb(pipe.vae)
@@ -431,7 +467,7 @@ class DiffusersEngine:
                 len(sizes),
             )
             log.info("compiled model %s in %.1f s", name, warm_up(pipe, sizes))
-        return _Model(name, pipe, img2img, latent_rgb)
+        return _Model(name, pipe, img2img, latent_rgb, ip_adapter)
 
     # -- the worker ---------------------------------------------------------------------------
 
@@ -486,10 +522,11 @@ class DiffusersEngine:
         try:
             model = self._model(first.model)
             render, _, uses_img2img = _ACTIONS[first.request.action]
-            pipe = model.img2img if uses_img2img else model.text2img
+            pipe = model.img2img if uses_img2img(first.request) else model.text2img
             on_step = self._step_callback(batch, model)
             check = self.safety_checker and any(r.safety_check for r in requests)
-            images = render(pipe, requests, on_step=on_step, safety_checker=check)
+            extra = {"ip_adapter": model.ip_adapter} if first.request.action is Action.IMAGE_PROMPT else {}
+            images = render(pipe, requests, on_step=on_step, safety_checker=check, **extra)
         except RenderInterrupted:
             for job in batch:
                 job.post(job.resolve, None, asyncio.CancelledError())

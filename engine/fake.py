@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from engine.requests import (
     Action,
+    ImagePromptMethod,
     ProgressCallback,
     RenderError,
     RenderLost,
@@ -35,8 +36,10 @@ class FakeEngine:
         hang_prompts: Sequence[str] = ("__hang__",),
         nsfw_prompts: Sequence[str] = ("__nsfw__",),
         tile_size: int = 64,
+        image_prompt_method: ImagePromptMethod = ImagePromptMethod.IMAGE_TO_IMAGE,
     ) -> None:
         self.tile_size = tile_size
+        self._image_prompt_method = image_prompt_method
         self._models = tuple(models)
         self.step_delay_s = step_delay_s
         self.fail_prompts = tuple(fail_prompts)
@@ -62,6 +65,9 @@ class FakeEngine:
     def native_size(self, model: str | None = None) -> int:
         return self.tile_size
 
+    def image_prompt_method(self, model: str | None = None) -> ImagePromptMethod:
+        return self._image_prompt_method
+
     @property
     def loaded_models(self) -> Sequence[str]:
         return self._models
@@ -74,6 +80,10 @@ class FakeEngine:
         model = request.model or self.default_model
         if model not in self._models:
             raise RenderError(f"model {model!r} is not installed")
+        if request.action in (Action.VARIATION, Action.UPSCALE) and request.init_image is None:
+            raise RenderError(f"{request.action} needs init_image, the source tile")
+        if request.action is Action.IMAGE_PROMPT and request.image_prompt is None:
+            raise RenderError("an image prompt needs image_prompt, the member's picture")
         started = time.perf_counter()
         total = max(1, request.steps * request.stop // 100)
         for step in range(1, total + 1):

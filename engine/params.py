@@ -5,7 +5,8 @@ reaches diffusers. The bot's prompt parser takes names, ranges and examples from
 the engine CLI's help are written from it, and a test checks the README's table against it.
 
 Image-to-image strengths: Vary Strong / Subtle use img2img `strength` 0.75 / 0.4; Upscale Subtle /
-Creative is 2x Lanczos, then img2img `strength` 0.1 / 0.2 ("hires fix").
+Creative is 2x Lanczos, then img2img `strength` 0.1 / 0.2 ("hires fix"). An image prompt's `--iw W`
+is IP-Adapter scale 0.5·W, or without an adapter img2img `strength` 1 − 0.25·W.
 
 Stylize: higher values mean "more artistic, less literal" in Midjourney, which is lower classifier-free
 guidance. Chaos: a tile with chaos C gets a 2x2 random field, upsampled, added to its starting noise
@@ -25,6 +26,8 @@ STYLIZE_MIN, STYLIZE_MAX, STYLIZE_DEFAULT = 0, 1000, 100
 STOP_MIN, STOP_MAX, STOP_DEFAULT = 10, 100, 100
 QUALITY_VALUES = (0.25, 0.5, 1.0, 2.0)
 QUALITY_DEFAULT = 1.0
+# --iw: how strongly an image prompt steers the result (Midjourney's range and default).
+IMAGE_WEIGHT_MIN, IMAGE_WEIGHT_MAX, IMAGE_WEIGHT_DEFAULT = 0.0, 3.0, 1.0
 
 
 ASPECT_MAX = 4  # an aspect ratio lies between 1:ASPECT_MAX and ASPECT_MAX:1
@@ -94,6 +97,10 @@ PARAMETERS: tuple[PromptParameter, ...] = (
     PromptParameter(
         "model", (), "--model NAME", "one of the server's models", "server's default", "NAME",
         "the pipeline loaded for that model",
+    ),
+    PromptParameter(
+        "iw", (), "--iw W", f"{IMAGE_WEIGHT_MIN:g}–{IMAGE_WEIGHT_MAX:g}: how strongly an image prompt steers",
+        f"{IMAGE_WEIGHT_DEFAULT:g}", "2", "IP-Adapter scale 0.5·W; without one, img2img `strength` 1 − 0.25·W",
     ),
 )  # fmt: skip
 PARAMETER_BY_SPELLING = {spelling: p for p in PARAMETERS for spelling in (p.name, *p.aliases)}
@@ -183,3 +190,24 @@ def parse_aspect(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise ValueError(f"--ar must look like 3:2 with whole numbers, got {text!r}")
     return int(parts[0]), int(parts[1])
+
+
+def _check_image_weight(iw: float) -> None:
+    if not IMAGE_WEIGHT_MIN <= iw <= IMAGE_WEIGHT_MAX:
+        raise ValueError(f"--iw must be between {IMAGE_WEIGHT_MIN:g} and {IMAGE_WEIGHT_MAX:g}, got {iw:g}")
+
+
+def ip_adapter_scale(iw: float) -> float:
+    """IP-Adapter's scale for `--iw`: 0.5 at the default 1 (the balance diffusers' docs suggest), 1.5 at 3."""
+    _check_image_weight(iw)
+    return 0.5 * iw
+
+
+def image_prompt_strength(iw: float) -> float:
+    """Image-to-image strength for `--iw` when no IP-Adapter is installed.
+
+    1 at --iw 0 (the picture is all noise: text alone), 0.75 at the default 1 (Vary Strong: the
+    picture's layout and colours, redrawn), 0.25 at 3 (close to the picture).
+    """
+    _check_image_weight(iw)
+    return 1.0 - 0.25 * iw

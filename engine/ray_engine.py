@@ -35,7 +35,15 @@ import ray.exceptions  # noqa: E402
 from ray import serve  # noqa: E402
 from ray.serve.exceptions import RayServeException  # noqa: E402
 
-from engine.requests import ProgressCallback, RenderError, RenderLost, RenderProgress, RenderRequest, RenderResult  # noqa: E402
+from engine.requests import (  # noqa: E402
+    ImagePromptMethod,
+    ProgressCallback,
+    RenderError,
+    RenderLost,
+    RenderProgress,
+    RenderRequest,
+    RenderResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +155,9 @@ def running_replicas() -> int:
 class RayEngine:
     """The `engine.requests.Engine` protocol on a Ray Serve deployment of `DiffusersEngine`.
 
-    model / models / device / dtype / batch_window_s / speedups / safety_checker /
-        max_loaded_models / memory_budget_gb: as for `DiffusersEngine`, for the engine in each replica.
+    model / models / device / dtype / batch_window_s / speedups / safety_checker / ip_adapter /
+        ip_adapter_weight / max_loaded_models / memory_budget_gb: as for `DiffusersEngine`, for the
+        engine in each replica.
     address: a running Ray cluster (`ray://host:10001` or `host:6379`); None starts a local one.
     min_replicas / max_replicas: equal for a fixed number of replicas; otherwise Serve scales
         between them by the renders in flight per replica.
@@ -167,6 +176,8 @@ class RayEngine:
         batch_window_s: float = 0.05,
         speedups: Any = None,
         safety_checker: bool = False,
+        ip_adapter: str | os.PathLike[str] | None = None,
+        ip_adapter_weight: str | None = None,
         max_loaded_models: int = 2,
         memory_budget_gb: float | None = None,
         address: str | None = None,
@@ -192,6 +203,8 @@ class RayEngine:
             "batch_window_s": batch_window_s,
             "speedups": speedups,
             "safety_checker": safety_checker,
+            "ip_adapter": ip_adapter,
+            "ip_adapter_weight": ip_adapter_weight,
             "max_loaded_models": max_loaded_models,
             "memory_budget_gb": memory_budget_gb,
         }
@@ -307,6 +320,12 @@ class RayEngine:
 
     def native_size(self, model: str | None = None) -> int:
         return self._native_sizes.get(model or self._default, 512)
+
+    def image_prompt_method(self, model: str | None = None) -> ImagePromptMethod:
+        # As each replica's DiffusersEngine decides: the IP-Adapter is loaded on the default model only.
+        if self._engine_options["ip_adapter"] is not None and (model or self._default) == self._default:
+            return ImagePromptMethod.IP_ADAPTER
+        return ImagePromptMethod.IMAGE_TO_IMAGE
 
     async def alive(self) -> bool:
         if self._handle is None:

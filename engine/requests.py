@@ -21,6 +21,14 @@ class Action(enum.StrEnum):
     IMAGINE = "imagine"  # text -> four tiles (a reroll is an imagine with new seeds)
     VARIATION = "variation"  # one tile -> four new tiles (image-to-image)
     UPSCALE = "upscale"  # one tile -> one image twice the size
+    IMAGE_PROMPT = "image_prompt"  # text + a member's picture -> four tiles steered by the picture
+
+
+class ImagePromptMethod(enum.StrEnum):
+    """How a picture steers an image prompt; the result's embed says which ran."""
+
+    IP_ADAPTER = "IP-Adapter"  # the picture's CLIP embedding conditions the UNet (needs IP_ADAPTER)
+    IMAGE_TO_IMAGE = "image-to-image"  # the picture, noised by --iw, is the starting point
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +49,9 @@ class RenderRequest:
     tile: bool = False  # seamless tiling
     preview: bool = False  # attach a cheap preview image to progress events
     safety_check: bool = False  # run the model's safety checker; results say which images it flagged
+    image_prompt: Image.Image | None = field(default=None, compare=False)  # IMAGE_PROMPT: the member's picture
+    image_weight: float = 1.0  # IMAGE_PROMPT: --iw, 0-3
+    image_prompt_method: ImagePromptMethod | None = None  # IMAGE_PROMPT: as Engine.image_prompt_method said
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,10 @@ class Engine(Protocol):
 
     def native_size(self, model: str | None = None) -> int:
         """The tile edge (pixels) the model was trained at; aspect ratios keep this area."""
+        ...
+
+    def image_prompt_method(self, model: str | None = None) -> ImagePromptMethod:
+        """How an image prompt on `model` is rendered: with the operator's IP-Adapter, or image-to-image."""
         ...
 
     @property

@@ -197,3 +197,61 @@ def save_tiny_pipeline(path: str | os.PathLike[str], seed: int = 0) -> Path:
     path = Path(path)
     build_tiny_pipeline(seed).save_pretrained(path, safe_serialization=True)
     return path
+
+
+def save_tiny_ip_adapter(unet: UNet2DConditionModel, path: str | os.PathLike[str], seed: int = 0) -> Path:
+    """Write a random-weight IP-Adapter for `unet` as an adapter folder, built from config.
+
+    The layout an operator's IP_ADAPTER folder has (`ip-adapter.safetensors` + `image_encoder/`),
+    with the state-dict layout diffusers' own tests build: an `image_proj` (CLIP image embedding ->
+    4 extra tokens) and `to_k_ip`/`to_v_ip` for every cross-attention, keyed 1, 3, 5, ...
+    """
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor
+    from diffusers.models.embeddings import ImageProjection
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    cross_dim = unet.config.cross_attention_dim
+    channels = unet.config.block_out_channels
+    weights: dict[str, torch.Tensor] = {}
+    key_id = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue  # self-attention gets no adapter
+        if name.startswith("mid_block"):
+            hidden = channels[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(channels))[int(name[len("up_blocks.")])]
+        else:
+            hidden = channels[int(name[len("down_blocks.")])]
+        layers = IPAdapterAttnProcessor(hidden_size=hidden, cross_attention_dim=cross_dim).state_dict()
+        weights[f"ip_adapter.{key_id}.to_k_ip.weight"] = layers["to_k_ip.0.weight"]
+        weights[f"ip_adapter.{key_id}.to_v_ip.weight"] = layers["to_v_ip.0.weight"]
+        key_id += 2
+    projection = ImageProjection(cross_attention_dim=cross_dim, image_embed_dim=cross_dim, num_image_text_embeds=4)
+    proj = projection.state_dict()
+    weights.update(
+        {
+            "image_proj.proj.weight": proj["image_embeds.weight"],
+            "image_proj.proj.bias": proj["image_embeds.bias"],
+            "image_proj.norm.weight": proj["norm.weight"],
+            "image_proj.norm.bias": proj["norm.bias"],
+        }
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(path / "ip-adapter.safetensors"))
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+            projection_dim=cross_dim,
+        )
+    )
+    encoder.save_pretrained(path / "image_encoder")
+    return path

@@ -121,6 +121,19 @@ class TinyBot(commands.Bot):
             view.add_item(select)
             await interaction.response.send_message("pick one", view=view)
 
+        @self.tree.command(description="Measure a picture")
+        async def measure(interaction: discord.Interaction, image: discord.Attachment) -> None:
+            data = await image.read()
+            with Image.open(io.BytesIO(data)) as picture:
+                await interaction.response.send_message(
+                    f"{image.filename}: declared {image.size} bytes, read {len(data)}, {picture.size}", ephemeral=True)
+
+        @self.tree.context_menu(name="Count pictures")
+        async def count_pictures(interaction: discord.Interaction, message: discord.Message) -> None:
+            sizes = [len(await a.read()) for a in message.attachments]
+            await interaction.response.send_message(
+                f"{message.author.name}: {message.content!r}, files {sizes}", ephemeral=True)
+
         @self.tree.command(description="Always fails")
         async def broken(interaction: discord.Interaction) -> None:
             raise RuntimeError("boom")
@@ -139,7 +152,8 @@ async def test_login_ready_and_command_sync(fake_discord: FakeDiscord, bot: Tiny
     guild = bot.get_guild(fake_discord.guild.id)
     assert guild is not None and guild.get_channel(fake_discord.channel.id) is not None
     names = {c["name"] for c in fake_discord.commands.values()}
-    assert names == {"imagine", "remix", "slow", "whoami", "counter", "post", "pick", "broken"}
+    assert names == {"imagine", "remix", "slow", "whoami", "counter", "post", "pick", "broken", "measure",
+                     "Count pictures"}
     assert fake_discord.requests_to("PUT", "/applications/{application_id}/commands")
 
 
@@ -376,3 +390,26 @@ async def test_gateway_drop_resumes(fake_discord: FakeDiscord, bot: TinyBot) -> 
     assert fake_discord.identifies == 1
     ix = await fake_discord.slash("remix")
     assert (await ix.ack()).type == 9
+
+
+async def test_attachment_option_is_resolved_and_served_from_the_cdn(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    upload = fake_discord.upload("cat.png", png(size=(40, 30)))
+    ix = await fake_discord.slash("measure", image=upload)
+    reply = await ix.wait_for_reply()
+    assert reply.content == f"cat.png: declared {len(upload.data)} bytes, read {len(upload.data)}, (40, 30)"
+    assert fake_discord.cdn_downloads == [upload]
+
+
+async def test_declared_size_can_differ_from_the_bytes(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    upload = fake_discord.upload("cat.png", png(), declared_size=1 << 30)
+    reply = await (await fake_discord.slash("measure", image=upload)).wait_for_reply()
+    assert f"declared {1 << 30} bytes, read {len(upload.data)}" in reply.content
+
+
+async def test_message_context_menu_on_a_members_post(fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    post = fake_discord.post("look", files=[("a.png", png()), ("b.png", png(size=(8, 8)))], user=fake_discord.bob)
+    ix = await fake_discord.context_menu("Count pictures", post)
+    reply = await ix.wait_for_reply()
+    assert reply.content == f"bob: 'look', files {[len(a.data) for a in post.attachments]}"
+    command = fake_discord.find_command("Count pictures", type=3)
+    assert command is not None and command["type"] == 3

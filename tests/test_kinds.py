@@ -42,8 +42,10 @@ def test_every_kind_has_a_label_an_action_and_a_button_set(kind: JobKind):
         assert {"dg:u:7:1", "dg:v:7:4", "dg:reroll:7", "dg:dm:7"} <= set(ids)
     else:
         assert ids == []
-    # A kind that redraws a tile needs to know how strongly; one that only reads text does not.
-    assert bool(kind.strengths) == (kind.source is not Source.NONE)
+    # A kind that redraws a picture needs to know how strongly (an image prompt: the member's --iw);
+    # one that only reads text does not.
+    assert bool(kind.strengths) == (kind.source is not Source.NONE and not kind.steered_by_weight)
+    assert kinds.get(kind.rerolls_as).buttons is ResultButtons.GRID
     assert len(kind.seeds()) == max(kind.image_count, 1)
 
 
@@ -52,7 +54,7 @@ async def test_the_engine_makes_what_each_kind_promises(kind: JobKind):
     engine = FakeEngine()  # the bot's tests run on it; its sizes follow the real engine's
     spec = RenderSpec(prompt="a fox", width=64, height=48, strength=kind.default_strength)
     init = None
-    if kind.source is Source.PARENT_TILE:
+    if kind.source is not Source.NONE:
         from PIL import Image
 
         init = Image.new("RGB", (64, 48))

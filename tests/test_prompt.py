@@ -62,6 +62,9 @@ ACCEPTED = [
     ("cat —ar 3:2", "aspect", (3, 2)),  # em dash: phones autocorrect `--`
     ("cat –ar 3:2", "aspect", (3, 2)),  # en dash
     ("cat —-ar 3:2", "aspect", (3, 2)),  # `---` on a phone
+    ("cat --iw 2", "image_weight", 2.0),
+    ("cat --iw 0.5", "image_weight", 0.5),
+    ("cat --iw 0", "image_weight", 0.0),
 ]
 
 
@@ -105,6 +108,8 @@ def test_nothing_typed_is_none_so_settings_apply() -> None:
             "cat --ar 99999999999999999999999:1",
             "`--ar 99999999999999999999999:1` is out of range: use a ratio from 1:4 to 4:1.",
         ),
+        ("cat --iw 3.5", "`--iw 3.5` is out of range: use 0–3, e.g. `--iw 0.5` or `--iw 2`."),
+        ("cat --iw -1", "`--iw -1` is out of range: use 0–3, e.g. `--iw 0.5` or `--iw 2`."),
         ("cat --foo", "Unknown parameter `--foo`."),
         ("cat --v 6", "Unknown parameter `--v`."),
         ("cat --ar", "`--ar` needs a value, e.g. `--ar 3:2`."),

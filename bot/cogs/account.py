@@ -276,6 +276,10 @@ Under the grid: **U1–U4** show one image on its own (then Vary or Upscale it),
 
 **Parameters**: {_parameters_line()} · `{{red, blue}} bird` for one job per choice.
 
+**Your pictures**: /imagine `image:` steers the grid by your picture · /upscale and /variation take \
+a job's image (`job_id number`) or your `image` · Apps → **Upscale 2x** / **Vary** on any message with a \
+picture.
+
 **Yours**: /settings (defaults, Remix) · /prefer suffix · /prefer option set · /info · /show JOB · /cancel JOB
 """
 

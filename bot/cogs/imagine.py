@@ -20,6 +20,7 @@ from bot import jobs, kinds, messages, policy
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
+from bot.image_inputs import cdn_hosts_for, read_for_interaction, resolve_prompt_url, split_leading_urls
 from bot.images import encode_grid
 from bot.kinds import JobKind, ResultButtons
 from bot.prompt import PromptError, parse_prompt
@@ -165,7 +166,9 @@ class RerollButton(GuardedItem[discord.ui.Button], template=r"dg:reroll:(?P<job>
         return cls(int(match["job"]))
 
     async def respond(self, interaction: Interaction) -> None:
-        await start_child(interaction, self.job_id, kind=kinds.REROLL, index=None)
+        parent = await jobs.job_or_error(interaction.client, interaction, self.job_id)
+        kind = kinds.get(kinds.get(parent.kind).rerolls_as)  # an image prompt rerolls with its picture
+        await start_child(interaction, self.job_id, kind=kind, index=None)
 
 
 def _tile_template() -> str:
@@ -292,25 +295,59 @@ class Imagine(commands.Cog):
         self.bot = bot
 
     @app_commands.command(description="Draw four images from a prompt")
-    @app_commands.describe(prompt="What to draw, e.g. a lighthouse at dusk --ar 3:2 --seed 7 --no text")
-    async def imagine(self, interaction: Interaction, prompt: app_commands.Range[str, 1, 1500]) -> None:
+    @app_commands.describe(
+        prompt="What to draw, e.g. a lighthouse at dusk --ar 3:2 --seed 7 --no text",
+        image="A picture to steer the result (an image prompt; --iw 0–3 sets how strongly)",
+    )
+    async def imagine(
+        self,
+        interaction: Interaction,
+        prompt: app_commands.Range[str, 1, 1500],
+        image: discord.Attachment | None = None,
+    ) -> None:
         bot = self.bot
 
         async def build(config: GuildConfig) -> list[NewJob]:
             profile = await bot.store.profile(interaction.user.id)
+            # Midjourney's image prompts: Discord attachment links may lead the prompt.
+            urls, text = split_leading_urls(prompt)
+            attached = [image] if image is not None else []
+            cdn_hosts = cdn_hosts_for(discord.http.Route.BASE)  # where this client talks to Discord
+            pictures = {a.id: a for a in attached}  # a link to the `image` upload is the same picture
+            for url in urls:
+                found = await resolve_prompt_url(interaction, url, attached=attached, cdn_hosts=cdn_hosts)
+                pictures[found.id] = found
+            if len(pictures) > 1:
+                raise UserError("One picture per prompt: the `image` option or one image link at the start, not both.")
             try:
                 parsed_prompts = parse_prompt(
-                    prompt, suffix=profile.suffix, options=profile.options, models=bot.settings.installed_models
+                    text, suffix=profile.suffix, options=profile.options, models=bot.settings.installed_models
                 )
             except PromptError as exc:
                 raise UserError(str(exc)) from None
+            if not pictures and any(p.image_weight is not None for p in parsed_prompts):
+                raise UserError(
+                    "`--iw` sets how strongly a picture steers the result: add one with the `image` option."
+                )
             policy.check_repeat(config, parsed_prompts)
             defaults = {"aspect": config["default_aspect"], **profile.settings}
-            kind = kinds.IMAGINE
+            models = [parsed.model or config.default_model for parsed in parsed_prompts]
+            picture = None
+            if pictures:
+                for model in models:  # refuse a model the server does not allow before reading the picture
+                    policy.check_model(config, model)
+                native = max(bot.engine.native_size(model) for model in set(models))
+                (attachment,) = pictures.values()
+                picture = await read_for_interaction(
+                    interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
+                )
+            kind = kinds.IMAGINE if picture is None else kinds.IMAGE_PROMPT
             new_jobs = []
-            for parsed in parsed_prompts:
-                model = parsed.model or config.default_model
-                spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
+            for parsed, model in zip(parsed_prompts, models, strict=True):
+                if picture is None:
+                    spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
+                else:
+                    spec = jobs.image_prompt_spec(parsed, picture, bot=bot, model=model, defaults=defaults)
                 new_jobs.append(
                     jobs.new_job(
                         interaction, kind=kind, prompt=parsed.raw, spec=spec, seeds=kind.seeds(parsed.seed), model=model

@@ -39,15 +39,40 @@ def _infer_type(value: Any) -> int:
 class InjectMixin:
     """Methods of FakeDiscord that play a user's part."""
 
-    def upload(self: FakeDiscord, filename: str, data: bytes, content_type: str | None = None) -> Attachment:
-        """A file a user attached to a slash-command option (type 11); served from the fake CDN."""
+    def upload(self: FakeDiscord, filename: str, data: bytes, content_type: str | None = None, *,
+               declared_size: int | None = None) -> Attachment:
+        """A file a user attached to a slash-command option (type 11); served from the fake CDN.
+        `declared_size`: the size Discord's payload claims, when it should differ from the bytes."""
         aid = snowflake()
         att = Attachment(aid, filename, data, f"{self.base_url}/attachments/0/{aid}/{filename}",
-                         content_type or mimetypes.guess_type(filename)[0], ephemeral=True)
+                         content_type or mimetypes.guess_type(filename)[0], ephemeral=True,
+                         declared_size=declared_size)
         self._uploads[aid] = att
         return att
 
+    def post(self: FakeDiscord, content: str = "", *, files: list[tuple[str, bytes]] = (),
+             user: User | None = None, channel: Channel | None = None) -> Message:
+        """A message a member posts (with `files` as (filename, bytes)): a target for message commands."""
+        user, channel = self._where(user, channel)
+        msg = Message(snowflake(), channel, user, content=content)
+        msg.attachments = [
+            Attachment(aid, name, data, f"{self.base_url}/attachments/{channel.id}/{aid}/{name}",
+                       mimetypes.guess_type(name)[0])
+            for aid, (name, data) in ((snowflake(), f) for f in files)
+        ]
+        self.messages[msg.id] = msg
+        return msg
+
     # ---- payload pieces ----------------------------------------------------------------------
+    def _conforming(self: FakeDiscord, schema: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """`payload`, after checking it against the spec's `schema`: the fake must not send what Discord never would."""
+        # Stored components echo what the bot sent; Discord's answers add numeric ids the fake does not invent.
+        checked = {**payload, "components": []} if "components" in payload else payload
+        problems = self.spec.validate_object(schema, checked)
+        if problems:
+            raise AssertionError(f"the fake built a {schema} that Discord's spec rejects: {problems}")
+        return payload
+
     def _base_payload(self: FakeDiscord, itype: int, user: User, channel: Channel) -> dict[str, Any]:
         guild = channel.guild
         payload: dict[str, Any] = {
@@ -114,7 +139,8 @@ class InjectMixin:
             return {"name": name, "type": otype, "value": str(value.id)}
         if otype == ATTACHMENT:
             assert isinstance(value, Attachment), f"option {name!r} takes fake.upload(...), got {value!r}"
-            resolved.setdefault("attachments", {})[str(value.id)] = value.to_payload()
+            resolved.setdefault("attachments", {})[str(value.id)] = self._conforming(
+                "MessageAttachmentResponse", value.to_payload())
             return {"name": name, "type": otype, "value": str(value.id)}
         if otype == INTEGER:
             assert isinstance(value, int) and not isinstance(value, bool), f"option {name!r} takes an int"
@@ -129,7 +155,7 @@ class InjectMixin:
 
     def _command_data(self: FakeDiscord, name: str, options: dict[str, Any], channel: Channel, *,
                       focused: str | None = None, ctype: int = 1) -> dict[str, Any]:
-        path = name.split()
+        path = name.split() if ctype == 1 else [name]  # context menu names may hold spaces ("Upscale 2x")
         definition = self.find_command(path[0], guild=channel.guild, type=ctype)
         if definition is not None:
             context = 0 if channel.guild is not None else 1
@@ -193,7 +219,7 @@ class InjectMixin:
         data = self._command_data(name, {}, channel, ctype=ctype)
         data["target_id"] = str(target.id)
         if isinstance(target, Message):
-            data["resolved"] = {"messages": {str(target.id): target.to_payload()}}
+            data["resolved"] = {"messages": {str(target.id): self._conforming("MessageResponse", target.to_payload())}}
         else:
             data["resolved"] = {"users": {str(target.id): target.to_payload()}}
         payload["data"] = data

@@ -116,6 +116,7 @@ class FakeDiscord(InjectMixin):
         self.guild_commands: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
         self.interactions: dict[int, Interaction] = {}
         self._uploads: dict[int, Attachment] = {}
+        self.cdn_downloads: list[Attachment] = []  # every attachment the bot downloaded, in order
         self._by_token: dict[str, Interaction] = {}
         self.requests: list[RequestRecord] = []
         self.violations: list[Violation] = []
@@ -569,12 +570,9 @@ class FakeDiscord(InjectMixin):
 
     async def _cdn(self, request: web.Request) -> web.Response:
         att_id = int(request.match_info["id"])
-        for m in self.messages.values():
-            for a in m.attachments:
-                if a.id == att_id:
-                    return web.Response(body=a.data, content_type=a.content_type or "application/octet-stream")
-        for a in self._uploads.values():
+        for a in [*(a for m in self.messages.values() for a in m.attachments), *self._uploads.values()]:
             if a.id == att_id:
+                self.cdn_downloads.append(a)
                 return web.Response(body=a.data, content_type=a.content_type or "application/octet-stream")
         return web.Response(status=404)
 

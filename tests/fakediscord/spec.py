@@ -88,6 +88,19 @@ class Spec:
                 self._validators[key] = jsonschema.Draft202012Validator(schema, registry=self._registry)
         return self._validators[key]
 
+    def validate_object(self, schema: str, value: Any) -> list[str]:
+        """Readable problems with `value` as the spec's components/schemas/`schema`; [] when it conforms."""
+        key = ("SCHEMA", schema)
+        if key not in self._validators:
+            ref = {"$ref": f"{_URI}#/components/schemas/{schema}"}
+            self._validators[key] = jsonschema.Draft202012Validator(ref, registry=self._registry)
+        validator = self._validators[key]
+        assert validator is not None
+        return [
+            f"spec: {'/'.join(str(p) for p in e.absolute_path) or '(object)'}: {e.message}"
+            for e in validator.iter_errors(value)
+        ]
+
     def validate(self, method: str, template: str, body: Any) -> list[str]:
         """Readable problems with a JSON body; an empty list when it conforms."""
         validator = self.validator(method, template)

@@ -1,0 +1,254 @@
+"""Members' own images: /upscale and /variation, and the Apps menu's Upscale 2x and Vary.
+
+The source is either one image of an earlier job (`job_id` + `number`, as U1–U4 pick it, or the
+target of an Apps action on one of our single-image posts) or a member's own picture (an `image`
+upload, or the target of an Apps action on anyone's message with a picture). A job's image makes
+the same kind a tile button makes; a picture makes that kind's counterpart for pictures
+(`kinds.FOR_PICTURES`), whose source is our stored copy (`bot.image_inputs`). Either way the
+result shows progress, ends with the same embed and buttons, and is found again with /show and
+recovered after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import jobs, kinds
+from bot.client import DreamGrid
+from bot.cogs.imagine import start_child
+from bot.errors import UserError
+from bot.guild_config import GuildConfig
+from bot.image_inputs import image_attachments, read_for_interaction
+from bot.kinds import JobKind
+from bot.prompt import ParsedPrompt, PromptError, parse_prompt
+from bot.rows import Job, NewJob
+
+log = logging.getLogger(__name__)
+
+Interaction = discord.Interaction[DreamGrid]
+
+_TILE_FIELD = re.compile(r"^(?P<job>\d+), image (?P<n>[1-4])$")  # messages.tile_embed's "Job" field
+_SHOW_FOOTER = re.compile(r"^/show (?P<job>\d+) ")  # messages.result_embed's footer
+
+
+def _modes(kind: JobKind) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=preset.title(), value=preset) for preset in kind.strengths]
+
+
+def may_see(interaction: Interaction, job: Job) -> bool:
+    """A member may work from their own jobs, and from jobs posted where they can read them."""
+    if job.user_id == interaction.user.id:
+        return True
+    if job.guild_id is None or job.guild_id != interaction.guild_id or interaction.guild is None:
+        return False
+    channel = interaction.guild.get_channel_or_thread(job.channel_id)
+    member = interaction.user
+    return channel is not None and isinstance(member, discord.Member) and channel.permissions_for(member).view_channel
+
+
+async def visible_job(bot: DreamGrid, interaction: Interaction, job_id: int, number: int) -> Job:
+    """The finished job whose image `number` the member names, if they may see it."""
+    if not 1 <= number <= 4:
+        raise UserError(f"`number` is which image of the job, 1–4 (as on U1–U4), not {number}.")
+    job = await bot.store.get_job(job_id)
+    if job is None or not may_see(interaction, job):
+        raise UserError(f"You have no job {job_id}, and none was posted where you can see it.")
+    if job.status != "done":
+        raise UserError(f"Job {job_id} has no finished images to work from.")
+    if number > len(job.seeds):
+        raise UserError(f"Job {job_id} has only one image: use `number: 1`.")
+    return job
+
+
+async def picture_job(
+    bot: DreamGrid,
+    interaction: Interaction,
+    config: GuildConfig,
+    attachment: discord.Attachment,
+    *,
+    kind: JobKind,
+    strength: float,
+    prompt: str = "",
+) -> NewJob:
+    """A job of `kind` (one drawing from pictures) on a member's picture, stored as our own copy."""
+    profile = await bot.store.profile(interaction.user.id)
+    parsed = ParsedPrompt(text="", raw="")
+    if prompt.strip():
+        try:
+            parsed = parse_prompt(prompt, options=profile.options, models=bot.settings.installed_models, max_jobs=1)[0]
+        except PromptError as exc:
+            raise UserError(str(exc)) from None
+    model = parsed.model or config.default_model
+    native = bot.engine.native_size(model)
+    picture = await read_for_interaction(
+        interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
+    )
+    spec = jobs.picture_spec(parsed, picture, strength=strength, bot=bot, model=model, defaults=profile.settings)
+    return jobs.new_job(
+        interaction, kind=kind, prompt=parsed.raw, spec=spec, seeds=kind.seeds(parsed.seed), model=model
+    )
+
+
+async def submit_picture(
+    bot: DreamGrid,
+    interaction: Interaction,
+    attachment: discord.Attachment,
+    *,
+    kind: JobKind,
+    strength: float,
+    prompt: str = "",
+) -> None:
+    """Queue `kind`'s counterpart for pictures on `attachment`."""
+    picture_kind = kinds.FOR_PICTURES[kind.name]
+
+    async def build(config: GuildConfig) -> list[NewJob]:
+        job = await picture_job(
+            bot, interaction, config, attachment, kind=picture_kind, strength=strength, prompt=prompt
+        )
+        return [job]
+
+    await jobs.submit(bot, interaction, build)
+
+
+def job_image_on(message: discord.Message, bot_user: discord.abc.User | None) -> tuple[int, int | None] | None:
+    """(job id, image number) when `message` is one of our result or tile posts; number None for a grid."""
+    if bot_user is None or message.author.id != bot_user.id:
+        return None
+    for embed in message.embeds:
+        for field in embed.fields:
+            if field.name == "Job" and (match := _TILE_FIELD.match(field.value or "")):
+                return int(match["job"]), int(match["n"])
+        if embed.footer and (match := _SHOW_FOOTER.match(embed.footer.text or "")):
+            return int(match["job"]), None
+    return None
+
+
+class Images(commands.Cog):
+    def __init__(self, bot: DreamGrid) -> None:
+        self.bot = bot
+        self.menus = [
+            app_commands.ContextMenu(name="Upscale 2x", callback=self.upscale_message),
+            app_commands.ContextMenu(name="Vary", callback=self.vary_message),
+        ]
+
+    async def cog_load(self) -> None:
+        for menu in self.menus:
+            self.bot.tree.add_command(menu)
+
+    async def cog_unload(self) -> None:
+        for menu in self.menus:
+            self.bot.tree.remove_command(menu.name, type=menu.type)
+
+    # -- the slash commands ------------------------------------------------------------------
+
+    @app_commands.command(description="Upscale an image 2x: one of a job's, or your own picture")
+    @app_commands.describe(
+        job_id="The job number from a result's embed",
+        number="Which of the job's images, 1–4 (as U1–U4)",
+        image="Or: your own picture (PNG, JPEG, WebP or GIF)",
+        mode="Subtle keeps the picture; Creative redraws more detail",
+    )
+    @app_commands.choices(mode=_modes(kinds.UPSCALE))
+    async def upscale(
+        self,
+        interaction: Interaction,
+        job_id: app_commands.Range[int, 1] | None = None,
+        number: app_commands.Range[int, 1, 4] | None = None,
+        image: discord.Attachment | None = None,
+        mode: str = next(iter(kinds.UPSCALE.strengths)),
+    ) -> None:
+        await self._start(interaction, kinds.UPSCALE, mode, job_id=job_id, number=number, image=image)
+
+    @app_commands.command(description="Four variations of an image: one of a job's, or your own picture")
+    @app_commands.describe(
+        job_id="The job number from a result's embed",
+        number="Which of the job's images, 1–4 (as V1–V4)",
+        image="Or: your own picture (PNG, JPEG, WebP or GIF)",
+        mode="Strong changes more; Subtle stays close",
+        prompt="A new prompt (default: the job's prompt; none for your own picture)",
+    )
+    @app_commands.choices(mode=_modes(kinds.VARIATION))
+    async def variation(
+        self,
+        interaction: Interaction,
+        job_id: app_commands.Range[int, 1] | None = None,
+        number: app_commands.Range[int, 1, 4] | None = None,
+        image: discord.Attachment | None = None,
+        mode: str = next(iter(kinds.VARIATION.strengths)),
+        prompt: app_commands.Range[str, 1, 1500] | None = None,
+    ) -> None:
+        await self._start(interaction, kinds.VARIATION, mode, job_id=job_id, number=number, image=image, prompt=prompt)
+
+    async def _start(
+        self,
+        interaction: Interaction,
+        kind: JobKind,
+        mode: str,
+        *,
+        job_id: int | None,
+        number: int | None,
+        image: discord.Attachment | None,
+        prompt: str | None = None,
+    ) -> None:
+        bot = self.bot
+        if mode not in kind.strengths:
+            raise UserError(f"`mode` is one of {', '.join(preset.title() for preset in kind.strengths)}.")
+        strength = kind.strengths[mode]
+        if image is not None and (job_id is not None or number is not None):
+            raise UserError("Give either `job_id` and `number`, or an `image`: not both.")
+        if image is not None:
+            await submit_picture(bot, interaction, image, kind=kind, strength=strength, prompt=prompt or "")
+            return
+        if job_id is None or number is None:
+            raise UserError("Say which image: `job_id` and `number` (1–4), or upload one with `image`.")
+
+        async def build(config: GuildConfig) -> list[NewJob]:
+            parent = await visible_job(bot, interaction, job_id, number)
+            child = await jobs.child_job(
+                bot, interaction, config, parent, kind=kind, index=number, strength=strength, prompt=prompt
+            )
+            return [child]
+
+        await jobs.submit(bot, interaction, build)
+
+    # -- Apps menu on a message --------------------------------------------------------------
+
+    async def upscale_message(self, interaction: Interaction, message: discord.Message) -> None:
+        kind = kinds.UPSCALE
+        await self._from_message(interaction, message, kind=kind, strength=kind.strengths["subtle"])
+
+    async def vary_message(self, interaction: Interaction, message: discord.Message) -> None:
+        profile = await self.bot.store.profile(interaction.user.id)
+        kind = kinds.VARIATION  # as strong as V1–V4 under the member's /settings
+        strength = kind.strengths.get(profile.settings.get("variation", ""), kind.default_strength)
+        await self._from_message(interaction, message, kind=kind, strength=strength)
+
+    async def _from_message(
+        self, interaction: Interaction, message: discord.Message, *, kind: JobKind, strength: float
+    ) -> None:
+        """Ours: work from the job's stored image (a grid asks the member to pick one). Anyone's: the picture."""
+        bot = self.bot
+        ours = job_image_on(message, bot.user)
+        if ours is not None:
+            job_id, number = ours
+            job = await bot.store.get_job(job_id)
+            if number is None and job is not None and len(job.seeds) == 1:
+                number = 1
+            if number is None:
+                raise UserError("That is a grid of four: press U1–U4 to pick one image, then use this on it.")
+            await visible_job(bot, interaction, job_id, number)
+            await start_child(interaction, job_id, kind=kind, index=number, strength=strength)
+            return
+        pictures = image_attachments(message)
+        if not pictures:
+            raise UserError("That message has no picture to work from.")
+        await submit_picture(bot, interaction, pictures[0], kind=kind, strength=strength)
+
+
+async def setup(bot: DreamGrid) -> None:
+    await bot.add_cog(Images(bot))
