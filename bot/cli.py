@@ -10,7 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.settings import Settings, SettingsError, load_settings
 from engine.requests import Engine
@@ -44,7 +44,6 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         async with FakeEngine(models=settings.installed_models, step_delay_s=settings.fake_step_delay_s) as fake:
             yield fake
         return
-    from engine.core import DiffusersEngine
     from engine.optimize import Speedups
 
     speedups = Speedups(
@@ -55,7 +54,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         static_shapes=settings.static_shapes,
         vae_tiling=settings.vae_tiling,
     )
-    async with DiffusersEngine(
+    options: dict[str, Any] = dict(
         model=settings.default_model,
         models=settings.installed_models,
         sources=settings.model_sources,
@@ -69,7 +68,25 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         ip_adapter=settings.ip_adapter,
         ip_adapter_weight=settings.ip_adapter_weight,
         inpaint_unets={settings.model: settings.inpaint_model} if settings.inpaint_model else None,
-    ) as engine:
+        max_loaded_models=settings.max_loaded_models,
+        memory_budget_gb=settings.model_memory_budget_gb,
+    )
+    if settings.engine == "ray":
+        from engine.ray_engine import RayEngine
+
+        async with RayEngine(
+            **options,
+            address=settings.ray_address,
+            min_replicas=settings.ray_min_replicas,
+            max_replicas=settings.ray_max_replicas,
+            gpus_per_replica=settings.ray_gpus_per_replica,
+            cpus_per_replica=settings.ray_cpus_per_replica,
+        ) as ray_engine:
+            yield ray_engine
+        return
+    from engine.core import DiffusersEngine
+
+    async with DiffusersEngine(**options) as engine:
         yield engine
 
 
@@ -139,8 +156,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(run_bot(settings))
     except KeyboardInterrupt:  # Ctrl+C is how an operator stops it
         pass
-    except RenderError as exc:  # MODEL could not be loaded
-        raise SettingsError(f"MODEL: {exc}") from None
+    except RenderError as exc:  # MODEL could not be loaded, or Ray could not run the replicas
+        raise SettingsError(f"{'ENGINE=ray' if settings.engine == 'ray' else 'MODEL'}: {exc}") from None
     except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:  # not any OSError: DATA_DIR's are its own
         where = settings.discord_api_base or "discord.com"
         raise SettingsError(f"cannot reach Discord at {where}: {exc}") from None

@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot.delivery import Delivery
 from bot.errors import on_app_command_error
 from bot.guild_config import GuildConfigs
+from bot.metrics import Metrics, MetricsServer
 from bot.retention import ImageRetention, RetentionPolicy
 from bot.scheduler import JobViews, Scheduler
 from bot.settings import Settings
@@ -41,11 +42,18 @@ class DreamGrid(commands.Bot):
         # No privileged intents: slash commands and buttons arrive as interactions.
         intents = discord.Intents.none()
         intents.guilds = True
+        metrics = Metrics(settings.installed_models)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
+            http_trace=metrics.discord_trace(),
+        )
+        self.metrics = metrics  # counted always; served on METRICS_PORT when it is set
+        self.gateway_connected = False
+        self.metrics_server = (
+            MetricsServer(self, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
         )
         self.settings = settings
         self.store = store
@@ -66,6 +74,7 @@ class DreamGrid(commands.Bot):
             delivery=Delivery(self),
             views=self.views,
             retention=self.retention,
+            metrics=self.metrics,
         )
 
     async def setup_hook(self) -> None:
@@ -75,6 +84,8 @@ class DreamGrid(commands.Bot):
                 await self.load_extension(extension)
             except Exception:
                 log.exception("failed to load extension %s", extension)
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
         if self.run_jobs:
             try:
                 await self.sync_commands_if_changed()
@@ -87,7 +98,19 @@ class DreamGrid(commands.Bot):
     async def close(self) -> None:
         await self.retention.stop()
         await self.scheduler.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         await super().close()
+
+    # For /healthz: whether the gateway is connected now (discord.py reconnects by itself).
+    async def on_connect(self) -> None:
+        self.gateway_connected = True
+
+    async def on_resumed(self) -> None:
+        self.gateway_connected = True
+
+    async def on_disconnect(self) -> None:
+        self.gateway_connected = False
 
     def commands_fingerprint(self) -> str:
         payload = [command.to_dict(self.tree) for command in self.tree.get_commands()]

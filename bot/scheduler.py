@@ -22,6 +22,7 @@ from bot import edits, kinds, messages
 from bot.delivery import Delivery
 from bot.images import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
 from bot.kinds import Output, Source
+from bot.metrics import Metrics
 from bot.retention import ImageRetention
 from bot.rows import ImageRow, Job
 from bot.settings import Settings
@@ -33,6 +34,7 @@ from engine.requests import (
     Engine,
     ProgressCallback,
     RenderError,
+    RenderLost,
     RenderProgress,
     RenderRequest,
 )
@@ -66,6 +68,7 @@ class Scheduler:
         delivery: Delivery,
         views: JobViews,
         retention: ImageRetention | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -73,6 +76,7 @@ class Scheduler:
         self.delivery = delivery
         self.views = views
         self.retention = retention  # told of every saved result, so a disk budget is kept between sweeps
+        self.metrics = metrics or Metrics(settings.installed_models)
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -116,6 +120,7 @@ class Scheduler:
         job = await self.store.cancel(job_id)
         if job is None:
             return None
+        self.metrics.job_ended(job, "cancelled")
         task = self._running.get(job_id)
         if task is not None:
             task.cancel()
@@ -183,20 +188,25 @@ class Scheduler:
 
     async def _run_job(self, job: Job) -> None:
         started = time.perf_counter()
+        self.metrics.job_started(job)
+        outcome = "failed"
         try:
             if kinds.get(job.kind).output is Output.TEXT:
                 async with asyncio.timeout(self.settings.job_timeout_s):
                     described = await self._describe(job)
+                self.metrics.job_rendered(job, time.perf_counter() - started, described.elapsed_s, batch_size=1)
                 spec = dataclasses.replace(job.spec, described=described.prompts)
                 finished = await self.store.finish(job.id, [], described.elapsed_s, spec=spec)
             else:
                 async with asyncio.timeout(self.settings.job_timeout_s):
                     request = await self._request_for(job)
                     result = await self.engine.render(request, progress=self._progress_reporter(job))
+                self.metrics.job_rendered(job, time.perf_counter() - started, result.elapsed_s, result.batch_size)
                 images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds, result.flagged)
                 finished = await self.store.finish(job.id, images, result.elapsed_s)
                 if finished is not None and self.retention is not None:
                     self.retention.saved(row.path for row in images)
+            outcome = "done"
         except asyncio.CancelledError:
             if self._closing:
                 await asyncio.shield(self.store.requeue(job.id))
@@ -207,9 +217,23 @@ class Scheduler:
             minutes = self.settings.job_timeout_s / 60
             limit = f"{minutes:g} minutes" if minutes >= 1 else f"{self.settings.job_timeout_s:g} seconds"
             log.warning("job %s timed out after %s", job.id, limit)
+            self.metrics.engine_error("timeout")
+            outcome = "timed_out"
             error = f"This job took longer than {limit} and was stopped."
             finished = await self._fail(job, error, time.perf_counter() - started)
+        except RenderLost as exc:
+            self.metrics.engine_error("lost")
+            max_attempts = self.settings.max_attempts
+            if job.attempts < max_attempts and await self.store.retry(job.id):
+                log.warning("job %s: %s; queued again (attempt %d of %d)", job.id, exc, job.attempts, max_attempts)
+                return  # _job_done wakes the loop, which claims it again in its turn
+            error = (
+                f"This job was interrupted {job.attempts} times (the worker drawing it stopped),"
+                " so it was not tried again."
+            )
+            finished = await self._fail(job, error, time.perf_counter() - started)
         except RenderError as exc:
+            self.metrics.engine_error("failed")
             finished = await self._fail(job, str(exc), time.perf_counter() - started)
         except Exception as exc:
             if is_storage_error(exc):
@@ -217,9 +241,11 @@ class Scheduler:
                 error = STORAGE_FAILURE
             else:
                 log.exception("job %s failed", job.id)
+                self.metrics.engine_error("crashed")
                 error = "Something went wrong while drawing this; it has been logged."
             finished = await self._fail(job, error, time.perf_counter() - started)
         if finished is not None:
+            self.metrics.job_ended(finished, outcome)
             await self.deliver(finished)
 
     async def _fail(self, job: Job, error: str, gpu_seconds: float) -> Job | None:

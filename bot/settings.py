@@ -100,9 +100,24 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(default=600, gt=0)
     max_attempts: int = Field(default=3, ge=1)
 
+    # Models kept loaded at once (least recently used goes first), and on CUDA a cap on their memory.
+    max_loaded_models: int = Field(default=2, ge=1)
+    model_memory_budget_gb: float | None = Field(default=None, gt=0)
+
     # "fake" swaps the model for a stand-in that draws flat colours: for load tests and demos without torch.
-    engine: Literal["diffusers", "fake"] = "diffusers"
+    # "ray" renders on a Ray Serve deployment of the diffusers engine: one replica per GPU, on many hosts.
+    engine: Literal["diffusers", "ray", "fake"] = "diffusers"
     fake_step_delay_s: float = Field(default=0.0, ge=0)
+    # ENGINE=ray: a running cluster (None starts a local Ray on 127.0.0.1), and the replicas to run there.
+    ray_address: str | None = None
+    ray_min_replicas: int = Field(default=1, ge=1)
+    ray_max_replicas: int = Field(default=1, ge=1)
+    ray_gpus_per_replica: float = Field(default=1.0, ge=0)
+    ray_cpus_per_replica: float = Field(default=1.0, gt=0)
+
+    # Prometheus metrics and /healthz on this port (None: off), bound to METRICS_HOST.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -147,6 +162,14 @@ class Settings(BaseSettings):
         unknown = set(self.model_defaults) - set(sources) - {source for source in sources.values()}
         if unknown:
             raise ValueError(f"MODEL_DEFAULTS names models that are not installed: {', '.join(sorted(unknown))}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> Settings:
+        if self.ray_max_replicas < self.ray_min_replicas:
+            raise ValueError(
+                f"RAY_MAX_REPLICAS ({self.ray_max_replicas}) is below RAY_MIN_REPLICAS ({self.ray_min_replicas})"
+            )
         return self
 
     @property

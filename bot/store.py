@@ -495,6 +495,21 @@ class Store:
             (job_id,),
         )
 
+    async def retry(self, job_id: int) -> bool:
+        """Put a running job whose render was lost back in the queue; the attempt stays counted."""
+        rows = await self._write(
+            "UPDATE jobs SET status = 'queued', progress = 0 WHERE id = ? AND status = 'running' RETURNING id",
+            (job_id,),
+        )
+        return bool(rows)
+
+    async def jobs_by_status(self) -> dict[str, int]:
+        """How many jobs wait and run now (for the metrics)."""
+        rows = await self._all(
+            "SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running') GROUP BY status"
+        )
+        return {"queued": 0, "running": 0, **{row[0]: row[1] for row in rows}}
+
     async def recover(self, max_attempts: int) -> tuple[int, int]:
         """After a crash: re-queue jobs that were running; fail those that crashed too often.
 

@@ -19,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
+import gc
 import logging
 import os
 import threading
@@ -162,6 +165,15 @@ class _Job:
             self.loop.call_soon_threadsafe(fn, *args)
 
 
+def _release_freed_heap() -> None:
+    """Give freed heap pages back to the OS (glibc keeps them otherwise, and RSS never shrinks)."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(libc_name).malloc_trim(0)
+
+
 def _pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -193,7 +205,10 @@ class DiffusersEngine:
     model: the default model — a diffusers folder, a model id in the local HF cache, or
         `dreamgrid-tiny` (engine/weights/dreamgrid-tiny/ if present, else a random tiny model);
         or a name that `sources` maps to one of those.
-    models: every installed model the bot may offer (default: just `model`); loaded lazily, cached.
+    models: every installed model the bot may offer (default: just `model`); loaded lazily and kept
+        in a least-recently-used set: at most `max_loaded_models`, and on CUDA at most
+        `memory_budget_gb` of weights (the model just loaded always stays). An evicted model's
+        memory is freed; a later job for it loads it again.
     sources: model name -> where it is loaded from, for models known by a short name.
     schedulers: model name -> a diffusers scheduler class name to use instead of the model's own.
     pipelines: already-built pipelines by name (tests, benchmarks); they count as installed.
@@ -226,7 +241,11 @@ class DiffusersEngine:
         inpaint_unets: Mapping[str, str] | None = None,
         sources: Mapping[str, str] | None = None,
         schedulers: Mapping[str, str] | None = None,
+        max_loaded_models: int = 2,
+        memory_budget_gb: float | None = None,
     ) -> None:
+        if max_loaded_models < 1:
+            raise ValueError(f"max_loaded_models must be at least 1, got {max_loaded_models}")
         self.device = _pick_device(device)
         self.dtype = _pick_dtype(dtype, self.device)
         self.batch_window_s = batch_window_s
@@ -248,7 +267,11 @@ class DiffusersEngine:
             if name not in names:
                 names.append(name)
         self._models = tuple(names)
-        self._loaded: dict[str, _Model] = {}
+        self.max_loaded_models = max_loaded_models
+        self.memory_budget_gb = memory_budget_gb
+        # Least recently used first. Changed by the worker thread; read by the event loop under the lock.
+        self._loaded: collections.OrderedDict[str, _Model] = collections.OrderedDict()
+        self._loaded_lock = threading.Lock()
         self._pending: collections.deque[_Job] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -294,6 +317,14 @@ class DiffusersEngine:
     def default_model(self) -> str:
         return self._default
 
+    @property
+    def loaded_models(self) -> Sequence[str]:
+        with self._loaded_lock:
+            return tuple(self._loaded)
+
+    async def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._closed
+
     def native_size(self, model: str | None = None) -> int:
         """The tile side the model was trained at (512 for SD1.5, 64 for the tiny model).
 
@@ -301,8 +332,10 @@ class DiffusersEngine:
         files (a few KB), never by loading its weights here.
         """
         name = model or self._default
-        if name in self._loaded:
-            pipe = self._loaded[name].text2img
+        with self._loaded_lock:
+            loaded = self._loaded.get(name)
+        if loaded is not None:
+            pipe = loaded.text2img
             return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
         if name not in self._native_sizes:
             self._native_sizes[name] = self._native_size_from_config(name)
@@ -317,7 +350,9 @@ class DiffusersEngine:
             return False
         name = model or self._default
         if name not in self._safety_checkers:
-            pipe = self._loaded[name].text2img if name in self._loaded else self._preloaded.get(name)
+            with self._loaded_lock:
+                loaded = self._loaded.get(name)
+            pipe = loaded.text2img if loaded is not None else self._preloaded.get(name)
             if pipe is not None:
                 self._safety_checkers[name] = getattr(pipe, "safety_checker", None) is not None
             else:
@@ -414,9 +449,32 @@ class DiffusersEngine:
     # -- loading (worker thread, or before it starts) ------------------------------------------
 
     def _model(self, name: str) -> _Model:
-        if name not in self._loaded:
-            self._loaded[name] = self._load(name)
-        return self._loaded[name]
+        with self._loaded_lock:
+            if name in self._loaded:
+                self._loaded.move_to_end(name)
+                return self._loaded[name]
+        # Make room first, so two models never have to fit at once when one is the limit.
+        while len(self._loaded) >= self.max_loaded_models:
+            self._evict_oldest()
+        model = self._load(name)
+        with self._loaded_lock:
+            self._loaded[name] = model
+        if self.memory_budget_gb is not None and self.device.type == "cuda":
+            budget = self.memory_budget_gb * 1e9
+            while len(self._loaded) > 1 and torch.cuda.memory_allocated(self.device) > budget:
+                self._evict_oldest()
+        return model
+
+    def _evict_oldest(self) -> None:
+        with self._loaded_lock:
+            name, model = self._loaded.popitem(last=False)
+        del model
+        started = time.perf_counter()
+        gc.collect()  # pipelines hold reference cycles; free their tensors now, not at some later collection
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        _release_freed_heap()
+        log.info("unloaded model %s (least recently used) in %.2f s", name, time.perf_counter() - started)
 
     def _check_installed(self, name: str) -> None:
         """A diffusers folder, or a model in the local Hugging Face cache; RenderError naming it if not."""
@@ -621,6 +679,7 @@ class DiffusersEngine:
                 model=job.model,
                 elapsed_s=share,
                 flagged=flagged,
+                batch_size=len(batch),
             )
             job.post(job.resolve, result, None)
 

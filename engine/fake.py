@@ -21,6 +21,7 @@ from engine.requests import (
     ImagePromptMethod,
     ProgressCallback,
     RenderError,
+    RenderLost,
     RenderProgress,
     RenderRequest,
     RenderResult,
@@ -46,6 +47,7 @@ class FakeEngine:
         models: Sequence[str] = ("fake",),
         step_delay_s: float = 0.0,
         fail_prompts: Sequence[str] = ("__fail__",),
+        lose_prompts: Sequence[str] = ("__lost__",),
         hang_prompts: Sequence[str] = ("__hang__",),
         nsfw_prompts: Sequence[str] = ("__nsfw__",),
         tile_size: int = 64,
@@ -58,6 +60,7 @@ class FakeEngine:
         self._models = tuple(models)
         self.step_delay_s = step_delay_s
         self.fail_prompts = tuple(fail_prompts)
+        self.lose_prompts = tuple(lose_prompts)  # as if the worker drawing them died mid-render
         self.hang_prompts = tuple(hang_prompts)
         self.nsfw_prompts = tuple(nsfw_prompts)  # with safety_check, every tile of these is flagged
         self.requests: list[RenderRequest] = []  # every request received, in order
@@ -86,6 +89,13 @@ class FakeEngine:
     def has_safety_checker(self, model: str | None = None) -> bool:
         return self.safety_checker
 
+    @property
+    def loaded_models(self) -> Sequence[str]:
+        return self._models
+
+    async def alive(self) -> bool:
+        return True
+
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         self.requests.append(request)
         model = request.model or self.default_model
@@ -106,6 +116,8 @@ class FakeEngine:
                 progress(RenderProgress(step, total, preview))
         if any(p in request.prompt for p in self.fail_prompts):
             raise RenderError("the fake engine was told to fail")
+        if any(p in request.prompt for p in self.lose_prompts):
+            raise RenderLost("the fake engine lost this render")
         scale = 2 if request.action is Action.UPSCALE else 1
         images = tuple(_tile(request, seed, request.width * scale, request.height * scale) for seed in request.seeds)
         if request.mask_image is not None and request.init_image is not None:

@@ -1,7 +1,8 @@
 """The seam between the bot and the engine: plain dataclasses, no torch.
 
-The bot builds a `RenderRequest`, awaits `Engine.render()` (`engine.core.DiffusersEngine`, or
-`engine.fake.FakeEngine` in tests), and receives `RenderProgress` events and a `RenderResult`.
+The bot builds a `RenderRequest`, awaits `Engine.render()` (`engine.core.DiffusersEngine`,
+`engine.ray_engine.RayEngine` across GPUs and hosts, or `engine.fake.FakeEngine` in tests), and
+receives `RenderProgress` events and a `RenderResult`.
 Images cross the seam as Pillow images. Cancelling the awaiting task cancels the render (it
 stops at the next denoising step).
 """
@@ -77,6 +78,7 @@ class RenderResult:
     model: str
     elapsed_s: float  # device time spent on this request: its share of a batch's, by images
     flagged: tuple[bool, ...] = ()  # per image, when safety_check was asked for; () when it was not
+    batch_size: int = 1  # requests that shared the pipeline call that drew this one
 
     @property
     def grid(self) -> Image.Image:
@@ -107,6 +109,14 @@ class RenderError(Exception):
     """A render failed for a reason the requester can be told (out of memory, bad input)."""
 
 
+class RenderLost(RenderError):
+    """The render was lost with the worker drawing it (a Ray replica died, the cluster went away).
+
+    Nothing was wrong with the request: running it again may well succeed, so the scheduler
+    queues it again (within MAX_ATTEMPTS) instead of failing it.
+    """
+
+
 ProgressCallback = Callable[[RenderProgress], None]
 
 
@@ -131,8 +141,21 @@ class Engine(Protocol):
         """Whether `safety_check` on a request for this model checks anything."""
         ...
 
+    @property
+    def loaded_models(self) -> Sequence[str]:
+        """The models in memory now (on any replica), least recently used first."""
+        ...
+
+    async def alive(self) -> bool:
+        """Whether the engine can take a render now (for /healthz)."""
+        ...
+
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
-        """Render `request`; `progress` is called on the event loop's thread."""
+        """Render `request`; `progress` is called on the event loop's thread.
+
+        Raises `RenderError` for a request that cannot be drawn, `RenderLost` when the worker
+        drawing it went away (worth retrying).
+        """
         ...
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:

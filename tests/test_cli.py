@@ -135,6 +135,13 @@ def test_an_unknown_compile_mode_is_named_in_one_line(tmp_path: Path) -> None:
     assert "COMPILE" in done.stderr and "'regional'" in done.stderr
 
 
+def test_fewer_max_than_min_ray_replicas_is_one_line(tmp_path: Path) -> None:
+    done = run_cli("db", "upgrade", tmp_path=tmp_path, RAY_MIN_REPLICAS="4", RAY_MAX_REPLICAS="2")
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "RAY_MAX_REPLICAS (2) is below RAY_MIN_REPLICAS (4)" in done.stderr
+
+
 def _database_with_jobs(data_dir: Path, ages_days: list[float]) -> list[int]:
     import asyncio
 

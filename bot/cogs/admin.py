@@ -61,6 +61,17 @@ def _storage(usage: StorageUsage, bot: DreamGrid) -> str:
     )
 
 
+def _models(bot: DreamGrid) -> str:
+    loaded = list(bot.engine.loaded_models)
+    limit = bot.settings.max_loaded_models
+    lines = [
+        f"installed: {', '.join(f'`{m}`' for m in bot.settings.installed_models)}",
+        f"loaded now: {', '.join(f'`{m}`' for m in reversed(loaded)) or 'none'} (at most {limit}; "
+        "the least recently used is unloaded first and loaded again when a job needs it)",
+    ]
+    return _clip("\n".join(lines), EMBED_FIELD_CHARS)
+
+
 # Discord hides the group from members without Manage Server, unless the owner says otherwise.
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
@@ -108,6 +119,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
         embed.add_field(
             name="storage (the whole bot, set by its operator)", value=_storage(usage, self.bot), inline=False
         )
+        embed.add_field(name="models (the whole bot, set by its operator)", value=_models(self.bot), inline=False)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
     @app_commands.command(name="set", description="Change a setting")

@@ -158,3 +158,18 @@ async def _until_message_recorded(bot, job_id: int) -> None:
     while (await bot.store.get_job(job_id)).message_id is None:
         assert time.monotonic() < deadline, f"job {job_id}'s message was not recorded"
         await asyncio.sleep(0.02)
+
+
+async def test_a_render_lost_with_its_worker_is_retried_then_failed_and_its_member_told(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    engine = FakeEngine(models=["fake"], step_delay_s=0.01)  # loses every "__lost__" render, as a dying replica would
+    async with running_bot(fake_discord, tmp_path, engine=engine, max_attempts=3) as bot:
+        ix = await fake_discord.slash("imagine", prompt="__lost__ a red fox")
+        await ix.ack()
+        final = await ix.wait_for_edit(lambda m: "interrupted 3 times" in m.content, timeout=15)
+        assert "not tried again" in final.content
+        assert sum("__lost__" in r.prompt for r in engine.requests) == 3  # one render per attempt, no more
+        job = await bot.store.get_job(job_id_of(ix))
+        assert job.status == "failed" and job.attempts == 3
+        assert final_deliveries(fake_discord)[job.id] == 1

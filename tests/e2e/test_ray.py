@@ -1,0 +1,47 @@
+"""`ENGINE=ray` end to end: a replica dies mid-render and its member still gets the grid, once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RAY_REPLICAS
+from tests.e2e.botprocess import final_deliveries, job_id_of
+from tests.fakediscord import FakeDiscord
+from tests.harness import running_bot, shows_result
+
+pytest.importorskip("ray")
+
+
+async def test_a_replica_killed_mid_render_costs_one_attempt_and_the_job_is_delivered_once(
+    fake_discord: FakeDiscord, tmp_path: Path, ray_engine
+):
+    from engine.ray_engine import running_replicas
+
+    fake = fake_discord
+    async with running_bot(
+        fake, tmp_path, engine=ray_engine, model="dreamgrid-tiny", steps=50, progress_interval_s=0.5, max_attempts=3
+    ) as bot:
+        ix = await fake.slash("imagine", prompt="a red circle on a blue background --seed 5")
+        await ix.ack()
+        await ix.wait_for_edit(lambda m: "%" in m.content, timeout=60)
+        assert ray_engine.in_flight, "the render is streaming from a replica"
+        (replica,) = ray_engine.in_flight
+        os.kill(ray_engine.replicas[replica].pid, signal.SIGKILL)  # like the OOM killer or a lost host
+
+        final = await ix.wait_for_edit(shows_result, timeout=120)
+        assert final.attachments[0].image().size == (128, 128)
+        job = await bot.store.get_job(job_id_of(ix))
+        assert job.status == "done" and job.attempts == 2
+        assert final_deliveries(fake)[job.id] == 1
+
+    # Serve replaces the dead replica; later tests get both back.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 180
+    while await asyncio.to_thread(running_replicas) < RAY_REPLICAS:
+        assert loop.time() < deadline, "Serve did not replace the killed replica"
+        await asyncio.sleep(1)
