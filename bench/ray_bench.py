@@ -1,12 +1,20 @@
-"""Grids per minute with one Ray Serve replica vs two, side by side in one run. Not a test: prints ratios.
+"""Grids per minute with one Ray Serve replica vs two, beside the same without Ray. Not a test: prints ratios.
 
-    .venv/bin/python -m bench.ray_bench [--grids 24] [--in-flight 4] [--rounds 2] [--gpus 0]
+    .venv/bin/python -m bench.ray_bench [--grids 16] [--in-flight 8] [--rounds 2] [--gpus 0]
 
-One local Ray instance; the same deployment of the shipped model is scaled between 1 and 2
-replicas (one CPU thread each, or one GPU each with --gpus 1), alternating, so load from anything
-else on the machine drifts over both alike. The workload is what the bot sends: --in-flight
-renders outstanding at once (MAX_CONCURRENT_JOBS), each a 2x2 grid of 64 px tiles at 20 steps with
-its own prompt and seeds, so the replicas batch what reaches them as they do in production.
+Two measurements, side by side in one run, each alternating 1 and 2 workers for --rounds rounds
+so that load from anything else on the machine drifts over both alike:
+
+- **without Ray** (the ceiling): one process vs two processes, each a `DiffusersEngine` of the
+  shipped model on one torch thread, each offered the same load. What two replicas could at best
+  give on this machine.
+- **Ray Serve**: one local Ray instance; the same deployment of the shipped model scaled between 1
+  and 2 replicas (one CPU thread each, or one GPU each with --gpus 1).
+
+The load is what the bot sends, offered per worker so that every worker runs the same batches:
+--in-flight renders outstanding per worker (8 = two full CPU batches of 4 grids: one drawing,
+the next one waiting), --grids finished per worker per measurement, each a 2x2 grid of 64 px
+tiles at 20 steps with its own prompt and seeds. The batch each render shared is printed.
 Goal: two replicas >= 1.6x one on 2 cores.
 """
 
@@ -14,24 +22,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import itertools
+import multiprocessing
 import os
 import statistics
 import time
+from collections.abc import Iterator
 
-import ray
-from ray import serve
-
-from engine.ray_engine import RayEngine, connect_ray, running_replicas
 from engine.requests import Action, RenderRequest
 
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
 SHAPES = ("circle", "square", "triangle", "star")
 
 
-def _requests(count: int, steps: int):
+def _requests(count: int, steps: int, start: int = 0) -> Iterator[RenderRequest]:
     scenes = itertools.cycle(itertools.product(COLOURS, SHAPES, COLOURS))
-    for n in range(count):
+    for n in range(start, start + count):
         colour, shape, background = next(scenes)
         yield RenderRequest(
             action=Action.IMAGINE,
@@ -43,25 +50,72 @@ def _requests(count: int, steps: int):
         )
 
 
-async def _grids_per_minute(engine: RayEngine, grids: int, in_flight: int, steps: int) -> float:
+async def _render_all(engine, requests: list[RenderRequest], in_flight: int) -> tuple[float, collections.Counter]:
+    """Seconds to render all of `requests`, `in_flight` at a time, and how many shared each batch size."""
     slots = asyncio.Semaphore(in_flight)
+    batches: collections.Counter[int] = collections.Counter()
 
     async def one(request: RenderRequest) -> None:
         async with slots:
-            await engine.render(request)
+            batches[(await engine.render(request)).batch_size] += 1
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(r) for r in _requests(grids, steps)))
-    return grids / (time.perf_counter() - started) * 60
+    await asyncio.gather(*(one(r) for r in requests))
+    return time.perf_counter() - started, batches
 
 
-def _scaled_to(replicas: int, gpus: float) -> RayEngine:
+# -- without Ray: whole processes, one torch thread each ----------------------------------------
+
+
+def _process_worker(index: int, grids: int, in_flight: int, steps: int, ready, results) -> None:
+    import torch
+
+    from engine.core import DiffusersEngine
+
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+
+    async def run() -> None:
+        async with DiffusersEngine(device="cpu") as engine:
+            await _render_all(engine, list(_requests(in_flight, steps, start=1000 * index)), in_flight)  # warm up
+            ready.wait()  # every process starts measuring at once
+            seconds, batches = await _render_all(engine, list(_requests(grids, steps, start=1000 * index)), in_flight)
+            results.put((seconds, dict(batches)))
+
+    asyncio.run(run())
+
+
+def _processes_rate(workers: int, grids: int, in_flight: int, steps: int) -> tuple[float, collections.Counter]:
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Barrier(workers), context.Queue()
+    processes = [
+        context.Process(target=_process_worker, args=(i, grids, in_flight, steps, ready, results))
+        for i in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    answers = [results.get() for _ in processes]
+    for process in processes:
+        process.join()
+    batches: collections.Counter[int] = collections.Counter()
+    for _, seen in answers:
+        batches.update(seen)
+    return workers * grids / max(seconds for seconds, _ in answers) * 60, batches
+
+
+# -- Ray Serve ----------------------------------------------------------------------------------
+
+
+def _scaled_to(replicas: int, gpus: float, progress_interval_s: float):
+    from engine.ray_engine import RayEngine, running_replicas
+
     engine = RayEngine(
         min_replicas=replicas,
         max_replicas=replicas,
         gpus_per_replica=gpus,
         cpus_per_replica=1,
         device="cuda" if gpus else "cpu",
+        progress_interval_s=progress_interval_s,
     )
     engine.deploy()  # scales the running deployment; replicas already up keep their loaded model
     while running_replicas() != replicas:
@@ -69,29 +123,66 @@ def _scaled_to(replicas: int, gpus: float) -> RayEngine:
     return engine
 
 
+def _ray_rate(engine, replicas: int, grids: int, in_flight: int, steps: int) -> tuple[float, collections.Counter]:
+    warm = list(_requests(2 * replicas, steps))
+    asyncio.run(_render_all(engine, warm, in_flight * replicas))  # every replica has drawn once
+    seconds, batches = asyncio.run(_render_all(engine, list(_requests(grids * replicas, steps)), in_flight * replicas))
+    return grids * replicas / seconds * 60, batches
+
+
+def _report(name: str, rates: dict[int, list[float]], unit: str) -> float:
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    print(f"{name}: median 1 {unit} {one:.1f} grids/min, 2 {unit}s {two:.1f} grids/min -> {two / one:.2f}x")
+    return two / one
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grids", type=int, default=24, help="grids per measurement")
-    parser.add_argument("--in-flight", type=int, default=4, help="renders outstanding at once")
+    parser.add_argument("--grids", type=int, default=16, help="grids per worker per measurement")
+    parser.add_argument("--in-flight", type=int, default=8, help="renders outstanding per worker")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2, help="1-vs-2 pairs, alternating")
     parser.add_argument("--gpus", type=float, default=0, help="GPUs per replica (0: CPU, one thread each)")
+    parser.add_argument(
+        "--progress-interval",
+        type=float,
+        default=2.0,
+        help="PROGRESS_INTERVAL_S the replicas serve (0: an event every step, as before they were throttled)",
+    )
+    parser.add_argument("--skip-ceiling", action="store_true", help="measure Ray only")
     args = parser.parse_args()
+    print(f"cores on this machine: {os.cpu_count()}; load average before: {os.getloadavg()[0]:.2f}")
+    offered = f"{args.in_flight} in flight and {args.grids} grids per worker"
+
+    ceiling = None
+    if not args.skip_ceiling and not args.gpus:
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(args.rounds):
+            for workers in (1, 2):
+                rate, batches = _processes_rate(workers, args.grids, args.in_flight, args.steps)
+                rates[workers].append(rate)
+                print(f"no Ray, {workers} process(es): {rate:.1f} grids/min ({offered}; batches {dict(batches)})")
+        ceiling = _report("no Ray", rates, "process")
+
+    import ray
+    from ray import serve
+
+    from engine.ray_engine import connect_ray
 
     connect_ray(local_cpus=2 if not args.gpus else None)
-    print(f"cores on this machine: {os.cpu_count()}; load average before: {os.getloadavg()[0]:.1f}")
-    rates: dict[int, list[float]] = {1: [], 2: []}
+    rates = {1: [], 2: []}
     engine = None
     for _ in range(args.rounds):
         for replicas in (1, 2):
-            engine = _scaled_to(replicas, args.gpus)
-            asyncio.run(_grids_per_minute(engine, 2 * replicas, args.in_flight, args.steps))  # warm every replica
-            rate = asyncio.run(_grids_per_minute(engine, args.grids, args.in_flight, args.steps))
+            engine = _scaled_to(replicas, args.gpus, args.progress_interval)
+            rate, batches = _ray_rate(engine, replicas, args.grids, args.in_flight, args.steps)
             rates[replicas].append(rate)
-            print(f"{replicas} replica(s): {rate:.1f} grids/min ({args.grids} grids, {args.in_flight} in flight)")
-    one, two = statistics.median(rates[1]), statistics.median(rates[2])
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
-    print(f"median: 1 replica {one:.1f} grids/min, 2 replicas {two:.1f} grids/min -> {two / one:.2f}x (goal >= 1.6x)")
+            print(f"Ray, {replicas} replica(s): {rate:.1f} grids/min ({offered}; batches {dict(batches)})")
+    ratio = _report("Ray Serve", rates, "replica")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if ceiling is not None:
+        print(f"two replicas reach {ratio / ceiling:.0%} of what two processes without Ray reach ({ceiling:.2f}x)")
+    print("goal: two replicas >= 1.6x one")
     if engine is not None:
         engine.close()
     serve.shutdown()

@@ -81,6 +81,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
             max_replicas=settings.ray_max_replicas,
             gpus_per_replica=settings.ray_gpus_per_replica,
             cpus_per_replica=settings.ray_cpus_per_replica,
+            progress_interval_s=settings.progress_interval_s,
         ) as ray_engine:
             yield ray_engine
         return

@@ -20,7 +20,9 @@ and without Serve's HTTP proxy: nothing listens for anyone but this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -91,13 +93,18 @@ class ModelFacts:
 class RenderReplica:
     """One `DiffusersEngine` per replica; its worker thread batches what reaches this replica."""
 
-    async def __init__(self, engine_options: dict[str, Any], threads: int | None) -> None:
+    async def __init__(self, engine_options: dict[str, Any], threads: int | None, progress_every_s: float) -> None:
         import torch
 
         from engine.core import DiffusersEngine
 
         if threads is not None:
-            torch.set_num_threads(threads)  # replicas sharing a host's CPUs must not fight over cores
+            # Replicas sharing a host's CPUs must not fight over cores: one pool of `threads`, and
+            # no second pool of inter-op threads beside it (torch starts one per core otherwise).
+            torch.set_num_threads(threads)
+            with contextlib.suppress(RuntimeError):  # only settable before torch's first parallel work
+                torch.set_num_interop_threads(threads)
+        self._progress_every_s = progress_every_s
         self._engine = DiffusersEngine(**engine_options)
         await self._engine.__aenter__()
         self._id = serve.get_replica_context().replica_id.unique_id
@@ -108,7 +115,18 @@ class RenderReplica:
     async def render(self, request: RenderRequest) -> AsyncIterator[ReplicaInfo | RenderProgress | _Failed | _Finished]:
         yield self._info()
         events: asyncio.Queue[RenderProgress] = asyncio.Queue()
-        task = asyncio.create_task(self._engine.render(request, progress=events.put_nowait))
+        last_sent = -math.inf
+
+        def send_when_due(event: RenderProgress) -> None:
+            # Every event crosses Serve (pickled, routed): send the first, the last, and between
+            # them no more than the bot can show, rather than one per denoising step.
+            nonlocal last_sent
+            now = time.monotonic()
+            if event.step == 1 or event.step >= event.total or now - last_sent >= self._progress_every_s:
+                last_sent = now
+                events.put_nowait(event)
+
+        task = asyncio.create_task(self._engine.render(request, progress=send_when_due))
         getter: asyncio.Future[RenderProgress] | None = None
         try:
             while not task.done():
@@ -184,6 +202,8 @@ class RayEngine:
     gpus_per_replica / cpus_per_replica: what Ray reserves for each replica (0 GPUs: CPU renders,
         with `cpus_per_replica` threads each).
     local_cpus: the CPUs a local Ray instance offers (default: this machine's).
+    progress_interval_s: how often the bot shows a render's progress (PROGRESS_INTERVAL_S); a
+        replica sends the first and last step and, between them, two events per interval.
     """
 
     def __init__(
@@ -211,6 +231,7 @@ class RayEngine:
         cpus_per_replica: float = 1.0,
         target_renders_per_replica: int = 4,
         local_cpus: int | None = None,
+        progress_interval_s: float = 2.0,
     ) -> None:
         if not 1 <= min_replicas <= max_replicas:
             raise ValueError(f"replicas: need 1 <= min ({min_replicas}) <= max ({max_replicas})")
@@ -244,6 +265,7 @@ class RayEngine:
         self.cpus_per_replica = cpus_per_replica
         self.target_renders_per_replica = target_renders_per_replica
         self.local_cpus = local_cpus
+        self.progress_interval_s = progress_interval_s
         self.replicas: dict[str, ReplicaInfo] = {}  # by replica id, as last heard from
         self.in_flight: dict[str, int] = {}  # renders streaming from each replica now
         self._handle: Any = None
@@ -301,7 +323,9 @@ class RayEngine:
                 }
             )
         try:
-            self._handle = serve.run(deployment.bind(self._engine_options, threads), name=APP_NAME, route_prefix=None)
+            # Progress twice per interval the bot shows it: a little jitter on the way never makes an edit late.
+            replica = deployment.bind(self._engine_options, threads, self.progress_interval_s / 2)
+            self._handle = serve.run(replica, name=APP_NAME, route_prefix=None)
             self._model_facts = self._handle.model_facts.remote(list(self._models)).result(
                 timeout_s=MODEL_FACTS_TIMEOUT_S
             )

@@ -29,6 +29,7 @@ def ray_engine():
         local_cpus=RAY_REPLICAS,
         device="cpu",
         batch_window_s=0.2,
+        progress_interval_s=0.5,  # as tests/e2e/test_ray.py's bot shows it
     )
     # Ray's local processes live as long as the thread that starts them: this one. Serve refuses
     # blocking calls on an event loop's thread, where an async fixture may ask for this one: deploy

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from engine.requests import RenderError
+from tests.engine.conftest import request as render_request
 
 pytest.importorskip("ray")
 
@@ -23,3 +26,15 @@ def test_replicas_are_checked_before_anything_starts():
 
     with pytest.raises(ValueError, match="replicas"):
         RayEngine(min_replicas=3, max_replicas=2)
+
+
+async def test_a_replica_sends_progress_only_as_often_as_the_bot_shows_it(ray_engine):
+    # Every event is pickled and routed through Serve; one per denoising step costs the replicas CPU.
+    every_s = ray_engine.progress_interval_s / 2  # what the replicas send at most, besides first and last
+    events = []
+    started = time.monotonic()
+    await ray_engine.render(render_request(steps=60, seeds=(1,)), progress=events.append)
+    elapsed = time.monotonic() - started
+    steps = [e.step for e in events]
+    assert steps[0] == 1 and steps[-1] == 60 and steps == sorted(set(steps))
+    assert len(events) <= 2 + elapsed / every_s, (len(events), elapsed)
