@@ -30,6 +30,8 @@ import statistics
 import time
 from collections.abc import Iterator
 
+import psutil
+
 from engine.requests import Action, RenderRequest
 
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
@@ -64,10 +66,50 @@ async def _render_all(engine, requests: list[RenderRequest], in_flight: int) -> 
     return time.perf_counter() - started, batches
 
 
+def _own_cpu() -> dict[int, tuple[float, float]]:
+    """(start time, CPU seconds so far) of this process and everything it started (Ray, workers)."""
+    me = psutil.Process()
+    seen = {}
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            seen[process.pid] = (process.create_time(), times.user + times.system)
+        except psutil.Error:
+            pass
+    return seen
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (other engineers' processes are not all visible to psutil)."""
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system + times.irq + times.softirq + getattr(times, "steal", 0.0)
+
+
+class CpuWindow:
+    """The cores this run's own processes kept busy over a stretch of time, and those anything else did.
+
+    The first says whether the workers had the cores they were offered and what Ray's own
+    processes cost; the second whether the machine was quiet (other engineers' tests, a training
+    run), which a load average before and after can miss.
+    """
+
+    def __enter__(self) -> CpuWindow:
+        self._own, self._busy, self._started = _own_cpu(), _machine_busy(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        own, busy, wall = _own_cpu(), _machine_busy(), time.perf_counter() - self._started
+        self.own: dict[int, float] = {}
+        for pid, (created, cpu) in own.items():
+            earlier = self._own.get(pid)
+            self.own[pid] = (cpu - earlier[1] if earlier is not None and earlier[0] == created else cpu) / wall
+        self.others = max(0.0, (busy - self._busy) / wall - sum(self.own.values()))
+
+
 # -- without Ray: whole processes, one torch thread each ----------------------------------------
 
 
-def _process_worker(index: int, grids: int, in_flight: int, steps: int, ready, results) -> None:
+def _process_worker(index: int, grids: int, in_flight: int, steps: int, ready, done, results) -> None:
     import torch
 
     from engine.core import DiffusersEngine
@@ -78,29 +120,34 @@ def _process_worker(index: int, grids: int, in_flight: int, steps: int, ready, r
     async def run() -> None:
         async with DiffusersEngine(device="cpu") as engine:
             await _render_all(engine, list(_requests(in_flight, steps, start=1000 * index)), in_flight)  # warm up
-            ready.wait()  # every process starts measuring at once
+            ready.wait()  # every process starts at once, when the parent has started counting CPU
             seconds, batches = await _render_all(engine, list(_requests(grids, steps, start=1000 * index)), in_flight)
             results.put((seconds, dict(batches)))
+            done.wait()  # alive until the parent has counted this process's CPU
 
     asyncio.run(run())
 
 
-def _processes_rate(workers: int, grids: int, in_flight: int, steps: int) -> tuple[float, collections.Counter]:
+def _processes_rate(workers: int, grids: int, in_flight: int, steps: int):
+    """Grids per minute from `workers` processes at once, the batches they ran, and a CpuWindow over them."""
     context = multiprocessing.get_context("spawn")
-    ready, results = context.Barrier(workers), context.Queue()
+    ready, done, results = context.Barrier(workers + 1), context.Barrier(workers + 1), context.Queue()
     processes = [
-        context.Process(target=_process_worker, args=(i, grids, in_flight, steps, ready, results))
+        context.Process(target=_process_worker, args=(i, grids, in_flight, steps, ready, done, results))
         for i in range(workers)
     ]
     for process in processes:
         process.start()
-    answers = [results.get() for _ in processes]
+    with CpuWindow() as cpu:
+        ready.wait()
+        answers = [results.get() for _ in processes]
+    done.wait()
     for process in processes:
         process.join()
     batches: collections.Counter[int] = collections.Counter()
     for _, seen in answers:
         batches.update(seen)
-    return workers * grids / max(seconds for seconds, _ in answers) * 60, batches
+    return workers * grids / max(seconds for seconds, _ in answers) * 60, batches, cpu
 
 
 # -- Ray Serve ----------------------------------------------------------------------------------
@@ -123,16 +170,22 @@ def _scaled_to(replicas: int, gpus: float, progress_interval_s: float):
     return engine
 
 
-def _ray_rate(engine, replicas: int, grids: int, in_flight: int, steps: int) -> tuple[float, collections.Counter]:
+def _ray_rate(engine, replicas: int, grids: int, in_flight: int, steps: int):
+    """Grids per minute from `replicas` replicas, the batches they ran, and the cores kept busy by
+    the replicas, by the rest of Ray and this driver, and by anything else."""
     warm = list(_requests(2 * replicas, steps))
     asyncio.run(_render_all(engine, warm, in_flight * replicas))  # every replica has drawn once
-    seconds, batches = asyncio.run(_render_all(engine, list(_requests(grids * replicas, steps)), in_flight * replicas))
-    return grids * replicas / seconds * 60, batches
+    requests = list(_requests(grids * replicas, steps))
+    with CpuWindow() as cpu:
+        seconds, batches = asyncio.run(_render_all(engine, requests, in_flight * replicas))
+    replica_pids = {info.pid for info in engine.replicas.values()}
+    renders = sum(busy for pid, busy in cpu.own.items() if pid in replica_pids)
+    return grids * replicas / seconds * 60, batches, renders, sum(cpu.own.values()) - renders, cpu.others
 
 
-def _report(name: str, rates: dict[int, list[float]], unit: str) -> float:
+def _report(name: str, rates: dict[int, list[float]], one_worker: str, two_workers: str) -> float:
     one, two = statistics.median(rates[1]), statistics.median(rates[2])
-    print(f"{name}: median 1 {unit} {one:.1f} grids/min, 2 {unit}s {two:.1f} grids/min -> {two / one:.2f}x")
+    print(f"{name}: median {one_worker} {one:.1f} grids/min, {two_workers} {two:.1f} grids/min -> {two / one:.2f}x")
     return two / one
 
 
@@ -150,6 +203,7 @@ def main() -> None:
         help="PROGRESS_INTERVAL_S the replicas serve (0: an event every step, as before they were throttled)",
     )
     parser.add_argument("--skip-ceiling", action="store_true", help="measure Ray only")
+    parser.add_argument("--skip-ray", action="store_true", help="measure the ceiling only")
     args = parser.parse_args()
     print(f"cores on this machine: {os.cpu_count()}; load average before: {os.getloadavg()[0]:.2f}")
     offered = f"{args.in_flight} in flight and {args.grids} grids per worker"
@@ -159,11 +213,17 @@ def main() -> None:
         rates: dict[int, list[float]] = {1: [], 2: []}
         for _ in range(args.rounds):
             for workers in (1, 2):
-                rate, batches = _processes_rate(workers, args.grids, args.in_flight, args.steps)
+                rate, batches, cpu = _processes_rate(workers, args.grids, args.in_flight, args.steps)
                 rates[workers].append(rate)
-                print(f"no Ray, {workers} process(es): {rate:.1f} grids/min ({offered}; batches {dict(batches)})")
-        ceiling = _report("no Ray", rates, "process")
+                print(
+                    f"no Ray, {workers} process(es): {rate:.1f} grids/min ({offered}; batches {dict(batches)});"
+                    f" cores busy: workers {sum(cpu.own.values()):.2f}, anything else {cpu.others:.2f}"
+                )
+        ceiling = _report("no Ray", rates, "1 process", "2 processes")
 
+    if args.skip_ray:
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        return
     import ray
     from ray import serve
 
@@ -175,10 +235,13 @@ def main() -> None:
     for _ in range(args.rounds):
         for replicas in (1, 2):
             engine = _scaled_to(replicas, args.gpus, args.progress_interval)
-            rate, batches = _ray_rate(engine, replicas, args.grids, args.in_flight, args.steps)
+            rate, batches, renders, rest, others = _ray_rate(engine, replicas, args.grids, args.in_flight, args.steps)
             rates[replicas].append(rate)
-            print(f"Ray, {replicas} replica(s): {rate:.1f} grids/min ({offered}; batches {dict(batches)})")
-    ratio = _report("Ray Serve", rates, "replica")
+            print(
+                f"Ray, {replicas} replica(s): {rate:.1f} grids/min ({offered}; batches {dict(batches)});"
+                f" cores busy: replicas {renders:.2f}, rest of Ray + driver {rest:.2f}, anything else {others:.2f}"
+            )
+    ratio = _report("Ray Serve", rates, "1 replica", "2 replicas")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if ceiling is not None:
         print(f"two replicas reach {ratio / ceiling:.0%} of what two processes without Ray reach ({ceiling:.2f}x)")
