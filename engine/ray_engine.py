@@ -3,18 +3,21 @@
     async with RayEngine(model="dreamgrid-tiny", min_replicas=2, max_replicas=2, gpus_per_replica=0) as engine:
         result = await engine.render(request, progress=print)
 
-The bot keeps its SQLite queue, its fairness and its limits: the scheduler hands jobs to this
-engine exactly as it does to `DiffusersEngine`, and Serve's own (in-memory) queue only spreads
-them over the replicas. Each replica runs a whole `DiffusersEngine` (its batching, its
-least-recently-used models) on one GPU, or on CPU threads. A render is a streaming call: the
-replica first says who it is, then sends `RenderProgress` events and finally the result or a
-`RenderError`. Cancelling the awaiting task cancels the streaming call, and Serve cancels the
-replica's task, which stops the render at its next step. A replica that dies mid-render fails
-that render with `RenderLost`, which the scheduler retries; Serve starts a new replica.
+The bot keeps its SQLite queue, its fairness and its limits: the scheduler hands jobs to this engine
+exactly as it does to `DiffusersEngine`, and Serve's own (in-memory) queue only spreads them over
+the replicas. Each replica runs a whole `DiffusersEngine` (its batching, its least-recently-used
+models) on one GPU, or on CPU threads. A render is a streaming call: the replica first says who it
+is, then sends `RenderProgress` events (the first and last step, and between them only as often as
+the bot shows progress) and finally the result or a `RenderError`. Cancelling the awaiting task
+cancels the streaming call, and Serve cancels the replica's task, which stops the render at its next
+step. A replica that dies mid-render fails that render with `RenderLost`, which the scheduler
+retries; Serve starts a new replica.
 
 Ray runs on `address` (an existing cluster, where dreamgrid must be installed on every node) or
-on a local instance started here, bound to 127.0.0.1, without its dashboard or usage reporting
-and without Serve's HTTP proxy: nothing listens for anyone but this process.
+on a local instance started here (node address 127.0.0.1), without its dashboard or usage
+reporting and without Serve's HTTP proxy. Ray's own services (GCS, raylet, workers, agents) still
+open ports on every interface, as Ray 2.60 does whatever the node address; they answer only
+callers holding the cluster's token (Ray's token authentication, on by default).
 """
 
 from __future__ import annotations
@@ -89,7 +92,9 @@ class ModelFacts:
     has_safety_checker: bool
 
 
-@serve.deployment(name="RenderReplica", max_ongoing_requests=64)
+# No access log: a line per render (and per progress stream) in every replica, forwarded to the
+# bot's log, says nothing the bot's own job log does not.
+@serve.deployment(name="RenderReplica", max_ongoing_requests=64, logging_config={"enable_access_log": False})
 class RenderReplica:
     """One `DiffusersEngine` per replica; its worker thread batches what reaches this replica."""
 
