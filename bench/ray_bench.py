@@ -173,8 +173,10 @@ def _scaled_to(replicas: int, gpus: float, progress_interval_s: float):
 def _ray_rate(engine, replicas: int, grids: int, in_flight: int, steps: int):
     """Grids per minute from `replicas` replicas, the batches they ran, and the cores kept busy by
     the replicas, by the rest of Ray and this driver, and by anything else."""
-    warm = list(_requests(2 * replicas, steps))
-    asyncio.run(_render_all(engine, warm, in_flight * replicas))  # every replica has drawn once
+    # A full load's worth first: Serve gives every replica its share, so each has drawn (a fresh
+    # replica's first batches are slow) before anything is timed.
+    warm = list(_requests(in_flight * replicas, steps))
+    asyncio.run(_render_all(engine, warm, in_flight * replicas))
     requests = list(_requests(grids * replicas, steps))
     with CpuWindow() as cpu:
         seconds, batches = asyncio.run(_render_all(engine, requests, in_flight * replicas))

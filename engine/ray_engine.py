@@ -94,7 +94,7 @@ class ModelFacts:
 
 # No access log: a line per render (and per progress stream) in every replica, forwarded to the
 # bot's log, says nothing the bot's own job log does not.
-@serve.deployment(name="RenderReplica", max_ongoing_requests=64, logging_config={"enable_access_log": False})
+@serve.deployment(name="RenderReplica", logging_config={"enable_access_log": False})
 class RenderReplica:
     """One `DiffusersEngine` per replica; its worker thread batches what reaches this replica."""
 
@@ -164,8 +164,10 @@ class RenderReplica:
             name: ModelFacts(self._engine.native_size(name), self._engine.has_safety_checker(name)) for name in models
         }
 
-    async def ping(self) -> bool:
-        return await self._engine.alive()
+    async def check_health(self) -> None:
+        """Serve asks every few seconds; a replica whose render thread died is replaced."""
+        if not await self._engine.alive():
+            raise RuntimeError("the replica's render thread is not running")
 
     async def __del__(self) -> None:
         await self._engine.__aexit__(None, None, None)
@@ -316,7 +318,11 @@ class RayEngine:
         actor_options: dict[str, Any] = {"num_cpus": self.cpus_per_replica, "num_gpus": self.gpus_per_replica}
         # CPU renders: one torch thread per reserved CPU. On a GPU, torch's default is fine.
         threads = max(1, int(self.cpus_per_replica)) if self.gpus_per_replica == 0 else None
-        deployment = RenderReplica.options(ray_actor_options=actor_options)
+        # A replica holds two batches of grids (DiffusersEngine's max_batch: 16 images on a CPU, 32 on a
+        # GPU): one drawing, the next gathering. More would wait there while another replica idles;
+        # Serve keeps the rest and hands each to the first replica with room.
+        grids_per_batch = (32 if self.gpus_per_replica else 16) // 4
+        deployment = RenderReplica.options(ray_actor_options=actor_options, max_ongoing_requests=2 * grids_per_batch)
         if self.min_replicas == self.max_replicas:
             deployment = deployment.options(num_replicas=self.min_replicas)
         else:
@@ -391,12 +397,14 @@ class RayEngine:
         return ImagePromptMethod.IMAGE_TO_IMAGE
 
     async def alive(self) -> bool:
+        """Whether Serve has a healthy replica running (asked of the controller: a request to a replica
+        would queue behind renders)."""
         if self._handle is None:
             return False
         try:
             async with asyncio.timeout(ALIVE_TIMEOUT_S):
-                return bool(await self._handle.ping.remote())
-        except (TimeoutError, ray.exceptions.RayError):
+                return await asyncio.to_thread(running_replicas) > 0
+        except (TimeoutError, ray.exceptions.RayError, RayServeException):
             return False
 
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:

@@ -21,6 +21,10 @@ def test_asking_for_gpus_a_local_ray_does_not_have_is_one_clear_error(ray_engine
     assert running_replicas() == before > 0  # the deployment already running is untouched
 
 
+async def test_the_engine_is_alive_while_serve_runs_a_healthy_replica(ray_engine):
+    assert await ray_engine.alive()  # for /healthz; asked of Serve, so it never waits behind renders
+
+
 def test_replicas_are_checked_before_anything_starts():
     from engine.ray_engine import RayEngine
 
