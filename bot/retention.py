@@ -25,6 +25,7 @@ from bot.store import Store
 log = logging.getLogger(__name__)
 
 IMAGES_DIR = "images"  # under DATA_DIR; a job's files are images/<job id>/…
+INPUTS_DIR = "inputs"  # under DATA_DIR; members' pictures, never pruned: nothing could draw them again
 SWEEP_INTERVAL_S = 3600.0  # how often the age limit is applied (the budget is also checked as jobs finish)
 LOW_WATER = 0.9  # a budget sweep frees down to 90 % of it, so the next job does not start another
 
@@ -44,6 +45,8 @@ class StorageUsage:
     image_bytes: int
     image_files: int
     oldest_image: datetime | None  # the oldest file still kept
+    input_bytes: int  # members' pictures (inputs/): counted here, never pruned
+    input_files: int
     free_bytes: int  # on the disk that holds DATA_DIR
     disk_bytes: int
 
@@ -116,14 +119,26 @@ def scan(data_dir: Path) -> list[StoredFile]:
     return found
 
 
+def _input_sizes(data_dir: Path) -> list[int]:
+    sizes = []
+    for entry in os.scandir(data_dir / INPUTS_DIR) if (data_dir / INPUTS_DIR).is_dir() else ():
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_file():
+                sizes.append(entry.stat().st_size)
+    return sizes
+
+
 def measure(data_dir: Path) -> StorageUsage:
     files = scan(data_dir)
+    inputs = _input_sizes(data_dir)
     disk = shutil.disk_usage(_existing(data_dir))
     oldest = min((f.mtime for f in files), default=None)
     return StorageUsage(
         image_bytes=sum(f.size for f in files),
         image_files=len(files),
         oldest_image=None if oldest is None else datetime.fromtimestamp(oldest, UTC),
+        input_bytes=sum(inputs),
+        input_files=len(inputs),
         free_bytes=disk.free,
         disk_bytes=disk.total,
     )
@@ -213,7 +228,7 @@ async def prune(
 
 
 async def storage_usage(data_dir: Path) -> StorageUsage:
-    """The images folder's size, its oldest image and the free disk space (walks the folder in a thread)."""
+    """The images folder's size, its oldest image, members' pictures and the free disk space (in a thread)."""
     return await asyncio.to_thread(measure, data_dir)
 
 

@@ -111,17 +111,24 @@ async def test_the_age_limit_deletes_older_images_only(store: Store, tmp_path: P
     old, recent = await done_job(store, tmp_path, age_days=31), await done_job(store, tmp_path, age_days=29)
     cancelled = await store.enqueue(new_job(), LIMITS)
     write_files(tmp_path, cancelled.id, age_days=40, tiles=1)  # a partial result left by a cancel
+    # a member's picture, older than the limit: counted, never deleted (nothing could draw it again)
+    picture = tmp_path / "inputs" / "0123abcd.png"
+    picture.parent.mkdir()
+    picture.write_bytes(b"x" * 700)
+    os.utime(picture, (NOW - 90 * DAY, NOW - 90 * DAY))
     await store.cancel(cancelled.id)
     await store.mark_delivered(cancelled.id, 2, 3)
 
     usage = await storage_usage(tmp_path)
     assert usage.image_files == 9 and usage.oldest_image.timestamp() == pytest.approx(NOW - 40 * DAY)
+    assert (usage.input_files, usage.input_bytes) == (1, 700)
     assert 0 < usage.free_bytes <= usage.disk_bytes
 
     report = await prune(store, tmp_path, RetentionPolicy(max_age_days=30))
     assert set(report.jobs) == {old, cancelled.id} and report.files == 5
     assert kept(tmp_path, recent) and not kept(tmp_path, old)
     assert (await storage_usage(tmp_path)).oldest_image.timestamp() == pytest.approx(NOW - 29 * DAY)
+    assert picture.exists()
 
 
 async def test_a_backup_taken_while_jobs_are_written_is_consistent(store: Store, tmp_path: Path):

@@ -56,6 +56,7 @@ def _storage(usage: StorageUsage, bot: DreamGrid) -> str:
     return (
         f"images: **{format_bytes(usage.image_bytes)}** in {usage.image_files} files ({limit})\n"
         f"oldest kept image: {oldest}\n"
+        f"members' pictures: **{format_bytes(usage.input_bytes)}** in {usage.input_files} files (always kept)\n"
         f"free disk: **{format_bytes(usage.free_bytes)}** of {format_bytes(usage.disk_bytes)}\n"
         f"retention: {policy.describe()}; deleted images are drawn again when asked for"
     )

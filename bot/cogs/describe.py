@@ -55,19 +55,18 @@ def _described(job: Job) -> tuple[str, ...]:
     return job.spec.described
 
 
-async def _imagine(interaction: Interaction, job_id: int, numbers: list[int]) -> None:
-    """Queue /imagine for the chosen prompts, in the described picture's aspect, all or none."""
+async def _imagine(interaction: Interaction, job_id: int, numbers: list[int] | None) -> None:
+    """Queue /imagine for the chosen prompts (None: every one), in the described picture's aspect, all or none."""
     bot = interaction.client
 
     async def build(config: GuildConfig) -> list[NewJob]:
         job = await jobs.job_or_error(bot, interaction, job_id)
         prompts = _described(job)
         profile = await bot.store.profile(interaction.user.id)
-        ratio = Fraction(job.spec.render.width, job.spec.render.height).limit_denominator(
-            64
-        )  # as an image prompt keeps its picture's shape
+        # The picture's own shape, as an image prompt keeps it.
+        ratio = Fraction(job.spec.render.width, job.spec.render.height).limit_denominator(64)
         wanted = []
-        for n in numbers:
+        for n in numbers or range(1, len(prompts) + 1):
             if n > len(prompts):
                 raise UserError(f"Job {job.id} has only {len(prompts)} prompts.")
             text = f"{prompts[n - 1]} --ar {ratio.numerator}:{ratio.denominator}"
@@ -128,8 +127,7 @@ class ImagineAllButton(GuardedItem[discord.ui.Button], template=r"dg:desc:(?P<jo
         return cls(int(match["job"]))
 
     async def respond(self, interaction: Interaction) -> None:
-        job = await jobs.job_or_error(interaction.client, interaction, self.job_id)
-        await _imagine(interaction, self.job_id, list(range(1, len(_described(job)) + 1)))
+        await _imagine(interaction, self.job_id, None)
 
 
 class DescribeAgainButton(GuardedItem[discord.ui.Button], template=r"dg:desc:(?P<job>\d+):again"):

@@ -118,3 +118,4 @@ async def test_a_budget_keeps_the_folder_small_and_pruned_jobs_are_drawn_again(
         embed = (await ix.wait_for_reply()).embed
         storage = next(f["value"] for f in embed["fields"] if f["name"].startswith("storage"))
         assert "(limit 307.2 KB)" in storage and "oldest kept image: <t:" in storage and "free disk: **" in storage
+        assert "members' pictures: **0 B** in 0 files" in storage
