@@ -1,6 +1,6 @@
 """Grids per minute with one Ray Serve replica vs two, beside the same without Ray. Not a test: prints ratios.
 
-    .venv/bin/python -m bench.ray_bench [--grids 16] [--in-flight 8] [--rounds 2] [--gpus 0]
+    .venv/bin/python -m bench.ray_bench [--grids 16] [--in-flight 8] [--rounds 3] [--gpus 0]
 
 Two measurements, side by side in one run, each alternating 1 and 2 workers for --rounds rounds
 so that load from anything else on the machine drifts over both alike:
@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--grids", type=int, default=16, help="grids per worker per measurement")
     parser.add_argument("--in-flight", type=int, default=8, help="renders outstanding per worker")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=2, help="1-vs-2 pairs, alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="1-vs-2 pairs, alternating")
     parser.add_argument("--gpus", type=float, default=0, help="GPUs per replica (0: CPU, one thread each)")
     parser.add_argument(
         "--progress-interval",

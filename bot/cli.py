@@ -44,33 +44,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         async with FakeEngine(models=settings.installed_models, step_delay_s=settings.fake_step_delay_s) as fake:
             yield fake
         return
-    from engine.optimize import Speedups
-
-    speedups = Speedups(
-        sdpa=settings.sdpa,
-        channels_last=settings.channels_last,
-        fuse_qkv=settings.fuse_qkv,
-        compile=settings.compile,
-        static_shapes=settings.static_shapes,
-        vae_tiling=settings.vae_tiling,
-    )
-    options: dict[str, Any] = dict(
-        model=settings.default_model,
-        models=settings.installed_models,
-        sources=settings.model_sources,
-        schedulers=_schedulers(settings),
-        device=settings.device,
-        dtype=settings.dtype,
-        batch_window_s=settings.batch_window_s,
-        speedups=speedups,
-        safety_checker=settings.safety_checker,
-        describer=settings.describer,
-        ip_adapter=settings.ip_adapter,
-        ip_adapter_weight=settings.ip_adapter_weight,
-        inpaint_unets={settings.model: settings.inpaint_model} if settings.inpaint_model else None,
-        max_loaded_models=settings.max_loaded_models,
-        memory_budget_gb=settings.model_memory_budget_gb,
-    )
+    options = engine_options(settings)
     if settings.engine == "ray":
         from engine.ray_engine import RayEngine
 
@@ -89,6 +63,37 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
 
     async with DiffusersEngine(**options) as engine:
         yield engine
+
+
+def engine_options(settings: Settings) -> dict[str, Any]:
+    """What either real engine (in-process, or in each Ray replica) is built from."""
+    from engine.optimize import Speedups
+
+    speedups = Speedups(
+        sdpa=settings.sdpa,
+        channels_last=settings.channels_last,
+        fuse_qkv=settings.fuse_qkv,
+        compile=settings.compile,
+        static_shapes=settings.static_shapes,
+        vae_tiling=settings.vae_tiling,
+    )
+    return dict(
+        model=settings.default_model,
+        models=settings.installed_models,
+        sources=settings.model_sources,
+        schedulers=_schedulers(settings),
+        device=settings.device,
+        dtype=settings.dtype,
+        batch_window_s=settings.batch_window_s,
+        speedups=speedups,
+        safety_checker=settings.safety_checker,
+        describer=settings.describer,
+        ip_adapter=settings.ip_adapter,
+        ip_adapter_weight=settings.ip_adapter_weight,
+        inpaint_unets={settings.default_model: settings.inpaint_model} if settings.inpaint_model else None,
+        max_loaded_models=settings.max_loaded_models,
+        memory_budget_gb=settings.model_memory_budget_gb,
+    )
 
 
 def _schedulers(settings: Settings) -> dict[str, str]:

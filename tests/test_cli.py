@@ -263,3 +263,14 @@ def test_models_have_short_names_and_their_own_defaults(monkeypatch) -> None:
     monkeypatch.setenv("MODEL_DEFAULTS", '{"sdxl-turbo": {"steps": 4}}')
     with pytest.raises(SettingsError, match="MODEL_DEFAULTS names models that are not installed: sdxl-turbo"):
         load_settings(_env_file=None)
+
+
+def test_the_inpainting_model_goes_with_the_default_models_short_name(monkeypatch) -> None:
+    from bot.cli import engine_options
+    from bot.settings import load_settings
+
+    monkeypatch.setenv("MODEL", "sd15=/models/stable-diffusion-v1-5")
+    monkeypatch.setenv("INPAINT_MODEL", "/models/sd15-inpainting")
+    options = engine_options(load_settings(_env_file=None))
+    assert options["model"] == "sd15" and options["sources"]["sd15"] == "/models/stable-diffusion-v1-5"
+    assert options["inpaint_unets"] == {"sd15": "/models/sd15-inpainting"}  # the name the engine looks up
