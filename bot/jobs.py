@@ -23,7 +23,7 @@ from bot.kinds import JobKind, Source
 from bot.prompt import ParsedPrompt, PromptError, parse_prompt
 from bot.rows import ImageRow, Job, NewJob
 from bot.spec import DeliveryOptions, EditSpec, InputImage, JobSpec, RenderSpec, ShownValues
-from bot.store import QueueFull
+from bot.store import QueueFull, UserProfile
 from engine import params as render_params
 from engine.requests import ImagePromptMethod
 
@@ -145,6 +145,50 @@ def picture_spec(
     return dataclasses.replace(spec, shown=dataclasses.replace(spec.shown, aspect=None), inputs=(picture,))
 
 
+def parse_members_prompt(
+    bot: DreamGrid,
+    profile: UserProfile,
+    text: str,
+    *,
+    with_suffix: bool = True,
+    max_jobs: int = 1,
+    allow_empty: bool = False,
+) -> list[ParsedPrompt]:
+    """A member's prompt read with their /prefer options (and suffix), or a UserError saying what is wrong."""
+    try:
+        return parse_prompt(
+            text,
+            suffix=profile.suffix if with_suffix else "",
+            options=profile.options,
+            models=bot.settings.installed_models,
+            max_jobs=max_jobs,
+            allow_empty=allow_empty,
+        )
+    except PromptError as exc:
+        raise UserError(str(exc)) from None
+
+
+def prompt_job(
+    interaction: discord.Interaction,
+    kind: JobKind,
+    parsed: ParsedPrompt,
+    spec: JobSpec,
+    *,
+    model: str,
+    profile: UserProfile,
+) -> NewJob:
+    """A new job for a member's own prompt: seeds from its --seed, mode from --fast/--relax or /fast, /relax."""
+    return new_job(
+        interaction,
+        kind=kind,
+        prompt=parsed.raw,
+        spec=spec,
+        seeds=kind.seeds(parsed.seed),
+        model=model,
+        mode=parsed.mode or member_mode(profile.settings),
+    )
+
+
 def member_mode(settings: dict[str, Any]) -> str:
     """The mode a member's jobs run in unless a prompt says `--fast` or `--relax` (/fast, /relax)."""
     return "relax" if settings.get("mode") == "relax" else "fast"
@@ -248,10 +292,7 @@ async def child_job(
     if prompt is not None and prompt != parent.prompt:
         policy.check_remix(config)
         # A remixed prompt is parsed like a new one; a kind drawn from a tile keeps the tile's size.
-        try:
-            parsed = parse_prompt(prompt, options=profile.options, models=bot.settings.installed_models, max_jobs=1)[0]
-        except PromptError as exc:
-            raise UserError(str(exc)) from None
+        parsed = parse_members_prompt(bot, profile, prompt, with_suffix=False)[0]
         model = parsed.model or model
         mode = parsed.mode or mode
         fresh = imagine_spec(parsed, bot=bot, model=model, defaults=profile.settings)

@@ -19,7 +19,6 @@ from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
 from bot.image_inputs import read_attachment, shown_name
-from bot.prompt import PromptError, parse_prompt
 from bot.rows import NewJob
 
 log = logging.getLogger(__name__)
@@ -68,17 +67,7 @@ class Blend(commands.Cog):
 
         async def build(config: GuildConfig) -> list[NewJob]:
             profile = await bot.store.profile(interaction.user.id)
-            try:
-                parsed = parse_prompt(
-                    prompt or "",
-                    suffix=profile.suffix,
-                    options=profile.options,
-                    models=bot.settings.installed_models,
-                    max_jobs=1,
-                    allow_empty=True,
-                )[0]
-            except PromptError as exc:
-                raise UserError(str(exc)) from None
+            parsed = jobs.parse_members_prompt(bot, profile, prompt or "", allow_empty=True)[0]
             if parsed.image_weight is not None:
                 raise UserError("`--iw` is for an image prompt; a blend mixes its pictures evenly.")
             model = parsed.model or config.default_model
@@ -102,18 +91,8 @@ class Blend(commands.Cog):
             spec = jobs.blend_spec(
                 parsed, pictures, aspect=DIMENSIONS[dimensions], bot=bot, model=model, defaults=defaults
             )
-            kind = kinds.BLEND
-            return [
-                jobs.new_job(
-                    interaction,
-                    kind=kind,
-                    prompt=parsed.raw,
-                    spec=spec,
-                    seeds=kind.seeds(parsed.seed),
-                    model=model,
-                    mode=parsed.mode or await jobs.mode_of(bot, interaction.user.id),
-                )
-            ]
+            # The profile read above also gives the member's /fast or /relax: no second read.
+            return [jobs.prompt_job(interaction, kinds.BLEND, parsed, spec, model=model, profile=profile)]
 
         await jobs.submit(bot, interaction, build)
 

@@ -22,7 +22,6 @@ from bot.errors import UserError
 from bot.guild_config import GuildConfig
 from bot.image_inputs import image_attachments, read_for_interaction
 from bot.messages import NUMBERS
-from bot.prompt import PromptError, parse_prompt
 from bot.rows import Job, NewJob
 from bot.spec import JobSpec, RenderSpec
 from bot.ui import GuardedItem
@@ -70,31 +69,11 @@ async def _imagine(interaction: Interaction, job_id: int, numbers: list[int] | N
             if n > len(prompts):
                 raise UserError(f"Job {job.id} has only {len(prompts)} prompts.")
             text = f"{prompts[n - 1]} --ar {ratio.numerator}:{ratio.denominator}"
-            try:
-                parsed = parse_prompt(
-                    text,
-                    suffix=profile.suffix,
-                    options=profile.options,
-                    models=bot.settings.installed_models,
-                    max_jobs=1,
-                )[0]
-            except PromptError as exc:
-                raise UserError(str(exc)) from None
+            parsed = jobs.parse_members_prompt(bot, profile, text)[0]
             model = parsed.model or config.default_model
             defaults = {"aspect": config["default_aspect"], **profile.settings}
             spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
-            kind = kinds.IMAGINE
-            wanted.append(
-                jobs.new_job(
-                    interaction,
-                    kind=kind,
-                    prompt=parsed.raw,
-                    spec=spec,
-                    seeds=kind.seeds(parsed.seed),
-                    model=model,
-                    mode=parsed.mode or jobs.member_mode(profile.settings),
-                )
-            )
+            wanted.append(jobs.prompt_job(interaction, kinds.IMAGINE, parsed, spec, model=model, profile=profile))
         return wanted
 
     await jobs.submit(bot, interaction, build)

@@ -29,7 +29,7 @@ from bot.errors import UserError
 from bot.guild_config import GuildConfig
 from bot.images import encode_for_upload, load_rgb, region_overlay
 from bot.kinds import JobKind
-from bot.prompt import ParsedPrompt, PromptError, parse_prompt
+from bot.prompt import ParsedPrompt
 from bot.rows import ImageRow, Job, NewJob
 from bot.spec import EditSpec
 from bot.ui import GuardedItem, guarded
@@ -219,13 +219,9 @@ class CustomZoomModal(discord.ui.Modal):
             except edits.EditError as exc:
                 raise UserError(str(exc)) from None
             profile = await bot.store.profile(interaction.user.id)
-            try:
-                before, after = (
-                    parse_prompt(t, options=profile.options, models=bot.settings.installed_models, max_jobs=1)[0]
-                    for t in (self.parent.prompt, text)
-                )
-            except PromptError as exc:
-                raise UserError(str(exc)) from None
+            before, after = (
+                jobs.parse_members_prompt(bot, profile, t, with_suffix=False)[0] for t in (self.parent.prompt, text)
+            )
             # A new --ar reshapes the frame; the same --ar as before (or none) keeps the picture's shape.
             aspect = after.aspect if after.aspect != before.aspect else None
             try:

@@ -25,7 +25,7 @@ from bot.errors import UserError
 from bot.guild_config import GuildConfig
 from bot.image_inputs import image_attachments, read_for_interaction
 from bot.kinds import JobKind
-from bot.prompt import ParsedPrompt, PromptError, parse_prompt
+from bot.prompt import ParsedPrompt
 from bot.rows import Job, NewJob
 
 log = logging.getLogger(__name__)
@@ -79,25 +79,14 @@ async def picture_job(
     profile = await bot.store.profile(interaction.user.id)
     parsed = ParsedPrompt(text="", raw="")
     if prompt.strip():
-        try:
-            parsed = parse_prompt(prompt, options=profile.options, models=bot.settings.installed_models, max_jobs=1)[0]
-        except PromptError as exc:
-            raise UserError(str(exc)) from None
+        parsed = jobs.parse_members_prompt(bot, profile, prompt, with_suffix=False)[0]
     model = parsed.model or config.default_model
     native = bot.engine.native_size(model)
     picture = await read_for_interaction(
         interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
     )
     spec = jobs.picture_spec(parsed, picture, strength=strength, bot=bot, model=model, defaults=profile.settings)
-    return jobs.new_job(
-        interaction,
-        kind=kind,
-        prompt=parsed.raw,
-        spec=spec,
-        seeds=kind.seeds(parsed.seed),
-        model=model,
-        mode=parsed.mode or jobs.member_mode(profile.settings),
-    )
+    return jobs.prompt_job(interaction, kind, parsed, spec, model=model, profile=profile)
 
 
 async def submit_picture(

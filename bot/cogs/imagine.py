@@ -24,7 +24,7 @@ from bot.guild_config import GuildConfig
 from bot.image_inputs import cdn_hosts_for, read_for_interaction, resolve_prompt_url, split_leading_urls
 from bot.images import encode_grid
 from bot.kinds import JobKind, ResultButtons
-from bot.prompt import PromptError, parse_prompt
+from bot.prompt import MAX_JOBS
 from bot.rows import Job, NewJob
 from bot.spec import EditSpec
 from bot.ui import GuardedItem, guarded
@@ -340,12 +340,7 @@ async def imagine_jobs(
         pictures[found.id] = found
     if len(pictures) > 1:
         raise UserError("One picture per prompt: the `image` option or one image link at the start, not both.")
-    try:
-        parsed_prompts = parse_prompt(
-            text, suffix=profile.suffix, options=profile.options, models=bot.settings.installed_models
-        )
-    except PromptError as exc:
-        raise UserError(str(exc)) from None
+    parsed_prompts = jobs.parse_members_prompt(bot, profile, text, max_jobs=MAX_JOBS)
     if not pictures and any(p.image_weight is not None for p in parsed_prompts):
         raise UserError("`--iw` sets how strongly a picture steers the result: add one with the `image` option.")
     policy.check_repeat(config, parsed_prompts)
@@ -375,17 +370,7 @@ async def imagine_jobs(
             spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
         else:
             spec = jobs.image_prompt_spec(parsed, picture, bot=bot, model=model, defaults=defaults)
-        new_jobs.append(
-            jobs.new_job(
-                interaction,
-                kind=kind,
-                prompt=parsed.raw,
-                spec=spec,
-                seeds=kind.seeds(parsed.seed),
-                model=model,
-                mode=parsed.mode or jobs.member_mode(profile.settings),
-            )
-        )
+        new_jobs.append(jobs.prompt_job(interaction, kind, parsed, spec, model=model, profile=profile))
     return new_jobs
 
 
