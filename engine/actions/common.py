@@ -285,3 +285,21 @@ def feather_inside(mask: Image.Image, radius: int) -> Image.Image:
     2·radius pixels inside it. Blending through it leaves everything outside exactly as it was."""
     shrunk = binary_mask(mask).filter(ImageFilter.MinFilter(2 * radius + 1))
     return shrunk.filter(ImageFilter.BoxBlur(radius))
+
+
+def paste_kept(
+    images: Sequence[Image.Image], requests: Sequence[RenderRequest], drawn: Sequence[Image.Image]
+) -> list[Image.Image]:
+    """Each decoded image over its request's `init_image`, through `drawn` (one alpha per request:
+    255 shows the new drawing, 0 the kept picture exactly). The safety checker's verdict (`info`) stays."""
+    rows = [
+        (source, alpha)
+        for source, alpha, r in zip((r.init_image.convert("RGB") for r in requests), drawn, requests, strict=True)
+        for _ in r.seeds
+    ]
+    out = []
+    for picture, (source, alpha) in zip(images, rows, strict=True):
+        blended = Image.composite(picture, source, alpha)
+        blended.info.update(picture.info)
+        out.append(blended)
+    return out

@@ -28,6 +28,7 @@ from engine.actions.common import (
     feather_inside,
     feather_radius,
     generators,
+    paste_kept,
     split,
     step_state,
 )
@@ -90,12 +91,5 @@ def inpaint(
 
     # 6. paste the kept area back, blending only inside the redrawn region
     radius = feather_radius(first.width, first.height)
-    drawn_alpha = [feather_inside(r.mask_image, radius) for r in requests]
-    rows = [
-        (r.init_image.convert("RGB"), alpha) for r, alpha in zip(requests, drawn_alpha, strict=True) for _ in r.seeds
-    ]
-    for i, (picture, (kept, alpha)) in enumerate(zip(out, rows, strict=True)):
-        info = picture.info.copy()
-        out[i] = Image.composite(picture, kept, alpha)
-        out[i].info.update(info)
-    return split(out, requests)
+    drawn = [feather_inside(r.mask_image, radius) for r in requests]
+    return split(paste_kept(out, requests, drawn), requests)

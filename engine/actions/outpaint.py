@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from engine.actions.common import (
     RenderInterrupted,
@@ -30,6 +30,7 @@ from engine.actions.common import (
     feather_inside,
     feather_radius,
     generators,
+    paste_kept,
     split,
     step_state,
 )
@@ -126,14 +127,7 @@ def outpaint(
     # 5. decode
     out = decode(pipe, latents, safety_checker)
 
-    # 6. paste the kept picture back, blending only inside its edge
+    # 6. paste the kept picture back, blending only inside its edge (the new area stays as drawn)
     radius = feather_radius(first.width, first.height)
-    kept_alpha = [feather_inside(Image.eval(binary_mask(r.mask_image), lambda v: 255 - v), radius) for r in requests]
-    rows = [
-        (r.init_image.convert("RGB"), alpha) for r, alpha in zip(requests, kept_alpha, strict=True) for _ in r.seeds
-    ]
-    for i, (picture, (kept, alpha)) in enumerate(zip(out, rows, strict=True)):
-        info = picture.info.copy()  # the safety checker's verdict
-        out[i] = Image.composite(kept, picture, alpha)
-        out[i].info.update(info)
-    return split(out, requests)
+    drawn = [ImageOps.invert(feather_inside(ImageOps.invert(binary_mask(r.mask_image)), radius)) for r in requests]
+    return split(paste_kept(out, requests, drawn), requests)
