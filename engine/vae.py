@@ -1,5 +1,5 @@
-"""The engine's own VAE calls (final decode, --stop's x0 decode, the preview fit, img2img encodes of
-large images), made as diffusers' pipelines make theirs.
+"""The engine's own VAE calls (final decode, --stop's x0 decode, the preview fit, /blend's encodes,
+img2img encodes of large images), made as diffusers' pipelines make theirs.
 
 - `force_upcast`: SDXL's VAE overflows in float16 (black or NaN images), so its config asks for
   float32. diffusers' SDXL pipelines upcast around their decode; every decode of ours must too.
@@ -78,6 +78,31 @@ def tiled_if_large(vae: Any, width: int, height: int) -> Iterator[None]:
         vae.tile_sample_min_size, vae.tile_latent_min_size = saved
 
 
+def _latents_mean_std(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """SDXL-style per-channel latent statistics from the VAE's config, shaped to broadcast; None without."""
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is None or std is None:
+        return None
+    shape = (1, like.shape[1], 1, 1)
+    return (
+        torch.tensor(mean, device=like.device, dtype=like.dtype).view(shape),
+        torch.tensor(std, device=like.device, dtype=like.dtype).view(shape),
+    )
+
+
+@torch.no_grad()
+def encode_pixels(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> latents as the UNet reads them (the distribution's mode, scaled), honouring
+    force_upcast, tiling and latents_mean/std: the inverse of `decode_latents`."""
+    height, width = pixels.shape[-2:]
+    with full_precision(vae) as dtype, tiled_if_large(vae, width, height):
+        latents = vae.encode(pixels.to(vae.device, dtype)).latent_dist.mode()
+        stats = _latents_mean_std(vae, latents)
+        if stats is not None:
+            return (latents - stats[0]) * vae.config.scaling_factor / stats[1]
+        return latents * vae.config.scaling_factor
+
+
 @torch.no_grad()
 def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
     """Latents (as the UNet leaves them) -> images in [-1, 1], honouring force_upcast, tiling, latents_mean/std."""
@@ -85,12 +110,9 @@ def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
     height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
     with full_precision(vae) as dtype, tiled_if_large(vae, width, height):
         latents = latents.to(dtype)
-        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-        if mean is not None and std is not None:
-            shape = (1, latents.shape[1], 1, 1)
-            mean_t = torch.tensor(mean, device=latents.device, dtype=dtype).view(shape)
-            std_t = torch.tensor(std, device=latents.device, dtype=dtype).view(shape)
-            latents = latents * std_t / vae.config.scaling_factor + mean_t
+        stats = _latents_mean_std(vae, latents)
+        if stats is not None:
+            latents = latents * stats[1] / vae.config.scaling_factor + stats[0]
         else:
             latents = latents / vae.config.scaling_factor
         return vae.decode(latents, return_dict=False)[0]

@@ -38,6 +38,7 @@ from engine.actions.common import (
 from engine.actions.image_prompt import IPAdapter, ip_adapter_on
 from engine.params import BLEND_IP_ADAPTER_SCALE, BLEND_MAX_IMAGES, BLEND_MIN_IMAGES
 from engine.requests import ImagePromptMethod, RenderRequest
+from engine.vae import encode_pixels
 
 
 def check_inputs(request: RenderRequest) -> None:
@@ -120,20 +121,9 @@ def blend(
 
 def _encode(pipe: Any, images: Sequence[Image.Image], size: tuple[int, int]) -> torch.Tensor:
     """Scaled VAE latents (the distribution's mode) of each image fitted to `size`."""
-    vae = pipe.vae
     fitted = [ImageOps.fit(im.convert("RGB"), size, Image.Resampling.LANCZOS) for im in images]
     pixels = pipe.image_processor.preprocess(fitted, height=size[1], width=size[0])
-    # SDXL's VAE overflows in float16 (its config says force_upcast); diffusers encodes it in float32.
-    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-    dtype = torch.float32 if upcast else vae.dtype
-    if upcast:
-        vae.to(torch.float32)
-    try:
-        latents = vae.encode(pixels.to(vae.device, dtype)).latent_dist.mode()
-    finally:
-        if upcast:
-            vae.to(torch.float16)
-    return (latents * vae.config.scaling_factor).to(pipe.unet.dtype)
+    return encode_pixels(pipe.vae, pixels).to(pipe.unet.dtype)
 
 
 def spherical_mean(latents: torch.Tensor) -> torch.Tensor:

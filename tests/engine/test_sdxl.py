@@ -12,7 +12,7 @@ import torch
 
 from engine.core import DiffusersEngine
 from engine.tiny import build_tiny_sdxl_pipeline
-from engine.vae import decode_latents
+from engine.vae import decode_latents, encode_pixels
 from tests.engine.conftest import TILE, pixels, request
 
 OVERFLOW = 1e5
@@ -49,6 +49,24 @@ def test_float16_decode_of_an_sdxl_vae_has_no_nan():
 
     vae.register_to_config(force_upcast=False)  # the bug this guards against: decoding in float16
     assert not torch.isfinite(decode_latents(vae, latents.half())).all()
+
+
+def test_float16_encode_of_an_sdxl_vae_has_no_nan():  # /blend encodes its pictures
+    vae = build_tiny_sdxl_pipeline(seed=0).vae
+    with torch.no_grad():
+        vae.encoder.conv_in.weight.mul_(OVERFLOW)
+        vae.encoder.conv_in.bias.mul_(OVERFLOW)
+    images = torch.rand(2, 3, TILE, TILE, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    reference = encode_pixels(vae, images)
+    skip_without_float16()
+    torch.nn.Module.to(vae, dtype=torch.float16)
+
+    latents = encode_pixels(vae, images.half())
+
+    assert torch.isfinite(latents).all() and vae.dtype == torch.float16
+    assert (latents.float() - reference).abs().max() < 0.05 * reference.abs().max()
+    vae.register_to_config(force_upcast=False)
+    assert not torch.isfinite(encode_pixels(vae, images.half())).all()
 
 
 async def test_an_sdxl_grid_in_float16_is_not_black_with_stop_and_previews():
