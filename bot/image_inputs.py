@@ -144,10 +144,14 @@ async def read_attachment(
         ) from None
     if len(data) > upload_limit:  # the CDN sent more than Discord declared
         raise UserError(f"{shown_name(attachment.filename)} is larger than the {_size(upload_limit)} allowed here.")
-    image = await asyncio.to_thread(decode_picture, data, attachment.filename)
-    fitted = await asyncio.to_thread(fit_to_budget, image, pixel_budget, attachment.filename)
-    path = await asyncio.to_thread(store_input, fitted, data_dir)
-    return InputImage(path=path, name=attachment.filename, width=fitted.width, height=fitted.height)
+    return await asyncio.to_thread(_decode_fit_store, data, attachment.filename, pixel_budget, data_dir)
+
+
+def _decode_fit_store(data: bytes, filename: str, pixel_budget: int, data_dir: Path) -> InputImage:
+    """The blocking part of reading a picture, for one trip to a worker thread."""
+    fitted = fit_to_budget(decode_picture(data, filename), pixel_budget, filename)
+    path = store_input(fitted, data_dir)
+    return InputImage(path=path, name=filename, width=fitted.width, height=fitted.height)
 
 
 async def read_for_interaction(

@@ -8,6 +8,7 @@ whether the operator's IP-Adapter mixed them or the model's latents did.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
@@ -76,15 +77,18 @@ class Blend(commands.Cog):
             # Reading several pictures may outlast Discord's 3 s: defer, and refuse in that placeholder.
             if not interaction.response.is_done():
                 await interaction.response.defer(ephemeral=True, thinking=True)
-            pictures = [
-                await read_attachment(
-                    attachment,
-                    upload_limit=interaction.filesize_limit,
-                    pixel_budget=native * native,
-                    data_dir=bot.settings.data_dir,
+            # Downloaded side by side; the first refusal is the one the member sees.
+            pictures = await asyncio.gather(
+                *(
+                    read_attachment(
+                        attachment,
+                        upload_limit=interaction.filesize_limit,
+                        pixel_budget=native * native,
+                        data_dir=bot.settings.data_dir,
+                    )
+                    for attachment in attachments
                 )
-                for attachment in attachments
-            ]
+            )
             names = ", ".join(shown_name(p.name) for p in pictures)
             await interaction.edit_original_response(content=f"Blending {names}.")
             defaults = {"aspect": config["default_aspect"], **profile.settings}
