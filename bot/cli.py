@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.settings import Settings, SettingsError, load_settings
-from engine.requests import Engine
+from engine.requests import Engine, RenderError
 
 if TYPE_CHECKING:
     from bot.store import Store
@@ -46,7 +46,10 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
         return
     options = engine_options(settings)
     if settings.engine == "ray":
-        from engine.ray_engine import RayEngine
+        try:
+            from engine.ray_engine import RayEngine
+        except ImportError as exc:
+            raise RenderError(f"Ray Serve is not installed here: pip install -e '.[ray]' ({exc})") from None
 
         async with RayEngine(
             **options,
@@ -154,8 +157,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "DISCORD_TOKEN is not set: put the bot token from the Discord Developer Portal in .env (see .env.example)."
         )
     import aiohttp
-
-    from engine.requests import RenderError
 
     discord.utils.setup_logging(level=getattr(logging, settings.log_level))
     try:

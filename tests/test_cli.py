@@ -274,3 +274,16 @@ def test_the_inpainting_model_goes_with_the_default_models_short_name(monkeypatc
     options = engine_options(load_settings(_env_file=None))
     assert options["model"] == "sd15" and options["sources"]["sd15"] == "/models/stable-diffusion-v1-5"
     assert options["inpaint_unets"] == {"sd15": "/models/sd15-inpainting"}  # the name the engine looks up
+
+
+async def test_engine_ray_without_ray_installed_says_how_to_install_it(monkeypatch) -> None:
+    import sys
+
+    from bot.cli import open_engine
+    from bot.settings import load_settings
+    from engine.requests import RenderError
+
+    monkeypatch.setitem(sys.modules, "engine.ray_engine", None)  # as if `.[ray]` was not installed
+    with pytest.raises(RenderError, match=r"Ray Serve is not installed here: pip install -e '\.\[ray\]'"):
+        async with open_engine(load_settings(_env_file=None, engine="ray")):
+            pass
