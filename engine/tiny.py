@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -67,19 +68,7 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         attention_head_dim=8,
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(16, 32, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=64,
-        scaling_factor=1.0,
-    )
-    _tame(vae)
+    vae = _tiny_vae(scaling_factor=1.0)
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -100,6 +89,24 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _tiny_vae(**config: Any) -> AutoencoderKL:
+    """A 64 px, 8x-downsampling VAE of random weights, tamed (`_tame`) so decode(encode(x)) stays near x."""
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+        **config,
+    )
+    _tame(vae)
+    return vae
 
 
 def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
@@ -143,20 +150,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         cross_attention_dim=64,  # both encoders' hidden states, concatenated
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(16, 32, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=64,
-        scaling_factor=0.13025,
-        force_upcast=True,
-    )
-    _tame(vae)
+    vae = _tiny_vae(scaling_factor=0.13025, force_upcast=True)  # SDXL's factor, and its float32 decode
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
     )
