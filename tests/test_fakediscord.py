@@ -63,7 +63,8 @@ class TinyBot(commands.Bot):
             embed = discord.Embed(title=prompt, description=f"seed {seed}, style {style}")
             embed.set_image(url="attachment://grid.png")
             await interaction.edit_original_response(
-                content=None, embed=embed, attachments=[discord.File(io.BytesIO(png()), "grid.png")], view=view)
+                content=None, embed=embed, attachments=[discord.File(io.BytesIO(png()), "grid.png")], view=view
+            )
 
         @imagine.autocomplete("style")
         async def style_complete(interaction: discord.Interaction, current: str):
@@ -87,7 +88,9 @@ class TinyBot(commands.Bot):
             where = "dm" if interaction.guild is None else interaction.guild.name
             await interaction.response.send_message(
                 f"{interaction.user.name} in {where}, manage_guild={interaction.permissions.manage_guild}, "
-                f"limit={interaction.filesize_limit}", ephemeral=True)
+                f"limit={interaction.filesize_limit}",
+                ephemeral=True,
+            )
 
         @self.tree.command(description="A counter button")
         async def counter(interaction: discord.Interaction) -> None:
@@ -111,8 +114,11 @@ class TinyBot(commands.Bot):
         @self.tree.command(description="Pick a style")
         async def pick(interaction: discord.Interaction) -> None:
             view = discord.ui.View()
-            select = discord.ui.Select(custom_id="pick:style", options=[
-                discord.SelectOption(label=s) for s in ("raw", "vivid", "retro")], max_values=2)
+            select = discord.ui.Select(
+                custom_id="pick:style",
+                options=[discord.SelectOption(label=s) for s in ("raw", "vivid", "retro")],
+                max_values=2,
+            )
 
             async def picked(ix: discord.Interaction) -> None:
                 await ix.response.send_message(",".join(select.values), ephemeral=True)
@@ -126,13 +132,15 @@ class TinyBot(commands.Bot):
             data = await image.read()
             with Image.open(io.BytesIO(data)) as picture:
                 await interaction.response.send_message(
-                    f"{image.filename}: declared {image.size} bytes, read {len(data)}, {picture.size}", ephemeral=True)
+                    f"{image.filename}: declared {image.size} bytes, read {len(data)}, {picture.size}", ephemeral=True
+                )
 
         @self.tree.context_menu(name="Count pictures")
         async def count_pictures(interaction: discord.Interaction, message: discord.Message) -> None:
             sizes = [len(await a.read()) for a in message.attachments]
             await interaction.response.send_message(
-                f"{message.author.name}: {message.content!r}, files {sizes}", ephemeral=True)
+                f"{message.author.name}: {message.content!r}, files {sizes}", ephemeral=True
+            )
 
         @self.tree.command(description="Always fails")
         async def broken(interaction: discord.Interaction) -> None:
@@ -152,8 +160,18 @@ async def test_login_ready_and_command_sync(fake_discord: FakeDiscord, bot: Tiny
     guild = bot.get_guild(fake_discord.guild.id)
     assert guild is not None and guild.get_channel(fake_discord.channel.id) is not None
     names = {c["name"] for c in fake_discord.commands.values()}
-    assert names == {"imagine", "remix", "slow", "whoami", "counter", "post", "pick", "broken", "measure",
-                     "Count pictures"}
+    assert names == {
+        "imagine",
+        "remix",
+        "slow",
+        "whoami",
+        "counter",
+        "post",
+        "pick",
+        "broken",
+        "measure",
+        "Count pictures",
+    }
     assert fake_discord.requests_to("PUT", "/applications/{application_id}/commands")
 
 
@@ -212,13 +230,16 @@ async def test_bad_components_are_violations(fake_discord: FakeDiscord, bot: Tin
     assert (err.value.status, err.value.code) == (400, 50035)  # refused as Discord does: nothing posted
     assert not fake_discord.channel_messages()
     long_id = [{"type": 1, "components": [{"type": 2, "style": 1, "label": "x", "custom_id": "a" * 101}]}]
-    with fake_discord.expect_violations(r"custom_id .* 101 characters", "spec: .*custom_id.*too long"), \
-            pytest.raises(discord.HTTPException):
+    with (
+        fake_discord.expect_violations(r"custom_id .* 101 characters", "spec: .*custom_id.*too long"),
+        pytest.raises(discord.HTTPException),
+    ):
         await bot.http.request(route, json={"components": long_id})
 
 
 async def test_a_body_over_discords_limits_is_answered_400_and_not_applied(
-        fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    fake_discord: FakeDiscord, bot: TinyBot
+) -> None:
     channel = bot.get_channel(fake_discord.channel.id)
     sent = await channel.send("short")
     with fake_discord.expect_violations("content is 2001 characters"), pytest.raises(discord.HTTPException) as err:
@@ -228,7 +249,8 @@ async def test_a_body_over_discords_limits_is_answered_400_and_not_applied(
 
 
 async def test_an_outage_answers_5xx_for_a_stretch_and_discord_py_retries(
-        fake_discord: FakeDiscord, bot: TinyBot) -> None:
+    fake_discord: FakeDiscord, bot: TinyBot
+) -> None:
     route = "/channels/{channel_id}/messages"
     channel = bot.get_channel(fake_discord.channel.id)
     outage = fake_discord.fail_requests(503, method="POST", route=route, count=2)
@@ -244,9 +266,11 @@ async def test_an_outage_answers_5xx_for_a_stretch_and_discord_py_retries(
 
 
 async def test_an_answer_lost_after_applying_and_a_nonce_retry_posts_once(
-        fake_discord: FakeDiscord, bot: TinyBot) -> None:
-    outage = fake_discord.fail_requests(502, method="POST", route="/channels/{channel_id}/messages", count=1,
-                                        after_applying=True)
+    fake_discord: FakeDiscord, bot: TinyBot
+) -> None:
+    outage = fake_discord.fail_requests(
+        502, method="POST", route="/channels/{channel_id}/messages", count=1, after_applying=True
+    )
     channel = bot.get_channel(fake_discord.channel.id)
     sent = await channel.send("once", nonce="job-1")  # 502 after posting; discord.py retries with the nonce
     assert outage.over
@@ -281,8 +305,7 @@ async def test_second_initial_response_is_40060(fake_discord: FakeDiscord, bot: 
 
 
 async def test_unanswered_interaction_is_reported(fake_discord: FakeDiscord, bot: TinyBot) -> None:
-    ix = await fake_discord.click(
-        await _post_with_unknown_button(fake_discord, bot), "nobody:handles:this")
+    ix = await fake_discord.click(await _post_with_unknown_button(fake_discord, bot), "nobody:handles:this")
     with pytest.raises(AssertionError, match="not acknowledged within 0.3s"):
         await ix.ack(timeout=0.3)
     with fake_discord.expect_violations("never acknowledged"):

@@ -53,7 +53,22 @@ def discord_py_pointed_at(fake: FakeDiscord) -> Iterator[None]:
 
 
 __all__ = [
-    "P", "Attachment", "Callback", "Channel", "DiscordError", "FakeDiscord", "Guild", "Interaction", "Member", "Outage",
-    "Message", "RequestRecord", "Role", "Upload", "User", "Violation", "discord_py_pointed_at",
+    "P",
+    "Attachment",
+    "Callback",
+    "Channel",
+    "DiscordError",
+    "FakeDiscord",
+    "Guild",
+    "Interaction",
+    "Member",
+    "Outage",
+    "Message",
+    "RequestRecord",
+    "Role",
+    "Upload",
+    "User",
+    "Violation",
+    "discord_py_pointed_at",
     "point_discord_py_at",
 ]

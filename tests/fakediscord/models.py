@@ -41,9 +41,18 @@ class P:
     SEND_MESSAGES_IN_THREADS = 1 << 38
     ALL = (1 << 51) - 1
 
-    EVERYONE = (CREATE_INSTANT_INVITE | ADD_REACTIONS | VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS
-                | ATTACH_FILES | READ_MESSAGE_HISTORY | USE_EXTERNAL_EMOJIS | USE_APPLICATION_COMMANDS
-                | SEND_MESSAGES_IN_THREADS)
+    EVERYONE = (
+        CREATE_INSTANT_INVITE
+        | ADD_REACTIONS
+        | VIEW_CHANNEL
+        | SEND_MESSAGES
+        | EMBED_LINKS
+        | ATTACH_FILES
+        | READ_MESSAGE_HISTORY
+        | USE_EXTERNAL_EMOJIS
+        | USE_APPLICATION_COMMANDS
+        | SEND_MESSAGES_IN_THREADS
+    )
 
 
 @dataclass(eq=False)
@@ -60,9 +69,16 @@ class User:
 
     def to_payload(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "id": str(self.id), "username": self.username, "global_name": self.global_name,
-            "discriminator": "0", "avatar": None, "public_flags": 0, "flags": 0,
-            "avatar_decoration_data": None, "collectibles": None, "primary_guild": None,
+            "id": str(self.id),
+            "username": self.username,
+            "global_name": self.global_name,
+            "discriminator": "0",
+            "avatar": None,
+            "public_flags": 0,
+            "flags": 0,
+            "avatar_decoration_data": None,
+            "collectibles": None,
+            "primary_guild": None,
         }
         if self.bot:
             d["bot"] = True
@@ -80,11 +96,19 @@ class Role:
 
     def to_payload(self) -> dict[str, Any]:
         return {
-            "id": str(self.id), "name": self.name, "permissions": str(self.permissions),
-            "position": self.position, "color": self.color,
+            "id": str(self.id),
+            "name": self.name,
+            "permissions": str(self.permissions),
+            "position": self.position,
+            "color": self.color,
             "colors": {"primary_color": self.color, "secondary_color": None, "tertiary_color": None},
-            "hoist": False, "managed": self.managed, "mentionable": False, "icon": None,
-            "unicode_emoji": None, "flags": 0, "description": None,
+            "hoist": False,
+            "managed": self.managed,
+            "mentionable": False,
+            "icon": None,
+            "unicode_emoji": None,
+            "flags": 0,
+            "description": None,
         }
 
 
@@ -109,12 +133,26 @@ class Channel:
     def to_payload(self, *, with_guild_id: bool = True) -> dict[str, Any]:
         if self.is_dm:
             assert self.recipient is not None
-            return {"id": str(self.id), "type": 1, "last_message_id": None, "flags": 0,
-                    "recipients": [self.recipient.to_payload()], "recipient_flags": 0}
+            return {
+                "id": str(self.id),
+                "type": 1,
+                "last_message_id": None,
+                "flags": 0,
+                "recipients": [self.recipient.to_payload()],
+                "recipient_flags": 0,
+            }
         d: dict[str, Any] = {
-            "id": str(self.id), "type": self.type, "name": self.name, "position": self.position,
-            "permission_overwrites": [], "nsfw": self.nsfw, "parent_id": None, "topic": None,
-            "last_message_id": None, "rate_limit_per_user": 0, "flags": 0,
+            "id": str(self.id),
+            "type": self.type,
+            "name": self.name,
+            "position": self.position,
+            "permission_overwrites": [],
+            "nsfw": self.nsfw,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "flags": 0,
         }
         if with_guild_id and self.guild is not None:
             d["guild_id"] = str(self.guild.id)
@@ -145,9 +183,18 @@ class Member:
 
     def to_payload(self, *, with_user: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "roles": [str(r.id) for r in self.roles], "nick": self.nick, "avatar": None, "banner": None,
-            "joined_at": self.joined_at, "premium_since": None, "deaf": False, "mute": False,
-            "pending": False, "flags": 0, "communication_disabled_until": None, "unusual_dm_activity_until": None,
+            "roles": [str(r.id) for r in self.roles],
+            "nick": self.nick,
+            "avatar": None,
+            "banner": None,
+            "joined_at": self.joined_at,
+            "premium_since": None,
+            "deaf": False,
+            "mute": False,
+            "pending": False,
+            "flags": 0,
+            "communication_disabled_until": None,
+            "unusual_dm_activity_until": None,
         }
         if with_user:
             d["user"] = self.user.to_payload()
@@ -183,18 +230,49 @@ class Guild:
     def to_payload(self) -> dict[str, Any]:
         """A GUILD_CREATE body."""
         return {
-            "id": str(self.id), "name": self.name, "icon": None, "splash": None, "discovery_splash": None,
-            "owner_id": str(self.owner_id), "afk_channel_id": None, "afk_timeout": 300, "verification_level": 0,
-            "default_message_notifications": 0, "explicit_content_filter": 0, "mfa_level": 0,
-            "application_id": None, "system_channel_id": None, "system_channel_flags": 0, "rules_channel_id": None,
-            "vanity_url_code": None, "description": None, "banner": None, "premium_tier": 0,
-            "premium_subscription_count": 0, "preferred_locale": self.locale, "public_updates_channel_id": None,
-            "nsfw_level": 0, "premium_progress_bar_enabled": False, "safety_alerts_channel_id": None,
-            "features": [], "emojis": [], "stickers": [], "max_members": 500000, "max_video_channel_users": 25,
+            "id": str(self.id),
+            "name": self.name,
+            "icon": None,
+            "splash": None,
+            "discovery_splash": None,
+            "owner_id": str(self.owner_id),
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "application_id": None,
+            "system_channel_id": None,
+            "system_channel_flags": 0,
+            "rules_channel_id": None,
+            "vanity_url_code": None,
+            "description": None,
+            "banner": None,
+            "premium_tier": 0,
+            "premium_subscription_count": 0,
+            "preferred_locale": self.locale,
+            "public_updates_channel_id": None,
+            "nsfw_level": 0,
+            "premium_progress_bar_enabled": False,
+            "safety_alerts_channel_id": None,
+            "features": [],
+            "emojis": [],
+            "stickers": [],
+            "max_members": 500000,
+            "max_video_channel_users": 25,
             "roles": [r.to_payload() for r in self.roles],
-            "joined_at": iso_now(), "large": False, "unavailable": False, "member_count": len(self.members),
-            "voice_states": [], "presences": [], "threads": [], "stage_instances": [],
-            "guild_scheduled_events": [], "soundboard_sounds": [], "lazy": True,
+            "joined_at": iso_now(),
+            "large": False,
+            "unavailable": False,
+            "member_count": len(self.members),
+            "voice_states": [],
+            "presences": [],
+            "threads": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+            "lazy": True,
             "members": [m.to_payload() for m in self.members.values()],
             "channels": [c.to_payload(with_guild_id=False) for c in self.channels],
         }
@@ -227,8 +305,13 @@ class Attachment:
 
     def to_payload(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "id": str(self.id), "filename": self.filename, "size": self.size, "url": self.url,
-            "proxy_url": self.url, "content_type": self.content_type, "description": self.description,
+            "id": str(self.id),
+            "filename": self.filename,
+            "size": self.size,
+            "url": self.url,
+            "proxy_url": self.url,
+            "content_type": self.content_type,
+            "description": self.description,
         }
         if self.ephemeral:
             d["ephemeral"] = True
@@ -297,18 +380,34 @@ class Message:
         return [b["custom_id"] for b in self.buttons if "custom_id" in b]
 
     def snapshot(self) -> dict[str, Any]:
-        return copy.deepcopy({
-            "content": self.content, "embeds": self.embeds, "components": self.components,
-            "attachments": [a.filename for a in self.attachments], "flags": self.flags,
-        })
+        return copy.deepcopy(
+            {
+                "content": self.content,
+                "embeds": self.embeds,
+                "components": self.components,
+                "attachments": [a.filename for a in self.attachments],
+                "flags": self.flags,
+            }
+        )
 
     def to_payload(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "id": str(self.id), "channel_id": str(self.channel.id), "author": self.author.to_payload(),
-            "content": self.content, "timestamp": self.timestamp, "edited_timestamp": self.edited_timestamp,
-            "tts": False, "mention_everyone": False, "mentions": [], "mention_roles": [],
-            "attachments": [a.to_payload() for a in self.attachments], "embeds": self.embeds,
-            "pinned": False, "type": self.type, "flags": self.flags, "components": self.components,
+            "id": str(self.id),
+            "channel_id": str(self.channel.id),
+            "author": self.author.to_payload(),
+            "content": self.content,
+            "timestamp": self.timestamp,
+            "edited_timestamp": self.edited_timestamp,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [a.to_payload() for a in self.attachments],
+            "embeds": self.embeds,
+            "pinned": False,
+            "type": self.type,
+            "flags": self.flags,
+            "components": self.components,
         }
         if self.channel.guild is not None:
             d["guild_id"] = str(self.channel.guild.id)
@@ -320,13 +419,22 @@ class Message:
             d["interaction_metadata"] = self.interaction_metadata
         if self.reactions:
             d["reactions"] = [
-                {"emoji": {"id": None, "name": e}, "count": len(users), "me": False,
-                 "count_details": {"burst": 0, "normal": len(users)}, "burst_colors": [], "me_burst": False,
-                 "burst_me": False, "burst_count": 0}
+                {
+                    "emoji": {"id": None, "name": e},
+                    "count": len(users),
+                    "me": False,
+                    "count_details": {"burst": 0, "normal": len(users)},
+                    "burst_colors": [],
+                    "me_burst": False,
+                    "burst_me": False,
+                    "burst_count": 0,
+                }
                 for e, users in self.reactions.items()
             ]
         return d
 
     def __repr__(self) -> str:
-        return (f"<Message id={self.id} channel={self.channel.name or self.channel.id} content={self.content[:40]!r}"
-                f" embeds={len(self.embeds)} files={[a.filename for a in self.attachments]} flags={self.flags}>")
+        return (
+            f"<Message id={self.id} channel={self.channel.name or self.channel.id} content={self.content[:40]!r}"
+            f" embeds={len(self.embeds)} files={[a.filename for a in self.attachments]} flags={self.flags}>"
+        )

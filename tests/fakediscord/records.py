@@ -78,8 +78,17 @@ class Callback:
 class Interaction:
     """One user action injected as INTERACTION_CREATE, and everything the bot did in answer."""
 
-    def __init__(self, fake: FakeDiscord, *, type: int, payload: dict[str, Any], user: User,
-                 channel: Channel, guild: Guild | None, message: Message | None = None) -> None:
+    def __init__(
+        self,
+        fake: FakeDiscord,
+        *,
+        type: int,
+        payload: dict[str, Any],
+        user: User,
+        channel: Channel,
+        guild: Guild | None,
+        message: Message | None = None,
+    ) -> None:
         self.fake = fake
         self.id = int(payload["id"])
         self.token: str = payload["token"]
@@ -155,16 +164,18 @@ class Interaction:
         assert self.callback is not None
         return self.callback
 
-    async def wait_for_response(self, predicate: Callable[[Message], Any] | None = None,
-                                timeout: float = 10.0) -> Message:
+    async def wait_for_response(
+        self, predicate: Callable[[Message], Any] | None = None, timeout: float = 10.0
+    ) -> Message:
         """Wait until the original response message exists (and satisfies `predicate`)."""
+
         def ready():
             m = self.original
             return m if m is not None and (predicate is None or predicate(m)) else None
+
         return await self.fake.wait_for(ready, timeout=timeout, what=f"original response of {self!r}")
 
-    async def wait_for_edit(self, predicate: Callable[[Message], Any] | None = None,
-                            timeout: float = 10.0) -> Message:
+    async def wait_for_edit(self, predicate: Callable[[Message], Any] | None = None, timeout: float = 10.0) -> Message:
         """Wait for the original response to satisfy `predicate`; without one, for its next edit."""
         start = self.original.edits if self.original is not None else -1
 
@@ -175,19 +186,23 @@ class Interaction:
             if predicate is None:
                 return m if m.edits > start else None
             return m if predicate(m) else None
+
         return await self.fake.wait_for(ready, timeout=timeout, what=f"edit of the original response of {self!r}")
 
-    async def wait_for_followup(self, predicate: Callable[[Message], Any] | None = None,
-                                timeout: float = 10.0) -> Message:
+    async def wait_for_followup(
+        self, predicate: Callable[[Message], Any] | None = None, timeout: float = 10.0
+    ) -> Message:
         def ready():
             return next((m for m in self.followups if predicate is None or predicate(m)), None)
+
         return await self.fake.wait_for(ready, timeout=timeout, what=f"follow-up of {self!r}")
 
-    async def wait_for_reply(self, predicate: Callable[[Message], Any] | None = None,
-                             timeout: float = 10.0) -> Message:
+    async def wait_for_reply(self, predicate: Callable[[Message], Any] | None = None, timeout: float = 10.0) -> Message:
         """The first message this interaction produced (response or follow-up) matching `predicate`."""
+
         def ready():
             return next((m for m in self.messages if not m.loading and (predicate is None or predicate(m))), None)
+
         return await self.fake.wait_for(ready, timeout=timeout, what=f"reply to {self!r}")
 
     async def wait_for_answer(self, timeout: float = 10.0) -> Message:
@@ -196,6 +211,7 @@ class Interaction:
 
         def ready():
             return next((m for m in self.messages if not m.loading and not m.deleted), None)
+
         return await self.fake.wait_for(ready, timeout=timeout, what=f"the answer to {self!r}")
 
     async def wait_for_choices(self, timeout: float = ACK_DEADLINE) -> list[dict[str, Any]]:

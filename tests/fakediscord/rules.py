@@ -37,8 +37,12 @@ def check_message(payload: dict[str, Any] | None, *, sizes: list[int] = (), size
     for i, e in enumerate(embeds):
         if not isinstance(e, dict):
             continue
-        parts = [e.get("title"), e.get("description"), (e.get("footer") or {}).get("text"),
-                 (e.get("author") or {}).get("name")]
+        parts = [
+            e.get("title"),
+            e.get("description"),
+            (e.get("footer") or {}).get("text"),
+            (e.get("author") or {}).get("name"),
+        ]
         for f in e.get("fields") or []:
             parts += [f.get("name"), f.get("value")]
         total += sum(len(p) for p in parts if isinstance(p, str))

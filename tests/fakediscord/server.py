@@ -74,8 +74,16 @@ class _RateRule:
 class Outage:
     """Requests Discord answers with an error: the next `count`, or all for `seconds` (see fail_requests)."""
 
-    def __init__(self, status: int, method: str | None, route: str | None, count: int | None,
-                 seconds: float | None, after_applying: bool, code: int = 0) -> None:
+    def __init__(
+        self,
+        status: int,
+        method: str | None,
+        route: str | None,
+        count: int | None,
+        seconds: float | None,
+        after_applying: bool,
+        code: int = 0,
+    ) -> None:
         self.status, self.method, self.route, self.after_applying = status, method, route, after_applying
         self.code = code
         self.left = count
@@ -173,8 +181,9 @@ class FakeDiscord(InjectMixin):
         self.channels[channel.id] = channel
         return channel
 
-    def add_member(self, user: User | str, *, roles: list[Role] = (), guild: Guild | None = None,
-                   nick: str | None = None) -> User:
+    def add_member(
+        self, user: User | str, *, roles: list[Role] = (), guild: Guild | None = None, nick: str | None = None
+    ) -> User:
         """Make `user` (or a new user with that name) a member of `guild`; returns the user."""
         guild = guild or self.guild
         if isinstance(user, str):
@@ -239,8 +248,7 @@ class FakeDiscord(InjectMixin):
 
     def env(self) -> dict[str, str]:
         """Environment for a bot run as a subprocess (see point_discord_py_at)."""
-        return {"DISCORD_API_BASE": self.api_base, "DISCORD_GATEWAY_URL": self.gateway_url,
-                "DISCORD_TOKEN": self.token}
+        return {"DISCORD_API_BASE": self.api_base, "DISCORD_GATEWAY_URL": self.gateway_url, "DISCORD_TOKEN": self.token}
 
     @contextlib.asynccontextmanager
     async def running(self, bot: Any, *, timeout: float = 10.0, fast_ready: bool = True):
@@ -300,8 +308,14 @@ class FakeDiscord(InjectMixin):
     async def wait_until_disconnected(self, timeout: float = 10.0) -> None:
         await self.wait_for(lambda: not self._sessions, timeout=timeout, what="the gateway client to go away")
 
-    async def wait_for_message(self, channel: Channel | None = None, predicate: Callable[[Message], Any] | None = None,
-                               *, timeout: float = 10.0, include_ephemeral: bool = False) -> Message:
+    async def wait_for_message(
+        self,
+        channel: Channel | None = None,
+        predicate: Callable[[Message], Any] | None = None,
+        *,
+        timeout: float = 10.0,
+        include_ephemeral: bool = False,
+    ) -> Message:
         """The newest live message in `channel` (default: the default channel) matching `predicate`."""
         channel = channel or self.channel
 
@@ -310,19 +324,31 @@ class FakeDiscord(InjectMixin):
                 if predicate is None or predicate(m):
                     return m
             return None
+
         return await self.wait_for(find, timeout=timeout, what=f"a message in #{channel.name or channel.id}")
 
-    async def wait_for_request(self, method: str, route: str, predicate: Callable[[RequestRecord], Any] | None = None,
-                               *, timeout: float = 10.0) -> RequestRecord:
+    async def wait_for_request(
+        self, method: str, route: str, predicate: Callable[[RequestRecord], Any] | None = None, *, timeout: float = 10.0
+    ) -> RequestRecord:
         def find():
-            return next((r for r in self.requests if r.method == method and r.route == route and r.status
-                         and (predicate is None or predicate(r))), None)
+            return next(
+                (
+                    r
+                    for r in self.requests
+                    if r.method == method and r.route == route and r.status and (predicate is None or predicate(r))
+                ),
+                None,
+            )
+
         return await self.wait_for(find, timeout=timeout, what=f"request {method} {route}")
 
     def channel_messages(self, channel: Channel | None = None, *, include_ephemeral: bool = False) -> list[Message]:
         channel = channel or self.channel
-        return [m for m in self.messages.values() if m.channel is channel and not m.deleted
-                and (include_ephemeral or not m.ephemeral)]
+        return [
+            m
+            for m in self.messages.values()
+            if m.channel is channel and not m.deleted and (include_ephemeral or not m.ephemeral)
+        ]
 
     def requests_to(self, method: str, route: str) -> list[RequestRecord]:
         return [r for r in self.requests if r.method == method and r.route == route]
@@ -368,8 +394,15 @@ class FakeDiscord(InjectMixin):
                 self.violate("ack", f"{ix!r} was never acknowledged (the user sees 'The application did not respond')")
 
     # ---- rate limits -------------------------------------------------------------------------
-    def rate_limit(self, limit: int, per: float = 1.0, *, method: str | None = None, route: str | None = None,
-                   announce: bool = True) -> None:
+    def rate_limit(
+        self,
+        limit: int,
+        per: float = 1.0,
+        *,
+        method: str | None = None,
+        route: str | None = None,
+        announce: bool = True,
+    ) -> None:
         """Answer 429 when more than `limit` requests hit one bucket (route + major parameter) within
         `per` seconds. `route` is a spec template such as /webhooks/{webhook_id}/{webhook_token}/messages/@original.
 
@@ -378,9 +411,17 @@ class FakeDiscord(InjectMixin):
         hitting it, like Discord's unannounced shared limits."""
         self._rate_rules.append(_RateRule(limit, per, method, route, announce))
 
-    def fail_requests(self, status: int = 502, *, method: str | None = None, route: str | None = None,
-                      count: int | None = None, seconds: float | None = None,
-                      after_applying: bool = False, code: int = 0) -> Outage:
+    def fail_requests(
+        self,
+        status: int = 502,
+        *,
+        method: str | None = None,
+        route: str | None = None,
+        count: int | None = None,
+        seconds: float | None = None,
+        after_applying: bool = False,
+        code: int = 0,
+    ) -> Outage:
         """Answer matching requests with `status` (5xx, or 429 with a short Retry-After): the next `count`
         of them, or all for `seconds`, or until `outage.end()`. With `after_applying` the request takes
         effect first and only the answer is lost, as when Discord's edge times out on a request it applied.
@@ -396,24 +437,40 @@ class FakeDiscord(InjectMixin):
 
     def _outage_response(self, rec: RequestRecord, outage: Outage, headers: dict[str, str]) -> web.Response:
         if outage.status == 429:
-            headers = {**headers, "Retry-After": "1", "Via": "1.1 google", "X-RateLimit-Remaining": "0",
-                       "X-RateLimit-Scope": "shared", "X-RateLimit-Reset-After": "0.100"}
-            return self._finish(rec, 429, {"message": "You are being rate limited.", "retry_after": 0.1,
-                                           "global": False}, headers)
+            headers = {
+                **headers,
+                "Retry-After": "1",
+                "Via": "1.1 google",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Scope": "shared",
+                "X-RateLimit-Reset-After": "0.100",
+            }
+            return self._finish(
+                rec, 429, {"message": "You are being rate limited.", "retry_after": 0.1, "global": False}, headers
+            )
         reason = HTTPStatus(outage.status).phrase
-        return self._finish(rec, outage.status, {"message": f"{outage.status}: {reason}", "code": outage.code},
-                            headers)
+        return self._finish(rec, outage.status, {"message": f"{outage.status}: {reason}", "code": outage.code}, headers)
 
     @property
     def rate_limited(self) -> list[RequestRecord]:
         return [r for r in self.requests if r.status == 429]
 
     def _check_rate(self, rec: RequestRecord, params: dict[str, str]) -> tuple[dict[str, str], float | None]:
-        major = params.get("channel_id") or params.get("webhook_token") or params.get("interaction_token") \
-            or params.get("guild_id") or ""
+        major = (
+            params.get("channel_id")
+            or params.get("webhook_token")
+            or params.get("interaction_token")
+            or params.get("guild_id")
+            or ""
+        )
         bucket = f"{abs(hash((rec.method, rec.route))) % 10**12:x}"
-        headers = {"X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "49", "X-RateLimit-Reset-After": "1.000",
-                   "X-RateLimit-Reset": f"{time.time() + 1:.3f}", "X-RateLimit-Bucket": bucket}
+        headers = {
+            "X-RateLimit-Limit": "50",
+            "X-RateLimit-Remaining": "49",
+            "X-RateLimit-Reset-After": "1.000",
+            "X-RateLimit-Reset": f"{time.time() + 1:.3f}",
+            "X-RateLimit-Bucket": bucket,
+        }
         now = time.monotonic()
         for rule in self._rate_rules:
             if not rule.applies(rec.method, rec.route):
@@ -422,8 +479,13 @@ class FakeDiscord(InjectMixin):
             while hits and hits[0] <= now - rule.per:
                 hits.popleft()
             reset_after = (hits[0] + rule.per - now) if hits else rule.per
-            headers.update({"X-RateLimit-Limit": str(rule.limit), "X-RateLimit-Reset-After": f"{reset_after:.3f}",
-                            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}"})
+            headers.update(
+                {
+                    "X-RateLimit-Limit": str(rule.limit),
+                    "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+                    "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+                }
+            )
             if len(hits) >= rule.limit:
                 headers["X-RateLimit-Remaining"] = "0"
                 return headers, reset_after
@@ -486,8 +548,9 @@ class FakeDiscord(InjectMixin):
                 if name == "payload_json":
                     body = json.loads(data)
                 elif m := re.fullmatch(r"files\[(\d+)\]", name):
-                    files.append(Upload(int(m.group(1)), part.filename or name, part.headers.get("Content-Type"),
-                                        bytes(data)))
+                    files.append(
+                        Upload(int(m.group(1)), part.filename or name, part.headers.get("Content-Type"), bytes(data))
+                    )
                 else:
                     return body, files, f"unexpected multipart field {name!r}"
             return body, files, None
@@ -501,16 +564,24 @@ class FakeDiscord(InjectMixin):
 
     async def _stray(self, request: web.Request) -> web.Response:
         self.violate("unknown-route", f"{request.method} {request.path} is outside /api/v10")
-        return web.Response(body=b'{"message": "404: Not Found", "code": 0}', status=404,
-                            headers={"Content-Type": "application/json"})
+        return web.Response(
+            body=b'{"message": "404: Not Found", "code": 0}', status=404, headers={"Content-Type": "application/json"}
+        )
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"]
         method = request.method
         body, files, body_problem = await self._read_body(request)
         spec_match = self.spec.match(method, path)
-        rec = RequestRecord(method, path, spec_match[0].template if spec_match else "?", dict(request.query),
-                            body, files, time.monotonic())
+        rec = RequestRecord(
+            method,
+            path,
+            spec_match[0].template if spec_match else "?",
+            dict(request.query),
+            body,
+            files,
+            time.monotonic(),
+        )
         self.requests.append(rec)
         if body_problem:
             self.violate("body", body_problem, rec)
@@ -538,10 +609,15 @@ class FakeDiscord(InjectMixin):
 
         headers, retry_after = self._check_rate(rec, params)
         if retry_after is not None:
-            headers.update({"Retry-After": f"{max(1, round(retry_after))}", "Via": "1.1 google",
-                            "X-RateLimit-Scope": "user"})
-            return self._finish(rec, 429, {"message": "You are being rate limited.", "retry_after": retry_after,
-                                           "global": False}, headers)
+            headers.update(
+                {"Retry-After": f"{max(1, round(retry_after))}", "Via": "1.1 google", "X-RateLimit-Scope": "user"}
+            )
+            return self._finish(
+                rec,
+                429,
+                {"message": "You are being rate limited.", "retry_after": retry_after, "global": False},
+                headers,
+            )
         outage = self._outage_for(rec)
         if outage is not None and not outage.after_applying:
             response = self._outage_response(rec, outage, headers)
@@ -565,8 +641,9 @@ class FakeDiscord(InjectMixin):
         if payload is None:
             return web.Response(status=status, headers=headers)
         # discord.py's json_or_text() wants exactly "application/json"; aiohttp's json_response adds a charset.
-        return web.Response(body=json.dumps(payload).encode(), status=status,
-                            headers={**headers, "Content-Type": "application/json"})
+        return web.Response(
+            body=json.dumps(payload).encode(), status=status, headers={**headers, "Content-Type": "application/json"}
+        )
 
     async def _cdn(self, request: web.Request) -> web.Response:
         att_id = int(request.match_info["id"])
@@ -583,8 +660,9 @@ class FakeDiscord(InjectMixin):
         session = _Session(ws)
         self._sessions.append(session)
         try:
-            await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250, "_trace": ["fake"]},
-                                          "s": None, "t": None}))
+            await ws.send_str(
+                json.dumps({"op": 10, "d": {"heartbeat_interval": 41250, "_trace": ["fake"]}, "s": None, "t": None})
+            )
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     continue
@@ -608,9 +686,16 @@ class FakeDiscord(InjectMixin):
                 elif op == 8:
                     guild = self.guilds.get(int(data["d"]["guild_id"]))
                     if guild is not None:
-                        await session.dispatch("GUILD_MEMBERS_CHUNK", {
-                            "guild_id": str(guild.id), "members": [m.to_payload() for m in guild.members.values()],
-                            "chunk_index": 0, "chunk_count": 1, "nonce": data["d"].get("nonce")})
+                        await session.dispatch(
+                            "GUILD_MEMBERS_CHUNK",
+                            {
+                                "guild_id": str(guild.id),
+                                "members": [m.to_payload() for m in guild.members.values()],
+                                "chunk_index": 0,
+                                "chunk_count": 1,
+                                "nonce": data["d"].get("nonce"),
+                            },
+                        )
         finally:
             self._sessions.remove(session)
             await self._notify()
@@ -618,12 +703,20 @@ class FakeDiscord(InjectMixin):
 
     async def _identify(self, session: _Session, d: dict[str, Any]) -> None:
         ready = {
-            "v": 10, "user": {**self.bot_user.to_payload(), "verified": True, "mfa_enabled": False, "email": None},
+            "v": 10,
+            "user": {**self.bot_user.to_payload(), "verified": True, "mfa_enabled": False, "email": None},
             "guilds": [{"id": str(g.id), "unavailable": True} for g in self.guilds.values()],
-            "session_id": session.session_id, "resume_gateway_url": self.gateway_url,
+            "session_id": session.session_id,
+            "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.application_id), "flags": self.application_flags},
-            "private_channels": [], "relationships": [], "presences": [], "guild_join_requests": [],
-            "geo_ordered_rtc_regions": ["fake"], "user_settings": {}, "session_type": "normal", "auth": {},
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+            "guild_join_requests": [],
+            "geo_ordered_rtc_regions": ["fake"],
+            "user_settings": {},
+            "session_type": "normal",
+            "auth": {},
             "_trace": ["fake"],
         }
         if "shard" in d:
@@ -655,8 +748,16 @@ class FakeDiscord(InjectMixin):
 
     # ---- simple REST handlers ----------------------------------------------------------------
     async def _get_me(self, rec, params, body, files):
-        return {**self.bot_user.to_payload(), "verified": True, "mfa_enabled": False, "email": None,
-                "bio": "", "banner": None, "accent_color": None, "locale": "en-US"}
+        return {
+            **self.bot_user.to_payload(),
+            "verified": True,
+            "mfa_enabled": False,
+            "email": None,
+            "bio": "",
+            "banner": None,
+            "accent_color": None,
+            "locale": "en-US",
+        }
 
     async def _get_user(self, rec, params, body, files):
         user = self.users.get(int(params["user_id"]))
@@ -674,20 +775,36 @@ class FakeDiscord(InjectMixin):
         return {"url": self.gateway_url}
 
     async def _get_gateway_bot(self, rec, params, body, files):
-        return {"url": self.gateway_url, "shards": 1,
-                "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 86400000,
-                                        "max_concurrency": 1}}
+        return {
+            "url": self.gateway_url,
+            "shards": 1,
+            "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 86400000, "max_concurrency": 1},
+        }
 
     async def _get_application(self, rec, params, body, files):
         return {
-            "id": str(self.application_id), "name": self.bot_user.username, "icon": None,
-            "description": "dreamgrid under test", "summary": "", "type": None, "hook": True,
-            "bot_public": True, "bot_require_code_grant": False, "owner": self.owner.to_payload(), "team": None,
-            "verify_key": "0" * 64, "flags": self.application_flags, "tags": [], "rpc_origins": [],
-            "interactions_endpoint_url": None, "role_connections_verification_url": None,
-            "redirect_uris": [], "approximate_guild_count": len(self.guilds), "is_monetized": False,
-            "bot": self.bot_user.to_payload(), "install_params": {"scopes": ["bot", "applications.commands"],
-                                                                  "permissions": "0"},
+            "id": str(self.application_id),
+            "name": self.bot_user.username,
+            "icon": None,
+            "description": "dreamgrid under test",
+            "summary": "",
+            "type": None,
+            "hook": True,
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "owner": self.owner.to_payload(),
+            "team": None,
+            "verify_key": "0" * 64,
+            "flags": self.application_flags,
+            "tags": [],
+            "rpc_origins": [],
+            "interactions_endpoint_url": None,
+            "role_connections_verification_url": None,
+            "redirect_uris": [],
+            "approximate_guild_count": len(self.guilds),
+            "is_monetized": False,
+            "bot": self.bot_user.to_payload(),
+            "install_params": {"scopes": ["bot", "applications.commands"], "permissions": "0"},
             "integration_types_config": {"0": {}},
         }
 
@@ -701,9 +818,21 @@ class FakeDiscord(InjectMixin):
     async def _get_guild(self, rec, params, body, files):
         g = self._guild(params)
         d = g.to_payload()
-        for k in ("members", "channels", "voice_states", "presences", "threads", "joined_at", "large",
-                  "member_count", "lazy", "unavailable", "stage_instances", "guild_scheduled_events",
-                  "soundboard_sounds"):
+        for k in (
+            "members",
+            "channels",
+            "voice_states",
+            "presences",
+            "threads",
+            "joined_at",
+            "large",
+            "member_count",
+            "lazy",
+            "unavailable",
+            "stage_instances",
+            "guild_scheduled_events",
+            "soundboard_sounds",
+        ):
             d.pop(k, None)
         return d
 
@@ -742,11 +871,19 @@ class FakeDiscord(InjectMixin):
 
     def _stored_command(self, params, body: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, Any]:
         cmd = {
-            "type": 1, "description": "", "options": [], "default_member_permissions": None, "nsfw": False,
-            "contexts": None, "integration_types": [0], "name_localizations": None,
-            "description_localizations": None, **body,
+            "type": 1,
+            "description": "",
+            "options": [],
+            "default_member_permissions": None,
+            "nsfw": False,
+            "contexts": None,
+            "integration_types": [0],
+            "name_localizations": None,
+            "description_localizations": None,
+            **body,
             "id": existing["id"] if existing else str(snowflake()),
-            "application_id": str(self.application_id), "version": str(snowflake()),
+            "application_id": str(self.application_id),
+            "version": str(snowflake()),
         }
         if "guild_id" in params:
             cmd["guild_id"] = params["guild_id"]
@@ -765,8 +902,10 @@ class FakeDiscord(InjectMixin):
 
     async def _post_command(self, rec, params, body, files):
         store = self._command_store(params)
-        old = next((c for c in store.values() if c["name"] == body.get("name")
-                    and c.get("type", 1) == body.get("type", 1)), None)
+        old = next(
+            (c for c in store.values() if c["name"] == body.get("name") and c.get("type", 1) == body.get("type", 1)),
+            None,
+        )
         cmd = self._stored_command(params, body, old)
         store[int(cmd["id"])] = cmd
         return cmd
@@ -811,8 +950,9 @@ class FakeDiscord(InjectMixin):
         if problems:
             raise DiscordError(400, 50035, "Invalid Form Body: " + "; ".join(problems))
 
-    def _attach(self, rec: RequestRecord, msg: Message, body: dict[str, Any], files: list[Upload], *,
-                editing: bool) -> None:
+    def _attach(
+        self, rec: RequestRecord, msg: Message, body: dict[str, Any], files: list[Upload], *, editing: bool
+    ) -> None:
         uploads = {f.index: f for f in files}
         used: set[int] = set()
         if "attachments" in body and body["attachments"] is not None:
@@ -826,8 +966,11 @@ class FakeDiscord(InjectMixin):
                     used.add(aid)
                     result.append(self._store_upload(msg, uploads[aid], entry))
                 else:
-                    self.violate("rule", f"attachments entry id {aid} is neither an existing attachment "
-                                         f"nor an uploaded files[n]", rec)
+                    self.violate(
+                        "rule",
+                        f"attachments entry id {aid} is neither an existing attachment nor an uploaded files[n]",
+                        rec,
+                    )
             result += [self._store_upload(msg, f, {}) for i, f in uploads.items() if i not in used]
             msg.attachments = result
         elif files:
@@ -837,12 +980,27 @@ class FakeDiscord(InjectMixin):
     def _store_upload(self, msg: Message, up: Upload, entry: dict[str, Any]) -> Attachment:
         aid = snowflake()
         filename = entry.get("filename") or up.filename
-        return Attachment(aid, filename, up.data,
-                          f"{self.base_url}/attachments/{msg.channel.id}/{aid}/{filename}",
-                          up.content_type, entry.get("description"), ephemeral=msg.ephemeral)
+        return Attachment(
+            aid,
+            filename,
+            up.data,
+            f"{self.base_url}/attachments/{msg.channel.id}/{aid}/{filename}",
+            up.content_type,
+            entry.get("description"),
+            ephemeral=msg.ephemeral,
+        )
 
-    def _new_message(self, rec: RequestRecord, channel: Channel, body: dict[str, Any], files: list[Upload], *,
-                     flags: int = 0, interaction: Interaction | None = None, mtype: int = 0) -> Message:
+    def _new_message(
+        self,
+        rec: RequestRecord,
+        channel: Channel,
+        body: dict[str, Any],
+        files: list[Upload],
+        *,
+        flags: int = 0,
+        interaction: Interaction | None = None,
+        mtype: int = 0,
+    ) -> Message:
         msg = Message(snowflake(), channel, self.bot_user, flags=flags, type=mtype)
         self._apply(rec, msg, body, files, editing=False)
         if interaction is not None:
@@ -851,8 +1009,9 @@ class FakeDiscord(InjectMixin):
         self.messages[msg.id] = msg
         return msg
 
-    def _apply(self, rec: RequestRecord, msg: Message, body: dict[str, Any], files: list[Upload], *,
-               editing: bool) -> None:
+    def _apply(
+        self, rec: RequestRecord, msg: Message, body: dict[str, Any], files: list[Upload], *, editing: bool
+    ) -> None:
         self._check_message_rules(rec, body, files)
         if editing:
             msg.history.append(msg.snapshot())
@@ -873,8 +1032,12 @@ class FakeDiscord(InjectMixin):
         self._attach(rec, msg, body, files, editing=editing)
 
     def _interaction_metadata(self, ix: Interaction) -> dict[str, Any]:
-        d: dict[str, Any] = {"id": str(ix.id), "type": ix.type, "user": ix.user.to_payload(),
-                             "authorizing_integration_owners": ix.payload["authorizing_integration_owners"]}
+        d: dict[str, Any] = {
+            "id": str(ix.id),
+            "type": ix.type,
+            "user": ix.user.to_payload(),
+            "authorizing_integration_owners": ix.payload["authorizing_integration_owners"],
+        }
         if ix.type == 2:
             d["name"] = ix.payload["data"]["name"]
             d["command_type"] = ix.payload["data"].get("type", 1)
@@ -980,13 +1143,13 @@ class FakeDiscord(InjectMixin):
             self.violate("ack", f"{ix!r} was responded to twice (second callback type {body.get('type')})", rec)
             raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
         if elapsed > ACK_DEADLINE:
-            self.violate("ack", f"{ix!r} acknowledged after {elapsed:.2f}s (Discord allows {ACK_DEADLINE:.0f}s)",
-                         rec)
+            self.violate("ack", f"{ix!r} acknowledged after {elapsed:.2f}s (Discord allows {ACK_DEADLINE:.0f}s)", rec)
             raise DiscordError(404, 10062, "Unknown interaction")
         ctype = body.get("type")
         data = body.get("data") or {}
         if ctype not in self._ALLOWED_CALLBACKS.get(ix.type, set()) or (
-                ix.type == 5 and ctype in (6, 7) and ix.message is None):
+            ix.type == 5 and ctype in (6, 7) and ix.message is None
+        ):
             self.violate("rule", f"callback type {ctype} is not valid for interaction type {ix.type}", rec)
             raise DiscordError(400, 50035, "Invalid Form Body")
         if ctype in (4, 7):
@@ -997,11 +1160,19 @@ class FakeDiscord(InjectMixin):
         if ctype in (4, 5):
             flags = (data.get("flags") or 0) & rules.EPHEMERAL
             if ctype == 4:
-                message = self._new_message(rec, ix.channel, data, files, flags=flags, interaction=ix,
-                                            mtype=20 if ix.type == 2 else 0)
+                message = self._new_message(
+                    rec, ix.channel, data, files, flags=flags, interaction=ix, mtype=20 if ix.type == 2 else 0
+                )
             else:
-                message = self._new_message(rec, ix.channel, {}, [], flags=flags | rules.LOADING, interaction=ix,
-                                            mtype=20 if ix.type == 2 else 0)
+                message = self._new_message(
+                    rec,
+                    ix.channel,
+                    {},
+                    [],
+                    flags=flags | rules.LOADING,
+                    interaction=ix,
+                    mtype=20 if ix.type == 2 else 0,
+                )
             ix.original = message
             await self._announce("MESSAGE_CREATE", message)
         elif ctype in (6, 7):
@@ -1021,8 +1192,11 @@ class FakeDiscord(InjectMixin):
         interaction: dict[str, Any] = {"id": str(ix.id), "type": ix.type}
         resource: dict[str, Any] = {"type": ctype}
         if message is not None and ctype in (4, 5, 7):
-            interaction.update(response_message_id=str(message.id), response_message_loading=ctype == 5,
-                               response_message_ephemeral=message.ephemeral)
+            interaction.update(
+                response_message_id=str(message.id),
+                response_message_loading=ctype == 5,
+                response_message_ephemeral=message.ephemeral,
+            )
             resource["message"] = message.to_payload()
         return {"interaction": interaction, "resource": resource}
 
