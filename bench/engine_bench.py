@@ -1,6 +1,6 @@
 """Engine speed, measured side by side in one run on one model. Not a test: prints ratios.
 
-    TRANSFORMERS_VERBOSITY=error /work/main/.venv/bin/python -m bench.engine_bench [--tile 64] [--steps 20]
+    TRANSFORMERS_VERBOSITY=error python -m bench.engine_bench [--tile 64] [--steps 20]
 
 1. grid: the engine's 2x2 grid vs naive seed-style code (four `pipe(prompt).images[0]` calls). Goal >= 3x.
 2. overhead: the engine vs one raw batched diffusers call for the same 4 images. Goal <= 5 %.

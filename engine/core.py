@@ -184,7 +184,7 @@ def _pick_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        # fp16/bf16 on CPU are ~8x slower than fp32 (DESIGN.md).
+        # fp16/bf16 on CPU are ~8x slower than fp32 (measured on two cores).
         return torch.float16 if device.type == "cuda" else torch.float32
     names = {
         "fp16": torch.float16,

@@ -2,7 +2,7 @@
 
 It has every part of SD1.x (CLIP text encoder, UNet with cross-attention, KL VAE with
 downsampling factor 8, a DDIM scheduler) at a size that renders a 2x2 grid of 64 px tiles
-in well under a second on two CPU cores. What makes it fast (DESIGN.md, "stack"): no
+in well under a second on two CPU cores. What makes it fast (measured on two cores): no
 attention at full latent resolution — cross-attention lives only in the UNet's middle block.
 Tests use it, and the engine falls back to it when the trained model folder is absent.
 """

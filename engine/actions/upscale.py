@@ -1,8 +1,8 @@
 """One tile -> the same tile at twice the size ("Upscale (2x)").
 
 "Hires fix": a Lanczos resize to 2x, then image-to-image at low strength with the same model
-redraws the detail the resize blurred. No extra upscaler model is needed (DESIGN.md: 64 -> 128 px
-in ~0.5 s on the tiny model). `UPSCALE_SUBTLE` (0.1) stays faithful; `UPSCALE_CREATIVE` (0.3)
+redraws the detail the resize blurred. No extra upscaler model is needed (64 -> 128 px
+in ~0.5 s on the tiny model on two CPU cores). `UPSCALE_SUBTLE` (0.1) stays faithful; `UPSCALE_CREATIVE` (0.3)
 invents more detail. Strengths that suit SD1.5's hires fix (0.35+) make the shipped 64 px model
 redraw the subject at its own scale (smaller), so the defaults are measured on that model
 (`bench/upscale_bench.py`, BENCHMARKS.md).

@@ -18,7 +18,7 @@ import referencing
 from jsonschema.exceptions import relevance
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path("/work/shared/discord-openapi.json")
+SPEC_PATH = Path(__file__).parent / "discord-api-spec" / "openapi.json"  # vendored: see its README.md
 _URI = "urn:discord-openapi"
 
 
@@ -57,9 +57,7 @@ class Spec:
         # Discord takes snowflakes as JSON integers too, and discord.py sends new attachments as
         # {"id": 0, ...}; the spec only says "string", which would flag every file upload.
         snowflake = document["components"]["schemas"]["SnowflakeType"]
-        document["components"]["schemas"]["SnowflakeType"] = {
-            "anyOf": [snowflake, {"type": "integer", "minimum": 0}]
-        }
+        document["components"]["schemas"]["SnowflakeType"] = {"anyOf": [snowflake, {"type": "integer", "minimum": 0}]}
         self.document = document
         resource = referencing.Resource.from_contents(document, default_specification=DRAFT202012)
         self._registry = referencing.Registry().with_resource(_URI, resource)
