@@ -18,7 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, kinds
+from bot import jobs, kinds, policy
 from bot.client import DreamGrid
 from bot.cogs.imagine import start_child
 from bot.errors import UserError
@@ -40,23 +40,12 @@ def _modes(kind: JobKind) -> list[app_commands.Choice[str]]:
     return [app_commands.Choice(name=preset.title(), value=preset) for preset in kind.strengths]
 
 
-def may_see(interaction: Interaction, job: Job) -> bool:
-    """A member may work from their own jobs, and from jobs posted where they can read them."""
-    if job.user_id == interaction.user.id:
-        return True
-    if job.guild_id is None or job.guild_id != interaction.guild_id or interaction.guild is None:
-        return False
-    channel = interaction.guild.get_channel_or_thread(job.channel_id)
-    member = interaction.user
-    return channel is not None and isinstance(member, discord.Member) and channel.permissions_for(member).view_channel
-
-
 async def visible_job(bot: DreamGrid, interaction: Interaction, job_id: int, number: int) -> Job:
     """The finished job whose image `number` the member names, if they may see it."""
     if not 1 <= number <= 4:
         raise UserError(f"`number` is which image of the job, 1–4 (as on U1–U4), not {number}.")
     job = await bot.store.get_job(job_id)
-    if job is None or not may_see(interaction, job):
+    if job is None or not policy.can_see(interaction, job):
         raise UserError(f"You have no job {job_id}, and none was posted where you can see it.")
     if job.status != "done":
         raise UserError(f"Job {job_id} has no finished images to work from.")
