@@ -234,6 +234,8 @@ def _cmd_db_backup(args: argparse.Namespace) -> int:
         raise SettingsError("the backup must not overwrite the database itself.")
     try:
         backup_database(database, destination)
+    except FileExistsError:  # written meanwhile by someone else: theirs is kept, ours discarded
+        raise SettingsError(f"{destination} already exists; give the backup a new name, or a folder.") from None
     except (sqlite3.Error, OSError) as exc:
         raise SettingsError(f"backup failed: {exc}") from None
     print(f"backed up {database} to {destination} ({describe(destination)}); integrity check ok")
