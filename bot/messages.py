@@ -5,12 +5,12 @@ from __future__ import annotations
 import discord
 
 from bot import edits, kinds
+from bot.errors import MESSAGE_CHARS, clip
 from bot.image_inputs import shown_name
 from bot.rows import ImageRow, Job
 from engine import params as render_params
 from engine.requests import ImagePromptMethod
 
-MESSAGE_CHARS = 2000  # Discord refuses longer content with a 400, leaving the old message in place
 PROMPT_PREVIEW_CHARS = 900  # the most of a prompt a status line shows
 ERROR_CHARS = 400  # an engine's error, as much as a member needs to read
 
@@ -49,13 +49,9 @@ def _line(job: Job, status: str) -> str:
     return f"{_prompt(job, min(room, PROMPT_PREVIEW_CHARS))}{tail}"
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def fit(content: str, note: str) -> str:
     """`content` with `note` on a line of its own, `content` shortened so the whole fits."""
-    return f"{_clip(content, MESSAGE_CHARS - len(note) - 1)}\n{note}"
+    return f"{clip(content, MESSAGE_CHARS - len(note) - 1)}\n{note}"
 
 
 def tile(job: Job, index: int) -> str:
@@ -85,12 +81,12 @@ def done(job: Job) -> str:
 
 
 def failed(job: Job) -> str:
-    return _line(job, f"\n:warning: {_clip(job.error or 'This job failed.', ERROR_CHARS)} (job {job.id})")
+    return _line(job, f"\n:warning: {clip(job.error or 'This job failed.', ERROR_CHARS)} (job {job.id})")
 
 
 def noted(job: Job, note: str) -> str:
     """The job's line with a note instead of its result (e.g. why the image can't be shown here)."""
-    return _line(job, f"\n{_clip(note, ERROR_CHARS)} (job {job.id})")
+    return _line(job, f"\n{clip(note, ERROR_CHARS)} (job {job.id})")
 
 
 def cancelled(job: Job) -> str:

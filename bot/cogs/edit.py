@@ -300,12 +300,19 @@ def region_options(width: int, height: int) -> list[discord.SelectOption]:
     return options[:25]
 
 
+CELL_VALUE = re.compile(r"[0-9]{1,2}")  # ASCII digits only: str.isdigit() takes "²", which int() refuses
+
+
 def chosen_cells(values: list[str], width: int, height: int) -> set[int]:
-    """The cells a member picked: numbers, and shortcut names standing for several."""
+    """The cells a member picked: numbers, and shortcut names standing for several.
+
+    Values come back from the member's client and can be forged: anything but a short number or
+    a shortcut we offer reads as an out-of-date menu.
+    """
     shortcuts = canvas.region_shortcuts(width, height)
     cells: set[int] = set()
     for value in values:
-        if value.isdigit():
+        if CELL_VALUE.fullmatch(value):
             cells.add(int(value))
         elif value in shortcuts:
             cells |= shortcuts[value]
