@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
 from pathlib import Path
 
 import pytest
+from discord.ext import commands
 
 from bot import guild_config
+from bot.cli import INVITE_PERMISSIONS
+from bot.client import EXTENSIONS
 from bot.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 OPERATORS = ROOT / "docs" / "operators.md"
+MEMBERS = ROOT / "docs" / "members.md"
 ENV_EXAMPLE = ROOT / ".env.example"
 LINKED_DOCS = sorted(
     {
@@ -120,7 +126,37 @@ def test_the_readme_is_a_landing_page():
     assert size < README_LIMIT, f"README.md is {size:,} bytes: move detail into docs/"
     text = README.read_text(encoding="utf-8")
     assert "![" in text and "(engine/training/grids.png)" in text
-    assert "scope=bot+applications.commands" in text
+    assert f"scope=bot+applications.commands&permissions={INVITE_PERMISSIONS}" in text
+
+
+def slash_commands() -> dict[str, list[str]]:
+    """Every top-level slash command the loaded cogs define, with its subcommands when it is a group cog."""
+    found: dict[str, list[str]] = {}
+    for extension in EXTENSIONS:
+        module = importlib.import_module(extension)
+        for cog in vars(module).values():
+            if not (inspect.isclass(cog) and issubclass(cog, commands.Cog) and cog.__module__ == extension):
+                continue
+            names = [command.name for command in cog.__cog_app_commands__]
+            if cog.__cog_is_app_commands_group__:
+                found[cog.__cog_group_name__] = names
+            else:
+                found.update({name: [] for name in names})
+    return found
+
+
+def test_every_slash_command_is_in_the_readme_and_the_guides():
+    found = slash_commands()
+    assert {"imagine", "blend", "describe", "config"} <= set(found)
+    readme, members = README.read_text(encoding="utf-8"), MEMBERS.read_text(encoding="utf-8")
+    operators = OPERATORS.read_text(encoding="utf-8")
+    for name, subcommands in found.items():
+        assert f"`/{name}" in readme, f"/{name} is missing from the README's command table"
+        if subcommands:  # /config: the server admins' commands
+            for sub in subcommands:
+                assert f"`/{name} {sub}" in operators, f"/{name} {sub} is missing from docs/operators.md"
+        else:
+            assert f"`/{name}" in members, f"/{name} is missing from docs/members.md"
 
 
 def test_the_readme_shows_the_test_command_ci_runs():
