@@ -27,7 +27,13 @@ def markdown_table(*, engine: bool) -> str:
 
 
 def test_the_docs_and_the_parsers_docstring_show_the_parameter_table():
-    assert markdown_table(engine=True) in PARAMETERS_DOC.read_text(encoding="utf-8")
+    expected = markdown_table(engine=True)
+    text = PARAMETERS_DOC.read_text(encoding="utf-8")
+    assert text.count(expected.splitlines()[0]) == 1, "one parameter table in docs/parameters.md"
+    start = text.index(expected.splitlines()[0])
+    rows = [line for line in text[start:].split("\n\n", 1)[0].splitlines() if line.startswith("|")]
+    assert "\n".join(rows) + "\n" == expected  # the whole table: no row missing, none left over
+    assert markdown_table(engine=False) in bot.prompt.__doc__
     assert markdown_table(engine=False) in bot.prompt.__doc__
 
 
