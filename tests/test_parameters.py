@@ -1,4 +1,4 @@
-"""The one table of prompt parameters drives the parser, /help, the CLI, and the README agrees with it."""
+"""The one table of prompt parameters drives the parser, /help, the CLI, and docs/parameters.md agrees with it."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from bot.prompt import PARAMETER_NAMES, PromptError, parse_prompt
 from engine.cli import _parser
 from engine.params import PARAMETERS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PARAMETERS_DOC = Path(__file__).resolve().parents[1] / "docs" / "parameters.md"
 
 
 def markdown_table(*, engine: bool) -> str:
-    """The parameter table as the README (with `engine`) and the parser's docstring show it."""
+    """The parameter table as docs/parameters.md (with `engine`) and the parser's docstring show it."""
     lines = ["| Parameter | Alias | Values | Default |", "|-----------|-------|--------|---------|"]
     if engine:
         lines = [lines[0] + " In diffusers |", lines[1] + "--------------|"]
@@ -26,8 +26,14 @@ def markdown_table(*, engine: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_the_readme_and_the_parsers_docstring_show_the_parameter_table():
-    assert markdown_table(engine=True) in README.read_text(encoding="utf-8")
+def test_the_docs_and_the_parsers_docstring_show_the_parameter_table():
+    expected = markdown_table(engine=True)
+    text = PARAMETERS_DOC.read_text(encoding="utf-8")
+    assert text.count(expected.splitlines()[0]) == 1, "one parameter table in docs/parameters.md"
+    start = text.index(expected.splitlines()[0])
+    rows = [line for line in text[start:].split("\n\n", 1)[0].splitlines() if line.startswith("|")]
+    assert "\n".join(rows) + "\n" == expected  # the whole table: no row missing, none left over
+    assert markdown_table(engine=False) in bot.prompt.__doc__
     assert markdown_table(engine=False) in bot.prompt.__doc__
 
 

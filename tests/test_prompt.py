@@ -372,7 +372,7 @@ def test_raw_with_suffix_and_options_reparses_alone() -> None:
 
 
 def test_module_docstring_documents_every_spelling() -> None:
-    """The table is copied into the README: it must list every name the parser accepts."""
+    """The table is copied into docs/parameters.md: it must list every name the parser accepts."""
     import bot.prompt
 
     for name in bot.prompt._ALIASES:
