@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.settings import Settings, SettingsError, load_settings
+from engine.params import PARAMETERS
 from engine.requests import Engine, RenderError
 
 if TYPE_CHECKING:
@@ -324,6 +325,10 @@ def _cmd_invite(args: argparse.Namespace) -> int:
     return 0
 
 
+# The prompt parameters `dreamgrid imagine` takes as flags (`--model` is its own: an id or a folder).
+_CLI_FLAGS = {p.name for p in PARAMETERS if p.cli}
+
+
 def _prompt_parameters_as_flags(argv: list[str]) -> list[str]:
     """`dreamgrid imagine "a fox --ar 3:2 --seed 7"` means what it means in Discord.
 
@@ -339,20 +344,14 @@ def _prompt_parameters_as_flags(argv: list[str]) -> list[str]:
     except PromptError as exc:
         raise SettingsError(f"imagine: {exc}") from None
     flags = [parsed.text]
-    for flag, value in (
-        ("--ar", parsed.aspect and f"{parsed.aspect[0]}:{parsed.aspect[1]}"),
-        ("--seed", parsed.seed),
-        ("--no", parsed.negative or None),
-        ("--chaos", parsed.chaos),
-        ("--stylize", parsed.stylize),
-        ("--q", parsed.quality),
-        ("--stop", parsed.stop),
-        ("--model", parsed.model),
-    ):
-        if value is not None:
-            flags += [flag, str(value)]
-    if parsed.tile:
-        flags.append("--tile")
+    for name, value in parsed.parameter_values().items():
+        if name not in _CLI_FLAGS:
+            raise SettingsError(f"imagine: `--{name}` works in Discord only.")
+        if value is True:
+            flags.append(f"--{name}")
+        else:
+            shown = f"{value[0]}:{value[1]}" if isinstance(value, tuple) else str(value)
+            flags += [f"--{name}", shown]
     return flags + argv[1:]
 
 
@@ -419,7 +418,6 @@ def main(argv: list[str] | None = None) -> int:
             # The same MODEL, MODELS, DEVICE, DTYPE, STEPS and GUIDANCE_SCALE as the bot (env and .env).
             settings = load_settings()
             model = settings.model_name(_flag(flags, "--model") or settings.default_model)
-            defaults = settings.defaults_for(model)
             return imagine_main(
                 flags,
                 model=settings.default_model,
@@ -428,9 +426,9 @@ def main(argv: list[str] | None = None) -> int:
                 schedulers=_schedulers(settings),
                 device=settings.device,
                 dtype=settings.dtype,
-                base_steps=defaults.steps or settings.steps,
-                guidance_scale=settings.guidance_scale if defaults.guidance_scale is None else defaults.guidance_scale,
-                size=defaults.size,
+                base_steps=settings.base_steps(model),
+                guidance_scale=settings.base_guidance(model),
+                size=settings.defaults_for(model).size,
             )
         if argv and argv[0] in ("train", "eval", "train-describer", "eval-describer"):
             from engine.training.cli import COMMANDS

@@ -60,33 +60,24 @@ def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: 
     settings = bot.settings
     # The model's own defaults (MODEL_DEFAULTS: a turbo model runs 1–4 steps at guidance 0) before the bot's.
     model_defaults = settings.defaults_for(model)
-    base_steps = model_defaults.steps or settings.steps
-    base_guidance = settings.guidance_scale if model_defaults.guidance_scale is None else model_defaults.guidance_scale
-    aspect = parsed.aspect or _aspect(defaults.get("aspect"))
-    native = model_defaults.size or bot.engine.native_size(model)
-    width, height = render_params.tile_size(aspect[0], aspect[1], native)
-    quality = parsed.quality if parsed.quality is not None else defaults.get("quality", render_params.QUALITY_DEFAULT)
-    stylize = parsed.stylize if parsed.stylize is not None else defaults.get("stylize", render_params.STYLIZE_DEFAULT)
-    steps = min(render_params.steps_for_quality(quality, base=base_steps), settings.max_steps)
-    render = RenderSpec(
-        prompt=parsed.text,
-        negative_prompt=parsed.negative,
-        width=width,
-        height=height,
-        steps=steps,
-        # GUIDANCE_SCALE is the guidance at the default --stylize; stylize scales it from there.
-        guidance_scale=round(
-            render_params.guidance_for_stylize(stylize)
-            * base_guidance
-            / render_params.guidance_for_stylize(render_params.STYLIZE_DEFAULT),
-            3,
-        ),
-        chaos=parsed.chaos or render_params.CHAOS_DEFAULT,
-        stop=parsed.stop or render_params.STOP_DEFAULT,
-        tile=parsed.tile,
+    values = parsed.parameter_values()
+    # The member's /settings fill in what the prompt leaves out; the prompt wins.
+    values.setdefault("ar", _aspect(defaults.get("aspect")))
+    values.setdefault("quality", defaults.get("quality", render_params.QUALITY_DEFAULT))
+    values.setdefault("stylize", defaults.get("stylize", render_params.STYLIZE_DEFAULT))
+    fields = render_params.request_fields(
+        values,
+        native=model_defaults.size or bot.engine.native_size(model),
+        base_steps=model_defaults.steps or settings.steps,
+        base_guidance=settings.guidance_scale
+        if model_defaults.guidance_scale is None
+        else model_defaults.guidance_scale,
+        max_steps=settings.max_steps,
     )
+    aspect, quality, stylize = values["ar"], values["quality"], values["stylize"]
     return JobSpec(
-        render=render, shown=ShownValues(aspect=f"{aspect[0]}:{aspect[1]}", quality=quality, stylize=stylize)
+        render=RenderSpec(prompt=parsed.text, **fields),
+        shown=ShownValues(aspect=f"{aspect[0]}:{aspect[1]}", quality=quality, stylize=stylize),
     )
 
 

@@ -39,12 +39,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from types import MappingProxyType
 from typing import NamedTuple
 
 from engine import params as render_params
-from engine.params import PARAMETER_BY_SPELLING
+from engine.params import PARAMETER_BY_SPELLING, ParameterError, ValueType
 
 MAX_PROMPT_CHARS = 1500
 MAX_JOBS = 40
@@ -62,10 +61,6 @@ PARAMETER_NAMES = frozenset(_ALIASES)  # every built-in spelling, without the da
 
 # `--ar`, `—ar`, `–ar`, `—-ar`, and the minus signs and hyphens keyboards and phones put in for `-`.
 _MARKER = re.compile(r"(?:[-‐‑−－]{2}|[—–―]-?)([A-Za-z]\S*)")
-_WHOLE = re.compile(r"([+-]?)([0-9]+)")
-_RATIO = re.compile(r"([0-9]+):([0-9]+)")
-_DECIMAL_RATIO = re.compile(r"([0-9]{0,6}\.?[0-9]{1,6}):([0-9]{0,6}\.?[0-9]{1,6})")
-_DECIMAL = re.compile(r"[0-9]{0,6}\.?[0-9]{1,6}")
 _ESCAPABLE = "\\,{}"
 _SUFFIX = "your /prefer suffix"
 _NO_OPTIONS: Mapping[str, str] = MappingProxyType({})
@@ -108,6 +103,20 @@ class ParsedPrompt:
     # `raw` leaves --repeat out, so it takes no part in comparisons.
     repeat: int = field(default=1, compare=False)
 
+    def parameter_values(self) -> dict[str, object]:
+        """What this prompt set, by `engine.params` parameter name (as `PromptParameter.read` gives
+        each value); what it left unset is left out, so the caller's defaults apply."""
+        values: dict[str, object] = {}
+        for name, attribute in _ATTRIBUTE_OF.items():
+            value = getattr(self, attribute)
+            if value is not None and value is not False and value != "":
+                values[name] = value
+        if self.mode is not None:
+            values[self.mode] = True  # --fast or --relax
+        if self.repeat != 1:
+            values["repeat"] = self.repeat
+        return values
+
     def to_text(self) -> str:
         """The job as a canonical prompt: long parameter names in a fixed order."""
         parts = [_escape(self.text)] if self.text else []
@@ -134,6 +143,22 @@ class ParsedPrompt:
         if self.negative:
             parts.append(f"--no {_escape(self.negative)}")
         return " ".join(parts)
+
+
+# Which ParsedPrompt attribute holds each parameter's value (--fast/--relax share `mode`; --repeat
+# is how many copies were made). tests/test_parameters.py walks every parameter through it.
+_ATTRIBUTE_OF = {
+    "ar": "aspect",
+    "seed": "seed",
+    "no": "negative",
+    "chaos": "chaos",
+    "stylize": "stylize",
+    "quality": "quality",
+    "stop": "stop",
+    "tile": "tile",
+    "model": "model",
+    "iw": "image_weight",
+}
 
 
 def parse_prompt(
@@ -404,79 +429,27 @@ def _value(param: _Param, models: Sequence[str]) -> object:
 
 
 def _check_value(param: _Param, models: Sequence[str]) -> object:
-    key, name = param.key, param.name
-    if PARAMETER_BY_SPELLING[key].flag:
+    parameter = PARAMETER_BY_SPELLING[param.key]
+    name = param.name
+    if parameter.flag:
         return True
     values = param.values
-    if key == "no":  # "a,b , c" -> "a, b, c"
-        negative = ", ".join(item for item in (part.strip() for part in " ".join(values).split(",")) if item)
-        values = [negative] if negative else []
+    if parameter.type is ValueType.TEXT:  # "a,b , c" -> "a, b, c"
+        text = ", ".join(item for item in (part.strip() for part in " ".join(values).split(",")) if item)
+        values = [text] if text else []
     if not values:
-        example = models[0] if key == "model" and models else PARAMETER_BY_SPELLING[key].example
+        example = models[0] if parameter.type is ValueType.NAME and models else parameter.example
         raise PromptError(f"`--{name}` needs a value, e.g. `--{name} {_show(example)}`.")
     value = values[0]
-    if key == "no":
-        return value
-    shown = f"`--{name} {_show(value)}`"
-    if key == "ar":
-        return _aspect(shown, value)
-    if key == "quality":
-        number = Fraction(value) if _DECIMAL.fullmatch(value) else None
-        if number not in QUALITIES:
-            raise PromptError(f"{shown} is not a quality: use .25, .5, 1 or 2.")
-        return float(number)
-    if key == "iw":
-        low, high = render_params.IMAGE_WEIGHT_MIN, render_params.IMAGE_WEIGHT_MAX
-        if not _DECIMAL.fullmatch(value) or not low <= float(value) <= high:
-            raise PromptError(f"{shown} is out of range: use {low:g}–{high:g}, e.g. `--iw 0.5` or `--iw 2`.")
-        return float(value)
-    if key == "model":
-        if not models:
-            return value
+    if parameter.type is ValueType.NAME and models:
         for model in models:
             if model.lower() == value.lower():
                 return model
         raise PromptError(f"Unknown model `{_show(value)}`: use {_listing(models)}.")
-    bounds = PARAMETER_BY_SPELLING[key].bounds
-    assert bounds is not None, key  # every other parameter is a whole number in a range
-    low, high = bounds
-    whole = _WHOLE.fullmatch(value)
-    if not whole:
-        raise PromptError(f"{shown} is not a whole number: use {low}–{high}.")
-    number = _whole_number(whole[2])
-    if whole[1] == "-":
-        number = -number
-    if not low <= number <= high:
-        raise PromptError(f"{shown} is out of range: use {low}–{high}.")
-    return number
-
-
-def _aspect(shown: str, value: str) -> tuple[int, int]:
-    ratio = _RATIO.fullmatch(value)
-    if not ratio:
-        decimal = _DECIMAL_RATIO.fullmatch(value)
-        if decimal and Fraction(decimal[2]):
-            exact = Fraction(decimal[1]) / Fraction(decimal[2])
-            if exact > 0 and max(exact.numerator, exact.denominator) <= 1000 and _in_range(exact):
-                raise PromptError(f"{shown} needs whole numbers: use `{exact.numerator}:{exact.denominator}`.")
-        raise PromptError(f"{shown} is not an aspect ratio: use whole numbers like `3:2`.")
-    width, height = (_whole_number(side) for side in ratio.groups())
-    if not width or not height:
-        raise PromptError(f"{shown} is not an aspect ratio: use whole numbers like `3:2`.")
-    exact = Fraction(width, height)
-    if not _in_range(exact):
-        raise PromptError(f"{shown} is out of range: use a ratio from 1:{MAX_ASPECT} to {MAX_ASPECT}:1.")
-    return exact.numerator, exact.denominator
-
-
-def _whole_number(digits: str) -> int:
-    """`int(digits)`, capped at 10**20: int() refuses strings of thousands of digits."""
-    digits = digits.lstrip("0") or "0"
-    return int(digits) if len(digits) <= 20 else 10**20
-
-
-def _in_range(ratio: Fraction) -> bool:
-    return Fraction(1, MAX_ASPECT) <= ratio <= MAX_ASPECT
+    try:
+        return parameter.read(value, shown=f"`--{name} {_show(value)}`")
+    except ParameterError as exc:
+        raise PromptError(str(exc)) from None
 
 
 # --- text --------------------------------------------------------------------------------------

@@ -202,6 +202,15 @@ class Settings(BaseSettings):
         source = self.model_sources.get(model, "")
         return self.model_defaults.get(model) or self.model_defaults.get(source) or NO_DEFAULTS
 
+    def base_steps(self, model: str) -> int:
+        """Steps at `--quality 1` on `model`: its MODEL_DEFAULTS, else STEPS."""
+        return self.defaults_for(model).steps or self.steps
+
+    def base_guidance(self, model: str) -> float:
+        """Guidance at the default `--stylize` on `model`: its MODEL_DEFAULTS, else GUIDANCE_SCALE."""
+        guidance = self.defaults_for(model).guidance_scale
+        return self.guidance_scale if guidance is None else guidance
+
     @property
     def database_path(self) -> Path:
         return self.data_dir / "dreamgrid.sqlite3"

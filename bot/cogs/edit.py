@@ -247,7 +247,9 @@ class CustomZoomModal(discord.ui.Modal):
 
 def _apart_from_shape(parsed: ParsedPrompt) -> tuple[object, ...]:
     """What a prompt asks for besides its aspect: a change here is a Remix."""
-    return (parsed.text, parsed.negative, parsed.chaos, parsed.stylize, parsed.quality, parsed.model, parsed.stop)
+    values = parsed.parameter_values()
+    values.pop("ar", None)
+    return parsed.text, values
 
 
 # -- Vary (Region) -----------------------------------------------------------------------------
