@@ -114,7 +114,7 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
     """The database, or one line saying why DATA_DIR can't hold it (read-only, no permission)."""
     import sqlite3
 
-    from bot.storage import StorageError, check_writable
+    from bot.disk import StorageError, check_writable
     from bot.store import Store
 
     try:

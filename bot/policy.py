@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot import kinds, storage
+from bot import disk, kinds
 from bot.errors import UserError
 from bot.guild_config import MODEL_SIZE_FACTOR, GuildConfig
 from bot.kinds import JobKind
@@ -187,7 +187,7 @@ def check_free_space(bot: DreamGrid) -> None:
     """Refuse new jobs before the disk fills, rather than fail them after rendering."""
     settings = bot.settings
     try:
-        free = storage.free_bytes(settings.data_dir)
+        free = disk.free_bytes(settings.data_dir)
     except OSError:
         log.warning("cannot measure the free space of %s", settings.data_dir, exc_info=True)
         return

@@ -20,13 +20,13 @@ from PIL import Image
 
 from bot import edits, kinds, messages
 from bot.delivery import Delivery
-from bot.images import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
+from bot.disk import is_storage_error
+from bot.image_files import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
 from bot.kinds import Output, Source
 from bot.metrics import Metrics
 from bot.retention import ImageRetention
 from bot.rows import ImageRow, Job
 from bot.settings import Settings
-from bot.storage import is_storage_error
 from bot.store import FINISHED, Store, utcnow
 from engine.requests import (
     DescribeRequest,

@@ -4,7 +4,7 @@ A VAE decode per step costs ~190 ms on the tiny model; this costs a fraction of 
 The map is fitted once per model by least squares on the VAE's own encoding of a synthetic
 colour image, so it fits whatever VAE the model has (SD's published factors would be wrong
 for ours). The preview has the latents' resolution (tile / 8); the bot shows it scaled to the
-result's display size and blurred (`bot.images.preview_bytes`).
+result's display size and blurred (`bot.image_files.preview_bytes`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from bot import jobs, kinds, messages, policy
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
-from bot.images import encode_grid
+from bot.image_files import encode_grid
 from bot.kinds import Output
 from bot.prompt import PARAMETER_NAMES, PromptError, parse_prompt
 from bot.ui import GuardedItem

@@ -27,7 +27,7 @@ from bot.client import DreamGrid
 from bot.cogs.imagine import RemixModal, SendToDMButton, TileActionButton
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
-from bot.images import encode_for_upload, load_rgb, region_overlay
+from bot.image_files import encode_for_upload, load_rgb, region_overlay
 from bot.kinds import JobKind
 from bot.prompt import ParsedPrompt
 from bot.rows import ImageRow, Job, NewJob
