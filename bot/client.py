@@ -15,9 +15,10 @@ from bot.errors import on_app_command_error
 from bot.guild_config import GuildConfigs
 from bot.metrics import Metrics, MetricsServer
 from bot.retention import ImageRetention, RetentionPolicy
-from bot.scheduler import JobViews, Scheduler
+from bot.scheduler import Scheduler
 from bot.settings import Settings
 from bot.store import Store
+from bot.ui import JobViews
 from engine.requests import Engine
 
 log = logging.getLogger(__name__)

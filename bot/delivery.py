@@ -1,4 +1,5 @@
-"""Showing a job's state to its member, whatever happened to the interaction in between.
+"""Showing a job's state to its member, whatever happened to the interaction in between, and
+what its final message shows (`final_message`: the scheduler's delivery and /show use the same).
 
 The job's interaction webhook edits its message while the token lives (15 minutes). After
 that, edits go through the bot's own token, and a finished result is posted to the channel
@@ -7,15 +8,25 @@ with a mention, so the member is told even when the render outlived the interact
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import discord
 
-from bot import messages
-from bot.rows import Job, parse_time
+from bot import kinds, messages
+from bot.image_files import DEFAULT_UPLOAD_LIMIT, encode_grid
+from bot.kinds import Output
+from bot.rows import ImageRow, Job, parse_time
+
+if TYPE_CHECKING:
+    from bot.ui import JobViews
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +43,51 @@ CANNOT_POST_NOTE = ":warning: I'm not allowed to post in this channel any more: 
 class Shown:
     channel_id: int
     message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class FinalMessage:
+    """What a finished job's message says, and the file, embed and buttons it carries."""
+
+    content: str
+    embed: discord.Embed | None = None
+    file: discord.File | None = None
+    view: discord.ui.View | None = None
+
+
+async def final_message(
+    job: Job,
+    rows: Sequence[ImageRow],
+    *,
+    data_dir: Path,
+    views: JobViews,
+    upload_limit: int | None = None,
+) -> FinalMessage:
+    """The message a job ends with: its result (the pictures, or the words beside the picture they
+    are about, as its kind's `output` says), or why it ended. `rows`: its stored images.
+
+    The images are encoded in a worker thread to fit `upload_limit` (default: the job's channel's).
+    """
+    if job.status == "cancelled":
+        return FinalMessage(messages.cancelled(job))
+    if job.status != "done":
+        return FinalMessage(messages.failed(job))
+    limit = upload_limit or job.spec.delivery.upload_limit or DEFAULT_UPLOAD_LIMIT
+    if kinds.get(job.kind).output is Output.TEXT:  # words, shown beside our copy of the picture
+        paths = [data_dir / job.spec.inputs[0].path]
+        data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}-described", limit)
+        embed = messages.described_embed(job, filename)
+    else:
+        paths = [data_dir / row.path for row in rows]
+        data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}", limit)
+        filename = messages.spoiler_name(job, list(rows), filename)
+        embed = messages.result_embed(job, list(rows), filename)
+    return FinalMessage(
+        content=messages.done(job),
+        embed=embed,
+        file=discord.File(io.BytesIO(data), filename=filename),
+        view=views.result(job),
+    )
 
 
 class Delivery:

@@ -35,11 +35,11 @@ class Output(enum.Enum):
 
 
 class ResultButtons(enum.Enum):
-    """The buttons under a finished job's message (bot.cogs.imagine builds the grid's, bot.cogs.edit the picture's)."""
+    """The buttons under a finished job's message (`bot.ui.JobViews.result`)."""
 
-    GRID = "grid"  # U1–U4 🔄 / V1–V4 ✉️
-    PROMPTS = "prompts"  # 1️⃣–4️⃣ 🔄 / Imagine all (bot.cogs.describe builds them)
-    PICTURE = "picture"  # the edit buttons under one image (bot.cogs.edit): Vary, Upscale, Zoom, Pan, …
+    GRID = "grid"  # U1–U4 🔄 / V1–V4 ✉️ (bot.cogs.imagine)
+    PROMPTS = "prompts"  # 1️⃣–4️⃣ 🔄 / Imagine all (bot.cogs.describe)
+    PICTURE = "picture"  # under one image: every kind with a `picture_row`, then ✉️
     NONE = "none"
 
 
@@ -69,6 +69,9 @@ class JobKind:
     remix: bool = False  # whether Remix mode opens the prompt editor before this kind runs
     buttons: ResultButtons = ResultButtons.NONE
     tile_button: TileButton | None = None
+    # The row (0–4) of its button(s) under one picture (a U image, an upscale); None: not offered there.
+    # With a `tile_button` that button is made for it; otherwise its cog registers its own (bot.ui.JobViews).
+    picture_row: int | None = None
     rerolls_as: str = "reroll"  # the kind 🔄 under this kind's result starts (a picture's kinds keep the picture)
 
     @property
@@ -155,6 +158,20 @@ VARIATION = register(
         remix=True,
         buttons=ResultButtons.GRID,
         tile_button=TileButton(word="vary", label="Vary", emoji="🪄"),
+        picture_row=0,
+    )
+)
+# Vary (Region) sits beside Vary under a picture (bot.cogs.edit builds its button and cell menu).
+REGION = register(
+    JobKind(
+        name="region",
+        action=Action.INPAINT,
+        label=" - Vary (Region)",
+        source=Source.PARENT_TILE,
+        strengths=MappingProxyType({"region": render_params.VARY_REGION}),
+        remix=True,
+        buttons=ResultButtons.GRID,
+        picture_row=0,
     )
 )
 UPSCALE = register(
@@ -171,6 +188,7 @@ UPSCALE = register(
         buttons=ResultButtons.PICTURE,
         min_steps=render_params.UPSCALE_MIN_STEPS,
         tile_button=TileButton(word="up", label="Upscale", emoji="🔍"),
+        picture_row=0,  # only while twice the picture fits the server's size limit
     )
 )
 
@@ -234,7 +252,8 @@ DESCRIBE = register(
 )
 # Which kind works from a member's picture in place of a job's tile.
 FOR_PICTURES = {VARIATION.name: VARIATION_OF_PICTURE, UPSCALE.name: UPSCALE_OF_PICTURE}
-# The edit loop (bot.cogs.edit owns their buttons; bot.edits what each records in JobSpec.edit).
+# The edit loop (bot.cogs.edit owns their buttons; bot.edits what each records in JobSpec.edit; Vary
+# (Region) is registered above, beside Vary).
 # Outpainting draws its new area from scratch: strength 1 there, the kept picture pasted back.
 _NEW_AREA = MappingProxyType({"new area": 1.0})
 ZOOM = register(
@@ -246,6 +265,7 @@ ZOOM = register(
         strengths=_NEW_AREA,
         remix=True,
         buttons=ResultButtons.GRID,
+        picture_row=1,
     )
 )
 SQUARE = register(
@@ -257,6 +277,7 @@ SQUARE = register(
         strengths=_NEW_AREA,
         remix=True,
         buttons=ResultButtons.GRID,
+        picture_row=1,
     )
 )
 PAN = register(
@@ -268,16 +289,6 @@ PAN = register(
         strengths=_NEW_AREA,
         remix=True,
         buttons=ResultButtons.GRID,
-    )
-)
-REGION = register(
-    JobKind(
-        name="region",
-        action=Action.INPAINT,
-        label=" - Vary (Region)",
-        source=Source.PARENT_TILE,
-        strengths=MappingProxyType({"region": render_params.VARY_REGION}),
-        remix=True,
-        buttons=ResultButtons.GRID,
+        picture_row=2,
     )
 )

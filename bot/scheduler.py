@@ -12,23 +12,23 @@ import dataclasses
 import io
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import discord
 from PIL import Image
 
 from bot import edits, kinds, messages
-from bot.delivery import Delivery
+from bot.delivery import Delivery, final_message
 from bot.disk import is_storage_error
-from bot.image_files import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
-from bot.kinds import Output, Source
+from bot.image_files import load_rgb, preview_bytes, save_png
+from bot.kinds import Source
 from bot.metrics import Metrics
 from bot.retention import ImageRetention
 from bot.rows import ImageRow, Job
 from bot.settings import Settings
 from bot.store import FINISHED, Store, utcnow
+from bot.ui import JobViews
 from engine.requests import (
+    Action,
     DescribeRequest,
     DescribeResult,
     Engine,
@@ -46,16 +46,6 @@ ANNOUNCE_WAIT_S = 10.0  # how long a job waits for its "Waiting to start" messag
 PROGRESS_SETTLE_S = 10.0  # how long the final edit waits for a progress edit already sent
 STORAGE_RETRY_S = 5.0  # how often a failure the full disk would not let us record is tried again
 STORAGE_FAILURE = "There was no room left to save this job's images. The bot's operator has been told (it is logged)."
-
-
-@dataclass(slots=True)
-class JobViews:
-    """The buttons under a job's message; the cogs that own the buttons install the builders."""
-
-    progress: Callable[[Job], discord.ui.View | None] = lambda job: None  # Cancel, while waiting or running
-    result: Callable[[Job], discord.ui.View | None] = lambda job: None  # U/V/🔄 under a finished grid
-    # The edit buttons under one picture (job, image number, its width and height): bot.cogs.edit.
-    picture: Callable[[Job, int, int, int], discord.ui.View | None] = lambda job, index, width, height: None
 
 
 class Scheduler:
@@ -191,7 +181,7 @@ class Scheduler:
         self.metrics.job_started(job)
         outcome = "failed"
         try:
-            if kinds.get(job.kind).output is Output.TEXT:
+            if kinds.get(job.kind).action is Action.DESCRIBE:  # words from the describer, not a render
                 async with asyncio.timeout(self.settings.job_timeout_s):
                     described = await self._describe(job)
                 self.metrics.job_rendered(job, time.perf_counter() - started, described.elapsed_s, batch_size=1)
@@ -461,33 +451,15 @@ class Scheduler:
                 log.info("job %s: its result was already shown before a restart", job.id)
                 await self.store.mark_delivered(job.id, shown.channel_id, shown.message_id)
                 return
-        file = embed = view = None
-        if job.status == "done" and kinds.get(job.kind).output is Output.TEXT:
-            # Words, shown beside our copy of the picture they describe.
-            data, filename = await asyncio.to_thread(self._encode_input, job)
-            file = discord.File(io.BytesIO(data), filename=filename)
-            embed = messages.described_embed(job, filename)
-            view = self.views.result(job)
-            content = messages.done(job)
-        elif job.status == "done":
-            rows = await self.store.get_images(job.id)
-            data, filename = await asyncio.to_thread(self._encode_result, job, rows)
-            filename = messages.spoiler_name(job, rows, filename)
-            file = discord.File(io.BytesIO(data), filename=filename)
-            embed = messages.result_embed(job, rows, filename)
-            view = self.views.result(job)
-            content = messages.done(job)
-        elif job.status == "cancelled":
-            content = messages.cancelled(job)
-        else:
-            content = messages.failed(job)
+        rows = await self.store.get_images(job.id) if job.status == "done" else []
+        final = await final_message(job, rows, data_dir=self.settings.data_dir, views=self.views)
         try:
             shown = await self.delivery.update(
                 job,
-                content=content,
-                embed=embed,
-                file=file,
-                view=view,
+                content=final.content,
+                embed=final.embed,
+                file=final.file,
+                view=final.view,
                 announce=True,
                 notify=job.status != "cancelled",
             )
@@ -511,14 +483,3 @@ class Scheduler:
                 raise
             # Shown but not recorded: the next pending-delivery pass finds it shown and records it.
             log.warning("job %s: shown, but the delivery could not be recorded: %s", job.id, exc)
-
-    def _encode_input(self, job: Job) -> tuple[bytes, str]:
-        path = self.settings.data_dir / job.spec.inputs[0].path
-        return encode_grid([path], f"dreamgrid-{job.id}-described", self._upload_limit(job))
-
-    def _encode_result(self, job: Job, rows: list[ImageRow]) -> tuple[bytes, str]:
-        paths = [self.settings.data_dir / row.path for row in rows]
-        return encode_grid(paths, f"dreamgrid-{job.id}", self._upload_limit(job))
-
-    def _upload_limit(self, job: Job) -> int:
-        return job.spec.delivery.upload_limit or DEFAULT_UPLOAD_LIMIT

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import io
 import re
 from typing import Any
 
@@ -11,13 +9,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, kinds, messages, policy
+from bot import jobs, kinds, policy
 from bot.client import DreamGrid
+from bot.delivery import final_message
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
-from bot.image_files import encode_grid
-from bot.kinds import Output
 from bot.prompt import PARAMETER_NAMES, PromptError, parse_prompt
+from bot.rows import ImageRow
 from bot.ui import GuardedItem
 from engine import params as render_params
 from engine.params import PARAMETERS
@@ -233,29 +231,25 @@ class Account(commands.Cog):
             raise UserError(f"You have no job {job_id}.")
         if job.status != "done":
             raise UserError(f"Job {job_id} is {job.status}; there is nothing to show yet.")
-        if kinds.get(job.kind).output is Output.TEXT:  # prompts, beside our copy of the picture
-            path = self.bot.settings.data_dir / job.spec.inputs[0].path
-            name = f"dreamgrid-{job.id}-described"
-            data, filename = await asyncio.to_thread(encode_grid, [path], name, interaction.filesize_limit)
-            await interaction.response.send_message(
-                content=messages.done(job),
-                embed=messages.described_embed(job, filename),
-                file=discord.File(io.BytesIO(data), filename=filename),
-                view=self.bot.views.result(job),
-                allowed_mentions=discord.AllowedMentions.none(),
-            )
-            return
-        stored = await jobs.stored_or_redraw(self.bot, interaction, job, then="it appears above when it is done.")
-        if stored is None:
-            return
-        rows, paths = stored
-        data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}", interaction.filesize_limit)
-        filename = messages.spoiler_name(job, rows, filename)
+        rows: list[ImageRow] = []
+        if kinds.get(job.kind).image_count:  # pictures: ours, or drawn again when they are gone
+            stored = await jobs.stored_or_redraw(self.bot, interaction, job, then="it appears above when it is done.")
+            if stored is None:
+                return
+            rows = stored[0]
+        final = await final_message(
+            job,
+            rows,
+            data_dir=self.bot.settings.data_dir,
+            views=self.bot.views,
+            upload_limit=interaction.filesize_limit,
+        )
+        assert final.file is not None and final.embed is not None  # a finished job shows its result
         await interaction.response.send_message(
-            content=messages.done(job),
-            embed=messages.result_embed(job, rows, filename),
-            file=discord.File(io.BytesIO(data), filename=filename),
-            view=self.bot.views.result(job),
+            content=final.content,
+            embed=final.embed,
+            file=final.file,
+            view=final.view or discord.utils.MISSING,
             allowed_mentions=discord.AllowedMentions.none(),
         )
 

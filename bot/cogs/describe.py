@@ -21,10 +21,11 @@ from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
 from bot.image_inputs import image_attachments, read_for_interaction
+from bot.kinds import ResultButtons
 from bot.messages import NUMBERS
 from bot.rows import Job, NewJob
 from bot.spec import JobSpec, RenderSpec
-from bot.ui import GuardedItem
+from bot.ui import GuardedItem, JobViews
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class DescribeAgainButton(GuardedItem[discord.ui.Button], template=r"dg:desc:(?P
 BUTTONS = (PromptButton, ImagineAllButton, DescribeAgainButton)
 
 
-def described_view(job: Job) -> discord.ui.View:
+def described_view(job: Job, used: frozenset[int] = frozenset()) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for index in range(1, len(job.spec.described) + 1):
         view.add_item(PromptButton(job.id, index))
@@ -178,6 +179,11 @@ class Describe(commands.Cog):
         await submit_describe(self.bot, interaction, pictures[0])
 
 
+def install_views(views: JobViews) -> None:
+    views.results[ResultButtons.PROMPTS] = described_view
+
+
 async def setup(bot: DreamGrid) -> None:
     bot.add_dynamic_items(*BUTTONS)
+    install_views(bot.views)
     await bot.add_cog(Describe(bot))

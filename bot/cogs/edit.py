@@ -24,7 +24,6 @@ import discord
 
 from bot import edits, jobs, kinds, policy
 from bot.client import DreamGrid
-from bot.cogs.imagine import RemixModal, SendToDMButton, TileActionButton
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
 from bot.image_files import encode_for_upload, load_rgb, region_overlay
@@ -32,7 +31,7 @@ from bot.kinds import JobKind
 from bot.prompt import ParsedPrompt
 from bot.rows import ImageRow, Job, NewJob
 from bot.spec import EditSpec
-from bot.ui import GuardedItem, guarded
+from bot.ui import GuardedItem, GuardedModal, JobViews, RemixModal
 from engine import canvas
 from engine.canvas import Direction
 
@@ -93,26 +92,6 @@ async def start_edit(
     await jobs.submit(bot, interaction, build)
 
 
-def picture_view(job: Job, index: int, width: int, height: int) -> discord.ui.View:
-    """The buttons under one picture; Upscale only while twice its size fits the server's limit."""
-    view = discord.ui.View(timeout=None)
-    for preset in kinds.VARIATION.strengths:
-        view.add_item(TileActionButton(kinds.VARIATION, preset, job.id, index))
-    view.add_item(VaryRegionButton(job.id, index))
-    limit = job.spec.delivery.size_limit
-    if limit is None or max(width, height) * kinds.UPSCALE.scale <= limit:
-        for preset in kinds.UPSCALE.strengths:
-            view.add_item(TileActionButton(kinds.UPSCALE, preset, job.id, index))
-    for how in (*ZOOMS, "custom"):
-        view.add_item(ZoomButton(how, job.id, index))
-    if width != height:
-        view.add_item(MakeSquareButton(job.id, index))
-    for direction in Direction:
-        view.add_item(PanButton(direction, job.id, index))
-    view.add_item(SendToDMButton(job.id, index, row=2))
-    return view
-
-
 # -- Zoom Out, Custom Zoom, Make Square, Pan -------------------------------------------------
 
 
@@ -121,7 +100,7 @@ class ZoomButton(GuardedItem[discord.ui.Button], template=r"dg:zoom:(?P<how>2|1\
 
     def __init__(self, how: str, job_id: int, index: int) -> None:
         label = "Custom Zoom" if how == "custom" else f"Zoom Out {how}x"
-        super().__init__(discord.ui.Button(label=label, emoji="🔍", custom_id=f"dg:zoom:{how}:{job_id}:{index}", row=1))
+        super().__init__(discord.ui.Button(label=label, emoji="🔍", custom_id=f"dg:zoom:{how}:{job_id}:{index}"))
         self.how, self.job_id, self.index = how, job_id, index
 
     @classmethod
@@ -145,9 +124,7 @@ class MakeSquareButton(GuardedItem[discord.ui.Button], template=r"dg:square:(?P<
     """Make Square: the short side is extended until the picture is square (same pixel count)."""
 
     def __init__(self, job_id: int, index: int) -> None:
-        super().__init__(
-            discord.ui.Button(label="Make Square", emoji="🔲", custom_id=f"dg:square:{job_id}:{index}", row=1)
-        )
+        super().__init__(discord.ui.Button(label="Make Square", emoji="🔲", custom_id=f"dg:square:{job_id}:{index}"))
         self.job_id, self.index = job_id, index
 
     @classmethod
@@ -168,9 +145,7 @@ class PanButton(
 
     def __init__(self, direction: Direction, job_id: int, index: int) -> None:
         super().__init__(
-            discord.ui.Button(
-                emoji=edits.PAN_ARROWS[direction], custom_id=f"dg:pan:{direction.value}:{job_id}:{index}", row=2
-            )
+            discord.ui.Button(emoji=edits.PAN_ARROWS[direction], custom_id=f"dg:pan:{direction.value}:{job_id}:{index}")
         )
         self.direction, self.job_id, self.index = direction, job_id, index
 
@@ -189,7 +164,7 @@ class PanButton(
         await start_edit(interaction, self.job_id, self.index, kinds.PAN, pan)
 
 
-class CustomZoomModal(discord.ui.Modal):
+class CustomZoomModal(GuardedModal):
     """Custom Zoom: the prompt with `--zoom 1–2` and, optionally, a new `--ar` for the frame.
 
     Changing the prompt itself is Remix, which a server can turn off; zoom and aspect are not.
@@ -207,10 +182,7 @@ class CustomZoomModal(discord.ui.Modal):
         )
         self.add_item(self.prompt)
 
-    async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
-        await guarded(interaction, self._start(interaction))
-
-    async def _start(self, interaction: Interaction) -> None:
+    async def submit(self, interaction: Interaction) -> None:
         bot = interaction.client
 
         async def build(config: GuildConfig) -> list[NewJob]:
@@ -259,9 +231,7 @@ class VaryRegionButton(GuardedItem[discord.ui.Button], template=r"dg:region:(?P<
     """Vary (Region): show the picture with numbered cells, and a menu to pick the ones to redraw."""
 
     def __init__(self, job_id: int, index: int) -> None:
-        super().__init__(
-            discord.ui.Button(label="Vary (Region)", emoji="🖌️", custom_id=f"dg:region:{job_id}:{index}", row=0)
-        )
+        super().__init__(discord.ui.Button(label="Vary (Region)", emoji="🖌️", custom_id=f"dg:region:{job_id}:{index}"))
         self.job_id, self.index = job_id, index
 
     @classmethod
@@ -359,6 +329,20 @@ class RegionSelect(GuardedItem[discord.ui.Select], template=r"dg:cells:(?P<job>\
 BUTTONS = (ZoomButton, MakeSquareButton, PanButton, VaryRegionButton, RegionSelect)
 
 
+def install_views(views: JobViews) -> None:
+    """The edit kinds' buttons under one picture (`JobViews.picture` places them by `bot.kinds`)."""
+    views.picture_buttons[kinds.REGION.name] = lambda job, index, width, height: [VaryRegionButton(job.id, index)]
+    views.picture_buttons[kinds.ZOOM.name] = lambda job, index, width, height: [
+        ZoomButton(how, job.id, index) for how in (*ZOOMS, "custom")
+    ]
+    views.picture_buttons[kinds.SQUARE.name] = lambda job, index, width, height: (
+        [MakeSquareButton(job.id, index)] if width != height else []  # a square picture is already square
+    )
+    views.picture_buttons[kinds.PAN.name] = lambda job, index, width, height: [
+        PanButton(direction, job.id, index) for direction in Direction
+    ]
+
+
 async def setup(bot: DreamGrid) -> None:
     bot.add_dynamic_items(*BUTTONS)
-    bot.views.picture = picture_view
+    install_views(bot.views)

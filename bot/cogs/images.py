@@ -20,13 +20,13 @@ from discord.ext import commands
 
 from bot import jobs, kinds, policy
 from bot.client import DreamGrid
-from bot.cogs.imagine import start_child
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
 from bot.image_inputs import image_attachments, read_for_interaction
 from bot.kinds import JobKind
 from bot.prompt import ParsedPrompt
 from bot.rows import Job, NewJob
+from bot.ui import start_child
 
 log = logging.getLogger(__name__)
 

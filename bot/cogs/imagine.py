@@ -11,7 +11,6 @@ import asyncio
 import io
 import logging
 import re
-from collections.abc import Callable
 
 import discord
 from discord import app_commands
@@ -26,83 +25,11 @@ from bot.image_inputs import cdn_hosts_for, read_for_interaction, resolve_prompt
 from bot.kinds import JobKind, ResultButtons
 from bot.prompt import MAX_JOBS
 from bot.rows import Job, NewJob
-from bot.spec import EditSpec
-from bot.ui import GuardedItem, guarded
+from bot.ui import GuardedItem, JobViews, start_child
 
 log = logging.getLogger(__name__)
 
 Interaction = discord.Interaction[DreamGrid]
-PictureView = Callable[[Job, int, int, int], discord.ui.View | None]  # job, image number, width, height
-
-
-# -- building jobs from a click --------------------------------------------------------------
-
-
-async def start_child(
-    interaction: Interaction, parent_id: int, *, kind: JobKind, index: int | None, strength: float | None = None
-) -> None:
-    """What V, 🔄 and the tile buttons do: queue a job, or first open the Remix modal."""
-    bot = interaction.client
-
-    async def build(config: GuildConfig) -> list[NewJob]:
-        parent = await jobs.job_or_error(bot, interaction, parent_id)
-        if kind.needs_finished_parent and parent.status != "done":
-            raise UserError(f"Job {parent.id} has no finished images to work from.")
-        profile = await bot.store.profile(interaction.user.id)
-        if kind.remix and profile.settings.get("remix") and config["remix_allowed"]:
-            modal = RemixModal(parent=parent, kind=kind, index=index, strength=strength)
-            await interaction.response.send_modal(modal)
-            return []
-        return [await jobs.child_job(bot, interaction, config, parent, kind=kind, index=index, strength=strength)]
-
-    await jobs.submit(bot, interaction, build)
-
-
-class RemixModal(discord.ui.Modal):
-    """Remix mode: edit the prompt before a variation, reroll or edit (Zoom, Pan, Vary (Region)…) runs."""
-
-    def __init__(
-        self,
-        *,
-        parent: Job,
-        kind: JobKind,
-        index: int | None,
-        strength: float | None,
-        edit: EditSpec | None = None,
-    ) -> None:
-        label = f"Remix image #{index}" if index is not None else kind.name.title()
-        super().__init__(title=f"{label} (job {parent.id})"[:45], timeout=600)
-        self.parent, self.kind, self.index, self.strength, self.edit = parent, kind, index, strength, edit
-        self.prompt = discord.ui.TextInput(
-            label="Prompt",
-            style=discord.TextStyle.paragraph,
-            default=parent.prompt[:1500],
-            max_length=1500,
-            custom_id="prompt",
-        )
-        self.add_item(self.prompt)
-
-    async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
-        await guarded(interaction, self._start(interaction))
-
-    async def _start(self, interaction: Interaction) -> None:
-        bot = interaction.client
-
-        async def build(config: GuildConfig) -> list[NewJob]:
-            job = await jobs.child_job(
-                bot,
-                interaction,
-                config,
-                self.parent,
-                kind=self.kind,
-                index=self.index,
-                strength=self.strength,
-                prompt=self.prompt.value,
-                edit=self.edit,
-            )
-            return [job]
-
-        await jobs.submit(bot, interaction, build)
 
 
 # -- the buttons ------------------------------------------------------------------------------
@@ -138,7 +65,7 @@ class UpscaleButton(GuardedItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+)
         )
         filename = messages.spoiler_name(job, [row], filename)
         # The clicked button turns green, as on Midjourney; the tile follows as a new message.
-        view = result_view(job, used={*_used_indexes(interaction.message), self.index})
+        view = bot.views.result(job, frozenset({*_used_indexes(interaction.message), self.index}))
         await interaction.response.edit_message(view=view)
         await interaction.followup.send(
             content=messages.tile(job, self.index),
@@ -261,7 +188,7 @@ class SendToDMButton(GuardedItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d
 BUTTONS = (UpscaleButton, VariationButton, RerollButton, TileActionButton, SendToDMButton)
 
 
-def grid_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> discord.ui.View:
+def grid_view(job: Job, used: frozenset[int] = frozenset()) -> discord.ui.View:
     """Row 1 `U1 U2 U3 U4 🔄`, row 2 `V1 V2 V3 V4 ✉️`."""
     view = discord.ui.View(timeout=None)
     for n in range(1, 5):
@@ -270,39 +197,6 @@ def grid_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> discor
     for n in range(1, 5):
         view.add_item(VariationButton(job.id, n))
     view.add_item(SendToDMButton(job.id))
-    return view
-
-
-def result_view(
-    job: Job, used: set[int] | frozenset[int] = frozenset(), *, picture: PictureView | None = None
-) -> discord.ui.View | None:
-    """The buttons the job's kind puts under its finished result; None under anything unfinished.
-
-    `picture` builds the edit buttons under a one-image result (bot.cogs.edit installs it as
-    `bot.views.picture`).
-    """
-    if job.status != "done":
-        return None
-    kind = kinds.get(job.kind)
-    if kind.buttons is ResultButtons.GRID:
-        return grid_view(job, used)
-    if kind.buttons is ResultButtons.PICTURE and picture is not None:
-        render = job.spec.render
-        return picture(job, 1, render.width * kind.scale, render.height * kind.scale)
-    if kind.buttons is ResultButtons.PROMPTS:
-        from bot.cogs.describe import described_view  # that cog owns those buttons
-
-        return described_view(job)
-    return None
-
-
-def tile_view(job_id: int, index: int) -> discord.ui.View:
-    """Under one tile: a button per kind that starts from a tile, per strength, in registry order."""
-    view = discord.ui.View(timeout=None)
-    for kind in kinds.KINDS.values():
-        if kind.tile_button is not None:
-            for preset in kind.strengths:
-                view.add_item(TileActionButton(kind, preset, job_id, index))
     return view
 
 
@@ -457,7 +351,14 @@ class Imagine(commands.Cog):
             await jobs.submit(self.bot, interaction, build)
 
 
+def install_views(views: JobViews) -> None:
+    """The grid's buttons, each kind's tile button under a picture, and ✉️ under a picture."""
+    views.results[ResultButtons.GRID] = grid_view
+    views.tile_action = TileActionButton
+    views.picture_extras.append(lambda job, index: SendToDMButton(job.id, index, row=2))
+
+
 async def setup(bot: DreamGrid) -> None:
     bot.add_dynamic_items(*BUTTONS, ConfirmButton)
-    bot.views.result = lambda job: result_view(job, picture=bot.views.picture)
+    install_views(bot.views)
     await bot.add_cog(Imagine(bot))

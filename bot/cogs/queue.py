@@ -20,7 +20,7 @@ from bot.errors import UserError
 from bot.policy import can_see, is_server_admin
 from bot.rows import Job
 from bot.store import ACTIVE
-from bot.ui import GuardedItem
+from bot.ui import GuardedItem, JobViews
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,11 @@ class Queue(commands.Cog):
         await interaction.followup.send(f"Cancelled job {job_id}.", ephemeral=True)
 
 
+def install_views(views: JobViews) -> None:
+    views.progress = progress_view
+
+
 async def setup(bot: DreamGrid) -> None:
     bot.add_dynamic_items(CancelButton)
-    bot.views.progress = progress_view
+    install_views(bot.views)
     await bot.add_cog(Queue(bot))
