@@ -10,22 +10,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import edits, kinds, messages, policy
+from bot import kinds, messages, policy, spec_builders
 from bot.errors import DEFERRED, UserError
 from bot.guild_config import GuildConfig
 from bot.kinds import JobKind, Source
 from bot.prompt import ParsedPrompt, PromptError, parse_prompt
 from bot.rows import ImageRow, Job, NewJob
-from bot.spec import DeliveryOptions, EditSpec, InputImage, JobSpec, RenderSpec, ShownValues
+from bot.spec import DeliveryOptions, EditSpec, JobSpec
 from bot.store import QueueFull, UserProfile
-from engine import params as render_params
-from engine.requests import ImagePromptMethod
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -53,87 +50,6 @@ async def acknowledge(interaction: discord.Interaction) -> bool:
             return False
     interaction.extras[DEFERRED] = True
     return True
-
-
-def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: dict[str, Any]) -> JobSpec:
-    """The recorded render request for a prompt: everything needed to render it again."""
-    settings = bot.settings
-    # The model's own defaults (MODEL_DEFAULTS: a turbo model runs 1–4 steps at guidance 0) before the bot's.
-    model_defaults = settings.defaults_for(model)
-    values = parsed.parameter_values()
-    # The member's /settings fill in what the prompt leaves out; the prompt wins.
-    values.setdefault("ar", _aspect(defaults.get("aspect")))
-    values.setdefault("quality", defaults.get("quality", render_params.QUALITY_DEFAULT))
-    values.setdefault("stylize", defaults.get("stylize", render_params.STYLIZE_DEFAULT))
-    fields = render_params.request_fields(
-        values,
-        native=model_defaults.size or bot.engine.native_size(model),
-        base_steps=model_defaults.steps or settings.steps,
-        base_guidance=settings.guidance_scale
-        if model_defaults.guidance_scale is None
-        else model_defaults.guidance_scale,
-        max_steps=settings.max_steps,
-    )
-    aspect, quality, stylize = values["ar"], values["quality"], values["stylize"]
-    return JobSpec(
-        render=RenderSpec(prompt=parsed.text, **fields),
-        shown=ShownValues(aspect=f"{aspect[0]}:{aspect[1]}", quality=quality, stylize=stylize),
-    )
-
-
-def image_prompt_spec(
-    parsed: ParsedPrompt, picture: InputImage, *, bot: DreamGrid, model: str, defaults: dict[str, Any]
-) -> JobSpec:
-    """An /imagine steered by a member's picture: its shape follows the picture unless `--ar` says otherwise."""
-    if parsed.aspect is None:
-        ratio = Fraction(picture.width, picture.height).limit_denominator(64)
-        parsed = dataclasses.replace(parsed, aspect=(ratio.numerator, ratio.denominator))
-    spec = imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
-    weight = render_params.IMAGE_WEIGHT_DEFAULT if parsed.image_weight is None else parsed.image_weight
-    method = bot.engine.image_prompt_method(model)
-    steps = spec.render.steps
-    if method is ImagePromptMethod.IMAGE_TO_IMAGE:
-        steps = render_params.img2img_steps(steps, render_params.image_prompt_strength(weight))
-    spec = spec.replace_render(steps=steps, image_weight=weight, image_prompt_method=method.value)
-    return dataclasses.replace(spec, inputs=(picture,))
-
-
-def blend_spec(
-    parsed: ParsedPrompt,
-    pictures: Sequence[InputImage],
-    *,
-    aspect: tuple[int, int],
-    bot: DreamGrid,
-    model: str,
-    defaults: dict[str, Any],
-) -> JobSpec:
-    """A /blend: the chosen dimensions (a prompt's `--ar` wins), mixed by the engine's way for `model`."""
-    if parsed.aspect is None:
-        parsed = dataclasses.replace(parsed, aspect=aspect)
-    spec = imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
-    method = bot.engine.image_prompt_method(model)
-    steps = spec.render.steps
-    strength = render_params.BLEND_STRENGTH
-    if method is ImagePromptMethod.IMAGE_TO_IMAGE:
-        steps = render_params.img2img_steps(steps, strength)
-    spec = spec.replace_render(steps=steps, strength=strength, image_prompt_method=method.value)
-    return dataclasses.replace(spec, inputs=tuple(pictures))
-
-
-def picture_spec(
-    parsed: ParsedPrompt,
-    picture: InputImage,
-    *,
-    strength: float,
-    bot: DreamGrid,
-    model: str,
-    defaults: dict[str, Any],
-) -> JobSpec:
-    """A variation or upscale of a member's picture: the picture's size, the prompt's other parameters."""
-    spec = imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
-    steps = render_params.img2img_steps(spec.render.steps, strength)
-    spec = spec.replace_render(width=picture.width, height=picture.height, steps=steps, strength=strength)
-    return dataclasses.replace(spec, shown=dataclasses.replace(spec.shown, aspect=None), inputs=(picture,))
 
 
 def parse_members_prompt(
@@ -188,14 +104,6 @@ def member_mode(settings: dict[str, Any]) -> str:
 async def mode_of(bot: DreamGrid, user_id: int) -> str:
     """The member's /fast or /relax mode, for jobs made without a prompt of their own (describe, blend, …)."""
     return member_mode((await bot.store.profile(user_id)).settings)
-
-
-def _aspect(value: Any) -> tuple[int, int]:
-    """A default aspect as /settings and /config store it ("3:2"), or a pair."""
-    if isinstance(value, str):
-        width, _, height = value.partition(":")
-        return int(width), int(height)
-    return tuple(value) if value else (1, 1)  # type: ignore[return-value]
 
 
 def new_job(
@@ -268,50 +176,32 @@ async def child_job(
             prompt=prompt,
             edit=parent.spec.edit,
         )
-    if strength is None and kinds.get(parent.kind) is kind:  # 🔄 on a variation of a picture: as strong again
-        strength = parent.spec.render.strength
-    spec = dataclasses.replace(parent.spec, edit=None)  # a variation of a zoomed picture is no zoom
+    # The picture's own size: an upscale's is its kind's scale times what its job started from.
+    size = None
     if kind.source is Source.PARENT_TILE and index is not None:
-        # The picture's own size: an upscale's is its kind's scale times what its job started from.
         row = next((r for r in await bot.store.get_images(parent.id) if r.idx == index), None)
         if row is not None:
-            spec = spec.replace_render(width=row.width, height=row.height)
-    text = parent.prompt
+            size = (row.width, row.height)
     model = bot.settings.model_name(parent.model)  # recorded as a source before models had short names
     profile = await bot.store.profile(interaction.user.id)
     mode = member_mode(profile.settings)
+    remix = None
     if prompt is not None and prompt != parent.prompt:
         policy.check_remix(config)
-        # A remixed prompt is parsed like a new one; a kind drawn from a tile keeps the tile's size.
-        parsed = parse_members_prompt(bot, profile, prompt, with_suffix=False)[0]
-        model = parsed.model or model
-        mode = parsed.mode or mode
-        fresh = imagine_spec(parsed, bot=bot, model=model, defaults=profile.settings)
-        if kind.steered_by_weight:  # a remixed image prompt keeps its picture
-            fresh = image_prompt_spec(parsed, spec.inputs[0], bot=bot, model=model, defaults=profile.settings)
-        elif kind.source is Source.UPLOADS:  # and a remixed variation of a picture its picture and size
-            assert strength is not None  # a picture's kinds redraw it at a named strength
-            fresh = picture_spec(
-                parsed, spec.inputs[0], strength=strength, bot=bot, model=model, defaults=profile.settings
-            )
-        if kind.keeps_parent_size:
-            fresh = dataclasses.replace(
-                fresh.replace_render(width=spec.render.width, height=spec.render.height),
-                shown=dataclasses.replace(fresh.shown, aspect=spec.shown.aspect),
-            )
-        spec, text = fresh, parsed.raw
-    if kind.source is not Source.UPLOADS:  # drawn from the parent's tile, or from text: not its picture
-        spec = dataclasses.replace(spec, inputs=()).replace_render(image_weight=None, image_prompt_method=None)
-    steps = spec.render.steps
-    if strength is not None:
-        steps = render_params.img2img_steps(steps, strength, minimum=kind.min_steps)
-    spec = spec.replace_render(steps=steps, strength=strength)
-    if edit is not None:
-        width, height = edits.result_size(edit, spec.render.width, spec.render.height)
-        # An edit finishes a picture on a new canvas: --stop and --tile do not apply to it.
-        spec = dataclasses.replace(spec, edit=edit).replace_render(
-            width=width, height=height, stop=render_params.STOP_DEFAULT, tile=False
-        )
+        remix = parse_members_prompt(bot, profile, prompt, with_suffix=False)[0]  # parsed like a new prompt
+        mode = remix.mode or mode
+    spec, text, model = spec_builders.child_spec(
+        parent,
+        kind,
+        source_size=size,
+        strength=strength,
+        remix=remix,
+        edit=edit,
+        model=model,
+        defaults=profile.settings,
+        settings=bot.settings,
+        engine=bot.engine,
+    )
     return new_job(
         interaction,
         kind=kind,

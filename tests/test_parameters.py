@@ -98,7 +98,7 @@ def _bot_leg(prompt: str) -> dict[str, object]:
     """What the bot makes of `prompt`: its jobs' requests and modes, as /imagine builds them."""
     from types import SimpleNamespace
 
-    from bot import jobs, kinds
+    from bot import kinds, spec_builders
     from bot.settings import Settings
     from bot.spec import InputImage
     from engine.fake import FakeEngine
@@ -112,9 +112,17 @@ def _bot_leg(prompt: str) -> dict[str, object]:
     model = job.model or "fake"
     if job.image_weight is not None:  # --iw steers a member's picture
         picture = InputImage(path="p.png", name="p.png", width=NATIVE, height=NATIVE)
-        spec, kind = jobs.image_prompt_spec(job, picture, bot=bot, model=model, defaults={}), kinds.IMAGE_PROMPT
+        spec, kind = (
+            spec_builders.image_prompt_spec(
+                job, picture, settings=bot.settings, engine=bot.engine, model=model, defaults={}
+            ),
+            kinds.IMAGE_PROMPT,
+        )
     else:
-        spec, kind = jobs.imagine_spec(job, bot=bot, model=model, defaults={}), kinds.IMAGINE
+        spec, kind = (
+            spec_builders.imagine_spec(job, settings=bot.settings, engine=bot.engine, model=model, defaults={}),
+            kinds.IMAGINE,
+        )
     request = spec.render.request(action=kind.action, seeds=kind.seeds(job.seed), model=model)
     return {"request": request, "jobs": len(parsed), "mode": job.mode}
 

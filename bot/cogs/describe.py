@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, kinds
+from bot import jobs, kinds, spec_builders
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
@@ -73,7 +73,9 @@ async def _imagine(interaction: Interaction, job_id: int, numbers: list[int] | N
             parsed = jobs.parse_members_prompt(bot, profile, text)[0]
             model = parsed.model or config.default_model
             defaults = {"aspect": config["default_aspect"], **profile.settings}
-            spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
+            spec = spec_builders.imagine_spec(
+                parsed, settings=bot.settings, engine=bot.engine, model=model, defaults=defaults
+            )
             wanted.append(jobs.prompt_job(interaction, kinds.IMAGINE, parsed, spec, model=model, profile=profile))
         return wanted
 

@@ -18,7 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, kinds, policy
+from bot import jobs, kinds, policy, spec_builders
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
@@ -74,7 +74,15 @@ async def picture_job(
     picture = await read_for_interaction(
         interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
     )
-    spec = jobs.picture_spec(parsed, picture, strength=strength, bot=bot, model=model, defaults=profile.settings)
+    spec = spec_builders.picture_spec(
+        parsed,
+        picture,
+        strength=strength,
+        settings=bot.settings,
+        engine=bot.engine,
+        model=model,
+        defaults=profile.settings,
+    )
     return jobs.prompt_job(interaction, kind, parsed, spec, model=model, profile=profile)
 
 

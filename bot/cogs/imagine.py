@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, kinds, messages, policy
+from bot import jobs, kinds, messages, policy, spec_builders
 from bot.client import DreamGrid
 from bot.errors import UserError, reply_ephemeral
 from bot.guild_config import GuildConfig
@@ -261,9 +261,13 @@ async def imagine_jobs(
     new_jobs = []
     for parsed, model in zip(parsed_prompts, models, strict=True):
         if picture is None:
-            spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
+            spec = spec_builders.imagine_spec(
+                parsed, settings=bot.settings, engine=bot.engine, model=model, defaults=defaults
+            )
         else:
-            spec = jobs.image_prompt_spec(parsed, picture, bot=bot, model=model, defaults=defaults)
+            spec = spec_builders.image_prompt_spec(
+                parsed, picture, settings=bot.settings, engine=bot.engine, model=model, defaults=defaults
+            )
         new_jobs.append(jobs.prompt_job(interaction, kind, parsed, spec, model=model, profile=profile))
     return new_jobs
 
