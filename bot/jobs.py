@@ -187,7 +187,8 @@ async def child_job(
     mode = member_mode(profile.settings)
     remix = None
     if prompt is not None and prompt != parent.prompt:
-        policy.check_remix(config)
+        if not kind.asks_prompt:  # for such a kind the new prompt is the point, not a Remix
+            policy.check_remix(config)
         remix = parse_members_prompt(bot, profile, prompt, with_suffix=False)[0]  # parsed like a new prompt
         mode = remix.mode or mode
     spec, text, model = spec_builders.child_spec(

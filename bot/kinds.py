@@ -1,9 +1,19 @@
 """Every kind of job in one table: what it draws from, what it makes, and how it is shown.
 
 A job row names its kind (`jobs.kind`); everything that differs between kinds is read from the
-`JobKind` registered here under that name. Adding a kind is one `register(JobKind(...))` entry
-plus, when it draws something new, its engine action (`engine/actions/`). No other module
-compares a kind's name (tests/test_kinds.py checks that).
+`JobKind` registered here under that name. No other module compares a kind's name
+(tests/test_kinds.py checks that). What adding a kind takes:
+
+- A kind drawn by an engine action we have, started by a button under a picture: one
+  `register(JobKind(...))` entry here, with a `tile_button` and a `picture_row` (and, for a new
+  strength, its constant in `engine/params.py`). Its button then appears under every picture,
+  its custom_id is matched after a restart, and its result, 🔄, /show, Remix and crash recovery
+  follow from the entry. Retexture was added this way.
+- A kind whose button first asks the member something (Zoom, Pan, Vary (Region)): also its button
+  in the cog that owns it, registered for its kind in that cog's `install_views`, and what the
+  member chose in `JobSpec.edit` (`bot/edits.py`).
+- A kind that draws something new: also its engine action (`engine.requests.Action`, a module in
+  `engine/actions/`, the action table in `engine/core.py`, and `engine/fake.py`).
 """
 
 from __future__ import annotations
@@ -67,6 +77,9 @@ class JobKind:
     strengths: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     min_steps: int = 2  # image-to-image: denoising steps it runs at least, whatever --quality says
     remix: bool = False  # whether Remix mode opens the prompt editor before this kind runs
+    # Always opens the prompt editor first, Remix or not: a new prompt is what this kind is for (and
+    # so is not a Remix a server can turn off).
+    asks_prompt: bool = False
     buttons: ResultButtons = ResultButtons.NONE
     tile_button: TileButton | None = None
     # The row (0–4) of its button(s) under one picture (a U image, an upscale); None: not offered there.

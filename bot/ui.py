@@ -164,7 +164,7 @@ async def start_child(
         if kind.needs_finished_parent and parent.status != "done":
             raise UserError(f"Job {parent.id} has no finished images to work from.")
         profile = await bot.store.profile(interaction.user.id)
-        if kind.remix and profile.settings.get("remix") and config["remix_allowed"]:
+        if kind.asks_prompt or (kind.remix and profile.settings.get("remix") and config["remix_allowed"]):
             modal = RemixModal(parent=parent, kind=kind, index=index, strength=strength)
             await interaction.response.send_modal(modal)
             return []
@@ -185,7 +185,8 @@ class RemixModal(GuardedModal):
         strength: float | None,
         edit: EditSpec | None = None,
     ) -> None:
-        label = f"Remix image #{index}" if index is not None else kind.name.title()
+        label = kind.label.strip(" -") if kind.asks_prompt else "Remix"
+        label = f"{label} image #{index}" if index is not None else kind.name.title()
         super().__init__(title=f"{label} (job {parent.id})"[:45], timeout=600)
         self.parent, self.kind, self.index, self.strength, self.edit = parent, kind, index, strength, edit
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(

@@ -127,7 +127,8 @@ class TileActionButton(GuardedItem[discord.ui.Button], template=_tile_template()
             raise ValueError(f"job kind {kind.name!r} has no button under a tile")
         super().__init__(
             discord.ui.Button(
-                label=f"{button.label} ({preset.title()})",
+                # "Vary (Strong)"; a kind with one strength is just its name.
+                label=f"{button.label} ({preset.title()})" if len(kind.strengths) > 1 else button.label,
                 emoji=button.emoji,
                 custom_id=f"dg:{button.word}:{preset}:{job_id}:{index}",
             )
