@@ -11,6 +11,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import discord
 
@@ -39,7 +40,7 @@ class Delivery:
         self.client = client
 
     def _webhook(self, job: Job) -> discord.Webhook | None:
-        if not job.token_usable or job.application_id is None:
+        if not job.token_usable or job.application_id is None or job.interaction_token is None:
             return None
         return discord.Webhook.partial(job.application_id, job.interaction_token, client=self.client)
 
@@ -60,7 +61,7 @@ class Delivery:
         announce=True (the member must hear about them). With `notify=False` (a cancellation
         the member asked for) an expired token means an edit with the bot's token, not a ping.
         """
-        kwargs = {
+        kwargs: dict[str, Any] = {  # Any: the same edit goes to two discord.py methods with different overloads
             "content": content,
             "embed": embed,
             "attachments": [file] if file else [],
@@ -71,7 +72,7 @@ class Delivery:
             webhook = self._webhook(job)
             if webhook is not None:
                 try:
-                    message = await webhook.edit_message(job.message_id, **kwargs)
+                    message: discord.Message = await webhook.edit_message(job.message_id, **kwargs)
                     return Shown(message.channel.id if message.channel else job.channel_id, message.id)
                 except discord.HTTPException as exc:
                     if exc.code not in (INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK) and exc.status not in (401, 404):
@@ -107,9 +108,9 @@ class Delivery:
         try:
             message = await channel.send(
                 content=content,
-                embed=embed,
-                file=file,
-                view=view,
+                embed=embed,  # type: ignore[arg-type]  # send() takes None; its overloads omit it
+                file=file,  # type: ignore[arg-type]  # send() takes None; its overloads omit it
+                view=view,  # type: ignore[arg-type]  # send() takes None; its overloads omit it
                 allowed_mentions=mention,
                 # Discord drops a second message with the same nonce: a retry after a crash can't double-post.
                 nonce=f"dg-{job.id}",

@@ -41,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from engine import params as render_params
 from engine.params import PARAMETER_BY_SPELLING
@@ -276,6 +276,28 @@ class _Param:
     origin: str | None
 
 
+# A checked parameter's value: what `_check_value` returns for each kind of parameter.
+_Value = str | bool | int | float | tuple[int, int]
+_T = TypeVar("_T", str, bool, int, float)
+
+
+def _get(values: Mapping[str, _Value], key: str, kind: type[_T]) -> _T | None:
+    """`values[key]` as the type that `_check_value` gives that key, or None when the prompt left it out."""
+    value = values.get(key)
+    if value is None:
+        return None
+    assert isinstance(value, kind), (key, value)
+    return value
+
+
+def _get_aspect(values: Mapping[str, _Value]) -> tuple[int, int] | None:
+    value = values.get("ar")
+    if value is None:
+        return None
+    assert isinstance(value, tuple), value
+    return value
+
+
 def _parse_job(
     prompt: str, suffix: str, options: Mapping[str, str], models: Sequence[str], allow_empty: bool = False
 ) -> tuple[ParsedPrompt, int]:
@@ -302,7 +324,7 @@ def _parse_job(
     if "fast" in values and "relax" in values:
         raise PromptError("Use `--fast` or `--relax`, not both.")
     description = " ".join(text)
-    negative = values.get("no", "")
+    negative = _get(values, "no", str) or ""
 
     # 4. write it out as it will run
     raw = [_escape(description)]
@@ -319,24 +341,25 @@ def _parse_job(
     job = ParsedPrompt(
         text=description,
         negative=negative,
-        aspect=values.get("ar"),
-        seed=values.get("seed"),
-        chaos=values.get("chaos"),
-        stylize=values.get("stylize"),
-        quality=values.get("quality"),
-        stop=values.get("stop"),
-        tile=values.get("tile", False),
+        aspect=_get_aspect(values),
+        seed=_get(values, "seed", int),
+        chaos=_get(values, "chaos", int),
+        stylize=_get(values, "stylize", int),
+        quality=_get(values, "quality", float),
+        stop=_get(values, "stop", int),
+        tile=_get(values, "tile", bool) or False,
         mode="fast" if "fast" in values else "relax" if "relax" in values else None,
-        model=values.get("model"),
-        image_weight=values.get("iw"),
+        model=_get(values, "model", str),
+        image_weight=_get(values, "iw", float),
         raw=written,
     )
-    return job, values.get("repeat", 1)
+    repeat = _get(values, "repeat", int)
+    return job, 1 if repeat is None else repeat
 
 
 def _tokens(text: str, origin: str | None, options: Mapping[str, str]) -> list[_Token]:
     """Split on whitespace and write out `--option`s (once: an option's own words are kept as they are)."""
-    tokens = []
+    tokens: list[_Token] = []
     for word in text.split():
         marker = _MARKER.fullmatch(word)
         if marker:
@@ -363,7 +386,9 @@ def _scan(tokens: list[_Token]) -> tuple[list[str], list[_Param]]:
     params = []
     while i < n:
         token = tokens[i]
-        spelled = _MARKER.fullmatch(token.text)[1]
+        marker = _MARKER.fullmatch(token.text)
+        assert marker is not None  # the loops stop on markers only
+        spelled = marker[1]
         key = _ALIASES.get(spelled.lower())
         if key is None:
             raise _error(f"Unknown parameter `--{_show(spelled)}`.", token.origin)
@@ -396,14 +421,14 @@ def _check_duplicate(seen: Mapping[str, _Param], param: _Param) -> None:
     raise _error(message, param.origin)
 
 
-def _value(param: _Param, models: Sequence[str]) -> object:
+def _value(param: _Param, models: Sequence[str]) -> _Value:
     try:
         return _check_value(param, models)
     except PromptError as e:
         raise _error(str(e), param.origin) from None
 
 
-def _check_value(param: _Param, models: Sequence[str]) -> object:
+def _check_value(param: _Param, models: Sequence[str]) -> _Value:
     key, name = param.key, param.name
     if PARAMETER_BY_SPELLING[key].flag:
         return True
@@ -421,10 +446,10 @@ def _check_value(param: _Param, models: Sequence[str]) -> object:
     if key == "ar":
         return _aspect(shown, value)
     if key == "quality":
-        number = Fraction(value) if _DECIMAL.fullmatch(value) else None
-        if number not in QUALITIES:
+        quality = Fraction(value) if _DECIMAL.fullmatch(value) else None
+        if quality is None or quality not in QUALITIES:
             raise PromptError(f"{shown} is not a quality: use .25, .5, 1 or 2.")
-        return float(number)
+        return float(quality)
     if key == "iw":
         low, high = render_params.IMAGE_WEIGHT_MIN, render_params.IMAGE_WEIGHT_MAX
         if not _DECIMAL.fullmatch(value) or not low <= float(value) <= high:
