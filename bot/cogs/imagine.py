@@ -12,6 +12,7 @@ import io
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -73,7 +74,7 @@ class RemixModal(discord.ui.Modal):
         label = f"Remix image #{index}" if index is not None else kind.name.title()
         super().__init__(title=f"{label} (job {parent.id})"[:45], timeout=600)
         self.parent, self.kind, self.index, self.strength, self.edit = parent, kind, index, strength, edit
-        self.prompt = discord.ui.TextInput(
+        self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
             label="Prompt",
             style=discord.TextStyle.paragraph,
             default=parent.prompt[:1500],
@@ -123,7 +124,8 @@ class UpscaleButton(GuardedItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+)
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
+        assert isinstance(item, discord.ui.Button)  # the template matches this class's buttons only
         return cls(int(match["job"]), int(match["n"]), used=item.style is discord.ButtonStyle.success)
 
     async def respond(self, interaction: Interaction) -> None:
@@ -156,7 +158,7 @@ class VariationButton(GuardedItem[discord.ui.Button], template=r"dg:v:(?P<job>\d
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -174,7 +176,7 @@ class RerollButton(GuardedItem[discord.ui.Button], template=r"dg:reroll:(?P<job>
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -208,7 +210,7 @@ class TileActionButton(GuardedItem[discord.ui.Button], template=_tile_template()
         self.kind, self.preset, self.job_id, self.index = kind, preset, job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         kind = kinds.by_tile_word(match["word"])
         assert kind is not None  # the template only matches registered words
         return cls(kind, match["preset"], int(match["job"]), int(match["n"]))
@@ -231,7 +233,7 @@ class SendToDMButton(GuardedItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]) if match["n"] else None)
 
     async def respond(self, interaction: Interaction) -> None:
@@ -374,7 +376,7 @@ async def imagine_jobs(
     return new_jobs
 
 
-def confirmation(prompt: str, count: int) -> dict[str, object]:
+def confirmation(prompt: str, count: int) -> dict[str, Any]:  # Any: reply_ephemeral's content, embed and view
     """The ephemeral question before a large batch; the prompt rides along in the embed for Yes."""
     view = discord.ui.View(timeout=None)
     view.add_item(ConfirmButton(yes=True))
@@ -404,7 +406,7 @@ class ConfirmButton(GuardedItem[discord.ui.Button], template=r"dg:confirm:(?P<an
         self.yes = yes
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(yes=match["answer"] == "yes")
 
     async def respond(self, interaction: Interaction) -> None:
