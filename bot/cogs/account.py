@@ -243,7 +243,7 @@ class Account(commands.Cog):
                 content=messages.done(job),
                 embed=messages.described_embed(job, filename),
                 file=discord.File(io.BytesIO(data), filename=filename),
-                view=self.bot.views.result(job),
+                view=self.bot.views.result(job) or discord.utils.MISSING,  # send_message() fails on None
                 allowed_mentions=discord.AllowedMentions.none(),
             )
             return
@@ -257,7 +257,7 @@ class Account(commands.Cog):
             content=messages.done(job),
             embed=messages.result_embed(job, rows, filename),
             file=discord.File(io.BytesIO(data), filename=filename),
-            view=self.bot.views.result(job),
+            view=self.bot.views.result(job) or discord.utils.MISSING,  # send_message() fails on None
             allowed_mentions=discord.AllowedMentions.none(),
         )
 

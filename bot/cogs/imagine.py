@@ -146,7 +146,7 @@ class UpscaleButton(GuardedItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+)
             content=messages.tile(job, self.index),
             embed=messages.tile_embed(job, row, filename),
             file=discord.File(io.BytesIO(data), filename=filename),
-            view=bot.views.picture(job, self.index, row.width, row.height),
+            view=bot.views.picture(job, self.index, row.width, row.height) or discord.utils.MISSING,  # None fails
         )
 
 
