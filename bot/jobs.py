@@ -204,7 +204,7 @@ def _aspect(value: Any) -> tuple[int, int]:
     if isinstance(value, str):
         width, _, height = value.partition(":")
         return int(width), int(height)
-    return tuple(value) if value else (1, 1)  # type: ignore[return-value]
+    return (value[0], value[1]) if value else (1, 1)
 
 
 def new_job(
@@ -219,13 +219,14 @@ def new_job(
     parent_id: int | None = None,
     parent_index: int | None = None,
 ) -> NewJob:
+    assert interaction.channel_id is not None  # Discord names the channel of every command and click
     # The interaction says how large an upload this channel takes; results are fitted to it.
     delivery = DeliveryOptions(upload_limit=interaction.filesize_limit, spoiler_flagged=spec.delivery.spoiler_flagged)
     return NewJob(
         kind=kind.name,
         user_id=interaction.user.id,
         guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,  # type: ignore[arg-type]
+        channel_id=interaction.channel_id,
         prompt=prompt,
         spec=dataclasses.replace(spec, delivery=delivery),
         seeds=list(seeds),

@@ -84,6 +84,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
         self.bot = bot
         super().__init__()
 
+    # Overrides narrow the interaction: discord.py types this hook for any client; ours is DreamGrid.
     async def interaction_check(self, interaction: Interaction) -> bool:  # type: ignore[override]
         """Manage Server or the configured admin role; autocomplete is only the list of keys, so it passes."""
         if interaction.type is discord.InteractionType.autocomplete:

@@ -207,6 +207,7 @@ class CustomZoomModal(discord.ui.Modal):
         )
         self.add_item(self.prompt)
 
+    # Overrides narrow the interaction: discord.py types this hook for any client; ours is DreamGrid.
     async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
         await guarded(interaction, self._start(interaction))
 

@@ -83,6 +83,7 @@ class RemixModal(discord.ui.Modal):
         )
         self.add_item(self.prompt)
 
+    # Overrides narrow the interaction: discord.py types this hook for any client; ours is DreamGrid.
     async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
         await guarded(interaction, self._start(interaction))
 
@@ -188,7 +189,7 @@ class RerollButton(GuardedItem[discord.ui.Button], template=r"dg:reroll:(?P<job>
 def _tile_template() -> str:
     """`dg:{word}:{preset}:{job}:{n}` for every kind that offers a button under a tile."""
     offered = [k for k in kinds.KINDS.values() if k.tile_button is not None]
-    words = "|".join(re.escape(k.tile_button.word) for k in offered)  # type: ignore[union-attr]
+    words = "|".join(re.escape(button.word) for button in (k.tile_button for k in offered) if button is not None)
     presets = "|".join(sorted({re.escape(name) for k in offered for name in k.strengths}))
     return rf"dg:(?P<word>{words}):(?P<preset>{presets}):(?P<job>\d+):(?P<n>[1-4])"
 
