@@ -278,6 +278,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     settings = load_settings()
     if settings.discord_token is None:
         raise SettingsError("DISCORD_TOKEN is not set: `dreamgrid sync` registers commands with that bot's token.")
+    token = settings.discord_token.get_secret_value()
     point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
     guild_id = args.guild or settings.discord_guild_id
 
@@ -288,7 +289,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 settings=settings, store=store, engine=FakeEngine(models=settings.installed_models), run_jobs=False
             )
             async with bot:
-                await bot.login(settings.discord_token.get_secret_value())
+                await bot.login(token)
                 guild = discord.Object(guild_id) if guild_id else None
                 if guild is not None:
                     bot.tree.copy_global_to(guild=guild)

@@ -79,7 +79,7 @@ class DreamGrid(commands.Bot):
         )
 
     async def setup_hook(self) -> None:
-        self.tree.on_error = on_app_command_error
+        self.tree.error(on_app_command_error)  # sets tree.on_error, after checking the handler's signature
         for extension in EXTENSIONS:
             try:
                 await self.load_extension(extension)

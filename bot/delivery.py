@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -95,7 +95,7 @@ class Delivery:
         self.client = client
 
     def _webhook(self, job: Job) -> discord.Webhook | None:
-        if not job.token_usable or job.application_id is None:
+        if not job.token_usable or job.application_id is None or job.interaction_token is None:
             return None
         return discord.Webhook.partial(job.application_id, job.interaction_token, client=self.client)
 
@@ -116,7 +116,7 @@ class Delivery:
         announce=True (the member must hear about them). With `notify=False` (a cancellation
         the member asked for) an expired token means an edit with the bot's token, not a ping.
         """
-        kwargs = {
+        kwargs: dict[str, Any] = {  # Any: the same edit goes to two discord.py methods with different overloads
             "content": content,
             "embed": embed,
             "attachments": [file] if file else [],
@@ -127,7 +127,7 @@ class Delivery:
             webhook = self._webhook(job)
             if webhook is not None:
                 try:
-                    message = await webhook.edit_message(job.message_id, **kwargs)
+                    message: discord.Message = await webhook.edit_message(job.message_id, **kwargs)
                     return Shown(message.channel.id if message.channel else job.channel_id, message.id)
                 except discord.HTTPException as exc:
                     if exc.code not in (INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK) and exc.status not in (401, 404):
@@ -163,9 +163,9 @@ class Delivery:
         try:
             message = await channel.send(
                 content=content,
-                embed=embed,
-                file=file,
-                view=view,
+                embed=embed,  # type: ignore[arg-type]  # send() takes None; its overloads omit it
+                file=file,  # type: ignore[arg-type]  # send() takes None; its overloads omit it
+                view=view,  # type: ignore[arg-type]  # send() takes None; its overloads omit it
                 allowed_mentions=mention,
                 # Discord drops a second message with the same nonce: a retry after a crash can't double-post.
                 nonce=f"dg-{job.id}",

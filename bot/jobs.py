@@ -118,13 +118,14 @@ def new_job(
     parent_id: int | None = None,
     parent_index: int | None = None,
 ) -> NewJob:
+    assert interaction.channel_id is not None  # Discord names the channel of every command and click
     # The interaction says how large an upload this channel takes; results are fitted to it.
     delivery = DeliveryOptions(upload_limit=interaction.filesize_limit, spoiler_flagged=spec.delivery.spoiler_flagged)
     return NewJob(
         kind=kind.name,
         user_id=interaction.user.id,
         guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,  # type: ignore[arg-type]
+        channel_id=interaction.channel_id,
         prompt=prompt,
         spec=dataclasses.replace(spec, delivery=delivery),
         seeds=list(seeds),

@@ -116,7 +116,7 @@ async def check_words(
         rule = config.banned_match(prompt)
         if rule is None:
             continue
-        if interaction.guild_id is not None:
+        if interaction.guild_id is not None and interaction.channel_id is not None:
             await bot.store.log_moderation(
                 interaction.guild_id, interaction.channel_id, interaction.user.id, prompt, rule
             )

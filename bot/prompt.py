@@ -40,7 +40,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from engine import params as render_params
 from engine.params import PARAMETER_BY_SPELLING, ParameterError, ValueType
@@ -103,10 +103,10 @@ class ParsedPrompt:
     # `raw` leaves --repeat out, so it takes no part in comparisons.
     repeat: int = field(default=1, compare=False)
 
-    def parameter_values(self) -> dict[str, object]:
+    def parameter_values(self) -> dict[str, _Value]:
         """What this prompt set, by `engine.params` parameter name (as `PromptParameter.read` gives
         each value); what it left unset is left out, so the caller's defaults apply."""
-        values: dict[str, object] = {}
+        values: dict[str, _Value] = {}
         for name, attribute in _ATTRIBUTE_OF.items():
             value = getattr(self, attribute)
             if value is not None and value is not False and value != "":
@@ -301,6 +301,28 @@ class _Param:
     origin: str | None
 
 
+# A checked parameter's value: what `_check_value` returns for each kind of parameter.
+_Value = str | bool | int | float | tuple[int, int]
+_T = TypeVar("_T", str, bool, int, float)
+
+
+def _get(values: Mapping[str, _Value], key: str, kind: type[_T]) -> _T | None:
+    """`values[key]` as the type that `_check_value` gives that key, or None when the prompt left it out."""
+    value = values.get(key)
+    if value is None:
+        return None
+    assert isinstance(value, kind), (key, value)
+    return value
+
+
+def _get_aspect(values: Mapping[str, _Value]) -> tuple[int, int] | None:
+    value = values.get("ar")
+    if value is None:
+        return None
+    assert isinstance(value, tuple), value
+    return value
+
+
 def _parse_job(
     prompt: str, suffix: str, options: Mapping[str, str], models: Sequence[str], allow_empty: bool = False
 ) -> tuple[ParsedPrompt, int]:
@@ -327,7 +349,7 @@ def _parse_job(
     if "fast" in values and "relax" in values:
         raise PromptError("Use `--fast` or `--relax`, not both.")
     description = " ".join(text)
-    negative = values.get("no", "")
+    negative = _get(values, "no", str) or ""
 
     # 4. write it out as it will run
     raw = [_escape(description)]
@@ -344,24 +366,25 @@ def _parse_job(
     job = ParsedPrompt(
         text=description,
         negative=negative,
-        aspect=values.get("ar"),
-        seed=values.get("seed"),
-        chaos=values.get("chaos"),
-        stylize=values.get("stylize"),
-        quality=values.get("quality"),
-        stop=values.get("stop"),
-        tile=values.get("tile", False),
+        aspect=_get_aspect(values),
+        seed=_get(values, "seed", int),
+        chaos=_get(values, "chaos", int),
+        stylize=_get(values, "stylize", int),
+        quality=_get(values, "quality", float),
+        stop=_get(values, "stop", int),
+        tile=_get(values, "tile", bool) or False,
         mode="fast" if "fast" in values else "relax" if "relax" in values else None,
-        model=values.get("model"),
-        image_weight=values.get("iw"),
+        model=_get(values, "model", str),
+        image_weight=_get(values, "iw", float),
         raw=written,
     )
-    return job, values.get("repeat", 1)
+    repeat = _get(values, "repeat", int)
+    return job, 1 if repeat is None else repeat
 
 
 def _tokens(text: str, origin: str | None, options: Mapping[str, str]) -> list[_Token]:
     """Split on whitespace and write out `--option`s (once: an option's own words are kept as they are)."""
-    tokens = []
+    tokens: list[_Token] = []
     for word in text.split():
         marker = _MARKER.fullmatch(word)
         if marker:
@@ -388,7 +411,9 @@ def _scan(tokens: list[_Token]) -> tuple[list[str], list[_Param]]:
     params = []
     while i < n:
         token = tokens[i]
-        spelled = _MARKER.fullmatch(token.text)[1]
+        marker = _MARKER.fullmatch(token.text)
+        assert marker is not None  # the loops stop on markers only
+        spelled = marker[1]
         key = _ALIASES.get(spelled.lower())
         if key is None:
             raise _error(f"Unknown parameter `--{_show(spelled)}`.", token.origin)
@@ -421,14 +446,14 @@ def _check_duplicate(seen: Mapping[str, _Param], param: _Param) -> None:
     raise _error(message, param.origin)
 
 
-def _value(param: _Param, models: Sequence[str]) -> object:
+def _value(param: _Param, models: Sequence[str]) -> _Value:
     try:
         return _check_value(param, models)
     except PromptError as e:
         raise _error(str(e), param.origin) from None
 
 
-def _check_value(param: _Param, models: Sequence[str]) -> object:
+def _check_value(param: _Param, models: Sequence[str]) -> _Value:
     parameter = PARAMETER_BY_SPELLING[param.key]
     name = param.name
     if parameter.flag:

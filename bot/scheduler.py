@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import discord
 from PIL import Image
@@ -122,8 +125,8 @@ class Scheduler:
         """The cog has recorded the job's message id; its runner may edit the message now."""
         self._announced.setdefault(job_id, asyncio.Event()).set()
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -143,7 +146,7 @@ class Scheduler:
                         break
                     task = asyncio.create_task(self._run_job(job), name=f"dreamgrid-job-{job.id}")
                     self._running[job.id] = task
-                    task.add_done_callback(lambda _t, job_id=job.id: self._job_done(job_id))
+                    task.add_done_callback(functools.partial(self._job_done, job.id))
             except Exception:
                 log.exception("scheduler could not take the next job; retrying")
                 await asyncio.sleep(1)
@@ -154,7 +157,7 @@ class Scheduler:
                 async with asyncio.timeout(REDELIVERY_INTERVAL_S):
                     await self._wake.wait()
 
-    def _job_done(self, job_id: int) -> None:
+    def _job_done(self, job_id: int, _task: object = None) -> None:
         self._running.pop(job_id, None)
         self._announced.pop(job_id, None)
         self._progress.pop(job_id, None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -220,7 +220,8 @@ class SettingsError(Exception):
     """A setting is missing or invalid; the message is one line for the operator."""
 
 
-def load_settings(**overrides: object) -> Settings:
+# Any: pydantic validates (and coerces) each override at run time, as it does the environment's strings.
+def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:

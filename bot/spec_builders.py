@@ -28,11 +28,11 @@ def imagine_spec(
 ) -> JobSpec:
     """The recorded render request for a prompt: everything needed to render it again."""
     # The model's own defaults (MODEL_DEFAULTS: a turbo model runs 1–4 steps at guidance 0) before the bot's.
-    values = parsed.parameter_values()
     # The member's /settings fill in what the prompt leaves out; the prompt wins.
-    values.setdefault("ar", _aspect(defaults.get("aspect")))
-    values.setdefault("quality", defaults.get("quality", render_params.QUALITY_DEFAULT))
-    values.setdefault("stylize", defaults.get("stylize", render_params.STYLIZE_DEFAULT))
+    aspect = parsed.aspect or _aspect(defaults.get("aspect"))
+    quality = parsed.quality if parsed.quality is not None else defaults.get("quality", render_params.QUALITY_DEFAULT)
+    stylize = parsed.stylize if parsed.stylize is not None else defaults.get("stylize", render_params.STYLIZE_DEFAULT)
+    values = {**parsed.parameter_values(), "ar": aspect, "quality": quality, "stylize": stylize}
     fields = render_params.request_fields(
         values,
         native=settings.defaults_for(model).size or engine.native_size(model),
@@ -40,7 +40,6 @@ def imagine_spec(
         base_guidance=settings.base_guidance(model),
         max_steps=settings.max_steps,
     )
-    aspect, quality, stylize = values["ar"], values["quality"], values["stylize"]
     return JobSpec(
         render=RenderSpec(prompt=parsed.text, **fields),
         shown=ShownValues(aspect=f"{aspect[0]}:{aspect[1]}", quality=quality, stylize=stylize),

@@ -69,9 +69,11 @@ class GuardedItem(discord.ui.DynamicItem[ItemT], template=r"(?!)"):
     async def respond(self, interaction: discord.Interaction[DreamGrid]) -> None:
         raise NotImplementedError
 
+    # Overrides narrow the interaction: discord.py types this hook for any client; ours is DreamGrid.
     async def interaction_check(self, interaction: discord.Interaction[DreamGrid]) -> bool:  # type: ignore[override]
         return await guarded(interaction, self.check(interaction))
 
+    # Overrides narrow the interaction: discord.py types this hook for any client; ours is DreamGrid.
     async def callback(self, interaction: discord.Interaction[DreamGrid]) -> None:  # type: ignore[override]
         await guarded(interaction, self.respond(interaction))
 

@@ -127,10 +127,10 @@ class PromptParameter:
         if self.type is ValueType.RATIO:
             return _read_aspect(shown, value)
         if self.type is ValueType.QUALITY:
-            number = Fraction(value) if _DECIMAL.fullmatch(value) else None
-            if number not in QUALITY_VALUES:
+            quality = Fraction(value) if _DECIMAL.fullmatch(value) else None
+            if quality is None or quality not in QUALITY_VALUES:
                 raise ParameterError(f"{shown} is not a quality: use .25, .5, 1 or 2.")
-            return float(number)
+            return float(quality)
         assert self.bounds is not None, self.name
         low, high = self.bounds
         if self.type is ValueType.DECIMAL:

@@ -9,6 +9,8 @@ result's display size and blurred (`bot.image_files.preview_bytes`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from PIL import Image
@@ -16,9 +18,12 @@ from PIL import Image
 from engine.grid import compose_grid
 from engine.vae import full_precision
 
+if TYPE_CHECKING:  # diffusers.models, not diffusers: its lazy top level shows type checkers attribute-less dummies
+    from diffusers.models import AutoencoderKL
+
 
 @torch.no_grad()
-def fit_latent_rgb(vae: torch.nn.Module, scaling_factor: float | None = None, size: int = 64) -> torch.Tensor:
+def fit_latent_rgb(vae: AutoencoderKL, scaling_factor: float | None = None, size: int = 64) -> torch.Tensor:
     """Return a (channels + 1, 3) float32 CPU matrix mapping [latent, 1] to RGB in [-1, 1]."""
     g = torch.Generator().manual_seed(0)
     # Smooth random colour fields: upsampled noise covers many colours and gradients.
@@ -26,7 +31,7 @@ def fit_latent_rgb(vae: torch.nn.Module, scaling_factor: float | None = None, si
     image = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
     with full_precision(vae) as dtype:  # SDXL's VAE overflows in float16
         latents = vae.encode(image.to(vae.device, dtype)).latent_dist.mean.float().cpu()
-    latents = latents * (scaling_factor if scaling_factor is not None else vae.config.scaling_factor)
+    latents = latents * (scaling_factor if scaling_factor is not None else vae.config["scaling_factor"])
     h, w = latents.shape[-2:]
     target = torch.nn.functional.adaptive_avg_pool2d(image, (h, w))
     x = torch.cat([latents[0].flatten(1), torch.ones(1, h * w)]).T  # (h*w, C+1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import discord
@@ -46,7 +47,7 @@ def settings_embed(settings: dict[str, Any], suffix: str) -> discord.Embed:
 class SettingsSelect(GuardedItem[discord.ui.Select], template=r"dg:set:(?P<key>aspect|quality|stylize)"):
     """One of /settings' menus; the custom_id names the setting, the choice is its value."""
 
-    CHOICES = {
+    CHOICES: dict[str, Mapping[str, str | float]] = {  # the label shown: the value stored
         "aspect": {a: a for a in ASPECTS},
         "quality": QUALITIES,
         "stylize": STYLIZE_LEVELS,
@@ -61,7 +62,7 @@ class SettingsSelect(GuardedItem[discord.ui.Select], template=r"dg:set:(?P<key>a
         self.key = key
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Select, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(match["key"])
 
     async def respond(self, interaction: Interaction) -> None:
@@ -91,7 +92,7 @@ class ModelSelect(GuardedItem[discord.ui.Select], template=r"dg:set:model"):
         super().__init__(discord.ui.Select(custom_id="dg:set:model", options=options, min_values=1, max_values=1))
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Select, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls()
 
     async def respond(self, interaction: Interaction) -> None:
@@ -110,6 +111,7 @@ class ModelSelect(GuardedItem[discord.ui.Select], template=r"dg:set:model"):
 class SettingsButton(GuardedItem[discord.ui.Button], template=r"dg:set:(?P<key>remix|variation|reset)"):
     def __init__(self, key: str, settings: dict[str, Any] | None = None) -> None:
         settings = settings or {}
+        button: discord.ui.Button[discord.ui.View]
         if key == "remix":
             on = bool(settings.get("remix"))
             button = discord.ui.Button(
@@ -127,7 +129,7 @@ class SettingsButton(GuardedItem[discord.ui.Button], template=r"dg:set:(?P<key>r
         self.key = key
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(match["key"])
 
     async def respond(self, interaction: Interaction) -> None:

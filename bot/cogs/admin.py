@@ -37,6 +37,12 @@ def _key(name: str) -> Key:
     return key
 
 
+def _guild_id(interaction: Interaction) -> int:
+    """The server's id: the group is guild_only, and `Config.interaction_check` refuses the rest."""
+    assert interaction.guild_id is not None
+    return interaction.guild_id
+
+
 def _show_stored(key: Key, value: Any, bot: DreamGrid) -> str:
     """A value from history (None: the default)."""
     if value is None:
@@ -78,6 +84,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
         self.bot = bot
         super().__init__()
 
+    # Overrides narrow the interaction: discord.py types this hook for any client; ours is DreamGrid.
     async def interaction_check(self, interaction: Interaction) -> bool:  # type: ignore[override]
         """Manage Server or the configured admin role; autocomplete is only the list of keys, so it passes."""
         if interaction.type is discord.InteractionType.autocomplete:
@@ -137,7 +144,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
                 " Its operator can set SAFETY_CHECKER=true and install a model that ships one (SD 1.x does)."
             )
         before = config[entry.name]
-        await configs.set(interaction.guild_id, entry.name, parsed, by=interaction.user.id)
+        await configs.set(_guild_id(interaction), entry.name, parsed, by=interaction.user.id)
         after = (await configs.get(interaction.guild_id))[entry.name]
         log.info("guild %s: %s set %s to %r", interaction.guild_id, interaction.user.id, entry.name, parsed)
         settings = self.bot.settings
@@ -168,14 +175,14 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
                 f"`{entry.name}` is already at its default, {default}.", ephemeral=True
             )
             return
-        await configs.set(interaction.guild_id, entry.name, None, by=interaction.user.id)
+        await configs.set(_guild_id(interaction), entry.name, None, by=interaction.user.id)
         await interaction.response.send_message(
             clip(f"`{entry.name}` is back to its default, {default}.", MESSAGE_CHARS), ephemeral=True
         )
 
     @app_commands.command(name="history", description="Who changed which setting, and when")
     async def history(self, interaction: Interaction) -> None:
-        changes = await self.bot.guild_configs.history(interaction.guild_id, HISTORY_SHOWN)
+        changes = await self.bot.guild_configs.history(_guild_id(interaction), HISTORY_SHOWN)
         if not changes:
             await interaction.response.send_message("No setting has been changed on this server yet.", ephemeral=True)
             return
@@ -192,7 +199,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
 
     @app_commands.command(name="moderation", description="Prompts refused for a banned word or pattern")
     async def moderation(self, interaction: Interaction) -> None:
-        refused = await self.bot.store.moderation_log(interaction.guild_id, HISTORY_SHOWN)
+        refused = await self.bot.store.moderation_log(_guild_id(interaction), HISTORY_SHOWN)
         if not refused:
             await interaction.response.send_message("No prompt has been refused on this server.", ephemeral=True)
             return

@@ -90,7 +90,7 @@ class PromptButton(GuardedItem[discord.ui.Button], template=r"dg:desc:(?P<job>\d
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -105,7 +105,7 @@ class ImagineAllButton(GuardedItem[discord.ui.Button], template=r"dg:desc:(?P<jo
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -120,7 +120,7 @@ class DescribeAgainButton(GuardedItem[discord.ui.Button], template=r"dg:desc:(?P
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]))
 
     async def respond(self, interaction: Interaction) -> None:

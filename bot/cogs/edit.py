@@ -104,7 +104,7 @@ class ZoomButton(GuardedItem[discord.ui.Button], template=r"dg:zoom:(?P<how>2|1\
         self.how, self.job_id, self.index = how, job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(match["how"], int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -128,7 +128,7 @@ class MakeSquareButton(GuardedItem[discord.ui.Button], template=r"dg:square:(?P<
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -150,7 +150,7 @@ class PanButton(
         self.direction, self.job_id, self.index = direction, job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(Direction(match["direction"]), int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -173,7 +173,7 @@ class CustomZoomModal(GuardedModal):
     def __init__(self, *, parent: Job, index: int, row: ImageRow) -> None:
         super().__init__(title=f"Custom Zoom (job {parent.id}, image #{index})"[:45], timeout=600)
         self.parent, self.index, self.row = parent, index, row
-        self.prompt = discord.ui.TextInput(
+        self.prompt: discord.ui.TextInput[CustomZoomModal] = discord.ui.TextInput(
             label="Prompt with --zoom 1–2 (and --ar to reshape)",
             style=discord.TextStyle.paragraph,
             default=f"{parent.prompt[:1500]} --zoom 2",
@@ -235,7 +235,7 @@ class VaryRegionButton(GuardedItem[discord.ui.Button], template=r"dg:region:(?P<
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -309,7 +309,8 @@ class RegionSelect(GuardedItem[discord.ui.Select], template=r"dg:cells:(?P<job>\
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Select, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
+        assert isinstance(item, discord.ui.Select)  # the template matches this class's menus only
         return cls(int(match["job"]), int(match["n"]), options=item.options)
 
     async def respond(self, interaction: Interaction) -> None:

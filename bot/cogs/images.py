@@ -218,6 +218,7 @@ class Images(commands.Cog):
         profile = await self.bot.store.profile(interaction.user.id)
         kind = kinds.VARIATION  # as strong as V1–V4 under the member's /settings
         strength = kind.strengths.get(profile.settings.get("variation", ""), kind.default_strength)
+        assert strength is not None  # VARIATION names its strengths
         await self._from_message(interaction, message, kind=kind, strength=strength)
 
     async def _from_message(

@@ -11,6 +11,7 @@ import asyncio
 import io
 import logging
 import re
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -50,7 +51,8 @@ class UpscaleButton(GuardedItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+)
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
+        assert isinstance(item, discord.ui.Button)  # the template matches this class's buttons only
         return cls(int(match["job"]), int(match["n"]), used=item.style is discord.ButtonStyle.success)
 
     async def respond(self, interaction: Interaction) -> None:
@@ -71,7 +73,7 @@ class UpscaleButton(GuardedItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+)
             content=messages.tile(job, self.index),
             embed=messages.tile_embed(job, row, filename),
             file=discord.File(io.BytesIO(data), filename=filename),
-            view=bot.views.picture(job, self.index, row.width, row.height),
+            view=bot.views.picture(job, self.index, row.width, row.height) or discord.utils.MISSING,  # None fails
         )
 
 
@@ -83,7 +85,7 @@ class VariationButton(GuardedItem[discord.ui.Button], template=r"dg:v:(?P<job>\d
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -101,7 +103,7 @@ class RerollButton(GuardedItem[discord.ui.Button], template=r"dg:reroll:(?P<job>
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -113,7 +115,7 @@ class RerollButton(GuardedItem[discord.ui.Button], template=r"dg:reroll:(?P<job>
 def _tile_template() -> str:
     """`dg:{word}:{preset}:{job}:{n}` for every kind that offers a button under a tile."""
     offered = [k for k in kinds.KINDS.values() if k.tile_button is not None]
-    words = "|".join(re.escape(k.tile_button.word) for k in offered)  # type: ignore[union-attr]
+    words = "|".join(re.escape(button.word) for button in (k.tile_button for k in offered) if button is not None)
     presets = "|".join(sorted({re.escape(name) for k in offered for name in k.strengths}))
     return rf"dg:(?P<word>{words}):(?P<preset>{presets}):(?P<job>\d+):(?P<n>[1-4])"
 
@@ -136,7 +138,7 @@ class TileActionButton(GuardedItem[discord.ui.Button], template=_tile_template()
         self.kind, self.preset, self.job_id, self.index = kind, preset, job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         kind = kinds.by_tile_word(match["word"])
         assert kind is not None  # the template only matches registered words
         return cls(kind, match["preset"], int(match["job"]), int(match["n"]))
@@ -159,7 +161,7 @@ class SendToDMButton(GuardedItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]) if match["n"] else None)
 
     async def respond(self, interaction: Interaction) -> None:
@@ -273,7 +275,7 @@ async def imagine_jobs(
     return new_jobs
 
 
-def confirmation(prompt: str, count: int) -> dict[str, object]:
+def confirmation(prompt: str, count: int) -> dict[str, Any]:  # Any: reply_ephemeral's content, embed and view
     """The ephemeral question before a large batch; the prompt rides along in the embed for Yes."""
     view = discord.ui.View(timeout=None)
     view.add_item(ConfirmButton(yes=True))
@@ -303,7 +305,7 @@ class ConfirmButton(GuardedItem[discord.ui.Button], template=r"dg:confirm:(?P<an
         self.yes = yes
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(yes=match["answer"] == "yes")
 
     async def respond(self, interaction: Interaction) -> None:

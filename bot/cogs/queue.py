@@ -56,7 +56,7 @@ class CancelButton(GuardedItem[discord.ui.Button], template=r"dg:cancel:(?P<job>
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]))
 
     async def check(self, interaction: Interaction) -> None:
