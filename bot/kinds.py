@@ -263,6 +263,19 @@ DESCRIBE = register(
         buttons=ResultButtons.PROMPTS,
     )
 )
+RETEXTURE = register(
+    JobKind(
+        name="retexture",
+        action=Action.VARIATION,
+        label=" - Retexture",
+        source=Source.PARENT_TILE,
+        strengths=MappingProxyType({"retexture": render_params.RETEXTURE}),
+        asks_prompt=True,  # the new prompt (a style, a material) is the point
+        buttons=ResultButtons.GRID,
+        tile_button=TileButton(word="retex", label="Retexture", emoji="🎨"),
+        picture_row=3,
+    )
+)
 # Which kind works from a member's picture in place of a job's tile.
 FOR_PICTURES = {VARIATION.name: VARIATION_OF_PICTURE, UPSCALE.name: UPSCALE_OF_PICTURE}
 # The edit loop (bot.cogs.edit owns their buttons; bot.edits what each records in JobSpec.edit; Vary

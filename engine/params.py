@@ -61,6 +61,10 @@ BLEND_MIN_IMAGES, BLEND_MAX_IMAGES = 2, 5
 # /blend with an IP-Adapter: its scale, as an image prompt's at --iw 2 (the images lead, the prompt is optional).
 BLEND_IP_ADAPTER_SCALE = 1.0
 VARY_REGION = 1.0  # Vary (Region) redraws the chosen cells from scratch, as Midjourney's does
+# Retexture: the picture redrawn with a new prompt, keeping where things are. Below Vary (Strong),
+# so the composition survives; high enough that the new prompt's colours and style take over
+# (on the shipped model the background follows the new prompt fully from 0.5 up).
+RETEXTURE = 0.6
 
 
 class ValueType(enum.Enum):
