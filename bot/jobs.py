@@ -96,6 +96,11 @@ def prompt_job(
     )
 
 
+def prompt_defaults(config: GuildConfig, profile: UserProfile) -> dict[str, Any]:
+    """What a prompt gets for what it leaves out: the member's /settings over the server's defaults."""
+    return {"aspect": config["default_aspect"], **profile.settings}
+
+
 def member_mode(settings: dict[str, Any]) -> str:
     """The mode a member's jobs run in unless a prompt says `--fast` or `--relax` (/fast, /relax)."""
     return "relax" if settings.get("mode") == "relax" else "fast"
@@ -200,7 +205,7 @@ async def child_job(
         remix=remix,
         edit=edit,
         model=model,
-        defaults=profile.settings,
+        defaults=prompt_defaults(config, profile),
         settings=bot.settings,
         engine=bot.engine,
     )

@@ -91,7 +91,7 @@ class Blend(commands.Cog):
             )
             names = ", ".join(shown_name(p.name) for p in pictures)
             await interaction.edit_original_response(content=f"Blending {names}.")
-            defaults = {"aspect": config["default_aspect"], **profile.settings}
+            defaults = jobs.prompt_defaults(config, profile)
             spec = spec_builders.blend_spec(
                 parsed,
                 pictures,

@@ -72,7 +72,7 @@ async def _imagine(interaction: Interaction, job_id: int, numbers: list[int] | N
             text = f"{prompts[n - 1]} --ar {ratio.numerator}:{ratio.denominator}"
             parsed = jobs.parse_members_prompt(bot, profile, text)[0]
             model = parsed.model or config.default_model
-            defaults = {"aspect": config["default_aspect"], **profile.settings}
+            defaults = jobs.prompt_defaults(config, profile)
             spec = spec_builders.imagine_spec(
                 parsed, settings=bot.settings, engine=bot.engine, model=model, defaults=defaults
             )

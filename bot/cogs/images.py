@@ -81,7 +81,7 @@ async def picture_job(
         settings=bot.settings,
         engine=bot.engine,
         model=model,
-        defaults=profile.settings,
+        defaults=jobs.prompt_defaults(config, profile),
     )
     return jobs.prompt_job(interaction, kind, parsed, spec, model=model, profile=profile)
 

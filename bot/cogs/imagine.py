@@ -247,7 +247,7 @@ async def imagine_jobs(
             f"With the `image` option a prompt makes at most {CONFIRM_ABOVE_JOBS} jobs; "
             f"this one makes {len(parsed_prompts)}."
         )
-    defaults = {"aspect": config["default_aspect"], **profile.settings}
+    defaults = jobs.prompt_defaults(config, profile)
     chosen = profile.settings.get("model")  # /settings; a model the server no longer allows is skipped
     default_model = chosen if chosen in config.allowed_models else config.default_model
     models = [parsed.model or default_model for parsed in parsed_prompts]
