@@ -145,6 +145,49 @@ class ParsedPrompt:
         return " ".join(parts)
 
 
+# Midjourney's parameters that are not parameters here, and what does their job (one short line each).
+_STYLE_REF = "put the picture first in your prompt (an image prompt, with `--iw`), or use `/blend`."
+_MODELS = "this server's models are picked with `--model NAME` (`/help` lists them)."
+_UPSCALE = "use Upscale (Subtle) or (Creative) under a picture."
+_VIDEO = "I draw still pictures."
+ELSEWHERE: Mapping[str, str] = MappingProxyType(
+    {
+        "sref": _STYLE_REF,
+        "sw": _STYLE_REF,
+        "sv": _STYLE_REF,
+        "cref": _STYLE_REF,
+        "cw": _STYLE_REF,
+        "oref": _STYLE_REF,
+        "ow": _STYLE_REF,
+        "p": "save your favourite parameters with `/prefer option set` and use them as `--NAME`.",
+        "personalize": "save your favourite parameters with `/prefer option set` and use them as `--NAME`.",
+        "v": _MODELS,
+        "version": _MODELS,
+        "niji": _MODELS,
+        "test": _MODELS,
+        "testp": _MODELS,
+        "style": "for a more literal picture, use a low `--stylize` (e.g. `--stylize 0`).",
+        "raw": "for a more literal picture, use a low `--stylize` (e.g. `--stylize 0`).",
+        "exp": "use `--chaos` for more unexpected grids and `--stylize` for more or less artistic ones.",
+        "weird": "use `--chaos` for more unexpected grids and `--stylize` for more or less artistic ones.",
+        "draft": "use `--q .25` for a fast, rough grid.",
+        "turbo": "use `--fast`.",
+        "hd": _UPSCALE,
+        "uplight": _UPSCALE,
+        "upbeta": _UPSCALE,
+        "upanime": _UPSCALE,
+        "w": "use `--ar W:H`: the size follows from the model.",
+        "h": "use `--ar W:H`: the size follows from the model.",
+        "sameseed": "use `--seed N`: the same seed draws the same grid again.",
+        "zoom": "press Custom Zoom under a picture, and type `--zoom` there.",
+        "video": _VIDEO,
+        "motion": _VIDEO,
+        "loop": _VIDEO,
+        "end": _VIDEO,
+        "bs": _VIDEO,
+    }
+)
+
 # Which ParsedPrompt attribute holds each parameter's value (--fast/--relax share `mode`; --repeat
 # is how many copies were made). tests/test_parameters.py walks every parameter through it.
 _ATTRIBUTE_OF = {
@@ -416,6 +459,9 @@ def _scan(tokens: list[_Token]) -> tuple[list[str], list[_Param]]:
         spelled = marker[1]
         key = _ALIASES.get(spelled.lower())
         if key is None:
+            pointer = ELSEWHERE.get(spelled.lower())
+            if pointer is not None:
+                raise _error(f"`--{spelled.lower()}` isn't a parameter here: {pointer}", token.origin)
             raise _error(f"Unknown parameter `--{_show(spelled)}`.", token.origin)
         i += 1
         start = i
