@@ -112,7 +112,10 @@ def test_nothing_typed_is_none_so_settings_apply() -> None:
         ("cat --iw 3.5", "`--iw 3.5` is out of range: use 0–3, e.g. `--iw 0.5` or `--iw 2`."),
         ("cat --iw -1", "`--iw -1` is out of range: use 0–3, e.g. `--iw 0.5` or `--iw 2`."),
         ("cat --foo", "Unknown parameter `--foo`."),
-        ("cat --v 6", "`--v` isn't a parameter here: this server's models are picked with `--model NAME` (`/help` lists them)."),
+        (
+            "cat --v 6",
+            "`--v` isn't a parameter here: this server's models are picked with `--model NAME` (`/help` lists them).",
+        ),
         ("cat --vv 6", "Unknown parameter `--vv`."),
         ("cat --ar", "`--ar` needs a value, e.g. `--ar 3:2`."),
         ("cat --seed --tile", "`--seed` needs a value, e.g. `--seed 42`."),
