@@ -289,11 +289,14 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, build: JobBui
     positions = {job_id: n for n, job_id in enumerate(order, start=1)}
     for n, job in enumerate(accepted):
         position = positions.get(job.id, 0)
-        content = messages.waiting(job, position) if position else messages.progress(job, 0)
+        if position:
+            content = messages.waiting(job, position, bot.scheduler.starts_in(position))
+        else:
+            content = messages.progress(job, 0)
         message_id = await _show(interaction, content, bot.views.progress(job), first=n == 0)
         if message_id is not None:
             await bot.store.set_message(job.id, message_id)
-        bot.scheduler.announced(job.id)
+        bot.scheduler.announced(job.id, content if position else None)
     if relaxed:
         await interaction.followup.send(messages.fast_time_used_up(config["fast_hours"]), ephemeral=True)
     return accepted

@@ -59,10 +59,23 @@ def tile(job: Job, index: int) -> str:
     return f"{_prompt(job, PROMPT_PREVIEW_CHARS)}{tail}"
 
 
-def waiting(job: Job, position: int) -> str:
+def waiting(job: Job, position: int, starts_in_s: float | None = None) -> str:
+    """ "Waiting to start" with the job's place in line and, once jobs have been timed, when it starts."""
     where = "next in line" if position <= 1 else f"position {position}"
     mode = ", Relax: starts when no Fast job waits" if job.mode == "relax" else ""
-    return _line(job, f" (Waiting to start, {where}{mode})")
+    eta = f", {starts_in(starts_in_s)}" if starts_in_s is not None and job.mode != "relax" else ""
+    return _line(job, f" (Waiting to start, {where}{eta}{mode})")
+
+
+def starts_in(seconds: float) -> str:
+    """A forecast in words: "starts in about 2 min"; rounded, as a forecast should be."""
+    if seconds < 15:
+        return "starting any moment"
+    if seconds < 60:
+        return "starts in under a minute"
+    if seconds < 3600:
+        return f"starts in about {round(seconds / 60)} min"
+    return f"starts in about {seconds / 3600:.1f} h".replace(".0 h", " h")
 
 
 def fast_time_used_up(hours: int) -> str:

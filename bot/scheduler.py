@@ -48,6 +48,7 @@ REDELIVERY_INTERVAL_S = 30.0  # how often deliveries that failed are retried
 ANNOUNCE_WAIT_S = 10.0  # how long a job waits for its "Waiting to start" message to be recorded
 PROGRESS_SETTLE_S = 10.0  # how long the final edit waits for a progress edit already sent
 STORAGE_RETRY_S = 5.0  # how often a failure the full disk would not let us record is tried again
+WAITING_REFRESHED = 25  # the first this many waiting jobs are shown their new place as the line moves
 STORAGE_FAILURE = "There was no room left to save this job's images. The bot's operator has been told (it is logged)."
 
 
@@ -80,11 +81,16 @@ class Scheduler:
         self._last_redelivery = 0.0
         self._closing = False
         self._first_job_this_run = 0  # jobs from before start() are never announced by this process
+        self._typical_run_s: float | None = None  # how long jobs have been taking, for "starts in about …"
+        self._shown_waiting: dict[int, str] = {}  # a waiting job's message, as last shown
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refresh_again = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         self._first_job_this_run = await self.store.last_job_id() + 1
+        self._typical_run_s = await self.store.typical_run_seconds()
         requeued, failed = await self.store.recover(self.settings.max_attempts)
         if requeued or failed:
             log.warning("recovered from an unclean stop: %d jobs re-queued, %d given up", requeued, failed)
@@ -121,9 +127,64 @@ class Scheduler:
         await self.deliver(job)
         return job
 
-    def announced(self, job_id: int) -> None:
-        """The cog has recorded the job's message id; its runner may edit the message now."""
+    def announced(self, job_id: int, shown: str | None = None) -> None:
+        """The cog has recorded the job's message id (showing `shown`); its runner may edit it now."""
         self._announced.setdefault(job_id, asyncio.Event()).set()
+        if shown is not None:
+            self._shown_waiting[job_id] = shown
+
+    def starts_in(self, position: int) -> float | None:
+        """When the job at `position` in line (1: next) should start, in seconds; None until a job
+        has been timed. Every `max_concurrent_jobs` jobs ahead of it (running ones included) take
+        about as long as jobs have been taking. A forecast, not a promise."""
+        if self._typical_run_s is None:
+            return None
+        ahead = position - 1 + len(self._running)
+        return (ahead // self.settings.max_concurrent_jobs) * self._typical_run_s
+
+    # -- the line moves: waiting members are told their new place ----------------------
+
+    def _queue_moved(self) -> None:
+        if self._refreshing is not None and not self._refreshing.done():
+            self._refresh_again = True  # the refresh under way reads the line once more
+            return
+        self._refreshing = asyncio.create_task(self._refresh_waiting(), name="dreamgrid-waiting")
+        self._background.add(self._refreshing)
+        self._refreshing.add_done_callback(self._background.discard)
+
+    async def _refresh_waiting(self) -> None:
+        """Edit "Waiting to start" where the job's place or forecast changed: the first
+        WAITING_REFRESHED in line, at most once per PROGRESS_INTERVAL_S (moves in between are
+        shown together, and Discord rate-limits edits)."""
+        try:
+            while True:
+                self._refresh_again = False
+                await asyncio.sleep(self.settings.progress_interval_s)
+                for position, job_id in enumerate((await self.store.queue_order())[:WAITING_REFRESHED], start=1):
+                    job = await self.store.get_job(job_id)
+                    in_flight = self._progress.get(job_id)
+                    if job is None or job.status != "queued" or job.message_id is None:
+                        continue
+                    if in_flight is not None and not in_flight.done():
+                        continue
+                    content = messages.waiting(job, position, self.starts_in(position))
+                    if self._shown_waiting.get(job_id) == content:
+                        continue
+                    self._shown_waiting[job_id] = content
+                    # Held like a progress edit, so the job's first progress or its final state waits for it.
+                    edit = asyncio.create_task(self._show_waiting(job, content))
+                    self._progress[job_id] = edit
+                    await asyncio.wait([edit])
+                if not self._refresh_again:
+                    return
+        except Exception:
+            log.warning("could not show waiting members their place in line", exc_info=True)
+
+    async def _show_waiting(self, job: Job, content: str) -> None:
+        try:
+            await self.delivery.update(job, content=content, view=self.views.progress(job))
+        except discord.HTTPException as exc:
+            log.info("job %s: its place in line was not shown: %s", job.id, exc)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -147,6 +208,8 @@ class Scheduler:
                     task = asyncio.create_task(self._run_job(job), name=f"dreamgrid-job-{job.id}")
                     self._running[job.id] = task
                     task.add_done_callback(functools.partial(self._job_done, job.id))
+                    self._shown_waiting.pop(job.id, None)
+                    self._queue_moved()
             except Exception:
                 log.exception("scheduler could not take the next job; retrying")
                 await asyncio.sleep(1)
@@ -159,6 +222,7 @@ class Scheduler:
 
     def _job_done(self, job_id: int, _task: object = None) -> None:
         self._running.pop(job_id, None)
+        self._shown_waiting.pop(job_id, None)
         self._announced.pop(job_id, None)
         self._progress.pop(job_id, None)
         self.wake()
@@ -199,6 +263,7 @@ class Scheduler:
                 finished = await self.store.finish(job.id, images, result.elapsed_s)
                 if finished is not None and self.retention is not None:
                     self.retention.saved(row.path for row in images)
+                self._typical_run_s = await self.store.typical_run_seconds()
             outcome = "done"
         except asyncio.CancelledError:
             if self._closing:
@@ -362,11 +427,8 @@ class Scheduler:
         def report(event: RenderProgress) -> None:
             nonlocal last_edit, in_flight
             now = time.monotonic()
-            if (
-                now - last_edit < interval
-                or (in_flight is not None and not in_flight.done())
-                or event.step >= event.total
-            ):
+            pending = self._progress.get(job.id)  # this job's last edit (progress, or its place in line)
+            if now - last_edit < interval or (pending is not None and not pending.done()) or event.step >= event.total:
                 return
             last_edit = now
             in_flight = asyncio.create_task(self._show_progress(job, event))

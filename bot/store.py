@@ -517,6 +517,28 @@ class Store:
         )
         return {"queued": 0, "running": 0, **{row[0]: row[1] for row in rows}}
 
+    async def queue_counts(self, guild_id: int | None) -> tuple[int, int, int]:
+        """(waiting here, running here, waiting across the bot): what /queue shows of the line."""
+        row = await self._row(
+            "SELECT COALESCE(SUM(status = 'queued' AND guild_id IS ?), 0),"
+            " COALESCE(SUM(status = 'running' AND guild_id IS ?), 0), COALESCE(SUM(status = 'queued'), 0)"
+            " FROM jobs WHERE status IN ('queued', 'running')",
+            (guild_id, guild_id),
+        )
+        return int(row[0]), int(row[1]), int(row[2])
+
+    async def typical_run_seconds(self, recent: int = 20) -> float | None:
+        """How long a job has been taking from start to finish: the median of the last `recent` that
+        finished done. None before any has. (Measured, not device time: batching and waits count.)"""
+        rows = await self._all(
+            "SELECT (julianday(finished_at) - julianday(started_at)) * 86400.0 FROM jobs"
+            " WHERE status = 'done' AND started_at IS NOT NULL AND finished_at IS NOT NULL"
+            " ORDER BY finished_at DESC LIMIT ?",
+            (recent,),
+        )
+        durations = sorted(max(0.0, float(r[0])) for r in rows)
+        return durations[len(durations) // 2] if durations else None
+
     async def recover(self, max_attempts: int) -> tuple[int, int]:
         """After a crash: re-queue jobs that were running; fail those that crashed too often.
 

@@ -349,7 +349,7 @@ def request_fields(
     """What the prompt parameters in `values` (by name, as `PromptParameter.read` gives them; a
     name left out takes its default) ask of a `RenderRequest`: each parameter's meaning, once.
 
-    The bot (`bot.jobs.imagine_spec`) and `dreamgrid imagine` (`engine.cli`) both build their
+    The bot (`bot.spec_builders.imagine_spec`) and `dreamgrid imagine` (`engine.cli`) both build their
     requests here. `size`: the side of the pixel budget per tile, when not the model's `native`.
     """
     w, h = values.get("ar") or (1, 1)

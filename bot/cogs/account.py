@@ -375,7 +375,7 @@ a job's image (`job_id number`) or your `image` · Apps → **Upscale 2x** / **V
 picture · /blend mixes 2–5 pictures · /describe (or Apps → **Describe**) writes four prompts for one.
 
 **Yours**: /settings (defaults, Remix) · /fast · /relax · /prefer suffix · /prefer option set · /info \
-· /show JOB · /cancel JOB
+· /show JOB · /queue · /cancel JOB
 """
 
 
