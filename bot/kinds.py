@@ -106,6 +106,12 @@ class JobKind:
         return self.action is Action.IMAGE_PROMPT
 
     @property
+    def describes_missing_prompt(self) -> bool:
+        """A member's picture redrawn with no prompt is described first, and drawn from its description:
+        with an empty prompt the model draws whatever it likes, not the picture."""
+        return self.source is Source.UPLOADS and self.action in (Action.VARIATION, Action.UPSCALE)
+
+    @property
     def needs_finished_parent(self) -> bool:
         return self.source is Source.PARENT_TILE
 

@@ -350,7 +350,7 @@ class Scheduler:
             # The canvas and mask are made again from the parent's picture and what the member chose.
             inputs = await asyncio.to_thread(edits.render_inputs, job.spec.edit, source)
             source, mask_image = inputs.init_image, inputs.mask_image
-        return job.spec.render.request(
+        request = job.spec.render.request(
             action=kind.action,
             seeds=job.seeds,
             model=job.model,
@@ -358,6 +358,11 @@ class Scheduler:
             pictures=pictures,
             mask_image=mask_image,
         )
+        if kind.describes_missing_prompt and not request.prompt.strip() and source is not None:
+            # The likeliest description, always the same for a picture: a redraw gives the same pixels.
+            described = await self.engine.describe(DescribeRequest(image=source, count=1))
+            request = dataclasses.replace(request, prompt=described.prompts[0] if described.prompts else "")
+        return request
 
     async def _describe(self, job: Job) -> DescribeResult:
         """Four prompts for the job's picture: the likeliest, or (🔄, a job with a parent) other phrasings."""

@@ -187,12 +187,15 @@ async def test_show_and_u_still_deliver_when_no_cog_builds_their_buttons(
     fake = fake_discord
     async with running_bot(fake, tmp_path) as bot:
         grid = await result_of(await fake.slash("imagine", prompt="a small boat --seed 4"))
-        bot.views.picture = lambda job, index, width, height: None  # as without bot.cogs.edit
+        # As when the cogs that build them failed to load:
+        bot.views.picture_buttons.clear()
+        bot.views.tile_action = None
+        bot.views.picture_extras.clear()
         u1 = await fake.click(grid, label="U1")
         await u1.ack()
         tile = await u1.wait_for_followup(lambda m: m.attachments)
         assert tile.attachments[0].image().size == (64, 64) and not tile.labels
-        bot.views.result = lambda job: None
+        bot.views.results.clear()
         shown = await result_of(await fake.slash("show", job_id=1))
         assert shown.attachments and not shown.labels
         await asyncio.sleep(0.5)  # send_message failed only after the message went out
