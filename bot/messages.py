@@ -5,7 +5,7 @@ from __future__ import annotations
 import discord
 
 from bot import edits, kinds
-from bot.image_inputs import shown_name
+from bot.member_pictures import shown_name
 from bot.rows import ImageRow, Job
 from engine import params as render_params
 from engine.requests import ImagePromptMethod

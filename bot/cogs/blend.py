@@ -1,6 +1,6 @@
 """/blend: two to five of a member's pictures mixed into one 2x2 grid, as on Midjourney.
 
-The pictures go through `bot.image_inputs` (the same checks and our own stored copies as every
+The pictures go through `bot.member_pictures` (the same checks and our own stored copies as every
 member's picture) and the result is an ordinary job of kind `blend`: queued fairly, cancellable,
 found again with /show, recovered after a crash, with the usual U/V/🔄 buttons. The embed says
 whether the operator's IP-Adapter mixed them or the model's latents did.
@@ -19,7 +19,7 @@ from bot import jobs, kinds, policy
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
-from bot.image_inputs import read_attachment, shown_name
+from bot.member_pictures import read_attachment, shown_name
 from bot.rows import NewJob
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from bot import jobs, kinds
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
-from bot.image_inputs import image_attachments, read_for_interaction
+from bot.member_pictures import image_attachments, read_for_interaction
 from bot.messages import NUMBERS
 from bot.rows import Job, NewJob
 from bot.spec import JobSpec, RenderSpec

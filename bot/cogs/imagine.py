@@ -21,9 +21,9 @@ from bot import jobs, kinds, messages, policy
 from bot.client import DreamGrid
 from bot.errors import UserError, reply_ephemeral
 from bot.guild_config import GuildConfig
-from bot.image_inputs import cdn_hosts_for, read_for_interaction, resolve_prompt_url, split_leading_urls
 from bot.images import encode_grid
 from bot.kinds import JobKind, ResultButtons
+from bot.member_pictures import cdn_hosts_for, read_for_interaction, resolve_prompt_url, split_leading_urls
 from bot.prompt import MAX_JOBS
 from bot.rows import Job, NewJob
 from bot.spec import EditSpec

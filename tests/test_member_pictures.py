@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from bot.errors import UserError
-from bot.image_inputs import (
+from bot.member_pictures import (
     attachment_ref,
     cdn_hosts_for,
     decode_picture,
