@@ -7,13 +7,18 @@ the edit loop) all take a picture from a member. Whatever the source, the same r
   command, or a Discord attachment URL leading a prompt that Discord itself resolves for us. A URL
   a member typed is never fetched (it could point anywhere, including inside our own network);
 - the declared size is checked against the upload limit before a byte is downloaded;
-- the content is sniffed by Pillow, not trusted from the filename or content type, and only PNG,
-  JPEG, WebP and GIF (first frame) are opened, under a pixel cap checked from the header, so a
-  decompression bomb is refused before it is decoded;
-- EXIF orientation is applied, transparency flattened onto white, and the picture fitted to the
-  model's pixel budget keeping its aspect (sides multiples of 8);
+- the bytes are decoded in a child process (`bot.picture_decoder`) with a deadline, a memory cap
+  and a low priority, a few at a time and at most a /blend's worth per member, so no file, however
+  it is built, can hold the bot's threads, its memory or its cores. There the content is sniffed
+  (never trusted from the filename or content type), only PNG, JPEG, WebP and GIF (first frame)
+  are opened, and every rule the header can answer (pixel count, aspect, scans, frames) is
+  answered before a pixel is decoded;
+- EXIF orientation is applied, every colour mode converted to RGB (alpha flattened onto white,
+  16-bit scaled), and the picture fitted to the model's pixel budget keeping its aspect (sides
+  multiples of 8), with memory for the pixels kept rather than the pixels declared;
 - our own copy is stored under DATA_DIR (content-addressed), because Discord's CDN links expire:
-  buttons, /show, redraws and crash recovery read that copy.
+  buttons, /show, redraws and crash recovery read that copy. It is a fresh PNG of the fitted
+  pixels and nothing else: no metadata, no trailing bytes, no second format.
 
 Every refusal is a `UserError` with one short line saying why.
 """
@@ -22,25 +27,33 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
+import json
+import logging
+import math
+import os
 import re
-import warnings
-from collections.abc import Sequence
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import discord
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from bot import picture_decoder
 from bot.errors import UserError
-from bot.images import save_png
+from bot.picture_decoder import Refused, fit_picture
 from bot.spec import InputImage
-from engine.params import size_for_aspect
 
-ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
-MAX_INPUT_PIXELS = 50_000_000  # about 7000×7000; larger pictures are refused from their header
-MAX_ASPECT = 4  # at most 4:1 either way, as `--ar`
-SIZE_MULTIPLE = 8  # diffusers needs sides divisible by 8
+log = logging.getLogger(__name__)
+
+_DECODER = Path(picture_decoder.__file__).resolve()
+DECODES_AT_ONCE = 2  # child processes decoding at once, bot-wide (more would only share the cores)
+PICTURES_PER_MEMBER = 5  # pictures one member may have downloading and decoding at once: one /blend
+DECODE_TIMEOUT_S = 4.0  # wall clock per picture, start to finish; the CPU limit is the same, rounded up
+DECODE_MEMORY_BYTES = 1 << 30  # the child's address space: a 50 MP picture's buffers fit, a bomb's don't
 DISCORD_CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
 _ATTACHMENT_PATH = re.compile(r"^/attachments/(?P<channel>\d+)/(?P<attachment>\d+)/[^/]+$")
 _LEADING_URL = re.compile(r"^<?(https?://\S+?)>?(?:\s+|$)")
@@ -59,68 +72,109 @@ def shown_name(filename: str) -> str:
     return "`" + filename.replace("`", "'")[:80] + "`"
 
 
-# -- decoding (pure; runs in a thread) -----------------------------------------------------------
+# -- decoding (in a child process: bot.picture_decoder) ------------------------------------------
 
 
-def decode_picture(data: bytes, filename: str) -> Image.Image:
-    """The first frame of a PNG/JPEG/WebP/GIF as RGB, upright, alpha flattened onto white."""
+class PictureReader:
+    """Decodes members' pictures in child processes: a few at a time, a few per member, each bounded.
+
+    Each picture gets a fresh `python -I bot/picture_decoder.py` (about 60 ms to start): it can be
+    killed at `timeout_s`, its address space is capped at `memory_bytes`, its CPU time at
+    `timeout_s` (rounded up), and it runs at a lower priority than the bot. Waiting for it holds no
+    thread, so a picture can't take the threads that save, encode and deliver other members'
+    results, and its memory is never the bot's. `reserve` keeps one member from queueing more
+    than `per_member` pictures at once (one /blend's worth).
+    """
+
+    def __init__(
+        self,
+        *,
+        at_once: int = DECODES_AT_ONCE,
+        per_member: int = PICTURES_PER_MEMBER,
+        timeout_s: float = DECODE_TIMEOUT_S,
+        memory_bytes: int = DECODE_MEMORY_BYTES,
+    ) -> None:
+        self.per_member = per_member
+        self.timeout_s = timeout_s
+        self.memory_bytes = memory_bytes
+        self._slots = asyncio.Semaphore(at_once)
+        self._reading: Counter[int] = Counter()
+
+    @contextmanager
+    def reserve(self, member_id: int, count: int = 1) -> Iterator[None]:
+        """Hold `count` of the member's picture slots while their pictures are downloaded and read."""
+        if self._reading[member_id] + count > self.per_member:
+            raise UserError(
+                f"I'm still reading {self._reading[member_id]} of your pictures; "
+                "wait for them to finish, then try again."
+            )
+        self._reading[member_id] += count
+        try:
+            yield
+        finally:
+            self._reading[member_id] -= count
+            if self._reading[member_id] <= 0:
+                del self._reading[member_id]
+
+    async def decode(self, data: bytes, filename: str, pixel_budget: int) -> tuple[bytes, int, int]:
+        """(PNG of the fitted pixels, width, height), or a UserError saying why not."""
+        request = {
+            "pixel_budget": pixel_budget,
+            "memory_bytes": self.memory_bytes,
+            "cpu_seconds": math.ceil(self.timeout_s),
+        }
+        async with self._slots:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-I",
+                str(_DECODER),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            try:
+                out, err = await asyncio.wait_for(
+                    proc.communicate(json.dumps(request).encode() + b"\n" + data), self.timeout_s
+                )
+            except TimeoutError:
+                log.warning("decoding %r took over %.1f s: killed", filename, self.timeout_s)
+                raise UserError(
+                    f"{shown_name(filename)} takes too long to decode; re-save it as an ordinary PNG or JPEG."
+                ) from None
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        status, _, body = out.partition(b"\n")
+        if status == b"refused":
+            raise UserError(body.decode(errors="replace").replace("{name}", shown_name(filename)))
+        fields = status.split()
+        if proc.returncode != 0 or len(fields) != 3 or fields[0] != b"ok":
+            # Killed for CPU (SIGXCPU) or memory, or a crash in a decoder: the member's picture either way.
+            log.warning(
+                "decoding %r failed (exit %s): %s", filename, proc.returncode, err[-500:].decode(errors="replace")
+            )
+            raise UserError(f"{shown_name(filename)} can't be decoded within the memory and time a picture may use.")
+        return body, int(fields[1]), int(fields[2])
+
+
+def decode_picture(data: bytes, filename: str, pixel_budget: int = 64 * 64) -> Image.Image:
+    """What the child does, in this process: for tests and tools, with refusals as UserError."""
     try:
-        with warnings.catch_warnings():
-            # Pillow warns (and only errors at 2x its global cap); a bomb is a refusal either way.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
-                width, height = image.size
-                if width * height > MAX_INPUT_PIXELS:
-                    raise UserError(
-                        f"{shown_name(filename)} is {width}×{height} pixels; pictures may have at most "
-                        f"{MAX_INPUT_PIXELS // 1_000_000} megapixels."
-                    )
-                image.seek(0)  # an animation's first frame
-                image.load()
-                upright = ImageOps.exif_transpose(image)
-                return _flatten(upright)
-    except UserError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(
-            f"{shown_name(filename)} is too large to decode; pictures may have at most "
-            f"{MAX_INPUT_PIXELS // 1_000_000} megapixels."
-        ) from None
-    except UnidentifiedImageError:
-        raise UserError(f"{shown_name(filename)} isn't a PNG, JPEG, WebP or GIF picture.") from None
-    except (OSError, SyntaxError, ValueError, EOFError):
-        # Pillow's words for truncated or corrupt data ("image file is truncated", "broken data stream").
-        raise UserError(f"{shown_name(filename)} is damaged or cut short; try uploading it again.") from None
+        return fit_picture(data, pixel_budget)
+    except Refused as refused:
+        raise UserError(str(refused).replace("{name}", shown_name(filename))) from None
 
 
-def _flatten(image: Image.Image) -> Image.Image:
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def fit_to_budget(image: Image.Image, pixel_budget: int, filename: str = "the picture") -> Image.Image:
-    """Resize to about `pixel_budget` pixels keeping the aspect, both sides multiples of 8."""
-    width, height = image.size
-    if max(width, height) > MAX_ASPECT * min(width, height):
-        raise UserError(
-            f"{shown_name(filename)} is {width}×{height}; pictures may be at most {MAX_ASPECT}:1 wide or tall."
-        )
-    size = size_for_aspect(width, height, pixel_budget, SIZE_MULTIPLE)
-    return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
-
-
-def store_input(image: Image.Image, data_dir: Path) -> str:
+def store_input(png: bytes, data_dir: Path) -> str:
     """Save our copy (named by its content, so the same picture is stored once); returns its path."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    relative = f"inputs/{hashlib.sha256(buffer.getvalue()).hexdigest()[:32]}.png"
-    if not (data_dir / relative).exists():
-        save_png(image, data_dir / relative)
+    relative = f"inputs/{hashlib.sha256(png).hexdigest()[:32]}.png"
+    path = data_dir / relative
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(png)
+        tmp.replace(path)  # never leave a half-written picture behind a crash
     return relative
 
 
@@ -128,9 +182,12 @@ def store_input(image: Image.Image, data_dir: Path) -> str:
 
 
 async def read_attachment(
-    attachment: discord.Attachment, *, upload_limit: int, pixel_budget: int, data_dir: Path
+    attachment: discord.Attachment, *, reader: PictureReader, upload_limit: int, pixel_budget: int, data_dir: Path
 ) -> InputImage:
-    """Check, download, decode, fit and store a picture Discord handed us."""
+    """Check, download, decode, fit and store a picture Discord handed us.
+
+    The caller holds `reader.reserve` for the member (read_for_interaction does).
+    """
     if attachment.size > upload_limit:
         raise UserError(
             f"{shown_name(attachment.filename)} is {_size(attachment.size)}; "
@@ -144,18 +201,51 @@ async def read_attachment(
         ) from None
     if len(data) > upload_limit:  # the CDN sent more than Discord declared
         raise UserError(f"{shown_name(attachment.filename)} is larger than the {_size(upload_limit)} allowed here.")
-    return await asyncio.to_thread(_decode_fit_store, data, attachment.filename, pixel_budget, data_dir)
+    png, width, height = await reader.decode(data, attachment.filename, pixel_budget)
+    path = await asyncio.to_thread(store_input, png, data_dir)
+    return InputImage(path=path, name=attachment.filename, width=width, height=height)
 
 
-def _decode_fit_store(data: bytes, filename: str, pixel_budget: int, data_dir: Path) -> InputImage:
-    """The blocking part of reading a picture, for one trip to a worker thread."""
-    fitted = fit_to_budget(decode_picture(data, filename), pixel_budget, filename)
-    path = store_input(fitted, data_dir)
-    return InputImage(path=path, name=filename, width=fitted.width, height=fitted.height)
+async def read_attachments(
+    attachments: Sequence[discord.Attachment],
+    *,
+    member_id: int,
+    reader: PictureReader,
+    upload_limit: int,
+    pixel_budget: int,
+    data_dir: Path,
+) -> list[InputImage]:
+    """Several pictures of one member's command, read side by side (/blend).
+
+    The first refusal is the one the member sees, and it stops the others' downloads and decodes.
+    """
+    with reader.reserve(member_id, len(attachments)):
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(
+                        read_attachment(
+                            attachment,
+                            reader=reader,
+                            upload_limit=upload_limit,
+                            pixel_budget=pixel_budget,
+                            data_dir=data_dir,
+                        )
+                    )
+                    for attachment in attachments
+                ]
+        except* UserError as refused:
+            raise refused.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 async def read_for_interaction(
-    interaction: discord.Interaction, attachment: discord.Attachment, *, pixel_budget: int, data_dir: Path
+    interaction: discord.Interaction,
+    attachment: discord.Attachment,
+    *,
+    reader: PictureReader,
+    pixel_budget: int,
+    data_dir: Path,
 ) -> InputImage:
     """`read_attachment` inside a command, with the member told what happens.
 
@@ -167,9 +257,14 @@ async def read_for_interaction(
     deferred_here = not interaction.response.is_done()
     if deferred_here:
         await interaction.response.defer(ephemeral=True, thinking=True)
-    stored = await read_attachment(
-        attachment, upload_limit=interaction.filesize_limit, pixel_budget=pixel_budget, data_dir=data_dir
-    )
+    with reader.reserve(interaction.user.id):
+        stored = await read_attachment(
+            attachment,
+            reader=reader,
+            upload_limit=interaction.filesize_limit,
+            pixel_budget=pixel_budget,
+            data_dir=data_dir,
+        )
     if deferred_here:
         await interaction.edit_original_response(
             content=f"Using your picture {shown_name(stored.name)}, fitted to {stored.width}×{stored.height}."

@@ -36,7 +36,7 @@ async def submit_describe(bot: DreamGrid, interaction: Interaction, attachment: 
         model = config.default_model
         native = bot.engine.native_size(model)
         picture = await read_for_interaction(
-            interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
+            interaction, attachment, reader=bot.pictures, pixel_budget=native * native, data_dir=bot.settings.data_dir
         )
         # Nothing is drawn: the render spec only records the picture's size, for the prompts' --ar.
         render = RenderSpec(prompt="", width=picture.width, height=picture.height, steps=1)

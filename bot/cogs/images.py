@@ -83,7 +83,7 @@ async def picture_job(
     model = parsed.model or config.default_model
     native = bot.engine.native_size(model)
     picture = await read_for_interaction(
-        interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
+        interaction, attachment, reader=bot.pictures, pixel_budget=native * native, data_dir=bot.settings.data_dir
     )
     spec = jobs.picture_spec(parsed, picture, strength=strength, bot=bot, model=model, defaults=profile.settings)
     return jobs.prompt_job(interaction, kind, parsed, spec, model=model, profile=profile)

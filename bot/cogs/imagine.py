@@ -361,7 +361,7 @@ async def imagine_jobs(
         native = max(bot.engine.native_size(model) for model in set(models))
         (attachment,) = pictures.values()
         picture = await read_for_interaction(
-            interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
+            interaction, attachment, reader=bot.pictures, pixel_budget=native * native, data_dir=bot.settings.data_dir
         )
     kind = kinds.IMAGINE if picture is None else kinds.IMAGE_PROMPT
     new_jobs = []
