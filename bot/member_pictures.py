@@ -29,7 +29,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -52,7 +51,8 @@ log = logging.getLogger(__name__)
 _DECODER = Path(picture_decoder.__file__).resolve()
 DECODES_AT_ONCE = 2  # child processes decoding at once, bot-wide (more would only share the cores)
 PICTURES_PER_MEMBER = 5  # pictures one member may have downloading and decoding at once: one /blend
-DECODE_TIMEOUT_S = 4.0  # wall clock per picture, start to finish; the CPU limit is the same, rounded up
+DECODE_CPU_S = 4  # CPU seconds one picture may take (the kernel kills the child past it): 50 MP takes ~1
+DECODE_TIMEOUT_S = 10.0  # wall clock, start to finish: a low-priority child may wait for busy cores
 DECODE_MEMORY_BYTES = 1 << 30  # the child's address space: a 50 MP picture's buffers fit, a bomb's don't
 DISCORD_CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
 _ATTACHMENT_PATH = re.compile(r"^/attachments/(?P<channel>\d+)/(?P<attachment>\d+)/[^/]+$")
@@ -78,9 +78,9 @@ def shown_name(filename: str) -> str:
 class PictureReader:
     """Decodes members' pictures in child processes: a few at a time, a few per member, each bounded.
 
-    Each picture gets a fresh `python -I bot/picture_decoder.py` (about 60 ms to start): it can be
-    killed at `timeout_s`, its address space is capped at `memory_bytes`, its CPU time at
-    `timeout_s` (rounded up), and it runs at a lower priority than the bot. Waiting for it holds no
+    Each picture gets a fresh `python -I bot/picture_decoder.py` (about 60 ms to start): its CPU
+    time is capped at `cpu_s` and its address space at `memory_bytes` (the kernel enforces both),
+    it runs at a lower priority than the bot, and it is killed at `timeout_s` of wall clock. Waiting for it holds no
     thread, so a picture can't take the threads that save, encode and deliver other members'
     results, and its memory is never the bot's. `reserve` keeps one member from queueing more
     than `per_member` pictures at once (one /blend's worth).
@@ -92,10 +92,12 @@ class PictureReader:
         at_once: int = DECODES_AT_ONCE,
         per_member: int = PICTURES_PER_MEMBER,
         timeout_s: float = DECODE_TIMEOUT_S,
+        cpu_s: int = DECODE_CPU_S,
         memory_bytes: int = DECODE_MEMORY_BYTES,
     ) -> None:
         self.per_member = per_member
         self.timeout_s = timeout_s
+        self.cpu_s = cpu_s
         self.memory_bytes = memory_bytes
         self._slots = asyncio.Semaphore(at_once)
         self._reading: Counter[int] = Counter()
@@ -121,7 +123,7 @@ class PictureReader:
         request = {
             "pixel_budget": pixel_budget,
             "memory_bytes": self.memory_bytes,
-            "cpu_seconds": math.ceil(self.timeout_s),
+            "cpu_seconds": self.cpu_s,
         }
         async with self._slots:
             proc = await asyncio.create_subprocess_exec(

@@ -28,6 +28,8 @@ import os
 import struct
 import sys
 import warnings
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -61,6 +63,9 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 _SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+# PNG (colour type, bit depth) that `_png_in_strips` decodes: Pillow's raw mode for one row, bytes per pixel.
+_PNG_ROWS = {(0, 8): ("L", 1), (2, 8): ("RGB", 3), (3, 8): ("P", 1), (4, 8): ("LA", 2), (6, 8): ("RGBA", 4)}
+_PNG_ROWS[(0, 16)] = ("I;16B", 2)
 
 
 class Refused(Exception):
@@ -106,9 +111,11 @@ def png_pixels_only(data: bytes) -> tuple[bytes, int, bytes | None]:
     return b"".join(kept), frames, exif
 
 
-def _orientation(image: Image.Image, png_exif: bytes | None) -> int:
+def _orientation(image: Image.Image, fmt: str, png_exif: bytes | None) -> int:
     try:
-        if png_exif is not None:
+        if fmt == "PNG":  # Pillow's getexif() on a PNG decodes every pixel, looking for eXIf after them
+            if png_exif is None:
+                return 1
             exif = Image.Exif()
             exif.load(png_exif)
         else:
@@ -140,6 +147,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     un-inverted by Pillow as it decodes them); YCbCr and LAB by Pillow's conversions.
     """
     mode = image.mode
+    if "transparency" in image.info and mode in ("P", "L", "RGB", "1"):
+        image, mode = image.convert("RGBA"), "RGBA"  # a palette's alpha, or a colour key: transparent
     if mode == "RGB":
         return image
     if mode in _SIXTEEN_BIT or mode == "I":
@@ -147,8 +156,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return wide.point(lambda v: v / 257 + 0.5).convert("L").convert("RGB")
     if mode == "F":
         return image.point(lambda v: v * 255 + 0.5).convert("L").convert("RGB")
-    if mode == "P" and "transparency" in image.info:
-        image, mode = image.convert("RGBA"), "RGBA"
     if mode in ("RGBA", "LA", "PA", "RGBa"):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -167,6 +174,85 @@ def _reduced_rgb(image: Image.Image, factor: int) -> Image.Image:
     for top in range(0, height, strip):
         part = to_rgb(image.crop((0, top, width, min(height, top + strip))))
         out.paste(part.reduce(factor) if factor > 1 else part, (0, top // factor))
+    return out
+
+
+def _png_chunks(png: bytes) -> Iterator[tuple[bytes, bytes]]:
+    position = len(_PNG_SIGNATURE)
+    while position + 8 <= len(png):
+        length, kind = struct.unpack(">I4s", png[position : position + 8])
+        yield kind, png[position + 8 : position + 8 + length]
+        position += 12 + length
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _stored_idat(rows: bytes) -> bytes:
+    """An IDAT holding `rows` as zlib stored blocks: no compression, no checksums to compute.
+
+    Pillow reads IDAT without checking its CRC and stops inflating at the last row, before the
+    stream's Adler-32, so neither is written; the rows were inflated from the member's file and
+    are copied, not trusted any further.
+    """
+    blocks = [b"\x78\x01"]
+    for start in range(0, len(rows), 0xFFFF):
+        block = rows[start : start + 0xFFFF]
+        final = start + 0xFFFF >= len(rows)
+        blocks.append(struct.pack("<BHH", final, len(block), 0xFFFF ^ len(block)) + block)
+    body = b"".join(blocks)
+    return struct.pack(">I", len(body)) + b"IDAT" + body + b"\0\0\0\0"
+
+
+def _png_in_strips(png: bytes, factor: int) -> Image.Image | None:
+    """`_reduced_rgb` of a PNG, decoded a strip of rows at a time; None if its layout doesn't allow it.
+
+    Pillow decodes a PNG into one buffer of the declared size (196 MB for a 7,000² RGB picture
+    that is 160 KB on the wire). Here the pixel stream is inflated a strip at a time, and each
+    strip handed to Pillow as a PNG of its own, led by the previous strip's last row (unfiltered),
+    so that row filters referring to the row above still see it. Interlaced and 1/2/4-bit PNGs
+    (and 16-bit colour, which Pillow narrows as it reads) take the whole-picture path.
+    """
+    chunks = list(_png_chunks(png))
+    header = chunks[0][1] if chunks and chunks[0][0] == b"IHDR" else b""
+    if len(header) != 13:
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    if interlace or (colour, depth) not in _PNG_ROWS or width == 0:
+        return None
+    rawmode, per_pixel = _PNG_ROWS[(colour, depth)]
+    row_bytes = 1 + width * per_pixel
+    extra = b"".join(_png_chunk(kind, body) for kind, body in chunks if kind in (b"PLTE", b"tRNS"))
+    pixels = b"".join(body for kind, body in chunks if kind == b"IDAT")
+    inflate = zlib.decompressobj()
+    out = Image.new("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
+    strip = max(factor, STRIP_PIXELS // width // factor * factor)
+    above = b""  # the previous strip's last row, as stored (no filter byte)
+    for top in range(0, height, strip):
+        rows = min(strip, height - top)
+        wanted, filtered = rows * row_bytes, b""
+        while len(filtered) < wanted:
+            more = inflate.decompress(inflate.unconsumed_tail or pixels, wanted - len(filtered))
+            pixels = b""
+            if not more:
+                raise Refused("{name} is damaged or cut short; try uploading it again.")
+            filtered += more
+        lead = b"\0" + above if above else b""
+        ihdr = struct.pack(">IIBBBBB", width, rows + bool(above), depth, colour, 0, 0, 0)
+        piece = (
+            _PNG_SIGNATURE
+            + _png_chunk(b"IHDR", ihdr)
+            + extra
+            + _stored_idat(lead + filtered)
+            + _png_chunk(b"IEND", b"")
+        )
+        with Image.open(io.BytesIO(piece), formats=("PNG",)) as decoded:
+            decoded.load()
+            part = decoded.crop((0, 1, width, decoded.height)) if above else decoded
+            above = part.crop((0, part.height - 1, width, part.height)).tobytes("raw", rawmode)
+            rgb = to_rgb(part)
+        out.paste(rgb.reduce(factor) if factor > 1 else rgb, (0, top // factor))
     return out
 
 
@@ -191,14 +277,18 @@ def fit_picture(data: bytes, pixel_budget: int) -> Image.Image:
                 if fmt == "WEBP":
                     frames = getattr(image, "n_frames", 1)
                 _check_header(image, frames)
-                orientation = _orientation(image, png_exif)
+                orientation = _orientation(image, fmt, png_exif)
                 width, height = image.size  # as stored; EXIF may turn it
                 target = size_for_aspect(width, height, pixel_budget, SIZE_MULTIPLE)
                 if fmt == "JPEG":
                     image.draft(image.mode, (2 * target[0], 2 * target[1]))  # DCT scaling: 1/2, 1/4, 1/8
-                image.load()
                 factor = max(1, min(image.width // (2 * target[0]), image.height // (2 * target[1])))
-                reduced = _reduced_rgb(image, factor)
+                strips = _png_in_strips(data, factor) if fmt == "PNG" else None
+                if strips is not None:
+                    reduced = strips
+                else:
+                    image.load()
+                    reduced = _reduced_rgb(image, factor)
     except Refused:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
