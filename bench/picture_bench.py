@@ -118,7 +118,12 @@ from bot.member_pictures import PictureReader
 data = solid_png(7000, 7000)
 side = sys.argv[2]
 old = baseline(sys.argv[3]) if side == "before" else None
-peak = lambda who: resource.getrusage(who).ru_maxrss * 1024
+def peak(who):
+    # Our own: the high-water mark since this process's exec (ru_maxrss carries the spawning
+    # process's peak across exec). Children: ru_maxrss, an upper bound on theirs.
+    if who == resource.RUSAGE_SELF:
+        return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
+    return resource.getrusage(who).ru_maxrss * 1024
 before = peak(resource.RUSAGE_SELF)
 data_dir = Path(tempfile.mkdtemp())
 if side == "before":
