@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from tests.e2e.test_images import picture
 from tests.fakediscord import FakeDiscord
-from tests.harness import result_of, running_bot
-from tests.test_hostile_pictures import repeated_scan_jpeg
+from tests.harness import result_of, running_bot, shows_result
+from tests.test_hostile_pictures import repeated_scan_jpeg, solid_png
 
 
 async def test_two_blends_of_hostile_pictures_delay_nobody_elses_grid(fake_discord: FakeDiscord, tmp_path: Path):
@@ -39,3 +40,28 @@ async def test_two_blends_of_hostile_pictures_delay_nobody_elses_grid(fake_disco
             ), reply.content
         assert (await bot.store.get_job(1)).kind == "imagine" and await bot.store.get_job(2) is None
         assert len(bot.engine.requests) == 1  # only the /imagine was drawn
+
+
+async def test_a_members_second_blend_while_the_first_is_read_is_refused_in_one_line(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    """Five 7,000² PNGs take a second or more to read; a second /blend meanwhile is told to wait,
+    and the first still gives its grid."""
+    fake = fake_discord
+    big = solid_png(7000, 7000)
+    async with running_bot(fake, tmp_path) as bot:
+        first = await fake.slash("blend", **{f"image{n}": fake.upload(f"big{n}.png", big) for n in range(1, 6)})
+        await first.ack()
+        await fake.wait_for(lambda: len(fake.cdn_downloads) >= 1, timeout=10, what="the first blend's downloads")
+        second = await fake.slash(
+            "blend", image1=fake.upload("a.png", picture()), image2=fake.upload("b.png", picture())
+        )
+        await second.ack()
+        reply = await second.wait_for_reply(timeout=30)
+        assert reply.ephemeral and reply.content == (
+            "I'm still reading 5 of your pictures; wait for them to finish, then try again."
+        ), reply.content
+        grid = await first.wait_for_reply(shows_result, timeout=60)
+        assert grid.attachments[0].image().size == (128, 128)
+        job = await bot.store.get_job(1)
+        assert job.kind == "blend" and len(job.spec.inputs) == 5 and await bot.store.get_job(2) is None
