@@ -80,10 +80,10 @@ class PictureReader:
 
     Each picture gets a fresh `python -I bot/picture_decoder.py` (about 60 ms to start): its CPU
     time is capped at `cpu_s` and its address space at `memory_bytes` (the kernel enforces both),
-    it runs at a lower priority than the bot, and it is killed at `timeout_s` of wall clock. Waiting for it holds no
-    thread, so a picture can't take the threads that save, encode and deliver other members'
-    results, and its memory is never the bot's. `reserve` keeps one member from queueing more
-    than `per_member` pictures at once (one /blend's worth).
+    it runs at a lower priority than the bot, and it is killed at `timeout_s` of wall clock.
+    Waiting for it holds no thread, so a picture can't take the threads that save, encode and
+    deliver other members' results, and its memory is never the bot's. `reserve` keeps one member
+    from queueing more than `per_member` pictures at once (one /blend's worth).
     """
 
     def __init__(
