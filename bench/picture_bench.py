@@ -7,8 +7,8 @@ trip to the event loop's default executor), loaded from git; "now" is `bot.membe
 (a child process per picture). Three figures:
 
 1. time to read (or refuse) each hostile file, median of --repeats;
-2. peak memory for a 7,000² single-colour PNG (160 KB), each side in a fresh process: the bot's
-   own peak growth, and the decoding child's peak;
+2. peak memory for 7,000² pictures (a single-colour PNG of 160 KB, a baseline and a progressive
+   JPEG), each side in a fresh process: the bot's own peak growth, and the decoding child's peak;
 3. beside it: ten hostile JPEGs (two /blends) in flight, then one delivery's trip to a worker
    thread (what the scheduler does to save and encode another member's grid): its latency.
 """
@@ -109,34 +109,42 @@ async def timed(coro_fn, repeats: int) -> tuple[float, str]:
 
 
 _PEAK = """
-import asyncio, json, resource, sys, tempfile
+import asyncio, json, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from bench.picture_bench import Upload, baseline, read_new, BUDGET
-from tests.test_hostile_pictures import solid_png
+from bench.picture_bench import baseline, BUDGET
 from bot.member_pictures import PictureReader
-data = solid_png(7000, 7000)
+data = Path(sys.argv[4]).read_bytes()  # made by the bench, so making it costs this process nothing
 side = sys.argv[2]
 old = baseline(sys.argv[3]) if side == "before" else None
-def peak(who):
-    # Our own: the high-water mark since this process's exec (ru_maxrss carries the spawning
-    # process's peak across exec). Children: ru_maxrss, an upper bound on theirs.
-    if who == resource.RUSAGE_SELF:
-        return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
-    return resource.getrusage(who).ru_maxrss * 1024
-before = peak(resource.RUSAGE_SELF)
-data_dir = Path(tempfile.mkdtemp())
+def peak():  # since this process's exec (ru_maxrss would carry the bench's own peak across it)
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
+before = peak()
 if side == "before":
-    stored = asyncio.run(asyncio.to_thread(old._decode_fit_store, data, "big.png", BUDGET, data_dir))
+    asyncio.run(asyncio.to_thread(old._decode_fit_store, data, "big.jpg", BUDGET, Path(tempfile.mkdtemp())))
+    child = 0
 else:
-    outcome = asyncio.run(read_new(PictureReader(), "big.png", data, data_dir))
-    assert outcome.startswith("read"), outcome
-print(json.dumps({"bot": peak(resource.RUSAGE_SELF) - before, "child": peak(resource.RUSAGE_CHILDREN)}))
+    child = asyncio.run(PictureReader().decode(data, "big.jpg", BUDGET)).peak_bytes
+print(json.dumps({"bot": peak() - before, "child": child}))
 """
 
 
-def peak_memory(side: str, ref: str) -> dict[str, int]:
-    run = subprocess.run([sys.executable, "-c", _PEAK, str(ROOT), side, ref], capture_output=True, check=True, cwd=ROOT)
+def gradient_jpeg(**options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.linear_gradient("L").resize((7000, 7000)).convert("RGB").save(buffer, "JPEG", quality=85, **options)
+    return buffer.getvalue()
+
+
+BIG = {
+    "7000² single-colour PNG (160 KB)": lambda: solid_png(7000, 7000),
+    "7000² baseline JPEG (0.9 MB)": gradient_jpeg,
+    "7000² progressive JPEG (0.4 MB)": lambda: gradient_jpeg(progressive=True),
+}
+
+
+def peak_memory(side: str, ref: str, picture: Path) -> dict[str, int]:
+    command = [sys.executable, "-c", _PEAK, str(ROOT), side, ref, str(picture)]
+    run = subprocess.run(command, capture_output=True, check=True, cwd=ROOT)
     return json.loads(run.stdout)
 
 
@@ -164,12 +172,15 @@ async def main(ref: str, repeats: int) -> None:
         t_new, out_new = await timed(lambda: read_new(reader, name, data, data_dir), repeats)  # noqa: B023
         print(f"- {label}: before {t_old:.2f} s ({out_old}); now {t_new:.2f} s ({out_new}); {t_old / t_new:.1f}x")
 
-    print("\n2. peak memory, 7000² single-colour PNG, fresh process each")
-    for side in ("before", "now"):
-        figures = peak_memory(side, ref)
-        bot, child = figures["bot"] / 2**20, figures["child"] / 2**20
-        where = "(no child: decoded in the bot)" if side == "before" else f"decoding child's peak {child:.0f} MiB"
-        print(f"- {side}: the bot's own peak +{bot:.0f} MiB, {where}")
+    print("\n2. peak memory, fresh process each")
+    for which, build in BIG.items():
+        picture = data_dir / "big.bin"
+        picture.write_bytes(build())
+        for side in ("before", "now"):
+            figures = peak_memory(side, ref, picture)
+            bot, child = figures["bot"] / 2**20, figures["child"] / 2**20
+            where = "(no child: decoded in the bot)" if side == "before" else f"decoding child's peak {child:.0f} MiB"
+            print(f"- {which}, {side}: the bot's own peak +{bot:.0f} MiB, {where}")
 
     print("\n3. one delivery's worker-thread trip beside ten hostile JPEGs (one round each: before takes ~30 s)")
     hostile = repeated_scan_jpeg()

@@ -35,6 +35,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -73,6 +74,16 @@ def shown_name(filename: str) -> str:
 
 
 # -- decoding (in a child process: bot.picture_decoder) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A picture as the child made it: a fresh PNG of the fitted pixels, and what it cost."""
+
+    png: bytes
+    width: int
+    height: int
+    peak_bytes: int  # the child's own high-water mark of resident memory
 
 
 class PictureReader:
@@ -118,8 +129,8 @@ class PictureReader:
             if self._reading[member_id] <= 0:
                 del self._reading[member_id]
 
-    async def decode(self, data: bytes, filename: str, pixel_budget: int) -> tuple[bytes, int, int]:
-        """(PNG of the fitted pixels, width, height), or a UserError saying why not."""
+    async def decode(self, data: bytes, filename: str, pixel_budget: int) -> Decoded:
+        """The fitted pixels as PNG, or a UserError saying why not."""
         request = {
             "pixel_budget": pixel_budget,
             "memory_bytes": self.memory_bytes,
@@ -151,13 +162,21 @@ class PictureReader:
         if status == b"refused":
             raise UserError(body.decode(errors="replace").replace("{name}", shown_name(filename)))
         fields = status.split()
-        if proc.returncode != 0 or len(fields) != 3 or fields[0] != b"ok":
+        if proc.returncode != 0 or len(fields) != 4 or fields[0] != b"ok":
             # Killed for CPU (SIGXCPU) or memory, or a crash in a decoder: the member's picture either way.
             log.warning(
                 "decoding %r failed (exit %s): %s", filename, proc.returncode, err[-500:].decode(errors="replace")
             )
             raise UserError(f"{shown_name(filename)} can't be decoded within the memory and time a picture may use.")
-        return body, int(fields[1]), int(fields[2])
+        decoded = Decoded(png=body, width=int(fields[1]), height=int(fields[2]), peak_bytes=int(fields[3]))
+        log.debug(
+            "decoded %r to %d×%d; the child's peak %d MiB",
+            filename,
+            decoded.width,
+            decoded.height,
+            decoded.peak_bytes >> 20,
+        )
+        return decoded
 
 
 def decode_picture(data: bytes, filename: str, pixel_budget: int = 64 * 64) -> Image.Image:
@@ -203,9 +222,9 @@ async def read_attachment(
         ) from None
     if len(data) > upload_limit:  # the CDN sent more than Discord declared
         raise UserError(f"{shown_name(attachment.filename)} is larger than the {_size(upload_limit)} allowed here.")
-    png, width, height = await reader.decode(data, attachment.filename, pixel_budget)
-    path = await asyncio.to_thread(store_input, png, data_dir)
-    return InputImage(path=path, name=attachment.filename, width=width, height=height)
+    decoded = await reader.decode(data, attachment.filename, pixel_budget)
+    path = await asyncio.to_thread(store_input, decoded.png, data_dir)
+    return InputImage(path=path, name=attachment.filename, width=decoded.width, height=decoded.height)
 
 
 async def read_attachments(

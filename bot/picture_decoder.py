@@ -331,10 +331,23 @@ def _limit(memory_bytes: int, cpu_seconds: int) -> None:
     os.nice(4)
 
 
+def _peak_memory() -> int:
+    """This process's high-water mark of resident memory, in bytes (0 where /proc can't say)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def main() -> None:
     """stdin: one JSON line (pixel_budget, memory_bytes, cpu_seconds), then the picture's bytes.
 
-    stdout: `ok W H\\n` and the PNG, or `refused\\n` and the one-line reason.
+    stdout: `ok W H PEAK\\n` and the PNG (PEAK: the child's peak memory, bytes), or `refused\\n`
+    and the one-line reason.
     """
     stdin = sys.stdin.buffer
     request = json.loads(stdin.readline())
@@ -349,7 +362,7 @@ def main() -> None:
     except MemoryError:
         out.write(b"refused\n{name} needs more memory to decode than a picture may use.")
     else:
-        out.write(f"ok {picture.width} {picture.height}\n".encode() + png)
+        out.write(f"ok {picture.width} {picture.height} {_peak_memory()}\n".encode() + png)
     out.flush()
 
 

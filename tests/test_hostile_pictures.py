@@ -167,27 +167,18 @@ def test_one_member_can_have_one_blends_worth_of_pictures_read_at_once() -> None
 # -- memory: proportional to the pixels kept ---------------------------------------------------
 
 _MEASURE = """
-import asyncio, json, resource, sys
+import asyncio, json, sys
 from pathlib import Path
-from bot.member_pictures import PictureReader, read_attachment
+from bot.member_pictures import PictureReader, store_input
 
-class Upload:
-    def __init__(self, data): self.filename, self.data, self.size = "big.png", data, len(data)
-    async def read(self): return self.data
-
-def peak(who):
-    # Our own: the high-water mark of this process's memory since its exec (ru_maxrss would start
-    # from the pytest process it was spawned from). Children: ru_maxrss, an upper bound on theirs.
-    if who == resource.RUSAGE_SELF:
-        return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
-    return resource.getrusage(who).ru_maxrss * 1024
+def peak():  # since this process's exec (ru_maxrss would start from the pytest process's peak)
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
 
 data = sys.stdin.buffer.read()
-before = peak(resource.RUSAGE_SELF)
-stored = asyncio.run(read_attachment(Upload(data), reader=PictureReader(), upload_limit=len(data),
-                                     pixel_budget=512 * 512, data_dir=Path(sys.argv[1])))
-print(json.dumps({"bot": peak(resource.RUSAGE_SELF) - before, "child": peak(resource.RUSAGE_CHILDREN),
-                  "size": [stored.width, stored.height]}))
+before = peak()
+decoded = asyncio.run(PictureReader().decode(data, "big.png", 512 * 512))
+store_input(decoded.png, Path(sys.argv[1]))
+print(json.dumps({"bot": peak() - before, "child": decoded.peak_bytes, "size": [decoded.width, decoded.height]}))
 """
 
 
