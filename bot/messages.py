@@ -6,7 +6,7 @@ import discord
 
 from bot import edits, kinds
 from bot.errors import MESSAGE_CHARS, clip
-from bot.image_inputs import shown_name
+from bot.member_pictures import shown_name
 from bot.rows import ImageRow, Job
 from engine import params as render_params
 from engine.requests import ImagePromptMethod
