@@ -16,6 +16,7 @@ member's and the server's defaults (what the prompt says wins over `/settings`).
 | `--quality Q` | `--q` | .25, .5, 1 or 2 (`0.5` works too) | 1 |
 | `--stop N` |  | 10–100: the percent of the steps to run | 100 |
 | `--tile` |  | a flag: tiles that repeat seamlessly | off |
+| `--draft` |  | a flag: a fast, rough grid; Enhance redraws one at full quality | off |
 | `--repeat N` | `--r` | 1–40: run the job N times | 1 |
 | `--fast` |  | a flag: this job in Fast mode, whatever /relax says | your /fast or /relax |
 | `--relax` |  | a flag: this job in Relax mode, using no fast time | your /fast or /relax |
@@ -95,6 +96,7 @@ class ParsedPrompt:
     quality: float | None = None
     stop: int | None = None
     tile: bool = False
+    draft: bool = False  # --draft: a fast, rough grid
     mode: str | None = None  # "fast" or "relax" (`--fast`, `--relax`); None: the member's /fast or /relax
     model: str | None = None
     image_weight: float | None = None  # --iw: only with an image prompt
@@ -134,6 +136,8 @@ class ParsedPrompt:
             parts.append(f"--stop {self.stop}")
         if self.tile:
             parts.append("--tile")
+        if self.draft:
+            parts.append("--draft")
         if self.mode is not None:
             parts.append(f"--{self.mode}")
         if self.model is not None:
@@ -170,7 +174,6 @@ ELSEWHERE: Mapping[str, str] = MappingProxyType(
         raw="for a more literal picture, use a low `--stylize` (e.g. `--stylize 0`).",
         exp="use `--chaos` for more unexpected grids and `--stylize` for more or less artistic ones.",
         weird="use `--chaos` for more unexpected grids and `--stylize` for more or less artistic ones.",
-        draft="use `--q .25` for a fast, rough grid.",
         turbo="use `--fast`.",
         hd=_UPSCALE,
         uplight=_UPSCALE,
@@ -199,6 +202,7 @@ _ATTRIBUTE_OF = {
     "quality": "quality",
     "stop": "stop",
     "tile": "tile",
+    "draft": "draft",
     "model": "model",
     "iw": "image_weight",
 }
@@ -416,6 +420,7 @@ def _parse_job(
         quality=_get(values, "quality", float),
         stop=_get(values, "stop", int),
         tile=_get(values, "tile", bool) or False,
+        draft=_get(values, "draft", bool) or False,
         mode="fast" if "fast" in values else "relax" if "relax" in values else None,
         model=_get(values, "model", str),
         image_weight=_get(values, "iw", float),

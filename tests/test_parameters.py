@@ -78,6 +78,7 @@ LEGS = {
     "quality": "steps",
     "stop": "stop",
     "tile": "tile",
+    "draft": "steps",
     "repeat": "jobs",
     "fast": "mode",
     "relax": "mode",
