@@ -192,7 +192,12 @@ async def child_job(
     profile = await bot.store.profile(interaction.user.id)
     mode = member_mode(profile.settings)
     remix = None
-    if prompt is not None and prompt != parent.prompt:
+    if kind.full_quality and prompt is None:  # the draft's own prompt, without --draft
+        undrafted = dataclasses.replace(
+            parse_members_prompt(bot, profile, parent.prompt, with_suffix=False)[0], draft=False
+        )
+        remix = dataclasses.replace(undrafted, raw=undrafted.to_text())
+    elif prompt is not None and prompt != parent.prompt:
         if not kind.asks_prompt:  # for such a kind the new prompt is the point, not a Remix
             policy.check_remix(config)
         remix = parse_members_prompt(bot, profile, prompt, with_suffix=False)[0]  # parsed like a new prompt

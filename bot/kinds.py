@@ -86,6 +86,8 @@ class JobKind:
     # With a `tile_button` that button is made for it; otherwise its cog registers its own (bot.ui.JobViews).
     picture_row: int | None = None
     rerolls_as: str = "reroll"  # the kind 🔄 under this kind's result starts (a picture's kinds keep the picture)
+    # Redraws a --draft tile at the full steps and size its prompt asks for without --draft (Enhance).
+    full_quality: bool = False
 
     @property
     def image_count(self) -> int:
@@ -117,8 +119,9 @@ class JobKind:
 
     @property
     def keeps_parent_size(self) -> bool:
-        """A remixed prompt keeps the source tile's size: the pixels it starts from have that shape."""
-        return self.source is Source.PARENT_TILE
+        """A remixed prompt keeps the source tile's size: the pixels it starts from have that shape
+        (Enhance draws a draft's tile at its full size instead)."""
+        return self.source is Source.PARENT_TILE and not self.full_quality
 
     @property
     def may_shrink_to_limit(self) -> bool:
@@ -280,6 +283,19 @@ RETEXTURE = register(
         buttons=ResultButtons.GRID,
         tile_button=TileButton(word="retex", label="Retexture", emoji="🎨"),
         picture_row=3,
+    )
+)
+# Under a --draft grid, a row of E1–E4 (bot.cogs.imagine): that tile at full quality.
+ENHANCE = register(
+    JobKind(
+        name="enhance",
+        action=Action.VARIATION,
+        label=" - Enhanced",
+        source=Source.PARENT_TILE,
+        output=Output.SINGLE,
+        strengths=MappingProxyType({"enhance": render_params.ENHANCE}),
+        buttons=ResultButtons.PICTURE,
+        full_quality=True,
     )
 )
 # Which kind works from a member's picture in place of a job's tile.

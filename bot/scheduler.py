@@ -343,6 +343,9 @@ class Scheduler:
         source, pictures, mask_image = None, [], None
         if kind.source is Source.PARENT_TILE:
             source = await self._source_image(job)
+            size = (job.spec.render.width, job.spec.render.height)
+            if kind.full_quality and source.size != size:  # Enhance: a draft's tile, drawn at full size
+                source = source.resize(size, Image.Resampling.LANCZOS)
         elif kind.source is Source.UPLOADS:
             pictures = await self._input_images(job)
             source = pictures[0]

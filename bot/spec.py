@@ -87,6 +87,7 @@ class ShownValues:
     aspect: str | None = None  # "3:2"
     quality: float | None = None
     stylize: int | None = None
+    draft: bool = False  # --draft: the grid offers Enhance (full quality) per tile
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -42,7 +42,7 @@ def imagine_spec(
     )
     return JobSpec(
         render=RenderSpec(prompt=parsed.text, **fields),
-        shown=ShownValues(aspect=f"{aspect[0]}:{aspect[1]}", quality=quality, stylize=stylize),
+        shown=ShownValues(aspect=f"{aspect[0]}:{aspect[1]}", quality=quality, stylize=stylize, draft=parsed.draft),
     )
 
 

@@ -95,6 +95,22 @@ class VariationButton(GuardedItem[discord.ui.Button], template=r"dg:v:(?P<job>\d
         await start_child(interaction, self.job_id, kind=kind, index=self.index, strength=strength)
 
 
+class EnhanceButton(GuardedItem[discord.ui.Button], template=r"dg:enh:(?P<job>\d+):(?P<n>[1-4])"):
+    """E1–E4 under a --draft grid: that tile redrawn at full quality (the full steps and size)."""
+
+    def __init__(self, job_id: int, index: int) -> None:
+        super().__init__(discord.ui.Button(label=f"E{index}", emoji="✨", custom_id=f"dg:enh:{job_id}:{index}", row=2))
+        self.job_id, self.index = job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
+        return cls(int(match["job"]), int(match["n"]))
+
+    async def respond(self, interaction: Interaction) -> None:
+        kind = kinds.ENHANCE
+        await start_child(interaction, self.job_id, kind=kind, index=self.index, strength=kind.default_strength)
+
+
 class RerollButton(GuardedItem[discord.ui.Button], template=r"dg:reroll:(?P<job>\d+)"):
     """🔄: the same prompt with new seeds."""
 
@@ -188,11 +204,11 @@ class SendToDMButton(GuardedItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d
         await interaction.followup.send("Sent to your DMs. ✉️", ephemeral=True)
 
 
-BUTTONS = (UpscaleButton, VariationButton, RerollButton, TileActionButton, SendToDMButton)
+BUTTONS = (UpscaleButton, VariationButton, EnhanceButton, RerollButton, TileActionButton, SendToDMButton)
 
 
 def grid_view(job: Job, used: frozenset[int] = frozenset()) -> discord.ui.View:
-    """Row 1 `U1 U2 U3 U4 🔄`, row 2 `V1 V2 V3 V4 ✉️`."""
+    """Row 1 `U1 U2 U3 U4 🔄`, row 2 `V1 V2 V3 V4 ✉️`; under a --draft grid, row 3 `E1 E2 E3 E4` (Enhance)."""
     view = discord.ui.View(timeout=None)
     for n in range(1, 5):
         view.add_item(UpscaleButton(job.id, n, used=n in used))
@@ -200,6 +216,9 @@ def grid_view(job: Job, used: frozenset[int] = frozenset()) -> discord.ui.View:
     for n in range(1, 5):
         view.add_item(VariationButton(job.id, n))
     view.add_item(SendToDMButton(job.id))
+    if job.spec.shown.draft:
+        for n in range(1, 5):
+            view.add_item(EnhanceButton(job.id, n))
     return view
 
 

@@ -94,3 +94,33 @@ async def test_dreamgrid_sync_registers_the_commands_to_one_guild(fake_discord: 
     assert f"for guild {fake_discord.guild.id}" in done.stdout
     names = {c["name"] for c in fake_discord.guild_commands[fake_discord.guild.id].values()}
     assert {"imagine", "settings", "prefer", "show", "info", "help", "cancel", "config"} <= names
+
+
+async def test_a_draft_is_fast_and_enhance_redraws_a_tile_at_full_quality(fake_discord, tmp_path):
+    """Issue #23: `--draft` draws a quarter of the steps on half-side tiles; E1–E4 under it redraw one
+    tile at the full steps and size, keeping its composition (image-to-image from the draft's tile)."""
+    from engine import params
+    from engine.fake import FakeEngine
+    from engine.requests import Action
+    from tests.harness import result_of, running_bot
+
+    fake = fake_discord
+    engine = FakeEngine(models=["fake"], tile_size=128)
+    async with running_bot(fake, tmp_path, engine=engine, steps=20) as bot:
+        draft = await result_of(await fake.slash("imagine", prompt="a lighthouse --draft --seed 3"))
+        request = engine.requests[-1]
+        assert (request.width, request.height, request.steps) == (64, 64, 5)
+        assert draft.labels == ["U1", "U2", "U3", "U4", None, "V1", "V2", "V3", "V4", None, "E1", "E2", "E3", "E4"]
+
+        enhanced = await result_of(await fake.click(draft, "dg:enh:1:2"))
+        job = await bot.store.get_job(2)
+        assert (job.kind, job.parent_id, job.parent_index, job.prompt) == ("enhance", 1, 2, "a lighthouse --seed 3")
+        request = engine.requests[-1]
+        assert request.action is Action.VARIATION and request.strength == params.ENHANCE
+        assert (request.width, request.height) == (128, 128) and request.init_image.size == (128, 128)
+        assert request.steps == params.img2img_steps(20, params.ENHANCE)
+        assert enhanced.attachments[0].image().size == (128, 128)
+        assert " - Enhanced" in enhanced.content and "Vary (Strong)" in enhanced.labels  # one picture, its buttons
+        # Without --draft there is nothing to enhance.
+        full = await result_of(await fake.slash("imagine", prompt="a lighthouse"))
+        assert "E1" not in full.labels
