@@ -75,7 +75,9 @@ def prepare_pipeline(pipe: Any, speedups: Speedups) -> None:
     so pipelines made from it with `from_pipe` share them)."""
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0, FusedAttnProcessor2_0
 
-    unet, vae = pipe.unet, pipe.vae
+    from engine.family import of_pipeline
+
+    unet, vae = of_pipeline(pipe).denoiser(pipe), pipe.vae  # a UNet, or a transformer (SD3, Flux)
 
     # 1. attention: SDPA is diffusers' default on torch 2; off means the classic matmul-softmax path
     if not speedups.sdpa:
@@ -103,7 +105,7 @@ def prepare_pipeline(pipe: Any, speedups: Speedups) -> None:
     # 4. VAE tiling: engine/vae.py tiles large images only, and only where allowed
     setattr(vae, TILING_ALLOWED, speedups.vae_tiling)
 
-    # 5. torch.compile, in place so pipe.unet keeps its type (and its config)
+    # 5. torch.compile, in place so the denoiser keeps its type (and its config)
     if speedups.compile != "off":
         if speedups.static_shapes:
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)

@@ -29,7 +29,7 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Ray reports usage to its developers unless told not to; an operator who wants it can set it to 1.
@@ -42,9 +42,12 @@ from ray.serve.exceptions import RayServeException  # noqa: E402
 
 from engine.describe import SHIPPED_DESCRIBER  # noqa: E402
 from engine.requests import (  # noqa: E402
+    Action,
     DescribeRequest,
     DescribeResult,
+    Feature,
     ImagePromptMethod,
+    ModelHints,
     ProgressCallback,
     RenderError,
     RenderLost,
@@ -90,6 +93,8 @@ class ModelFacts:
 
     native_size: int
     has_safety_checker: bool
+    refusals: dict[str, str] = field(default_factory=dict)  # Action/Feature value -> the replica's sentence
+    hints: ModelHints = field(default_factory=ModelHints)
 
 
 # No access log: a line per render (and per progress stream) in every replica, forwarded to the
@@ -160,9 +165,20 @@ class RenderReplica:
             return _Failed(str(exc))
 
     async def model_facts(self, models: Sequence[str]) -> dict[str, ModelFacts]:
-        return {
-            name: ModelFacts(self._engine.native_size(name), self._engine.has_safety_checker(name)) for name in models
-        }
+        facts = {}
+        for name in models:
+            refusals = {}
+            for what in (*Action, *Feature):
+                reason = self._engine.supports(name, what)
+                if reason is not None:
+                    refusals[what.value] = reason
+            facts[name] = ModelFacts(
+                self._engine.native_size(name),
+                self._engine.has_safety_checker(name),
+                refusals,
+                self._engine.defaults(name),
+            )
+        return facts
 
     async def check_health(self) -> None:
         """Serve asks every few seconds; a replica whose render thread died is replaced."""
@@ -389,6 +405,15 @@ class RayEngine:
     def has_safety_checker(self, model: str | None = None) -> bool:
         facts = self._model_facts.get(model or self._default)
         return facts is not None and facts.has_safety_checker
+
+    def supports(self, model: str | None, what: Action | Feature) -> str | None:
+        """As the replicas answered when the deployment started (from the models' configs)."""
+        facts = self._model_facts.get(model or self._default)
+        return None if facts is None else facts.refusals.get(what.value)
+
+    def defaults(self, model: str | None = None) -> ModelHints:
+        facts = self._model_facts.get(model or self._default)
+        return ModelHints() if facts is None else facts.hints
 
     def image_prompt_method(self, model: str | None = None) -> ImagePromptMethod:
         # As each replica's DiffusersEngine decides: the IP-Adapter is loaded on the default model only.

@@ -58,7 +58,7 @@ def imagine(
     latents = chaos_latents(pipe, requests, gens)
 
     # 4. denoise in one batched call; the callback reports progress, cancels and applies --stop
-    state = step_state(first.steps, first.stop, on_step)
+    state = step_state(first.steps, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
     with seamless(pipe, first.tile):
         latents = pipe(
             **embeds,
@@ -80,5 +80,5 @@ def imagine(
             latents = estimate_x0(pipe, latents, state, first.guidance_scale)
 
         # 6. decode and hand each request its own tiles
-        images = decode(pipe, latents, safety_checker)
+        images = decode(pipe, latents, safety_checker, (first.width, first.height))
     return split(images, requests)
