@@ -1,0 +1,133 @@
+"""Every action on every family, or a refusal naming the family before anything is queued.
+
+The contract tests (test_contract.py) run the core actions on each family; these add what only some
+families differ in: --stop, --chaos, --tile, negative prompts, blends, image prompts, Zoom Out,
+a family's own defaults, and how a family is recognised from a folder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import canvas
+from engine.family import FLUX, FLUX_SCHNELL, SD, SD3, SDXL, of_pipeline
+from engine.loading import family_of_source, hints_for
+from engine.params import BLEND_STRENGTH, VARY_STRONG
+from engine.requests import Action, Feature, ImagePromptMethod, RenderError, refusal
+from tests.engine.conftest import FAMILIES, TILE, mean_abs, pixels
+from tests.engine.conftest import request as render_request
+
+
+@pytest.fixture(params=FAMILIES)
+async def family_engine(request, family_folder):
+    from engine.core import DiffusersEngine
+
+    name = request.param
+    async with DiffusersEngine(
+        model=name, sources={name: str(family_folder(name))}, device="cpu", batch_window_s=0.0
+    ) as e:
+        yield e
+
+
+def test_a_folder_is_recognised_by_its_pipeline_class(family_folder, tiny_folder):
+    assert family_of_source(tiny_folder) is SD
+    assert family_of_source(family_folder("sd3")) is SD3
+    assert family_of_source(family_folder("flux")) is FLUX
+    assert family_of_source(family_folder("flux-schnell")) is FLUX_SCHNELL  # no guidance embedding
+
+
+def test_a_family_says_what_it_cannot_do_in_a_sentence_that_names_it():
+    for family in (SD, SDXL):
+        assert all(family.supports(what) is None for what in (*Action, Feature.TILE, Feature.NEGATIVE_PROMPT))
+    assert "Flux.1 models cannot take a negative prompt" in FLUX.supports(Feature.NEGATIVE_PROMPT)
+    assert "Stable Diffusion 3 models cannot draw seamless tiles" in SD3.supports(Feature.TILE)
+    assert SD3.supports(Feature.NEGATIVE_PROMPT) is None  # SD3 has classifier-free guidance
+    # No family here edits by instruction yet but Kontext (the Edit button will ask).
+    assert all(f.supports(Feature.INSTRUCTION_EDIT) is not None for f in (SD, SDXL, SD3, FLUX))
+
+
+def test_a_few_step_model_runs_at_its_own_steps_and_guidance(family_folder):
+    assert FLUX.hints().steps == 28 and FLUX.hints().guidance_scale == 3.5
+    assert (FLUX_SCHNELL.hints().steps, FLUX_SCHNELL.hints().guidance_scale) == (4, 0.0)
+    assert SD.hints().steps is None  # the bot's STEPS
+    turbo = hints_for("/models/sdxl-turbo", SDXL)
+    assert (turbo.steps, turbo.guidance_scale) == (4, 0.0)
+
+
+async def test_refusals_are_answered_before_queueing_and_again_at_render(family_engine):
+    name = family_engine.default_model
+    tiled = render_request(tile=True, steps=2)
+    reason = refusal(family_engine, tiled)
+    assert reason is not None and family_engine.family(name).name in reason
+    with pytest.raises(RenderError, match="seamless tiles"):
+        await family_engine.render(tiled)
+    negative = render_request(negative_prompt="blue", steps=2)
+    if name == "flux":
+        assert "negative prompt" in refusal(family_engine, negative)
+    else:
+        assert refusal(family_engine, negative) is None
+        assert len((await family_engine.render(negative)).images) == 4
+    assert family_engine.supports(name, Action.INPAINT) is None
+    assert family_engine.defaults(name).family == family_engine.family(name).name
+
+
+async def test_stop_shows_an_unfinished_image(family_engine):
+    full = await family_engine.render(render_request(seeds=(3,), steps=10))
+    early = await family_engine.render(render_request(seeds=(3,), steps=10, stop=30))
+    (a,), (b,) = full.images, early.images
+    assert a.size == b.size == (TILE, TILE)
+    assert mean_abs(a, b) > 0.5  # unfinished: not the full render
+    assert len(set(np.asarray(b).reshape(-1, 3).tolist()[::7])) > 8  # a picture, not one flat colour
+
+
+async def test_chaos_spreads_tiles_and_a_tile_keeps_its_seed(family_engine):
+    calm = await family_engine.render(render_request(seeds=(1, 2), steps=4))
+    wild = await family_engine.render(render_request(seeds=(1, 2), steps=4, chaos=100))
+    again = await family_engine.render(render_request(seeds=(1, 2), steps=4, chaos=100))
+    assert all(mean_abs(c, w) > 1 for c, w in zip(calm.images, wild.images, strict=True))
+    assert all((pixels(w) == pixels(x)).all() for w, x in zip(wild.images, again.images, strict=True))
+
+
+async def test_blend_image_prompt_and_zoom_out_draw_on_every_family(family_engine):
+    red, blue = Image.new("RGB", (TILE, TILE), "red"), Image.new("RGB", (TILE, TILE), "blue")
+    method = family_engine.image_prompt_method()
+    assert method is ImagePromptMethod.IMAGE_TO_IMAGE
+    blend = render_request(
+        action=Action.BLEND, prompt="", blend_images=(red, blue), strength=BLEND_STRENGTH, image_prompt_method=method
+    )
+    assert [im.size for im in (await family_engine.render(blend)).images] == [(TILE, TILE)] * 4
+    steered = render_request(action=Action.IMAGE_PROMPT, image_prompt=red, image_prompt_method=method, steps=6)
+    assert len((await family_engine.render(steered)).images) == 4
+    source = (await family_engine.render(render_request(seeds=(11,), steps=4))).images[0]
+    plan = canvas.zoom_out(TILE, TILE, 2.0)
+    picture, mask = canvas.place(source, plan)
+    zoom = render_request(
+        action=Action.OUTPAINT,
+        seeds=(1,),
+        steps=4,
+        init_image=picture,
+        mask_image=mask,
+        width=picture.width,
+        height=picture.height,
+    )
+    (out,) = (await family_engine.render(zoom)).images
+    left, top, right, bottom = plan.box
+    inside = (slice(top + 4, bottom - 4), slice(left + 4, right - 4))  # within the kept picture, past its seam band
+    assert out.size == picture.size and (pixels(out)[inside] == pixels(picture)[inside]).all()
+    assert mean_abs(out.crop((0, 0, TILE, top)), picture.crop((0, 0, TILE, top))) > 1  # the border was drawn
+
+
+async def test_variation_strength_orders_distance_on_every_family(family_engine):
+    source = (await family_engine.render(render_request(seeds=(11,), steps=4))).images[0]
+    vary = await family_engine.render(
+        render_request(action=Action.VARIATION, seeds=(5, 6), init_image=source, strength=VARY_STRONG, steps=6)
+    )
+    assert len(vary.images) == 2 and all(im.size == (TILE, TILE) for im in vary.images)
+
+
+def test_flux_sizes_must_be_multiples_of_16(family_folder):
+    from engine.tiny import build_tiny_flux_pipeline
+
+    assert of_pipeline(build_tiny_flux_pipeline()).size_multiple == 16
