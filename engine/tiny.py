@@ -123,17 +123,20 @@ def _tiny_vae(**config: Any) -> AutoencoderKL:
     return vae
 
 
-def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
+def build_tiny_sdxl_pipeline(seed: int = 0, *, second_encoder_width: int = 32) -> StableDiffusionXLPipeline:
     """A random-weight SDXL pipeline as small as the tiny SD one: two text encoders (the second
     pooled, with projection), a UNet conditioned on text and size/crop ids, and a VAE whose config
-    asks for float32 decoding (`force_upcast`), as SDXL's does."""
+    asks for float32 decoding (`force_upcast`), as SDXL's does.
+
+    `second_encoder_width`: a single-file loader tells SDXL's two encoders apart by their widths
+    (768 and 1280 in SDXL), so a checkpoint of this model needs them to differ."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(TINY_WORDS)
 
-    def text_config(**extra: int) -> CLIPTextConfig:
+    def text_config(hidden_size: int = 32, **extra: int) -> CLIPTextConfig:
         return CLIPTextConfig(
             vocab_size=len(tokenizer),
-            hidden_size=32,
+            hidden_size=hidden_size,
             intermediate_size=64,
             num_hidden_layers=2,
             num_attention_heads=4,
@@ -145,7 +148,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         )
 
     text_encoder = CLIPTextModel(text_config())
-    text_encoder_2 = CLIPTextModelWithProjection(text_config(projection_dim=32))
+    text_encoder_2 = CLIPTextModelWithProjection(text_config(hidden_size=second_encoder_width, projection_dim=32))
     time_embed_dim = 8
     unet = UNet2DConditionModel(
         sample_size=8,
@@ -161,7 +164,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         addition_time_embed_dim=time_embed_dim,
         # six size/crop ids, each embedded to time_embed_dim, plus the pooled text embedding
         projection_class_embeddings_input_dim=6 * time_embed_dim + 32,
-        cross_attention_dim=64,  # both encoders' hidden states, concatenated
+        cross_attention_dim=32 + second_encoder_width,  # both encoders' hidden states, concatenated
         norm_num_groups=8,
     )
     vae = _tiny_vae(scaling_factor=0.13025, force_upcast=True)  # SDXL's factor, and its float32 decode
