@@ -70,6 +70,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
 
 def engine_options(settings: Settings) -> dict[str, Any]:
     """What either real engine (in-process, or in each Ray replica) is built from."""
+    from engine.loading import MemorySettings
     from engine.optimize import Speedups
 
     speedups = Speedups(
@@ -96,6 +97,8 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         inpaint_unets={settings.default_model: settings.inpaint_model} if settings.inpaint_model else None,
         max_loaded_models=settings.max_loaded_models,
         memory_budget_gb=settings.model_memory_budget_gb,
+        memory=MemorySettings(mode=settings.memory_mode, quantize=settings.quantize),
+        single_file_configs=dict(settings.single_file_configs),
     )
 
 
@@ -426,8 +429,10 @@ def main(argv: list[str] | None = None) -> int:
                 schedulers=_schedulers(settings),
                 device=settings.device,
                 dtype=settings.dtype,
-                base_steps=defaults.steps or settings.steps,
-                guidance_scale=settings.guidance_scale if defaults.guidance_scale is None else defaults.guidance_scale,
+                base_steps=settings.steps,
+                guidance_scale=settings.guidance_scale,
+                model_steps=defaults.steps,  # MODEL_DEFAULTS, before the model family's own
+                model_guidance=defaults.guidance_scale,
                 size=defaults.size,
             )
         if argv and argv[0] in ("train", "eval", "train-describer", "eval-describer"):

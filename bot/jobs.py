@@ -25,7 +25,7 @@ from bot.rows import ImageRow, Job, NewJob
 from bot.spec import DeliveryOptions, EditSpec, InputImage, JobSpec, RenderSpec, ShownValues
 from bot.store import QueueFull, UserProfile
 from engine import params as render_params
-from engine.requests import ImagePromptMethod
+from engine.requests import ImagePromptMethod, refusal
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -58,10 +58,14 @@ async def acknowledge(interaction: discord.Interaction) -> bool:
 def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: dict[str, Any]) -> JobSpec:
     """The recorded render request for a prompt: everything needed to render it again."""
     settings = bot.settings
-    # The model's own defaults (MODEL_DEFAULTS: a turbo model runs 1–4 steps at guidance 0) before the bot's.
+    # The model's own defaults (MODEL_DEFAULTS: a turbo model runs 1–4 steps at guidance 0), then its
+    # family's (the engine's: Flux.1 [schnell] 4 steps, no guidance), before the bot's.
     model_defaults = settings.defaults_for(model)
-    base_steps = model_defaults.steps or settings.steps
-    base_guidance = settings.guidance_scale if model_defaults.guidance_scale is None else model_defaults.guidance_scale
+    family = bot.engine.defaults(model)
+    base_steps = model_defaults.steps or family.steps or settings.steps
+    base_guidance = next(
+        g for g in (model_defaults.guidance_scale, family.guidance_scale, settings.guidance_scale) if g is not None
+    )
     aspect = parsed.aspect or _aspect(defaults.get("aspect"))
     native = model_defaults.size or bot.engine.native_size(model)
     width, height = render_params.tile_size(aspect[0], aspect[1], native)
@@ -389,6 +393,14 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, build: JobBui
         return []
     # 3. the server's rules: words, models, steps and size, quotas, fast time
     shaped, limits = await policy.admit(bot, interaction, config, wanted)
+    # 3b. what the model's family cannot draw (Flux.1 has no --no, no transformer does --tile): never queued
+    for queued in shaped:
+        request = queued.spec.render.request(
+            action=kinds.get(queued.kind).action, seeds=queued.seeds, model=queued.model
+        )
+        reason = refusal(bot.engine, request)
+        if reason is not None:
+            raise UserError(reason)
     relaxed = sum(1 for before, after in zip(wanted, shaped, strict=True) if before.mode != after.mode)
     # 4. queue them, all or none
     try:

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     # Models kept loaded at once (least recently used goes first), and on CUDA a cap on their memory.
     max_loaded_models: int = Field(default=2, ge=1)
     model_memory_budget_gb: float | None = Field(default=None, gt=0)
+    # How weights sit on a GPU: all resident, or offloaded to the CPU between uses (engine/loading.py).
+    memory_mode: Literal["full", "model_offload", "sequential_offload", "group_offload"] = "full"
+    # Weight-only quantisation of the denoiser (needs torchao); None: off.
+    quantize: Literal["int8"] | None = None
+    # Single .safetensors checkpoints load with their family's configs: family -> a diffusers folder
+    # (configs and tokenizers only), e.g. {"sdxl": "/models/sdxl-base-config"}.
+    single_file_configs: dict[str, str] = Field(default_factory=dict)
 
     # "fake" swaps the model for a stand-in that draws flat colours: for load tests and demos without torch.
     # "ray" renders on a Ray Serve deployment of the diffusers engine: one replica per GPU, on many hosts.

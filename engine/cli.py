@@ -75,7 +75,11 @@ def _slug(prompt: str) -> str:
 
 
 def _request(
-    args: argparse.Namespace, native: int, base_steps: int = params.BASE_STEPS, guidance_scale: float | None = None
+    args: argparse.Namespace,
+    native: int,
+    base_steps: int = params.BASE_STEPS,
+    guidance_scale: float | None = None,
+    size_multiple: int = 8,
 ) -> RenderRequest:
     seed = args.seed if args.seed is not None else secrets.randbelow(params.SEED_MAX + 1)
     if not params.SEED_MIN <= seed <= params.SEED_MAX:
@@ -101,7 +105,7 @@ def _request(
             raise ValueError("--strength applies to --variation or --upscale")
         w, h = params.parse_aspect(args.ar)
         budget = args.size or native
-        width, height = params.size_for_aspect(w, h, budget * budget, multiple=max(8, native // 8))
+        width, height = params.size_for_aspect(w, h, budget * budget, multiple=max(8, native // 8, size_multiple))
         seeds = params.tile_seeds(seed)
         return RenderRequest(action=Action.IMAGINE, seeds=seeds, width=width, height=height, **common)
     from PIL import Image
@@ -163,9 +167,18 @@ class Installed:
     schedulers: dict[str, str]
 
 
-async def _render(
-    args: argparse.Namespace, installed: Installed, base_steps: int, guidance_scale: float | None
-) -> Path:
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Steps and guidance at --q 1 / --stylize 100: MODEL_DEFAULTS' (`model_*`), else the model family's
+    (a few-step model's own), else the bot's STEPS and GUIDANCE_SCALE."""
+
+    base_steps: int = params.BASE_STEPS
+    guidance_scale: float | None = None
+    model_steps: int | None = None
+    model_guidance: float | None = None
+
+
+async def _render(args: argparse.Namespace, installed: Installed, defaults: Defaults) -> Path:
     from tqdm import tqdm
 
     from engine.core import DiffusersEngine
@@ -179,7 +192,14 @@ async def _render(
         dtype=args.dtype,
         batch_window_s=0.0,
     ) as engine:
-        request = _request(args, engine.native_size(), base_steps, guidance_scale)
+        family = engine.defaults(args.model)
+        steps = defaults.model_steps or family.steps or defaults.base_steps
+        guidance = next(
+            (g for g in (defaults.model_guidance, family.guidance_scale, defaults.guidance_scale) if g is not None),
+            None,
+        )
+        multiple = engine.family(args.model).size_multiple  # Flux draws multiples of 16 px
+        request = _request(args, engine.native_size(args.model), steps, guidance, multiple)
         with tqdm(total=request.steps, file=sys.stderr, desc=request.action.value, leave=False) as bar:
 
             def progress(event: RenderProgress) -> None:
@@ -208,6 +228,8 @@ def imagine_main(
     base_steps: int = params.BASE_STEPS,
     guidance_scale: float | None = None,
     size: int | None = None,
+    model_steps: int | None = None,
+    model_guidance: float | None = None,
 ) -> int:
     """`dreamgrid imagine`; the keyword arguments are the operator's settings (`dreamgrid` passes MODEL, …)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -217,7 +239,8 @@ def imagine_main(
         if size is not None and args.size is None:
             args.size = size
         installed = Installed(list(models or []), dict(sources or {}), dict(schedulers or {}))
-        path = asyncio.run(_render(args, installed, base_steps, guidance_scale))
+        defaults = Defaults(base_steps, guidance_scale, model_steps, model_guidance)
+        path = asyncio.run(_render(args, installed, defaults))
     except _UsageError as e:
         print(f"dreamgrid imagine: error: {e}", file=sys.stderr)
         return 2

@@ -217,8 +217,8 @@ class RayEngine:
 
     model / models / sources / schedulers / device / dtype / batch_window_s / speedups /
         safety_checker / describer / ip_adapter / ip_adapter_weight / inpaint_unets /
-        max_loaded_models / memory_budget_gb: as for `DiffusersEngine`, for the engine in each
-        replica (paths must exist on every node that runs one).
+        max_loaded_models / memory_budget_gb / memory / single_file_configs: as for `DiffusersEngine`,
+        for the engine in each replica (paths must exist on every node that runs one).
     address: a running Ray cluster (`ray://host:10001` or `host:6379`); None starts a local one.
     min_replicas / max_replicas: equal for a fixed number of replicas; otherwise Serve scales
         between them by the renders in flight per replica.
@@ -247,6 +247,8 @@ class RayEngine:
         inpaint_unets: Mapping[str, str] | None = None,
         max_loaded_models: int = 2,
         memory_budget_gb: float | None = None,
+        memory: Any = None,
+        single_file_configs: Mapping[str, str] | None = None,
         address: str | None = None,
         min_replicas: int = 1,
         max_replicas: int = 1,
@@ -280,6 +282,8 @@ class RayEngine:
             "inpaint_unets": dict(inpaint_unets or {}),
             "max_loaded_models": max_loaded_models,
             "memory_budget_gb": memory_budget_gb,
+            "memory": memory,
+            "single_file_configs": dict(single_file_configs or {}),
         }
         self.address = address
         self.min_replicas = min_replicas
