@@ -103,6 +103,12 @@ class Family:
         """The pipeline's latents -> (N, C, h, w), for previews and the VAE."""
         return latents
 
+    def decode_vae(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) latents as `unpack` gives them -> images in [-1, 1]."""
+        from engine.vae import decode_latents
+
+        return decode_latents(pipe.vae, latents)
+
     # -- --stop ----------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -253,6 +259,95 @@ class FluxFamily(Family):
         return _flow_x0(pipe, latents, t, v)
 
 
+@dataclass(frozen=True)
+class Flux2KleinFamily(Family):
+    """Flux.2 [klein]: a DiT on 32-channel latents patchified 2x2 and batch-normalised, one Qwen3 text
+    encoder (three of its layers stacked), step-distilled (no guidance), flow matching. Its pipeline's
+    `image` is a set of reference images for editing, not a starting point, so image-to-image actions
+    are refused; the instruction edit (the Edit button, later) is what that input is for."""
+
+    denoiser_name = "transformer"
+    flow_matching = True
+
+    def native_size(self, pipe: Any) -> int:
+        return _vae_native_size(pipe.vae)
+
+    def uses_cfg(self, guidance_scale: float) -> bool:
+        return False  # the pipeline runs its own empty-prompt branch for the undistilled base models
+
+    @staticmethod
+    def text_layers(pipe: Any) -> tuple[int, ...]:
+        """The Qwen3 layers klein reads (9, 18, 27), or the deepest a smaller encoder has."""
+        depth = int(pipe.text_encoder.config.num_hidden_layers)
+        return tuple(min(k, depth) for k in (9, 18, 27))
+
+    def encode(
+        self, pipe: Any, prompts: list[str], negatives: list[str] | None, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        prompt_embeds, _text_ids = pipe.encode_prompt(
+            prompt=prompts,
+            device=device,
+            num_images_per_prompt=1,
+            max_sequence_length=_t5_length(pipe.tokenizer, 512),
+            text_encoder_out_layers=self.text_layers(pipe),
+        )
+        return {"prompt_embeds": prompt_embeds}
+
+    def noise_shape(self, pipe: Any, width: int, height: int) -> tuple[int, int, int]:
+        factor = pipe.vae_scale_factor * 2  # the pipeline packs given latents itself
+        return pipe.transformer.config.in_channels, height // factor, width // factor
+
+    def unpack(self, pipe: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        if latents.ndim == 4:
+            return latents  # the pipeline's output: the VAE's own latents already
+        n, _, channels = latents.shape
+        factor = pipe.vae_scale_factor * 2
+        x = latents.permute(0, 2, 1).reshape(n, channels, height // factor, width // factor)
+        bn = pipe.vae.bn
+        mean = bn.running_mean.view(1, -1, 1, 1).to(x.device, x.dtype)
+        std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + pipe.vae.config.batch_norm_eps).to(x.device, x.dtype)
+        return pipe._unpatchify_latents(x * std + mean)
+
+    def decode_vae(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+        vae = pipe.vae
+        return vae.decode(latents.to(vae.device, vae.dtype), return_dict=False)[0]
+
+    @torch.no_grad()
+    def estimate_x0(
+        self, pipe: Any, latents: torch.Tensor, t: Any, cond: dict[str, torch.Tensor], guidance: float, size: Any
+    ) -> torch.Tensor:
+        width, height = size
+        raw = latents.ndim == 4  # the pipeline hands back the VAE's own latents: make them tokens again
+        if raw:
+            latents = self._tokens(pipe, latents)
+        n, _, channels = latents.shape
+        factor = pipe.vae_scale_factor * 2
+        grid = torch.empty(n, channels, height // factor, width // factor)
+        image_ids = pipe._prepare_latent_ids(grid).to(latents.device)
+        prompt_embeds = cond["prompt_embeds"]
+        text_ids = pipe._prepare_text_ids(prompt_embeds).to(latents.device)
+        v = pipe.transformer(
+            hidden_states=latents,
+            timestep=torch.as_tensor(t, device=latents.device).expand(n).to(latents.dtype) / 1000,
+            guidance=None,
+            encoder_hidden_states=prompt_embeds,
+            txt_ids=text_ids,
+            img_ids=image_ids,
+            return_dict=False,
+        )[0][:, : latents.shape[1]].float()
+        x0 = _flow_x0(pipe, latents, t, v)
+        return self.unpack(pipe, x0, width, height) if raw else x0
+
+    @staticmethod
+    def _tokens(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+        """The VAE's (N, 32, h, w) latents -> the denoising loop's normalised (N, h/2 * w/2, 128) tokens."""
+        x = pipe._patchify_latents(latents)
+        bn = pipe.vae.bn
+        mean = bn.running_mean.view(1, -1, 1, 1).to(x.device, x.dtype)
+        std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + pipe.vae.config.batch_norm_eps).to(x.device, x.dtype)
+        return pipe._pack_latents((x - mean) / std)
+
+
 def _flow_x0(pipe: Any, latents: torch.Tensor, t: Any, velocity: torch.Tensor) -> torch.Tensor:
     """Flow matching: x_t = (1 - σ) x0 + σ ε and the model predicts v = ε - x0, so x0 = x_t - σ v."""
     sigma = float(t) / pipe.scheduler.config.num_train_timesteps
@@ -332,12 +427,34 @@ FLUX_KONTEXT = FluxFamily(
     size_multiple=16,
 )
 
-FAMILIES: tuple[Family, ...] = (SD, SDXL, SD3, FLUX, FLUX_SCHNELL, FLUX_KONTEXT)
+_REFERENCE_NOT_START = "its image input is a set of reference pictures to edit by instruction, not a starting point"
+FLUX2_KLEIN = Flux2KleinFamily(
+    key="flux2-klein",
+    name="Flux.2 [klein]",
+    pipeline_prefixes=("Flux2KleinPipeline",),
+    steps=4,
+    guidance_scale=1.0,
+    refusals={
+        Feature.TILE: _NO_TILE_DIT,
+        Feature.NEGATIVE_PROMPT: "take a negative prompt (--no): the distilled models have no unconditional branch",
+        Action.VARIATION: f"make strength variations: {_REFERENCE_NOT_START}",
+        Action.UPSCALE: f"upscale: {_REFERENCE_NOT_START}",
+        Action.BLEND: f"blend: {_REFERENCE_NOT_START}",
+        Action.IMAGE_PROMPT: f"take an image prompt: {_REFERENCE_NOT_START}",
+        Action.INPAINT: "redraw a region (Vary (Region)) yet: dreamgrid does not run Flux.2's inpainting pipeline",
+        Action.OUTPAINT: "zoom out or pan yet: dreamgrid does not run Flux.2's inpainting pipeline",
+    },
+    ip_adapter=False,
+    instruction_edit=True,
+    size_multiple=16,
+)
+
+FAMILIES: tuple[Family, ...] = (SD, SDXL, SD3, FLUX, FLUX_SCHNELL, FLUX_KONTEXT, FLUX2_KLEIN)
 BY_KEY: dict[str, Family] = {f.key: f for f in FAMILIES}
 
 # Pipeline classes of families dreamgrid knows of but does not render yet, by model_index.json class name.
 NOT_YET = {
-    "Flux2": "Flux.2",
+    "Flux2": "Flux.2 [dev]",
     "QwenImage": "Qwen-Image",
     "ZImage": "Z-Image",
     "Chroma": "Chroma",
@@ -369,4 +486,7 @@ def unsupported_reason(class_name: str) -> str:
     for prefix, name in NOT_YET.items():
         if class_name.startswith(prefix):
             return f"{name} models are not supported by dreamgrid yet"
-    return f"{class_name} models are not supported by dreamgrid (it renders SD1.x/2.x, SDXL, SD3 and Flux.1)"
+    return (
+        f"{class_name} models are not supported by dreamgrid"
+        " (it renders SD1.x/2.x, SDXL, SD3, Flux.1 and Flux.2 [klein])"
+    )

@@ -27,7 +27,9 @@ def fit_latent_rgb(vae: torch.nn.Module, scaling_factor: float | None = None, si
     with full_precision(vae) as dtype:  # SDXL's VAE overflows in float16
         latents = vae.encode(image.to(vae.device, dtype)).latent_dist.mean.float().cpu()
     shift = shift_factor(vae)  # 0 on SD's VAEs: their previews are unchanged
-    latents = (latents - shift) * (scaling_factor if scaling_factor is not None else vae.config.scaling_factor)
+    latents = (latents - shift) * (
+        scaling_factor if scaling_factor is not None else getattr(vae.config, "scaling_factor", 1.0)
+    )
     h, w = latents.shape[-2:]
     target = torch.nn.functional.adaptive_avg_pool2d(image, (h, w))
     x = torch.cat([latents[0].flatten(1), torch.ones(1, h * w)]).T  # (h*w, C+1)

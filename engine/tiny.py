@@ -187,7 +187,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0, *, second_encoder_width: int = 32) -
 
 
 @torch.no_grad()
-def _tame(vae: AutoencoderKL) -> None:
+def _tame(vae: Any) -> None:
     """Zero the residual branches of the random VAE so each block is its identity shortcut.
 
     A fully random VAE is a chaotic function: any two latents decode to unrelated noise, so no
@@ -321,12 +321,71 @@ def build_tiny_flux_pipeline(seed: int = 0, *, guidance_embeds: bool = True) -> 
     return pipe
 
 
+def build_tiny_flux2_klein_pipeline(seed: int = 0) -> Any:
+    """A random-weight Flux.2 [klein]-shaped pipeline: one double and one single stream block over
+    32-channel latents (patchified 2x2, batch-normalised), a two-layer Qwen3 text encoder, step-distilled."""
+    from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = build_t5_tokenizer(TINY_WORDS)
+    # klein wraps the prompt in its encoder's chat template; a plain one suffices for a word-level vocabulary
+    tokenizer.chat_template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+    text_encoder = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=64,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    transformer = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=128,  # 32 latent channels x a 2x2 patch
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=48,  # three Qwen3 layers of 16, stacked
+        timestep_guidance_channels=256,
+        axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=False,
+    )
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(16, 32, 32, 32),
+        layers_per_block=1,
+        latent_channels=32,
+        norm_num_groups=8,
+        sample_size=64,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    _tame(vae)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
+    pipe: Any = Flux2KleinPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        is_distilled=True,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 TINY_BUILDERS: dict[str, Callable[..., Any]] = {
     "sd": build_tiny_pipeline,
     "sdxl": build_tiny_sdxl_pipeline,
     "sd3": build_tiny_sd3_pipeline,
     "flux": build_tiny_flux_pipeline,
     "flux-schnell": lambda seed=0: build_tiny_flux_pipeline(seed, guidance_embeds=False),
+    "flux2-klein": build_tiny_flux2_klein_pipeline,
 }
 
 

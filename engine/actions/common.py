@@ -15,7 +15,6 @@ from PIL import Image, ImageFilter
 from engine.family import of_pipeline
 from engine.params import CHAOS_MAX, CHAOS_MIN, MAX_STEPS, SEED_MAX, SEED_MIN, STOP_MAX, STOP_MIN, steps_for_stop
 from engine.requests import Feature, RenderRequest
-from engine.vae import decode_latents
 
 # on_step(step, total, latents) -> True to interrupt the whole batch (every request in it was cancelled).
 StepCallback = Callable[[int, int, torch.Tensor], bool]
@@ -228,7 +227,7 @@ def decode(
     family = of_pipeline(pipe)
     if size is not None:
         latents = family.unpack(pipe, latents, *size)
-    image = decode_latents(pipe.vae, latents)
+    image = family.decode_vae(pipe, latents)
     flags = [False] * image.shape[0]
     if run_safety_checker and getattr(pipe, "safety_checker", None) is not None:
         # diffusers blacks out what it flags; we keep the pixels (the bot posts them as spoilers)

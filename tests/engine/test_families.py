@@ -12,15 +12,15 @@ import pytest
 from PIL import Image
 
 from engine import canvas
-from engine.family import FLUX, FLUX_SCHNELL, SD, SD3, SDXL, of_pipeline
+from engine.family import FLUX, FLUX2_KLEIN, FLUX_SCHNELL, SD, SD3, SDXL, of_pipeline
 from engine.loading import family_of_source, hints_for
 from engine.params import BLEND_STRENGTH, VARY_STRONG
 from engine.requests import Action, Feature, ImagePromptMethod, RenderError, refusal
-from tests.engine.conftest import FAMILIES, TILE, mean_abs, pixels
+from tests.engine.conftest import ALL_FAMILIES, TILE, mean_abs, pixels
 from tests.engine.conftest import request as render_request
 
 
-@pytest.fixture(params=FAMILIES)
+@pytest.fixture(params=ALL_FAMILIES)
 async def family_engine(request, family_folder):
     from engine.core import DiffusersEngine
 
@@ -36,6 +36,7 @@ def test_a_folder_is_recognised_by_its_pipeline_class(family_folder, tiny_folder
     assert family_of_source(family_folder("sd3")) is SD3
     assert family_of_source(family_folder("flux")) is FLUX
     assert family_of_source(family_folder("flux-schnell")) is FLUX_SCHNELL  # no guidance embedding
+    assert family_of_source(family_folder("flux2-klein")) is FLUX2_KLEIN
 
 
 def test_a_family_says_what_it_cannot_do_in_a_sentence_that_names_it():
@@ -44,8 +45,10 @@ def test_a_family_says_what_it_cannot_do_in_a_sentence_that_names_it():
     assert "Flux.1 models cannot take a negative prompt" in FLUX.supports(Feature.NEGATIVE_PROMPT)
     assert "Stable Diffusion 3 models cannot draw seamless tiles" in SD3.supports(Feature.TILE)
     assert SD3.supports(Feature.NEGATIVE_PROMPT) is None  # SD3 has classifier-free guidance
-    # No family here edits by instruction yet but Kontext (the Edit button will ask).
+    # Only Kontext and Flux.2 edit by instruction (the Edit button will ask).
     assert all(f.supports(Feature.INSTRUCTION_EDIT) is not None for f in (SD, SDXL, SD3, FLUX))
+    assert FLUX2_KLEIN.supports(Feature.INSTRUCTION_EDIT) is None  # its reference images are for that
+    assert "reference pictures" in FLUX2_KLEIN.supports(Action.VARIATION)
 
 
 def test_a_few_step_model_runs_at_its_own_steps_and_guidance(family_folder):
@@ -64,13 +67,37 @@ async def test_refusals_are_answered_before_queueing_and_again_at_render(family_
     with pytest.raises(RenderError, match="seamless tiles"):
         await family_engine.render(tiled)
     negative = render_request(negative_prompt="blue", steps=2)
-    if name == "flux":
+    if name in ("flux", "flux2-klein"):  # guidance-distilled
         assert "negative prompt" in refusal(family_engine, negative)
     else:
         assert refusal(family_engine, negative) is None
         assert len((await family_engine.render(negative)).images) == 4
-    assert family_engine.supports(name, Action.INPAINT) is None
     assert family_engine.defaults(name).family == family_engine.family(name).name
+
+
+async def drawn_or_refused(engine, request):
+    """The result, or None after checking the refusal is the family's sentence, said before queueing too."""
+    reason = engine.supports(engine.default_model, request.action)
+    if reason is None:
+        return await engine.render(request)
+    assert reason.startswith(engine.family().name + " models cannot")
+    with pytest.raises(RenderError) as refused:
+        await engine.render(request)
+    assert str(refused.value) == reason
+    return None
+
+
+async def test_the_grid_previews_and_cancel_work_on_every_family(family_engine):
+    events = []
+    grid = render_request(
+        seeds=(1, 2, 3, 4), steps=4, preview=True, guidance_scale=family_engine.defaults().guidance_scale or 1
+    )
+    first = await family_engine.render(grid, progress=events.append)
+    again = await family_engine.render(grid)
+    assert [im.size for im in first.images] == [(TILE, TILE)] * 4
+    assert min(mean_abs(a, b) for i, a in enumerate(first.images) for b in first.images[i + 1 :]) > 1
+    assert all((pixels(a) == pixels(b)).all() for a, b in zip(first.images, again.images, strict=True))
+    assert [e.step for e in events] == [1, 2, 3, 4] and events[-1].preview.size == (TILE // 4, TILE // 4)
 
 
 async def test_stop_shows_an_unfinished_image(family_engine):
@@ -97,9 +124,11 @@ async def test_blend_image_prompt_and_zoom_out_draw_on_every_family(family_engin
     blend = render_request(
         action=Action.BLEND, prompt="", blend_images=(red, blue), strength=BLEND_STRENGTH, image_prompt_method=method
     )
-    assert [im.size for im in (await family_engine.render(blend)).images] == [(TILE, TILE)] * 4
+    blended = await drawn_or_refused(family_engine, blend)
+    assert blended is None or [im.size for im in blended.images] == [(TILE, TILE)] * 4
     steered = render_request(action=Action.IMAGE_PROMPT, image_prompt=red, image_prompt_method=method, steps=6)
-    assert len((await family_engine.render(steered)).images) == 4
+    drawn = await drawn_or_refused(family_engine, steered)
+    assert drawn is None or len(drawn.images) == 4
     source = (await family_engine.render(render_request(seeds=(11,), steps=4))).images[0]
     plan = canvas.zoom_out(TILE, TILE, 2.0)
     picture, mask = canvas.place(source, plan)
@@ -112,19 +141,23 @@ async def test_blend_image_prompt_and_zoom_out_draw_on_every_family(family_engin
         width=picture.width,
         height=picture.height,
     )
-    (out,) = (await family_engine.render(zoom)).images
+    zoomed = await drawn_or_refused(family_engine, zoom)
+    if zoomed is None:
+        return
+    (out,) = zoomed.images
     left, top, right, bottom = plan.box
     inside = (slice(top + 4, bottom - 4), slice(left + 4, right - 4))  # within the kept picture, past its seam band
     assert out.size == picture.size and (pixels(out)[inside] == pixels(picture)[inside]).all()
     assert mean_abs(out.crop((0, 0, TILE, top)), picture.crop((0, 0, TILE, top))) > 1  # the border was drawn
 
 
-async def test_variation_strength_orders_distance_on_every_family(family_engine):
+async def test_a_variation_draws_from_its_source_on_every_family(family_engine):
     source = (await family_engine.render(render_request(seeds=(11,), steps=4))).images[0]
-    vary = await family_engine.render(
-        render_request(action=Action.VARIATION, seeds=(5, 6), init_image=source, strength=VARY_STRONG, steps=6)
+    vary = await drawn_or_refused(
+        family_engine,
+        render_request(action=Action.VARIATION, seeds=(5, 6), init_image=source, strength=VARY_STRONG, steps=6),
     )
-    assert len(vary.images) == 2 and all(im.size == (TILE, TILE) for im in vary.images)
+    assert vary is None or (len(vary.images) == 2 and all(im.size == (TILE, TILE) for im in vary.images))
 
 
 def test_flux_sizes_must_be_multiples_of_16(family_folder):
