@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(default=600, gt=0)
     max_attempts: int = Field(default=3, ge=1)
 
-    # Models kept loaded at once (least recently used goes first), and on CUDA a cap on their memory.
+    # Models kept loaded at once (least recently used goes first), and a cap on their memory in GB.
     max_loaded_models: int = Field(default=2, ge=1)
     model_memory_budget_gb: float | None = Field(default=None, gt=0)
     # How weights sit on a GPU: all resident, or offloaded to the CPU between uses (engine/loading.py).

@@ -224,9 +224,9 @@ class DiffusersEngine:
         `dreamgrid-tiny` (engine/weights/dreamgrid-tiny/ if present, else a random tiny model);
         or a name that `sources` maps to one of those.
     models: every installed model the bot may offer (default: just `model`); loaded lazily and kept
-        in a least-recently-used set: at most `max_loaded_models`, and on CUDA at most
-        `memory_budget_gb` of weights (the model just loaded always stays). An evicted model's
-        memory is freed; a later job for it loads it again.
+        in a least-recently-used set: at most `max_loaded_models`, and at most `memory_budget_gb`
+        (the GPU's allocated memory on CUDA, else the models' weights; the model just loaded always
+        stays). An evicted model's memory is freed; a later job for it loads it again.
     sources: model name -> where it is loaded from, for models known by a short name.
     schedulers: model name -> a diffusers scheduler class name to use instead of the model's own.
     pipelines: already-built pipelines by name (tests, benchmarks); they count as installed.
