@@ -625,6 +625,9 @@ class DiffusersEngine:
                     shown = Path(where).name if Path(where).is_absolute() or where.startswith(".") else where
                     raise RenderError(f"could not load model {shown!r}; the bot's operator has been told") from e
         family = of_pipeline(pipe)
+        for component in pipe.components.values():
+            if isinstance(component, torch.nn.Module):
+                component.eval()  # a pipeline built from config is in training mode: T5's dropout would be on
         if name in self._schedulers:
             import diffusers
 

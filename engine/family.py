@@ -65,6 +65,10 @@ class Family:
         """Whether the pipeline runs an unconditional (negative) branch at this guidance."""
         return guidance_scale > 1
 
+    def prompt_kwargs(self, pipe: Any) -> dict[str, Any]:
+        """What a pipeline call given a plain `prompt` (a warm-up, a benchmark) needs to read it as we do."""
+        return {}
+
     # -- prompts ---------------------------------------------------------------------------
 
     def encode(
@@ -174,6 +178,9 @@ class SD3Family(Family):
         names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
         return {name: t for name, t in zip(names, out, strict=True) if t is not None}
 
+    def prompt_kwargs(self, pipe: Any) -> dict[str, Any]:
+        return {"max_sequence_length": _t5_length(getattr(pipe, "tokenizer_3", None), 256)}
+
     @torch.no_grad()
     def estimate_x0(
         self, pipe: Any, latents: torch.Tensor, t: Any, cond: dict[str, torch.Tensor], guidance: float, size: Any
@@ -219,6 +226,9 @@ class FluxFamily(Family):
             max_sequence_length=_t5_length(pipe.tokenizer_2, 512),
         )
         return {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled}
+
+    def prompt_kwargs(self, pipe: Any) -> dict[str, Any]:
+        return {"max_sequence_length": _t5_length(pipe.tokenizer_2, 512)}
 
     def noise_shape(self, pipe: Any, width: int, height: int) -> tuple[int, int, int]:
         channels = pipe.transformer.config.in_channels // 4
@@ -292,6 +302,12 @@ class Flux2KleinFamily(Family):
             text_encoder_out_layers=self.text_layers(pipe),
         )
         return {"prompt_embeds": prompt_embeds}
+
+    def prompt_kwargs(self, pipe: Any) -> dict[str, Any]:
+        return {
+            "max_sequence_length": _t5_length(pipe.tokenizer, 512),
+            "text_encoder_out_layers": self.text_layers(pipe),
+        }
 
     def noise_shape(self, pipe: Any, width: int, height: int) -> tuple[int, int, int]:
         factor = pipe.vae_scale_factor * 2  # the pipeline packs given latents itself

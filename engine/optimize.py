@@ -77,11 +77,14 @@ def prepare_pipeline(pipe: Any, speedups: Speedups) -> None:
 
     from engine.family import of_pipeline
 
-    unet, vae = of_pipeline(pipe).denoiser(pipe), pipe.vae  # a UNet, or a transformer (SD3, Flux)
+    family = of_pipeline(pipe)
+    unet, vae = family.denoiser(pipe), pipe.vae  # a UNet, or a transformer (SD3, Flux)
 
     # 1. attention: SDPA is diffusers' default on torch 2; off means the classic matmul-softmax path
+    #    (a transformer family's attention has processors of its own, always on SDPA)
     if not speedups.sdpa:
-        unet.set_attn_processor(AttnProcessor())
+        if family.denoiser_name == "unet":
+            unet.set_attn_processor(AttnProcessor())
         vae.set_attn_processor(AttnProcessor())
 
     # 2. fused QKV projections (diffusers' fused processor runs on SDPA)
@@ -134,12 +137,16 @@ def padded_image_count(images: int, max_batch: int) -> int:
 @torch.no_grad()
 def warm_up(pipe: Any, sizes: Iterable[tuple[int, int]], *, guidance_scale: float = 7.5) -> float:
     """Render one grid per tile size so the compile happens now, not for the first member; returns seconds."""
+    from engine.family import of_pipeline
+
     started = time.perf_counter()
     sizes = list(sizes)
+    extra = of_pipeline(pipe).prompt_kwargs(pipe)  # e.g. the T5 length the engine reads
     for n, (width, height) in enumerate(sizes, 1):
         t = time.perf_counter()
         pipe(
             prompt=WARM_UP_PROMPT,
+            **extra,
             num_images_per_prompt=WARM_UP_IMAGES,
             width=width,
             height=height,

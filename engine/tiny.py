@@ -214,6 +214,7 @@ def _tiny_t5(tokenizer: Any, d_model: int) -> T5EncoderModel:
             num_layers=1,
             num_heads=4,
             relative_attention_num_buckets=8,
+            dropout_rate=0.0,  # T5's default 0.1 is training's: a model built from config starts in training mode
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
