@@ -7,6 +7,8 @@ a family's own defaults, and how a family is recognised from a folder.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -164,3 +166,18 @@ def test_flux_sizes_must_be_multiples_of_16(family_folder):
     from engine.tiny import build_tiny_flux_pipeline
 
     assert of_pipeline(build_tiny_flux_pipeline()).size_multiple == 16
+
+
+@pytest.mark.parametrize(
+    ("class_name", "said"),
+    [("QwenImagePipeline", "Qwen-Image"), ("ZImagePipeline", "Z-Image"), ("Flux2Pipeline", "Flux.2 [dev]")],
+)
+async def test_a_family_not_rendered_yet_is_refused_at_startup_in_one_line(tmp_path, class_name, said):
+    from engine.core import DiffusersEngine
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(f'{{"_class_name": "{class_name}"}}')
+    with pytest.raises(RenderError, match=rf"^{re.escape(said)} models are not supported by dreamgrid yet$"):
+        async with DiffusersEngine(model=str(folder), device="cpu"):
+            pass
