@@ -69,6 +69,10 @@ class Family:
         """What a pipeline call given a plain `prompt` (a warm-up, a benchmark) needs to read it as we do."""
         return {}
 
+    def size_kwargs(self, width: int, height: int) -> dict[str, Any]:
+        """What a text-to-image call needs besides height/width to draw at exactly that size."""
+        return {}
+
     # -- prompts ---------------------------------------------------------------------------
 
     def encode(
@@ -364,6 +368,14 @@ class Flux2KleinFamily(Family):
         return pipe._pack_latents((x - mean) / std)
 
 
+@dataclass(frozen=True)
+class FluxKontextFamily(FluxFamily):
+    """Flux.1 Kontext: Flux.1 that edits reference images by instruction; without one it draws from text."""
+
+    def size_kwargs(self, width: int, height: int) -> dict[str, Any]:
+        return {"max_area": width * height}  # it rescales every request to this area (1024² by default)
+
+
 def _flow_x0(pipe: Any, latents: torch.Tensor, t: Any, velocity: torch.Tensor) -> torch.Tensor:
     """Flow matching: x_t = (1 - σ) x0 + σ ε and the model predicts v = ε - x0, so x0 = x_t - σ v."""
     sigma = float(t) / pipe.scheduler.config.num_train_timesteps
@@ -423,7 +435,7 @@ FLUX_SCHNELL = FluxFamily(
     size_multiple=16,
 )
 # Kontext: Flux.1 that edits a reference image by instruction; the Edit button will use it.
-FLUX_KONTEXT = FluxFamily(
+FLUX_KONTEXT = FluxKontextFamily(
     key="flux-kontext",
     name="Flux.1 Kontext",
     pipeline_prefixes=("FluxKontext",),

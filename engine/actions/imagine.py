@@ -25,6 +25,7 @@ from engine.actions.common import (
     split,
     step_state,
 )
+from engine.family import of_pipeline
 from engine.requests import RenderRequest
 
 
@@ -64,6 +65,7 @@ def imagine(
             **embeds,
             height=first.height,
             width=first.width,
+            **of_pipeline(pipe).size_kwargs(first.width, first.height),
             num_inference_steps=first.steps,
             guidance_scale=first.guidance_scale,
             generator=gens,

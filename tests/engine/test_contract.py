@@ -17,7 +17,7 @@ from PIL import Image
 
 from engine import canvas
 from engine.params import UPSCALE_SUBTLE, VARY_REGION, VARY_STRONG, VARY_SUBTLE
-from engine.requests import Action, DescribeRequest, ImagePromptMethod, RenderError
+from engine.requests import Action, DescribeRequest, Feature, ImagePromptMethod, RenderError
 from tests.engine.conftest import FAMILIES, TILE, mean_abs, pixels
 from tests.engine.conftest import request as render_request
 
@@ -98,6 +98,14 @@ def test_what_the_bot_asks_before_queueing_is_answered_without_a_render(engine):
     assert engine.native_size() == TILE
     assert engine.has_safety_checker() is False  # the tiny models ship none
     assert engine.image_prompt_method() is ImagePromptMethod.IMAGE_TO_IMAGE  # no IP-Adapter configured
+    # every family here draws every action; none of them edits by instruction, and each says so by name
+    assert all(engine.supports(None, action) is None for action in Action)
+    family = engine.defaults().family
+    assert (
+        family
+        and engine.supports(None, Feature.INSTRUCTION_EDIT)
+        == f"{family} models cannot edit a picture from an instruction"
+    )
 
 
 async def test_progress_rises_from_the_first_step_to_the_last_and_carries_a_preview_when_asked(engine):

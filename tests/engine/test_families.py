@@ -181,3 +181,21 @@ async def test_a_family_not_rendered_yet_is_refused_at_startup_in_one_line(tmp_p
     with pytest.raises(RenderError, match=rf"^{re.escape(said)} models are not supported by dreamgrid yet$"):
         async with DiffusersEngine(model=str(folder), device="cpu"):
             pass
+
+
+async def test_a_flux_kontext_folder_draws_grids_and_is_ready_for_instruction_edits(tmp_path):
+    from diffusers import FluxKontextPipeline
+
+    from engine.core import DiffusersEngine
+    from engine.family import FLUX_KONTEXT
+    from engine.tiny import build_tiny_flux_pipeline
+
+    folder = tmp_path / "kontext"
+    FluxKontextPipeline(**build_tiny_flux_pipeline().components).save_pretrained(folder)
+    assert family_of_source(folder) is FLUX_KONTEXT
+    async with DiffusersEngine(model="kontext", sources={"kontext": str(folder)}, device="cpu") as engine:
+        assert engine.supports("kontext", Feature.INSTRUCTION_EDIT) is None  # what the Edit button will ask
+        assert "Flux.1 Kontext models cannot" in engine.supports("kontext", Action.VARIATION)
+        result = await engine.render(render_request(steps=3))
+        assert [im.size for im in result.images] == [(TILE, TILE)] * 4
+        assert min(mean_abs(a, b) for a, b in zip(result.images, result.images[1:], strict=False)) > 1
