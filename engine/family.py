@@ -40,6 +40,7 @@ class Family:
     ip_adapter: bool = True  # engine/actions/image_prompt.py's UNet IP-Adapter loads into it
     instruction_edit: bool = False  # an edit-by-instruction pipeline exists (Kontext, Flux.2, Qwen-Image-Edit)
     size_multiple: int = 8  # tile sides must be multiples of this
+    img2img_takes_latents: bool = True  # its image-to-image pipeline accepts latents as `image` (/blend mixes them)
 
     denoiser_name = "unet"
     flow_matching = False
@@ -376,6 +377,64 @@ class FluxKontextFamily(FluxFamily):
         return {"max_area": width * height}  # it rescales every request to this area (1024² by default)
 
 
+@dataclass(frozen=True)
+class ZImageFamily(Family):
+    """Z-Image: a single-stream DiT on 16-channel (Flux VAE) latents, a Qwen3 text encoder whose prompt
+    embeddings are one tensor per prompt (its own length), guidance as `pos + g·(pos − neg)` (0: off,
+    Turbo's default), flow matching with the model predicting −velocity."""
+
+    denoiser_name = "transformer"
+    flow_matching = True
+
+    def native_size(self, pipe: Any) -> int:
+        return _vae_native_size(pipe.vae)
+
+    def uses_cfg(self, guidance_scale: float) -> bool:
+        return guidance_scale > 0
+
+    def prompt_kwargs(self, pipe: Any) -> dict[str, Any]:
+        return {"max_sequence_length": _t5_length(pipe.tokenizer, 512)}
+
+    def encode(
+        self, pipe: Any, prompts: list[str], negatives: list[str] | None, device: torch.device
+    ) -> dict[str, Any]:
+        positive, negative = pipe.encode_prompt(
+            prompt=list(prompts),
+            device=device,
+            do_classifier_free_guidance=negatives is not None,
+            negative_prompt=list(negatives) if negatives is not None else None,
+            max_sequence_length=_t5_length(pipe.tokenizer, 512),
+        )
+        embeds = {"prompt_embeds": list(positive)}
+        if negatives is not None:
+            embeds["negative_prompt_embeds"] = list(negative)
+        return embeds
+
+    def noise_shape(self, pipe: Any, width: int, height: int) -> tuple[int, int, int]:
+        factor = pipe.vae_scale_factor * 2
+        return pipe.transformer.in_channels, 2 * (height // factor), 2 * (width // factor)
+
+    @torch.no_grad()
+    def estimate_x0(
+        self, pipe: Any, latents: torch.Tensor, t: Any, cond: dict[str, Any], guidance: float, size: Any
+    ) -> torch.Tensor:
+        transformer = pipe.transformer
+        n = latents.shape[0]
+        cfg = self.uses_cfg(guidance)
+        timestep = (1000 - torch.as_tensor(t, device=latents.device).float().expand(n)) / 1000
+        inputs = list(latents.to(transformer.dtype).unsqueeze(2).unbind(0))
+        prompts = list(cond["prompt_embeds"])
+        if cfg:
+            inputs, prompts = inputs * 2, prompts + list(cond["negative_prompt_embeds"])
+            timestep = timestep.repeat(2)
+        out = transformer(inputs, timestep, prompts, return_dict=False)[0]
+        pred = torch.stack([o.float() for o in out[:n]])
+        if cfg:
+            pred = pred + guidance * (pred - torch.stack([o.float() for o in out[n:]]))
+        velocity = -pred.squeeze(2)  # the model predicts x0 − noise
+        return _flow_x0(pipe, latents, t, velocity)
+
+
 def _flow_x0(pipe: Any, latents: torch.Tensor, t: Any, velocity: torch.Tensor) -> torch.Tensor:
     """Flow matching: x_t = (1 - σ) x0 + σ ε and the model predicts v = ε - x0, so x0 = x_t - σ v."""
     sigma = float(t) / pipe.scheduler.config.num_train_timesteps
@@ -477,14 +536,26 @@ FLUX2_KLEIN = Flux2KleinFamily(
     size_multiple=16,
 )
 
-FAMILIES: tuple[Family, ...] = (SD, SDXL, SD3, FLUX, FLUX_SCHNELL, FLUX_KONTEXT, FLUX2_KLEIN)
+Z_IMAGE = ZImageFamily(
+    key="z-image",
+    name="Z-Image",
+    pipeline_prefixes=("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"),
+    steps=8,  # Z-Image-Turbo's, with no guidance
+    guidance_scale=0.0,
+    refusals={Feature.TILE: _NO_TILE_DIT},
+    ip_adapter=False,
+    size_multiple=16,
+    img2img_takes_latents=False,
+)
+
+FAMILIES: tuple[Family, ...] = (SD, SDXL, SD3, FLUX, FLUX_SCHNELL, FLUX_KONTEXT, FLUX2_KLEIN, Z_IMAGE)
 BY_KEY: dict[str, Family] = {f.key: f for f in FAMILIES}
 
 # Pipeline classes of families dreamgrid knows of but does not render yet, by model_index.json class name.
 NOT_YET = {
     "Flux2": "Flux.2 [dev]",
     "QwenImage": "Qwen-Image",
-    "ZImage": "Z-Image",
+    "ZImageOmni": "Z-Image Omni",
     "Chroma": "Chroma",
 }
 
@@ -516,5 +587,5 @@ def unsupported_reason(class_name: str) -> str:
             return f"{name} models are not supported by dreamgrid yet"
     return (
         f"{class_name} models are not supported by dreamgrid"
-        " (it renders SD1.x/2.x, SDXL, SD3, Flux.1 and Flux.2 [klein])"
+        " (it renders SD1.x/2.x, SDXL, SD3, Flux.1, Flux.2 [klein] and Z-Image)"
     )

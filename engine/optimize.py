@@ -93,7 +93,7 @@ def prepare_pipeline(pipe: Any, speedups: Speedups) -> None:
             log.info("FUSE_QKV needs SDPA; attention projections stay separate")
         else:
             for model in (unet, vae):
-                processors = set(map(type, model.attn_processors.values()))
+                processors = set(map(type, getattr(model, "attn_processors", {}).values()))  # (Z-Image has none)
                 if processors <= {AttnProcessor2_0} and hasattr(model, "fuse_qkv_projections"):
                     model.fuse_qkv_projections()
                 elif processors and processors != {FusedAttnProcessor2_0}:  # (not fused already)

@@ -380,6 +380,59 @@ def build_tiny_flux2_klein_pipeline(seed: int = 0) -> Any:
     return pipe
 
 
+def build_tiny_z_image_pipeline(seed: int = 0) -> Any:
+    """A random-weight Z-Image-shaped pipeline: a single-stream DiT of one layer (patch 2, 16 latent
+    channels, the Flux VAE's shape), a two-layer Qwen3 text encoder, flow matching."""
+    from diffusers import ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    torch.manual_seed(seed)
+    tokenizer = build_t5_tokenizer(TINY_WORDS)
+    tokenizer.chat_template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+    text_encoder = Qwen3Model(
+        Qwen3Config(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=64,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    transformer: Any = ZImageTransformer2DModel(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=16,
+        dim=32,
+        n_layers=1,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        norm_eps=1e-5,
+        qk_norm=True,
+        cap_feat_dim=16,  # the text encoder's width
+        rope_theta=256.0,
+        t_scale=1000.0,
+        axes_dims=(8, 4, 4),  # sums to the head dim
+        axes_lens=(256, 32, 32),
+    )
+    with torch.no_grad():  # uninitialised memory otherwise (diffusers' own tests set them too)
+        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
+        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
+    pipe: Any = ZImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_flow_vae(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 TINY_BUILDERS: dict[str, Callable[..., Any]] = {
     "sd": build_tiny_pipeline,
     "sdxl": build_tiny_sdxl_pipeline,
@@ -387,6 +440,7 @@ TINY_BUILDERS: dict[str, Callable[..., Any]] = {
     "flux": build_tiny_flux_pipeline,
     "flux-schnell": lambda seed=0: build_tiny_flux_pipeline(seed, guidance_embeds=False),
     "flux2-klein": build_tiny_flux2_klein_pipeline,
+    "z-image": build_tiny_z_image_pipeline,
 }
 
 

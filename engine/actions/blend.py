@@ -90,7 +90,10 @@ def blend(
         switch = contextlib.nullcontext()
         steps_run = min(int(first.steps * first.strength), first.steps)
         latents = torch.cat([_combined_latents(pipe, r, size) for r in requests])
-        images: dict[str, Any] = {"image": latents, "strength": first.strength, **size_kwargs(pipe, *size)}
+        start: Any = latents
+        if not of_pipeline(pipe).img2img_takes_latents:  # (Z-Image's image-to-image reads pictures only)
+            start = pipe.image_processor.postprocess(of_pipeline(pipe).decode_vae(pipe, latents), output_type="pil")
+        images: dict[str, Any] = {"image": start, "strength": first.strength, **size_kwargs(pipe, *size)}
 
     # 4. denoise in one batched call; the callback reports progress, cancels and applies --stop
     state = step_state(steps_run, first.stop, on_step, size=(first.width, first.height), embeds=embeds)

@@ -79,19 +79,26 @@ def encode_prompts(pipe: Any, requests: Sequence[RenderRequest], device: torch.d
         pipe, [r.prompt for r in requests], [r.negative_prompt for r in requests] if cfg else None, device
     )
     counts = torch.tensor([len(r.seeds) for r in requests], device=device)
-    embeds = {n: t.repeat_interleave(counts, dim=0) for n, t in encoded.items() if t is not None}
+    embeds = {n: _per_tile(t, counts) for n, t in encoded.items() if t is not None}
     # --chaos: nudge each tile's prompt embedding by seeded Gaussian noise, so tiles spread apart.
     pe = embeds["prompt_embeds"]
-    scale = pe.float().std()
+    scale = (torch.cat([x.flatten() for x in pe]) if isinstance(pe, list) else pe).float().std()
     row = 0
     for r in requests:
         for seed in r.seeds:
             if r.chaos:
                 g = torch.Generator("cpu").manual_seed(seed ^ CHAOS_SALT)
-                noise = torch.randn(pe.shape[1:], generator=g).to(pe.device, pe.dtype)
+                noise = torch.randn(pe[row].shape, generator=g).to(pe[row].device, pe[row].dtype)
                 pe[row] = pe[row] + (r.chaos / 100) * scale * noise
             row += 1
     return embeds
+
+
+def _per_tile(embedding: Any, counts: torch.Tensor) -> Any:
+    """Each request's row repeated once per tile: a tensor, or (Z-Image) a list of per-prompt tensors."""
+    if isinstance(embedding, list):
+        return [row for row, count in zip(embedding, counts.tolist(), strict=True) for _ in range(count)]
+    return embedding.repeat_interleave(counts, dim=0)
 
 
 def chaos_latents(pipe: Any, requests: Sequence[RenderRequest], gens: list[torch.Generator]) -> torch.Tensor | None:
