@@ -703,7 +703,12 @@ class DiffusersEngine:
                     "not 9: it is not an inpainting model"
                 )
             extra["unet"] = unet.to(self.device)
-        inpaint = AutoPipelineForInpainting.from_pipe(pipe, **extra)
+        if family.inpaint_pipeline is not None:
+            import diffusers
+
+            inpaint = getattr(diffusers, family.inpaint_pipeline).from_pipe(pipe, **extra)
+        else:
+            inpaint = AutoPipelineForInpainting.from_pipe(pipe, **extra)
         inpaint.set_progress_bar_config(disable=True)
         return inpaint
 

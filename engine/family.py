@@ -41,6 +41,8 @@ class Family:
     instruction_edit: bool = False  # an edit-by-instruction pipeline exists (Kontext, Flux.2, Qwen-Image-Edit)
     size_multiple: int = 8  # tile sides must be multiples of this
     img2img_takes_latents: bool = True  # its image-to-image pipeline accepts latents as `image` (/blend mixes them)
+    # a diffusers inpainting pipeline class for Zoom/Pan/Vary (Region) where AutoPipelineForInpainting has none
+    inpaint_pipeline: str | None = None
 
     denoiser_name = "unet"
     flow_matching = False
@@ -279,7 +281,8 @@ class Flux2KleinFamily(Family):
     """Flux.2 [klein]: a DiT on 32-channel latents patchified 2x2 and batch-normalised, one Qwen3 text
     encoder (three of its layers stacked), step-distilled (no guidance), flow matching. Its pipeline's
     `image` is a set of reference images for editing, not a starting point, so image-to-image actions
-    are refused; the instruction edit (the Edit button, later) is what that input is for."""
+    are refused; the instruction edit (the Edit button, later) is what that input is for. Zoom, Pan
+    and Vary (Region) run on its own inpainting pipeline."""
 
     denoiser_name = "transformer"
     flow_matching = True
@@ -518,7 +521,7 @@ _REFERENCE_NOT_START = "its image input is a set of reference pictures to edit b
 FLUX2_KLEIN = Flux2KleinFamily(
     key="flux2-klein",
     name="Flux.2 [klein]",
-    pipeline_prefixes=("Flux2KleinPipeline",),
+    pipeline_prefixes=("Flux2KleinPipeline", "Flux2KleinInpaintPipeline"),
     steps=4,
     guidance_scale=1.0,
     refusals={
@@ -528,12 +531,11 @@ FLUX2_KLEIN = Flux2KleinFamily(
         Action.UPSCALE: f"upscale: {_REFERENCE_NOT_START}",
         Action.BLEND: f"blend: {_REFERENCE_NOT_START}",
         Action.IMAGE_PROMPT: f"take an image prompt: {_REFERENCE_NOT_START}",
-        Action.INPAINT: "redraw a region (Vary (Region)) yet: dreamgrid does not run Flux.2's inpainting pipeline",
-        Action.OUTPAINT: "zoom out or pan yet: dreamgrid does not run Flux.2's inpainting pipeline",
     },
     ip_adapter=False,
     instruction_edit=True,
     size_multiple=16,
+    inpaint_pipeline="Flux2KleinInpaintPipeline",  # not in AutoPipelineForInpainting's table
 )
 
 Z_IMAGE = ZImageFamily(

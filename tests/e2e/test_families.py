@@ -109,3 +109,28 @@ async def test_what_the_family_cannot_draw_is_refused_before_it_is_queued(
                 await ix.ack()
                 assert "cannot take a negative prompt" in (await ix.wait_for_reply()).content
                 assert await bot.store.get_job(1) is None
+
+
+async def test_flux2_klein_zooms_and_pans_and_says_why_it_cannot_vary(fake_discord: FakeDiscord, tmp_path: Path):
+    from engine.core import DiffusersEngine
+    from engine.tiny import build
+
+    torch.set_num_threads(1)
+    folder = build("flux2-klein", tmp_path / "klein")
+    fake = fake_discord
+    async with DiffusersEngine(
+        model="klein", sources={"klein": str(folder)}, device="cpu", batch_window_s=0.0
+    ) as engine:
+        async with running_bot(fake, tmp_path / "bot", engine=engine, model="klein") as bot:
+            grid = await result_of(await fake.slash("imagine", prompt="a red circle --seed 3"), timeout=60)
+            assert (await bot.store.get_job(1)).spec.render.steps == 4  # klein's own: step-distilled
+            tile = await _u(fake, grid, "dg:u:1:1")
+            refused = await fake.click(tile, label="Vary (Strong)")
+            await refused.ack()
+            reply = await refused.wait_for_reply()
+            assert reply.ephemeral and "Flux.2 [klein] models cannot make strength variations" in reply.content
+            assert await bot.store.get_job(2) is None  # never queued
+            zoomed = await result_of(await fake.click(tile, label="Zoom Out 2x"), timeout=60)
+            assert zoomed.attachments[0].image().size == (128, 128)
+            panned = await result_of(await fake.click(await _u(fake, zoomed, "dg:u:2:1"), "dg:pan:right:2:1"))
+            assert panned.attachments[0].image().size == (192, 128)
