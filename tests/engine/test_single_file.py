@@ -72,3 +72,16 @@ async def test_a_missing_file_is_named_at_startup(tmp_path):
     with pytest.raises(RenderError, match="does not exist"):
         async with DiffusersEngine(model="gone", sources={"gone": str(tmp_path / "gone.safetensors")}, device="cpu"):
             pass
+
+
+async def test_a_member_cannot_name_a_file_the_operator_did_not(sdxl_checkpoint):
+    from engine.core import DiffusersEngine
+
+    pipe, checkpoint, config = sdxl_checkpoint
+    async with DiffusersEngine(
+        model="pony", sources={"pony": str(checkpoint)}, single_file_configs={"sdxl": str(config)}, device="cpu"
+    ) as engine:
+        # (the operator's own path is the model itself: jobs recorded before it had a short name name it so)
+        for sneaky in ("../" + checkpoint.name, str(checkpoint.parent / "other.safetensors"), "/etc/passwd.ckpt"):
+            with pytest.raises(RenderError, match="is not installed"):
+                await engine.render(render_request(model=sneaky, steps=2))
