@@ -7,7 +7,9 @@ again from it, so backing up dreamgrid means backing up this one file.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,10 +28,14 @@ def backup_database(source: Path, destination: Path) -> None:
 
     The copy is taken in one step, inside one read transaction: a snapshot of a single moment,
     however busy the bot is (in WAL mode its writes carry on meanwhile). It is written next to
-    `destination` and renamed into place only once it passes the integrity check, so a failed
-    or interrupted backup never leaves a half-written file under the name asked for.
+    `destination` under a name this call created itself (exclusively: never a file that was
+    already there) and linked into place only once it passes the integrity check, so a failed or
+    interrupted backup never leaves a half-written file under the name asked for, never replaces a
+    file that appeared meanwhile, and removes nothing but its own temporary file.
     """
-    partial = destination.with_name(destination.name + ".partial")
+    fd, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
+    os.close(fd)
+    partial = Path(name)
     try:
         with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(partial)) as dst:
             src.backup(dst)
@@ -38,7 +44,7 @@ def backup_database(source: Path, destination: Path) -> None:
         problems = integrity_problems(partial)
         if problems:
             raise sqlite3.DatabaseError(f"the copy failed its integrity check: {problems[0]}")
-        partial.replace(destination)
+        os.link(partial, destination)  # unlike a rename, refuses to replace a file of that name
     finally:
         partial.unlink(missing_ok=True)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.settings import Settings, SettingsError, load_settings
+from engine.params import PARAMETERS
 from engine.requests import Engine, RenderError
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
     """The database, or one line saying why DATA_DIR can't hold it (read-only, no permission)."""
     import sqlite3
 
-    from bot.storage import StorageError, check_writable
+    from bot.disk import StorageError, check_writable
     from bot.store import Store
 
     try:
@@ -237,6 +238,8 @@ def _cmd_db_backup(args: argparse.Namespace) -> int:
         raise SettingsError("the backup must not overwrite the database itself.")
     try:
         backup_database(database, destination)
+    except FileExistsError:  # written meanwhile by someone else: theirs is kept, ours discarded
+        raise SettingsError(f"{destination} already exists; give the backup a new name, or a folder.") from None
     except (sqlite3.Error, OSError) as exc:
         raise SettingsError(f"backup failed: {exc}") from None
     print(f"backed up {database} to {destination} ({describe(destination)}); integrity check ok")
@@ -278,6 +281,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     settings = load_settings()
     if settings.discord_token is None:
         raise SettingsError("DISCORD_TOKEN is not set: `dreamgrid sync` registers commands with that bot's token.")
+    token = settings.discord_token.get_secret_value()
     point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
     guild_id = args.guild or settings.discord_guild_id
 
@@ -288,7 +292,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 settings=settings, store=store, engine=FakeEngine(models=settings.installed_models), run_jobs=False
             )
             async with bot:
-                await bot.login(settings.discord_token.get_secret_value())
+                await bot.login(token)
                 guild = discord.Object(guild_id) if guild_id else None
                 if guild is not None:
                     bot.tree.copy_global_to(guild=guild)
@@ -325,6 +329,10 @@ def _cmd_invite(args: argparse.Namespace) -> int:
     return 0
 
 
+# The prompt parameters `dreamgrid imagine` takes as flags (`--model` is its own: an id or a folder).
+_CLI_FLAGS = {p.name for p in PARAMETERS if p.cli}
+
+
 def _prompt_parameters_as_flags(argv: list[str]) -> list[str]:
     """`dreamgrid imagine "a fox --ar 3:2 --seed 7"` means what it means in Discord.
 
@@ -340,20 +348,14 @@ def _prompt_parameters_as_flags(argv: list[str]) -> list[str]:
     except PromptError as exc:
         raise SettingsError(f"imagine: {exc}") from None
     flags = [parsed.text]
-    for flag, value in (
-        ("--ar", parsed.aspect and f"{parsed.aspect[0]}:{parsed.aspect[1]}"),
-        ("--seed", parsed.seed),
-        ("--no", parsed.negative or None),
-        ("--chaos", parsed.chaos),
-        ("--stylize", parsed.stylize),
-        ("--q", parsed.quality),
-        ("--stop", parsed.stop),
-        ("--model", parsed.model),
-    ):
-        if value is not None:
-            flags += [flag, str(value)]
-    if parsed.tile:
-        flags.append("--tile")
+    for name, value in parsed.parameter_values().items():
+        if name not in _CLI_FLAGS:
+            raise SettingsError(f"imagine: `--{name}` works in Discord only.")
+        if value is True:
+            flags.append(f"--{name}")
+        else:
+            shown = f"{value[0]}:{value[1]}" if isinstance(value, tuple) else str(value)
+            flags += [f"--{name}", shown]
     return flags + argv[1:]
 
 
@@ -420,7 +422,6 @@ def main(argv: list[str] | None = None) -> int:
             # The same MODEL, MODELS, DEVICE, DTYPE, STEPS and GUIDANCE_SCALE as the bot (env and .env).
             settings = load_settings()
             model = settings.model_name(_flag(flags, "--model") or settings.default_model)
-            defaults = settings.defaults_for(model)
             return imagine_main(
                 flags,
                 model=settings.default_model,
@@ -431,9 +432,10 @@ def main(argv: list[str] | None = None) -> int:
                 dtype=settings.dtype,
                 base_steps=settings.steps,
                 guidance_scale=settings.guidance_scale,
-                model_steps=defaults.steps,  # MODEL_DEFAULTS, before the model family's own
-                model_guidance=defaults.guidance_scale,
-                size=defaults.size,
+                # MODEL_DEFAULTS, before the model family's own (the engine knows those), before the above
+                model_steps=settings.defaults_for(model).steps,
+                model_guidance=settings.defaults_for(model).guidance_scale,
+                size=settings.defaults_for(model).size,
             )
         if argv and argv[0] in ("train", "eval", "train-describer", "eval-describer"):
             from engine.training.cli import COMMANDS

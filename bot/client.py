@@ -15,9 +15,10 @@ from bot.errors import on_app_command_error
 from bot.guild_config import GuildConfigs
 from bot.metrics import Metrics, MetricsServer
 from bot.retention import ImageRetention, RetentionPolicy
-from bot.scheduler import JobViews, Scheduler
+from bot.scheduler import Scheduler
 from bot.settings import Settings
 from bot.store import Store
+from bot.ui import JobViews
 from engine.requests import Engine
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class DreamGrid(commands.Bot):
         )
 
     async def setup_hook(self) -> None:
-        self.tree.on_error = on_app_command_error
+        self.tree.error(on_app_command_error)  # sets tree.on_error, after checking the handler's signature
         for extension in EXTENSIONS:
             try:
                 await self.load_extension(extension)

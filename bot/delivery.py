@@ -1,4 +1,5 @@
-"""Showing a job's state to its member, whatever happened to the interaction in between.
+"""Showing a job's state to its member, whatever happened to the interaction in between, and
+what its final message shows (`final_message`: the scheduler's delivery and /show use the same).
 
 The job's interaction webhook edits its message while the token lives (15 minutes). After
 that, edits go through the bot's own token, and a finished result is posted to the channel
@@ -7,15 +8,25 @@ with a mention, so the member is told even when the render outlived the interact
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import messages
-from bot.rows import Job, parse_time
+from bot import kinds, messages
+from bot.image_files import DEFAULT_UPLOAD_LIMIT, encode_grid
+from bot.kinds import Output
+from bot.rows import ImageRow, Job, parse_time
+
+if TYPE_CHECKING:
+    from bot.ui import JobViews
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +45,57 @@ class Shown:
     message_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class FinalMessage:
+    """What a finished job's message says, and the file, embed and buttons it carries."""
+
+    content: str
+    embed: discord.Embed | None = None
+    file: discord.File | None = None
+    view: discord.ui.View | None = None
+
+
+async def final_message(
+    job: Job,
+    rows: Sequence[ImageRow],
+    *,
+    data_dir: Path,
+    views: JobViews,
+    upload_limit: int | None = None,
+) -> FinalMessage:
+    """The message a job ends with: its result (the pictures, or the words beside the picture they
+    are about, as its kind's `output` says), or why it ended. `rows`: its stored images.
+
+    The images are encoded in a worker thread to fit `upload_limit` (default: the job's channel's).
+    """
+    if job.status == "cancelled":
+        return FinalMessage(messages.cancelled(job))
+    if job.status != "done":
+        return FinalMessage(messages.failed(job))
+    limit = upload_limit or job.spec.delivery.upload_limit or DEFAULT_UPLOAD_LIMIT
+    if kinds.get(job.kind).output is Output.TEXT:  # words, shown beside our copy of the picture
+        paths = [data_dir / job.spec.inputs[0].path]
+        data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}-described", limit)
+        embed = messages.described_embed(job, filename)
+    else:
+        paths = [data_dir / row.path for row in rows]
+        data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}", limit)
+        filename = messages.spoiler_name(job, list(rows), filename)
+        embed = messages.result_embed(job, list(rows), filename)
+    return FinalMessage(
+        content=messages.done(job),
+        embed=embed,
+        file=discord.File(io.BytesIO(data), filename=filename),
+        view=views.result(job),
+    )
+
+
 class Delivery:
     def __init__(self, client: discord.Client) -> None:
         self.client = client
 
     def _webhook(self, job: Job) -> discord.Webhook | None:
-        if not job.token_usable or job.application_id is None:
+        if not job.token_usable or job.application_id is None or job.interaction_token is None:
             return None
         return discord.Webhook.partial(job.application_id, job.interaction_token, client=self.client)
 
@@ -60,7 +116,7 @@ class Delivery:
         announce=True (the member must hear about them). With `notify=False` (a cancellation
         the member asked for) an expired token means an edit with the bot's token, not a ping.
         """
-        kwargs = {
+        kwargs: dict[str, Any] = {  # Any: the same edit goes to two discord.py methods with different overloads
             "content": content,
             "embed": embed,
             "attachments": [file] if file else [],
@@ -71,7 +127,7 @@ class Delivery:
             webhook = self._webhook(job)
             if webhook is not None:
                 try:
-                    message = await webhook.edit_message(job.message_id, **kwargs)
+                    message: discord.Message = await webhook.edit_message(job.message_id, **kwargs)
                     return Shown(message.channel.id if message.channel else job.channel_id, message.id)
                 except discord.HTTPException as exc:
                     if exc.code not in (INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK) and exc.status not in (401, 404):
@@ -107,9 +163,9 @@ class Delivery:
         try:
             message = await channel.send(
                 content=content,
-                embed=embed,
-                file=file,
-                view=view,
+                embed=embed,  # type: ignore[arg-type]  # send() takes None; its overloads omit it
+                file=file,  # type: ignore[arg-type]  # send() takes None; its overloads omit it
+                view=view,  # type: ignore[arg-type]  # send() takes None; its overloads omit it
                 allowed_mentions=mention,
                 # Discord drops a second message with the same nonce: a retry after a crash can't double-post.
                 nonce=f"dg-{job.id}",

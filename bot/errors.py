@@ -11,15 +11,27 @@ from discord import app_commands
 log = logging.getLogger(__name__)
 
 
+MESSAGE_CHARS = 2000  # Discord refuses longer content with a 400, leaving the member with no answer
+
+
 class UserError(app_commands.AppCommandError):
     """An expected refusal (bad prompt, over a limit, not allowed); `str()` is shown to the member."""
+
+
+def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """`text`, cut to `limit` characters with an ellipsis when longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 DEFERRED = "dreamgrid.deferred"  # interaction.extras key (bot.jobs sets it): answered with a public "thinking…"
 
 
 async def reply_ephemeral(interaction: discord.Interaction, content: str, **kwargs: Any) -> None:
-    """Tell only the member (with an embed or a view in `kwargs`); a public "thinking…" before it is removed."""
+    """Tell only the member (with an embed or a view in `kwargs`); a public "thinking…" before it is removed.
+
+    Refusals may quote what the member sent (a value, a name); cut here, every one fits Discord's limit.
+    """
+    content = clip(content)
     if not interaction.response.is_done():
         await interaction.response.send_message(content, ephemeral=True, **kwargs)
         return

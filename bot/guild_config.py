@@ -55,7 +55,7 @@ Bound = int | Callable[["Settings"], int]
 class Key:
     name: str
     kind: str  # bool, int, aspect, model, models, channels, role, members, role_quotas, words
-    description: str  # shown in /config show and the README; one short line
+    description: str  # shown in /config show and docs/operators.md's table; one short line
     default: Any | Callable[[Settings], Any]
     low: Bound | None = None
     high: Bound | None = None
@@ -71,7 +71,7 @@ class Key:
         return value(self.low), value(self.high)
 
     def allowed(self, settings: Settings) -> str:
-        """What values this key takes, for error messages and the README."""
+        """What values this key takes, for error messages and docs/operators.md."""
         if self.kind == "bool":
             return "`on` or `off`"
         if self.kind == "int":
@@ -376,6 +376,18 @@ KEYS: dict[str, Key] = {
         ),
     )
 }
+
+
+def markdown_table(settings: Settings) -> str:
+    """The `/config` table in docs/operators.md, written from KEYS (tests/test_docs.py keeps them equal).
+
+    Defaults and ranges that follow the bot's own settings are shown as `settings` makes them.
+    """
+    lines = ["| key | what it sets | default | allowed |", "|---|---|---|---|"]
+    for key in KEYS.values():
+        default = key.show(key.default_for(settings), settings)
+        lines.append(f"| `{key.name}` | {key.description} | {default} | {key.allowed(settings)} |")
+    return "\n".join(lines) + "\n"
 
 
 class GuildConfig:

@@ -33,7 +33,7 @@ import discord
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bot.errors import UserError
-from bot.images import save_png
+from bot.image_files import save_png
 from bot.spec import InputImage
 from engine.params import size_for_aspect
 

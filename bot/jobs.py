@@ -10,22 +10,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import edits, kinds, messages, policy
+from bot import kinds, messages, policy, spec_builders
 from bot.errors import DEFERRED, UserError
 from bot.guild_config import GuildConfig
 from bot.kinds import JobKind, Source
 from bot.prompt import ParsedPrompt, PromptError, parse_prompt
 from bot.rows import ImageRow, Job, NewJob
-from bot.spec import DeliveryOptions, EditSpec, InputImage, JobSpec, RenderSpec, ShownValues
+from bot.spec import DeliveryOptions, EditSpec, JobSpec
 from bot.store import QueueFull, UserProfile
-from engine import params as render_params
-from engine.requests import ImagePromptMethod, refusal
+from engine.requests import refusal
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -53,100 +51,6 @@ async def acknowledge(interaction: discord.Interaction) -> bool:
             return False
     interaction.extras[DEFERRED] = True
     return True
-
-
-def imagine_spec(parsed: ParsedPrompt, *, bot: DreamGrid, model: str, defaults: dict[str, Any]) -> JobSpec:
-    """The recorded render request for a prompt: everything needed to render it again."""
-    settings = bot.settings
-    # The model's own defaults (MODEL_DEFAULTS: a turbo model runs 1–4 steps at guidance 0), then its
-    # family's (the engine's: Flux.1 [schnell] 4 steps, no guidance), before the bot's.
-    model_defaults = settings.defaults_for(model)
-    family = bot.engine.defaults(model)
-    base_steps = model_defaults.steps or family.steps or settings.steps
-    base_guidance = next(
-        g for g in (model_defaults.guidance_scale, family.guidance_scale, settings.guidance_scale) if g is not None
-    )
-    aspect = parsed.aspect or _aspect(defaults.get("aspect"))
-    native = model_defaults.size or bot.engine.native_size(model)
-    width, height = render_params.tile_size(aspect[0], aspect[1], native)
-    quality = parsed.quality if parsed.quality is not None else defaults.get("quality", render_params.QUALITY_DEFAULT)
-    stylize = parsed.stylize if parsed.stylize is not None else defaults.get("stylize", render_params.STYLIZE_DEFAULT)
-    steps = min(render_params.steps_for_quality(quality, base=base_steps), settings.max_steps)
-    render = RenderSpec(
-        prompt=parsed.text,
-        negative_prompt=parsed.negative,
-        width=width,
-        height=height,
-        steps=steps,
-        # GUIDANCE_SCALE is the guidance at the default --stylize; stylize scales it from there.
-        guidance_scale=round(
-            render_params.guidance_for_stylize(stylize)
-            * base_guidance
-            / render_params.guidance_for_stylize(render_params.STYLIZE_DEFAULT),
-            3,
-        ),
-        chaos=parsed.chaos or render_params.CHAOS_DEFAULT,
-        stop=parsed.stop or render_params.STOP_DEFAULT,
-        tile=parsed.tile,
-    )
-    return JobSpec(
-        render=render, shown=ShownValues(aspect=f"{aspect[0]}:{aspect[1]}", quality=quality, stylize=stylize)
-    )
-
-
-def image_prompt_spec(
-    parsed: ParsedPrompt, picture: InputImage, *, bot: DreamGrid, model: str, defaults: dict[str, Any]
-) -> JobSpec:
-    """An /imagine steered by a member's picture: its shape follows the picture unless `--ar` says otherwise."""
-    if parsed.aspect is None:
-        ratio = Fraction(picture.width, picture.height).limit_denominator(64)
-        parsed = dataclasses.replace(parsed, aspect=(ratio.numerator, ratio.denominator))
-    spec = imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
-    weight = render_params.IMAGE_WEIGHT_DEFAULT if parsed.image_weight is None else parsed.image_weight
-    method = bot.engine.image_prompt_method(model)
-    steps = spec.render.steps
-    if method is ImagePromptMethod.IMAGE_TO_IMAGE:
-        steps = render_params.img2img_steps(steps, render_params.image_prompt_strength(weight))
-    spec = spec.replace_render(steps=steps, image_weight=weight, image_prompt_method=method.value)
-    return dataclasses.replace(spec, inputs=(picture,))
-
-
-def blend_spec(
-    parsed: ParsedPrompt,
-    pictures: Sequence[InputImage],
-    *,
-    aspect: tuple[int, int],
-    bot: DreamGrid,
-    model: str,
-    defaults: dict[str, Any],
-) -> JobSpec:
-    """A /blend: the chosen dimensions (a prompt's `--ar` wins), mixed by the engine's way for `model`."""
-    if parsed.aspect is None:
-        parsed = dataclasses.replace(parsed, aspect=aspect)
-    spec = imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
-    method = bot.engine.image_prompt_method(model)
-    steps = spec.render.steps
-    strength = render_params.BLEND_STRENGTH
-    if method is ImagePromptMethod.IMAGE_TO_IMAGE:
-        steps = render_params.img2img_steps(steps, strength)
-    spec = spec.replace_render(steps=steps, strength=strength, image_prompt_method=method.value)
-    return dataclasses.replace(spec, inputs=tuple(pictures))
-
-
-def picture_spec(
-    parsed: ParsedPrompt,
-    picture: InputImage,
-    *,
-    strength: float,
-    bot: DreamGrid,
-    model: str,
-    defaults: dict[str, Any],
-) -> JobSpec:
-    """A variation or upscale of a member's picture: the picture's size, the prompt's other parameters."""
-    spec = imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
-    steps = render_params.img2img_steps(spec.render.steps, strength)
-    spec = spec.replace_render(width=picture.width, height=picture.height, steps=steps, strength=strength)
-    return dataclasses.replace(spec, shown=dataclasses.replace(spec.shown, aspect=None), inputs=(picture,))
 
 
 def parse_members_prompt(
@@ -193,6 +97,11 @@ def prompt_job(
     )
 
 
+def prompt_defaults(config: GuildConfig, profile: UserProfile) -> dict[str, Any]:
+    """What a prompt gets for what it leaves out: the member's /settings over the server's defaults."""
+    return {"aspect": config["default_aspect"], **profile.settings}
+
+
 def member_mode(settings: dict[str, Any]) -> str:
     """The mode a member's jobs run in unless a prompt says `--fast` or `--relax` (/fast, /relax)."""
     return "relax" if settings.get("mode") == "relax" else "fast"
@@ -201,14 +110,6 @@ def member_mode(settings: dict[str, Any]) -> str:
 async def mode_of(bot: DreamGrid, user_id: int) -> str:
     """The member's /fast or /relax mode, for jobs made without a prompt of their own (describe, blend, …)."""
     return member_mode((await bot.store.profile(user_id)).settings)
-
-
-def _aspect(value: Any) -> tuple[int, int]:
-    """A default aspect as /settings and /config store it ("3:2"), or a pair."""
-    if isinstance(value, str):
-        width, _, height = value.partition(":")
-        return int(width), int(height)
-    return tuple(value) if value else (1, 1)  # type: ignore[return-value]
 
 
 def new_job(
@@ -223,13 +124,14 @@ def new_job(
     parent_id: int | None = None,
     parent_index: int | None = None,
 ) -> NewJob:
+    assert interaction.channel_id is not None  # Discord names the channel of every command and click
     # The interaction says how large an upload this channel takes; results are fitted to it.
     delivery = DeliveryOptions(upload_limit=interaction.filesize_limit, spoiler_flagged=spec.delivery.spoiler_flagged)
     return NewJob(
         kind=kind.name,
         user_id=interaction.user.id,
         guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,  # type: ignore[arg-type]
+        channel_id=interaction.channel_id,
         prompt=prompt,
         spec=dataclasses.replace(spec, delivery=delivery),
         seeds=list(seeds),
@@ -281,50 +183,33 @@ async def child_job(
             prompt=prompt,
             edit=parent.spec.edit,
         )
-    if strength is None and kinds.get(parent.kind) is kind:  # 🔄 on a variation of a picture: as strong again
-        strength = parent.spec.render.strength
-    spec = dataclasses.replace(parent.spec, edit=None)  # a variation of a zoomed picture is no zoom
+    # The picture's own size: an upscale's is its kind's scale times what its job started from.
+    size = None
     if kind.source is Source.PARENT_TILE and index is not None:
-        # The picture's own size: an upscale's is its kind's scale times what its job started from.
         row = next((r for r in await bot.store.get_images(parent.id) if r.idx == index), None)
         if row is not None:
-            spec = spec.replace_render(width=row.width, height=row.height)
-    text = parent.prompt
+            size = (row.width, row.height)
     model = bot.settings.model_name(parent.model)  # recorded as a source before models had short names
     profile = await bot.store.profile(interaction.user.id)
     mode = member_mode(profile.settings)
+    remix = None
     if prompt is not None and prompt != parent.prompt:
-        policy.check_remix(config)
-        # A remixed prompt is parsed like a new one; a kind drawn from a tile keeps the tile's size.
-        parsed = parse_members_prompt(bot, profile, prompt, with_suffix=False)[0]
-        model = parsed.model or model
-        mode = parsed.mode or mode
-        fresh = imagine_spec(parsed, bot=bot, model=model, defaults=profile.settings)
-        if kind.steered_by_weight:  # a remixed image prompt keeps its picture
-            fresh = image_prompt_spec(parsed, spec.inputs[0], bot=bot, model=model, defaults=profile.settings)
-        elif kind.source is Source.UPLOADS:  # and a remixed variation of a picture its picture and size
-            assert strength is not None  # a picture's kinds redraw it at a named strength
-            fresh = picture_spec(
-                parsed, spec.inputs[0], strength=strength, bot=bot, model=model, defaults=profile.settings
-            )
-        if kind.keeps_parent_size:
-            fresh = dataclasses.replace(
-                fresh.replace_render(width=spec.render.width, height=spec.render.height),
-                shown=dataclasses.replace(fresh.shown, aspect=spec.shown.aspect),
-            )
-        spec, text = fresh, parsed.raw
-    if kind.source is not Source.UPLOADS:  # drawn from the parent's tile, or from text: not its picture
-        spec = dataclasses.replace(spec, inputs=()).replace_render(image_weight=None, image_prompt_method=None)
-    steps = spec.render.steps
-    if strength is not None:
-        steps = render_params.img2img_steps(steps, strength, minimum=kind.min_steps)
-    spec = spec.replace_render(steps=steps, strength=strength)
-    if edit is not None:
-        width, height = edits.result_size(edit, spec.render.width, spec.render.height)
-        # An edit finishes a picture on a new canvas: --stop and --tile do not apply to it.
-        spec = dataclasses.replace(spec, edit=edit).replace_render(
-            width=width, height=height, stop=render_params.STOP_DEFAULT, tile=False
-        )
+        if not kind.asks_prompt:  # for such a kind the new prompt is the point, not a Remix
+            policy.check_remix(config)
+        remix = parse_members_prompt(bot, profile, prompt, with_suffix=False)[0]  # parsed like a new prompt
+        mode = remix.mode or mode
+    spec, text, model = spec_builders.child_spec(
+        parent,
+        kind,
+        source_size=size,
+        strength=strength,
+        remix=remix,
+        edit=edit,
+        model=model,
+        defaults=prompt_defaults(config, profile),
+        settings=bot.settings,
+        engine=bot.engine,
+    )
     return new_job(
         interaction,
         kind=kind,
@@ -413,11 +298,14 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, build: JobBui
     positions = {job_id: n for n, job_id in enumerate(order, start=1)}
     for n, job in enumerate(accepted):
         position = positions.get(job.id, 0)
-        content = messages.waiting(job, position) if position else messages.progress(job, 0)
+        if position:
+            content = messages.waiting(job, position, bot.scheduler.starts_in(position))
+        else:
+            content = messages.progress(job, 0)
         message_id = await _show(interaction, content, bot.views.progress(job), first=n == 0)
         if message_id is not None:
             await bot.store.set_message(job.id, message_id)
-        bot.scheduler.announced(job.id)
+        bot.scheduler.announced(job.id, content if position else None)
     if relaxed:
         await interaction.followup.send(messages.fast_time_used_up(config["fast_hours"]), ephemeral=True)
     return accepted

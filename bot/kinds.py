@@ -1,9 +1,19 @@
 """Every kind of job in one table: what it draws from, what it makes, and how it is shown.
 
 A job row names its kind (`jobs.kind`); everything that differs between kinds is read from the
-`JobKind` registered here under that name. Adding a kind is one `register(JobKind(...))` entry
-plus, when it draws something new, its engine action (`engine/actions/`). No other module
-compares a kind's name (tests/test_kinds.py checks that).
+`JobKind` registered here under that name. No other module compares a kind's name
+(tests/test_kinds.py checks that). What adding a kind takes:
+
+- A kind drawn by an engine action we have, started by a button under a picture: one
+  `register(JobKind(...))` entry here, with a `tile_button` and a `picture_row` (and, for a new
+  strength, its constant in `engine/params.py`). Its button then appears under every picture,
+  its custom_id is matched after a restart, and its result, 🔄, /show, Remix and crash recovery
+  follow from the entry. Retexture was added this way.
+- A kind whose button first asks the member something (Zoom, Pan, Vary (Region)): also its button
+  in the cog that owns it, registered for its kind in that cog's `install_views`, and what the
+  member chose in `JobSpec.edit` (`bot/edits.py`).
+- A kind that draws something new: also its engine action (`engine.requests.Action`, a module in
+  `engine/actions/`, the action table in `engine/core.py`, and `engine/fake.py`).
 """
 
 from __future__ import annotations
@@ -35,11 +45,11 @@ class Output(enum.Enum):
 
 
 class ResultButtons(enum.Enum):
-    """The buttons under a finished job's message (bot.cogs.imagine builds the grid's, bot.cogs.edit the picture's)."""
+    """The buttons under a finished job's message (`bot.ui.JobViews.result`)."""
 
-    GRID = "grid"  # U1–U4 🔄 / V1–V4 ✉️
-    PROMPTS = "prompts"  # 1️⃣–4️⃣ 🔄 / Imagine all (bot.cogs.describe builds them)
-    PICTURE = "picture"  # the edit buttons under one image (bot.cogs.edit): Vary, Upscale, Zoom, Pan, …
+    GRID = "grid"  # U1–U4 🔄 / V1–V4 ✉️ (bot.cogs.imagine)
+    PROMPTS = "prompts"  # 1️⃣–4️⃣ 🔄 / Imagine all (bot.cogs.describe)
+    PICTURE = "picture"  # under one image: every kind with a `picture_row`, then ✉️
     NONE = "none"
 
 
@@ -67,8 +77,14 @@ class JobKind:
     strengths: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     min_steps: int = 2  # image-to-image: denoising steps it runs at least, whatever --quality says
     remix: bool = False  # whether Remix mode opens the prompt editor before this kind runs
+    # Always opens the prompt editor first, Remix or not: a new prompt is what this kind is for (and
+    # so is not a Remix a server can turn off).
+    asks_prompt: bool = False
     buttons: ResultButtons = ResultButtons.NONE
     tile_button: TileButton | None = None
+    # The row (0–4) of its button(s) under one picture (a U image, an upscale); None: not offered there.
+    # With a `tile_button` that button is made for it; otherwise its cog registers its own (bot.ui.JobViews).
+    picture_row: int | None = None
     rerolls_as: str = "reroll"  # the kind 🔄 under this kind's result starts (a picture's kinds keep the picture)
 
     @property
@@ -88,6 +104,12 @@ class JobKind:
     def steered_by_weight(self) -> bool:
         """An image prompt: how strongly the picture steers is the member's --iw, not a named strength."""
         return self.action is Action.IMAGE_PROMPT
+
+    @property
+    def describes_missing_prompt(self) -> bool:
+        """A member's picture redrawn with no prompt is described first, and drawn from its description:
+        with an empty prompt the model draws whatever it likes, not the picture."""
+        return self.source is Source.UPLOADS and self.action in (Action.VARIATION, Action.UPSCALE)
 
     @property
     def needs_finished_parent(self) -> bool:
@@ -155,6 +177,20 @@ VARIATION = register(
         remix=True,
         buttons=ResultButtons.GRID,
         tile_button=TileButton(word="vary", label="Vary", emoji="🪄"),
+        picture_row=0,
+    )
+)
+# Vary (Region) sits beside Vary under a picture (bot.cogs.edit builds its button and cell menu).
+REGION = register(
+    JobKind(
+        name="region",
+        action=Action.INPAINT,
+        label=" - Vary (Region)",
+        source=Source.PARENT_TILE,
+        strengths=MappingProxyType({"region": render_params.VARY_REGION}),
+        remix=True,
+        buttons=ResultButtons.GRID,
+        picture_row=0,
     )
 )
 UPSCALE = register(
@@ -171,6 +207,7 @@ UPSCALE = register(
         buttons=ResultButtons.PICTURE,
         min_steps=render_params.UPSCALE_MIN_STEPS,
         tile_button=TileButton(word="up", label="Upscale", emoji="🔍"),
+        picture_row=0,  # only while twice the picture fits the server's size limit
     )
 )
 
@@ -232,9 +269,23 @@ DESCRIBE = register(
         buttons=ResultButtons.PROMPTS,
     )
 )
+RETEXTURE = register(
+    JobKind(
+        name="retexture",
+        action=Action.VARIATION,
+        label=" - Retexture",
+        source=Source.PARENT_TILE,
+        strengths=MappingProxyType({"retexture": render_params.RETEXTURE}),
+        asks_prompt=True,  # the new prompt (a style, a material) is the point
+        buttons=ResultButtons.GRID,
+        tile_button=TileButton(word="retex", label="Retexture", emoji="🎨"),
+        picture_row=3,
+    )
+)
 # Which kind works from a member's picture in place of a job's tile.
 FOR_PICTURES = {VARIATION.name: VARIATION_OF_PICTURE, UPSCALE.name: UPSCALE_OF_PICTURE}
-# The edit loop (bot.cogs.edit owns their buttons; bot.edits what each records in JobSpec.edit).
+# The edit loop (bot.cogs.edit owns their buttons; bot.edits what each records in JobSpec.edit; Vary
+# (Region) is registered above, beside Vary).
 # Outpainting draws its new area from scratch: strength 1 there, the kept picture pasted back.
 _NEW_AREA = MappingProxyType({"new area": 1.0})
 ZOOM = register(
@@ -246,6 +297,7 @@ ZOOM = register(
         strengths=_NEW_AREA,
         remix=True,
         buttons=ResultButtons.GRID,
+        picture_row=1,
     )
 )
 SQUARE = register(
@@ -257,6 +309,7 @@ SQUARE = register(
         strengths=_NEW_AREA,
         remix=True,
         buttons=ResultButtons.GRID,
+        picture_row=1,
     )
 )
 PAN = register(
@@ -268,16 +321,6 @@ PAN = register(
         strengths=_NEW_AREA,
         remix=True,
         buttons=ResultButtons.GRID,
-    )
-)
-REGION = register(
-    JobKind(
-        name="region",
-        action=Action.INPAINT,
-        label=" - Vary (Region)",
-        source=Source.PARENT_TILE,
-        strengths=MappingProxyType({"region": render_params.VARY_REGION}),
-        remix=True,
-        buttons=ResultButtons.GRID,
+        picture_row=2,
     )
 )

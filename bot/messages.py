@@ -5,12 +5,12 @@ from __future__ import annotations
 import discord
 
 from bot import edits, kinds
+from bot.errors import MESSAGE_CHARS, clip
 from bot.image_inputs import shown_name
 from bot.rows import ImageRow, Job
 from engine import params as render_params
 from engine.requests import ImagePromptMethod
 
-MESSAGE_CHARS = 2000  # Discord refuses longer content with a 400, leaving the old message in place
 PROMPT_PREVIEW_CHARS = 900  # the most of a prompt a status line shows
 ERROR_CHARS = 400  # an engine's error, as much as a member needs to read
 
@@ -49,13 +49,9 @@ def _line(job: Job, status: str) -> str:
     return f"{_prompt(job, min(room, PROMPT_PREVIEW_CHARS))}{tail}"
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def fit(content: str, note: str) -> str:
     """`content` with `note` on a line of its own, `content` shortened so the whole fits."""
-    return f"{_clip(content, MESSAGE_CHARS - len(note) - 1)}\n{note}"
+    return f"{clip(content, MESSAGE_CHARS - len(note) - 1)}\n{note}"
 
 
 def tile(job: Job, index: int) -> str:
@@ -63,10 +59,23 @@ def tile(job: Job, index: int) -> str:
     return f"{_prompt(job, PROMPT_PREVIEW_CHARS)}{tail}"
 
 
-def waiting(job: Job, position: int) -> str:
+def waiting(job: Job, position: int, starts_in_s: float | None = None) -> str:
+    """ "Waiting to start" with the job's place in line and, once jobs have been timed, when it starts."""
     where = "next in line" if position <= 1 else f"position {position}"
     mode = ", Relax: starts when no Fast job waits" if job.mode == "relax" else ""
-    return _line(job, f" (Waiting to start, {where}{mode})")
+    eta = f", {starts_in(starts_in_s)}" if starts_in_s is not None and job.mode != "relax" else ""
+    return _line(job, f" (Waiting to start, {where}{eta}{mode})")
+
+
+def starts_in(seconds: float) -> str:
+    """A forecast in words: "starts in about 2 min"; rounded, as a forecast should be."""
+    if seconds < 15:
+        return "starting any moment"
+    if seconds < 60:
+        return "starts in under a minute"
+    if seconds < 3600:
+        return f"starts in about {round(seconds / 60)} min"
+    return f"starts in about {seconds / 3600:.1f} h".replace(".0 h", " h")
 
 
 def fast_time_used_up(hours: int) -> str:
@@ -85,12 +94,12 @@ def done(job: Job) -> str:
 
 
 def failed(job: Job) -> str:
-    return _line(job, f"\n:warning: {_clip(job.error or 'This job failed.', ERROR_CHARS)} (job {job.id})")
+    return _line(job, f"\n:warning: {clip(job.error or 'This job failed.', ERROR_CHARS)} (job {job.id})")
 
 
 def noted(job: Job, note: str) -> str:
     """The job's line with a note instead of its result (e.g. why the image can't be shown here)."""
-    return _line(job, f"\n{_clip(note, ERROR_CHARS)} (job {job.id})")
+    return _line(job, f"\n{clip(note, ERROR_CHARS)} (job {job.id})")
 
 
 def cancelled(job: Job) -> str:

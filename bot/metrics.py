@@ -8,12 +8,14 @@ a server or a prompt.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import aiohttp
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from bot.rows import Job, parse_time
@@ -114,28 +116,111 @@ class Metrics:
 
 
 class MetricsServer:
-    """`/metrics` (Prometheus text format) and `/healthz` on METRICS_HOST:METRICS_PORT."""
+    """`/metrics` (Prometheus text format) and `/healthz` on METRICS_HOST:METRICS_PORT.
+
+    A plain asyncio server rather than a web framework, so its cost is bounded by construction:
+    it accepts a connection only while it has one of MAX_CONNECTIONS slots free (the others wait
+    in the kernel's listen queue, holding none of the bot's file descriptors), gives each one
+    REQUEST_TIMEOUT_S to send a request of at most MAX_REQUEST_BYTES and read the answer, and
+    then closes it. A thousand idle or half-sent requests cost the bot at most MAX_CONNECTIONS
+    descriptors for at most REQUEST_TIMEOUT_S each: exposing the port (`METRICS_HOST`) hands
+    out no way to stop the bot delivering.
+    """
+
+    MAX_CONNECTIONS = 16
+    REQUEST_TIMEOUT_S = 5.0
+    MAX_REQUEST_BYTES = 8192
 
     def __init__(self, bot: DreamGrid, host: str, port: int) -> None:
         self.bot = bot
         self.host = host
         self.port = port
-        self._runner: web.AppRunner | None = None
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(self.MAX_CONNECTIONS)
+        self._serving: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        loop = asyncio.get_running_loop()
+        family, kind, proto, _, address = (
+            await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        )[0]
+        listener = socket.socket(family, kind, proto)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+            listener.listen(self.MAX_CONNECTIONS)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self._accepting = asyncio.create_task(self._accept_loop(listener), name="metrics-accept")
         log.info("metrics on http://%s:%s/metrics, health on /healthz", self.host, self.port)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        tasks = [t for t in (self._accepting, *self._serving) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._accepting = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._slots.acquire()
+            try:
+                connection, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # e.g. out of descriptors after all: back off, never spin
+                self._slots.release()
+                log.warning("metrics: could not accept a connection: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._serve(connection))
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
+
+    async def _serve(self, connection: socket.socket) -> None:
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(self.REQUEST_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection(sock=connection, limit=self.MAX_REQUEST_BYTES)
+                head = await reader.readuntil(b"\r\n\r\n")
+                method, _, rest = head.partition(b" ")
+                path = rest.partition(b" ")[0].partition(b"?")[0]
+                status, content_type, body = await self._answer(method, path)
+                writer.write(
+                    f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # too slow, too long, or gone: dropped without an answer
+        except Exception:
+            log.exception("metrics: answering a request failed")
+        finally:
+            if writer is not None:
+                writer.close()
+            else:
+                connection.close()
+            self._slots.release()
+
+    async def _answer(self, method: bytes, path: bytes) -> tuple[str, str, bytes]:
+        if method != b"GET":
+            return "405 Method Not Allowed", "text/plain", b"GET only\n"
+        if path == b"/metrics":
+            return "200 OK", CONTENT_TYPE_LATEST, await self._metrics()
+        if path == b"/healthz":
+            healthy, body = await self._healthz()
+            return ("200 OK" if healthy else "503 Service Unavailable"), "application/json", body
+        return "404 Not Found", "text/plain", b"/metrics or /healthz\n"
 
     async def _health(self) -> tuple[bool, bool]:
         metrics = self.bot.metrics
@@ -145,15 +230,15 @@ class MetricsServer:
         metrics.engine_alive.set(int(engine))
         return gateway, engine
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _metrics(self) -> bytes:
         metrics = self.bot.metrics
         for state, count in (await self.bot.store.jobs_by_status()).items():
             metrics.queue_jobs.labels(state).set(count)
         metrics.loaded_models(self.bot.engine.loaded_models)
         await self._health()
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return generate_latest(metrics.registry)
 
-    async def _healthz(self, request: web.Request) -> web.Response:
+    async def _healthz(self) -> tuple[bool, bytes]:
         gateway, engine = await self._health()
         body = {"gateway": "connected" if gateway else "disconnected", "engine": "alive" if engine else "down"}
-        return web.json_response(body, status=200 if gateway and engine else 503)
+        return gateway and engine, json.dumps(body).encode()

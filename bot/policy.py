@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot import kinds, storage
+from bot import disk, kinds
 from bot.errors import UserError
 from bot.guild_config import MODEL_SIZE_FACTOR, GuildConfig
 from bot.kinds import JobKind
@@ -54,12 +54,23 @@ async def gate(bot: DreamGrid, interaction: discord.Interaction) -> GuildConfig:
 
 
 def can_see(interaction: discord.Interaction, job: Job) -> bool:
-    """A job is seen where it was made: its own server, or (its member's own) anywhere.
+    """The one rule for naming a job: the member's own job anywhere; anyone else's only if the
+    member can read the channel it was posted in, from inside that job's server.
 
-    Buttons carry a job id in their custom_id; a job from another server is treated as not
-    existing, so nothing acts or reveals anything across servers.
+    Every way of naming a job goes through it (buttons, selects and modals carry a job id that a
+    member can forge; commands and the Apps menu take one), so a picture drawn in a private
+    channel never reaches someone who cannot read that channel, and a job from another server is
+    treated as not existing.
     """
-    return job.user_id == interaction.user.id or (job.guild_id is not None and job.guild_id == interaction.guild_id)
+    if job.user_id == interaction.user.id:
+        return True
+    guild = interaction.guild
+    if job.guild_id is None or guild is None or job.guild_id != guild.id:
+        return False
+    channel = guild.get_channel_or_thread(job.channel_id)
+    member = interaction.user
+    # A channel the bot no longer knows (deleted, or a thread out of its cache) is not readable.
+    return channel is not None and isinstance(member, discord.Member) and channel.permissions_for(member).view_channel
 
 
 async def is_server_admin(bot: DreamGrid, interaction: discord.Interaction) -> bool:
@@ -105,7 +116,7 @@ async def check_words(
         rule = config.banned_match(prompt)
         if rule is None:
             continue
-        if interaction.guild_id is not None:
+        if interaction.guild_id is not None and interaction.channel_id is not None:
             await bot.store.log_moderation(
                 interaction.guild_id, interaction.channel_id, interaction.user.id, prompt, rule
             )
@@ -176,7 +187,7 @@ def check_free_space(bot: DreamGrid) -> None:
     """Refuse new jobs before the disk fills, rather than fail them after rendering."""
     settings = bot.settings
     try:
-        free = storage.free_bytes(settings.data_dir)
+        free = disk.free_bytes(settings.data_dir)
     except OSError:
         log.warning("cannot measure the free space of %s", settings.data_dir, exc_info=True)
         return

@@ -39,12 +39,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from engine import params as render_params
-from engine.params import PARAMETER_BY_SPELLING
+from engine.params import PARAMETER_BY_SPELLING, ParameterError, ValueType
 
 MAX_PROMPT_CHARS = 1500
 MAX_JOBS = 40
@@ -62,10 +61,6 @@ PARAMETER_NAMES = frozenset(_ALIASES)  # every built-in spelling, without the da
 
 # `--ar`, `—ar`, `–ar`, `—-ar`, and the minus signs and hyphens keyboards and phones put in for `-`.
 _MARKER = re.compile(r"(?:[-‐‑−－]{2}|[—–―]-?)([A-Za-z]\S*)")
-_WHOLE = re.compile(r"([+-]?)([0-9]+)")
-_RATIO = re.compile(r"([0-9]+):([0-9]+)")
-_DECIMAL_RATIO = re.compile(r"([0-9]{0,6}\.?[0-9]{1,6}):([0-9]{0,6}\.?[0-9]{1,6})")
-_DECIMAL = re.compile(r"[0-9]{0,6}\.?[0-9]{1,6}")
 _ESCAPABLE = "\\,{}"
 _SUFFIX = "your /prefer suffix"
 _NO_OPTIONS: Mapping[str, str] = MappingProxyType({})
@@ -108,6 +103,20 @@ class ParsedPrompt:
     # `raw` leaves --repeat out, so it takes no part in comparisons.
     repeat: int = field(default=1, compare=False)
 
+    def parameter_values(self) -> dict[str, _Value]:
+        """What this prompt set, by `engine.params` parameter name (as `PromptParameter.read` gives
+        each value); what it left unset is left out, so the caller's defaults apply."""
+        values: dict[str, _Value] = {}
+        for name, attribute in _ATTRIBUTE_OF.items():
+            value = getattr(self, attribute)
+            if value is not None and value is not False and value != "":
+                values[name] = value
+        if self.mode is not None:
+            values[self.mode] = True  # --fast or --relax
+        if self.repeat != 1:
+            values["repeat"] = self.repeat
+        return values
+
     def to_text(self) -> str:
         """The job as a canonical prompt: long parameter names in a fixed order."""
         parts = [_escape(self.text)] if self.text else []
@@ -134,6 +143,65 @@ class ParsedPrompt:
         if self.negative:
             parts.append(f"--no {_escape(self.negative)}")
         return " ".join(parts)
+
+
+# Midjourney's parameters that are not parameters here, and what does their job (one short line each).
+_STYLE_REF = "put the picture first in your prompt (an image prompt, with `--iw`), or use `/blend`."
+_MODELS = "this server's models are picked with `--model NAME` (`/help` lists them)."
+_UPSCALE = "use Upscale (Subtle) or (Creative) under a picture."
+_VIDEO = "I draw still pictures."
+ELSEWHERE: Mapping[str, str] = MappingProxyType(
+    dict(
+        sref=_STYLE_REF,
+        sw=_STYLE_REF,
+        sv=_STYLE_REF,
+        cref=_STYLE_REF,
+        cw=_STYLE_REF,
+        oref=_STYLE_REF,
+        ow=_STYLE_REF,
+        p="save your favourite parameters with `/prefer option set` and use them as `--NAME`.",
+        personalize="save your favourite parameters with `/prefer option set` and use them as `--NAME`.",
+        v=_MODELS,
+        version=_MODELS,
+        niji=_MODELS,
+        test=_MODELS,
+        testp=_MODELS,
+        style="for a more literal picture, use a low `--stylize` (e.g. `--stylize 0`).",
+        raw="for a more literal picture, use a low `--stylize` (e.g. `--stylize 0`).",
+        exp="use `--chaos` for more unexpected grids and `--stylize` for more or less artistic ones.",
+        weird="use `--chaos` for more unexpected grids and `--stylize` for more or less artistic ones.",
+        draft="use `--q .25` for a fast, rough grid.",
+        turbo="use `--fast`.",
+        hd=_UPSCALE,
+        uplight=_UPSCALE,
+        upbeta=_UPSCALE,
+        upanime=_UPSCALE,
+        w="use `--ar W:H`: the size follows from the model.",
+        h="use `--ar W:H`: the size follows from the model.",
+        sameseed="use `--seed N`: the same seed draws the same grid again.",
+        zoom="press Custom Zoom under a picture, and type `--zoom` there.",
+        video=_VIDEO,
+        motion=_VIDEO,
+        loop=_VIDEO,
+        end=_VIDEO,
+        bs=_VIDEO,
+    )
+)
+
+# Which ParsedPrompt attribute holds each parameter's value (--fast/--relax share `mode`; --repeat
+# is how many copies were made). tests/test_parameters.py walks every parameter through it.
+_ATTRIBUTE_OF = {
+    "ar": "aspect",
+    "seed": "seed",
+    "no": "negative",
+    "chaos": "chaos",
+    "stylize": "stylize",
+    "quality": "quality",
+    "stop": "stop",
+    "tile": "tile",
+    "model": "model",
+    "iw": "image_weight",
+}
 
 
 def parse_prompt(
@@ -276,6 +344,28 @@ class _Param:
     origin: str | None
 
 
+# A checked parameter's value: what `_check_value` returns for each kind of parameter.
+_Value = str | bool | int | float | tuple[int, int]
+_T = TypeVar("_T", str, bool, int, float)
+
+
+def _get(values: Mapping[str, _Value], key: str, kind: type[_T]) -> _T | None:
+    """`values[key]` as the type that `_check_value` gives that key, or None when the prompt left it out."""
+    value = values.get(key)
+    if value is None:
+        return None
+    assert isinstance(value, kind), (key, value)
+    return value
+
+
+def _get_aspect(values: Mapping[str, _Value]) -> tuple[int, int] | None:
+    value = values.get("ar")
+    if value is None:
+        return None
+    assert isinstance(value, tuple), value
+    return value
+
+
 def _parse_job(
     prompt: str, suffix: str, options: Mapping[str, str], models: Sequence[str], allow_empty: bool = False
 ) -> tuple[ParsedPrompt, int]:
@@ -302,7 +392,7 @@ def _parse_job(
     if "fast" in values and "relax" in values:
         raise PromptError("Use `--fast` or `--relax`, not both.")
     description = " ".join(text)
-    negative = values.get("no", "")
+    negative = _get(values, "no", str) or ""
 
     # 4. write it out as it will run
     raw = [_escape(description)]
@@ -319,24 +409,25 @@ def _parse_job(
     job = ParsedPrompt(
         text=description,
         negative=negative,
-        aspect=values.get("ar"),
-        seed=values.get("seed"),
-        chaos=values.get("chaos"),
-        stylize=values.get("stylize"),
-        quality=values.get("quality"),
-        stop=values.get("stop"),
-        tile=values.get("tile", False),
+        aspect=_get_aspect(values),
+        seed=_get(values, "seed", int),
+        chaos=_get(values, "chaos", int),
+        stylize=_get(values, "stylize", int),
+        quality=_get(values, "quality", float),
+        stop=_get(values, "stop", int),
+        tile=_get(values, "tile", bool) or False,
         mode="fast" if "fast" in values else "relax" if "relax" in values else None,
-        model=values.get("model"),
-        image_weight=values.get("iw"),
+        model=_get(values, "model", str),
+        image_weight=_get(values, "iw", float),
         raw=written,
     )
-    return job, values.get("repeat", 1)
+    repeat = _get(values, "repeat", int)
+    return job, 1 if repeat is None else repeat
 
 
 def _tokens(text: str, origin: str | None, options: Mapping[str, str]) -> list[_Token]:
     """Split on whitespace and write out `--option`s (once: an option's own words are kept as they are)."""
-    tokens = []
+    tokens: list[_Token] = []
     for word in text.split():
         marker = _MARKER.fullmatch(word)
         if marker:
@@ -363,9 +454,14 @@ def _scan(tokens: list[_Token]) -> tuple[list[str], list[_Param]]:
     params = []
     while i < n:
         token = tokens[i]
-        spelled = _MARKER.fullmatch(token.text)[1]
+        marker = _MARKER.fullmatch(token.text)
+        assert marker is not None  # the loops stop on markers only
+        spelled = marker[1]
         key = _ALIASES.get(spelled.lower())
         if key is None:
+            pointer = ELSEWHERE.get(spelled.lower())
+            if pointer is not None:
+                raise _error(f"`--{spelled.lower()}` isn't a parameter here: {pointer}", token.origin)
             raise _error(f"Unknown parameter `--{_show(spelled)}`.", token.origin)
         i += 1
         start = i
@@ -396,87 +492,35 @@ def _check_duplicate(seen: Mapping[str, _Param], param: _Param) -> None:
     raise _error(message, param.origin)
 
 
-def _value(param: _Param, models: Sequence[str]) -> object:
+def _value(param: _Param, models: Sequence[str]) -> _Value:
     try:
         return _check_value(param, models)
     except PromptError as e:
         raise _error(str(e), param.origin) from None
 
 
-def _check_value(param: _Param, models: Sequence[str]) -> object:
-    key, name = param.key, param.name
-    if PARAMETER_BY_SPELLING[key].flag:
+def _check_value(param: _Param, models: Sequence[str]) -> _Value:
+    parameter = PARAMETER_BY_SPELLING[param.key]
+    name = param.name
+    if parameter.flag:
         return True
     values = param.values
-    if key == "no":  # "a,b , c" -> "a, b, c"
-        negative = ", ".join(item for item in (part.strip() for part in " ".join(values).split(",")) if item)
-        values = [negative] if negative else []
+    if parameter.type is ValueType.TEXT:  # "a,b , c" -> "a, b, c"
+        text = ", ".join(item for item in (part.strip() for part in " ".join(values).split(",")) if item)
+        values = [text] if text else []
     if not values:
-        example = models[0] if key == "model" and models else PARAMETER_BY_SPELLING[key].example
+        example = models[0] if parameter.type is ValueType.NAME and models else parameter.example
         raise PromptError(f"`--{name}` needs a value, e.g. `--{name} {_show(example)}`.")
     value = values[0]
-    if key == "no":
-        return value
-    shown = f"`--{name} {_show(value)}`"
-    if key == "ar":
-        return _aspect(shown, value)
-    if key == "quality":
-        number = Fraction(value) if _DECIMAL.fullmatch(value) else None
-        if number not in QUALITIES:
-            raise PromptError(f"{shown} is not a quality: use .25, .5, 1 or 2.")
-        return float(number)
-    if key == "iw":
-        low, high = render_params.IMAGE_WEIGHT_MIN, render_params.IMAGE_WEIGHT_MAX
-        if not _DECIMAL.fullmatch(value) or not low <= float(value) <= high:
-            raise PromptError(f"{shown} is out of range: use {low:g}–{high:g}, e.g. `--iw 0.5` or `--iw 2`.")
-        return float(value)
-    if key == "model":
-        if not models:
-            return value
+    if parameter.type is ValueType.NAME and models:
         for model in models:
             if model.lower() == value.lower():
                 return model
         raise PromptError(f"Unknown model `{_show(value)}`: use {_listing(models)}.")
-    bounds = PARAMETER_BY_SPELLING[key].bounds
-    assert bounds is not None, key  # every other parameter is a whole number in a range
-    low, high = bounds
-    whole = _WHOLE.fullmatch(value)
-    if not whole:
-        raise PromptError(f"{shown} is not a whole number: use {low}–{high}.")
-    number = _whole_number(whole[2])
-    if whole[1] == "-":
-        number = -number
-    if not low <= number <= high:
-        raise PromptError(f"{shown} is out of range: use {low}–{high}.")
-    return number
-
-
-def _aspect(shown: str, value: str) -> tuple[int, int]:
-    ratio = _RATIO.fullmatch(value)
-    if not ratio:
-        decimal = _DECIMAL_RATIO.fullmatch(value)
-        if decimal and Fraction(decimal[2]):
-            exact = Fraction(decimal[1]) / Fraction(decimal[2])
-            if exact > 0 and max(exact.numerator, exact.denominator) <= 1000 and _in_range(exact):
-                raise PromptError(f"{shown} needs whole numbers: use `{exact.numerator}:{exact.denominator}`.")
-        raise PromptError(f"{shown} is not an aspect ratio: use whole numbers like `3:2`.")
-    width, height = (_whole_number(side) for side in ratio.groups())
-    if not width or not height:
-        raise PromptError(f"{shown} is not an aspect ratio: use whole numbers like `3:2`.")
-    exact = Fraction(width, height)
-    if not _in_range(exact):
-        raise PromptError(f"{shown} is out of range: use a ratio from 1:{MAX_ASPECT} to {MAX_ASPECT}:1.")
-    return exact.numerator, exact.denominator
-
-
-def _whole_number(digits: str) -> int:
-    """`int(digits)`, capped at 10**20: int() refuses strings of thousands of digits."""
-    digits = digits.lstrip("0") or "0"
-    return int(digits) if len(digits) <= 20 else 10**20
-
-
-def _in_range(ratio: Fraction) -> bool:
-    return Fraction(1, MAX_ASPECT) <= ratio <= MAX_ASPECT
+    try:
+        return parameter.read(value, shown=f"`--{name} {_show(value)}`")
+    except ParameterError as exc:
+        raise PromptError(str(exc)) from None
 
 
 # --- text --------------------------------------------------------------------------------------

@@ -14,7 +14,12 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def parse_time(value: str | None) -> datetime | None:
-    return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=UTC) if value else None
+    return parse_stored_time(value) if value else None
+
+
+def parse_stored_time(value: str) -> datetime:
+    """A time from a NOT NULL column."""
+    return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,26 +9,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from typing import Any
 
 import discord
 from PIL import Image
 
 from bot import edits, kinds, messages
-from bot.delivery import Delivery
-from bot.images import DEFAULT_UPLOAD_LIMIT, encode_grid, load_rgb, preview_bytes, save_png
-from bot.kinds import Output, Source
+from bot.delivery import Delivery, final_message
+from bot.disk import is_storage_error
+from bot.image_files import load_rgb, preview_bytes, save_png
+from bot.kinds import Source
 from bot.metrics import Metrics
 from bot.retention import ImageRetention
 from bot.rows import ImageRow, Job
 from bot.settings import Settings
-from bot.storage import is_storage_error
 from bot.store import FINISHED, Store, utcnow
+from bot.ui import JobViews
 from engine.requests import (
+    Action,
     DescribeRequest,
     DescribeResult,
     Engine,
@@ -45,17 +48,8 @@ REDELIVERY_INTERVAL_S = 30.0  # how often deliveries that failed are retried
 ANNOUNCE_WAIT_S = 10.0  # how long a job waits for its "Waiting to start" message to be recorded
 PROGRESS_SETTLE_S = 10.0  # how long the final edit waits for a progress edit already sent
 STORAGE_RETRY_S = 5.0  # how often a failure the full disk would not let us record is tried again
+WAITING_REFRESHED = 25  # the first this many waiting jobs are shown their new place as the line moves
 STORAGE_FAILURE = "There was no room left to save this job's images. The bot's operator has been told (it is logged)."
-
-
-@dataclass(slots=True)
-class JobViews:
-    """The buttons under a job's message; the cogs that own the buttons install the builders."""
-
-    progress: Callable[[Job], discord.ui.View | None] = lambda job: None  # Cancel, while waiting or running
-    result: Callable[[Job], discord.ui.View | None] = lambda job: None  # U/V/🔄 under a finished grid
-    # The edit buttons under one picture (job, image number, its width and height): bot.cogs.edit.
-    picture: Callable[[Job, int, int, int], discord.ui.View | None] = lambda job, index, width, height: None
 
 
 class Scheduler:
@@ -87,11 +81,16 @@ class Scheduler:
         self._last_redelivery = 0.0
         self._closing = False
         self._first_job_this_run = 0  # jobs from before start() are never announced by this process
+        self._typical_run_s: float | None = None  # how long jobs have been taking, for "starts in about …"
+        self._shown_waiting: dict[int, str] = {}  # a waiting job's message, as last shown
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refresh_again = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         self._first_job_this_run = await self.store.last_job_id() + 1
+        self._typical_run_s = await self.store.typical_run_seconds()
         requeued, failed = await self.store.recover(self.settings.max_attempts)
         if requeued or failed:
             log.warning("recovered from an unclean stop: %d jobs re-queued, %d given up", requeued, failed)
@@ -128,12 +127,67 @@ class Scheduler:
         await self.deliver(job)
         return job
 
-    def announced(self, job_id: int) -> None:
-        """The cog has recorded the job's message id; its runner may edit the message now."""
+    def announced(self, job_id: int, shown: str | None = None) -> None:
+        """The cog has recorded the job's message id (showing `shown`); its runner may edit it now."""
         self._announced.setdefault(job_id, asyncio.Event()).set()
+        if shown is not None:
+            self._shown_waiting[job_id] = shown
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+    def starts_in(self, position: int) -> float | None:
+        """When the job at `position` in line (1: next) should start, in seconds; None until a job
+        has been timed. Every `max_concurrent_jobs` jobs ahead of it (running ones included) take
+        about as long as jobs have been taking. A forecast, not a promise."""
+        if self._typical_run_s is None:
+            return None
+        ahead = position - 1 + len(self._running)
+        return (ahead // self.settings.max_concurrent_jobs) * self._typical_run_s
+
+    # -- the line moves: waiting members are told their new place ----------------------
+
+    def _queue_moved(self) -> None:
+        if self._refreshing is not None and not self._refreshing.done():
+            self._refresh_again = True  # the refresh under way reads the line once more
+            return
+        self._refreshing = asyncio.create_task(self._refresh_waiting(), name="dreamgrid-waiting")
+        self._background.add(self._refreshing)
+        self._refreshing.add_done_callback(self._background.discard)
+
+    async def _refresh_waiting(self) -> None:
+        """Edit "Waiting to start" where the job's place or forecast changed: the first
+        WAITING_REFRESHED in line, at most once per PROGRESS_INTERVAL_S (moves in between are
+        shown together, and Discord rate-limits edits)."""
+        try:
+            while True:
+                self._refresh_again = False
+                await asyncio.sleep(self.settings.progress_interval_s)
+                for position, job_id in enumerate((await self.store.queue_order())[:WAITING_REFRESHED], start=1):
+                    job = await self.store.get_job(job_id)
+                    in_flight = self._progress.get(job_id)
+                    if job is None or job.status != "queued" or job.message_id is None:
+                        continue
+                    if in_flight is not None and not in_flight.done():
+                        continue
+                    content = messages.waiting(job, position, self.starts_in(position))
+                    if self._shown_waiting.get(job_id) == content:
+                        continue
+                    self._shown_waiting[job_id] = content
+                    # Held like a progress edit, so the job's first progress or its final state waits for it.
+                    edit = asyncio.create_task(self._show_waiting(job, content))
+                    self._progress[job_id] = edit
+                    await asyncio.wait([edit])
+                if not self._refresh_again:
+                    return
+        except Exception:
+            log.warning("could not show waiting members their place in line", exc_info=True)
+
+    async def _show_waiting(self, job: Job, content: str) -> None:
+        try:
+            await self.delivery.update(job, content=content, view=self.views.progress(job))
+        except discord.HTTPException as exc:
+            log.info("job %s: its place in line was not shown: %s", job.id, exc)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -153,7 +207,9 @@ class Scheduler:
                         break
                     task = asyncio.create_task(self._run_job(job), name=f"dreamgrid-job-{job.id}")
                     self._running[job.id] = task
-                    task.add_done_callback(lambda _t, job_id=job.id: self._job_done(job_id))
+                    task.add_done_callback(functools.partial(self._job_done, job.id))
+                    self._shown_waiting.pop(job.id, None)
+                    self._queue_moved()
             except Exception:
                 log.exception("scheduler could not take the next job; retrying")
                 await asyncio.sleep(1)
@@ -164,8 +220,9 @@ class Scheduler:
                 async with asyncio.timeout(REDELIVERY_INTERVAL_S):
                     await self._wake.wait()
 
-    def _job_done(self, job_id: int) -> None:
+    def _job_done(self, job_id: int, _task: object = None) -> None:
         self._running.pop(job_id, None)
+        self._shown_waiting.pop(job_id, None)
         self._announced.pop(job_id, None)
         self._progress.pop(job_id, None)
         self.wake()
@@ -191,7 +248,7 @@ class Scheduler:
         self.metrics.job_started(job)
         outcome = "failed"
         try:
-            if kinds.get(job.kind).output is Output.TEXT:
+            if kinds.get(job.kind).action is Action.DESCRIBE:  # words from the describer, not a render
                 async with asyncio.timeout(self.settings.job_timeout_s):
                     described = await self._describe(job)
                 self.metrics.job_rendered(job, time.perf_counter() - started, described.elapsed_s, batch_size=1)
@@ -206,6 +263,7 @@ class Scheduler:
                 finished = await self.store.finish(job.id, images, result.elapsed_s)
                 if finished is not None and self.retention is not None:
                     self.retention.saved(row.path for row in images)
+                self._typical_run_s = await self.store.typical_run_seconds()
             outcome = "done"
         except asyncio.CancelledError:
             if self._closing:
@@ -292,7 +350,7 @@ class Scheduler:
             # The canvas and mask are made again from the parent's picture and what the member chose.
             inputs = await asyncio.to_thread(edits.render_inputs, job.spec.edit, source)
             source, mask_image = inputs.init_image, inputs.mask_image
-        return job.spec.render.request(
+        request = job.spec.render.request(
             action=kind.action,
             seeds=job.seeds,
             model=job.model,
@@ -300,6 +358,11 @@ class Scheduler:
             pictures=pictures,
             mask_image=mask_image,
         )
+        if kind.describes_missing_prompt and not request.prompt.strip() and source is not None:
+            # The likeliest description, always the same for a picture: a redraw gives the same pixels.
+            described = await self.engine.describe(DescribeRequest(image=source, count=1))
+            request = dataclasses.replace(request, prompt=described.prompts[0] if described.prompts else "")
+        return request
 
     async def _describe(self, job: Job) -> DescribeResult:
         """Four prompts for the job's picture: the likeliest, or (🔄, a job with a parent) other phrasings."""
@@ -369,11 +432,8 @@ class Scheduler:
         def report(event: RenderProgress) -> None:
             nonlocal last_edit, in_flight
             now = time.monotonic()
-            if (
-                now - last_edit < interval
-                or (in_flight is not None and not in_flight.done())
-                or event.step >= event.total
-            ):
+            pending = self._progress.get(job.id)  # this job's last edit (progress, or its place in line)
+            if now - last_edit < interval or (pending is not None and not pending.done()) or event.step >= event.total:
                 return
             last_edit = now
             in_flight = asyncio.create_task(self._show_progress(job, event))
@@ -461,33 +521,15 @@ class Scheduler:
                 log.info("job %s: its result was already shown before a restart", job.id)
                 await self.store.mark_delivered(job.id, shown.channel_id, shown.message_id)
                 return
-        file = embed = view = None
-        if job.status == "done" and kinds.get(job.kind).output is Output.TEXT:
-            # Words, shown beside our copy of the picture they describe.
-            data, filename = await asyncio.to_thread(self._encode_input, job)
-            file = discord.File(io.BytesIO(data), filename=filename)
-            embed = messages.described_embed(job, filename)
-            view = self.views.result(job)
-            content = messages.done(job)
-        elif job.status == "done":
-            rows = await self.store.get_images(job.id)
-            data, filename = await asyncio.to_thread(self._encode_result, job, rows)
-            filename = messages.spoiler_name(job, rows, filename)
-            file = discord.File(io.BytesIO(data), filename=filename)
-            embed = messages.result_embed(job, rows, filename)
-            view = self.views.result(job)
-            content = messages.done(job)
-        elif job.status == "cancelled":
-            content = messages.cancelled(job)
-        else:
-            content = messages.failed(job)
+        rows = await self.store.get_images(job.id) if job.status == "done" else []
+        final = await final_message(job, rows, data_dir=self.settings.data_dir, views=self.views)
         try:
             shown = await self.delivery.update(
                 job,
-                content=content,
-                embed=embed,
-                file=file,
-                view=view,
+                content=final.content,
+                embed=final.embed,
+                file=final.file,
+                view=final.view,
                 announce=True,
                 notify=job.status != "cancelled",
             )
@@ -511,14 +553,3 @@ class Scheduler:
                 raise
             # Shown but not recorded: the next pending-delivery pass finds it shown and records it.
             log.warning("job %s: shown, but the delivery could not be recorded: %s", job.id, exc)
-
-    def _encode_input(self, job: Job) -> tuple[bytes, str]:
-        path = self.settings.data_dir / job.spec.inputs[0].path
-        return encode_grid([path], f"dreamgrid-{job.id}-described", self._upload_limit(job))
-
-    def _encode_result(self, job: Job, rows: list[ImageRow]) -> tuple[bytes, str]:
-        paths = [self.settings.data_dir / row.path for row in rows]
-        return encode_grid(paths, f"dreamgrid-{job.id}", self._upload_limit(job))
-
-    def _upload_limit(self, job: Job) -> int:
-        return job.spec.delivery.upload_limit or DEFAULT_UPLOAD_LIMIT

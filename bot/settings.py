@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.moderation import PatternRefused, compile_rule, is_pattern, split_list
+from engine.requests import ModelHints
 
 
 class ModelDefaults(BaseModel):
@@ -209,6 +210,18 @@ class Settings(BaseSettings):
         source = self.model_sources.get(model, "")
         return self.model_defaults.get(model) or self.model_defaults.get(source) or NO_DEFAULTS
 
+    def base_steps(self, model: str, family: ModelHints | None = None) -> int:
+        """Steps at `--quality 1` on `model`: its MODEL_DEFAULTS, else its family's (`Engine.defaults`:
+        Flux.1 [schnell] runs 4), else STEPS."""
+        return self.defaults_for(model).steps or (family.steps if family else None) or self.steps
+
+    def base_guidance(self, model: str, family: ModelHints | None = None) -> float:
+        """Guidance at `--stylize 100` on `model`: its MODEL_DEFAULTS, else its family's, else GUIDANCE_SCALE."""
+        for guidance in (self.defaults_for(model).guidance_scale, family.guidance_scale if family else None):
+            if guidance is not None:
+                return guidance
+        return self.guidance_scale
+
     @property
     def database_path(self) -> Path:
         return self.data_dir / "dreamgrid.sqlite3"
@@ -218,7 +231,8 @@ class SettingsError(Exception):
     """A setting is missing or invalid; the message is one line for the operator."""
 
 
-def load_settings(**overrides: object) -> Settings:
+# Any: pydantic validates (and coerces) each override at run time, as it does the environment's strings.
+def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:

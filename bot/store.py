@@ -19,7 +19,7 @@ from typing import Any
 
 import aiosqlite
 
-from bot.rows import TIME_FORMAT, ImageRow, Job, NewJob, parse_time
+from bot.rows import TIME_FORMAT, ImageRow, Job, NewJob, parse_stored_time, parse_time
 from bot.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ class Store:
     async def version(self) -> int:
         async with self.db.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
+        assert row is not None  # a PRAGMA that reads a value returns one row
         return int(row[0])
 
     async def upgrade(self, migrations_dir: Path = MIGRATIONS_DIR) -> list[int]:
@@ -190,6 +191,12 @@ class Store:
         async with self.db.execute(sql, params) as cur:
             return await cur.fetchone()
 
+    async def _row(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row:
+        """The row of a query that always returns one: an aggregate, or a row this transaction made sure of."""
+        row = await self._one(sql, params)
+        assert row is not None, sql
+        return row
+
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         async with self.db.execute(sql, params) as cur:
             return list(await cur.fetchall())
@@ -209,7 +216,7 @@ class Store:
         """Merge `changes` into the member's /settings; a None value goes back to the default."""
         async with self.transaction() as db:
             await db.execute("INSERT INTO users (id) VALUES (?) ON CONFLICT DO NOTHING", (user_id,))
-            row = await self._one("SELECT settings FROM users WHERE id = ?", (user_id,))
+            row = await self._row("SELECT settings FROM users WHERE id = ?", (user_id,))
             settings = json.loads(row["settings"])
             for key, value in changes.items():
                 if value is None:
@@ -267,7 +274,7 @@ class Store:
                 used = await self.jobs_today(user_id, jobs[0].guild_id)
                 if used + wanted > limits.daily_quota:
                     raise QueueFull(quota_message(used, limits.daily_quota, wanted))
-            row = await self._one(
+            row = await self._row(
                 "SELECT COUNT(*) AS queued, COUNT(*) FILTER (WHERE user_id = ?) AS user_queued"
                 " FROM jobs WHERE status = 'queued'",
                 (user_id,),
@@ -510,6 +517,28 @@ class Store:
         )
         return {"queued": 0, "running": 0, **{row[0]: row[1] for row in rows}}
 
+    async def queue_counts(self, guild_id: int | None) -> tuple[int, int, int]:
+        """(waiting here, running here, waiting across the bot): what /queue shows of the line."""
+        row = await self._row(
+            "SELECT COALESCE(SUM(status = 'queued' AND guild_id IS ?), 0),"
+            " COALESCE(SUM(status = 'running' AND guild_id IS ?), 0), COALESCE(SUM(status = 'queued'), 0)"
+            " FROM jobs WHERE status IN ('queued', 'running')",
+            (guild_id, guild_id),
+        )
+        return int(row[0]), int(row[1]), int(row[2])
+
+    async def typical_run_seconds(self, recent: int = 20) -> float | None:
+        """How long a job has been taking from start to finish: the median of the last `recent` that
+        finished done. None before any has. (Measured, not device time: batching and waits count.)"""
+        rows = await self._all(
+            "SELECT (julianday(finished_at) - julianday(started_at)) * 86400.0 FROM jobs"
+            " WHERE status = 'done' AND started_at IS NOT NULL AND finished_at IS NOT NULL"
+            " ORDER BY finished_at DESC LIMIT ?",
+            (recent,),
+        )
+        durations = sorted(max(0.0, float(r[0])) for r in rows)
+        return durations[len(durations) // 2] if durations else None
+
     async def recover(self, max_attempts: int) -> tuple[int, int]:
         """After a crash: re-queue jobs that were running; fail those that crashed too often.
 
@@ -555,7 +584,7 @@ class Store:
         return [ImageRow(**{**dict(r), "flagged": bool(r["flagged"])}) for r in rows]
 
     async def user_stats(self, user_id: int) -> UserStats:
-        row = await self._one(
+        row = await self._row(
             "SELECT COUNT(*) FILTER (WHERE status = 'queued') AS queued,"
             " COUNT(*) FILTER (WHERE status = 'running') AS running,"
             " COUNT(*) FILTER (WHERE created_at >= strftime('%Y-%m-%dT00:00:00.000Z', 'now')) AS jobs_today,"
@@ -641,7 +670,7 @@ class Store:
                 old_value=None if r["old_value"] is None else json.loads(r["old_value"]),
                 new_value=None if r["new_value"] is None else json.loads(r["new_value"]),
                 changed_by=r["changed_by"],
-                changed_at=parse_time(r["changed_at"]),
+                changed_at=parse_stored_time(r["changed_at"]),
             )
             for r in rows
         ]
@@ -660,7 +689,7 @@ class Store:
 
     async def fast_seconds_this_month(self, user_id: int, guild_id: int | None) -> float:
         """Device time the member's Fast jobs used on this server (or in DMs) since the month began."""
-        row = await self._one(
+        row = await self._row(
             "SELECT COALESCE(SUM(gpu_seconds), 0) FROM jobs WHERE user_id = ? AND guild_id IS ? AND mode = 'fast'"
             " AND created_at >= ?",
             (user_id, guild_id, month_start().strftime(TIME_FORMAT)),
@@ -673,7 +702,7 @@ class Store:
         Failed jobs are not counted: a quota pays for what was drawn.
         """
         where = "" if guild_id is ANYWHERE else " AND guild_id IS ?"
-        row = await self._one(
+        row = await self._row(
             "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status != 'failed'"
             " AND created_at >= strftime('%Y-%m-%dT00:00:00.000Z', 'now')" + where,
             (user_id,) if guild_id is ANYWHERE else (user_id, guild_id),

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine import params
 from engine.requests import Action, RenderError, RenderProgress, RenderRequest
@@ -36,9 +37,8 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
-def _help(name: str) -> str:
+def _help(parameter: params.PromptParameter) -> str:
     """A flag's help, from the table the Discord prompt parser uses too."""
-    parameter = params.PARAMETER_BY_SPELLING[name]
     return f"{parameter.values} (default {parameter.default})".replace("%", "%%")
 
 
@@ -46,16 +46,19 @@ def _parser(model: str = "dreamgrid-tiny", device: str = "auto", dtype: str = "a
     p = _Parser(prog="dreamgrid imagine", description="Render a 2x2 grid from a prompt on this machine.")
     p.add_argument("prompt", help="what to draw")
     p.add_argument("-o", "--output", help="PNG path (default: out/<timestamp>-<slug>.png)")
-    p.add_argument("--seed", type=int, help=_help("seed"))
-    p.add_argument("--ar", default="1:1", help=_help("ar"))
+    # The prompt parameters, as in Discord: read by the same `PromptParameter.read`, so the same
+    # values are accepted and refused in the same words.
+    for parameter in params.PARAMETERS:
+        if not parameter.cli or parameter.type is params.ValueType.NAME:  # --model: an id or folder, below
+            continue
+        spellings = [f"--{spelling}" for spelling in (parameter.name, *parameter.aliases)]
+        if parameter.flag:
+            p.add_argument(*spellings, dest=parameter.name, action="store_true", help=_help(parameter))
+        else:
+            metavar = parameter.usage.split(" ", 1)[1]
+            p.add_argument(*spellings, dest=parameter.name, metavar=metavar, help=_help(parameter))
     p.add_argument("--size", type=int, help="side of the square pixel budget per tile (default: the model's own)")
-    p.add_argument("--q", type=float, default=params.QUALITY_DEFAULT, help=_help("quality"))
-    p.add_argument("--steps", type=int, help="denoising steps (overrides --q)")
-    p.add_argument("--s", "--stylize", dest="stylize", type=int, default=params.STYLIZE_DEFAULT, help=_help("stylize"))
-    p.add_argument("--no", default="", help=_help("no"))
-    p.add_argument("--chaos", type=int, default=params.CHAOS_DEFAULT, help=_help("chaos"))
-    p.add_argument("--stop", type=int, default=params.STOP_DEFAULT, help=_help("stop"))
-    p.add_argument("--tile", action="store_true", help=_help("tile"))
+    p.add_argument("--steps", type=int, help="denoising steps (overrides --quality)")
     p.add_argument("--model", default=model, help="model id or diffusers folder (default: %(default)s)")
     p.add_argument("--device", default=device, help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--dtype", default=dtype, help="auto, float32, float16 or bfloat16 (default: %(default)s)")
@@ -70,6 +73,19 @@ def _parser(model: str = "dreamgrid-tiny", device: str = "auto", dtype: str = "a
     return p
 
 
+def _values(args: argparse.Namespace) -> dict[str, Any]:
+    """The prompt parameters given as flags, read as the bot reads them; those not given are left out."""
+    values: dict[str, Any] = {}
+    for parameter in params.PARAMETERS:
+        if not parameter.cli or parameter.type is params.ValueType.NAME:
+            continue
+        given = getattr(args, parameter.name, None)
+        if given is None or given is False:
+            continue
+        values[parameter.name] = True if given is True else parameter.read(given)
+    return values
+
+
 def _slug(prompt: str) -> str:
     return "-".join(re.findall(r"[a-z0-9]+", prompt.lower()))[:40].strip("-") or "image"
 
@@ -81,31 +97,23 @@ def _request(
     guidance_scale: float | None = None,
     size_multiple: int = 8,
 ) -> RenderRequest:
-    seed = args.seed if args.seed is not None else secrets.randbelow(params.SEED_MAX + 1)
-    if not params.SEED_MIN <= seed <= params.SEED_MAX:
-        raise ValueError(f"--seed must be between {params.SEED_MIN} and {params.SEED_MAX}, got {seed}")
-    steps = args.steps if args.steps is not None else params.steps_for_quality(args.q, base=base_steps)
-    params.steps_for_stop(steps, args.stop)  # validates --stop
-    guidance = params.guidance_for_stylize(args.stylize)
-    if guidance_scale is not None:  # GUIDANCE_SCALE is the guidance at the default --stylize, as in the bot
-        guidance = round(guidance * guidance_scale / params.guidance_for_stylize(params.STYLIZE_DEFAULT), 3)
-    common = dict(
-        prompt=args.prompt,
-        steps=steps,
-        guidance_scale=guidance,
-        negative_prompt=args.no,
-        model=args.model,
-        chaos=args.chaos,
-        stop=args.stop,
-        tile=args.tile,
+    values = _values(args)
+    seed = values.get("seed", secrets.randbelow(params.SEED_MAX + 1))
+    fields = params.request_fields(
+        values, native=native, base_steps=base_steps, base_guidance=guidance_scale, size=args.size
     )
+    if args.steps is not None:
+        fields["steps"] = args.steps
+    width, height = fields.pop("width"), fields.pop("height")
+    if size_multiple > max(8, native // 8):  # the model's family draws coarser sizes (Flux: multiples of 16 px)
+        w, h = values.get("ar") or (1, 1)
+        budget = args.size or native
+        width, height = params.size_for_aspect(w, h, budget * budget, size_multiple)
+    common = dict(prompt=args.prompt, model=args.model, **fields)
     source = args.variation or args.upscale
     if source is None:
         if args.strength:
             raise ValueError("--strength applies to --variation or --upscale")
-        w, h = params.parse_aspect(args.ar)
-        budget = args.size or native
-        width, height = params.size_for_aspect(w, h, budget * budget, multiple=max(8, native // 8, size_multiple))
         seeds = params.tile_seeds(seed)
         return RenderRequest(action=Action.IMAGINE, seeds=seeds, width=width, height=height, **common)
     from PIL import Image
@@ -140,17 +148,16 @@ def _request(
 
 
 def _validate(args: argparse.Namespace) -> None:
-    """Check the pure parameters before loading a model (fast, one clear line)."""
-    params.parse_aspect(args.ar)
-    steps = args.steps if args.steps is not None else params.steps_for_quality(args.q)
+    """Check the parameters before loading a model (fast, one clear line)."""
+    values = _values(args)
+    steps = (
+        args.steps
+        if args.steps is not None
+        else params.steps_for_quality(values.get("quality", params.QUALITY_DEFAULT))
+    )
     if not 1 <= steps <= params.MAX_STEPS:
         raise ValueError(f"--steps must be between 1 and {params.MAX_STEPS}, got {steps}")
-    params.steps_for_stop(steps, args.stop)
-    params.guidance_for_stylize(args.stylize)
-    if not params.CHAOS_MIN <= args.chaos <= params.CHAOS_MAX:
-        raise ValueError(f"--chaos must be between {params.CHAOS_MIN} and {params.CHAOS_MAX}, got {args.chaos}")
-    if args.seed is not None and not params.SEED_MIN <= args.seed <= params.SEED_MAX:
-        raise ValueError(f"--seed must be between {params.SEED_MIN} and {params.SEED_MAX}, got {args.seed}")
+    params.steps_for_stop(steps, values.get("stop", params.STOP_DEFAULT))
     if args.size is not None and args.size <= 0:
         raise ValueError(f"--size must be positive, got {args.size}")
     for path in (args.variation, args.upscale):

@@ -8,7 +8,7 @@ worker thread per device, reports progress on the event loop, and can be interru
 Threads: the event loop only queues jobs and awaits futures. The worker thread owns every
 pipeline (diffusers pipelines are not thread-safe) and hands results, errors and progress back
 with `loop.call_soon_threadsafe`. Batching: the worker takes the oldest job, waits for compatible
-ones (same `batch_key`) at most `batch_window_s` after it arrived, and never longer than
+ones (same `RenderRequest.batch_key`) at most `batch_window_s` after it arrived, and never longer than
 BATCH_WAIT_FRACTION of how long such a render has been taking (so a lone request pays at most
 ~2 %), then renders them all in one pipeline call; each request keeps its own prompt, negative
 prompt, seeds, chaos, progress callback and cancellation.
@@ -105,24 +105,6 @@ _ACTIONS: Mapping[
 
 # A request waits for company at most this fraction of a typical render of its kind.
 BATCH_WAIT_FRACTION = 0.02
-
-
-def batch_key(request: RenderRequest, model: str) -> tuple[Any, ...]:
-    """Requests with equal keys can share one pipeline call."""
-    return (
-        model,
-        request.action,
-        request.width,
-        request.height,
-        request.steps,
-        request.guidance_scale,
-        request.guidance_scale > 1,
-        request.tile,
-        request.strength,
-        request.stop,
-        request.image_prompt_method,
-        request.image_weight,
-    )
 
 
 class _Unreadable(ModelSourceError):
@@ -505,7 +487,7 @@ class DiffusersEngine:
         if self._thread is None or self._closed:
             raise RenderError("the engine is not running")
         loop = asyncio.get_running_loop()
-        job = _Job(request, model, batch_key(request, model), loop, loop.create_future(), progress, time.monotonic())
+        job = _Job(request, model, request.batch_key(model), loop, loop.create_future(), progress, time.monotonic())
         with self._cond:
             self._pending.append(job)
             self._cond.notify_all()

@@ -78,7 +78,7 @@ class Describer:
             if not Path(source).exists():
                 reason = "no such folder, and no such model in the local Hugging Face cache (dreamgrid never downloads)"
             raise DescriberError(f"could not load describer {name!r}: {reason}") from e
-        model.to(device).eval()
+        model.to(device).eval()  # type: ignore[arg-type]  # typeshed's functools.wraps result binds no self
         return cls(name, processor, model, device)
 
     @torch.no_grad()

@@ -142,7 +142,7 @@ class FakeEngine:
             # Outpaint and inpaint keep what the mask keeps, as the real engine does.
             kept = request.init_image.convert("RGB")
             images = tuple(Image.composite(image, kept, request.mask_image.convert("L")) for image in images)
-        flagged = ()
+        flagged: tuple[bool, ...] = ()
         if request.safety_check and self.safety_checker:
             flagged = (any(p in request.prompt for p in self.nsfw_prompts),) * len(images)
         return RenderResult(
@@ -157,7 +157,9 @@ class FakeEngine:
         """Prompts naming the image's average colour: four fixed phrasings, or others for a seed."""
         self.describe_requests.append(request)
         await asyncio.sleep(self.step_delay_s)
-        r, g, b = request.image.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+        pixel = request.image.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+        assert isinstance(pixel, tuple)  # an RGB image's pixel is (r, g, b)
+        r, g, b = pixel
         colour = f"#{r:02x}{g:02x}{b:02x}"
         order = list(range(len(FAKE_PHRASINGS)))
         if request.seed is not None:

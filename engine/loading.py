@@ -232,10 +232,11 @@ class MemorySettings:
 
 def weights_gb(pipe: Any) -> float:
     """The pipeline's parameters and buffers, in GB (10^9 bytes): what a budget counts per model."""
+    import torch
+
     total = 0
-    for name in getattr(pipe, "components", {}):
-        module = getattr(pipe, name, None)
-        if hasattr(module, "parameters"):
+    for module in getattr(pipe, "components", {}).values():
+        if isinstance(module, torch.nn.Module):
             total += sum(p.numel() * p.element_size() for p in module.parameters())
             total += sum(b.numel() * b.element_size() for b in module.buffers())
     return total / 1e9
@@ -260,10 +261,9 @@ def place(pipe: Any, device: Any, dtype: Any, memory: MemorySettings, denoiser: 
         pipe.enable_sequential_cpu_offload(gpu_id=index)
     else:
         for name, module in pipe.components.items():
-            if isinstance(module, torch.nn.Module) and hasattr(module, "enable_group_offload"):
-                module.enable_group_offload(
-                    onload_device=device, offload_type="block_level", num_blocks_per_group=1, use_stream=True
-                )
+            offload = getattr(module, "enable_group_offload", None)  # diffusers' models have it
+            if isinstance(module, torch.nn.Module) and callable(offload):
+                offload(onload_device=device, offload_type="block_level", num_blocks_per_group=1, use_stream=True)
             elif isinstance(module, torch.nn.Module):
                 log.info("%s has no group offload; it stays on %s", name, device)
                 module.to(device)
@@ -272,7 +272,7 @@ def place(pipe: Any, device: Any, dtype: Any, memory: MemorySettings, denoiser: 
 def _quantize(denoiser: Any, kind: str) -> None:
     """Weight-only int8 of the denoiser's linear layers (torchao); a clear error when it is missing."""
     try:
-        from torchao.quantization import Int8WeightOnlyConfig, quantize_
-    except ImportError as e:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_  # type: ignore[import-not-found]
+    except ImportError as e:  # (not installable on the build machines: an optional dependency)
         raise ModelSourceError("QUANTIZE=int8 needs torchao: pip install torchao") from e
     quantize_(denoiser, Int8WeightOnlyConfig())

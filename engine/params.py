@@ -19,8 +19,13 @@ reproducible and batch-compatible. In img2img (variation, upscale) only the embe
 
 from __future__ import annotations
 
+import enum
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
 
 SEED_MIN, SEED_MAX = 0, 4_294_967_295
 CHAOS_MIN, CHAOS_MAX, CHAOS_DEFAULT = 0, 100, 0
@@ -56,6 +61,42 @@ BLEND_MIN_IMAGES, BLEND_MAX_IMAGES = 2, 5
 # /blend with an IP-Adapter: its scale, as an image prompt's at --iw 2 (the images lead, the prompt is optional).
 BLEND_IP_ADAPTER_SCALE = 1.0
 VARY_REGION = 1.0  # Vary (Region) redraws the chosen cells from scratch, as Midjourney's does
+# Retexture: the picture redrawn with a new prompt, keeping where things are. Below Vary (Strong),
+# so the composition survives; high enough that the new prompt's colours and style take over
+# (on the shipped model the background follows the new prompt fully from 0.5 up).
+RETEXTURE = 0.6
+
+
+class ValueType(enum.Enum):
+    """How a parameter's value is written, and so how it is read."""
+
+    WHOLE = "whole"  # a whole number within `bounds`
+    DECIMAL = "decimal"  # a decimal number within `bounds`
+    RATIO = "ratio"  # W:H, whole numbers, within 1:ASPECT_MAX to ASPECT_MAX:1
+    QUALITY = "quality"  # one of QUALITY_VALUES
+    TEXT = "text"  # free text (--no)
+    NAME = "name"  # a name the caller checks against its own list (--model)
+    FLAG = "flag"  # no value: present means on
+
+
+class ParameterError(ValueError):
+    """A value the person who typed it must fix; `str()` is one short line for them."""
+
+
+_WHOLE = re.compile(r"([+-]?)([0-9]+)")
+_RATIO = re.compile(r"([0-9]+):([0-9]+)")
+_DECIMAL_RATIO = re.compile(r"([0-9]{0,6}\.?[0-9]{1,6}):([0-9]{0,6}\.?[0-9]{1,6})")
+_DECIMAL = re.compile(r"[+-]?[0-9]{0,6}\.?[0-9]{1,6}")
+
+
+def whole_number(digits: str) -> int:
+    """`int(digits)`, capped at 10**20: int() refuses strings of thousands of digits."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 20 else 10**20
+
+
+def aspect_in_range(ratio: Fraction) -> bool:
+    return Fraction(1, ASPECT_MAX) <= ratio <= ASPECT_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,63 +108,135 @@ class PromptParameter:
     default: str  # what a job gets when neither the prompt nor /settings sets it
     example: str  # a value that works, for "needs a value, e.g. …"
     engine: str  # how it reaches diffusers
-    bounds: tuple[int, int] | None = None  # a whole number's range, checked by the parser
-    flag: bool = False  # takes no value: `--tile`
+    type: ValueType
+    bounds: tuple[float, float] | None = None  # a number's range
+    cli: bool = True  # `dreamgrid imagine` takes it as a flag (engine/cli.py builds its flags from this table)
+
+    @property
+    def flag(self) -> bool:
+        """Takes no value: `--tile`."""
+        return self.type is ValueType.FLAG
+
+    def read(self, value: str, shown: str | None = None) -> Any:
+        """The value as the engine takes it, or `ParameterError` in words for the person who typed it.
+
+        `shown` is how they wrote it (default `` `--name value` ``), quoted in the error. The
+        bot's prompt parser and the engine CLI both read values here: one meaning, one error style.
+        """
+        shown = shown or f"`--{self.name} {value}`"
+        if self.type is ValueType.FLAG:
+            return True
+        if self.type in (ValueType.TEXT, ValueType.NAME):
+            return value
+        if self.type is ValueType.RATIO:
+            return _read_aspect(shown, value)
+        if self.type is ValueType.QUALITY:
+            quality = Fraction(value) if _DECIMAL.fullmatch(value) else None
+            if quality is None or quality not in QUALITY_VALUES:
+                raise ParameterError(f"{shown} is not a quality: use .25, .5, 1 or 2.")
+            return float(quality)
+        assert self.bounds is not None, self.name
+        low, high = self.bounds
+        if self.type is ValueType.DECIMAL:
+            if not _DECIMAL.fullmatch(value) or not low <= float(value) <= high:
+                raise ParameterError(
+                    f"{shown} is out of range: use {_number(low)}–{_number(high)},"
+                    f" e.g. `--{self.name} 0.5` or `--{self.name} 2`."
+                )
+            return float(value)
+        whole = _WHOLE.fullmatch(value)
+        if not whole:
+            raise ParameterError(f"{shown} is not a whole number: use {_number(low)}–{_number(high)}.")
+        number = whole_number(whole[2])
+        if whole[1] == "-":
+            number = -number
+        if not low <= number <= high:
+            raise ParameterError(f"{shown} is out of range: use {_number(low)}–{_number(high)}.")
+        return number
+
+
+def _number(bound: float) -> str:
+    """A range's end as people write it: 4294967295, not 4.29497e+09; 0.5 stays 0.5."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+def _read_aspect(shown: str, value: str) -> tuple[int, int]:
+    ratio = _RATIO.fullmatch(value)
+    if not ratio:
+        decimal = _DECIMAL_RATIO.fullmatch(value)
+        if decimal and Fraction(decimal[2]):
+            exact = Fraction(decimal[1]) / Fraction(decimal[2])
+            if exact > 0 and max(exact.numerator, exact.denominator) <= 1000 and aspect_in_range(exact):
+                raise ParameterError(f"{shown} needs whole numbers: use `{exact.numerator}:{exact.denominator}`.")
+        raise ParameterError(f"{shown} is not an aspect ratio: use whole numbers like `3:2`.")
+    width, height = (whole_number(side) for side in ratio.groups())
+    if not width or not height:
+        raise ParameterError(f"{shown} is not an aspect ratio: use whole numbers like `3:2`.")
+    exact = Fraction(width, height)
+    if not aspect_in_range(exact):
+        raise ParameterError(f"{shown} is out of range: use a ratio from 1:{ASPECT_MAX} to {ASPECT_MAX}:1.")
+    return exact.numerator, exact.denominator
 
 
 PARAMETERS: tuple[PromptParameter, ...] = (
     PromptParameter(
         "ar", ("aspect",), "--ar W:H", f"whole numbers, from 1:{ASPECT_MAX} to {ASPECT_MAX}:1", "1:1", "3:2",
-        "`width, height = size_for_aspect(W, H, native², native // 8)`",
+        "`width, height = size_for_aspect(W, H, native², native // 8)`", ValueType.RATIO,
     ),
     PromptParameter(
         "seed", (), "--seed N", f"{SEED_MIN}–{SEED_MAX}", "random", "42",
         "one CPU `torch.Generator` per tile; tile 1 uses N, tile i a splitmix64 mix of N and i",
-        bounds=(SEED_MIN, SEED_MAX),
+        ValueType.WHOLE, bounds=(SEED_MIN, SEED_MAX),
     ),
     PromptParameter(
         "no", (), "--no a, b", "what to leave out: a comma list, up to the next parameter", "nothing",
-        "text, people", "`negative_prompt`",
+        "text, people", "`negative_prompt`", ValueType.TEXT,
     ),
     PromptParameter(
         "chaos", ("c",), "--chaos N", f"{CHAOS_MIN}–{CHAOS_MAX}", str(CHAOS_DEFAULT), "20",
-        "per-tile coarse noise on the start latents + prompt-embedding noise", bounds=(CHAOS_MIN, CHAOS_MAX),
+        "per-tile coarse noise on the start latents + prompt-embedding noise", ValueType.WHOLE,
+        bounds=(CHAOS_MIN, CHAOS_MAX),
     ),
     PromptParameter(
         "stylize", ("s",), "--stylize N", f"{STYLIZE_MIN}–{STYLIZE_MAX}", str(STYLIZE_DEFAULT), "250",
-        "`guidance_scale` 12 at 0 → 7.5 at 100 → 3 at 1000 (piecewise linear)", bounds=(STYLIZE_MIN, STYLIZE_MAX),
+        "`guidance_scale` 12 at 0 → 7.5 at 100 → 3 at 1000 (piecewise linear)", ValueType.WHOLE,
+        bounds=(STYLIZE_MIN, STYLIZE_MAX),
     ),
     PromptParameter(
         "quality", ("q",), "--quality Q", ".25, .5, 1 or 2 (`0.5` works too)", f"{QUALITY_DEFAULT:g}", ".5",
-        f"`num_inference_steps = round({BASE_STEPS} · Q)` → 5 / 10 / 20 / 40",
+        f"`num_inference_steps = round({BASE_STEPS} · Q)` → 5 / 10 / 20 / 40", ValueType.QUALITY,
     ),
     PromptParameter(
         "stop", (), "--stop N", f"{STOP_MIN}–{STOP_MAX}: the percent of the steps to run", str(STOP_DEFAULT), "80",
-        "interrupt after `max(1, steps·N//100)` steps; decode the x₀ guess", bounds=(STOP_MIN, STOP_MAX),
+        "interrupt after `max(1, steps·N//100)` steps; decode the x₀ guess", ValueType.WHOLE,
+        bounds=(STOP_MIN, STOP_MAX),
     ),
     PromptParameter(
         "tile", (), "--tile", "a flag: tiles that repeat seamlessly", "off", "",
-        "circular padding in every UNet/VAE conv for that render", flag=True,
+        "circular padding in every UNet/VAE conv for that render", ValueType.FLAG,
     ),
     PromptParameter(
         "repeat", ("r",), "--repeat N", f"{REPEAT_MIN}–{REPEAT_MAX}: run the job N times", str(REPEAT_MIN), "4",
-        "N separate jobs, each with its own seeds", bounds=(REPEAT_MIN, REPEAT_MAX),
+        "N separate jobs, each with its own seeds", ValueType.WHOLE, bounds=(REPEAT_MIN, REPEAT_MAX), cli=False,
     ),
     PromptParameter(
         "fast", (), "--fast", "a flag: this job in Fast mode, whatever /relax says", "your /fast or /relax", "",
-        "none: the bot's queue starts it before any Relax job; its device time counts as fast time", flag=True,
+        "none: the bot's queue starts it before any Relax job; its device time counts as fast time",
+        ValueType.FLAG, cli=False,
     ),
     PromptParameter(
         "relax", (), "--relax", "a flag: this job in Relax mode, using no fast time", "your /fast or /relax", "",
-        "none: starts when no Fast job waits, the members who relaxed least recently first", flag=True,
+        "none: starts when no Fast job waits, the members who relaxed least recently first",
+        ValueType.FLAG, cli=False,
     ),
     PromptParameter(
         "model", (), "--model NAME", "one of the server's models", "server's default", "NAME",
-        "the pipeline loaded for that model",
+        "the pipeline loaded for that model", ValueType.NAME,
     ),
     PromptParameter(
         "iw", (), "--iw W", f"{IMAGE_WEIGHT_MIN:g}–{IMAGE_WEIGHT_MAX:g}: how strongly an image prompt steers",
         f"{IMAGE_WEIGHT_DEFAULT:g}", "2", "IP-Adapter scale 0.5·W; without one, img2img `strength` 1 − 0.25·W",
+        ValueType.DECIMAL, bounds=(IMAGE_WEIGHT_MIN, IMAGE_WEIGHT_MAX), cli=False,
     ),
 )  # fmt: skip
 PARAMETER_BY_SPELLING = {spelling: p for p in PARAMETERS for spelling in (p.name, *p.aliases)}
@@ -210,6 +323,49 @@ def guidance_for_stylize(s: int | float) -> float:
         if s <= s1:
             return round(g0 + (g1 - g0) * (s - s0) / (s1 - s0), 3)
     raise AssertionError("unreachable")
+
+
+def guidance_at_stylize(stylize: int | float, base_guidance: float | None = None) -> float:
+    """`guidance_scale` for `--stylize`, given the model's guidance at the default stylize.
+
+    `base_guidance` is GUIDANCE_SCALE (or a model's MODEL_DEFAULTS guidance): what a job at the
+    default --stylize gets; stylize scales it from there. None: the mapping's own 7.5 at 100.
+    """
+    guidance = guidance_for_stylize(stylize)
+    if base_guidance is None:
+        return guidance
+    return round(guidance * base_guidance / guidance_for_stylize(STYLIZE_DEFAULT), 3)
+
+
+def request_fields(
+    values: Mapping[str, Any],
+    *,
+    native: int,
+    base_steps: int = BASE_STEPS,
+    base_guidance: float | None = None,
+    max_steps: int = MAX_STEPS,
+    size: int | None = None,
+) -> dict[str, Any]:
+    """What the prompt parameters in `values` (by name, as `PromptParameter.read` gives them; a
+    name left out takes its default) ask of a `RenderRequest`: each parameter's meaning, once.
+
+    The bot (`bot.spec_builders.imagine_spec`) and `dreamgrid imagine` (`engine.cli`) both build their
+    requests here. `size`: the side of the pixel budget per tile, when not the model's `native`.
+    """
+    w, h = values.get("ar") or (1, 1)
+    budget = size or native
+    width, height = size_for_aspect(w, h, budget * budget, max(8, native // 8))
+    quality = values.get("quality", QUALITY_DEFAULT)
+    return {
+        "width": width,
+        "height": height,
+        "steps": min(steps_for_quality(quality, base=base_steps), max_steps),
+        "guidance_scale": guidance_at_stylize(values.get("stylize", STYLIZE_DEFAULT), base_guidance),
+        "negative_prompt": values.get("no", ""),
+        "chaos": values.get("chaos", CHAOS_DEFAULT),
+        "stop": values.get("stop", STOP_DEFAULT),
+        "tile": values.get("tile", False),
+    }
 
 
 def img2img_steps(steps: int, strength: float, minimum: int = 2) -> int:

@@ -4,10 +4,12 @@ A VAE decode per step costs ~190 ms on the tiny model; this costs a fraction of 
 The map is fitted once per model by least squares on the VAE's own encoding of a synthetic
 colour image, so it fits whatever VAE the model has (SD's published factors would be wrong
 for ours). The preview has the latents' resolution (tile / 8); the bot shows it scaled to the
-result's display size and blurred (`bot.images.preview_bytes`).
+result's display size and blurred (`bot.image_files.preview_bytes`).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,9 +18,12 @@ from PIL import Image
 from engine.grid import compose_grid
 from engine.vae import full_precision, shift_factor
 
+if TYPE_CHECKING:  # diffusers.models, not diffusers: its lazy top level shows type checkers attribute-less dummies
+    from diffusers.models import AutoencoderKL
+
 
 @torch.no_grad()
-def fit_latent_rgb(vae: torch.nn.Module, scaling_factor: float | None = None, size: int = 64) -> torch.Tensor:
+def fit_latent_rgb(vae: AutoencoderKL, scaling_factor: float | None = None, size: int = 64) -> torch.Tensor:
     """Return a (channels + 1, 3) float32 CPU matrix mapping [latent, 1] to RGB in [-1, 1]."""
     g = torch.Generator().manual_seed(0)
     # Smooth random colour fields: upsampled noise covers many colours and gradients.
@@ -27,9 +32,9 @@ def fit_latent_rgb(vae: torch.nn.Module, scaling_factor: float | None = None, si
     with full_precision(vae) as dtype:  # SDXL's VAE overflows in float16
         latents = vae.encode(image.to(vae.device, dtype)).latent_dist.mean.float().cpu()
     shift = shift_factor(vae)  # 0 on SD's VAEs: their previews are unchanged
-    latents = (latents - shift) * (
-        scaling_factor if scaling_factor is not None else getattr(vae.config, "scaling_factor", 1.0)
-    )
+    if scaling_factor is None:
+        scaling_factor = float(vae.config.get("scaling_factor", 1.0))  # Flux.2's VAE normalises by batch norm
+    latents = (latents - shift) * scaling_factor
     h, w = latents.shape[-2:]
     target = torch.nn.functional.adaptive_avg_pool2d(image, (h, w))
     x = torch.cat([latents[0].flatten(1), torch.ones(1, h * w)]).T  # (h*w, C+1)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Protocol
 
 from PIL import Image
@@ -45,29 +46,44 @@ class ImagePromptMethod(enum.StrEnum):
     IMAGE_TO_IMAGE = "image-to-image"  # the picture, noised by --iw, is the starting point
 
 
+# Field metadata: each request in a shared pipeline call keeps its own value of this field. Every
+# other field must be equal for requests to share a call (`RenderRequest.batch_key`), so a new
+# field is batch-safe by default: it splits batches until someone marks it as a request's own.
+OWN = MappingProxyType({"own": True})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RenderRequest:
     action: Action
-    prompt: str
-    seeds: tuple[int, ...]  # one per output image
+    prompt: str = field(metadata=OWN)
+    seeds: tuple[int, ...] = field(metadata=OWN)  # one per output image
     width: int = 512  # of one tile; an upscale returns 2x this
     height: int = 512
     steps: int = 20
     guidance_scale: float = 7.5
-    negative_prompt: str = ""
-    model: str | None = None  # None: the engine's default model
-    init_image: Image.Image | None = field(default=None, compare=False)  # variation/upscale/edit source
-    mask_image: Image.Image | None = field(default=None, compare=False)  # outpaint/inpaint: white is drawn
-    blend_images: tuple[Image.Image, ...] = field(default=(), compare=False)  # blend: 2-5 sources, any size
+    negative_prompt: str = field(default="", metadata=OWN)
+    model: str | None = field(default=None, metadata=OWN)  # None: the engine's default model (keyed resolved)
+    # variation/upscale/edit source
+    init_image: Image.Image | None = field(default=None, compare=False, metadata=OWN)
+    # outpaint/inpaint: white is drawn
+    mask_image: Image.Image | None = field(default=None, compare=False, metadata=OWN)
+    # blend: 2-5 sources, any size
+    blend_images: tuple[Image.Image, ...] = field(default=(), compare=False, metadata=OWN)
     strength: float | None = None  # variation/upscale/blend/inpaint: 0 keeps the source, 1 ignores it
-    chaos: int = 0  # 0-100: how far the four tiles spread apart
+    chaos: int = field(default=0, metadata=OWN)  # 0-100: how far the four tiles spread apart (per tile's seed)
     stop: int = 100  # 10-100: percent of the steps to run before finishing
     tile: bool = False  # seamless tiling
-    preview: bool = False  # attach a cheap preview image to progress events
-    safety_check: bool = False  # run the model's safety checker; results say which images it flagged
-    image_prompt: Image.Image | None = field(default=None, compare=False)  # IMAGE_PROMPT: the member's picture
+    preview: bool = field(default=False, metadata=OWN)  # attach a cheap preview image to progress events
+    # run the model's safety checker; results say which images it flagged
+    safety_check: bool = field(default=False, metadata=OWN)
+    # IMAGE_PROMPT: the member's picture
+    image_prompt: Image.Image | None = field(default=None, compare=False, metadata=OWN)
     image_weight: float = 1.0  # IMAGE_PROMPT: --iw, 0-3
     image_prompt_method: ImagePromptMethod | None = None  # IMAGE_PROMPT, BLEND: as Engine.image_prompt_method said
+
+    def batch_key(self, model: str) -> tuple[object, ...]:
+        """Requests with equal keys can share one pipeline call (`model`: the one resolved for this request)."""
+        return (model, *(getattr(self, f.name) for f in fields(self) if not f.metadata.get("own")))
 
 
 @dataclass(frozen=True, slots=True)

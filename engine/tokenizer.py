@@ -90,7 +90,8 @@ def build_vocab(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, s
 def build_tokenizer(words: Iterable[str]) -> CLIPTokenizer:
     vocab, merges = build_vocab(words)
     # transformers 5 ignores vocab_file=/merges_file= silently; pass the data itself.
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MODEL_MAX_LENGTH)
+    # merges go on to tokenizers' BPE, which takes (a, b) pairs; transformers annotates them list[str].
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MODEL_MAX_LENGTH)  # type: ignore[arg-type]
 
 
 T5_MAX_LENGTH = 32  # a tiny model's T5 reads this many tokens; Flux and SD3 pad their T5 prompt to it

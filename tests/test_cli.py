@@ -210,6 +210,35 @@ def test_db_backup_writes_a_checked_copy_and_db_check_reads_it(tmp_path: Path, m
     assert capsys.readouterr().err.strip() == "dreamgrid: notes.txt cannot be checked: file is not a database"
 
 
+def test_db_backup_removes_nothing_it_did_not_make(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A file named like the old temporary name, and one that appears under the backup's name
+    while the copy is checked, are both left as they were."""
+    import bot.backup
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    _database_with_jobs(tmp_path / "data", [1])
+    theirs = tmp_path / "copy.sqlite3.partial"
+    theirs.write_text("someone's notes")
+
+    assert main(["db", "backup", "copy.sqlite3"]) == 0
+    assert theirs.read_text() == "someone's notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.sqlite3", "copy.sqlite3.partial", "data"]
+    capsys.readouterr()
+
+    check = bot.backup.integrity_problems
+
+    def racing_writer(path: Path) -> list[str]:
+        (tmp_path / "late.sqlite3").write_text("written meanwhile")
+        return check(path)
+
+    monkeypatch.setattr(bot.backup, "integrity_problems", racing_writer)
+    assert main(["db", "backup", "late.sqlite3"]) == 2
+    assert "late.sqlite3 already exists" in capsys.readouterr().err
+    assert (tmp_path / "late.sqlite3").read_text() == "written meanwhile"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # our temporary file is gone
+
+
 def test_imagine_uses_model_from_the_environment_and_from_dot_env(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MODEL", str(tmp_path / "from-env"))

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from bot import edits
-from bot.images import REGION_OVERLAY_SIDE, region_overlay
+from bot.image_files import REGION_OVERLAY_SIDE, region_overlay
 from bot.spec import EditSpec, JobSpec, RenderSpec
 from engine.canvas import Direction
 

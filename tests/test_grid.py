@@ -34,7 +34,7 @@ def test_a_progress_preview_is_the_results_display_size_blurred_and_small():
 
     import numpy as np
 
-    from bot.images import preview_bytes
+    from bot.image_files import preview_bytes
 
     # An SDXL grid: the engine's preview is latent-sized (4 tiles of 128 px for 1024 px tiles).
     speckled = Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))

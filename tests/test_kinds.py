@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
 from bot import kinds
-from bot.cogs import edit
+from bot.cogs import describe, edit, imagine, queue
 from bot.cogs.account import SettingsButton, SettingsSelect
-from bot.cogs.imagine import BUTTONS, TileActionButton, result_view, tile_view
+from bot.cogs.imagine import BUTTONS, TileActionButton
 from bot.cogs.queue import CancelButton
 from bot.kinds import JobKind, Output, ResultButtons, Source
 from bot.rows import Job
-from bot.spec import JobSpec, RenderSpec
-from bot.ui import GuardedItem
+from bot.spec import DeliveryOptions, JobSpec, RenderSpec
+from bot.ui import GuardedItem, JobViews
 from engine.fake import FakeEngine
 from engine.requests import Action
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def installed_views() -> JobViews:
+    """The views as the bot has them once every cog is loaded."""
+    views = JobViews()
+    for cog in (imagine, edit, describe, queue):
+        cog.install_views(views)
+    return views
 
 
 def finished(kind: JobKind) -> Job:
@@ -37,7 +46,7 @@ def test_every_kind_has_a_label_an_action_and_a_button_set(kind: JobKind):
     assert isinstance(kind.label, str) and kinds.get(kind.name) is kind
     assert kind.action in Action
     assert kind.buttons in ResultButtons
-    view = result_view(finished(kind), picture=edit.picture_view)
+    view = installed_views().result(finished(kind))
     ids = [item.custom_id for item in view.children] if view else []
     if kind.buttons is ResultButtons.GRID:
         assert {"dg:u:7:1", "dg:v:7:4", "dg:reroll:7", "dg:dm:7"} <= set(ids)
@@ -77,15 +86,16 @@ def test_the_real_engine_implements_every_kinds_action():
     assert all(callable(core.DiffusersEngine.describe) for kind in kinds.KINDS.values() if kind.output is Output.TEXT)
 
 
-def test_the_buttons_under_a_tile_come_from_the_registry_and_old_ids_still_match():
-    ids = [item.custom_id for item in tile_view(7, 2).children]
+def test_the_buttons_under_a_picture_come_from_the_registry_and_old_ids_still_match():
+    views = installed_views()
+    picture = [item.custom_id for item in views.picture(finished(kinds.UPSCALE), 2, 96, 64).children]
+    ids = [custom_id for custom_id in picture if custom_id.startswith(("dg:vary:", "dg:up:"))]
     assert ids == ["dg:vary:strong:7:2", "dg:vary:subtle:7:2", "dg:up:subtle:7:2", "dg:up:creative:7:2"]
     template = TileActionButton.__discord_ui_compiled_template__
     # Buttons on messages posted by earlier versions keep working.
     for old in ("dg:vary:strong:1:4", "dg:up:subtle:12:1", "dg:up:creative:3:3"):
         assert template.fullmatch(old)
     # Every custom_id that matches a template matches exactly one.
-    picture = [item.custom_id for item in edit.picture_view(finished(kinds.UPSCALE), 2, 96, 64).children]
     for custom_id in [*ids, *picture, "dg:u:7:1", "dg:v:7:1", "dg:reroll:7", "dg:dm:7", "dg:cells:7:2"]:
         matching = [b for b in (*BUTTONS, *edit.BUTTONS) if b.__discord_ui_compiled_template__.fullmatch(custom_id)]
         assert len(matching) == 1, custom_id
@@ -130,3 +140,29 @@ def test_every_button_and_select_answers_through_the_guarded_base():
         assert issubclass(item, GuardedItem), item.__name__
         # Overriding these would skip the base's error handling.
         assert "callback" not in vars(item) and "interaction_check" not in vars(item), item.__name__
+
+
+def test_every_kind_offered_under_a_picture_has_its_button_there_by_its_entry():
+    """A kind with a `picture_row` shows under a picture, in its row, with no other change needed."""
+    views = installed_views()
+    job = finished(kinds.UPSCALE)
+    view = views.picture(job, 1, 96, 64)
+    for kind in kinds.KINDS.values():
+        if kind.picture_row is None:
+            continue
+        items = views.picture_items(kind, job, 1, 96, 64)
+        assert items, kind.name
+        assert all(item in view.children and item.row == kind.picture_row for item in view.children if item in items)
+    # One with neither a tile button nor a registered builder (its cog failed to load) is left out.
+    unbuilt = dataclasses.replace(kinds.ZOOM, name="unbuilt")
+    assert views.picture_items(unbuilt, job, 1, 96, 64) == []
+
+
+def test_upscale_is_offered_under_a_picture_only_while_twice_it_fits():
+    views = installed_views()
+    job = finished(kinds.UPSCALE)
+    job = dataclasses.replace(job, spec=dataclasses.replace(job.spec, delivery=DeliveryOptions(size_limit=128)))
+    labels = [getattr(item.item, "label", None) for item in views.picture(job, 1, 64, 64).children]
+    assert "Upscale (Subtle)" in labels
+    labels = [getattr(item.item, "label", None) for item in views.picture(job, 1, 96, 64).children]
+    assert "Upscale (Subtle)" not in labels and "Vary (Strong)" in labels

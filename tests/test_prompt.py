@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from bot.prompt import MAX_PROMPT_CHARS, ParsedPrompt, PromptError, parse_prompt
+import bot.prompt
+from bot.prompt import MAX_PROMPT_CHARS, PARAMETER_NAMES, ParsedPrompt, PromptError, parse_prompt
 
 
 def one(text: str, **kwargs) -> ParsedPrompt:
@@ -111,7 +112,11 @@ def test_nothing_typed_is_none_so_settings_apply() -> None:
         ("cat --iw 3.5", "`--iw 3.5` is out of range: use 0–3, e.g. `--iw 0.5` or `--iw 2`."),
         ("cat --iw -1", "`--iw -1` is out of range: use 0–3, e.g. `--iw 0.5` or `--iw 2`."),
         ("cat --foo", "Unknown parameter `--foo`."),
-        ("cat --v 6", "Unknown parameter `--v`."),
+        (
+            "cat --v 6",
+            "`--v` isn't a parameter here: this server's models are picked with `--model NAME` (`/help` lists them).",
+        ),
+        ("cat --vv 6", "Unknown parameter `--vv`."),
         ("cat --ar", "`--ar` needs a value, e.g. `--ar 3:2`."),
         ("cat --seed --tile", "`--seed` needs a value, e.g. `--seed 42`."),
         ("cat --no", "`--no` needs a value, e.g. `--no text, people`."),
@@ -372,7 +377,7 @@ def test_raw_with_suffix_and_options_reparses_alone() -> None:
 
 
 def test_module_docstring_documents_every_spelling() -> None:
-    """The table is copied into the README: it must list every name the parser accepts."""
+    """The table is copied into docs/parameters.md: it must list every name the parser accepts."""
     import bot.prompt
 
     for name in bot.prompt._ALIASES:
@@ -390,3 +395,13 @@ def test_a_lone_surrogate_is_a_prompt_error_not_a_crash():
         parse_prompt("a cat \ud83d in a hat")
     with pytest.raises(PromptError, match=r"broken character .* \(from your /prefer suffix\)"):
         parse_prompt("a cat", suffix="--no \udc00")
+
+
+@pytest.mark.parametrize("name", sorted(bot.prompt.ELSEWHERE))
+def test_midjourneys_parameters_we_dont_do_say_what_does_their_job_here(name):
+    with pytest.raises(PromptError) as refused:
+        parse_prompt(f"a fox --{name} 1")
+    message = str(refused.value)
+    assert message == f"`--{name}` isn't a parameter here: {bot.prompt.ELSEWHERE[name]}"
+    assert not message.endswith("…"), "fits the one-line limit"
+    assert name not in PARAMETER_NAMES  # and none of them shadows one we do

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import io
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, kinds, messages, policy
+from bot import jobs, kinds, policy
 from bot.client import DreamGrid
+from bot.delivery import final_message
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
-from bot.images import encode_grid
-from bot.kinds import Output
 from bot.prompt import PARAMETER_NAMES, PromptError, parse_prompt
+from bot.rows import ImageRow
 from bot.ui import GuardedItem
 from engine import params as render_params
 from engine.params import PARAMETERS
@@ -48,7 +47,7 @@ def settings_embed(settings: dict[str, Any], suffix: str) -> discord.Embed:
 class SettingsSelect(GuardedItem[discord.ui.Select], template=r"dg:set:(?P<key>aspect|quality|stylize)"):
     """One of /settings' menus; the custom_id names the setting, the choice is its value."""
 
-    CHOICES = {
+    CHOICES: dict[str, Mapping[str, str | float]] = {  # the label shown: the value stored
         "aspect": {a: a for a in ASPECTS},
         "quality": QUALITIES,
         "stylize": STYLIZE_LEVELS,
@@ -63,7 +62,7 @@ class SettingsSelect(GuardedItem[discord.ui.Select], template=r"dg:set:(?P<key>a
         self.key = key
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Select, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(match["key"])
 
     async def respond(self, interaction: Interaction) -> None:
@@ -93,7 +92,7 @@ class ModelSelect(GuardedItem[discord.ui.Select], template=r"dg:set:model"):
         super().__init__(discord.ui.Select(custom_id="dg:set:model", options=options, min_values=1, max_values=1))
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Select, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls()
 
     async def respond(self, interaction: Interaction) -> None:
@@ -112,6 +111,7 @@ class ModelSelect(GuardedItem[discord.ui.Select], template=r"dg:set:model"):
 class SettingsButton(GuardedItem[discord.ui.Button], template=r"dg:set:(?P<key>remix|variation|reset)"):
     def __init__(self, key: str, settings: dict[str, Any] | None = None) -> None:
         settings = settings or {}
+        button: discord.ui.Button[discord.ui.View]
         if key == "remix":
             on = bool(settings.get("remix"))
             button = discord.ui.Button(
@@ -129,7 +129,7 @@ class SettingsButton(GuardedItem[discord.ui.Button], template=r"dg:set:(?P<key>r
         self.key = key
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(match["key"])
 
     async def respond(self, interaction: Interaction) -> None:
@@ -233,29 +233,25 @@ class Account(commands.Cog):
             raise UserError(f"You have no job {job_id}.")
         if job.status != "done":
             raise UserError(f"Job {job_id} is {job.status}; there is nothing to show yet.")
-        if kinds.get(job.kind).output is Output.TEXT:  # prompts, beside our copy of the picture
-            path = self.bot.settings.data_dir / job.spec.inputs[0].path
-            name = f"dreamgrid-{job.id}-described"
-            data, filename = await asyncio.to_thread(encode_grid, [path], name, interaction.filesize_limit)
-            await interaction.response.send_message(
-                content=messages.done(job),
-                embed=messages.described_embed(job, filename),
-                file=discord.File(io.BytesIO(data), filename=filename),
-                view=self.bot.views.result(job),
-                allowed_mentions=discord.AllowedMentions.none(),
-            )
-            return
-        stored = await jobs.stored_or_redraw(self.bot, interaction, job, then="it appears above when it is done.")
-        if stored is None:
-            return
-        rows, paths = stored
-        data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}", interaction.filesize_limit)
-        filename = messages.spoiler_name(job, rows, filename)
+        rows: list[ImageRow] = []
+        if kinds.get(job.kind).image_count:  # pictures: ours, or drawn again when they are gone
+            stored = await jobs.stored_or_redraw(self.bot, interaction, job, then="it appears above when it is done.")
+            if stored is None:
+                return
+            rows = stored[0]
+        final = await final_message(
+            job,
+            rows,
+            data_dir=self.bot.settings.data_dir,
+            views=self.bot.views,
+            upload_limit=interaction.filesize_limit,
+        )
+        assert final.file is not None and final.embed is not None  # a finished job shows its result
         await interaction.response.send_message(
-            content=messages.done(job),
-            embed=messages.result_embed(job, rows, filename),
-            file=discord.File(io.BytesIO(data), filename=filename),
-            view=self.bot.views.result(job),
+            content=final.content,
+            embed=final.embed,
+            file=final.file,
+            view=final.view or discord.utils.MISSING,
             allowed_mentions=discord.AllowedMentions.none(),
         )
 
@@ -379,7 +375,7 @@ a job's image (`job_id number`) or your `image` · Apps → **Upscale 2x** / **V
 picture · /blend mixes 2–5 pictures · /describe (or Apps → **Describe**) writes four prompts for one.
 
 **Yours**: /settings (defaults, Remix) · /fast · /relax · /prefer suffix · /prefer option set · /info \
-· /show JOB · /cancel JOB
+· /show JOB · /queue · /cancel JOB
 """
 
 

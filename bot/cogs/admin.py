@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot import policy
 from bot.client import DreamGrid
-from bot.errors import UserError
+from bot.errors import MESSAGE_CHARS, UserError, clip
 from bot.guild_config import KEYS, Key
 from bot.retention import StorageUsage, format_bytes, storage_usage
 from bot.store import ConfigChange
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 EMBED_FIELD_CHARS = 300  # 17 fields × 300 stays well inside the 6,000-character embed limit
 HISTORY_SHOWN = 20
 HISTORY_VALUE_CHARS = 60
-MESSAGE_CHARS = 2000
 
 Interaction = discord.Interaction[DreamGrid]
 
@@ -38,8 +37,10 @@ def _key(name: str) -> Key:
     return key
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _guild_id(interaction: Interaction) -> int:
+    """The server's id: the group is guild_only, and `Config.interaction_check` refuses the rest."""
+    assert interaction.guild_id is not None
+    return interaction.guild_id
 
 
 def _show_stored(key: Key, value: Any, bot: DreamGrid) -> str:
@@ -70,7 +71,7 @@ def _models(bot: DreamGrid) -> str:
         f"loaded now: {', '.join(f'`{m}`' for m in reversed(loaded)) or 'none'} (at most {limit}; "
         "the least recently used is unloaded first and loaded again when a job needs it)",
     ]
-    return _clip("\n".join(lines), EMBED_FIELD_CHARS)
+    return clip("\n".join(lines), EMBED_FIELD_CHARS)
 
 
 # Discord hides the group from members without Manage Server, unless the owner says otherwise.
@@ -83,6 +84,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
         self.bot = bot
         super().__init__()
 
+    # Overrides narrow the interaction: discord.py types this hook for any client; ours is DreamGrid.
     async def interaction_check(self, interaction: Interaction) -> bool:  # type: ignore[override]
         """Manage Server or the configured admin role; autocomplete is only the list of keys, so it passes."""
         if interaction.type is discord.InteractionType.autocomplete:
@@ -113,7 +115,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
             if config.is_set(key.name):
                 lines += f"\ndefault: {key.show(key.default_for(settings), settings)}"
             text = f"{lines}\n{key.description}"
-            embed.add_field(name=key.name, value=_clip(text, EMBED_FIELD_CHARS), inline=False)
+            embed.add_field(name=key.name, value=clip(text, EMBED_FIELD_CHARS), inline=False)
         # Walking a large images folder takes a moment, so answer "thinking…" first.
         await interaction.response.defer(ephemeral=True, thinking=True)
         usage = await storage_usage(settings.data_dir)
@@ -142,7 +144,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
                 " Its operator can set SAFETY_CHECKER=true and install a model that ships one (SD 1.x does)."
             )
         before = config[entry.name]
-        await configs.set(interaction.guild_id, entry.name, parsed, by=interaction.user.id)
+        await configs.set(_guild_id(interaction), entry.name, parsed, by=interaction.user.id)
         after = (await configs.get(interaction.guild_id))[entry.name]
         log.info("guild %s: %s set %s to %r", interaction.guild_id, interaction.user.id, entry.name, parsed)
         settings = self.bot.settings
@@ -151,7 +153,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
             state = policy.safety_checker_state(self.bot, await configs.get(interaction.guild_id))
             really = f" It {state}." if state.startswith("checks") else ""
         await interaction.response.send_message(
-            _clip(
+            clip(
                 f"`{entry.name}` is now {entry.show(after, settings)} (was {entry.show(before, settings)}).{really} "
                 "It applies to the next job.",
                 MESSAGE_CHARS,
@@ -173,14 +175,14 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
                 f"`{entry.name}` is already at its default, {default}.", ephemeral=True
             )
             return
-        await configs.set(interaction.guild_id, entry.name, None, by=interaction.user.id)
+        await configs.set(_guild_id(interaction), entry.name, None, by=interaction.user.id)
         await interaction.response.send_message(
-            _clip(f"`{entry.name}` is back to its default, {default}.", MESSAGE_CHARS), ephemeral=True
+            clip(f"`{entry.name}` is back to its default, {default}.", MESSAGE_CHARS), ephemeral=True
         )
 
     @app_commands.command(name="history", description="Who changed which setting, and when")
     async def history(self, interaction: Interaction) -> None:
-        changes = await self.bot.guild_configs.history(interaction.guild_id, HISTORY_SHOWN)
+        changes = await self.bot.guild_configs.history(_guild_id(interaction), HISTORY_SHOWN)
         if not changes:
             await interaction.response.send_message("No setting has been changed on this server yet.", ephemeral=True)
             return
@@ -197,7 +199,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
 
     @app_commands.command(name="moderation", description="Prompts refused for a banned word or pattern")
     async def moderation(self, interaction: Interaction) -> None:
-        refused = await self.bot.store.moderation_log(interaction.guild_id, HISTORY_SHOWN)
+        refused = await self.bot.store.moderation_log(_guild_id(interaction), HISTORY_SHOWN)
         if not refused:
             await interaction.response.send_message("No prompt has been refused on this server.", ephemeral=True)
             return
@@ -205,8 +207,8 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
         for entry in refused:
             when = discord.utils.format_dt(entry["created_at"], "f")
             line = (
-                f"{when} <@{entry['user_id']}> in <#{entry['channel_id']}> matched `{_clip(entry['matched'], 40)}`:"
-                f" {discord.utils.escape_markdown(_clip(entry['prompt'], 80))}"
+                f"{when} <@{entry['user_id']}> in <#{entry['channel_id']}> matched `{clip(entry['matched'], 40)}`:"
+                f" {discord.utils.escape_markdown(clip(entry['prompt'], 80))}"
             )
             if len("\n".join([*lines, line])) > MESSAGE_CHARS:
                 break
@@ -220,10 +222,10 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
         when = discord.utils.format_dt(change.changed_at, "f")
         if key is None:  # a key from an older version of the bot
             return f"{when} <@{change.changed_by}> changed `{change.key}`"
-        old = _clip(_show_stored(key, change.old_value, self.bot), HISTORY_VALUE_CHARS)
+        old = clip(_show_stored(key, change.old_value, self.bot), HISTORY_VALUE_CHARS)
         if change.new_value is None:
             return f"{when} <@{change.changed_by}> reset `{change.key}` (was {old})"
-        new = _clip(_show_stored(key, change.new_value, self.bot), HISTORY_VALUE_CHARS)
+        new = clip(_show_stored(key, change.new_value, self.bot), HISTORY_VALUE_CHARS)
         return f"{when} <@{change.changed_by}> set `{change.key}`: {old} → {new}"
 
     @set_.autocomplete("key")
@@ -231,7 +233,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
     async def _keys(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
         current = current.lower().strip()
         return [
-            app_commands.Choice(name=_clip(f"{key.name}: {key.description}", 100), value=key.name)
+            app_commands.Choice(name=clip(f"{key.name}: {key.description}", 100), value=key.name)
             for key in KEYS.values()
             if current in key.name
         ][:25]

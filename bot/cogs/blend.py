@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, kinds, policy
+from bot import jobs, kinds, policy, spec_builders
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
@@ -91,9 +91,15 @@ class Blend(commands.Cog):
             )
             names = ", ".join(shown_name(p.name) for p in pictures)
             await interaction.edit_original_response(content=f"Blending {names}.")
-            defaults = {"aspect": config["default_aspect"], **profile.settings}
-            spec = jobs.blend_spec(
-                parsed, pictures, aspect=DIMENSIONS[dimensions], bot=bot, model=model, defaults=defaults
+            defaults = jobs.prompt_defaults(config, profile)
+            spec = spec_builders.blend_spec(
+                parsed,
+                pictures,
+                aspect=DIMENSIONS[dimensions],
+                settings=bot.settings,
+                engine=bot.engine,
+                model=model,
+                defaults=defaults,
             )
             # The profile read above also gives the member's /fast or /relax: no second read.
             return [jobs.prompt_job(interaction, kinds.BLEND, parsed, spec, model=model, profile=profile)]

@@ -16,15 +16,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, kinds
+from bot import jobs, kinds, spec_builders
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
 from bot.image_inputs import image_attachments, read_for_interaction
+from bot.kinds import ResultButtons
 from bot.messages import NUMBERS
 from bot.rows import Job, NewJob
 from bot.spec import JobSpec, RenderSpec
-from bot.ui import GuardedItem
+from bot.ui import GuardedItem, JobViews
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,10 @@ async def _imagine(interaction: Interaction, job_id: int, numbers: list[int] | N
             text = f"{prompts[n - 1]} --ar {ratio.numerator}:{ratio.denominator}"
             parsed = jobs.parse_members_prompt(bot, profile, text)[0]
             model = parsed.model or config.default_model
-            defaults = {"aspect": config["default_aspect"], **profile.settings}
-            spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
+            defaults = jobs.prompt_defaults(config, profile)
+            spec = spec_builders.imagine_spec(
+                parsed, settings=bot.settings, engine=bot.engine, model=model, defaults=defaults
+            )
             wanted.append(jobs.prompt_job(interaction, kinds.IMAGINE, parsed, spec, model=model, profile=profile))
         return wanted
 
@@ -87,7 +90,7 @@ class PromptButton(GuardedItem[discord.ui.Button], template=r"dg:desc:(?P<job>\d
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -102,7 +105,7 @@ class ImagineAllButton(GuardedItem[discord.ui.Button], template=r"dg:desc:(?P<jo
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -117,7 +120,7 @@ class DescribeAgainButton(GuardedItem[discord.ui.Button], template=r"dg:desc:(?P
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -146,7 +149,7 @@ class DescribeAgainButton(GuardedItem[discord.ui.Button], template=r"dg:desc:(?P
 BUTTONS = (PromptButton, ImagineAllButton, DescribeAgainButton)
 
 
-def described_view(job: Job) -> discord.ui.View:
+def described_view(job: Job, used: frozenset[int] = frozenset()) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for index in range(1, len(job.spec.described) + 1):
         view.add_item(PromptButton(job.id, index))
@@ -178,6 +181,11 @@ class Describe(commands.Cog):
         await submit_describe(self.bot, interaction, pictures[0])
 
 
+def install_views(views: JobViews) -> None:
+    views.results[ResultButtons.PROMPTS] = described_view
+
+
 async def setup(bot: DreamGrid) -> None:
     bot.add_dynamic_items(*BUTTONS)
+    install_views(bot.views)
     await bot.add_cog(Describe(bot))

@@ -24,15 +24,14 @@ import discord
 
 from bot import edits, jobs, kinds, policy
 from bot.client import DreamGrid
-from bot.cogs.imagine import RemixModal, SendToDMButton, TileActionButton
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
-from bot.images import encode_for_upload, load_rgb, region_overlay
+from bot.image_files import encode_for_upload, load_rgb, region_overlay
 from bot.kinds import JobKind
 from bot.prompt import ParsedPrompt
 from bot.rows import ImageRow, Job, NewJob
 from bot.spec import EditSpec
-from bot.ui import GuardedItem, guarded
+from bot.ui import GuardedItem, GuardedModal, JobViews, RemixModal
 from engine import canvas
 from engine.canvas import Direction
 
@@ -93,26 +92,6 @@ async def start_edit(
     await jobs.submit(bot, interaction, build)
 
 
-def picture_view(job: Job, index: int, width: int, height: int) -> discord.ui.View:
-    """The buttons under one picture; Upscale only while twice its size fits the server's limit."""
-    view = discord.ui.View(timeout=None)
-    for preset in kinds.VARIATION.strengths:
-        view.add_item(TileActionButton(kinds.VARIATION, preset, job.id, index))
-    view.add_item(VaryRegionButton(job.id, index))
-    limit = job.spec.delivery.size_limit
-    if limit is None or max(width, height) * kinds.UPSCALE.scale <= limit:
-        for preset in kinds.UPSCALE.strengths:
-            view.add_item(TileActionButton(kinds.UPSCALE, preset, job.id, index))
-    for how in (*ZOOMS, "custom"):
-        view.add_item(ZoomButton(how, job.id, index))
-    if width != height:
-        view.add_item(MakeSquareButton(job.id, index))
-    for direction in Direction:
-        view.add_item(PanButton(direction, job.id, index))
-    view.add_item(SendToDMButton(job.id, index, row=2))
-    return view
-
-
 # -- Zoom Out, Custom Zoom, Make Square, Pan -------------------------------------------------
 
 
@@ -121,11 +100,11 @@ class ZoomButton(GuardedItem[discord.ui.Button], template=r"dg:zoom:(?P<how>2|1\
 
     def __init__(self, how: str, job_id: int, index: int) -> None:
         label = "Custom Zoom" if how == "custom" else f"Zoom Out {how}x"
-        super().__init__(discord.ui.Button(label=label, emoji="🔍", custom_id=f"dg:zoom:{how}:{job_id}:{index}", row=1))
+        super().__init__(discord.ui.Button(label=label, emoji="🔍", custom_id=f"dg:zoom:{how}:{job_id}:{index}"))
         self.how, self.job_id, self.index = how, job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(match["how"], int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -145,13 +124,11 @@ class MakeSquareButton(GuardedItem[discord.ui.Button], template=r"dg:square:(?P<
     """Make Square: the short side is extended until the picture is square (same pixel count)."""
 
     def __init__(self, job_id: int, index: int) -> None:
-        super().__init__(
-            discord.ui.Button(label="Make Square", emoji="🔲", custom_id=f"dg:square:{job_id}:{index}", row=1)
-        )
+        super().__init__(discord.ui.Button(label="Make Square", emoji="🔲", custom_id=f"dg:square:{job_id}:{index}"))
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -168,14 +145,12 @@ class PanButton(
 
     def __init__(self, direction: Direction, job_id: int, index: int) -> None:
         super().__init__(
-            discord.ui.Button(
-                emoji=edits.PAN_ARROWS[direction], custom_id=f"dg:pan:{direction.value}:{job_id}:{index}", row=2
-            )
+            discord.ui.Button(emoji=edits.PAN_ARROWS[direction], custom_id=f"dg:pan:{direction.value}:{job_id}:{index}")
         )
         self.direction, self.job_id, self.index = direction, job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(Direction(match["direction"]), int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -189,7 +164,7 @@ class PanButton(
         await start_edit(interaction, self.job_id, self.index, kinds.PAN, pan)
 
 
-class CustomZoomModal(discord.ui.Modal):
+class CustomZoomModal(GuardedModal):
     """Custom Zoom: the prompt with `--zoom 1–2` and, optionally, a new `--ar` for the frame.
 
     Changing the prompt itself is Remix, which a server can turn off; zoom and aspect are not.
@@ -198,7 +173,7 @@ class CustomZoomModal(discord.ui.Modal):
     def __init__(self, *, parent: Job, index: int, row: ImageRow) -> None:
         super().__init__(title=f"Custom Zoom (job {parent.id}, image #{index})"[:45], timeout=600)
         self.parent, self.index, self.row = parent, index, row
-        self.prompt = discord.ui.TextInput(
+        self.prompt: discord.ui.TextInput[CustomZoomModal] = discord.ui.TextInput(
             label="Prompt with --zoom 1–2 (and --ar to reshape)",
             style=discord.TextStyle.paragraph,
             default=f"{parent.prompt[:1500]} --zoom 2",
@@ -207,10 +182,7 @@ class CustomZoomModal(discord.ui.Modal):
         )
         self.add_item(self.prompt)
 
-    async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
-        await guarded(interaction, self._start(interaction))
-
-    async def _start(self, interaction: Interaction) -> None:
+    async def submit(self, interaction: Interaction) -> None:
         bot = interaction.client
 
         async def build(config: GuildConfig) -> list[NewJob]:
@@ -247,7 +219,9 @@ class CustomZoomModal(discord.ui.Modal):
 
 def _apart_from_shape(parsed: ParsedPrompt) -> tuple[object, ...]:
     """What a prompt asks for besides its aspect: a change here is a Remix."""
-    return (parsed.text, parsed.negative, parsed.chaos, parsed.stylize, parsed.quality, parsed.model, parsed.stop)
+    values = parsed.parameter_values()
+    values.pop("ar", None)
+    return parsed.text, values
 
 
 # -- Vary (Region) -----------------------------------------------------------------------------
@@ -257,13 +231,11 @@ class VaryRegionButton(GuardedItem[discord.ui.Button], template=r"dg:region:(?P<
     """Vary (Region): show the picture with numbered cells, and a menu to pick the ones to redraw."""
 
     def __init__(self, job_id: int, index: int) -> None:
-        super().__init__(
-            discord.ui.Button(label="Vary (Region)", emoji="🖌️", custom_id=f"dg:region:{job_id}:{index}", row=0)
-        )
+        super().__init__(discord.ui.Button(label="Vary (Region)", emoji="🖌️", custom_id=f"dg:region:{job_id}:{index}"))
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -300,12 +272,19 @@ def region_options(width: int, height: int) -> list[discord.SelectOption]:
     return options[:25]
 
 
+CELL_VALUE = re.compile(r"[0-9]{1,2}")  # ASCII digits only: str.isdigit() takes "²", which int() refuses
+
+
 def chosen_cells(values: list[str], width: int, height: int) -> set[int]:
-    """The cells a member picked: numbers, and shortcut names standing for several."""
+    """The cells a member picked: numbers, and shortcut names standing for several.
+
+    Values come back from the member's client and can be forged: anything but a short number or
+    a shortcut we offer reads as an out-of-date menu.
+    """
     shortcuts = canvas.region_shortcuts(width, height)
     cells: set[int] = set()
     for value in values:
-        if value.isdigit():
+        if CELL_VALUE.fullmatch(value):
             cells.add(int(value))
         elif value in shortcuts:
             cells |= shortcuts[value]
@@ -330,7 +309,8 @@ class RegionSelect(GuardedItem[discord.ui.Select], template=r"dg:cells:(?P<job>\
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Select, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
+        assert isinstance(item, discord.ui.Select)  # the template matches this class's menus only
         return cls(int(match["job"]), int(match["n"]), options=item.options)
 
     async def respond(self, interaction: Interaction) -> None:
@@ -350,6 +330,20 @@ class RegionSelect(GuardedItem[discord.ui.Select], template=r"dg:cells:(?P<job>\
 BUTTONS = (ZoomButton, MakeSquareButton, PanButton, VaryRegionButton, RegionSelect)
 
 
+def install_views(views: JobViews) -> None:
+    """The edit kinds' buttons under one picture (`JobViews.picture` places them by `bot.kinds`)."""
+    views.picture_buttons[kinds.REGION.name] = lambda job, index, width, height: [VaryRegionButton(job.id, index)]
+    views.picture_buttons[kinds.ZOOM.name] = lambda job, index, width, height: [
+        ZoomButton(how, job.id, index) for how in (*ZOOMS, "custom")
+    ]
+    views.picture_buttons[kinds.SQUARE.name] = lambda job, index, width, height: (
+        [MakeSquareButton(job.id, index)] if width != height else []  # a square picture is already square
+    )
+    views.picture_buttons[kinds.PAN.name] = lambda job, index, width, height: [
+        PanButton(direction, job.id, index) for direction in Direction
+    ]
+
+
 async def setup(bot: DreamGrid) -> None:
     bot.add_dynamic_items(*BUTTONS)
-    bot.views.picture = picture_view
+    install_views(bot.views)

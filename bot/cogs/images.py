@@ -18,15 +18,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, kinds
+from bot import jobs, kinds, policy, spec_builders
 from bot.client import DreamGrid
-from bot.cogs.imagine import start_child
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
 from bot.image_inputs import image_attachments, read_for_interaction
 from bot.kinds import JobKind
 from bot.prompt import ParsedPrompt
 from bot.rows import Job, NewJob
+from bot.ui import start_child
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +40,12 @@ def _modes(kind: JobKind) -> list[app_commands.Choice[str]]:
     return [app_commands.Choice(name=preset.title(), value=preset) for preset in kind.strengths]
 
 
-def may_see(interaction: Interaction, job: Job) -> bool:
-    """A member may work from their own jobs, and from jobs posted where they can read them."""
-    if job.user_id == interaction.user.id:
-        return True
-    if job.guild_id is None or job.guild_id != interaction.guild_id or interaction.guild is None:
-        return False
-    channel = interaction.guild.get_channel_or_thread(job.channel_id)
-    member = interaction.user
-    return channel is not None and isinstance(member, discord.Member) and channel.permissions_for(member).view_channel
-
-
 async def visible_job(bot: DreamGrid, interaction: Interaction, job_id: int, number: int) -> Job:
     """The finished job whose image `number` the member names, if they may see it."""
     if not 1 <= number <= 4:
         raise UserError(f"`number` is which image of the job, 1–4 (as on U1–U4), not {number}.")
     job = await bot.store.get_job(job_id)
-    if job is None or not may_see(interaction, job):
+    if job is None or not policy.can_see(interaction, job):
         raise UserError(f"You have no job {job_id}, and none was posted where you can see it.")
     if job.status != "done":
         raise UserError(f"Job {job_id} has no finished images to work from.")
@@ -85,7 +74,15 @@ async def picture_job(
     picture = await read_for_interaction(
         interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
     )
-    spec = jobs.picture_spec(parsed, picture, strength=strength, bot=bot, model=model, defaults=profile.settings)
+    spec = spec_builders.picture_spec(
+        parsed,
+        picture,
+        strength=strength,
+        settings=bot.settings,
+        engine=bot.engine,
+        model=model,
+        defaults=jobs.prompt_defaults(config, profile),
+    )
     return jobs.prompt_job(interaction, kind, parsed, spec, model=model, profile=profile)
 
 
@@ -221,6 +218,7 @@ class Images(commands.Cog):
         profile = await self.bot.store.profile(interaction.user.id)
         kind = kinds.VARIATION  # as strong as V1–V4 under the member's /settings
         strength = kind.strengths.get(profile.settings.get("variation", ""), kind.default_strength)
+        assert strength is not None  # VARIATION names its strengths
         await self._from_message(interaction, message, kind=kind, strength=strength)
 
     async def _from_message(

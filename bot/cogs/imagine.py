@@ -11,98 +11,26 @@ import asyncio
 import io
 import logging
 import re
-from collections.abc import Callable
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, kinds, messages, policy
+from bot import jobs, kinds, messages, policy, spec_builders
 from bot.client import DreamGrid
 from bot.errors import UserError, reply_ephemeral
 from bot.guild_config import GuildConfig
+from bot.image_files import encode_grid
 from bot.image_inputs import cdn_hosts_for, read_for_interaction, resolve_prompt_url, split_leading_urls
-from bot.images import encode_grid
 from bot.kinds import JobKind, ResultButtons
 from bot.prompt import MAX_JOBS
 from bot.rows import Job, NewJob
-from bot.spec import EditSpec
-from bot.ui import GuardedItem, guarded
+from bot.ui import GuardedItem, JobViews, start_child
 
 log = logging.getLogger(__name__)
 
 Interaction = discord.Interaction[DreamGrid]
-PictureView = Callable[[Job, int, int, int], discord.ui.View | None]  # job, image number, width, height
-
-
-# -- building jobs from a click --------------------------------------------------------------
-
-
-async def start_child(
-    interaction: Interaction, parent_id: int, *, kind: JobKind, index: int | None, strength: float | None = None
-) -> None:
-    """What V, 🔄 and the tile buttons do: queue a job, or first open the Remix modal."""
-    bot = interaction.client
-
-    async def build(config: GuildConfig) -> list[NewJob]:
-        parent = await jobs.job_or_error(bot, interaction, parent_id)
-        if kind.needs_finished_parent and parent.status != "done":
-            raise UserError(f"Job {parent.id} has no finished images to work from.")
-        profile = await bot.store.profile(interaction.user.id)
-        if kind.remix and profile.settings.get("remix") and config["remix_allowed"]:
-            modal = RemixModal(parent=parent, kind=kind, index=index, strength=strength)
-            await interaction.response.send_modal(modal)
-            return []
-        return [await jobs.child_job(bot, interaction, config, parent, kind=kind, index=index, strength=strength)]
-
-    await jobs.submit(bot, interaction, build)
-
-
-class RemixModal(discord.ui.Modal):
-    """Remix mode: edit the prompt before a variation, reroll or edit (Zoom, Pan, Vary (Region)…) runs."""
-
-    def __init__(
-        self,
-        *,
-        parent: Job,
-        kind: JobKind,
-        index: int | None,
-        strength: float | None,
-        edit: EditSpec | None = None,
-    ) -> None:
-        label = f"Remix image #{index}" if index is not None else kind.name.title()
-        super().__init__(title=f"{label} (job {parent.id})"[:45], timeout=600)
-        self.parent, self.kind, self.index, self.strength, self.edit = parent, kind, index, strength, edit
-        self.prompt = discord.ui.TextInput(
-            label="Prompt",
-            style=discord.TextStyle.paragraph,
-            default=parent.prompt[:1500],
-            max_length=1500,
-            custom_id="prompt",
-        )
-        self.add_item(self.prompt)
-
-    async def on_submit(self, interaction: Interaction) -> None:  # type: ignore[override]
-        await guarded(interaction, self._start(interaction))
-
-    async def _start(self, interaction: Interaction) -> None:
-        bot = interaction.client
-
-        async def build(config: GuildConfig) -> list[NewJob]:
-            job = await jobs.child_job(
-                bot,
-                interaction,
-                config,
-                self.parent,
-                kind=self.kind,
-                index=self.index,
-                strength=self.strength,
-                prompt=self.prompt.value,
-                edit=self.edit,
-            )
-            return [job]
-
-        await jobs.submit(bot, interaction, build)
 
 
 # -- the buttons ------------------------------------------------------------------------------
@@ -123,7 +51,8 @@ class UpscaleButton(GuardedItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+)
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
+        assert isinstance(item, discord.ui.Button)  # the template matches this class's buttons only
         return cls(int(match["job"]), int(match["n"]), used=item.style is discord.ButtonStyle.success)
 
     async def respond(self, interaction: Interaction) -> None:
@@ -138,13 +67,13 @@ class UpscaleButton(GuardedItem[discord.ui.Button], template=r"dg:u:(?P<job>\d+)
         )
         filename = messages.spoiler_name(job, [row], filename)
         # The clicked button turns green, as on Midjourney; the tile follows as a new message.
-        view = result_view(job, used={*_used_indexes(interaction.message), self.index})
+        view = bot.views.result(job, frozenset({*_used_indexes(interaction.message), self.index}))
         await interaction.response.edit_message(view=view)
         await interaction.followup.send(
             content=messages.tile(job, self.index),
             embed=messages.tile_embed(job, row, filename),
             file=discord.File(io.BytesIO(data), filename=filename),
-            view=bot.views.picture(job, self.index, row.width, row.height),
+            view=bot.views.picture(job, self.index, row.width, row.height) or discord.utils.MISSING,  # None fails
         )
 
 
@@ -156,7 +85,7 @@ class VariationButton(GuardedItem[discord.ui.Button], template=r"dg:v:(?P<job>\d
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -174,7 +103,7 @@ class RerollButton(GuardedItem[discord.ui.Button], template=r"dg:reroll:(?P<job>
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]))
 
     async def respond(self, interaction: Interaction) -> None:
@@ -186,7 +115,7 @@ class RerollButton(GuardedItem[discord.ui.Button], template=r"dg:reroll:(?P<job>
 def _tile_template() -> str:
     """`dg:{word}:{preset}:{job}:{n}` for every kind that offers a button under a tile."""
     offered = [k for k in kinds.KINDS.values() if k.tile_button is not None]
-    words = "|".join(re.escape(k.tile_button.word) for k in offered)  # type: ignore[union-attr]
+    words = "|".join(re.escape(button.word) for button in (k.tile_button for k in offered) if button is not None)
     presets = "|".join(sorted({re.escape(name) for k in offered for name in k.strengths}))
     return rf"dg:(?P<word>{words}):(?P<preset>{presets}):(?P<job>\d+):(?P<n>[1-4])"
 
@@ -200,7 +129,8 @@ class TileActionButton(GuardedItem[discord.ui.Button], template=_tile_template()
             raise ValueError(f"job kind {kind.name!r} has no button under a tile")
         super().__init__(
             discord.ui.Button(
-                label=f"{button.label} ({preset.title()})",
+                # "Vary (Strong)"; a kind with one strength is just its name.
+                label=f"{button.label} ({preset.title()})" if len(kind.strengths) > 1 else button.label,
                 emoji=button.emoji,
                 custom_id=f"dg:{button.word}:{preset}:{job_id}:{index}",
             )
@@ -208,7 +138,7 @@ class TileActionButton(GuardedItem[discord.ui.Button], template=_tile_template()
         self.kind, self.preset, self.job_id, self.index = kind, preset, job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         kind = kinds.by_tile_word(match["word"])
         assert kind is not None  # the template only matches registered words
         return cls(kind, match["preset"], int(match["job"]), int(match["n"]))
@@ -231,7 +161,7 @@ class SendToDMButton(GuardedItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]), int(match["n"]) if match["n"] else None)
 
     async def respond(self, interaction: Interaction) -> None:
@@ -261,7 +191,7 @@ class SendToDMButton(GuardedItem[discord.ui.Button], template=r"dg:dm:(?P<job>\d
 BUTTONS = (UpscaleButton, VariationButton, RerollButton, TileActionButton, SendToDMButton)
 
 
-def grid_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> discord.ui.View:
+def grid_view(job: Job, used: frozenset[int] = frozenset()) -> discord.ui.View:
     """Row 1 `U1 U2 U3 U4 🔄`, row 2 `V1 V2 V3 V4 ✉️`."""
     view = discord.ui.View(timeout=None)
     for n in range(1, 5):
@@ -270,39 +200,6 @@ def grid_view(job: Job, used: set[int] | frozenset[int] = frozenset()) -> discor
     for n in range(1, 5):
         view.add_item(VariationButton(job.id, n))
     view.add_item(SendToDMButton(job.id))
-    return view
-
-
-def result_view(
-    job: Job, used: set[int] | frozenset[int] = frozenset(), *, picture: PictureView | None = None
-) -> discord.ui.View | None:
-    """The buttons the job's kind puts under its finished result; None under anything unfinished.
-
-    `picture` builds the edit buttons under a one-image result (bot.cogs.edit installs it as
-    `bot.views.picture`).
-    """
-    if job.status != "done":
-        return None
-    kind = kinds.get(job.kind)
-    if kind.buttons is ResultButtons.GRID:
-        return grid_view(job, used)
-    if kind.buttons is ResultButtons.PICTURE and picture is not None:
-        render = job.spec.render
-        return picture(job, 1, render.width * kind.scale, render.height * kind.scale)
-    if kind.buttons is ResultButtons.PROMPTS:
-        from bot.cogs.describe import described_view  # that cog owns those buttons
-
-        return described_view(job)
-    return None
-
-
-def tile_view(job_id: int, index: int) -> discord.ui.View:
-    """Under one tile: a button per kind that starts from a tile, per strength, in registry order."""
-    view = discord.ui.View(timeout=None)
-    for kind in kinds.KINDS.values():
-        if kind.tile_button is not None:
-            for preset in kind.strengths:
-                view.add_item(TileActionButton(kind, preset, job_id, index))
     return view
 
 
@@ -350,7 +247,7 @@ async def imagine_jobs(
             f"With the `image` option a prompt makes at most {CONFIRM_ABOVE_JOBS} jobs; "
             f"this one makes {len(parsed_prompts)}."
         )
-    defaults = {"aspect": config["default_aspect"], **profile.settings}
+    defaults = jobs.prompt_defaults(config, profile)
     chosen = profile.settings.get("model")  # /settings; a model the server no longer allows is skipped
     default_model = chosen if chosen in config.allowed_models else config.default_model
     models = [parsed.model or default_model for parsed in parsed_prompts]
@@ -367,14 +264,18 @@ async def imagine_jobs(
     new_jobs = []
     for parsed, model in zip(parsed_prompts, models, strict=True):
         if picture is None:
-            spec = jobs.imagine_spec(parsed, bot=bot, model=model, defaults=defaults)
+            spec = spec_builders.imagine_spec(
+                parsed, settings=bot.settings, engine=bot.engine, model=model, defaults=defaults
+            )
         else:
-            spec = jobs.image_prompt_spec(parsed, picture, bot=bot, model=model, defaults=defaults)
+            spec = spec_builders.image_prompt_spec(
+                parsed, picture, settings=bot.settings, engine=bot.engine, model=model, defaults=defaults
+            )
         new_jobs.append(jobs.prompt_job(interaction, kind, parsed, spec, model=model, profile=profile))
     return new_jobs
 
 
-def confirmation(prompt: str, count: int) -> dict[str, object]:
+def confirmation(prompt: str, count: int) -> dict[str, Any]:  # Any: reply_ephemeral's content, embed and view
     """The ephemeral question before a large batch; the prompt rides along in the embed for Yes."""
     view = discord.ui.View(timeout=None)
     view.add_item(ConfirmButton(yes=True))
@@ -404,7 +305,7 @@ class ConfirmButton(GuardedItem[discord.ui.Button], template=r"dg:confirm:(?P<an
         self.yes = yes
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(yes=match["answer"] == "yes")
 
     async def respond(self, interaction: Interaction) -> None:
@@ -457,7 +358,14 @@ class Imagine(commands.Cog):
             await jobs.submit(self.bot, interaction, build)
 
 
+def install_views(views: JobViews) -> None:
+    """The grid's buttons, each kind's tile button under a picture, and ✉️ under a picture."""
+    views.results[ResultButtons.GRID] = grid_view
+    views.tile_action = TileActionButton
+    views.picture_extras.append(lambda job, index: SendToDMButton(job.id, index, row=2))
+
+
 async def setup(bot: DreamGrid) -> None:
     bot.add_dynamic_items(*BUTTONS, ConfirmButton)
-    bot.views.result = lambda job: result_view(job, picture=bot.views.picture)
+    install_views(bot.views)
     await bot.add_cog(Imagine(bot))

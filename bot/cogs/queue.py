@@ -1,4 +1,5 @@
-"""Cancelling jobs: `/cancel job_id` and the Cancel button under a waiting or running job.
+"""The line: `/queue` (your jobs and how long the line is), `/cancel job_id` and the Cancel button
+under a waiting or running job.
 
 Only the member who started a job, or a server admin (Manage Server or the `/config admin_role`,
 checked in code since `default_member_permissions` is only a hint), may cancel it. The button is a `DynamicItem`
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 import discord
 from discord import app_commands
@@ -20,7 +22,7 @@ from bot.errors import UserError
 from bot.policy import can_see, is_server_admin
 from bot.rows import Job
 from bot.store import ACTIVE
-from bot.ui import GuardedItem
+from bot.ui import GuardedItem, JobViews
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class CancelButton(GuardedItem[discord.ui.Button], template=r"dg:cancel:(?P<job>
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Button, match: re.Match[str], /):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
         return cls(int(match["job"]))
 
     async def check(self, interaction: Interaction) -> None:
@@ -81,6 +83,19 @@ class Queue(commands.Cog):
     def __init__(self, bot: DreamGrid) -> None:
         self.bot = bot
 
+    @app_commands.command(description="Your jobs waiting or running, their place in line, and how long the line is")
+    async def queue(self, interaction: Interaction) -> None:
+        store = self.bot.store
+        report = queue_report(
+            await store.active_jobs(interaction.user.id),
+            await store.queue_order(),
+            await store.queue_counts(interaction.guild_id),
+            self.bot.scheduler.starts_in,
+        )
+        await interaction.response.send_message(
+            report[:2000], ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
+
     @app_commands.command(description="Cancel a job that is waiting or running")
     @app_commands.describe(job_id="The job's number, as shown by /info or on its message")
     async def cancel(self, interaction: Interaction, job_id: app_commands.Range[int, 1]) -> None:
@@ -94,7 +109,41 @@ class Queue(commands.Cog):
         await interaction.followup.send(f"Cancelled job {job_id}.", ephemeral=True)
 
 
+QUEUE_SHOWN = 15  # of a member's own jobs, in /queue
+
+
+def queue_report(
+    mine: list[Job], order: list[int], counts: tuple[int, int, int], starts_in: Callable[[int], float | None]
+) -> str:
+    """What /queue says: the member's jobs (running, or their place in line and forecast), then the line."""
+    positions = {job_id: n for n, job_id in enumerate(order, start=1)}
+    lines = []
+    for job in mine[:QUEUE_SHOWN]:
+        if job.status == "running":
+            state = f"running, {job.progress:.0%}"
+        else:
+            position = positions.get(job.id, 0)
+            state = "next in line" if position <= 1 else f"position {position}"
+            forecast = starts_in(position) if job.mode != "relax" else None
+            if forecast is not None:
+                state += f", {messages.starts_in(forecast)}"
+            if job.mode == "relax":
+                state += ", Relax"
+        prompt = discord.utils.escape_markdown(job.prompt[:60] + ("…" if len(job.prompt) > 60 else ""))
+        lines.append(f"`{job.id}` {state}: {prompt or 'your picture'}")
+    if len(mine) > QUEUE_SHOWN:
+        lines.append(f"…and {len(mine) - QUEUE_SHOWN} more.")
+    waiting_here, running_here, waiting_all = counts
+    mine_text = "\n".join(lines) if lines else "You have no jobs waiting or running."
+    line = f"**The line:** {waiting_here} waiting and {running_here} running here; {waiting_all} waiting in all."
+    return f"{mine_text}\n{line}"
+
+
+def install_views(views: JobViews) -> None:
+    views.progress = progress_view
+
+
 async def setup(bot: DreamGrid) -> None:
     bot.add_dynamic_items(CancelButton)
-    bot.views.progress = progress_view
+    install_views(bot.views)
     await bot.add_cog(Queue(bot))

@@ -214,8 +214,8 @@ class FolderDataset:
         return len(self.paths)
 
     def image(self, index: int) -> Image.Image:
-        with Image.open(self.paths[index]) as im:
-            im = im.convert("RGB")
+        with Image.open(self.paths[index]) as opened:
+            im = opened.convert("RGB")
             w, h = im.size
             side = min(w, h)
             left, top = (w - side) // 2, (h - side) // 2

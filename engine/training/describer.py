@@ -22,6 +22,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,8 +104,8 @@ def make_describer(tokenizer, cfg: DescriberConfig):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         add_cross_attention=True,
-        is_decoder=True,
     )
+    # It sets the decoder's is_decoder (transformers 5's GPT2Config no longer declares that field).
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
     config.decoder_start_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id
@@ -333,7 +334,7 @@ def evaluate_describer(
     steps: int = 20,
     guidance: float = 7.5,
     size: int = 64,
-) -> dict[str, object]:
+) -> dict[str, Any]:  # a JSON report, read by key
     """Does the first of the four prompts name the shape and both colours?
 
     held_out: synthetic images never drawn for training. round_trip: the 96 held-out prompts of
@@ -342,7 +343,7 @@ def evaluate_describer(
     against the prompt, and (`*_vs_pixels`) against what the pixel judge sees in the same image.
     """
     describer = Describer.load(folder, device=torch.device("cpu"))
-    result: dict[str, object] = {}
+    result: dict[str, Any] = {}
 
     started = time.perf_counter()
     scenes = eval_scenes(images)

@@ -87,7 +87,7 @@ def eval_cases(seeds_per_prompt: int = 4, combos: list[tuple[str, str, str]] | N
     """Held-out prompt x seed cases, the same on every machine."""
     combos = combos if combos is not None else held_out_combos()
     rng = random.Random("dreamgrid-eval")
-    cases = []
+    cases: list[Case] = []
     for combo in combos:
         for k in range(seeds_per_prompt):
             scene = random_scene(rng, [combo])

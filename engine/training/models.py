@@ -3,7 +3,10 @@ with cross-attention at every (tiny) latent resolution plus pooled-text time con
 
 from __future__ import annotations
 
-from diffusers import AutoencoderKL, DDPMScheduler, EulerDiscreteScheduler, UNet2DConditionModel
+# From their own modules: diffusers' lazy top level shows type checkers attribute-less dummies.
+from diffusers.models import AutoencoderKL, UNet2DConditionModel
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 # Zero-ish terminal SNR: the last training timestep is (almost) pure noise, which is where

@@ -19,6 +19,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -97,7 +98,8 @@ def _lr_lambda(cfg: TrainConfig):
 def train_vae(cfg: TrainConfig, pixels: torch.Tensor, device: torch.device):
     """pixels: N x 3 x H x W in [-1, 1] (CPU). Returns the trained VAE and its loss history."""
     torch.manual_seed(cfg.seed)
-    vae = make_vae(cfg.image_size).to(device)
+    vae = make_vae(cfg.image_size)
+    vae.to(device)  # type: ignore[arg-type]  # typeshed's functools.wraps result binds no self
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / cfg.vae_steps)))
@@ -184,7 +186,7 @@ def build_pipeline(vae, text_encoder, tokenizer, unet):
 
 @torch.no_grad()
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    ema_params = [p for p in ema.parameters()]
+    ema_params: list[torch.Tensor] = list(ema.parameters())
     params = [p.detach() for p in model.parameters()]
     torch._foreach_lerp_(ema_params, params, 1.0 - decay)
 
@@ -232,8 +234,10 @@ def train(cfg: TrainConfig) -> dict:
 
     # 2. stage 2 models, optimiser, EMA
     torch.manual_seed(cfg.seed + 1)
-    text_encoder = make_text_encoder(tokenizer, cfg.text_hidden, cfg.text_layers).to(device)
-    unet = make_unet(cross_attention_dim=cfg.text_hidden, latent_size=cfg.image_size // 8).to(device)
+    text_encoder = make_text_encoder(tokenizer, cfg.text_hidden, cfg.text_layers)
+    text_encoder.to(device)  # type: ignore[arg-type]  # typeshed's functools.wraps result binds no self
+    unet = make_unet(cross_attention_dim=cfg.text_hidden, latent_size=cfg.image_size // 8)
+    unet.to(device)  # type: ignore[arg-type]  # typeshed's functools.wraps result binds no self
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     opt = torch.optim.AdamW(
         [{"params": unet.parameters(), "lr": cfg.lr}, {"params": text_encoder.parameters(), "lr": cfg.text_lr}],
@@ -291,7 +295,8 @@ def train(cfg: TrainConfig) -> dict:
         ids = tokenize(texts).to(device)
         latents = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)).to(device) * scaling
         noise = torch.randn(latents.shape, generator=g).to(device)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch,), generator=g).to(device)
+        t = torch.randint(0, noise_sched.config["num_train_timesteps"], (cfg.batch,), generator=g).to(device)
+        t = cast(torch.IntTensor, t)  # diffusers annotates timesteps IntTensor, a class no tensor op returns
         noisy = noise_sched.add_noise(latents, noise, t)
         target = noise_sched.get_velocity(latents, noise, t)
 

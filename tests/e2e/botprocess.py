@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 import sys
 from collections import Counter
@@ -19,10 +20,20 @@ ROOT = Path(__file__).resolve().parents[2]
 class BotProcess:
     """`python -m bot` with the fake engine; its data directory outlives the process."""
 
-    def __init__(self, fake: FakeDiscord, data_dir: Path, *, root: Path = ROOT, **settings: Any) -> None:
-        """`root`: the checkout whose bot to run (another one gives a baseline for benchmarks)."""
+    def __init__(
+        self,
+        fake: FakeDiscord,
+        data_dir: Path,
+        *,
+        root: Path = ROOT,
+        open_files_limit: int | None = None,
+        **settings: Any,
+    ) -> None:
+        """`root`: the checkout whose bot to run (another one gives a baseline for benchmarks);
+        `open_files_limit`: the process's RLIMIT_NOFILE, as an operator's ulimit would set it."""
         self.fake = fake
         self.root = root
+        self.open_files_limit = open_files_limit
         self.env = {
             **os.environ,
             **fake.env(),
@@ -42,7 +53,14 @@ class BotProcess:
         identified = self.fake.identifies
         with open(self.log, "ab") as log:  # noqa: ASYNC230 - once per start, before the bot exists
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", env=self.env, cwd=self.root, stdout=log, stderr=log
+                sys.executable,
+                "-m",
+                "bot",
+                env=self.env,
+                cwd=self.root,
+                stdout=log,
+                stderr=log,
+                preexec_fn=self._limit_open_files if self.open_files_limit else None,
             )
         # Ready once it identified and registered its commands (the fake infers nothing then).
         await self.fake.wait_for(
@@ -50,6 +68,15 @@ class BotProcess:
             timeout=20,
             what="the bot subprocess to connect",
         )
+
+    def _limit_open_files(self) -> None:
+        assert self.open_files_limit is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files_limit, self.open_files_limit))
+
+    def open_files(self) -> int:
+        """How many file descriptors the bot holds now."""
+        assert self.proc is not None
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     async def kill(self) -> None:
         """SIGKILL: no cleanup, no requeue, exactly like a crash or the OOM killer."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
+
+import pytest
 
 from bot.rows import NewJob
 from bot.store import QueueLimits
@@ -173,3 +177,26 @@ async def test_models_by_short_name_with_their_own_defaults(fake_discord: FakeDi
         assert bot.engine.requests[-1].model == "turbo"  # the member's /settings model
         _, helped = await reply_to(fake, "help")
         assert helped.embed["fields"][0]["value"].startswith("`fake`, `turbo`")
+
+
+async def test_show_and_u_still_deliver_when_no_cog_builds_their_buttons(
+    fake_discord: FakeDiscord, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """A cog that failed to load leaves its button builder returning None. discord.py fails on
+    view=None (send_message after sending, followup.send before), so those go out without a view."""
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        grid = await result_of(await fake.slash("imagine", prompt="a small boat --seed 4"))
+        # As when the cogs that build them failed to load:
+        bot.views.picture_buttons.clear()
+        bot.views.tile_action = None
+        bot.views.picture_extras.clear()
+        u1 = await fake.click(grid, label="U1")
+        await u1.ack()
+        tile = await u1.wait_for_followup(lambda m: m.attachments)
+        assert tile.attachments[0].image().size == (64, 64) and not tile.labels
+        bot.views.results.clear()
+        shown = await result_of(await fake.slash("show", job_id=1))
+        assert shown.attachments and not shown.labels
+        await asyncio.sleep(0.5)  # send_message failed only after the message went out
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from engine import canvas
+from engine import params as render_params
 from engine.requests import Action
 from tests.fakediscord import FakeDiscord, Message
 from tests.harness import result_of, running_bot, shows_result
@@ -50,7 +51,7 @@ async def test_zoom_pan_upscale_and_vary_region_across_a_restart(fake_discord: F
     async with running_bot(fake, tmp_path) as bot:
         grid = await result_of(await fake.slash("imagine", prompt="a lighthouse at dusk --seed 5"))
         tile = await _u(fake, grid, "dg:u:1:1")
-        assert [b.get("label") or b["emoji"]["name"] for b in tile.buttons] == PICTURE_BUTTONS + ARROWS
+        assert [b.get("label") or b["emoji"]["name"] for b in tile.buttons] == [*PICTURE_BUTTONS, *ARROWS, "Retexture"]
         assert "Make Square" not in tile.labels  # a square picture is already square
         assert all(len(c) <= 100 for c in tile.custom_ids) and len(tile.components) <= 5
         source = tile.attachments[0].image().convert("RGB")
@@ -222,3 +223,32 @@ async def test_vary_region_with_remix_opens_the_prompt_before_it_draws(fake_disc
         assert job.spec.edit.cells == (1, 2, 3, 4, 5, 8, 9, 12, 13, 14, 15, 16)
         assert bot.engine.requests[-1].prompt == "a red kite in a storm"
         assert region.labels[:4] == ["U1", "U2", "U3", "U4"]
+
+
+async def test_retexture_asks_for_the_new_prompt_and_keeps_the_pictures_place(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    """Retexture: a new prompt on the same picture. Its editor opens even with Remix off on the server
+    (the new prompt is the point of it), and the result is drawn from the tile at RETEXTURE."""
+    from tests.e2e.test_admin import configure
+
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        await configure(fake, remix_allowed="off")
+        grid = await result_of(await fake.slash("imagine", prompt="a lighthouse at dusk --ar 3:2 --seed 5"))
+        tile = await _u(fake, grid, "dg:u:1:3")
+        opened = await fake.click(tile, label="Retexture")
+        await opened.ack()
+        assert opened.modal is not None and opened.modal["title"] == "Retexture image #3 (job 1)"
+        result = await result_of(await fake.submit_modal(opened, {"prompt": "a lighthouse made of glass"}))
+        job = await bot.store.get_job(2)
+        assert (job.kind, job.parent_id, job.parent_index, job.prompt) == (
+            "retexture",
+            1,
+            3,
+            "a lighthouse made of glass",
+        )
+        request = bot.engine.requests[-1]
+        assert request.action is Action.VARIATION and request.strength == render_params.RETEXTURE
+        assert request.prompt == "a lighthouse made of glass" and (request.width, request.height) == (80, 56)
+        assert " - Retexture" in result.content and result.labels[:4] == ["U1", "U2", "U3", "U4"]

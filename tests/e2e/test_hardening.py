@@ -11,9 +11,12 @@ from pathlib import Path
 
 import discord
 
+from bot.cogs import edit as edit_cog
 from bot.cogs.account import SettingsSelect
+from bot.cogs.edit import RegionSelect, region_options
 from bot.cogs.imagine import SendToDMButton, UpscaleButton, VariationButton
 from bot.cogs.queue import CancelButton
+from bot.errors import UserError
 from engine.fake import FakeEngine
 from engine.requests import RenderError
 from tests.e2e.test_admin import configure, finished, refusal
@@ -264,3 +267,37 @@ async def test_a_reply_discord_applied_but_answered_502_leaves_no_stale_message(
         job = await eventually(lambda: bot.store.get_job(1), lambda job: job.delivered_at)
         assert job.message_id == grid.id and job.result_message_id == grid.id
         assert len(fake.channel_messages()) == 1  # the job's own message, not a second post
+
+
+async def test_forged_vary_region_values_get_a_short_answer(fake_discord: FakeDiscord, tmp_path: Path):
+    """Issue #29: "²" passes str.isdigit but not int(), 5,000 digits pass Python's digit limit, and a
+    4,000-digit cell was quoted back in a refusal longer than Discord's 2,000 characters."""
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        await finished(await _imagine(fake, "a lighthouse"))  # job 1
+        menu = await _post_buttons(bot, fake.channel, RegionSelect(1, 1, options=region_options(64, 64)))
+        for forged in ("²", "9" * 5000, "9" * 4000, "٣", "1" * 3, "-1", " 1"):
+            pick = await fake.select(fake.messages[menu.id], "dg:cells:1:1", [forged], user=fake.alice)
+            reply = (await pick.wait_for_reply()).content
+            assert reply == "That menu is out of date: press Vary (Region) again.", forged[:10]
+        assert await bot.store.get_job(2) is None
+        # Cells that don't exist on the picture are told as such.
+        pick = await fake.select(fake.messages[menu.id], "dg:cells:1:1", ["99"], user=fake.alice)
+        reply = (await pick.wait_for_reply()).content
+        assert "99" in reply and len(reply) <= 2000 and "Something went wrong" not in reply
+
+
+async def test_every_refusal_fits_discords_message_limit(fake_discord: FakeDiscord, tmp_path: Path, monkeypatch):
+    """A refusal that quotes what the member sent is cut to fit, wherever it is raised."""
+    fake = fake_discord
+
+    def quoting(values: list[str], width: int, height: int) -> set[int]:
+        raise UserError(f"Cell {'9' * 4000} is not on the picture.")
+
+    monkeypatch.setattr(edit_cog, "chosen_cells", quoting)
+    async with running_bot(fake, tmp_path) as bot:
+        await finished(await _imagine(fake, "a lighthouse"))
+        menu = await _post_buttons(bot, fake.channel, RegionSelect(1, 1, options=region_options(64, 64)))
+        pick = await fake.select(fake.messages[menu.id], "dg:cells:1:1", ["1"], user=fake.alice)
+        reply = (await pick.wait_for_reply()).content
+        assert reply.startswith("Cell 999") and reply.endswith("…") and len(reply) == 2000

@@ -303,3 +303,22 @@ async def test_an_upload_job_killed_mid_render_finishes_from_our_copy(fake_disco
         assert not bot.errors(), bot.errors()
     finally:
         await bot.stop()
+
+
+async def test_a_picture_redrawn_with_no_prompt_is_drawn_from_its_description(fake_discord: FakeDiscord, tmp_path):
+    """Issue #24: with an empty prompt the model drew whatever it liked; now the picture is described
+    first (the likeliest description, the same every time, so a redraw gives the same pixels)."""
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        await upload_result(await fake.slash("variation", image=fake.upload("sky.png", picture(colour=(30, 60, 200)))))
+        described = bot.engine.describe_requests[-1]
+        assert described.seed is None and described.count == 1
+        request = bot.engine.requests[-1]
+        assert request.action is Action.VARIATION and request.prompt == "a flat #1e3cc8 picture"
+        job = await bot.store.get_job(1)
+        assert job.prompt == "" and job.spec.render.prompt == ""  # recorded as asked: no prompt
+        # With a prompt of their own, the member's words are drawn, and nothing is described.
+        count = len(bot.engine.describe_requests)
+        photo = fake.upload("sky.png", picture(colour=(30, 60, 200)))
+        await upload_result(await fake.slash("variation", image=photo, prompt="a stormy sky"))
+        assert bot.engine.requests[-1].prompt == "a stormy sky" and len(bot.engine.describe_requests) == count

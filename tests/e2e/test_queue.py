@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
@@ -189,3 +190,39 @@ async def test_a_repeat_over_the_waiting_limit_is_refused_at_once_naming_it(fake
             "This would queue 11 jobs, but a member may have 10 waiting on this server. Nothing was queued."
         )
         assert (await bot.store.user_stats(fake_discord.alice.id)).jobs_total == 0
+
+
+FORECAST = r"(starting any moment|starts in under a minute|starts in about \d+ min)"
+
+
+async def test_waiting_members_see_their_place_move_up_with_a_forecast(fake_discord: FakeDiscord, tmp_path: Path):
+    """Issue #24: "Waiting to start" says where the job is in line and, once jobs have been timed,
+    when it should start; it is edited as the line moves. /queue says the same, and how long the line is."""
+    fake = fake_discord
+    engine = FakeEngine(models=["fake"], step_delay_s=0.05)
+    async with running_bot(fake, tmp_path, engine=engine, max_concurrent_jobs=1):
+        first = await _imagine(fake, "a red fox")  # job 1 runs
+        await first.wait_for_edit(_final, timeout=15)  # timed: the next forecasts know how long a job takes
+        running = await _imagine(fake, "a blue fox")  # job 2 runs
+        second = await _imagine(fake, "a green fox", user=fake.bob)  # job 3 waits
+        third = await _imagine(fake, "a grey fox", user=fake.bob)  # job 4 waits behind it
+        assert re.search(rf"\(Waiting to start, position 2, {FORECAST}\)$", third.original.content)
+        assert re.search(rf"\(Waiting to start, next in line, {FORECAST}\)$", second.original.content)
+
+        report = await fake.slash("queue", user=fake.bob)
+        await report.ack()
+        text = (await report.wait_for_reply()).content
+        assert re.search(rf"`3` next in line, {FORECAST}: a green fox\n`4` position 2, {FORECAST}: a grey fox", text)
+        assert "**The line:** 2 waiting and 1 running here; 2 waiting in all." in text
+
+        # Job 2 finishes and job 3 starts: job 4 is told it is next.
+        moved = await third.wait_for_edit(lambda m: "next in line" in m.content, timeout=15)
+        assert re.search(rf"\(Waiting to start, next in line, {FORECAST}\)$", moved.content)
+        for ix in (running, second, third):
+            await ix.wait_for_edit(_final, timeout=20)
+
+        report = await fake.slash("queue", user=fake.bob)
+        await report.ack()
+        text = (await report.wait_for_reply()).content
+        assert text.startswith("You have no jobs waiting or running.")
+        assert "0 waiting and 0 running here" in text

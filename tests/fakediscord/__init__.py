@@ -14,7 +14,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from .models import Attachment, Channel, Guild, Member, Message, P, Role, User
+from .models import Attachment, Channel, Guild, Member, Message, Overwrite, P, Role, User
 from .records import Callback, Interaction, RequestRecord, Upload, Violation
 from .server import DiscordError, FakeDiscord, Outage
 
@@ -63,6 +63,7 @@ __all__ = [
     "Interaction",
     "Member",
     "Outage",
+    "Overwrite",
     "Message",
     "RequestRecord",
     "Role",

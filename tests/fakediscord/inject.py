@@ -121,16 +121,18 @@ class InjectMixin:
         if guild is not None:
             member = guild.member(user)
             bot = guild.member(self.bot_user)
+            if not member.permissions_in(channel) & P.VIEW_CHANNEL:
+                raise AssertionError(f"{user.username} cannot see #{channel.name}: no client offers that")
             payload.update(
                 guild_id=str(guild.id),
                 guild=guild.to_partial(),
                 guild_locale=guild.locale,
-                member={**member.to_payload(), "permissions": str(member.permissions)},
-                app_permissions=str(bot.permissions),
+                member={**member.to_payload(), "permissions": str(member.permissions_in(channel))},
+                app_permissions=str(bot.permissions_in(channel)),
                 authorizing_integration_owners={"0": str(guild.id)},
                 context=0,
             )
-            payload["channel"]["permissions"] = str(member.permissions)
+            payload["channel"]["permissions"] = str(member.permissions_in(channel))
         else:
             payload.update(
                 user=user.to_payload(),

@@ -112,6 +112,19 @@ class Role:
         }
 
 
+@dataclass(frozen=True)
+class Overwrite:
+    """A channel's permission overwrite for a role (type 0) or a member (type 1), as Discord sends it."""
+
+    id: int
+    type: int
+    allow: int = 0
+    deny: int = 0
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"id": str(self.id), "type": self.type, "allow": str(self.allow), "deny": str(self.deny)}
+
+
 @dataclass(eq=False)
 class Channel:
     id: int
@@ -121,6 +134,7 @@ class Channel:
     recipient: User | None = None  # for DMs
     nsfw: bool = False
     position: int = 0
+    overwrites: list[Overwrite] = field(default_factory=list)
 
     @property
     def is_dm(self) -> bool:
@@ -146,7 +160,7 @@ class Channel:
             "type": self.type,
             "name": self.name,
             "position": self.position,
-            "permission_overwrites": [],
+            "permission_overwrites": [o.to_payload() for o in self.overwrites],
             "nsfw": self.nsfw,
             "parent_id": None,
             "topic": None,
@@ -157,6 +171,13 @@ class Channel:
         if with_guild_id and self.guild is not None:
             d["guild_id"] = str(self.guild.id)
         return d
+
+
+def sum_bits(values: Any) -> int:
+    bits = 0
+    for value in values:
+        bits |= value
+    return bits
 
 
 @dataclass(eq=False)
@@ -180,6 +201,22 @@ class Member:
         for r in self.roles:
             perms |= r.permissions
         return P.ALL if perms & P.ADMINISTRATOR else perms
+
+    def permissions_in(self, channel: Channel) -> int:
+        """What this member may do in `channel`: Discord's order — @everyone's overwrite, then the
+        roles' (denies before allows), then the member's own."""
+        perms = self.permissions
+        if perms == P.ALL:
+            return perms
+        by_id = {o.id: o for o in channel.overwrites}
+        if everyone := by_id.get(self.guild.id):
+            perms = (perms & ~everyone.deny) | everyone.allow
+        roles = [by_id[r.id] for r in self.roles if r.id in by_id]
+        perms &= ~sum_bits(o.deny for o in roles)
+        perms |= sum_bits(o.allow for o in roles)
+        if own := by_id.get(self.user.id):
+            perms = (perms & ~own.deny) | own.allow
+        return perms
 
     def to_payload(self, *, with_user: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {

@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 
 from . import rules
 from .inject import InjectMixin
-from .models import Attachment, Channel, Guild, Member, Message, P, Role, User, iso_now, snowflake
+from .models import Attachment, Channel, Guild, Member, Message, Overwrite, P, Role, User, iso_now, snowflake
 from .records import ACK_DEADLINE, Callback, Interaction, RequestRecord, Upload, Violation
 from .spec import Route, compile_template, load_spec, match_route
 
@@ -190,6 +190,16 @@ class FakeDiscord(InjectMixin):
             user = self.add_user(user)
         guild.members[user.id] = Member(user, guild, list(roles), nick)
         return user
+
+    def make_private(self, channel: Channel, *members: User) -> Channel:
+        """Only `members` (and the bot) may view `channel`: @everyone is denied View Channel there.
+        Call `announce_guild()` afterwards if the bot is already connected."""
+        assert channel.guild is not None
+        channel.overwrites = [
+            Overwrite(channel.guild.id, 0, deny=P.VIEW_CHANNEL),
+            *(Overwrite(user.id, 1, allow=P.VIEW_CHANNEL) for user in (self.bot_user, *members)),
+        ]
+        return channel
 
     def dm(self, user: User) -> Channel:
         """The DM channel between the bot and `user` (created on first use)."""
@@ -1059,7 +1069,7 @@ class FakeDiscord(InjectMixin):
     def _check_bot_can_post(self, rec: RequestRecord, channel: Channel, body: dict[str, Any], files: list) -> None:
         if channel.guild is None:
             return
-        perms = channel.guild.members[self.bot_user.id].permissions
+        perms = channel.guild.members[self.bot_user.id].permissions_in(channel)
         need = P.VIEW_CHANNEL | P.SEND_MESSAGES
         if files:
             need |= P.ATTACH_FILES
