@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot.delivery import Delivery
 from bot.errors import on_app_command_error
 from bot.guild_config import GuildConfigs
+from bot.member_pictures import PictureReader
 from bot.metrics import Metrics, MetricsServer
 from bot.retention import ImageRetention, RetentionPolicy
 from bot.scheduler import Scheduler
@@ -64,6 +65,8 @@ class DreamGrid(commands.Bot):
         # Work after an acknowledgement (database, "Waiting to start") takes turns, a few at a time, so a
         # burst of commands can't crowd out the next ones' acknowledgements on the event loop.
         self.admission = asyncio.Semaphore(ADMISSIONS_AT_ONCE)
+        # Members' pictures are decoded in bounded child processes, a few at a time (bot.member_pictures).
+        self.pictures = PictureReader()
         # Deletes old images by IMAGE_RETENTION_DAYS / IMAGE_STORE_MAX_GB; job rows stay, so they can be redrawn.
         self.retention = ImageRetention(store, settings.data_dir, RetentionPolicy.from_settings(settings))
         # The buttons under a job's message: bot.cogs.imagine and bot.cogs.queue install the builders.

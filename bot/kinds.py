@@ -211,7 +211,7 @@ UPSCALE = register(
     )
 )
 
-# Members' own pictures (bot.image_inputs): the source is our stored copy in the job's spec.inputs.
+# Members' own pictures (bot.member_pictures): the source is our stored copy in the job's spec.inputs.
 IMAGE_PROMPT = register(
     JobKind(
         name="image_prompt",

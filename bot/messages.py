@@ -6,7 +6,7 @@ import discord
 
 from bot import edits, kinds
 from bot.errors import MESSAGE_CHARS, clip
-from bot.image_inputs import shown_name
+from bot.member_pictures import shown_name
 from bot.rows import ImageRow, Job
 from engine import params as render_params
 from engine.requests import ImagePromptMethod
@@ -27,9 +27,10 @@ def _preview(prompt: str, limit: int) -> str:
 
 
 def _prompt(job: Job, limit: int) -> str:
-    """The prompt preview, or the member's picture's name when they gave no prompt."""
-    if not job.prompt.strip() and job.spec.inputs:  # a member's picture, worked on with no prompt
-        return f"Your picture {shown_name(job.spec.inputs[0].name)}"
+    """The prompt preview, or the member's pictures' names when they gave no prompt (all of a blend's)."""
+    if not job.prompt.strip() and job.spec.inputs:  # a member's pictures, worked on with no prompt
+        names = " + ".join(shown_name(picture.name) for picture in job.spec.inputs)
+        return f"Your picture{'s' if len(job.spec.inputs) > 1 else ''} {clip(names, limit)}"
     return _preview(job.prompt, limit)
 
 

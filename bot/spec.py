@@ -110,7 +110,7 @@ class EditSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InputImage:
-    """A member's own picture a job draws from: our stored copy (`bot.image_inputs`), as CDN links expire."""
+    """A member's own picture a job draws from: our stored copy (`bot.member_pictures`), as CDN links expire."""
 
     path: str  # relative to DATA_DIR
     name: str  # the member's filename, shown on the result

@@ -1,6 +1,6 @@
 """/blend: two to five of a member's pictures mixed into one 2x2 grid, as on Midjourney.
 
-The pictures go through `bot.image_inputs` (the same checks and our own stored copies as every
+The pictures go through `bot.member_pictures` (the same checks and our own stored copies as every
 member's picture) and the result is an ordinary job of kind `blend`: queued fairly, cancellable,
 found again with /show, recovered after a crash, with the usual U/V/🔄 buttons. The embed says
 whether the operator's IP-Adapter mixed them or the model's latents did.
@@ -8,7 +8,6 @@ whether the operator's IP-Adapter mixed them or the model's latents did.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import discord
@@ -19,7 +18,7 @@ from bot import jobs, kinds, policy, spec_builders
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
-from bot.image_inputs import read_attachment, shown_name
+from bot.member_pictures import read_attachments, shown_name
 from bot.rows import NewJob
 
 log = logging.getLogger(__name__)
@@ -77,17 +76,14 @@ class Blend(commands.Cog):
             # Reading several pictures may outlast Discord's 3 s: defer, and refuse in that placeholder.
             if not interaction.response.is_done():
                 await interaction.response.defer(ephemeral=True, thinking=True)
-            # Downloaded side by side; the first refusal is the one the member sees.
-            pictures = await asyncio.gather(
-                *(
-                    read_attachment(
-                        attachment,
-                        upload_limit=interaction.filesize_limit,
-                        pixel_budget=native * native,
-                        data_dir=bot.settings.data_dir,
-                    )
-                    for attachment in attachments
-                )
+            # Downloaded and decoded side by side; the first refusal is the one the member sees.
+            pictures = await read_attachments(
+                attachments,
+                member_id=interaction.user.id,
+                reader=bot.pictures,
+                upload_limit=interaction.filesize_limit,
+                pixel_budget=native * native,
+                data_dir=bot.settings.data_dir,
             )
             names = ", ".join(shown_name(p.name) for p in pictures)
             await interaction.edit_original_response(content=f"Blending {names}.")

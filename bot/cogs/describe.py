@@ -20,8 +20,8 @@ from bot import jobs, kinds, spec_builders
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
-from bot.image_inputs import image_attachments, read_for_interaction
 from bot.kinds import ResultButtons
+from bot.member_pictures import image_attachments, read_for_interaction
 from bot.messages import NUMBERS
 from bot.rows import Job, NewJob
 from bot.spec import JobSpec, RenderSpec
@@ -37,7 +37,7 @@ async def submit_describe(bot: DreamGrid, interaction: Interaction, attachment: 
         model = config.default_model
         native = bot.engine.native_size(model)
         picture = await read_for_interaction(
-            interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
+            interaction, attachment, reader=bot.pictures, pixel_budget=native * native, data_dir=bot.settings.data_dir
         )
         # Nothing is drawn: the render spec only records the picture's size, for the prompts' --ar.
         render = RenderSpec(prompt="", width=picture.width, height=picture.height, steps=1)

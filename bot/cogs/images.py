@@ -4,7 +4,7 @@ The source is either one image of an earlier job (`job_id` + `number`, as U1–U
 target of an Apps action on one of our single-image posts) or a member's own picture (an `image`
 upload, or the target of an Apps action on anyone's message with a picture). A job's image makes
 the same kind a tile button makes; a picture makes that kind's counterpart for pictures
-(`kinds.FOR_PICTURES`), whose source is our stored copy (`bot.image_inputs`). Either way the
+(`kinds.FOR_PICTURES`), whose source is our stored copy (`bot.member_pictures`). Either way the
 result shows progress, ends with the same embed and buttons, and is found again with /show and
 recovered after a crash.
 """
@@ -22,8 +22,8 @@ from bot import jobs, kinds, policy, spec_builders
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
-from bot.image_inputs import image_attachments, read_for_interaction
 from bot.kinds import JobKind
+from bot.member_pictures import image_attachments, read_for_interaction
 from bot.prompt import ParsedPrompt
 from bot.rows import Job, NewJob
 from bot.ui import start_child
@@ -72,7 +72,7 @@ async def picture_job(
     model = parsed.model or config.default_model
     native = bot.engine.native_size(model)
     picture = await read_for_interaction(
-        interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
+        interaction, attachment, reader=bot.pictures, pixel_budget=native * native, data_dir=bot.settings.data_dir
     )
     spec = spec_builders.picture_spec(
         parsed,

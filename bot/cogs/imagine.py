@@ -22,8 +22,8 @@ from bot.client import DreamGrid
 from bot.errors import UserError, reply_ephemeral
 from bot.guild_config import GuildConfig
 from bot.image_files import encode_grid
-from bot.image_inputs import cdn_hosts_for, read_for_interaction, resolve_prompt_url, split_leading_urls
 from bot.kinds import JobKind, ResultButtons
+from bot.member_pictures import cdn_hosts_for, read_for_interaction, resolve_prompt_url, split_leading_urls
 from bot.prompt import MAX_JOBS
 from bot.rows import Job, NewJob
 from bot.ui import GuardedItem, JobViews, start_child
@@ -258,7 +258,7 @@ async def imagine_jobs(
         native = max(bot.engine.native_size(model) for model in set(models))
         (attachment,) = pictures.values()
         picture = await read_for_interaction(
-            interaction, attachment, pixel_budget=native * native, data_dir=bot.settings.data_dir
+            interaction, attachment, reader=bot.pictures, pixel_budget=native * native, data_dir=bot.settings.data_dir
         )
     kind = kinds.IMAGINE if picture is None else kinds.IMAGE_PROMPT
     new_jobs = []

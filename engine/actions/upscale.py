@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from engine.actions.common import (
     RenderInterrupted,
@@ -94,4 +95,28 @@ def upscale(
 
         # 6. decode
         out = decode(pipe, latents, safety_checker, size)
-    return split(out, requests)
+
+    # 7. Subtle keeps the picture: the resize's shapes and colours, the redraw's detail (Creative may move them)
+    results = split(out, requests)
+    if first.strength is not None and first.strength <= UPSCALE_SUBTLE:
+        results = [
+            [keep_picture(image, resized) for image in redrawn]
+            for redrawn, resized in zip(results, images, strict=True)
+        ]
+    return results
+
+
+def keep_picture(redrawn: Image.Image, resized: Image.Image, radius: float = SCALE) -> Image.Image:
+    """`redrawn` with its low frequencies swapped for `resized`'s: redrawn + blur(resized) - blur(redrawn).
+
+    Image-to-image at a low strength still moves shapes and colours a little (7.7/255 on the shipped
+    model at Upscale (Subtle)); what an upscale adds is detail, finer than the source's pixels. A
+    Gaussian of the scale's radius splits the two, so the result's coarse content is the resize's
+    (the source's) and its fine detail the model's. The safety checker's verdict is kept.
+    """
+    low_redrawn = np.asarray(redrawn.filter(ImageFilter.GaussianBlur(radius)), np.float32)
+    low_resized = np.asarray(resized.filter(ImageFilter.GaussianBlur(radius)), np.float32)
+    kept = np.asarray(redrawn, np.float32) - low_redrawn + low_resized
+    image = Image.fromarray(np.clip(np.rint(kept), 0, 255).astype(np.uint8), "RGB")
+    image.info.update(redrawn.info)
+    return image

@@ -24,6 +24,7 @@ async def test_blend_of_two_pictures_in_each_dimensions_gives_a_grid_with_button
             grid = await upload_result(await fake.slash("blend", image1=red, image2=blue, dimensions=dimensions))
             assert grid.attachments[0].image().size == (2 * size[0], 2 * size[1])
             assert grid.labels == ["U1", "U2", "U3", "U4", None, "V1", "V2", "V3", "V4", None]
+            assert grid.content.startswith("Your pictures `red.png` + `blue.jpg` - Blend - <@")  # both named
             assert fields(grid)["Blend"] == (
                 "`red.png` + `blue.jpg`, mixed in the model's latent space (no IP-Adapter installed)"
             )

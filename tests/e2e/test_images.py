@@ -14,7 +14,7 @@ from engine.requests import Action, ImagePromptMethod
 from tests.e2e.botprocess import BotProcess
 from tests.fakediscord import FakeDiscord, Interaction, Message
 from tests.harness import result_of, running_bot, shows_result
-from tests.test_image_inputs import png_bomb
+from tests.test_member_pictures import png_bomb
 
 
 def picture(size=(640, 480), colour=(200, 40, 40), fmt="PNG") -> bytes:

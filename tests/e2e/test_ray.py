@@ -45,3 +45,46 @@ async def test_a_replica_killed_mid_render_costs_one_attempt_and_the_job_is_deli
     while await asyncio.to_thread(running_replicas) < RAY_REPLICAS:
         assert loop.time() < deadline, "Serve did not replace the killed replica"
         await asyncio.sleep(1)
+
+
+async def test_a_job_whose_replica_is_killed_twice_in_a_row_fails_once_with_the_member_told(
+    fake_discord: FakeDiscord, tmp_path: Path, ray_engine
+):
+    """With MAX_ATTEMPTS=2, a render lost twice is not tried a third time: the member's message says
+    so, the failure is shown once, and nothing is drawn or delivered behind it."""
+    from engine.ray_engine import running_replicas
+
+    fake = fake_discord
+    loop = asyncio.get_running_loop()
+    async with running_bot(
+        fake, tmp_path, engine=ray_engine, model="dreamgrid-tiny", steps=50, progress_interval_s=0.5, max_attempts=2
+    ) as bot:
+        ix = await fake.slash("imagine", prompt="a red circle on a blue background --seed 6")
+        await ix.ack()
+        await ix.wait_for_edit(lambda m: "%" in m.content, timeout=60)
+        killed: set[int] = set()
+        told = "This job was interrupted 2 times (the worker drawing it stopped), so it was not tried again."
+        for _ in range(2):
+            # The render (first, then its retry) streaming from a replica we haven't killed yet.
+            deadline = loop.time() + 120
+            while not (live := [r for r in ray_engine.in_flight if ray_engine.replicas[r].pid not in killed]):
+                if told in ix.original.content:  # the retry was lost on its own (routed to the dead one)
+                    break
+                assert loop.time() < deadline, "the retry never started on a replica"
+                await asyncio.sleep(0.05)
+            else:
+                pid = ray_engine.replicas[live[0]].pid
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+
+        final = await ix.wait_for_edit(lambda m: told in m.content, timeout=120)
+        assert not final.attachments
+        job = await bot.store.get_job(job_id_of(ix))
+        assert job.status == "failed" and job.attempts == 2
+        assert final_deliveries(fake)[job.id] == 1
+
+    # Serve replaces the dead replicas; later tests get both back.
+    deadline = loop.time() + 240
+    while await asyncio.to_thread(running_replicas) < RAY_REPLICAS:
+        assert loop.time() < deadline, "Serve did not replace the killed replicas"
+        await asyncio.sleep(1)

@@ -353,8 +353,11 @@ class Attachment:
         if self.ephemeral:
             d["ephemeral"] = True
         if self._size is None:
-            try:
-                self._size = self.image().size
+            from PIL import Image
+
+            try:  # the header's size, as Discord reports it: a hostile upload's pixels are never decoded here
+                with Image.open(io.BytesIO(self.data)) as header:
+                    self._size = header.size
             except Exception:  # not an image
                 self._size = ()
         if self._size:

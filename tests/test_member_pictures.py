@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from bot.errors import UserError
-from bot.image_inputs import (
+from bot.member_pictures import (
+    PictureReader,
     attachment_ref,
     cdn_hosts_for,
     decode_picture,
-    fit_to_budget,
     read_attachment,
     split_leading_urls,
 )
@@ -53,8 +53,14 @@ class Upload:
         return self.data
 
 
-async def read(upload: Upload, tmp_path: Path, budget: int = 64 * 64):
-    return await read_attachment(upload, upload_limit=LIMIT, pixel_budget=budget, data_dir=tmp_path)  # type: ignore[arg-type]
+async def read(upload: Upload, tmp_path: Path, budget: int = 64 * 64, reader: PictureReader | None = None):
+    return await read_attachment(
+        upload,  # type: ignore[arg-type]
+        reader=reader or PictureReader(),
+        upload_limit=LIMIT,
+        pixel_budget=budget,
+        data_dir=tmp_path,
+    )
 
 
 async def test_a_picture_is_fitted_to_the_models_budget_and_stored(tmp_path: Path) -> None:
@@ -113,7 +119,7 @@ def test_exif_orientation_is_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     upright = decode_picture(encoded(image, "JPEG", exif=exif), "phone.jpg")
-    assert upright.size == (20, 40)
+    assert upright.size == (48, 88)  # stored 2:1 wide, shown 1:2 tall
 
 
 def test_alpha_is_flattened_onto_white() -> None:
@@ -130,12 +136,12 @@ def test_a_gif_gives_its_first_frame() -> None:
 
 
 def test_webp_is_accepted() -> None:
-    assert decode_picture(encoded(Image.new("RGB", (24, 16)), "WEBP"), "x.webp").size == (24, 16)
+    assert decode_picture(encoded(Image.new("RGB", (24, 16)), "WEBP"), "x.webp").size == (80, 56)
 
 
 def test_an_extreme_aspect_is_refused() -> None:
     with pytest.raises(UserError, match=r"`strip.png` is 500×100; pictures may be at most 4:1"):
-        fit_to_budget(Image.new("RGB", (500, 100)), 64 * 64, "strip.png")
+        decode_picture(encoded(Image.new("RGB", (500, 100)), "PNG"), "strip.png")
 
 
 def test_leading_urls_are_split_from_the_prompt() -> None:
