@@ -1,6 +1,6 @@
 """The GPU fast path, measured: plain diffusers vs the engine with each speed switch, side by side.
 
-    python -m bench.gpu_bench                        # CUDA: SD1.5 at 512², SDXL at 1024²
+    python -m bench.gpu_bench                        # CUDA: SD1.5 at 512², SDXL, Flux.1, Flux.2 [klein] at 1024²
     python -m bench.gpu_bench --full-compile         # also COMPILE=full
     python -m bench.gpu_bench --device cpu --smoke   # tiny shapes, 2 steps: the code path, not a timing
 
@@ -199,6 +199,97 @@ def _finish(pipe: Any, device: torch.device, dtype: torch.dtype) -> Any:
     return pipe
 
 
+def build_flux(device: torch.device, dtype: torch.dtype) -> Any:
+    """Flux.1 [dev]'s architecture (a 12B DiT of 19 double and 38 single stream blocks, CLIP-L, T5-XXL,
+    a 16-channel VAE) with random weights."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from engine.tiny import TINY_WORDS
+    from engine.tokenizer import build_t5_tokenizer, build_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer, t5_tokenizer = build_tokenizer(TINY_WORDS), build_t5_tokenizer(TINY_WORDS, model_max_length=512)
+    with torch.device(device):
+        text_encoder = CLIPTextModel(_clip_config(CLIPTextConfig, tokenizer, 768, 12, 12))
+        text_encoder_2 = T5EncoderModel(
+            T5Config(vocab_size=len(t5_tokenizer), d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)
+        ).to(dtype)
+        transformer = FluxTransformer2DModel(guidance_embeds=True).to(dtype)  # its defaults are [dev]'s
+        vae = _sd_vae(
+            AutoencoderKL,
+            latent_channels=16,
+            scaling_factor=0.3611,
+            shift_factor=0.1159,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15)
+    pipe = FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=t5_tokenizer,
+        transformer=transformer,
+    )
+    return _finish(pipe, device, dtype)
+
+
+def build_flux2_klein(device: torch.device, dtype: torch.dtype) -> Any:
+    """Flux.2 [klein] 4B's shape as published (5 double and 20 single stream blocks of width 3072 over
+    32-channel latents, a Qwen3-4B text encoder read at three layers) with random weights; an estimate
+    of the shape until checked against the released configs."""
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from engine.tiny import TINY_WORDS
+    from engine.tokenizer import build_t5_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_t5_tokenizer(TINY_WORDS, model_max_length=512)
+    tokenizer.chat_template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+    with torch.device(device):
+        text_encoder = Qwen3ForCausalLM(
+            Qwen3Config(
+                vocab_size=len(tokenizer),
+                hidden_size=2560,
+                intermediate_size=9728,
+                num_hidden_layers=36,
+                num_attention_heads=32,
+                num_key_value_heads=8,
+                head_dim=128,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        ).to(dtype)
+        transformer = Flux2Transformer2DModel(
+            in_channels=128,
+            num_layers=5,
+            num_single_layers=20,
+            attention_head_dim=128,
+            num_attention_heads=24,
+            joint_attention_dim=3 * 2560,
+            axes_dims_rope=(32, 32, 32, 32),
+            guidance_embeds=False,
+        ).to(dtype)
+        vae = AutoencoderKLFlux2()
+    pipe = Flux2KleinPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        is_distilled=True,
+    )
+    return _finish(pipe, device, dtype)
+
+
 def build_tiny_sd15(device: torch.device, dtype: torch.dtype) -> Any:
     from engine.tiny import build_tiny_pipeline
 
@@ -209,6 +300,25 @@ def build_tiny_sdxl(device: torch.device, dtype: torch.dtype) -> Any:
     from engine.tiny import build_tiny_sdxl_pipeline
 
     return _finish(build_tiny_sdxl_pipeline(), device, dtype)
+
+
+def build_tiny_flux(device: torch.device, dtype: torch.dtype) -> Any:
+    from engine.tiny import build_tiny_flux_pipeline
+
+    return _finish(build_tiny_flux_pipeline(), device, dtype)
+
+
+def build_tiny_flux2_klein(device: torch.device, dtype: torch.dtype) -> Any:
+    from engine.tiny import build_tiny_flux2_klein_pipeline
+
+    return _finish(build_tiny_flux2_klein_pipeline(), device, dtype)
+
+
+def plain_kwargs(pipe: Any) -> dict[str, Any]:
+    """What plain diffusers needs besides the prompt to read it as the engine does (the family's)."""
+    from engine.family import of_pipeline
+
+    return of_pipeline(pipe).prompt_kwargs(pipe)
 
 
 @dataclass
@@ -237,8 +347,11 @@ def _sync(device: torch.device) -> None:
 
 
 def unet_flops_per_grid(pipe: Any, tile: int, steps: int) -> float:
-    """FLOPs of one grid's denoising: one counted UNet step (CFG-batched four tiles) times `steps`."""
+    """FLOPs of one grid's denoising: one counted denoiser step (the UNet's CFG-batched four tiles,
+    or a transformer's) times `steps`."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    from engine.family import of_pipeline
 
     counted = {"flops": 0}
 
@@ -250,12 +363,20 @@ def unet_flops_per_grid(pipe: Any, tile: int, steps: int) -> float:
         counted["flops"] = counter.get_total_flops()
 
     counter = FlopCounterMode(display=False)
+    denoiser = of_pipeline(pipe).denoiser(pipe)
     handles = [
-        pipe.unet.register_forward_pre_hook(count, with_kwargs=True),
-        pipe.unet.register_forward_hook(stop, with_kwargs=True),
+        denoiser.register_forward_pre_hook(count, with_kwargs=True),
+        denoiser.register_forward_hook(stop, with_kwargs=True),
     ]
     try:
-        pipe([PROMPT] * len(SEEDS), height=tile, width=tile, num_inference_steps=1, output_type="latent")
+        pipe(
+            prompt=[PROMPT] * len(SEEDS),  # by name: klein's first argument is its reference images
+            height=tile,
+            width=tile,
+            num_inference_steps=1,
+            output_type="latent",
+            **plain_kwargs(pipe),
+        )
     finally:
         for handle in handles:
             handle.remove()
@@ -266,7 +387,7 @@ async def measure(model: str, builder: Callable[..., Any], args: argparse.Namesp
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32  # fp16 on CPU is ~8x slower
     tile, steps, repeats = (
-        args.tile or (64 if args.smoke else 1024 if model == "SDXL" else 512),
+        args.tile or (64 if args.smoke else 512 if model == "SD1.5" else 1024),
         args.steps,
         args.repeats,
     )
@@ -293,19 +414,26 @@ async def measure(model: str, builder: Callable[..., Any], args: argparse.Namesp
         for seed in SEEDS:
             generator = torch.Generator("cpu").manual_seed(seed)
             images += plain(
-                PROMPT, height=tile, width=tile, num_inference_steps=steps, guidance_scale=GUIDANCE, generator=generator
+                prompt=PROMPT,
+                height=tile,
+                width=tile,
+                num_inference_steps=steps,
+                guidance_scale=GUIDANCE,
+                generator=generator,
+                **plain_kwargs(plain),
             ).images
         return images
 
     def batched() -> list[Any]:
         generators = [torch.Generator("cpu").manual_seed(s) for s in SEEDS]
         return plain(
-            [PROMPT] * 4,
+            prompt=[PROMPT] * 4,
             height=tile,
             width=tile,
             num_inference_steps=steps,
             guidance_scale=GUIDANCE,
             generator=generators,
+            **plain_kwargs(plain),
         ).images
 
     contenders: dict[str, Callable[[], Any]] = {
@@ -397,8 +525,10 @@ def print_table(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--models", default="sd15,sdxl", help="comma-separated: sd15, sdxl")
-    parser.add_argument("--tile", type=int, help="tile side (default 512 for SD1.5, 1024 for SDXL; 64 with --smoke)")
+    parser.add_argument(
+        "--models", default="sd15,sdxl,flux,flux2-klein", help="comma-separated: sd15, sdxl, flux, flux2-klein"
+    )
+    parser.add_argument("--tile", type=int, help="tile side (default 512 for SD1.5, else 1024; 64 with --smoke)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--full-compile", action="store_true", help="also COMPILE=full (a longer compile)")
@@ -419,10 +549,12 @@ def main(argv: list[str] | None = None) -> None:
     builders = {
         "sd15": ("SD1.5", build_tiny_sd15 if args.smoke else build_sd15),
         "sdxl": ("SDXL", build_tiny_sdxl if args.smoke else build_sdxl),
+        "flux": ("Flux.1", build_tiny_flux if args.smoke else build_flux),
+        "flux2-klein": ("Flux.2 [klein]", build_tiny_flux2_klein if args.smoke else build_flux2_klein),
     }
     for key in args.models.split(","):
         if key not in builders:
-            raise SystemExit(f"--models: unknown model {key!r} (sd15, sdxl)")
+            raise SystemExit(f"--models: unknown model {key!r} ({', '.join(builders)})")
         model, builder = builders[key]
         asyncio.run(measure(model, builder, args))
 

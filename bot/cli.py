@@ -71,6 +71,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
 
 def engine_options(settings: Settings) -> dict[str, Any]:
     """What either real engine (in-process, or in each Ray replica) is built from."""
+    from engine.loading import MemorySettings
     from engine.optimize import Speedups
 
     speedups = Speedups(
@@ -97,6 +98,8 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         inpaint_unets={settings.default_model: settings.inpaint_model} if settings.inpaint_model else None,
         max_loaded_models=settings.max_loaded_models,
         memory_budget_gb=settings.model_memory_budget_gb,
+        memory=MemorySettings(mode=settings.memory_mode, quantize=settings.quantize),
+        single_file_configs=dict(settings.single_file_configs),
     )
 
 
@@ -427,8 +430,11 @@ def main(argv: list[str] | None = None) -> int:
                 schedulers=_schedulers(settings),
                 device=settings.device,
                 dtype=settings.dtype,
-                base_steps=settings.base_steps(model),
-                guidance_scale=settings.base_guidance(model),
+                base_steps=settings.steps,
+                guidance_scale=settings.guidance_scale,
+                # MODEL_DEFAULTS, before the model family's own (the engine knows those), before the above
+                model_steps=settings.defaults_for(model).steps,
+                model_guidance=settings.defaults_for(model).guidance_scale,
                 size=settings.defaults_for(model).size,
             )
         if argv and argv[0] in ("train", "eval", "train-describer", "eval-describer"):

@@ -23,6 +23,7 @@ from bot.prompt import ParsedPrompt, PromptError, parse_prompt
 from bot.rows import ImageRow, Job, NewJob
 from bot.spec import DeliveryOptions, EditSpec, JobSpec
 from bot.store import QueueFull, UserProfile
+from engine.requests import refusal
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -282,6 +283,14 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, build: JobBui
         return []
     # 3. the server's rules: words, models, steps and size, quotas, fast time
     shaped, limits = await policy.admit(bot, interaction, config, wanted)
+    # 3b. what the model's family cannot draw (Flux.1 has no --no, no transformer does --tile): never queued
+    for queued in shaped:
+        request = queued.spec.render.request(
+            action=kinds.get(queued.kind).action, seeds=queued.seeds, model=queued.model
+        )
+        reason = refusal(bot.engine, request)
+        if reason is not None:
+            raise UserError(reason)
     relaxed = sum(1 for before, after in zip(wanted, shaped, strict=True) if before.mode != after.mode)
     # 4. queue them, all or none
     try:

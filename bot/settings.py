@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.moderation import PatternRefused, compile_rule, is_pattern, split_list
+from engine.requests import ModelHints
 
 
 class ModelDefaults(BaseModel):
@@ -100,9 +101,16 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(default=600, gt=0)
     max_attempts: int = Field(default=3, ge=1)
 
-    # Models kept loaded at once (least recently used goes first), and on CUDA a cap on their memory.
+    # Models kept loaded at once (least recently used goes first), and a cap on their memory in GB.
     max_loaded_models: int = Field(default=2, ge=1)
     model_memory_budget_gb: float | None = Field(default=None, gt=0)
+    # How weights sit on a GPU: all resident, or offloaded to the CPU between uses (engine/loading.py).
+    memory_mode: Literal["full", "model_offload", "sequential_offload", "group_offload"] = "full"
+    # Weight-only quantisation of the denoiser (needs torchao); None: off.
+    quantize: Literal["int8"] | None = None
+    # Single .safetensors checkpoints load with their family's configs: family -> a diffusers folder
+    # (configs and tokenizers only), e.g. {"sdxl": "/models/sdxl-base-config"}.
+    single_file_configs: dict[str, str] = Field(default_factory=dict)
 
     # "fake" swaps the model for a stand-in that draws flat colours: for load tests and demos without torch.
     # "ray" renders on a Ray Serve deployment of the diffusers engine: one replica per GPU, on many hosts.
@@ -202,14 +210,17 @@ class Settings(BaseSettings):
         source = self.model_sources.get(model, "")
         return self.model_defaults.get(model) or self.model_defaults.get(source) or NO_DEFAULTS
 
-    def base_steps(self, model: str) -> int:
-        """Steps at `--quality 1` on `model`: its MODEL_DEFAULTS, else STEPS."""
-        return self.defaults_for(model).steps or self.steps
+    def base_steps(self, model: str, family: ModelHints | None = None) -> int:
+        """Steps at `--quality 1` on `model`: its MODEL_DEFAULTS, else its family's (`Engine.defaults`:
+        Flux.1 [schnell] runs 4), else STEPS."""
+        return self.defaults_for(model).steps or (family.steps if family else None) or self.steps
 
-    def base_guidance(self, model: str) -> float:
-        """Guidance at the default `--stylize` on `model`: its MODEL_DEFAULTS, else GUIDANCE_SCALE."""
-        guidance = self.defaults_for(model).guidance_scale
-        return self.guidance_scale if guidance is None else guidance
+    def base_guidance(self, model: str, family: ModelHints | None = None) -> float:
+        """Guidance at `--stylize 100` on `model`: its MODEL_DEFAULTS, else its family's, else GUIDANCE_SCALE."""
+        for guidance in (self.defaults_for(model).guidance_scale, family.guidance_scale if family else None):
+            if guidance is not None:
+                return guidance
+        return self.guidance_scale
 
     @property
     def database_path(self) -> Path:

@@ -27,7 +27,8 @@ def imagine_spec(
     parsed: ParsedPrompt, *, settings: Settings, engine: Engine, model: str, defaults: dict[str, Any]
 ) -> JobSpec:
     """The recorded render request for a prompt: everything needed to render it again."""
-    # The model's own defaults (MODEL_DEFAULTS: a turbo model runs 1–4 steps at guidance 0) before the bot's.
+    # The model's own defaults (MODEL_DEFAULTS: a turbo model runs 1–4 steps at guidance 0), then its
+    # family's (Flux.1 [schnell]: 4 steps, no guidance), before the bot's.
     # The member's /settings fill in what the prompt leaves out; the prompt wins.
     aspect = parsed.aspect or _aspect(defaults.get("aspect"))
     quality = parsed.quality if parsed.quality is not None else defaults.get("quality", render_params.QUALITY_DEFAULT)
@@ -36,8 +37,8 @@ def imagine_spec(
     fields = render_params.request_fields(
         values,
         native=settings.defaults_for(model).size or engine.native_size(model),
-        base_steps=settings.base_steps(model),
-        base_guidance=settings.base_guidance(model),
+        base_steps=settings.base_steps(model, engine.defaults(model)),
+        base_guidance=settings.base_guidance(model, engine.defaults(model)),
         max_steps=settings.max_steps,
     )
     return JobSpec(

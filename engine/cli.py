@@ -91,7 +91,11 @@ def _slug(prompt: str) -> str:
 
 
 def _request(
-    args: argparse.Namespace, native: int, base_steps: int = params.BASE_STEPS, guidance_scale: float | None = None
+    args: argparse.Namespace,
+    native: int,
+    base_steps: int = params.BASE_STEPS,
+    guidance_scale: float | None = None,
+    size_multiple: int = 8,
 ) -> RenderRequest:
     values = _values(args)
     seed = values.get("seed", secrets.randbelow(params.SEED_MAX + 1))
@@ -101,6 +105,10 @@ def _request(
     if args.steps is not None:
         fields["steps"] = args.steps
     width, height = fields.pop("width"), fields.pop("height")
+    if size_multiple > max(8, native // 8):  # the model's family draws coarser sizes (Flux: multiples of 16 px)
+        w, h = values.get("ar") or (1, 1)
+        budget = args.size or native
+        width, height = params.size_for_aspect(w, h, budget * budget, size_multiple)
     common = dict(prompt=args.prompt, model=args.model, **fields)
     source = args.variation or args.upscale
     if source is None:
@@ -166,9 +174,18 @@ class Installed:
     schedulers: dict[str, str]
 
 
-async def _render(
-    args: argparse.Namespace, installed: Installed, base_steps: int, guidance_scale: float | None
-) -> Path:
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Steps and guidance at --q 1 / --stylize 100: MODEL_DEFAULTS' (`model_*`), else the model family's
+    (a few-step model's own), else the bot's STEPS and GUIDANCE_SCALE."""
+
+    base_steps: int = params.BASE_STEPS
+    guidance_scale: float | None = None
+    model_steps: int | None = None
+    model_guidance: float | None = None
+
+
+async def _render(args: argparse.Namespace, installed: Installed, defaults: Defaults) -> Path:
     from tqdm import tqdm
 
     from engine.core import DiffusersEngine
@@ -182,7 +199,14 @@ async def _render(
         dtype=args.dtype,
         batch_window_s=0.0,
     ) as engine:
-        request = _request(args, engine.native_size(), base_steps, guidance_scale)
+        family = engine.defaults(args.model)
+        steps = defaults.model_steps or family.steps or defaults.base_steps
+        guidance = next(
+            (g for g in (defaults.model_guidance, family.guidance_scale, defaults.guidance_scale) if g is not None),
+            None,
+        )
+        multiple = engine.family(args.model).size_multiple  # Flux draws multiples of 16 px
+        request = _request(args, engine.native_size(args.model), steps, guidance, multiple)
         with tqdm(total=request.steps, file=sys.stderr, desc=request.action.value, leave=False) as bar:
 
             def progress(event: RenderProgress) -> None:
@@ -211,6 +235,8 @@ def imagine_main(
     base_steps: int = params.BASE_STEPS,
     guidance_scale: float | None = None,
     size: int | None = None,
+    model_steps: int | None = None,
+    model_guidance: float | None = None,
 ) -> int:
     """`dreamgrid imagine`; the keyword arguments are the operator's settings (`dreamgrid` passes MODEL, …)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -220,7 +246,8 @@ def imagine_main(
         if size is not None and args.size is None:
             args.size = size
         installed = Installed(list(models or []), dict(sources or {}), dict(schedulers or {}))
-        path = asyncio.run(_render(args, installed, base_steps, guidance_scale))
+        defaults = Defaults(base_steps, guidance_scale, model_steps, model_guidance)
+        path = asyncio.run(_render(args, installed, defaults))
     except _UsageError as e:
         print(f"dreamgrid imagine: error: {e}", file=sys.stderr)
         return 2

@@ -50,6 +50,16 @@ from engine.actions import upscale as upscale_action  # noqa: E402
 from engine.actions import variation as variation_action  # noqa: E402
 from engine.actions.common import FLAGGED, RenderInterrupted  # noqa: E402
 from engine.describe import SHIPPED_DESCRIBER, Describer, DescriberError  # noqa: E402
+from engine.family import Family, of_pipeline  # noqa: E402
+from engine.loading import (  # noqa: E402
+    MemorySettings,
+    ModelSourceError,
+    family_of_source,
+    hints_for,
+    load_pipeline,
+    place,
+    weights_gb,
+)
 from engine.optimize import Speedups, padded_image_count, prepare_pipeline, warm_up  # noqa: E402
 from engine.params import aspect_buckets  # noqa: E402
 from engine.preview import fit_latent_rgb, preview_grid  # noqa: E402
@@ -57,12 +67,15 @@ from engine.requests import (  # noqa: E402
     Action,
     DescribeRequest,
     DescribeResult,
+    Feature,
     ImagePromptMethod,
+    ModelHints,
     ProgressCallback,
     RenderError,
     RenderProgress,
     RenderRequest,
     RenderResult,
+    refusal,
 )
 
 log = logging.getLogger(__name__)
@@ -94,6 +107,10 @@ _ACTIONS: Mapping[
 BATCH_WAIT_FRACTION = 0.02
 
 
+class _Unreadable(ModelSourceError):
+    """The model is there but its config could not be read."""
+
+
 @dataclass
 class EngineStats:
     """Counters for tests and benchmarks."""
@@ -107,6 +124,7 @@ class EngineStats:
 @dataclass
 class _Model:
     name: str
+    family: Family
     text2img: Any
     img2img: Any
     inpaint: Any
@@ -188,9 +206,9 @@ class DiffusersEngine:
         `dreamgrid-tiny` (engine/weights/dreamgrid-tiny/ if present, else a random tiny model);
         or a name that `sources` maps to one of those.
     models: every installed model the bot may offer (default: just `model`); loaded lazily and kept
-        in a least-recently-used set: at most `max_loaded_models`, and on CUDA at most
-        `memory_budget_gb` of weights (the model just loaded always stays). An evicted model's
-        memory is freed; a later job for it loads it again.
+        in a least-recently-used set: at most `max_loaded_models`, and at most `memory_budget_gb`
+        (the GPU's allocated memory on CUDA, else the models' weights; the model just loaded always
+        stays). An evicted model's memory is freed; a later job for it loads it again.
     sources: model name -> where it is loaded from, for models known by a short name.
     schedulers: model name -> a diffusers scheduler class name to use instead of the model's own.
     pipelines: already-built pipelines by name (tests, benchmarks); they count as installed.
@@ -202,6 +220,9 @@ class DiffusersEngine:
     warm_up_sizes: the tile sizes to compile for when `speedups.compile` is on (default: every size
         `--ar` can give on that model; benchmarks and tests name fewer).
     describer: the image-to-text model behind `describe` (loaded on first use, on `device`).
+    memory: how weights sit on a GPU (engine/loading.py: offload, int8 weights); `memory_budget_gb`
+        also counts weights offloaded to the CPU, so offloaded models are evicted by it too.
+    single_file_configs: family key -> a config folder for single `.safetensors` checkpoints of it.
     """
 
     def __init__(
@@ -225,6 +246,8 @@ class DiffusersEngine:
         schedulers: Mapping[str, str] | None = None,
         max_loaded_models: int = 2,
         memory_budget_gb: float | None = None,
+        memory: MemorySettings | None = None,
+        single_file_configs: Mapping[str, str] | None = None,
     ) -> None:
         if max_loaded_models < 1:
             raise ValueError(f"max_loaded_models must be at least 1, got {max_loaded_models}")
@@ -251,6 +274,9 @@ class DiffusersEngine:
         self._models = tuple(names)
         self.max_loaded_models = max_loaded_models
         self.memory_budget_gb = memory_budget_gb
+        self.memory = memory or MemorySettings()
+        self._single_file_configs = dict(single_file_configs or {})
+        self._families: dict[str, Family | ModelSourceError] = {}  # by model name, from config
         # Least recently used first. Changed by the worker thread; read by the event loop under the lock.
         self._loaded: collections.OrderedDict[str, _Model] = collections.OrderedDict()
         self._loaded_lock = threading.Lock()
@@ -308,7 +334,7 @@ class DiffusersEngine:
         return self._thread is not None and self._thread.is_alive() and not self._closed
 
     def native_size(self, model: str | None = None) -> int:
-        """The tile side the model was trained at (512 for SD1.5, 64 for the tiny model).
+        """The tile side the model was trained at (512 for SD1.5, 1024 for SDXL/SD3/Flux, 64 for the tiny model).
 
         Called on the event loop: a model that is not loaded yet is answered from its config
         files (a few KB), never by loading its weights here.
@@ -317,11 +343,62 @@ class DiffusersEngine:
         with self._loaded_lock:
             loaded = self._loaded.get(name)
         if loaded is not None:
-            pipe = loaded.text2img
-            return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+            return loaded.family.native_size(loaded.text2img)
         if name not in self._native_sizes:
             self._native_sizes[name] = self._native_size_from_config(name)
         return self._native_sizes[name]
+
+    def family(self, model: str | None = None) -> Family:
+        """The model's family, from its config (never its weights); ModelSourceError if it has none here."""
+        name = model or self._default
+        name = self._by_source.get(name, name)
+        if name not in self._families:
+            try:
+                if name in self._preloaded:
+                    self._families[name] = of_pipeline(self._preloaded[name])
+                else:
+                    source = self._source(name)
+                    if source == str(WEIGHTS_DIR / TINY_MODEL) and not (WEIGHTS_DIR / TINY_MODEL).is_dir():
+                        from engine.family import SD
+
+                        self._families[name] = SD  # the random tiny fallback
+                    else:
+                        self._families[name] = family_of_source(source)
+            except ModelSourceError as e:
+                self._families[name] = e
+            except Exception:
+                # A broken config: the operator reads why in the log; members get no server path.
+                log.exception("could not read the config of model %r", name)
+                where = self._source(name)
+                shown = Path(where).name if Path(where).is_absolute() or where.startswith(".") else where
+                self._families[name] = _Unreadable(f"could not load model {shown!r}; the bot's operator has been told")
+        found = self._families[name]
+        if isinstance(found, ModelSourceError):
+            raise found
+        return found
+
+    def supports(self, model: str | None, what: Action | Feature) -> str | None:
+        """None when the model's family can do `what`, else a sentence naming the family and why."""
+        name = model or self._default
+        name = self._by_source.get(name, name)
+        if name not in self._models:
+            return None  # render() says it is not installed
+        try:
+            family = self.family(name)
+        except ModelSourceError as e:
+            return str(e)
+        steered = what is Action.BLEND or what is Action.IMAGE_PROMPT
+        if steered and self.image_prompt_method(name) is ImagePromptMethod.IP_ADAPTER and not family.ip_adapter:
+            return f"{family.name} models cannot use the IP-Adapter (IP_ADAPTER) for image prompts"
+        return family.supports(what)
+
+    def defaults(self, model: str | None = None) -> ModelHints:
+        name = model or self._default
+        try:
+            family = self.family(name)
+        except ModelSourceError:
+            return ModelHints()
+        return hints_for(self._sources.get(name, name), family)
 
     def has_safety_checker(self, model: str | None = None) -> bool:
         """Whether this model's images can be checked: SAFETY_CHECKER is on and the model ships a checker.
@@ -342,12 +419,13 @@ class DiffusersEngine:
         return self._safety_checkers[name]
 
     def _safety_checker_from_config(self, name: str) -> bool:
-        from diffusers import DiffusionPipeline
+        from engine.loading import is_single_file, model_index
 
         source = self._source(name)
-        try:
-            index = DiffusionPipeline.load_config(source, local_files_only=True)
-        except Exception:
+        if is_single_file(source):
+            return False  # single files are loaded without one
+        index = model_index(source)
+        if index is None:
             return False  # the render itself will report a missing model
         library, _ = index.get("safety_checker") or (None, None)
         return library is not None
@@ -358,18 +436,28 @@ class DiffusersEngine:
         return str(WEIGHTS_DIR / TINY_MODEL) if source == TINY_MODEL else source
 
     def _native_size_from_config(self, name: str) -> int:
-        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from diffusers import AutoencoderKL, SD3Transformer2DModel, UNet2DConditionModel
 
         if name in self._preloaded:
             pipe = self._preloaded[name]
-            return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+            return of_pipeline(pipe).native_size(pipe)
         source = self._source(name)
         try:
-            unet = UNet2DConditionModel.load_config(source, subfolder="unet", local_files_only=True)
+            family = self.family(name)
+            if family.key in ("sd", "sdxl") and source.endswith(".safetensors"):
+                return 1024 if family.key == "sdxl" else 512  # what the config folder it loads with says
             vae = AutoencoderKL.load_config(source, subfolder="vae", local_files_only=True)
+            factor = 2 ** (len(vae["block_out_channels"]) - 1)
+            if family.denoiser_name == "unet":
+                unet = UNet2DConditionModel.load_config(source, subfolder="unet", local_files_only=True)
+                return int(unet["sample_size"]) * factor
+            if family.key == "sd3":
+                transformer = SD3Transformer2DModel.load_config(source, subfolder="transformer", local_files_only=True)
+                return int(transformer["sample_size"]) * factor
+            native = vae["sample_size"]
+            return int(native[0] if isinstance(native, list) else native)
         except Exception:
             return 64 if source == str(WEIGHTS_DIR / TINY_MODEL) else 512  # the render will report a missing model
-        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
 
     def image_prompt_method(self, model: str | None = None) -> ImagePromptMethod:
         if self.ip_adapter is not None and (model or self._default) == self._default:
@@ -387,6 +475,15 @@ class DiffusersEngine:
             _ACTIONS[request.action][1](request)
         except ValueError as e:
             raise RenderError(str(e)) from None
+        reason = refusal(self, dataclasses.replace(request, model=model))
+        if reason is not None:
+            raise RenderError(reason)
+        multiple = self.family(model).size_multiple
+        if request.width % multiple or request.height % multiple:
+            raise RenderError(
+                f"{self.family(model).name} models draw sizes in multiples of {multiple} px,"
+                f" got {request.width}x{request.height}"
+            )
         if self._thread is None or self._closed:
             raise RenderError("the engine is not running")
         loop = asyncio.get_running_loop()
@@ -441,11 +538,19 @@ class DiffusersEngine:
         model = self._load(name)
         with self._loaded_lock:
             self._loaded[name] = model
-        if self.memory_budget_gb is not None and self.device.type == "cuda":
-            budget = self.memory_budget_gb * 1e9
-            while len(self._loaded) > 1 and torch.cuda.memory_allocated(self.device) > budget:
+        if self.memory_budget_gb is not None:
+            while len(self._loaded) > 1 and self._memory_used_gb() > self.memory_budget_gb:
                 self._evict_oldest()
         return model
+
+    def _memory_used_gb(self) -> float:
+        """What the budget counts: the GPU's allocated memory, or with offloading (or on a CPU) the
+        loaded models' weights wherever they sit."""
+        if self.device.type == "cuda" and not self.memory.offloads:
+            return torch.cuda.memory_allocated(self.device) / 1e9
+        with self._loaded_lock:
+            pipes = [m.text2img for m in self._loaded.values()]
+        return sum(weights_gb(pipe) for pipe in pipes)
 
     def _evict_oldest(self) -> None:
         with self._loaded_lock:
@@ -459,26 +564,18 @@ class DiffusersEngine:
         log.info("unloaded model %s (least recently used) in %.2f s", name, time.perf_counter() - started)
 
     def _check_installed(self, name: str) -> None:
-        """A diffusers folder, or a model in the local Hugging Face cache; RenderError naming it if not."""
+        """A diffusers folder, a model in the local Hugging Face cache or a .safetensors file of a family
+        dreamgrid renders; RenderError naming it if not."""
         source = self._sources.get(name, name)
-        if name in self._preloaded or source == TINY_MODEL or (Path(source) / "model_index.json").is_file():
+        if name in self._preloaded or source == TINY_MODEL:
             return
-        from huggingface_hub import try_to_load_from_cache
-
-        try:
-            cached = try_to_load_from_cache(source, "model_index.json")
-        except Exception:  # not a valid repo id either
-            cached = None
-        if not isinstance(cached, str):
-            raise RenderError(
-                f"could not load model {source!r}: no such diffusers folder, and no such model in the local Hugging"
-                " Face cache (dreamgrid never downloads: fetch it once with `huggingface-cli download`)"
-            )
+        # ModelSourceError (a RenderError): missing, pickled, or of no family here. A model that is there
+        # but broken fails its renders instead: startup need not fail for one bad model.
+        with contextlib.suppress(_Unreadable):
+            self.family(name)
 
     def _load(self, name: str) -> _Model:
-        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
+        from diffusers import AutoPipelineForImage2Image
 
         started = time.perf_counter()
         if name in self._preloaded:
@@ -494,21 +591,25 @@ class DiffusersEngine:
                     pipe = build_tiny_pipeline()
                     source = ""
             if source != "":
-                kwargs: dict[str, Any] = {"dtype": self.dtype, "local_files_only": True}
-                if not self.safety_checker:
-                    kwargs.update(safety_checker=None, requires_safety_checker=False)
-                diffusers_logging.disable_progress_bar()
-                transformers_logging.disable_progress_bar()  # its "Loading weights" bar
                 try:
-                    pipe = AutoPipelineForText2Image.from_pretrained(str(source), **kwargs)
+                    pipe = load_pipeline(
+                        source,
+                        dtype=self.dtype,
+                        safety_checker=self.safety_checker,
+                        single_file_configs=self._single_file_configs,
+                    )
+                except ModelSourceError:
+                    raise
                 except Exception as e:
                     # The reason can hold the server's paths: the operator reads it in the log, members don't.
                     log.exception("could not load model %r (%s)", name, source)
                     where = str(source)
                     shown = Path(where).name if Path(where).is_absolute() or where.startswith(".") else where
                     raise RenderError(f"could not load model {shown!r}; the bot's operator has been told") from e
-                finally:
-                    diffusers_logging.enable_progress_bar()
+        family = of_pipeline(pipe)
+        for component in pipe.components.values():
+            if isinstance(component, torch.nn.Module):
+                component.eval()  # a pipeline built from config is in training mode: T5's dropout would be on
         if name in self._schedulers:
             import diffusers
 
@@ -516,19 +617,22 @@ class DiffusersEngine:
             if not isinstance(scheduler_class, type) or not hasattr(scheduler_class, "from_config"):
                 raise RenderError(f"model {name!r}: {self._schedulers[name]!r} is not a diffusers scheduler")
             pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
-        tokenizer = getattr(pipe, "tokenizer", None)
-        if tokenizer is not None and tokenizer.model_max_length > 10_000:
-            tokenizer.model_max_length = 77  # a bare tokenizer folder says 1e30 and the pipeline pads to it
+        for attr in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+            tokenizer = getattr(pipe, attr, None)
+            if tokenizer is not None and tokenizer.model_max_length > 10_000:
+                # A bare tokenizer folder says 1e30 and the pipeline pads to it: CLIP reads 77, T5 512.
+                tokenizer.model_max_length = 77 if "CLIP" in type(tokenizer).__name__ else 512
         if self.safety_checker and getattr(pipe, "safety_checker", None) is None:
             log.warning("safety checker requested but model %r has none; images are not checked", name)
         if not self.safety_checker and hasattr(pipe, "safety_checker"):
             pipe.safety_checker = None
-        # Cast only when needed: diffusers warns on every dtype cast through `.to()`.
-        pipe.to(self.device) if pipe.unet.dtype == self.dtype else pipe.to(self.device, self.dtype)
+        place(pipe, self.device, self.dtype, self.memory, family.denoiser(pipe))
         prepare_pipeline(pipe, self.speedups)
         pipe.set_progress_bar_config(disable=True)
         ip_adapter = None
         if self.ip_adapter is not None and name == self._default:
+            if not family.ip_adapter:
+                raise RenderError(f"IP_ADAPTER is set, but {family.name} models cannot load that kind of IP-Adapter")
             try:
                 ip_adapter = image_prompt_action.load_ip_adapter(pipe, self.ip_adapter, self.ip_adapter_weight)
             except Exception as e:
@@ -537,12 +641,18 @@ class DiffusersEngine:
         img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         img2img.set_progress_bar_config(disable=True)
         self._safety_checkers[name] = getattr(pipe, "safety_checker", None) is not None
-        inpaint = self._inpaint_pipeline(name, pipe)
+        inpaint = self._inpaint_pipeline(name, pipe, family)
         latent_rgb = fit_latent_rgb(pipe.vae)
-        log.info("loaded model %s on %s/%s in %.1f s", name, self.device, self.dtype, time.perf_counter() - started)
+        log.info(
+            "loaded model %s (%s) on %s/%s in %.1f s",
+            name,
+            family.name,
+            self.device,
+            self.dtype,
+            time.perf_counter() - started,
+        )
         if self.speedups.compile != "off":
-            native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-            sizes = self.warm_up_sizes or aspect_buckets(native)
+            sizes = self.warm_up_sizes or aspect_buckets(family.native_size(pipe))
             log.info(
                 "compiling model %s (%s) for its %d tile sizes; members wait until this is done",
                 name,
@@ -550,14 +660,18 @@ class DiffusersEngine:
                 len(sizes),
             )
             log.info("compiled model %s in %.1f s", name, warm_up(pipe, sizes))
-        return _Model(name, pipe, img2img, inpaint, latent_rgb, ip_adapter)
+        return _Model(name, family, pipe, img2img, inpaint, latent_rgb, ip_adapter)
 
-    def _inpaint_pipeline(self, name: str, pipe: Any) -> Any:
+    def _inpaint_pipeline(self, name: str, pipe: Any, family: Family) -> Any:
         """The inpainting pipeline on the loaded weights; only a configured 9-channel UNet is extra."""
         from diffusers import AutoPipelineForInpainting, UNet2DConditionModel
 
+        if family.supports(Action.INPAINT) and family.supports(Action.OUTPAINT):
+            return None  # the family has no inpainting pipeline; supports() refuses both actions
         extra: dict[str, Any] = {}
         if name in self._inpaint_unets:
+            if family.denoiser_name != "unet":
+                raise RenderError(f"INPAINT_MODEL is a UNet, but {name!r} is a {family.name} model")
             source = self._inpaint_unets[name]
             try:
                 unet = UNet2DConditionModel.from_pretrained(
@@ -571,7 +685,12 @@ class DiffusersEngine:
                     "not 9: it is not an inpainting model"
                 )
             extra["unet"] = unet.to(self.device)
-        inpaint = AutoPipelineForInpainting.from_pipe(pipe, **extra)
+        if family.inpaint_pipeline is not None:
+            import diffusers
+
+            inpaint = getattr(diffusers, family.inpaint_pipeline).from_pipe(pipe, **extra)
+        else:
+            inpaint = AutoPipelineForInpainting.from_pipe(pipe, **extra)
         inpaint.set_progress_bar_config(disable=True)
         return inpaint
 

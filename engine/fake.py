@@ -8,9 +8,10 @@ or inpaint keeps the pixels its mask keeps.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from PIL import Image, ImageDraw
 
@@ -18,13 +19,16 @@ from engine.requests import (
     Action,
     DescribeRequest,
     DescribeResult,
+    Feature,
     ImagePromptMethod,
+    ModelHints,
     ProgressCallback,
     RenderError,
     RenderLost,
     RenderProgress,
     RenderRequest,
     RenderResult,
+    refusal,
 )
 
 # The fake describer's phrasings; "{colour}" is the image's average colour, as #rrggbb.
@@ -53,6 +57,8 @@ class FakeEngine:
         tile_size: int = 64,
         image_prompt_method: ImagePromptMethod = ImagePromptMethod.IMAGE_TO_IMAGE,
         safety_checker: bool = True,
+        refusals: Mapping[str, Mapping[Action | Feature, str]] | None = None,
+        hints: Mapping[str, ModelHints] | None = None,
     ) -> None:
         self.tile_size = tile_size
         self.safety_checker = safety_checker  # whether its models "have" one (it flags nsfw_prompts)
@@ -63,6 +69,9 @@ class FakeEngine:
         self.lose_prompts = tuple(lose_prompts)  # as if the worker drawing them died mid-render
         self.hang_prompts = tuple(hang_prompts)
         self.nsfw_prompts = tuple(nsfw_prompts)  # with safety_check, every tile of these is flagged
+        # model -> what it cannot do -> the sentence (as a model family would say it), for the bot's tests
+        self.refusals = {model: dict(r) for model, r in (refusals or {}).items()}
+        self.hints = dict(hints or {})
         self.requests: list[RenderRequest] = []  # every request received, in order
         self.describe_requests: list[DescribeRequest] = []
 
@@ -89,6 +98,12 @@ class FakeEngine:
     def has_safety_checker(self, model: str | None = None) -> bool:
         return self.safety_checker
 
+    def supports(self, model: str | None, what: Action | Feature) -> str | None:
+        return self.refusals.get(model or self.default_model, {}).get(what)
+
+    def defaults(self, model: str | None = None) -> ModelHints:
+        return self.hints.get(model or self.default_model, ModelHints())
+
     @property
     def loaded_models(self) -> Sequence[str]:
         return self._models
@@ -101,6 +116,9 @@ class FakeEngine:
         model = request.model or self.default_model
         if model not in self._models:
             raise RenderError(f"model {model!r} is not installed")
+        reason = refusal(self, dataclasses.replace(request, model=model))
+        if reason is not None:
+            raise RenderError(reason)
         if request.action in (Action.VARIATION, Action.UPSCALE) and request.init_image is None:
             raise RenderError(f"{request.action} needs init_image, the source tile")
         if request.action is Action.IMAGE_PROMPT and request.image_prompt is None:

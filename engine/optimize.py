@@ -75,11 +75,16 @@ def prepare_pipeline(pipe: Any, speedups: Speedups) -> None:
     so pipelines made from it with `from_pipe` share them)."""
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0, FusedAttnProcessor2_0
 
-    unet, vae = pipe.unet, pipe.vae
+    from engine.family import of_pipeline
+
+    family = of_pipeline(pipe)
+    unet, vae = family.denoiser(pipe), pipe.vae  # a UNet, or a transformer (SD3, Flux)
 
     # 1. attention: SDPA is diffusers' default on torch 2; off means the classic matmul-softmax path
+    #    (a transformer family's attention has processors of its own, always on SDPA)
     if not speedups.sdpa:
-        unet.set_attn_processor(AttnProcessor())
+        if family.denoiser_name == "unet":
+            unet.set_attn_processor(AttnProcessor())
         vae.set_attn_processor(AttnProcessor())
 
     # 2. fused QKV projections (diffusers' fused processor runs on SDPA)
@@ -88,7 +93,7 @@ def prepare_pipeline(pipe: Any, speedups: Speedups) -> None:
             log.info("FUSE_QKV needs SDPA; attention projections stay separate")
         else:
             for model in (unet, vae):
-                processors = set(map(type, model.attn_processors.values()))
+                processors = set(map(type, getattr(model, "attn_processors", {}).values()))  # (Z-Image has none)
                 if processors <= {AttnProcessor2_0} and hasattr(model, "fuse_qkv_projections"):
                     model.fuse_qkv_projections()
                 elif processors and processors != {FusedAttnProcessor2_0}:  # (not fused already)
@@ -103,7 +108,7 @@ def prepare_pipeline(pipe: Any, speedups: Speedups) -> None:
     # 4. VAE tiling: engine/vae.py tiles large images only, and only where allowed
     setattr(vae, TILING_ALLOWED, speedups.vae_tiling)
 
-    # 5. torch.compile, in place so pipe.unet keeps its type (and its config)
+    # 5. torch.compile, in place so the denoiser keeps its type (and its config)
     if speedups.compile != "off":
         if speedups.static_shapes:
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
@@ -132,12 +137,16 @@ def padded_image_count(images: int, max_batch: int) -> int:
 @torch.no_grad()
 def warm_up(pipe: Any, sizes: Iterable[tuple[int, int]], *, guidance_scale: float = 7.5) -> float:
     """Render one grid per tile size so the compile happens now, not for the first member; returns seconds."""
+    from engine.family import of_pipeline
+
     started = time.perf_counter()
     sizes = list(sizes)
+    extra = of_pipeline(pipe).prompt_kwargs(pipe)  # e.g. the T5 length the engine reads
     for n, (width, height) in enumerate(sizes, 1):
         t = time.perf_counter()
         pipe(
             prompt=WARM_UP_PROMPT,
+            **extra,
             num_images_per_prompt=WARM_UP_IMAGES,
             width=width,
             height=height,

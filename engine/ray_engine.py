@@ -29,7 +29,7 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Ray reports usage to its developers unless told not to; an operator who wants it can set it to 1.
@@ -42,9 +42,12 @@ from ray.serve.exceptions import RayServeException  # noqa: E402
 
 from engine.describe import SHIPPED_DESCRIBER  # noqa: E402
 from engine.requests import (  # noqa: E402
+    Action,
     DescribeRequest,
     DescribeResult,
+    Feature,
     ImagePromptMethod,
+    ModelHints,
     ProgressCallback,
     RenderError,
     RenderLost,
@@ -90,6 +93,8 @@ class ModelFacts:
 
     native_size: int
     has_safety_checker: bool
+    refusals: dict[str, str] = field(default_factory=dict)  # Action/Feature value -> the replica's sentence
+    hints: ModelHints = field(default_factory=ModelHints)
 
 
 # No access log: a line per render (and per progress stream) in every replica, forwarded to the
@@ -160,9 +165,20 @@ class RenderReplica:
             return _Failed(str(exc))
 
     async def model_facts(self, models: Sequence[str]) -> dict[str, ModelFacts]:
-        return {
-            name: ModelFacts(self._engine.native_size(name), self._engine.has_safety_checker(name)) for name in models
-        }
+        facts = {}
+        for name in models:
+            refusals = {}
+            for what in (*Action, *Feature):
+                reason = self._engine.supports(name, what)
+                if reason is not None:
+                    refusals[what.value] = reason
+            facts[name] = ModelFacts(
+                self._engine.native_size(name),
+                self._engine.has_safety_checker(name),
+                refusals,
+                self._engine.defaults(name),
+            )
+        return facts
 
     async def check_health(self) -> None:
         """Serve asks every few seconds; a replica whose render thread died is replaced."""
@@ -201,8 +217,8 @@ class RayEngine:
 
     model / models / sources / schedulers / device / dtype / batch_window_s / speedups /
         safety_checker / describer / ip_adapter / ip_adapter_weight / inpaint_unets /
-        max_loaded_models / memory_budget_gb: as for `DiffusersEngine`, for the engine in each
-        replica (paths must exist on every node that runs one).
+        max_loaded_models / memory_budget_gb / memory / single_file_configs: as for `DiffusersEngine`,
+        for the engine in each replica (paths must exist on every node that runs one).
     address: a running Ray cluster (`ray://host:10001` or `host:6379`); None starts a local one.
     min_replicas / max_replicas: equal for a fixed number of replicas; otherwise Serve scales
         between them by the renders in flight per replica.
@@ -231,6 +247,8 @@ class RayEngine:
         inpaint_unets: Mapping[str, str] | None = None,
         max_loaded_models: int = 2,
         memory_budget_gb: float | None = None,
+        memory: Any = None,
+        single_file_configs: Mapping[str, str] | None = None,
         address: str | None = None,
         min_replicas: int = 1,
         max_replicas: int = 1,
@@ -264,6 +282,8 @@ class RayEngine:
             "inpaint_unets": dict(inpaint_unets or {}),
             "max_loaded_models": max_loaded_models,
             "memory_budget_gb": memory_budget_gb,
+            "memory": memory,
+            "single_file_configs": dict(single_file_configs or {}),
         }
         self.address = address
         self.min_replicas = min_replicas
@@ -389,6 +409,15 @@ class RayEngine:
     def has_safety_checker(self, model: str | None = None) -> bool:
         facts = self._model_facts.get(model or self._default)
         return facts is not None and facts.has_safety_checker
+
+    def supports(self, model: str | None, what: Action | Feature) -> str | None:
+        """As the replicas answered when the deployment started (from the models' configs)."""
+        facts = self._model_facts.get(model or self._default)
+        return None if facts is None else facts.refusals.get(what.value)
+
+    def defaults(self, model: str | None = None) -> ModelHints:
+        facts = self._model_facts.get(model or self._default)
+        return ModelHints() if facts is None else facts.hints
 
     def image_prompt_method(self, model: str | None = None) -> ImagePromptMethod:
         # As each replica's DiffusersEngine decides: the IP-Adapter is loaded on the default model only.

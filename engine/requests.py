@@ -29,6 +29,16 @@ class Action(enum.StrEnum):
     IMAGE_PROMPT = "image_prompt"  # text + a member's picture -> four tiles steered by the picture
 
 
+class Feature(enum.StrEnum):
+    """What a request may use beyond its action; a model family may lack some (`Engine.supports`)."""
+
+    NEGATIVE_PROMPT = "negative prompt (--no)"
+    TILE = "--tile"
+    STOP = "--stop"
+    CHAOS = "--chaos"
+    INSTRUCTION_EDIT = "instruction edit"  # an image changed by a sentence (the Edit button, /edit): not built yet
+
+
 class ImagePromptMethod(enum.StrEnum):
     """How a picture steers an image prompt; the result's embed says which ran."""
 
@@ -121,6 +131,15 @@ class DescribeResult:
     elapsed_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class ModelHints:
+    """A model family's own defaults; None: the bot's (STEPS, GUIDANCE_SCALE). MODEL_DEFAULTS overrides both."""
+
+    family: str = ""  # e.g. "Flux.1", "Stable Diffusion XL"
+    steps: int | None = None
+    guidance_scale: float | None = None
+
+
 class RenderError(Exception):
     """A render failed for a reason the requester can be told (out of memory, bad input)."""
 
@@ -134,6 +153,33 @@ class RenderLost(RenderError):
 
 
 ProgressCallback = Callable[[RenderProgress], None]
+
+
+def features_of(request: RenderRequest) -> tuple[Feature, ...]:
+    """The features `request` uses, for `Engine.supports`."""
+    used = []
+    if request.negative_prompt.strip():
+        used.append(Feature.NEGATIVE_PROMPT)
+    if request.tile:
+        used.append(Feature.TILE)
+    if request.stop != 100:
+        used.append(Feature.STOP)
+    if request.chaos:
+        used.append(Feature.CHAOS)
+    return tuple(used)
+
+
+def refusal(engine: Engine, request: RenderRequest) -> str | None:
+    """Why `engine` cannot draw `request` on its model (a sentence for the member), or None.
+
+    Pure and cheap: the bot asks it before queueing, so a request no family can draw is never queued.
+    """
+    asked: tuple[Action | Feature, ...] = (request.action, *features_of(request))
+    for what in asked:
+        reason = engine.supports(request.model, what)
+        if reason is not None:
+            return reason
+    return None
 
 
 class Engine(Protocol):
@@ -155,6 +201,17 @@ class Engine(Protocol):
 
     def has_safety_checker(self, model: str | None = None) -> bool:
         """Whether `safety_check` on a request for this model checks anything."""
+        ...
+
+    def supports(self, model: str | None, what: Action | Feature) -> str | None:
+        """None when `model` can do `what`; else one sentence naming the model's family and the reason.
+
+        Answered from config files, never by loading weights: the bot asks before it queues.
+        """
+        ...
+
+    def defaults(self, model: str | None = None) -> ModelHints:
+        """The steps and guidance `model` is meant to run at (a few-step model: 4 steps, no guidance)."""
         ...
 
     @property

@@ -1,15 +1,19 @@
-"""A tiny Stable-Diffusion-architecture pipeline with random weights, built from config.
+"""Tiny pipelines of every model family with random weights, built from config.
 
-It has every part of SD1.x (CLIP text encoder, UNet with cross-attention, KL VAE with
+`build_tiny_pipeline` has every part of SD1.x (CLIP text encoder, UNet with cross-attention, KL VAE with
 downsampling factor 8, a DDIM scheduler) at a size that renders a 2x2 grid of 64 px tiles
 in well under a second on two CPU cores. What makes it fast (measured on two cores): no
 attention at full latent resolution — cross-attention lives only in the UNet's middle block.
 Tests use it, and the engine falls back to it when the trained model folder is absent.
+`build_tiny_sdxl_pipeline`, `build_tiny_sd3_pipeline`, `build_tiny_flux_pipeline` are the other
+families at the same size (one transformer layer, 16 latent channels for SD3 and Flux, the same
+8x VAE), and `build(family, folder)` saves any of them as a diffusers folder.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +25,24 @@ from diffusers import (  # noqa: E402
     AutoencoderKL,
     DDIMScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
+from transformers import (  # noqa: E402
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    T5Config,
+    T5EncoderModel,
+)
 
-from engine.tokenizer import build_tokenizer  # noqa: E402
+from engine.tokenizer import build_t5_tokenizer, build_tokenizer  # noqa: E402
 
 TINY_WORDS = (
     *("a", "an", "the", "of", "on", "in", "with", "and", "big", "small", "background"),
@@ -99,27 +114,29 @@ def _tiny_vae(**config: Any) -> AutoencoderKL:
         block_out_channels=(16, 32, 32, 32),
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
         layers_per_block=1,
         norm_num_groups=8,
         sample_size=64,
-        **config,
+        **{"latent_channels": 4, **config},
     )
     _tame(vae)
     return vae
 
 
-def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
+def build_tiny_sdxl_pipeline(seed: int = 0, *, second_encoder_width: int = 32) -> StableDiffusionXLPipeline:
     """A random-weight SDXL pipeline as small as the tiny SD one: two text encoders (the second
     pooled, with projection), a UNet conditioned on text and size/crop ids, and a VAE whose config
-    asks for float32 decoding (`force_upcast`), as SDXL's does."""
+    asks for float32 decoding (`force_upcast`), as SDXL's does.
+
+    `second_encoder_width`: a single-file loader tells SDXL's two encoders apart by their widths
+    (768 and 1280 in SDXL), so a checkpoint of this model needs them to differ."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(TINY_WORDS)
 
-    def text_config(**extra: int) -> CLIPTextConfig:
+    def text_config(hidden_size: int = 32, **extra: int) -> CLIPTextConfig:
         return CLIPTextConfig(
             vocab_size=len(tokenizer),
-            hidden_size=32,
+            hidden_size=hidden_size,
             intermediate_size=64,
             num_hidden_layers=2,
             num_attention_heads=4,
@@ -131,7 +148,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         )
 
     text_encoder = CLIPTextModel(text_config())
-    text_encoder_2 = CLIPTextModelWithProjection(text_config(projection_dim=32))
+    text_encoder_2 = CLIPTextModelWithProjection(text_config(hidden_size=second_encoder_width, projection_dim=32))
     time_embed_dim = 8
     unet = UNet2DConditionModel(
         sample_size=8,
@@ -147,7 +164,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         addition_time_embed_dim=time_embed_dim,
         # six size/crop ids, each embedded to time_embed_dim, plus the pooled text embedding
         projection_class_embeddings_input_dim=6 * time_embed_dim + 32,
-        cross_attention_dim=64,  # both encoders' hidden states, concatenated
+        cross_attention_dim=32 + second_encoder_width,  # both encoders' hidden states, concatenated
         norm_num_groups=8,
     )
     vae = _tiny_vae(scaling_factor=0.13025, force_upcast=True)  # SDXL's factor, and its float32 decode
@@ -170,7 +187,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
 
 
 @torch.no_grad()
-def _tame(vae: AutoencoderKL) -> None:
+def _tame(vae: Any) -> None:
     """Zero the residual branches of the random VAE so each block is its identity shortcut.
 
     A fully random VAE is a chaotic function: any two latents decode to unrelated noise, so no
@@ -184,6 +201,256 @@ def _tame(vae: AutoencoderKL) -> None:
         elif type(module).__name__ == "Attention":
             module.to_out[0].weight.zero_()
             module.to_out[0].bias.zero_()
+
+
+def _tiny_t5(tokenizer: Any, d_model: int) -> T5EncoderModel:
+    """A one-layer T5 encoder for `tokenizer` (T5's pad id 0 and `</s>`)."""
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=d_model,
+            d_kv=8,
+            d_ff=64,
+            num_layers=1,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            dropout_rate=0.0,  # T5's default 0.1 is training's: a model built from config starts in training mode
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+
+
+def _tiny_clip_config(tokenizer: Any, **extra: Any) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
+def _flow_vae() -> AutoencoderKL:
+    """SD3's and Flux's VAE shape: 16 latent channels, no quant convs, a `shift_factor` (nonzero, so
+    every encode and decode of ours is tested to apply it)."""
+    return _tiny_vae(
+        latent_channels=16, scaling_factor=1.0, shift_factor=0.1, use_quant_conv=False, use_post_quant_conv=False
+    )
+
+
+def build_tiny_sd3_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
+    """A random-weight SD3-shaped pipeline: an MMDiT of one joint block (patch 2, 16 latent channels),
+    two CLIP encoders with projection and a T5 encoder, flow matching."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(TINY_WORDS)
+    t5_tokenizer = build_t5_tokenizer(TINY_WORDS)
+    text_encoder = CLIPTextModelWithProjection(_tiny_clip_config(tokenizer, projection_dim=32))
+    text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_config(tokenizer, projection_dim=32))
+    text_encoder_3 = _tiny_t5(t5_tokenizer, d_model=64)  # as wide as both CLIPs' hidden states together
+    transformer = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=64,
+        caption_projection_dim=32,  # the transformer's width: heads x head dim
+        pooled_projection_dim=64,  # both CLIPs' projections together
+        pos_embed_max_size=32,  # up to 512 px
+    )
+    vae = _flow_vae()
+    pipe: Any = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer,
+        text_encoder_3=text_encoder_3,
+        tokenizer_3=t5_tokenizer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_tiny_flux_pipeline(seed: int = 0, *, guidance_embeds: bool = True) -> FluxPipeline:
+    """A random-weight Flux.1-shaped pipeline: one double and one single stream block over 2x2-packed
+    16-channel latents, CLIP (pooled) and T5 text encoders, flow matching with dynamic shifting.
+
+    `guidance_embeds=True` is [dev]'s shape (guidance distilled into an embedding); False is [schnell]'s.
+    """
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(TINY_WORDS)
+    t5_tokenizer = build_t5_tokenizer(TINY_WORDS)
+    text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer, projection_dim=32))
+    text_encoder_2 = _tiny_t5(t5_tokenizer, d_model=32)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,  # 16 latent channels x a 2x2 patch
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,  # T5's width
+        pooled_projection_dim=32,  # CLIP's pooled output
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 4, 8),  # sums to the head dim
+    )
+    vae = _flow_vae()
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256
+    )
+    pipe: Any = FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=t5_tokenizer,
+        transformer=transformer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_tiny_flux2_klein_pipeline(seed: int = 0) -> Any:
+    """A random-weight Flux.2 [klein]-shaped pipeline: one double and one single stream block over
+    32-channel latents (patchified 2x2, batch-normalised), a two-layer Qwen3 text encoder, step-distilled."""
+    from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = build_t5_tokenizer(TINY_WORDS)
+    # klein wraps the prompt in its encoder's chat template; a plain one suffices for a word-level vocabulary
+    tokenizer.chat_template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+    text_encoder = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=64,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    transformer = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=128,  # 32 latent channels x a 2x2 patch
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=48,  # three Qwen3 layers of 16, stacked
+        timestep_guidance_channels=256,
+        axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=False,
+    )
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(16, 32, 32, 32),
+        layers_per_block=1,
+        latent_channels=32,
+        norm_num_groups=8,
+        sample_size=64,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    _tame(vae)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
+    pipe: Any = Flux2KleinPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        is_distilled=True,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_tiny_z_image_pipeline(seed: int = 0) -> Any:
+    """A random-weight Z-Image-shaped pipeline: a single-stream DiT of one layer (patch 2, 16 latent
+    channels, the Flux VAE's shape), a two-layer Qwen3 text encoder, flow matching."""
+    from diffusers import ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    torch.manual_seed(seed)
+    tokenizer = build_t5_tokenizer(TINY_WORDS)
+    tokenizer.chat_template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+    text_encoder = Qwen3Model(
+        Qwen3Config(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=64,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    transformer: Any = ZImageTransformer2DModel(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=16,
+        dim=32,
+        n_layers=1,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        norm_eps=1e-5,
+        qk_norm=True,
+        cap_feat_dim=16,  # the text encoder's width
+        rope_theta=256.0,
+        t_scale=1000.0,
+        axes_dims=(8, 4, 4),  # sums to the head dim
+        axes_lens=(256, 32, 32),
+    )
+    with torch.no_grad():  # uninitialised memory otherwise (diffusers' own tests set them too)
+        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
+        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
+    pipe: Any = ZImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_flow_vae(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+TINY_BUILDERS: dict[str, Callable[..., Any]] = {
+    "sd": build_tiny_pipeline,
+    "sdxl": build_tiny_sdxl_pipeline,
+    "sd3": build_tiny_sd3_pipeline,
+    "flux": build_tiny_flux_pipeline,
+    "flux-schnell": lambda seed=0: build_tiny_flux_pipeline(seed, guidance_embeds=False),
+    "flux2-klein": build_tiny_flux2_klein_pipeline,
+    "z-image": build_tiny_z_image_pipeline,
+}
+
+
+def build(family: str, folder: str | os.PathLike[str], seed: int = 0) -> Path:
+    """Save the tiny pipeline of `family` (a key of TINY_BUILDERS) as a diffusers folder."""
+    if family not in TINY_BUILDERS:
+        raise ValueError(f"no tiny pipeline for family {family!r} (have: {', '.join(TINY_BUILDERS)})")
+    path = Path(folder)
+    TINY_BUILDERS[family](seed=seed).save_pretrained(path, safe_serialization=True)
+    return path
 
 
 def save_tiny_pipeline(path: str | os.PathLike[str], seed: int = 0) -> Path:

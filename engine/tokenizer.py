@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from transformers import CLIPTokenizer
+from transformers import CLIPTokenizer, PreTrainedTokenizerFast
 
 MODEL_MAX_LENGTH = 77
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
@@ -92,3 +92,33 @@ def build_tokenizer(words: Iterable[str]) -> CLIPTokenizer:
     # transformers 5 ignores vocab_file=/merges_file= silently; pass the data itself.
     # merges go on to tokenizers' BPE, which takes (a, b) pairs; transformers annotates them list[str].
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MODEL_MAX_LENGTH)  # type: ignore[arg-type]
+
+
+T5_MAX_LENGTH = 32  # a tiny model's T5 reads this many tokens; Flux and SD3 pad their T5 prompt to it
+T5_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
+
+
+def build_t5_tokenizer(words: Iterable[str], model_max_length: int = T5_MAX_LENGTH) -> PreTrainedTokenizerFast:
+    """A T5-style tokenizer (pad id 0, `</s>` after the text, no start token) from an in-memory vocabulary.
+
+    Flux and SD3 read their T5 prompt through a second tokenizer with T5's conventions. A word-level
+    vocabulary is enough for a tiny model: each listed word is one token, anything else `<unk>`.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    vocab = {token: i for i, token in enumerate(T5_SPECIAL_TOKENS)}
+    for word in sorted({w.strip().lower() for w in words if w.strip()}):
+        vocab.setdefault(word, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", vocab["</s>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=model_max_length,
+    )

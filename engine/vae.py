@@ -3,6 +3,7 @@ img2img encodes of large images), made as diffusers' pipelines make theirs.
 
 - `force_upcast`: SDXL's VAE overflows in float16 (black or NaN images), so its config asks for
   float32. diffusers' SDXL pipelines upcast around their decode; every decode of ours must too.
+- `shift_factor`: SD3's and Flux's latents are shifted before scaling; SD's are not.
 - Tiling: a big upscale decoded in one piece needs memory that grows with its area. Images with
   more than `TILE_ABOVE` times a tile's pixels go through diffusers' tiled encode/decode, so memory
   stays bounded by one tile. Smaller images (every grid) are never tiled: tiling costs time and
@@ -90,6 +91,11 @@ def _latents_mean_std(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch
     )
 
 
+def shift_factor(vae: Any) -> float:
+    """SD3's and Flux's VAEs centre their latents (`shift_factor`); SD's have none (0)."""
+    return float(getattr(vae.config, "shift_factor", None) or 0.0)
+
+
 @torch.no_grad()
 def encode_pixels(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] -> latents as the UNet reads them (the distribution's mode, scaled), honouring
@@ -100,7 +106,7 @@ def encode_pixels(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
         stats = _latents_mean_std(vae, latents)
         if stats is not None:
             return (latents - stats[0]) * vae.config.scaling_factor / stats[1]
-        return latents * vae.config.scaling_factor
+        return (latents - shift_factor(vae)) * vae.config.scaling_factor
 
 
 @torch.no_grad()
@@ -114,5 +120,5 @@ def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
         if stats is not None:
             latents = latents * stats[1] / vae.config.scaling_factor + stats[0]
         else:
-            latents = latents / vae.config.scaling_factor
+            latents = latents / vae.config.scaling_factor + shift_factor(vae)
         return vae.decode(latents, return_dict=False)[0]

@@ -32,10 +32,12 @@ from engine.actions.common import (
     estimate_x0,
     generators,
     seamless,
+    size_kwargs,
     split,
     step_state,
 )
 from engine.actions.image_prompt import IPAdapter, ip_adapter_on
+from engine.family import of_pipeline
 from engine.params import BLEND_IP_ADAPTER_SCALE, BLEND_MAX_IMAGES, BLEND_MIN_IMAGES
 from engine.requests import ImagePromptMethod, RenderRequest
 from engine.vae import encode_pixels
@@ -88,10 +90,13 @@ def blend(
         switch = contextlib.nullcontext()
         steps_run = min(int(first.steps * first.strength), first.steps)
         latents = torch.cat([_combined_latents(pipe, r, size) for r in requests])
-        images: dict[str, Any] = {"image": latents, "strength": first.strength}
+        start: Any = latents
+        if not of_pipeline(pipe).img2img_takes_latents:  # (Z-Image's image-to-image reads pictures only)
+            start = pipe.image_processor.postprocess(of_pipeline(pipe).decode_vae(pipe, latents), output_type="pil")
+        images: dict[str, Any] = {"image": start, "strength": first.strength, **size_kwargs(pipe, *size)}
 
     # 4. denoise in one batched call; the callback reports progress, cancels and applies --stop
-    state = step_state(steps_run, first.stop, on_step)
+    state = step_state(steps_run, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
     with seamless(pipe, first.tile):
         with switch:
             if via_adapter:  # the projection the switch attached reads the embeddings
@@ -115,7 +120,7 @@ def blend(
             latents = estimate_x0(pipe, latents, state, first.guidance_scale)
 
         # 6. decode and hand each request its own tiles
-        out = decode(pipe, latents, safety_checker)
+        out = decode(pipe, latents, safety_checker, (first.width, first.height))
     return split(out, requests)
 
 
@@ -123,7 +128,7 @@ def _encode(pipe: Any, images: Sequence[Image.Image], size: tuple[int, int]) -> 
     """Scaled VAE latents (the distribution's mode) of each image fitted to `size`."""
     fitted = [ImageOps.fit(im.convert("RGB"), size, Image.Resampling.LANCZOS) for im in images]
     pixels = pipe.image_processor.preprocess(fitted, height=size[1], width=size[0])
-    return encode_pixels(pipe.vae, pixels).to(pipe.unet.dtype)
+    return encode_pixels(pipe.vae, pixels).to(of_pipeline(pipe).denoiser(pipe).dtype)
 
 
 def spherical_mean(latents: torch.Tensor) -> torch.Tensor:

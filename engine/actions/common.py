@@ -4,6 +4,7 @@ callback (progress, cancellation, --stop), the x0 estimate for --stop, seamless 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,9 +12,9 @@ from typing import Any
 import torch
 from PIL import Image, ImageFilter
 
+from engine.family import of_pipeline
 from engine.params import CHAOS_MAX, CHAOS_MIN, MAX_STEPS, SEED_MAX, SEED_MIN, STOP_MAX, STOP_MIN, steps_for_stop
-from engine.requests import RenderRequest
-from engine.vae import decode_latents
+from engine.requests import Feature, RenderRequest
 
 # on_step(step, total, latents) -> True to interrupt the whole batch (every request in it was cancelled).
 StepCallback = Callable[[int, int, torch.Tensor], bool]
@@ -69,38 +70,35 @@ def encode_prompts(pipe: Any, requests: Sequence[RenderRequest], device: torch.d
     """Embeddings for every output row (request-major), with --chaos applied per tile.
 
     Each distinct request is encoded once and repeated per seed. Returns the keyword arguments
-    for the pipeline (`prompt_embeds`, `negative_prompt_embeds`, and SDXL's pooled ones).
+    for the pipeline (`prompt_embeds`, and as the family has them `negative_prompt_embeds` and the
+    pooled ones); the model's family (engine/family.py) knows its text encoders.
     """
-    cfg = requests[0].guidance_scale > 1
-    out = pipe.encode_prompt(
-        prompt=[r.prompt for r in requests],
-        device=device,
-        num_images_per_prompt=1,
-        do_classifier_free_guidance=cfg,
-        negative_prompt=[r.negative_prompt for r in requests] if cfg else None,
+    family = of_pipeline(pipe)
+    cfg = family.uses_cfg(requests[0].guidance_scale)
+    encoded = family.encode(
+        pipe, [r.prompt for r in requests], [r.negative_prompt for r in requests] if cfg else None, device
     )
-    names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
-    encoded = dict(zip(names, out, strict=False))
-    if cfg and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
-        # SDXL's unconditional branch is all zeros when there is no negative prompt (as in its pipeline).
-        for i, r in enumerate(requests):
-            if not r.negative_prompt:
-                for name in ("negative_prompt_embeds", "negative_pooled_prompt_embeds"):
-                    encoded[name][i] = 0
     counts = torch.tensor([len(r.seeds) for r in requests], device=device)
-    embeds = {n: t.repeat_interleave(counts, dim=0) for n, t in encoded.items() if t is not None}
+    embeds = {n: _per_tile(t, counts) for n, t in encoded.items() if t is not None}
     # --chaos: nudge each tile's prompt embedding by seeded Gaussian noise, so tiles spread apart.
     pe = embeds["prompt_embeds"]
-    scale = pe.float().std()
+    scale = (torch.cat([x.flatten() for x in pe]) if isinstance(pe, list) else pe).float().std()
     row = 0
     for r in requests:
         for seed in r.seeds:
             if r.chaos:
                 g = torch.Generator("cpu").manual_seed(seed ^ CHAOS_SALT)
-                noise = torch.randn(pe.shape[1:], generator=g).to(pe.device, pe.dtype)
+                noise = torch.randn(pe[row].shape, generator=g).to(pe[row].device, pe[row].dtype)
                 pe[row] = pe[row] + (r.chaos / 100) * scale * noise
             row += 1
     return embeds
+
+
+def _per_tile(embedding: Any, counts: torch.Tensor) -> Any:
+    """Each request's row repeated once per tile: a tensor, or (Z-Image) a list of per-prompt tensors."""
+    if isinstance(embedding, list):
+        return [row for row, count in zip(embedding, counts.tolist(), strict=True) for _ in range(count)]
+    return embedding.repeat_interleave(counts, dim=0)
 
 
 def chaos_latents(pipe: Any, requests: Sequence[RenderRequest], gens: list[torch.Generator]) -> torch.Tensor | None:
@@ -115,9 +113,9 @@ def chaos_latents(pipe: Any, requests: Sequence[RenderRequest], gens: list[torch
     from diffusers.utils.torch_utils import randn_tensor
 
     first = requests[0]
-    channels = pipe.unet.config.in_channels
-    h, w = first.height // pipe.vae_scale_factor, first.width // pipe.vae_scale_factor
-    dtype = pipe.unet.dtype
+    family = of_pipeline(pipe)
+    channels, h, w = family.noise_shape(pipe, first.width, first.height)
+    dtype = family.denoiser(pipe).dtype
     latents = randn_tensor((len(gens), channels, h, w), generator=gens, device=torch.device("cpu"), dtype=torch.float32)
     row = 0
     for r in requests:
@@ -129,7 +127,14 @@ def chaos_latents(pipe: Any, requests: Sequence[RenderRequest], gens: list[torch
                 amount = CHAOS_LOW_FREQ * r.chaos / 100
                 latents[row] = (latents[row] + amount * field[0]) / (1 + amount**2) ** 0.5
             row += 1
-    return latents.to(pipe._execution_device, dtype)
+    return family.pack(pipe, latents).to(pipe._execution_device, dtype)
+
+
+def size_kwargs(pipe: Any, width: int, height: int) -> dict[str, int]:
+    """`height`/`width` for an image-to-image pipeline that takes them (Flux's draws at 1024 px unless
+    told); SD's and SDXL's take the size from the image, and get nothing."""
+    parameters = inspect.signature(pipe.__call__).parameters
+    return {"height": height, "width": width} if "height" in parameters else {}
 
 
 @dataclass
@@ -140,63 +145,53 @@ class StepState:
     cancelled: bool = False
     last_t: Any = None
     cond: dict[str, torch.Tensor] = field(default_factory=dict)  # for the x0 estimate after --stop
+    size: tuple[int, int] | None = None  # (width, height) of the images: Flux's packed latents need it
+    embeds: dict[str, torch.Tensor] = field(default_factory=dict)  # what the callback does not pass back
 
     def tensor_inputs(self, pipe: Any) -> list[str]:
-        wanted = ["latents", "prompt_embeds", "add_text_embeds", "add_time_ids"]
+        wanted = ["latents", "prompt_embeds", "pooled_prompt_embeds", "add_text_embeds", "add_time_ids"]
         return [k for k in wanted if k in pipe._callback_tensor_inputs]
 
     def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         step = i + 1
-        if self.on_step is not None and self.on_step(step, self.total, kwargs["latents"]):
-            self.cancelled = True
-            pipe._interrupt = True
+        if self.on_step is not None:
+            latents = kwargs["latents"]
+            if self.size is not None:
+                latents = of_pipeline(pipe).unpack(pipe, latents, *self.size)
+            if self.on_step(step, self.total, latents):
+                self.cancelled = True
+                pipe._interrupt = True
         if step >= self.total and self.total < self.full:
             self.last_t = t
-            self.cond = {k: v for k, v in kwargs.items() if k != "latents"}
+            self.cond = {**self.embeds, **{k: v for k, v in kwargs.items() if k != "latents"}}
             pipe._interrupt = True
         return {}
 
 
-def step_state(steps_run: int, stop: int, on_step: StepCallback | None) -> StepState:
-    return StepState(total=steps_for_stop(steps_run, stop), full=steps_run, on_step=on_step)
+def step_state(
+    steps_run: int,
+    stop: int,
+    on_step: StepCallback | None,
+    *,
+    size: tuple[int, int] | None = None,
+    embeds: dict[str, torch.Tensor] | None = None,
+) -> StepState:
+    """`size` (width, height) and `embeds` let previews and --stop work on any family (Flux needs both)."""
+    return StepState(
+        total=steps_for_stop(steps_run, stop), full=steps_run, on_step=on_step, size=size, embeds=dict(embeds or {})
+    )
 
 
 @torch.no_grad()
 def estimate_x0(pipe: Any, latents: torch.Tensor, state: StepState, guidance: float) -> torch.Tensor:
-    """After --stop, `latents` still hold noise: one more UNet pass predicts the clean latents.
+    """After --stop, `latents` still hold noise: one more denoiser pass predicts the clean latents.
 
     Decoding x_t directly would show the noise; Midjourney's --stop shows a soft, unfinished image.
+    The family knows its denoiser and its parametrisation (epsilon, v, flow velocity).
     """
-    scheduler = pipe.scheduler
-    timesteps = list(scheduler.timesteps)
+    timesteps = list(pipe.scheduler.timesteps)
     index = next(k for k, t in enumerate(timesteps) if t == state.last_t) + 1
-    t = timesteps[index]
-    alpha = scheduler.alphas_cumprod[int(t)].to(latents.device, torch.float32)
-    sigma_scheduler = float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0  # Euler/LMS/Heun keep x = x0 + σε
-    sigma = ((1 - alpha) / alpha).sqrt()
-    model_in = latents / (sigma**2 + 1).sqrt() if sigma_scheduler else latents
-    cfg = guidance > 1
-    model_in = torch.cat([model_in] * 2) if cfg else model_in
-    added = {}
-    if "add_text_embeds" in state.cond:
-        added = {"text_embeds": state.cond["add_text_embeds"], "time_ids": state.cond["add_time_ids"]}
-    pred = pipe.unet(
-        model_in.to(pipe.unet.dtype),
-        t,
-        encoder_hidden_states=state.cond["prompt_embeds"],
-        added_cond_kwargs=added or None,
-        return_dict=False,
-    )[0].float()
-    if cfg:
-        uncond, text = pred.chunk(2)
-        pred = uncond + guidance * (text - uncond)
-    x = latents.float()
-    vp_x = x / (sigma**2 + 1).sqrt() if sigma_scheduler else x  # the sample in variance-preserving form
-    if scheduler.config.prediction_type == "v_prediction":
-        x0 = alpha.sqrt() * vp_x - (1 - alpha).sqrt() * pred
-    else:
-        x0 = (vp_x - (1 - alpha).sqrt() * pred) / alpha.sqrt()
-    return x0.to(latents.dtype)
+    return of_pipeline(pipe).estimate_x0(pipe, latents, timesteps[index], state.cond, guidance, state.size)
 
 
 @contextlib.contextmanager
@@ -209,9 +204,13 @@ def seamless(pipe: Any, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
+    family = of_pipeline(pipe)
+    reason = family.supports(Feature.TILE)
+    if reason is not None:
+        raise ValueError(reason)
     patched: list[tuple[torch.nn.Conv2d, str]] = []
     try:
-        for model in (pipe.unet, pipe.vae):
+        for model in (family.denoiser(pipe), pipe.vae):
             for module in model.modules():
                 if isinstance(module, torch.nn.Conv2d) and any(p > 0 for p in module.padding):
                     patched.append((module, module.padding_mode))
@@ -226,14 +225,21 @@ FLAGGED = "dreamgrid_flagged"  # key in a decoded image's .info: the safety chec
 
 
 @torch.no_grad()
-def decode(pipe: Any, latents: torch.Tensor, run_safety_checker: bool) -> list[Image.Image]:
-    """Latents -> Pillow images; float32 where the VAE asks for it (SDXL), tile by tile when large."""
-    image = decode_latents(pipe.vae, latents)
+def decode(
+    pipe: Any, latents: torch.Tensor, run_safety_checker: bool, size: tuple[int, int] | None = None
+) -> list[Image.Image]:
+    """Latents -> Pillow images; float32 where the VAE asks for it (SDXL), tile by tile when large.
+
+    `size` (width, height) unpacks a family's packed latents (Flux) first."""
+    family = of_pipeline(pipe)
+    if size is not None:
+        latents = family.unpack(pipe, latents, *size)
+    image = family.decode_vae(pipe, latents)
     flags = [False] * image.shape[0]
     if run_safety_checker and getattr(pipe, "safety_checker", None) is not None:
         # diffusers blacks out what it flags; we keep the pixels (the bot posts them as spoilers)
         # and only record the verdict.
-        _, nsfw = pipe.run_safety_checker(image.clone(), image.device, pipe.unet.dtype)
+        _, nsfw = pipe.run_safety_checker(image.clone(), image.device, family.denoiser(pipe).dtype)
         flags = [bool(flagged) for flagged in nsfw]
     images = pipe.image_processor.postprocess(image, output_type="pil")
     for picture, flagged in zip(images, flags, strict=True):

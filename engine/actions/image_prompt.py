@@ -35,6 +35,7 @@ from engine.actions.common import (
     estimate_x0,
     generators,
     seamless,
+    size_kwargs,
     split,
     step_state,
 )
@@ -160,10 +161,10 @@ def image_prompt(
         switch = ip_adapter_on(pipe, ip_adapter, ip_adapter_scale(first.image_weight))
     else:
         strength = image_prompt_strength(first.image_weight)
-        steered = {"image": per_tile, "strength": strength}
+        steered = {"image": per_tile, "strength": strength, **size_kwargs(pipe, *size)}
         steps_run = min(int(first.steps * strength), first.steps)
         switch = contextlib.nullcontext()
-    state = step_state(steps_run, first.stop, on_step)
+    state = step_state(steps_run, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
     with seamless(pipe, first.tile):
         with switch:
             latents = pipe(
@@ -184,5 +185,5 @@ def image_prompt(
             latents = estimate_x0(pipe, latents, state, first.guidance_scale)
 
         # 6. decode and hand each request its own tiles
-        out = decode(pipe, latents, safety_checker)
+        out = decode(pipe, latents, safety_checker, (first.width, first.height))
     return split(out, requests)

@@ -25,6 +25,7 @@ from engine.actions.common import (
     split,
     step_state,
 )
+from engine.family import of_pipeline
 from engine.requests import RenderRequest
 
 
@@ -58,12 +59,13 @@ def imagine(
     latents = chaos_latents(pipe, requests, gens)
 
     # 4. denoise in one batched call; the callback reports progress, cancels and applies --stop
-    state = step_state(first.steps, first.stop, on_step)
+    state = step_state(first.steps, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
     with seamless(pipe, first.tile):
         latents = pipe(
             **embeds,
             height=first.height,
             width=first.width,
+            **of_pipeline(pipe).size_kwargs(first.width, first.height),
             num_inference_steps=first.steps,
             guidance_scale=first.guidance_scale,
             generator=gens,
@@ -80,5 +82,5 @@ def imagine(
             latents = estimate_x0(pipe, latents, state, first.guidance_scale)
 
         # 6. decode and hand each request its own tiles
-        images = decode(pipe, latents, safety_checker)
+        images = decode(pipe, latents, safety_checker, (first.width, first.height))
     return split(images, requests)

@@ -68,7 +68,7 @@ def inpaint(
 
     # 4. denoise the masked region in one batched call
     steps_run = min(int(first.steps * first.strength), first.steps)
-    state = step_state(steps_run, first.stop, on_step)
+    state = step_state(steps_run, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
     latents = pipe(
         **embeds,
         image=images,
@@ -87,7 +87,7 @@ def inpaint(
         raise RenderInterrupted
 
     # 5. decode
-    out = decode(pipe, latents, safety_checker)
+    out = decode(pipe, latents, safety_checker, (first.width, first.height))
 
     # 6. paste the kept area back, blending only inside the redrawn region
     radius = feather_radius(first.width, first.height)

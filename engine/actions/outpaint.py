@@ -106,7 +106,7 @@ def outpaint(
     gens = generators(requests)
 
     # 4. denoise the new area from pure noise in one batched call
-    state = step_state(first.steps, first.stop, on_step)
+    state = step_state(first.steps, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
     latents = pipe(
         **embeds,
         image=images,
@@ -125,7 +125,7 @@ def outpaint(
         raise RenderInterrupted
 
     # 5. decode
-    out = decode(pipe, latents, safety_checker)
+    out = decode(pipe, latents, safety_checker, (first.width, first.height))
 
     # 6. paste the kept picture back, blending only inside its edge (the new area stays as drawn)
     radius = feather_radius(first.width, first.height)

@@ -27,6 +27,7 @@ from engine.actions.common import (
     estimate_x0,
     generators,
     seamless,
+    size_kwargs,
     split,
     step_state,
 )
@@ -70,12 +71,13 @@ def upscale(
 
     # 4. redraw detail at low strength in one batched call
     steps_run = min(int(first.steps * first.strength), first.steps)
-    state = step_state(steps_run, first.stop, on_step)
+    state = step_state(steps_run, first.stop, on_step, size=size, embeds=embeds)
     # (a 2x image may be large enough to encode and decode tile by tile: engine/vae.py)
     with seamless(pipe, first.tile), tiled_if_large(pipe.vae, *size):
         latents = pipe(
             **embeds,
             image=images,
+            **size_kwargs(pipe, *size),
             strength=first.strength,
             num_inference_steps=first.steps,
             guidance_scale=first.guidance_scale,
@@ -92,7 +94,7 @@ def upscale(
             latents = estimate_x0(pipe, latents, state, first.guidance_scale)
 
         # 6. decode
-        out = decode(pipe, latents, safety_checker)
+        out = decode(pipe, latents, safety_checker, size)
 
     # 7. Subtle keeps the picture: the resize's shapes and colours, the redraw's detail (Creative may move them)
     results = split(out, requests)

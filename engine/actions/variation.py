@@ -24,6 +24,7 @@ from engine.actions.common import (
     estimate_x0,
     generators,
     seamless,
+    size_kwargs,
     split,
     step_state,
 )
@@ -61,11 +62,12 @@ def variation(
 
     # 4. denoise from the noised source in one batched call
     steps_run = min(int(first.steps * first.strength), first.steps)
-    state = step_state(steps_run, first.stop, on_step)
+    state = step_state(steps_run, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
     with seamless(pipe, first.tile):
         latents = pipe(
             **embeds,
             image=images,
+            **size_kwargs(pipe, first.width, first.height),
             strength=first.strength,
             num_inference_steps=first.steps,
             guidance_scale=first.guidance_scale,
@@ -82,5 +84,5 @@ def variation(
             latents = estimate_x0(pipe, latents, state, first.guidance_scale)
 
         # 6. decode and hand each request its own tiles
-        out = decode(pipe, latents, safety_checker)
+        out = decode(pipe, latents, safety_checker, (first.width, first.height))
     return split(out, requests)

@@ -34,6 +34,26 @@ def tiny_folder(tmp_path_factory):
     return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny")
 
 
+# The transformer families, each a tiny random pipeline saved as a diffusers folder (loading is tested too).
+FAMILIES = ("sd3", "flux", "z-image")  # every action: the contract tests run on these
+ALL_FAMILIES = (*FAMILIES, "flux2-klein")  # Flux.2 [klein] refuses image-to-image (test_families.py)
+
+
+@pytest.fixture(scope="session")
+def family_folder(tmp_path_factory):
+    """family key -> a tiny diffusers folder of that family (engine.tiny.build), built once per session."""
+    from engine.tiny import build
+
+    folders: dict[str, object] = {}
+
+    def folder(family: str):
+        if family not in folders:
+            folders[family] = build(family, tmp_path_factory.mktemp("families") / family)
+        return folders[family]
+
+    return folder
+
+
 @pytest.fixture
 async def engine(tiny_pipe):
     from engine.core import DiffusersEngine

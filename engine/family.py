@@ -1,0 +1,593 @@
+"""Model families: what differs between SD1.x/2.x, SDXL, SD3 and Flux, in one place per family.
+
+The actions (engine/actions/) read like diffusers' own `__call__`s and run diffusers' pipelines; what
+they must know of the model behind a pipeline they ask its family:
+
+- the denoiser (`pipe.unet` or `pipe.transformer`) and whether it is a flow-matching model;
+- how prompts are encoded (CLIP; CLIP + T5; whether a negative branch runs at all: Flux.1 is
+  guidance-distilled, its guidance is an embedding, not classifier-free guidance);
+- the latents' layout (Flux packs 2x2 patches of 16-channel latents into tokens) for --chaos noise,
+  previews and decoding;
+- the x0 estimate after --stop (epsilon/v-prediction for the UNets, velocity for flow matching);
+- what it cannot do, as a sentence for the member (`refusals`), which `Engine.supports` answers
+  before anything is queued.
+
+The family is recognised from the pipeline's class (`of_pipeline`), a folder's `model_index.json`
+(`engine.loading`) or a single file's tensor names (`engine.loading.family_of_single_file`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from engine.requests import Action, Feature, ModelHints
+
+
+@dataclass(frozen=True)
+class Family:
+    """The SD-style UNet families; subclasses override what differs."""
+
+    key: str  # stable id: "sd", "sdxl", "sd3", "flux", "flux-kontext"
+    name: str  # as members read it: "Flux.1"
+    pipeline_prefixes: tuple[str, ...]  # pipeline class names that belong to this family
+    steps: int | None = None  # family defaults (ModelHints); None: the bot's STEPS / GUIDANCE_SCALE
+    guidance_scale: float | None = None
+    refusals: Mapping[Action | Feature, str] = field(default_factory=dict)
+    ip_adapter: bool = True  # engine/actions/image_prompt.py's UNet IP-Adapter loads into it
+    instruction_edit: bool = False  # an edit-by-instruction pipeline exists (Kontext, Flux.2, Qwen-Image-Edit)
+    size_multiple: int = 8  # tile sides must be multiples of this
+    img2img_takes_latents: bool = True  # its image-to-image pipeline accepts latents as `image` (/blend mixes them)
+    # a diffusers inpainting pipeline class for Zoom/Pan/Vary (Region) where AutoPipelineForInpainting has none
+    inpaint_pipeline: str | None = None
+
+    denoiser_name = "unet"
+    flow_matching = False
+
+    # -- questions -------------------------------------------------------------------------
+
+    def supports(self, what: Action | Feature) -> str | None:
+        if what is Feature.INSTRUCTION_EDIT and not self.instruction_edit:
+            return f"{self.name} models cannot edit a picture from an instruction"
+        reason = self.refusals.get(what)
+        return None if reason is None else f"{self.name} models cannot {reason}"
+
+    def hints(self) -> ModelHints:
+        return ModelHints(self.name, self.steps, self.guidance_scale)
+
+    def denoiser(self, pipe: Any) -> Any:  # a UNet2DConditionModel or a transformer
+        return getattr(pipe, self.denoiser_name)
+
+    def native_size(self, pipe: Any) -> int:
+        return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+    def uses_cfg(self, guidance_scale: float) -> bool:
+        """Whether the pipeline runs an unconditional (negative) branch at this guidance."""
+        return guidance_scale > 1
+
+    def prompt_kwargs(self, pipe: Any) -> dict[str, Any]:
+        """What a pipeline call given a plain `prompt` (a warm-up, a benchmark) needs to read it as we do."""
+        return {}
+
+    def size_kwargs(self, width: int, height: int) -> dict[str, Any]:
+        """What a text-to-image call needs besides height/width to draw at exactly that size."""
+        return {}
+
+    # -- prompts ---------------------------------------------------------------------------
+
+    def encode(
+        self, pipe: Any, prompts: list[str], negatives: list[str] | None, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        """One row per prompt: the pipeline's embedding keyword arguments (the prompt's first)."""
+        out = pipe.encode_prompt(
+            prompt=prompts,
+            device=device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=negatives is not None,
+            negative_prompt=negatives,
+        )
+        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        encoded = dict(zip(names, out, strict=False))
+        if negatives is not None and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
+            # SDXL's unconditional branch is all zeros when there is no negative prompt (as in its pipeline).
+            for i, negative in enumerate(negatives):
+                if not negative:
+                    for name in ("negative_prompt_embeds", "negative_pooled_prompt_embeds"):
+                        encoded[name][i] = 0
+        return {name: t for name, t in encoded.items() if t is not None}
+
+    # -- latents ---------------------------------------------------------------------------
+
+    def noise_shape(self, pipe: Any, width: int, height: int) -> tuple[int, int, int]:
+        """(channels, h, w) of one image's starting noise, as the pipeline draws it."""
+        channels = self.denoiser(pipe).config.in_channels
+        return channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor
+
+    def pack(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) latents -> the layout the pipeline's denoising loop holds."""
+        return latents
+
+    def unpack(self, pipe: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """The pipeline's latents -> (N, C, h, w), for previews and the VAE."""
+        return latents
+
+    def decode_vae(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) latents as `unpack` gives them -> images in [-1, 1]."""
+        from engine.vae import decode_latents
+
+        return decode_latents(pipe.vae, latents)
+
+    # -- --stop ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def estimate_x0(
+        self, pipe: Any, latents: torch.Tensor, t: Any, cond: dict[str, torch.Tensor], guidance: float, size: Any
+    ) -> torch.Tensor:
+        """The clean latents predicted from `latents` (at timestep `t`) by one more denoiser pass."""
+        scheduler = pipe.scheduler
+        alpha = scheduler.alphas_cumprod[int(t)].to(latents.device, torch.float32)
+        sigma_scheduler = float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0  # Euler/LMS/Heun keep x = x0 + σε
+        sigma = ((1 - alpha) / alpha).sqrt()
+        model_in = latents / (sigma**2 + 1).sqrt() if sigma_scheduler else latents
+        cfg = self.uses_cfg(guidance)
+        model_in = torch.cat([model_in] * 2) if cfg else model_in
+        added = {}
+        if "add_text_embeds" in cond:
+            added = {"text_embeds": cond["add_text_embeds"], "time_ids": cond["add_time_ids"]}
+        pred = pipe.unet(
+            model_in.to(pipe.unet.dtype),
+            t,
+            encoder_hidden_states=cond["prompt_embeds"],
+            added_cond_kwargs=added or None,
+            return_dict=False,
+        )[0].float()
+        if cfg:
+            uncond, text = pred.chunk(2)
+            pred = uncond + guidance * (text - uncond)
+        x = latents.float()
+        vp_x = x / (sigma**2 + 1).sqrt() if sigma_scheduler else x  # the sample in variance-preserving form
+        if scheduler.config.prediction_type == "v_prediction":
+            x0 = alpha.sqrt() * vp_x - (1 - alpha).sqrt() * pred
+        else:
+            x0 = (vp_x - (1 - alpha).sqrt() * pred) / alpha.sqrt()
+        return x0.to(latents.dtype)
+
+
+_NO_TILE_DIT = "draw seamless tiles (--tile): their transformer has no convolutions to wrap around the edges"
+
+
+@dataclass(frozen=True)
+class SD3Family(Family):
+    """SD3 / SD3.5: an MMDiT on 16-channel latents, three text encoders, classifier-free guidance, flow matching."""
+
+    denoiser_name = "transformer"
+    flow_matching = True
+
+    def native_size(self, pipe: Any) -> int:
+        return int(pipe.transformer.config.sample_size) * int(pipe.vae_scale_factor)
+
+    def encode(
+        self, pipe: Any, prompts: list[str], negatives: list[str] | None, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        out = pipe.encode_prompt(
+            prompt=prompts,
+            prompt_2=None,
+            prompt_3=None,
+            device=device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=negatives is not None,
+            negative_prompt=negatives,
+            max_sequence_length=_t5_length(getattr(pipe, "tokenizer_3", None), 256),
+        )
+        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        return {name: t for name, t in zip(names, out, strict=True) if t is not None}
+
+    def prompt_kwargs(self, pipe: Any) -> dict[str, Any]:
+        return {"max_sequence_length": _t5_length(getattr(pipe, "tokenizer_3", None), 256)}
+
+    @torch.no_grad()
+    def estimate_x0(
+        self, pipe: Any, latents: torch.Tensor, t: Any, cond: dict[str, torch.Tensor], guidance: float, size: Any
+    ) -> torch.Tensor:
+        cfg = self.uses_cfg(guidance)
+        model_in = torch.cat([latents] * 2) if cfg else latents
+        # the callback's embeddings: negative and positive rows already concatenated under CFG
+        v = pipe.transformer(
+            hidden_states=model_in,
+            timestep=torch.as_tensor(t).expand(model_in.shape[0]),
+            encoder_hidden_states=cond["prompt_embeds"],
+            pooled_projections=cond["pooled_prompt_embeds"],
+            return_dict=False,
+        )[0].float()
+        if cfg:
+            uncond, text = v.chunk(2)
+            v = uncond + guidance * (text - uncond)
+        return _flow_x0(pipe, latents, t, v)
+
+
+@dataclass(frozen=True)
+class FluxFamily(Family):
+    """Flux.1 [dev]/[schnell]: a DiT on 2x2-packed 16-channel latents, CLIP (pooled) + T5, guidance
+    distilled into an embedding ([dev]; [schnell] has none), flow matching with dynamic shifting."""
+
+    denoiser_name = "transformer"
+    flow_matching = True
+
+    def native_size(self, pipe: Any) -> int:
+        return _vae_native_size(pipe.vae)
+
+    def uses_cfg(self, guidance_scale: float) -> bool:
+        return False  # guidance-distilled: no negative branch
+
+    def encode(
+        self, pipe: Any, prompts: list[str], negatives: list[str] | None, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        prompt_embeds, pooled, _text_ids = pipe.encode_prompt(
+            prompt=prompts,
+            prompt_2=None,
+            device=device,
+            num_images_per_prompt=1,
+            max_sequence_length=_t5_length(pipe.tokenizer_2, 512),
+        )
+        return {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled}
+
+    def prompt_kwargs(self, pipe: Any) -> dict[str, Any]:
+        return {"max_sequence_length": _t5_length(pipe.tokenizer_2, 512)}
+
+    def noise_shape(self, pipe: Any, width: int, height: int) -> tuple[int, int, int]:
+        channels = pipe.transformer.config.in_channels // 4
+        factor = pipe.vae_scale_factor * 2
+        return channels, 2 * (height // factor), 2 * (width // factor)
+
+    def pack(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = latents.shape
+        return pipe._pack_latents(latents, n, c, h, w)
+
+    def unpack(self, pipe: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+
+    @torch.no_grad()
+    def estimate_x0(
+        self, pipe: Any, latents: torch.Tensor, t: Any, cond: dict[str, torch.Tensor], guidance: float, size: Any
+    ) -> torch.Tensor:
+        width, height = size
+        transformer = pipe.transformer
+        n = latents.shape[0]
+        prompt_embeds = cond["prompt_embeds"]
+        _, h, w = self.noise_shape(pipe, width, height)
+        image_ids = pipe._prepare_latent_image_ids(n, h // 2, w // 2, latents.device, latents.dtype)
+        text_ids = torch.zeros(prompt_embeds.shape[1], 3, device=latents.device, dtype=latents.dtype)
+        embedded = None
+        if transformer.config.guidance_embeds:
+            embedded = torch.full([n], guidance, device=latents.device, dtype=torch.float32)
+        v = transformer(
+            hidden_states=latents,
+            timestep=torch.as_tensor(t, device=latents.device).expand(n).to(latents.dtype) / 1000,
+            guidance=embedded,
+            pooled_projections=cond["pooled_prompt_embeds"],
+            encoder_hidden_states=prompt_embeds,
+            txt_ids=text_ids,
+            img_ids=image_ids,
+            return_dict=False,
+        )[0].float()
+        return _flow_x0(pipe, latents, t, v)
+
+
+@dataclass(frozen=True)
+class Flux2KleinFamily(Family):
+    """Flux.2 [klein]: a DiT on 32-channel latents patchified 2x2 and batch-normalised, one Qwen3 text
+    encoder (three of its layers stacked), step-distilled (no guidance), flow matching. Its pipeline's
+    `image` is a set of reference images for editing, not a starting point, so image-to-image actions
+    are refused; the instruction edit (the Edit button, later) is what that input is for. Zoom, Pan
+    and Vary (Region) run on its own inpainting pipeline."""
+
+    denoiser_name = "transformer"
+    flow_matching = True
+
+    def native_size(self, pipe: Any) -> int:
+        return _vae_native_size(pipe.vae)
+
+    def uses_cfg(self, guidance_scale: float) -> bool:
+        return False  # the pipeline runs its own empty-prompt branch for the undistilled base models
+
+    @staticmethod
+    def text_layers(pipe: Any) -> tuple[int, ...]:
+        """The Qwen3 layers klein reads (9, 18, 27), or the deepest a smaller encoder has."""
+        depth = int(pipe.text_encoder.config.num_hidden_layers)
+        return tuple(min(k, depth) for k in (9, 18, 27))
+
+    def encode(
+        self, pipe: Any, prompts: list[str], negatives: list[str] | None, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        prompt_embeds, _text_ids = pipe.encode_prompt(
+            prompt=prompts,
+            device=device,
+            num_images_per_prompt=1,
+            max_sequence_length=_t5_length(pipe.tokenizer, 512),
+            text_encoder_out_layers=self.text_layers(pipe),
+        )
+        return {"prompt_embeds": prompt_embeds}
+
+    def prompt_kwargs(self, pipe: Any) -> dict[str, Any]:
+        return {
+            "max_sequence_length": _t5_length(pipe.tokenizer, 512),
+            "text_encoder_out_layers": self.text_layers(pipe),
+        }
+
+    def noise_shape(self, pipe: Any, width: int, height: int) -> tuple[int, int, int]:
+        factor = pipe.vae_scale_factor * 2  # the pipeline packs given latents itself
+        return pipe.transformer.config.in_channels, height // factor, width // factor
+
+    def unpack(self, pipe: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        if latents.ndim == 4:
+            return latents  # the pipeline's output: the VAE's own latents already
+        n, _, channels = latents.shape
+        factor = pipe.vae_scale_factor * 2
+        x = latents.permute(0, 2, 1).reshape(n, channels, height // factor, width // factor)
+        bn = pipe.vae.bn
+        mean = bn.running_mean.view(1, -1, 1, 1).to(x.device, x.dtype)
+        std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + pipe.vae.config.batch_norm_eps).to(x.device, x.dtype)
+        return pipe._unpatchify_latents(x * std + mean)
+
+    def decode_vae(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+        vae = pipe.vae
+        return vae.decode(latents.to(vae.device, vae.dtype), return_dict=False)[0]
+
+    @torch.no_grad()
+    def estimate_x0(
+        self, pipe: Any, latents: torch.Tensor, t: Any, cond: dict[str, torch.Tensor], guidance: float, size: Any
+    ) -> torch.Tensor:
+        width, height = size
+        raw = latents.ndim == 4  # the pipeline hands back the VAE's own latents: make them tokens again
+        if raw:
+            latents = self._tokens(pipe, latents)
+        n, _, channels = latents.shape
+        factor = pipe.vae_scale_factor * 2
+        grid = torch.empty(n, channels, height // factor, width // factor)
+        image_ids = pipe._prepare_latent_ids(grid).to(latents.device)
+        prompt_embeds = cond["prompt_embeds"]
+        text_ids = pipe._prepare_text_ids(prompt_embeds).to(latents.device)
+        v = pipe.transformer(
+            hidden_states=latents,
+            timestep=torch.as_tensor(t, device=latents.device).expand(n).to(latents.dtype) / 1000,
+            guidance=None,
+            encoder_hidden_states=prompt_embeds,
+            txt_ids=text_ids,
+            img_ids=image_ids,
+            return_dict=False,
+        )[0][:, : latents.shape[1]].float()
+        x0 = _flow_x0(pipe, latents, t, v)
+        return self.unpack(pipe, x0, width, height) if raw else x0
+
+    @staticmethod
+    def _tokens(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+        """The VAE's (N, 32, h, w) latents -> the denoising loop's normalised (N, h/2 * w/2, 128) tokens."""
+        x = pipe._patchify_latents(latents)
+        bn = pipe.vae.bn
+        mean = bn.running_mean.view(1, -1, 1, 1).to(x.device, x.dtype)
+        std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + pipe.vae.config.batch_norm_eps).to(x.device, x.dtype)
+        return pipe._pack_latents((x - mean) / std)
+
+
+@dataclass(frozen=True)
+class FluxKontextFamily(FluxFamily):
+    """Flux.1 Kontext: Flux.1 that edits reference images by instruction; without one it draws from text."""
+
+    def size_kwargs(self, width: int, height: int) -> dict[str, Any]:
+        return {"max_area": width * height}  # it rescales every request to this area (1024² by default)
+
+
+@dataclass(frozen=True)
+class ZImageFamily(Family):
+    """Z-Image: a single-stream DiT on 16-channel (Flux VAE) latents, a Qwen3 text encoder whose prompt
+    embeddings are one tensor per prompt (its own length), guidance as `pos + g·(pos − neg)` (0: off,
+    Turbo's default), flow matching with the model predicting −velocity."""
+
+    denoiser_name = "transformer"
+    flow_matching = True
+
+    def native_size(self, pipe: Any) -> int:
+        return _vae_native_size(pipe.vae)
+
+    def uses_cfg(self, guidance_scale: float) -> bool:
+        return guidance_scale > 0
+
+    def prompt_kwargs(self, pipe: Any) -> dict[str, Any]:
+        return {"max_sequence_length": _t5_length(pipe.tokenizer, 512)}
+
+    def encode(
+        self, pipe: Any, prompts: list[str], negatives: list[str] | None, device: torch.device
+    ) -> dict[str, Any]:
+        positive, negative = pipe.encode_prompt(
+            prompt=list(prompts),
+            device=device,
+            do_classifier_free_guidance=negatives is not None,
+            negative_prompt=list(negatives) if negatives is not None else None,
+            max_sequence_length=_t5_length(pipe.tokenizer, 512),
+        )
+        embeds = {"prompt_embeds": list(positive)}
+        if negatives is not None:
+            embeds["negative_prompt_embeds"] = list(negative)
+        return embeds
+
+    def noise_shape(self, pipe: Any, width: int, height: int) -> tuple[int, int, int]:
+        factor = pipe.vae_scale_factor * 2
+        return pipe.transformer.in_channels, 2 * (height // factor), 2 * (width // factor)
+
+    @torch.no_grad()
+    def estimate_x0(
+        self, pipe: Any, latents: torch.Tensor, t: Any, cond: dict[str, Any], guidance: float, size: Any
+    ) -> torch.Tensor:
+        transformer = pipe.transformer
+        n = latents.shape[0]
+        cfg = self.uses_cfg(guidance)
+        timestep = (1000 - torch.as_tensor(t, device=latents.device).float().expand(n)) / 1000
+        inputs = list(latents.to(transformer.dtype).unsqueeze(2).unbind(0))
+        prompts = list(cond["prompt_embeds"])
+        if cfg:
+            inputs, prompts = inputs * 2, prompts + list(cond["negative_prompt_embeds"])
+            timestep = timestep.repeat(2)
+        out = transformer(inputs, timestep, prompts, return_dict=False)[0]
+        pred = torch.stack([o.float() for o in out[:n]])
+        if cfg:
+            pred = pred + guidance * (pred - torch.stack([o.float() for o in out[n:]]))
+        velocity = -pred.squeeze(2)  # the model predicts x0 − noise
+        return _flow_x0(pipe, latents, t, velocity)
+
+
+def _flow_x0(pipe: Any, latents: torch.Tensor, t: Any, velocity: torch.Tensor) -> torch.Tensor:
+    """Flow matching: x_t = (1 - σ) x0 + σ ε and the model predicts v = ε - x0, so x0 = x_t - σ v."""
+    sigma = float(t) / pipe.scheduler.config.num_train_timesteps
+    return (latents.float() - sigma * velocity).to(latents.dtype)
+
+
+def _t5_length(tokenizer: Any, most: int) -> int:
+    """T5 prompts are padded to this many tokens: the pipeline's maximum, or the tokenizer's if shorter."""
+    if tokenizer is None:
+        return most
+    return max(1, min(most, int(tokenizer.model_max_length)))
+
+
+def _vae_native_size(vae: Any) -> int:
+    native = vae.config.sample_size
+    return int(native[0] if isinstance(native, (list, tuple)) else native)
+
+
+SD = Family(
+    key="sd",
+    name="Stable Diffusion 1.x/2.x",
+    pipeline_prefixes=("StableDiffusionPipeline", "StableDiffusionImg2Img", "StableDiffusionInpaint"),
+)
+SDXL = Family(key="sdxl", name="Stable Diffusion XL", pipeline_prefixes=("StableDiffusionXL",))
+SD3 = SD3Family(
+    key="sd3",
+    name="Stable Diffusion 3",
+    pipeline_prefixes=("StableDiffusion3",),
+    steps=28,
+    guidance_scale=4.5,
+    refusals={Feature.TILE: _NO_TILE_DIT},
+    ip_adapter=False,
+)
+FLUX = FluxFamily(
+    key="flux",
+    name="Flux.1",
+    pipeline_prefixes=("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline"),
+    steps=28,
+    guidance_scale=3.5,
+    refusals={
+        Feature.TILE: _NO_TILE_DIT,
+        Feature.NEGATIVE_PROMPT: "take a negative prompt (--no): their guidance is distilled into the model,"
+        " there is no unconditional branch to steer away from",
+    },
+    ip_adapter=False,
+    size_multiple=16,
+)
+# [schnell]: the same architecture without a guidance embedding, distilled to a few steps.
+FLUX_SCHNELL = FluxFamily(
+    key="flux-schnell",
+    name="Flux.1 [schnell]",
+    pipeline_prefixes=(),
+    steps=4,
+    guidance_scale=0.0,
+    refusals=FLUX.refusals,
+    ip_adapter=False,
+    size_multiple=16,
+)
+# Kontext: Flux.1 that edits a reference image by instruction; the Edit button will use it.
+FLUX_KONTEXT = FluxKontextFamily(
+    key="flux-kontext",
+    name="Flux.1 Kontext",
+    pipeline_prefixes=("FluxKontext",),
+    steps=28,
+    guidance_scale=2.5,
+    refusals={
+        **FLUX.refusals,
+        Action.INPAINT: "redraw a region (Vary (Region)) yet: dreamgrid has no Kontext inpainting",
+        Action.OUTPAINT: "zoom out or pan yet: dreamgrid has no Kontext inpainting",
+        Action.VARIATION: "make strength variations: Kontext's image input is a reference, not a start",
+        Action.UPSCALE: "upscale: Kontext's image input is a reference, not a start",
+        Action.BLEND: "blend: Kontext's image input is a reference, not a start",
+        Action.IMAGE_PROMPT: "take an image prompt: Kontext's image input is a reference, not a start",
+    },
+    ip_adapter=False,
+    instruction_edit=True,
+    size_multiple=16,
+)
+
+_REFERENCE_NOT_START = "its image input is a set of reference pictures to edit by instruction, not a starting point"
+FLUX2_KLEIN = Flux2KleinFamily(
+    key="flux2-klein",
+    name="Flux.2 [klein]",
+    pipeline_prefixes=("Flux2KleinPipeline", "Flux2KleinInpaintPipeline"),
+    steps=4,
+    guidance_scale=1.0,
+    refusals={
+        Feature.TILE: _NO_TILE_DIT,
+        Feature.NEGATIVE_PROMPT: "take a negative prompt (--no): the distilled models have no unconditional branch",
+        Action.VARIATION: f"make strength variations: {_REFERENCE_NOT_START}",
+        Action.UPSCALE: f"upscale: {_REFERENCE_NOT_START}",
+        Action.BLEND: f"blend: {_REFERENCE_NOT_START}",
+        Action.IMAGE_PROMPT: f"take an image prompt: {_REFERENCE_NOT_START}",
+    },
+    ip_adapter=False,
+    instruction_edit=True,
+    size_multiple=16,
+    inpaint_pipeline="Flux2KleinInpaintPipeline",  # not in AutoPipelineForInpainting's table
+)
+
+Z_IMAGE = ZImageFamily(
+    key="z-image",
+    name="Z-Image",
+    pipeline_prefixes=("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"),
+    steps=8,  # Z-Image-Turbo's, with no guidance
+    guidance_scale=0.0,
+    refusals={Feature.TILE: _NO_TILE_DIT},
+    ip_adapter=False,
+    size_multiple=16,
+    img2img_takes_latents=False,
+)
+
+FAMILIES: tuple[Family, ...] = (SD, SDXL, SD3, FLUX, FLUX_SCHNELL, FLUX_KONTEXT, FLUX2_KLEIN, Z_IMAGE)
+BY_KEY: dict[str, Family] = {f.key: f for f in FAMILIES}
+
+# Pipeline classes of families dreamgrid knows of but does not render yet, by model_index.json class name.
+NOT_YET = {
+    "Flux2": "Flux.2 [dev]",
+    "QwenImage": "Qwen-Image",
+    "ZImageOmni": "Z-Image Omni",
+    "Chroma": "Chroma",
+}
+
+
+def of_class_name(class_name: str) -> Family | None:
+    """The family of a pipeline class (a model_index.json `_class_name`), or None if dreamgrid has none."""
+    for family in FAMILIES:
+        if any(class_name.startswith(prefix) for prefix in family.pipeline_prefixes):
+            return family
+    if class_name.startswith("StableDiffusion") and "3" not in class_name and "XL" not in class_name:
+        return SD  # StableDiffusionPipeline's siblings
+    return None
+
+
+def of_pipeline(pipe: Any) -> Family:
+    """The family of a loaded pipeline; [schnell] is told from [dev] by its missing guidance embedding."""
+    family = of_class_name(type(pipe).__name__)
+    if family is None:
+        raise ValueError(f"{type(pipe).__name__} is not a pipeline of a family dreamgrid can render")
+    if family is FLUX and not pipe.transformer.config.guidance_embeds:
+        return FLUX_SCHNELL
+    return family
+
+
+def unsupported_reason(class_name: str) -> str:
+    """The sentence for a model whose pipeline class no family here renders."""
+    for prefix, name in NOT_YET.items():
+        if class_name.startswith(prefix):
+            return f"{name} models are not supported by dreamgrid yet"
+    return (
+        f"{class_name} models are not supported by dreamgrid"
+        " (it renders SD1.x/2.x, SDXL, SD3, Flux.1, Flux.2 [klein] and Z-Image)"
+    )
