@@ -108,6 +108,12 @@ class JobKind:
         return self.action is Action.IMAGE_PROMPT
 
     @property
+    def edits_by_instruction(self) -> bool:
+        """Its prompt is an instruction ("make it night") applied to a picture the model keeps as a
+        reference: no strength, and only families that edit by instruction draw it."""
+        return self.action is Action.EDIT
+
+    @property
     def describes_missing_prompt(self) -> bool:
         """A member's picture redrawn with no prompt is described first, and drawn from its description:
         with an empty prompt the model draws whatever it likes, not the picture."""
@@ -298,8 +304,35 @@ ENHANCE = register(
         full_quality=True,
     )
 )
+# Edit: a sentence changes the picture (Flux.1 Kontext, Flux.2 [klein]); other families refuse it
+# with their reason before the instruction is even asked for.
+EDIT = register(
+    JobKind(
+        name="edit",
+        action=Action.EDIT,
+        label=" - Edit",
+        source=Source.PARENT_TILE,
+        asks_prompt=True,  # the instruction
+        buttons=ResultButtons.GRID,
+        picture_row=3,
+    )
+)
+EDIT_OF_PICTURE = register(
+    JobKind(
+        name="picture_edit",
+        action=Action.EDIT,
+        label=" - Edit",
+        source=Source.UPLOADS,
+        buttons=ResultButtons.GRID,
+        rerolls_as="picture_edit",
+    )
+)
 # Which kind works from a member's picture in place of a job's tile.
-FOR_PICTURES = {VARIATION.name: VARIATION_OF_PICTURE, UPSCALE.name: UPSCALE_OF_PICTURE}
+FOR_PICTURES = {
+    VARIATION.name: VARIATION_OF_PICTURE,
+    UPSCALE.name: UPSCALE_OF_PICTURE,
+    EDIT.name: EDIT_OF_PICTURE,
+}
 # The edit loop (bot.cogs.edit owns their buttons; bot.edits what each records in JobSpec.edit; Vary
 # (Region) is registered above, beside Vary).
 # Outpainting draws its new area from scratch: strength 1 there, the kept picture pasted back.

@@ -34,12 +34,14 @@ def imagine_spec(
     quality = parsed.quality if parsed.quality is not None else defaults.get("quality", render_params.QUALITY_DEFAULT)
     stylize = parsed.stylize if parsed.stylize is not None else defaults.get("stylize", render_params.STYLIZE_DEFAULT)
     values = {**parsed.parameter_values(), "ar": aspect, "quality": quality, "stylize": stylize}
+    hints = engine.defaults(model)  # the model family's own steps, guidance and size multiple
     fields = render_params.request_fields(
         values,
         native=settings.defaults_for(model).size or engine.native_size(model),
-        base_steps=settings.base_steps(model, engine.defaults(model)),
-        base_guidance=settings.base_guidance(model, engine.defaults(model)),
+        base_steps=settings.base_steps(model, hints),
+        base_guidance=settings.base_guidance(model, hints),
         max_steps=settings.max_steps,
+        size_multiple=hints.size_multiple,
     )
     return JobSpec(
         render=RenderSpec(prompt=parsed.text, **fields),
@@ -110,6 +112,24 @@ def picture_spec(
     return dataclasses.replace(spec, shown=dataclasses.replace(spec.shown, aspect=None), inputs=(picture,))
 
 
+def instruction_spec(
+    parsed: ParsedPrompt,
+    picture: InputImage,
+    *,
+    settings: Settings,
+    engine: Engine,
+    model: str,
+    defaults: dict[str, Any],
+) -> JobSpec:
+    """An edit of a member's picture by instruction: the picture's size (in the family's multiples),
+    the instruction as the prompt, the picture as the reference."""
+    spec = imagine_spec(parsed, settings=settings, engine=engine, model=model, defaults=defaults)
+    multiple = engine.defaults(model).size_multiple
+    width, height = (max(multiple, side - side % multiple) for side in (picture.width, picture.height))
+    spec = spec.replace_render(width=width, height=height)
+    return dataclasses.replace(spec, shown=dataclasses.replace(spec.shown, aspect=None), inputs=(picture,))
+
+
 def _aspect(value: Any) -> tuple[int, int]:
     """A default aspect as /settings and /config store it ("3:2"), or a pair."""
     if isinstance(value, str):
@@ -150,6 +170,8 @@ def child_spec(
         fresh = imagine_spec(remix, **facts)
         if kind.steered_by_weight:  # a remixed image prompt keeps its picture
             fresh = image_prompt_spec(remix, spec.inputs[0], **facts)
+        elif kind.edits_by_instruction and kind.source is Source.UPLOADS:  # a new instruction, the same picture
+            fresh = instruction_spec(remix, spec.inputs[0], **facts)
         elif kind.source is Source.UPLOADS:  # and a remixed variation of a picture its picture and size
             assert strength is not None  # a picture's kinds redraw it at a named strength
             fresh = picture_spec(remix, spec.inputs[0], strength=strength, **facts)

@@ -167,6 +167,10 @@ async def start_child(
         parent = await jobs.job_or_error(bot, interaction, parent_id)
         if kind.needs_finished_parent and parent.status != "done":
             raise UserError(f"Job {parent.id} has no finished images to work from.")
+        if kind.asks_prompt:  # refuse before asking for words the model could not draw
+            reason = bot.engine.supports(bot.settings.model_name(parent.model), kind.action)
+            if reason is not None:
+                raise UserError(f"{reason}.")
         profile = await bot.store.profile(interaction.user.id)
         if kind.asks_prompt or (kind.remix and profile.settings.get("remix") and config["remix_allowed"]):
             modal = RemixModal(parent=parent, kind=kind, index=index, strength=strength)
@@ -193,10 +197,13 @@ class RemixModal(GuardedModal):
         label = f"{label} image #{index}" if index is not None else kind.name.title()
         super().__init__(title=f"{label} (job {parent.id})"[:45], timeout=600)
         self.parent, self.kind, self.index, self.strength, self.edit = parent, kind, index, strength, edit
+        # An edit asks what to change ("make it night"); every other kind edits the prompt itself.
+        instruction = kind.edits_by_instruction
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
-            label="Prompt",
+            label="What should change?" if instruction else "Prompt",
             style=discord.TextStyle.paragraph,
-            default=parent.prompt[:1500],
+            default=None if instruction else parent.prompt[:1500],
+            placeholder="make it night · remove the hat · paint it in watercolour" if instruction else None,
             max_length=1500,
             custom_id="prompt",
         )

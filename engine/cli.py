@@ -100,15 +100,16 @@ def _request(
     values = _values(args)
     seed = values.get("seed", secrets.randbelow(params.SEED_MAX + 1))
     fields = params.request_fields(
-        values, native=native, base_steps=base_steps, base_guidance=guidance_scale, size=args.size
+        values,
+        native=native,
+        base_steps=base_steps,
+        base_guidance=guidance_scale,
+        size=args.size,
+        size_multiple=size_multiple,  # the model's family may draw coarser sizes (Flux: multiples of 16 px)
     )
     if args.steps is not None:
         fields["steps"] = args.steps
     width, height = fields.pop("width"), fields.pop("height")
-    if size_multiple > max(8, native // 8):  # the model's family draws coarser sizes (Flux: multiples of 16 px)
-        w, h = values.get("ar") or (1, 1)
-        budget = args.size or native
-        width, height = params.size_for_aspect(w, h, budget * budget, size_multiple)
     common = dict(prompt=args.prompt, model=args.model, **fields)
     source = args.variation or args.upscale
     if source is None:

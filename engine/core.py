@@ -42,6 +42,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from engine.actions import blend as blend_action  # noqa: E402
+from engine.actions import edit as edit_action  # noqa: E402
 from engine.actions import image_prompt as image_prompt_action  # noqa: E402
 from engine.actions import imagine as imagine_action  # noqa: E402
 from engine.actions import inpaint as inpaint_action  # noqa: E402
@@ -100,6 +101,8 @@ _ACTIONS: Mapping[
     Action.INPAINT: (inpaint_action.inpaint, inpaint_action.check_inputs, lambda r: "inpaint"),
     Action.IMAGE_PROMPT: (image_prompt_action.image_prompt, image_prompt_action.check_inputs, _picture_pipeline),
     Action.BLEND: (blend_action.blend, blend_action.check_inputs, _picture_pipeline),
+    # the text-to-image pipeline of an instruction-editing family takes the picture as its reference
+    Action.EDIT: (edit_action.edit, edit_action.check_inputs, lambda r: "text2img"),
 }
 
 

@@ -119,7 +119,7 @@ class FakeEngine:
         reason = refusal(self, dataclasses.replace(request, model=model))
         if reason is not None:
             raise RenderError(reason)
-        if request.action in (Action.VARIATION, Action.UPSCALE) and request.init_image is None:
+        if request.action in (Action.VARIATION, Action.UPSCALE, Action.EDIT) and request.init_image is None:
             raise RenderError(f"{request.action} needs init_image, the source tile")
         if request.action is Action.IMAGE_PROMPT and request.image_prompt is None:
             raise RenderError("an image prompt needs image_prompt, the member's picture")

@@ -50,13 +50,16 @@ class Family:
     # -- questions -------------------------------------------------------------------------
 
     def supports(self, what: Action | Feature) -> str | None:
-        if what is Feature.INSTRUCTION_EDIT and not self.instruction_edit:
-            return f"{self.name} models cannot edit a picture from an instruction"
+        if what in (Feature.INSTRUCTION_EDIT, Action.EDIT) and not self.instruction_edit:
+            return (
+                f"{self.name} models cannot edit a picture from an instruction:"
+                " that takes Flux.1 Kontext or Flux.2 [klein] (try Vary (Region) or Retexture here)"
+            )
         reason = self.refusals.get(what)
         return None if reason is None else f"{self.name} models cannot {reason}"
 
     def hints(self) -> ModelHints:
-        return ModelHints(self.name, self.steps, self.guidance_scale)
+        return ModelHints(self.name, self.steps, self.guidance_scale, self.size_multiple)
 
     def denoiser(self, pipe: Any) -> Any:  # a UNet2DConditionModel or a transformer
         return getattr(pipe, self.denoiser_name)

@@ -142,7 +142,7 @@ def hints_for(source: str | Path, family: Family) -> ModelHints:
     name = Path(str(source)).name.lower()
     few_step = any(word in name for word in FEW_STEP_WORDS)
     if few_step and (hints.steps is None or hints.steps > FEW_STEP_HINTS[0]):
-        return ModelHints(family.name, *FEW_STEP_HINTS)
+        return ModelHints(family.name, *FEW_STEP_HINTS, family.size_multiple)
     return hints
 
 

@@ -356,12 +356,14 @@ def request_fields(
     base_guidance: float | None = None,
     max_steps: int = MAX_STEPS,
     size: int | None = None,
+    size_multiple: int = 8,
 ) -> dict[str, Any]:
     """What the prompt parameters in `values` (by name, as `PromptParameter.read` gives them; a
     name left out takes its default) ask of a `RenderRequest`: each parameter's meaning, once.
 
     The bot (`bot.spec_builders.imagine_spec`) and `dreamgrid imagine` (`engine.cli`) both build their
-    requests here. `size`: the side of the pixel budget per tile, when not the model's `native`.
+    requests here. `size`: the side of the pixel budget per tile, when not the model's `native`;
+    `size_multiple`: what the model's sides must be multiples of (16 for Flux-style families).
     """
     w, h = values.get("ar") or (1, 1)
     budget = size or native
@@ -369,7 +371,7 @@ def request_fields(
     if values.get("draft"):
         budget = max(DRAFT_MIN_SIDE, budget // 2)
         steps = max(1, round(steps / DRAFT_STEPS_DIVISOR))
-    width, height = size_for_aspect(w, h, budget * budget, max(8, native // 8))
+    width, height = size_for_aspect(w, h, budget * budget, max(8, native // 8, size_multiple))
     return {
         "width": width,
         "height": height,

@@ -27,6 +27,7 @@ class Action(enum.StrEnum):
     BLEND = "blend"  # two to five images -> four tiles that mix them
     DESCRIBE = "describe"  # one image -> four prompts, through Engine.describe (no render)
     IMAGE_PROMPT = "image_prompt"  # text + a member's picture -> four tiles steered by the picture
+    EDIT = "edit"  # a picture + an instruction ("make it night") -> four edits of it (Kontext, Flux.2)
 
 
 class Feature(enum.StrEnum):
@@ -36,7 +37,7 @@ class Feature(enum.StrEnum):
     TILE = "--tile"
     STOP = "--stop"
     CHAOS = "--chaos"
-    INSTRUCTION_EDIT = "instruction edit"  # an image changed by a sentence (the Edit button, /edit): not built yet
+    INSTRUCTION_EDIT = "instruction edit"  # an image changed by a sentence: what Action.EDIT needs of a family
 
 
 class ImagePromptMethod(enum.StrEnum):
@@ -138,6 +139,7 @@ class ModelHints:
     family: str = ""  # e.g. "Flux.1", "Stable Diffusion XL"
     steps: int | None = None
     guidance_scale: float | None = None
+    size_multiple: int = 8  # tile sides must be multiples of this (Flux packs 2x2 latents: 16)
 
 
 class RenderError(Exception):

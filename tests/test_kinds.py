@@ -59,7 +59,7 @@ def test_every_kind_has_a_label_an_action_and_a_button_set(kind: JobKind):
     # A kind that redraws a picture needs to know how strongly (an image prompt: the member's --iw);
     # one that only reads text, or only reads a picture (describe), does not.
     redraws_a_picture = kind.source is not Source.NONE and kind.output is not Output.TEXT
-    assert bool(kind.strengths) == (redraws_a_picture and not kind.steered_by_weight)
+    assert bool(kind.strengths) == (redraws_a_picture and not kind.steered_by_weight and not kind.edits_by_instruction)
     assert kinds.get(kind.rerolls_as).buttons is ResultButtons.GRID
     assert len(kind.seeds()) == max(kind.image_count, 1)
 

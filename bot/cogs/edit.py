@@ -31,7 +31,7 @@ from bot.kinds import JobKind
 from bot.prompt import ParsedPrompt
 from bot.rows import ImageRow, Job, NewJob
 from bot.spec import EditSpec
-from bot.ui import GuardedItem, GuardedModal, JobViews, RemixModal
+from bot.ui import GuardedItem, GuardedModal, JobViews, RemixModal, start_child
 from engine import canvas
 from engine.canvas import Direction
 
@@ -224,6 +224,24 @@ def _apart_from_shape(parsed: ParsedPrompt) -> tuple[object, ...]:
     return parsed.text, values
 
 
+# -- Edit (by instruction) ----------------------------------------------------------------------
+
+
+class EditButton(GuardedItem[discord.ui.Button], template=r"dg:edit:(?P<job>\d+):(?P<n>[1-4])"):
+    """Edit: a sentence changes the picture ("make it night"), on models that edit by instruction."""
+
+    def __init__(self, job_id: int, index: int) -> None:
+        super().__init__(discord.ui.Button(label="Edit", emoji="✏️", custom_id=f"dg:edit:{job_id}:{index}"))
+        self.job_id, self.index = job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
+        return cls(int(match["job"]), int(match["n"]))
+
+    async def respond(self, interaction: Interaction) -> None:
+        await start_child(interaction, self.job_id, kind=kinds.EDIT, index=self.index)
+
+
 # -- Vary (Region) -----------------------------------------------------------------------------
 
 
@@ -327,7 +345,7 @@ class RegionSelect(GuardedItem[discord.ui.Select], template=r"dg:cells:(?P<job>\
         await start_edit(interaction, self.job_id, self.index, kinds.REGION, region, answer=note)
 
 
-BUTTONS = (ZoomButton, MakeSquareButton, PanButton, VaryRegionButton, RegionSelect)
+BUTTONS = (ZoomButton, MakeSquareButton, PanButton, VaryRegionButton, RegionSelect, EditButton)
 
 
 def install_views(views: JobViews) -> None:
@@ -339,6 +357,7 @@ def install_views(views: JobViews) -> None:
     views.picture_buttons[kinds.SQUARE.name] = lambda job, index, width, height: (
         [MakeSquareButton(job.id, index)] if width != height else []  # a square picture is already square
     )
+    views.picture_buttons[kinds.EDIT.name] = lambda job, index, width, height: [EditButton(job.id, index)]
     views.picture_buttons[kinds.PAN.name] = lambda job, index, width, height: [
         PanButton(direction, job.id, index) for direction in Direction
     ]

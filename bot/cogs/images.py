@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -61,7 +62,7 @@ async def picture_job(
     attachment: discord.Attachment,
     *,
     kind: JobKind,
-    strength: float,
+    strength: float | None,
     prompt: str = "",
 ) -> NewJob:
     """A job of `kind` (one drawing from pictures) on a member's picture, stored as our own copy."""
@@ -74,15 +75,17 @@ async def picture_job(
     picture = await read_for_interaction(
         interaction, attachment, reader=bot.pictures, pixel_budget=native * native, data_dir=bot.settings.data_dir
     )
-    spec = spec_builders.picture_spec(
-        parsed,
-        picture,
-        strength=strength,
-        settings=bot.settings,
-        engine=bot.engine,
-        model=model,
-        defaults=jobs.prompt_defaults(config, profile),
-    )
+    facts: dict[str, Any] = {
+        "settings": bot.settings,
+        "engine": bot.engine,
+        "model": model,
+        "defaults": jobs.prompt_defaults(config, profile),
+    }
+    if kind.edits_by_instruction:  # the picture is the reference, the prompt what to change
+        spec = spec_builders.instruction_spec(parsed, picture, **facts)
+    else:
+        assert strength is not None  # a picture's other kinds redraw it at a named strength
+        spec = spec_builders.picture_spec(parsed, picture, strength=strength, **facts)
     return jobs.prompt_job(interaction, kind, parsed, spec, model=model, profile=profile)
 
 
@@ -92,7 +95,7 @@ async def submit_picture(
     attachment: discord.Attachment,
     *,
     kind: JobKind,
-    strength: float,
+    strength: float | None,
     prompt: str = "",
 ) -> None:
     """Queue `kind`'s counterpart for pictures on `attachment`."""
@@ -205,6 +208,36 @@ class Images(commands.Cog):
                 bot, interaction, config, parent, kind=kind, index=number, strength=strength, prompt=prompt
             )
             return [child]
+
+        await jobs.submit(bot, interaction, build)
+
+    @app_commands.command(description='Change a picture with a sentence ("make it night"): a job\'s, or your own')
+    @app_commands.describe(
+        instruction="What should change, e.g. make it night, remove the hat, paint it in watercolour",
+        job_id="The job number from a result's embed",
+        number="Which of the job's images, 1–4 (as U1–U4)",
+        image="Or: your own picture (PNG, JPEG, WebP or GIF)",
+    )
+    async def edit(
+        self,
+        interaction: Interaction,
+        instruction: app_commands.Range[str, 1, 1500],
+        job_id: app_commands.Range[int, 1] | None = None,
+        number: app_commands.Range[int, 1, 4] | None = None,
+        image: discord.Attachment | None = None,
+    ) -> None:
+        bot, kind = self.bot, kinds.EDIT
+        if image is not None and (job_id is not None or number is not None):
+            raise UserError("Give either `job_id` and `number`, or an `image`: not both.")
+        if image is not None:
+            await submit_picture(bot, interaction, image, kind=kind, strength=None, prompt=instruction)
+            return
+        if job_id is None or number is None:
+            raise UserError("Say which image: `job_id` and `number` (1–4), or upload one with `image`.")
+
+        async def build(config: GuildConfig) -> list[NewJob]:
+            parent = await visible_job(bot, interaction, job_id, number)
+            return [await jobs.child_job(bot, interaction, config, parent, kind=kind, index=number, prompt=instruction)]
 
         await jobs.submit(bot, interaction, build)
 

@@ -51,7 +51,12 @@ async def test_zoom_pan_upscale_and_vary_region_across_a_restart(fake_discord: F
     async with running_bot(fake, tmp_path) as bot:
         grid = await result_of(await fake.slash("imagine", prompt="a lighthouse at dusk --seed 5"))
         tile = await _u(fake, grid, "dg:u:1:1")
-        assert [b.get("label") or b["emoji"]["name"] for b in tile.buttons] == [*PICTURE_BUTTONS, *ARROWS, "Retexture"]
+        assert [b.get("label") or b["emoji"]["name"] for b in tile.buttons] == [
+            *PICTURE_BUTTONS,
+            *ARROWS,
+            "Retexture",
+            "Edit",
+        ]
         assert "Make Square" not in tile.labels  # a square picture is already square
         assert all(len(c) <= 100 for c in tile.custom_ids) and len(tile.components) <= 5
         source = tile.attachments[0].image().convert("RGB")
@@ -252,3 +257,51 @@ async def test_retexture_asks_for_the_new_prompt_and_keeps_the_pictures_place(
         assert request.action is Action.VARIATION and request.strength == render_params.RETEXTURE
         assert request.prompt == "a lighthouse made of glass" and (request.width, request.height) == (80, 56)
         assert " - Retexture" in result.content and result.labels[:4] == ["U1", "U2", "U3", "U4"]
+
+
+async def test_edit_asks_what_should_change_and_edits_the_picture(fake_discord: FakeDiscord, tmp_path: Path):
+    """Edit (issue #23): an instruction changes the picture; the picture is the model's reference."""
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        grid = await result_of(await fake.slash("imagine", prompt="a lighthouse at dusk --seed 5"))
+        tile = await _u(fake, grid, "dg:u:1:2")
+        opened = await fake.click(tile, label="Edit")
+        await opened.ack()
+        field = opened.modal["components"][0]["components"][0]
+        assert field["label"] == "What should change?" and not field.get("value")
+        edited = await result_of(await fake.submit_modal(opened, {"prompt": "make it night"}))
+        job = await bot.store.get_job(2)
+        assert (job.kind, job.parent_id, job.parent_index, job.prompt) == ("edit", 1, 2, "make it night")
+        request = bot.engine.requests[-1]
+        assert request.action is Action.EDIT and request.prompt == "make it night"
+        assert pixels(request.init_image).tolist() == pixels(tiles(grid)[1]).tolist()  # the tile, as the reference
+        assert " - Edit" in edited.content and edited.labels[:4] == ["U1", "U2", "U3", "U4"]
+
+        # /edit takes a job's image, or a member's own picture (drawn at the family's size multiples).
+        by_command = await result_of(await fake.slash("edit", instruction="add snow", job_id=1, number=3))
+        assert (await bot.store.get_job(3)).kind == "edit" and by_command.attachments
+        from tests.e2e.test_images import picture, upload_result
+
+        photo = fake.upload("harbour.png", picture((200, 120), (40, 90, 160)))
+        own = await upload_result(await fake.slash("edit", instruction="make it night", image=photo))
+        job = await bot.store.get_job(4)
+        assert job.kind == "picture_edit" and bot.engine.requests[-1].action is Action.EDIT
+        assert own.attachments and own.content.startswith("**make it night** - Edit - <@")
+
+
+async def test_edit_on_a_model_that_cannot_is_refused_before_asking(fake_discord: FakeDiscord, tmp_path: Path):
+    from engine.fake import FakeEngine
+
+    reason = "Stable Diffusion models cannot edit a picture from an instruction: that takes Flux.1 Kontext"
+    engine = FakeEngine(models=["fake"], refusals={"fake": {Action.EDIT: reason}})
+    fake = fake_discord
+    async with running_bot(fake, tmp_path, engine=engine) as bot:
+        grid = await result_of(await fake.slash("imagine", prompt="a lighthouse --seed 5"))
+        tile = await _u(fake, grid, "dg:u:1:1")
+        refused = await fake.click(tile, label="Edit")
+        await refused.ack()
+        assert refused.modal is None and (await refused.wait_for_reply()).content == f"{reason}."
+        command = await fake.slash("edit", instruction="make it night", job_id=1, number=1)
+        await command.ack()
+        assert reason in (await command.wait_for_reply()).content
+        assert await bot.store.get_job(2) is None

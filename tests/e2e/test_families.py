@@ -134,3 +134,32 @@ async def test_flux2_klein_zooms_and_pans_and_says_why_it_cannot_vary(fake_disco
             assert zoomed.attachments[0].image().size == (128, 128)
             panned = await result_of(await fake.click(await _u(fake, zoomed, "dg:u:2:1"), "dg:pan:right:2:1"))
             assert panned.attachments[0].image().size == (192, 128)
+
+
+async def test_edit_by_instruction_draws_on_flux_kontext_through_discord(fake_discord: FakeDiscord, tmp_path: Path):
+    """Edit on a tiny Flux.1 Kontext model: U → Edit → "make it night" → four edits of that picture."""
+    from diffusers import FluxKontextPipeline
+
+    from engine.core import DiffusersEngine
+    from engine.tiny import build_tiny_flux_pipeline
+
+    torch.set_num_threads(1)
+    folder = tmp_path / "kontext"
+    FluxKontextPipeline(**build_tiny_flux_pipeline().components).save_pretrained(folder)
+    fake = fake_discord
+    async with DiffusersEngine(model="kontext", sources={"kontext": str(folder)}, device="cpu") as engine:
+        async with running_bot(fake, tmp_path / "data", engine=engine, model="kontext", steps=4) as bot:
+            grid = await result_of(await fake.slash("imagine", prompt="a red circle --seed 3 --q .25"), timeout=60)
+            tile = await _u(fake, grid, "dg:u:1:1")
+            opened = await fake.click(tile, label="Edit")
+            await opened.ack()
+            edited = await result_of(await fake.submit_modal(opened, {"prompt": "make it night --q .25"}), timeout=90)
+            job = await bot.store.get_job(2)
+            assert (job.kind, job.status) == ("edit", "done")
+            assert edited.attachments[0].image().size == (128, 128)
+            tiles = [pixels(edited)[y : y + 64, x : x + 64] for y in (0, 64) for x in (0, 64)]
+            assert min(np.abs(a - b).mean() for i, a in enumerate(tiles) for b in tiles[i + 1 :]) > 0
+            # Vary (Strong) is not for Kontext: refused in its own words, before anything is queued.
+            refused = await fake.click(tile, label="Vary (Strong)")
+            await refused.ack()
+            assert "Flux.1 Kontext models cannot" in (await refused.wait_for_reply()).content

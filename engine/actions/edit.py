@@ -1,0 +1,87 @@
+"""A picture + an instruction -> four edits of it ("make it night", "remove the hat").
+
+Families that edit by instruction take the picture as a *reference* (Flux.1 Kontext's `image`,
+Flux.2 [klein]'s reference images), not as a starting point to noise: the prompt says what to
+change and the model keeps the rest. Each request's four tiles share its picture and prompt and
+differ in their seeds. Requests are drawn one pipeline call each: a reference belongs to its call
+(klein reads `image` as the references of the whole call), so pictures never mix across members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+
+from engine.actions.common import (
+    RenderInterrupted,
+    StepCallback,
+    check_common,
+    decode,
+    encode_prompts,
+    estimate_x0,
+    generators,
+    step_state,
+)
+from engine.family import of_pipeline
+from engine.requests import RenderRequest
+
+
+def check_inputs(request: RenderRequest) -> None:
+    check_common(request)
+    if not request.prompt.strip():
+        raise ValueError("the instruction is empty: say what to change, e.g. 'make it night'")
+    if request.init_image is None:
+        raise ValueError("an edit needs init_image, the picture to edit")
+
+
+@torch.no_grad()
+def edit(
+    pipe: Any,
+    requests: Sequence[RenderRequest],
+    *,
+    on_step: StepCallback | None = None,
+    safety_checker: bool = False,
+) -> list[list[Image.Image]]:
+    # 1. check inputs (the batch shares size, steps, guidance and stop)
+    for request in requests:
+        check_inputs(request)
+    first = requests[0]
+    device = pipe._execution_device
+    family = of_pipeline(pipe)
+    results: list[list[Image.Image]] = []
+    for request in requests:
+        # 2. encode the instruction: one row per tile (chaos noise per tile, as for imagine)
+        embeds = encode_prompts(pipe, [request], device)
+
+        # 3. one generator per tile; the picture is the reference every tile edits
+        gens = generators([request])
+        reference = request.init_image.convert("RGB").resize((first.width, first.height), Image.Resampling.LANCZOS)
+
+        # 4. denoise; the callback reports progress, cancels and applies --stop
+        state = step_state(first.steps, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
+        latents = pipe(
+            image=reference,
+            **embeds,
+            height=first.height,
+            width=first.width,
+            **family.size_kwargs(first.width, first.height),
+            num_inference_steps=first.steps,
+            guidance_scale=first.guidance_scale,
+            generator=gens,
+            output_type="latent",
+            callback_on_step_end=state,
+            callback_on_step_end_tensor_inputs=state.tensor_inputs(pipe),
+        ).images
+        if state.cancelled:
+            raise RenderInterrupted
+
+        # 5. after --stop, predict the clean image instead of decoding noise
+        if state.last_t is not None:
+            latents = estimate_x0(pipe, latents, state, first.guidance_scale)
+
+        # 6. decode this request's tiles
+        results.append(decode(pipe, latents, safety_checker, (first.width, first.height)))
+    return results
