@@ -194,6 +194,24 @@ def estimate_x0(pipe: Any, latents: torch.Tensor, state: StepState, guidance: fl
     return of_pipeline(pipe).estimate_x0(pipe, latents, timesteps[index], state.cond, guidance, state.size)
 
 
+def finish(
+    pipe: Any,
+    latents: torch.Tensor,
+    state: StepState,
+    guidance: float,
+    safety_checker: bool,
+    size: tuple[int, int],
+) -> list[Image.Image]:
+    """What every action does after its denoising call, in one place so the actions cannot drift
+    apart: stop if the render was cancelled, predict the clean image after `--stop` (instead of
+    decoding noise), and decode (`size`: the images' pixel size)."""
+    if state.cancelled:
+        raise RenderInterrupted
+    if state.last_t is not None:
+        latents = estimate_x0(pipe, latents, state, guidance)
+    return decode(pipe, latents, safety_checker, size)
+
+
 @contextlib.contextmanager
 def seamless(pipe: Any, enabled: bool) -> Iterator[None]:
     """Circular padding in every padded conv of the UNet and VAE, restored afterwards.

@@ -13,13 +13,11 @@ import torch
 from PIL import Image
 
 from engine.actions.common import (
-    RenderInterrupted,
     StepCallback,
     chaos_latents,
     check_common,
-    decode,
     encode_prompts,
-    estimate_x0,
+    finish,
     generators,
     seamless,
     split,
@@ -74,13 +72,7 @@ def imagine(
             callback_on_step_end=state,
             callback_on_step_end_tensor_inputs=state.tensor_inputs(pipe),
         ).images
-        if state.cancelled:
-            raise RenderInterrupted
 
-        # 5. after --stop, predict the clean image instead of decoding noise
-        if state.last_t is not None:
-            latents = estimate_x0(pipe, latents, state, first.guidance_scale)
-
-        # 6. decode and hand each request its own tiles
-        images = decode(pipe, latents, safety_checker, (first.width, first.height))
+        # 5. stop if cancelled, predict the clean image after --stop, decode (common.finish)
+        images = finish(pipe, latents, state, first.guidance_scale, safety_checker, (first.width, first.height))
     return split(images, requests)

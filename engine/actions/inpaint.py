@@ -17,16 +17,15 @@ import torch
 from PIL import Image
 
 from engine.actions.common import (
-    RenderInterrupted,
     StepCallback,
     binary_mask,
     check_common,
     check_mask,
     check_source,
-    decode,
     encode_prompts,
     feather_inside,
     feather_radius,
+    finish,
     generators,
     paste_kept,
     split,
@@ -83,11 +82,9 @@ def inpaint(
         callback_on_step_end=state,
         callback_on_step_end_tensor_inputs=state.tensor_inputs(pipe),
     ).images
-    if state.cancelled:
-        raise RenderInterrupted
 
-    # 5. decode
-    out = decode(pipe, latents, safety_checker, (first.width, first.height))
+    # 5. stop if cancelled, then decode (common.finish; --stop does not apply to an edit)
+    out = finish(pipe, latents, state, first.guidance_scale, safety_checker, (first.width, first.height))
 
     # 6. paste the kept area back, blending only inside the redrawn region
     radius = feather_radius(first.width, first.height)

@@ -20,15 +20,14 @@ import torch
 from PIL import Image, ImageOps
 
 from engine.actions.common import (
-    RenderInterrupted,
     StepCallback,
     binary_mask,
     check_common,
     check_mask,
-    decode,
     encode_prompts,
     feather_inside,
     feather_radius,
+    finish,
     generators,
     paste_kept,
     split,
@@ -121,11 +120,9 @@ def outpaint(
         callback_on_step_end=state,
         callback_on_step_end_tensor_inputs=state.tensor_inputs(pipe),
     ).images
-    if state.cancelled:
-        raise RenderInterrupted
 
-    # 5. decode
-    out = decode(pipe, latents, safety_checker, (first.width, first.height))
+    # 5. stop if cancelled, then decode (common.finish; --stop does not apply to an edit)
+    out = finish(pipe, latents, state, first.guidance_scale, safety_checker, (first.width, first.height))
 
     # 6. paste the kept picture back, blending only inside its edge (the new area stays as drawn)
     radius = feather_radius(first.width, first.height)

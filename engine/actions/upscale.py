@@ -18,13 +18,11 @@ import torch
 from PIL import Image, ImageFilter
 
 from engine.actions.common import (
-    RenderInterrupted,
     StepCallback,
     check_common,
     check_source,
-    decode,
     encode_prompts,
-    estimate_x0,
+    finish,
     generators,
     seamless,
     size_kwargs,
@@ -86,17 +84,11 @@ def upscale(
             callback_on_step_end=state,
             callback_on_step_end_tensor_inputs=state.tensor_inputs(pipe),
         ).images
-        if state.cancelled:
-            raise RenderInterrupted
 
-        # 5. after --stop, predict the clean image instead of decoding noise
-        if state.last_t is not None:
-            latents = estimate_x0(pipe, latents, state, first.guidance_scale)
+        # 5. stop if cancelled, predict the clean image after --stop, decode (common.finish)
+        out = finish(pipe, latents, state, first.guidance_scale, safety_checker, size)
 
-        # 6. decode
-        out = decode(pipe, latents, safety_checker, size)
-
-    # 7. Subtle keeps the picture: the resize's shapes and colours, the redraw's detail (Creative may move them)
+    # 6. Subtle keeps the picture: the resize's shapes and colours, the redraw's detail (Creative may move them)
     results = split(out, requests)
     if first.strength is not None and first.strength <= UPSCALE_SUBTLE:
         results = [

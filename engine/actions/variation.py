@@ -15,13 +15,11 @@ import torch
 from PIL import Image
 
 from engine.actions.common import (
-    RenderInterrupted,
     StepCallback,
     check_common,
     check_source,
-    decode,
     encode_prompts,
-    estimate_x0,
+    finish,
     generators,
     seamless,
     size_kwargs,
@@ -76,13 +74,7 @@ def variation(
             callback_on_step_end=state,
             callback_on_step_end_tensor_inputs=state.tensor_inputs(pipe),
         ).images
-        if state.cancelled:
-            raise RenderInterrupted
 
-        # 5. after --stop, predict the clean image instead of decoding noise
-        if state.last_t is not None:
-            latents = estimate_x0(pipe, latents, state, first.guidance_scale)
-
-        # 6. decode and hand each request its own tiles
-        out = decode(pipe, latents, safety_checker, (first.width, first.height))
+        # 5. stop if cancelled, predict the clean image after --stop, decode (common.finish)
+        out = finish(pipe, latents, state, first.guidance_scale, safety_checker, (first.width, first.height))
     return split(out, requests)
