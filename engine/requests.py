@@ -181,6 +181,13 @@ def refusal(engine: Engine, request: RenderRequest) -> str | None:
         reason = engine.supports(request.model, what)
         if reason is not None:
             return reason
+    hints = engine.defaults(request.model)
+    multiple = hints.size_multiple
+    if request.width % multiple or request.height % multiple:  # e.g. a Make Square or Custom Zoom canvas
+        return (
+            f"{hints.family or 'This'} models draw sizes in multiples of {multiple} px, and this would be "
+            f"{request.width}×{request.height}: try another --ar or zoom"
+        )
     return None
 
 

@@ -70,3 +70,18 @@ async def test_families_that_cannot_edit_by_instruction_refuse_with_a_reason(fam
         from engine.actions.edit import check_inputs
 
         check_inputs(edit_request(picture(), prompt=" "))
+
+
+def test_a_size_the_family_cannot_draw_is_refused_before_queueing():
+    from engine.fake import FakeEngine
+    from engine.requests import ModelHints, refusal
+
+    engine = FakeEngine(models=["flux"], hints={"flux": ModelHints("Flux.1", 28, 3.5, 16)})
+    request = RenderRequest(action=Action.OUTPAINT, prompt="a harbour", seeds=(1,), width=72, height=64)
+    assert refusal(engine, request) == (
+        "Flux.1 models draw sizes in multiples of 16 px, and this would be 72×64: try another --ar or zoom"
+    )
+    assert (
+        refusal(engine, RenderRequest(action=Action.IMAGINE, prompt="a harbour", seeds=(1,), width=80, height=64))
+        is None
+    )
