@@ -716,7 +716,8 @@ class DiffusersEngine:
             window = self.batch_window_s if typical is None else min(self.batch_window_s, BATCH_WAIT_FRACTION * typical)
             deadline = first.arrived + window
             while True:
-                batch, images = [], 0
+                batch: list[_Job] = []
+                images = 0
                 for job in self._pending:
                     if job.key == first.key and not job.cancelled.is_set():
                         if batch and images + len(job.request.seeds) > self.max_batch:

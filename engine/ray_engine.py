@@ -103,7 +103,10 @@ class ModelFacts:
 class RenderReplica:
     """One `DiffusersEngine` per replica; its worker thread batches what reaches this replica."""
 
-    async def __init__(self, engine_options: dict[str, Any], threads: int | None, progress_every_s: float) -> None:
+    # Serve awaits an async __init__ (mypy's rule is for plain classes).
+    async def __init__(  # type: ignore[misc]
+        self, engine_options: dict[str, Any], threads: int | None, progress_every_s: float
+    ) -> None:
         import torch
 
         from engine.core import DiffusersEngine
@@ -209,7 +212,8 @@ def running_replicas() -> int:
         deployment = serve.status().applications[APP_NAME].deployments["RenderReplica"]
     except KeyError:
         return 0
-    return int(deployment.replica_states.get("RUNNING", 0))
+    states: dict[Any, int] = dict(deployment.replica_states)  # keyed by Serve's ReplicaState (a str enum)
+    return int(states.get("RUNNING", 0))
 
 
 class RayEngine:
@@ -342,7 +346,9 @@ class RayEngine:
         # GPU): one drawing, the next gathering. More would wait there while another replica idles;
         # Serve keeps the rest and hands each to the first replica with room.
         grids_per_batch = (32 if self.gpus_per_replica else 16) // 4
-        deployment = RenderReplica.options(ray_actor_options=actor_options, max_ongoing_requests=2 * grids_per_batch)
+        # @serve.deployment makes the class a Deployment; its stubs still say it is the class.
+        replica: Any = RenderReplica
+        deployment = replica.options(ray_actor_options=actor_options, max_ongoing_requests=2 * grids_per_batch)
         if self.min_replicas == self.max_replicas:
             deployment = deployment.options(num_replicas=self.min_replicas)
         else:

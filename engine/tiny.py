@@ -21,18 +21,24 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from diffusers import (  # noqa: E402
+
+# From their modules rather than `diffusers`' lazy top level, whose names type checkers see as empty.
+from diffusers.models import (  # noqa: E402
     AutoencoderKL,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    UNet2DConditionModel,
+)
+from diffusers.pipelines.flux.pipeline_flux import FluxPipeline  # noqa: E402
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline  # noqa: E402
+from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import StableDiffusion3Pipeline  # noqa: E402
+from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (  # noqa: E402
+    StableDiffusionXLPipeline,
+)
+from diffusers.schedulers import (  # noqa: E402
     DDIMScheduler,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
-    FluxPipeline,
-    FluxTransformer2DModel,
-    SD3Transformer2DModel,
-    StableDiffusion3Pipeline,
-    StableDiffusionPipeline,
-    StableDiffusionXLPipeline,
-    UNet2DConditionModel,
 )
 from transformers import (  # noqa: E402
     CLIPTextConfig,
@@ -92,14 +98,15 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         set_alpha_to_one=False,
         steps_offset=1,
     )
+    # diffusers annotates `scheduler` with an enum of names and leaves out the None its docs allow.
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
+        scheduler=scheduler,  # type: ignore[arg-type]
+        safety_checker=None,  # type: ignore[arg-type]
+        feature_extractor=None,  # type: ignore[arg-type]
         requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
@@ -133,7 +140,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0, *, second_encoder_width: int = 32) -
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(TINY_WORDS)
 
-    def text_config(hidden_size: int = 32, **extra: int) -> CLIPTextConfig:
+    def text_config(hidden_size: int = 32, **extra: Any) -> CLIPTextConfig:
         return CLIPTextConfig(
             vocab_size=len(tokenizer),
             hidden_size=hidden_size,
@@ -178,7 +185,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0, *, second_encoder_width: int = 32) -
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
         unet=unet,
-        scheduler=scheduler,
+        scheduler=scheduler,  # type: ignore[arg-type]  # annotated with an enum of scheduler names
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )
@@ -474,8 +481,8 @@ def save_tiny_ip_adapter(unet: UNet2DConditionModel, path: str | os.PathLike[str
 
     torch.manual_seed(seed)
     path = Path(path)
-    cross_dim = unet.config.cross_attention_dim
-    channels = unet.config.block_out_channels
+    cross_dim = unet.config["cross_attention_dim"]
+    channels = unet.config["block_out_channels"]
     weights: dict[str, torch.Tensor] = {}
     key_id = 1
     for name in unet.attn_processors:

@@ -33,6 +33,7 @@ from engine.actions.common import (
     size_kwargs,
     split,
     step_state,
+    strength_of,
 )
 from engine.actions.image_prompt import IPAdapter, ip_adapter_on
 from engine.family import of_pipeline
@@ -81,12 +82,14 @@ def blend(
     gens = generators(requests)
 
     # 3. the images' part: averaged image embeddings, or combined latents
+    switch: contextlib.AbstractContextManager[None]
     if via_adapter:
+        assert ip_adapter is not None  # checked in step 1
         switch = ip_adapter_on(pipe, ip_adapter, BLEND_IP_ADAPTER_SCALE)
         steps_run = first.steps
     else:
         switch = contextlib.nullcontext()
-        steps_run = min(int(first.steps * first.strength), first.steps)
+        steps_run = min(int(first.steps * strength_of(first)), first.steps)
         latents = torch.cat([_combined_latents(pipe, r, size) for r in requests])
         start: Any = latents
         if not of_pipeline(pipe).img2img_takes_latents:  # (Z-Image's image-to-image reads pictures only)

@@ -46,6 +46,27 @@ def check_common(request: RenderRequest) -> None:
         raise ValueError(f"stop must be between {STOP_MIN} and {STOP_MAX}, got {request.stop}")
 
 
+def source_of(request: RenderRequest) -> Image.Image:
+    """The picture a request draws from, which its action's `check_inputs` made sure of."""
+    if request.init_image is None:
+        raise ValueError("the request has no init_image")
+    return request.init_image
+
+
+def mask_of(request: RenderRequest) -> Image.Image:
+    """The mask of an outpaint or inpaint request (`check_mask` made sure of it)."""
+    if request.mask_image is None:
+        raise ValueError("the request has no mask_image")
+    return request.mask_image
+
+
+def strength_of(request: RenderRequest) -> float:
+    """An image-to-image request's strength (`check_source` made sure of it)."""
+    if request.strength is None:
+        raise ValueError("the request has no strength")
+    return request.strength
+
+
 def check_source(request: RenderRequest, what: str) -> None:
     """What image-to-image needs on top of check_common: the source tile and a usable strength."""
     if request.init_image is None:
@@ -226,11 +247,15 @@ def seamless(pipe: Any, enabled: bool) -> Iterator[None]:
     reason = family.supports(Feature.TILE)
     if reason is not None:
         raise ValueError(reason)
-    patched: list[tuple[torch.nn.Conv2d, str]] = []
+    patched: list[tuple[torch.nn.Conv2d, Any]] = []
     try:
         for model in (family.denoiser(pipe), pipe.vae):
             for module in model.modules():
-                if isinstance(module, torch.nn.Conv2d) and any(p > 0 for p in module.padding):
+                if (
+                    isinstance(module, torch.nn.Conv2d)
+                    and module.padding != "valid"
+                    and any(int(p) > 0 for p in module.padding)
+                ):
                     patched.append((module, module.padding_mode))
                     module.padding_mode = "circular"
         yield
@@ -318,7 +343,7 @@ def paste_kept(
     255 shows the new drawing, 0 the kept picture exactly). The safety checker's verdict (`info`) stays."""
     rows = [
         (source, alpha)
-        for source, alpha, r in zip((r.init_image.convert("RGB") for r in requests), drawn, requests, strict=True)
+        for source, alpha, r in zip((source_of(r).convert("RGB") for r in requests), drawn, requests, strict=True)
         for _ in r.seeds
     ]
     out = []

@@ -21,6 +21,7 @@ from engine.actions.common import (
     encode_prompts,
     finish,
     generators,
+    source_of,
     step_state,
 )
 from engine.family import of_pipeline
@@ -56,7 +57,7 @@ def edit(
 
         # 3. one generator per tile; the picture is the reference every tile edits
         gens = generators([request])
-        reference = request.init_image.convert("RGB").resize((first.width, first.height), Image.Resampling.LANCZOS)
+        reference = source_of(request).convert("RGB").resize((first.width, first.height), Image.Resampling.LANCZOS)
 
         # 4. denoise; the callback reports progress, cancels and applies --stop
         state = step_state(first.steps, first.stop, on_step, size=(first.width, first.height), embeds=embeds)

@@ -148,12 +148,14 @@ def image_prompt(
     # 3. each member's picture once per tile, fitted (centre-cropped) to the request's size;
     #    one generator per tile
     size = (first.width, first.height)
-    pictures = [ImageOps.fit(r.image_prompt.convert("RGB"), size, Image.Resampling.LANCZOS) for r in requests]
+    pictures = [ImageOps.fit(_picture_of(r).convert("RGB"), size, Image.Resampling.LANCZOS) for r in requests]
     per_tile = [picture for picture, r in zip(pictures, requests, strict=True) for _ in r.seeds]
     gens = generators(requests)
 
     # 4. denoise in one batched call, steered by the picture
+    switch: contextlib.AbstractContextManager[None]
     if method == ImagePromptMethod.IP_ADAPTER:
+        assert ip_adapter is not None  # checked in step 1
         steered: dict[str, Any] = {"ip_adapter_image": [per_tile], "height": first.height, "width": first.width}
         steps_run = first.steps
         switch = ip_adapter_on(pipe, ip_adapter, ip_adapter_scale(first.image_weight))
@@ -179,3 +181,10 @@ def image_prompt(
         # 5. stop if cancelled, predict the clean image after --stop, decode (common.finish)
         out = finish(pipe, latents, state, first.guidance_scale, safety_checker, (first.width, first.height))
     return split(out, requests)
+
+
+def _picture_of(request: RenderRequest) -> Image.Image:
+    """The member's picture of an image prompt (`check_inputs` made sure of it)."""
+    if request.image_prompt is None:
+        raise ValueError("an image prompt needs image_prompt, the member's picture")
+    return request.image_prompt

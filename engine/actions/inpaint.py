@@ -27,9 +27,12 @@ from engine.actions.common import (
     feather_radius,
     finish,
     generators,
+    mask_of,
     paste_kept,
+    source_of,
     split,
     step_state,
+    strength_of,
 )
 from engine.params import VARY_REGION
 from engine.requests import RenderRequest
@@ -61,12 +64,12 @@ def inpaint(
     embeds = encode_prompts(pipe, requests, device)
 
     # 3. the source and its mask once per image, and one generator per image
-    images = [r.init_image.convert("RGB") for r in requests for _ in r.seeds]
-    masks = [binary_mask(r.mask_image) for r in requests for _ in r.seeds]
+    images = [source_of(r).convert("RGB") for r in requests for _ in r.seeds]
+    masks = [binary_mask(mask_of(r)) for r in requests for _ in r.seeds]
     gens = generators(requests)
 
     # 4. denoise the masked region in one batched call
-    steps_run = min(int(first.steps * first.strength), first.steps)
+    steps_run = min(int(first.steps * strength_of(first)), first.steps)
     state = step_state(steps_run, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
     latents = pipe(
         **embeds,
@@ -88,5 +91,5 @@ def inpaint(
 
     # 6. paste the kept area back, blending only inside the redrawn region
     radius = feather_radius(first.width, first.height)
-    drawn = [feather_inside(r.mask_image, radius) for r in requests]
+    drawn = [feather_inside(mask_of(r), radius) for r in requests]
     return split(paste_kept(out, requests, drawn), requests)

@@ -29,7 +29,9 @@ from engine.actions.common import (
     feather_radius,
     finish,
     generators,
+    mask_of,
     paste_kept,
+    source_of,
     split,
     step_state,
 )
@@ -99,9 +101,9 @@ def outpaint(
     embeds = encode_prompts(pipe, requests, device)
 
     # 3. fill each new area from the kept picture; one canvas, mask and generator per image
-    canvases = [fill_new_area(r.init_image, r.mask_image) for r in requests]
+    canvases = [fill_new_area(source_of(r), mask_of(r)) for r in requests]
     images = [canvas for canvas, r in zip(canvases, requests, strict=True) for _ in r.seeds]
-    masks = [binary_mask(r.mask_image) for r in requests for _ in r.seeds]
+    masks = [binary_mask(mask_of(r)) for r in requests for _ in r.seeds]
     gens = generators(requests)
 
     # 4. denoise the new area from pure noise in one batched call
@@ -126,5 +128,5 @@ def outpaint(
 
     # 6. paste the kept picture back, blending only inside its edge (the new area stays as drawn)
     radius = feather_radius(first.width, first.height)
-    drawn = [ImageOps.invert(feather_inside(ImageOps.invert(binary_mask(r.mask_image)), radius)) for r in requests]
+    drawn = [ImageOps.invert(feather_inside(ImageOps.invert(binary_mask(mask_of(r))), radius)) for r in requests]
     return split(paste_kept(out, requests, drawn), requests)

@@ -26,8 +26,10 @@ from engine.actions.common import (
     generators,
     seamless,
     size_kwargs,
+    source_of,
     split,
     step_state,
+    strength_of,
 )
 from engine.params import UPSCALE_CREATIVE, UPSCALE_SUBTLE
 from engine.requests import RenderRequest
@@ -64,11 +66,11 @@ def upscale(
 
     # 3. resize each source 2x with Lanczos; one generator per image
     size = (first.width * SCALE, first.height * SCALE)
-    images = [r.init_image.convert("RGB").resize(size, Image.Resampling.LANCZOS) for r in requests]
+    images = [source_of(r).convert("RGB").resize(size, Image.Resampling.LANCZOS) for r in requests]
     gens = generators(requests)
 
     # 4. redraw detail at low strength in one batched call
-    steps_run = min(int(first.steps * first.strength), first.steps)
+    steps_run = min(int(first.steps * strength_of(first)), first.steps)
     state = step_state(steps_run, first.stop, on_step, size=size, embeds=embeds)
     # (a 2x image may be large enough to encode and decode tile by tile: engine/vae.py)
     with seamless(pipe, first.tile), tiled_if_large(pipe.vae, *size):

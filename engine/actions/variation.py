@@ -23,8 +23,10 @@ from engine.actions.common import (
     generators,
     seamless,
     size_kwargs,
+    source_of,
     split,
     step_state,
+    strength_of,
 )
 from engine.params import VARY_STRONG, VARY_SUBTLE
 from engine.requests import RenderRequest
@@ -55,11 +57,11 @@ def variation(
     embeds = encode_prompts(pipe, requests, device)
 
     # 3. the source image once per tile, and one generator per tile
-    images = [r.init_image.convert("RGB") for r in requests for _ in r.seeds]
+    images = [source_of(r).convert("RGB") for r in requests for _ in r.seeds]
     gens = generators(requests)
 
     # 4. denoise from the noised source in one batched call
-    steps_run = min(int(first.steps * first.strength), first.steps)
+    steps_run = min(int(first.steps * strength_of(first)), first.steps)
     state = step_state(steps_run, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
     with seamless(pipe, first.tile):
         latents = pipe(
