@@ -32,6 +32,7 @@ from engine.actions.common import (
     split,
     step_state,
 )
+from engine.family import of_pipeline
 from engine.params import VARY_REGION
 from engine.requests import RenderRequest
 
@@ -77,7 +78,7 @@ def inpaint(
         width=first.width,
         strength=first.strength,
         num_inference_steps=first.steps,
-        guidance_scale=first.guidance_scale,
+        **of_pipeline(pipe).guidance_kwargs(first.guidance_scale),
         generator=gens,
         output_type="latent",
         callback_on_step_end=state,

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from engine import canvas
-from engine.family import FLUX, FLUX2_KLEIN, FLUX_SCHNELL, SD, SD3, SDXL, Z_IMAGE, of_pipeline
+from engine.family import FLUX, FLUX2_KLEIN, FLUX_SCHNELL, QWEN_IMAGE, SD, SD3, SDXL, Z_IMAGE, of_pipeline
 from engine.loading import family_of_source, hints_for
 from engine.params import BLEND_STRENGTH, VARY_STRONG
 from engine.requests import Action, Feature, ImagePromptMethod, RenderError, refusal
@@ -40,6 +40,7 @@ def test_a_folder_is_recognised_by_its_pipeline_class(family_folder, tiny_folder
     assert family_of_source(family_folder("flux-schnell")) is FLUX_SCHNELL  # no guidance embedding
     assert family_of_source(family_folder("flux2-klein")) is FLUX2_KLEIN
     assert family_of_source(family_folder("z-image")) is Z_IMAGE
+    assert family_of_source(family_folder("qwen-image")) is QWEN_IMAGE
 
 
 def test_a_family_says_what_it_cannot_do_in_a_sentence_that_names_it():
@@ -171,7 +172,12 @@ def test_flux_sizes_must_be_multiples_of_16(family_folder):
 
 @pytest.mark.parametrize(
     ("class_name", "said"),
-    [("QwenImagePipeline", "Qwen-Image"), ("ChromaPipeline", "Chroma"), ("Flux2Pipeline", "Flux.2 [dev]")],
+    [
+        ("QwenImageEditPipeline", "Qwen-Image-Edit"),
+        ("QwenImageLayeredPipeline", "Qwen-Image-Layered"),
+        ("ChromaPipeline", "Chroma"),
+        ("Flux2Pipeline", "Flux.2 [dev]"),
+    ],
 )
 async def test_a_family_not_rendered_yet_is_refused_at_startup_in_one_line(tmp_path, class_name, said):
     from engine.core import DiffusersEngine
