@@ -224,3 +224,22 @@ async def test_vary_region_redraws_only_the_chosen_cells_on_every_family(family_
         for number, (left, top, right, bottom) in enumerate(canvas.cell_boxes(TILE, TILE), start=1):
             change = np.abs(pixels(image)[top:bottom, left:right] - pixels(source)[top:bottom, left:right]).mean()
             assert (change > 0) if number in (1, 5) else (change == 0), (number, change)
+
+
+async def test_qwen_image_guidance_is_its_true_cfg_scale_and_its_tile_the_model_cards(family_folder):
+    from engine.core import DiffusersEngine
+    from tests.engine.conftest import UNetCalls
+
+    assert QWEN_IMAGE.native_size_of_vae_config({}) == 1328  # Qwen-Image's configs say no size
+    assert (QWEN_IMAGE.hints().steps, QWEN_IMAGE.hints().guidance_scale) == (50, 4.0)
+    folder = str(family_folder("qwen-image"))
+    async with DiffusersEngine(model="qwen", sources={"qwen": folder}, device="cpu", batch_window_s=0.0) as engine:
+        assert engine.native_size() == TILE  # the tiny model's, recorded in its VAE config
+        calls = UNetCalls(engine._model("qwen").text2img.transformer)
+        images = []
+        for guidance in (1, 4):  # its CFG is true_cfg_scale: a second transformer pass per step above 1
+            calls.count = 0
+            images += (await engine.render(render_request(seeds=(4,), steps=4, guidance_scale=guidance))).images
+            assert calls.count == (4 if guidance == 1 else 8)
+        calls.remove()
+        assert mean_abs(*images) > 0
