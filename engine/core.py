@@ -450,6 +450,9 @@ class DiffusersEngine:
             if family.key in ("sd", "sdxl") and source.endswith(".safetensors"):
                 return 1024 if family.key == "sdxl" else 512  # what the config folder it loads with says
             vae = AutoencoderKL.load_config(source, subfolder="vae", local_files_only=True)
+            native = family.native_size_of_vae_config(vae)  # (Qwen-Image's VAE config has no sizes)
+            if native is not None:
+                return native
             factor = 2 ** (len(vae["block_out_channels"]) - 1)
             if family.denoiser_name == "unet":
                 unet = UNet2DConditionModel.load_config(source, subfolder="unet", local_files_only=True)

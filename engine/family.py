@@ -79,6 +79,14 @@ class Family:
         """What a text-to-image call needs besides height/width to draw at exactly that size."""
         return {}
 
+    def guidance_kwargs(self, guidance_scale: float) -> dict[str, Any]:
+        """The pipeline's argument for the member's guidance (Qwen-Image's CFG is `true_cfg_scale`)."""
+        return {"guidance_scale": guidance_scale}
+
+    def native_size_of_vae_config(self, config: Mapping[str, Any]) -> int | None:
+        """The native size from the VAE's config where the family reads it from there (before loading)."""
+        return None
+
     # -- prompts ---------------------------------------------------------------------------
 
     def encode(
@@ -441,6 +449,89 @@ class ZImageFamily(Family):
         return _flow_x0(pipe, latents, t, velocity)
 
 
+@dataclass(frozen=True)
+class QwenImageFamily(Family):
+    """Qwen-Image: an MMDiT on 2x2-packed 16-channel latents of its own 3D (video-style) VAE, normalised
+    by the VAE's per-channel latents_mean/std; one Qwen2.5-VL text encoder whose embeddings come with
+    a padding mask; classifier-free guidance as `true_cfg_scale` with a negative prompt (its
+    `guidance_scale` is for guidance-distilled models), the guided velocity rescaled to the
+    conditional one's norm; flow matching with dynamic shifting."""
+
+    denoiser_name = "transformer"
+    flow_matching = True
+    native = 1328  # the model card's 1:1 size; its configs carry none
+
+    def native_size(self, pipe: Any) -> int:
+        return self.native_size_of_vae_config(pipe.vae.config)
+
+    def native_size_of_vae_config(self, config: Mapping[str, Any]) -> int:
+        # A model built here records its own under a private key (the tiny test model: 64 px).
+        size = config.get("_dreamgrid_native_size")
+        return int(size) if size else self.native
+
+    def guidance_kwargs(self, guidance_scale: float) -> dict[str, Any]:
+        return {"true_cfg_scale": guidance_scale}
+
+    def prompt_kwargs(self, pipe: Any) -> dict[str, Any]:
+        return {"negative_prompt": " "}  # its CFG runs only with a negative prompt (the model card's)
+
+    def encode(
+        self, pipe: Any, prompts: list[str], negatives: list[str] | None, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        def encoded(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+            embeds, mask = pipe.encode_prompt(prompt=texts, device=device, num_images_per_prompt=1)
+            if mask is None:  # (no padding: the pipeline warns unless it is given one anyway)
+                mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+            return embeds, mask
+
+        out = dict(zip(("prompt_embeds", "prompt_embeds_mask"), encoded(list(prompts)), strict=True))
+        if negatives is not None:
+            # an empty negative is the model card's " " (its CFG runs only with a negative prompt)
+            negative = encoded([n or " " for n in negatives])
+            out.update(zip(("negative_prompt_embeds", "negative_prompt_embeds_mask"), negative, strict=True))
+        return out
+
+    def noise_shape(self, pipe: Any, width: int, height: int) -> tuple[int, int, int]:
+        channels = pipe.transformer.config.in_channels // 4
+        factor = pipe.vae_scale_factor * 2
+        return channels, 2 * (height // factor), 2 * (width // factor)
+
+    def pack(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = latents.shape
+        return pipe._pack_latents(latents, n, c, h, w)
+
+    def unpack(self, pipe: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)[:, :, 0]  # drop the frame axis
+
+    @torch.no_grad()
+    def estimate_x0(
+        self, pipe: Any, latents: torch.Tensor, t: Any, cond: dict[str, torch.Tensor], guidance: float, size: Any
+    ) -> torch.Tensor:
+        width, height = size
+        n = latents.shape[0]
+        factor = pipe.vae_scale_factor * 2
+        shapes = [[(1, height // factor, width // factor)]] * n
+        timestep = torch.as_tensor(t, device=latents.device).expand(n).to(latents.dtype) / 1000
+
+        def velocity(embeds: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+            return pipe.transformer(
+                hidden_states=latents,
+                timestep=timestep,
+                guidance=None,
+                encoder_hidden_states_mask=mask,
+                encoder_hidden_states=embeds,
+                img_shapes=shapes,
+                return_dict=False,
+            )[0].float()
+
+        v = velocity(cond["prompt_embeds"], cond.get("prompt_embeds_mask"))
+        if self.uses_cfg(guidance) and "negative_prompt_embeds" in cond:
+            negative = velocity(cond["negative_prompt_embeds"], cond.get("negative_prompt_embeds_mask"))
+            guided = negative + guidance * (v - negative)
+            v = guided * (v.norm(dim=-1, keepdim=True) / guided.norm(dim=-1, keepdim=True))  # as the pipeline does
+        return _flow_x0(pipe, latents, t, v)
+
+
 def _flow_x0(pipe: Any, latents: torch.Tensor, t: Any, velocity: torch.Tensor) -> torch.Tensor:
     """Flow matching: x_t = (1 - σ) x0 + σ ε and the model predicts v = ε - x0, so x0 = x_t - σ v."""
     sigma = float(t) / pipe.scheduler.config.num_train_timesteps
@@ -553,13 +644,31 @@ Z_IMAGE = ZImageFamily(
     img2img_takes_latents=False,
 )
 
-FAMILIES: tuple[Family, ...] = (SD, SDXL, SD3, FLUX, FLUX_SCHNELL, FLUX_KONTEXT, FLUX2_KLEIN, Z_IMAGE)
+QWEN_IMAGE = QwenImageFamily(
+    key="qwen-image",
+    name="Qwen-Image",
+    pipeline_prefixes=("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline"),
+    steps=50,  # the model card's, with true_cfg_scale 4
+    guidance_scale=4.0,
+    refusals={Feature.TILE: _NO_TILE_DIT},
+    ip_adapter=False,
+    size_multiple=16,
+    img2img_takes_latents=False,
+)
+
+FAMILIES: tuple[Family, ...] = (
+    *(SD, SDXL, SD3, FLUX, FLUX_SCHNELL, FLUX_KONTEXT, FLUX2_KLEIN, Z_IMAGE),
+    QWEN_IMAGE,
+)
 BY_KEY: dict[str, Family] = {f.key: f for f in FAMILIES}
 
 # Pipeline classes of families dreamgrid knows of but does not render yet, by model_index.json class name.
 NOT_YET = {
     "Flux2": "Flux.2 [dev]",
-    "QwenImage": "Qwen-Image",
+    "QwenImageEdit": "Qwen-Image-Edit",
+    "QwenImageLayered": "Qwen-Image-Layered",
+    "QwenImageControlNet": "Qwen-Image ControlNet",
+    "QwenImage": "other Qwen-Image",  # (QwenImage21Pipeline and whatever comes next)
     "ZImageOmni": "Z-Image Omni",
     "Chroma": "Chroma",
 }
@@ -592,5 +701,5 @@ def unsupported_reason(class_name: str) -> str:
             return f"{name} models are not supported by dreamgrid yet"
     return (
         f"{class_name} models are not supported by dreamgrid"
-        " (it renders SD1.x/2.x, SDXL, SD3, Flux.1, Flux.2 [klein] and Z-Image)"
+        " (it renders SD1.x/2.x, SDXL, SD3, Flux.1, Flux.2 [klein], Z-Image and Qwen-Image)"
     )

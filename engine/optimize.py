@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import torch
 
-from engine.vae import TILING_ALLOWED
+from engine.vae import TILING_ALLOWED, is_video_vae
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,8 @@ def prepare_pipeline(pipe: Any, speedups: Speedups) -> None:
     # 3. channels-last: cuDNN's fastest convolutions want NHWC
     if speedups.channels_last:
         unet.to(memory_format=torch.channels_last)
-        vae.to(memory_format=torch.channels_last)
+        if not is_video_vae(vae):  # (Qwen-Image's mixes 2D and 3D convolutions: no one layout fits both)
+            vae.to(memory_format=torch.channels_last)
 
     # 4. VAE tiling: engine/vae.py tiles large images only, and only where allowed
     setattr(vae, TILING_ALLOWED, speedups.vae_tiling)

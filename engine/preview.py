@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from engine.grid import compose_grid
-from engine.vae import full_precision, shift_factor
+from engine.vae import encode_pixels, full_precision, is_video_vae, shift_factor
 
 if TYPE_CHECKING:  # diffusers.models, not diffusers: its lazy top level shows type checkers attribute-less dummies
     from diffusers.models import AutoencoderKL
@@ -29,12 +29,15 @@ def fit_latent_rgb(vae: AutoencoderKL, scaling_factor: float | None = None, size
     # Smooth random colour fields: upsampled noise covers many colours and gradients.
     coarse = torch.rand(1, 3, 4, 4, generator=g) * 2 - 1
     image = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
-    with full_precision(vae) as dtype:  # SDXL's VAE overflows in float16
-        latents = vae.encode(image.to(vae.device, dtype)).latent_dist.mean.float().cpu()
-    shift = shift_factor(vae)  # 0 on SD's VAEs: their previews are unchanged
-    if scaling_factor is None:
-        scaling_factor = float(vae.config.get("scaling_factor", 1.0))  # Flux.2's VAE normalises by batch norm
-    latents = (latents - shift) * scaling_factor
+    if is_video_vae(vae):  # Qwen-Image's: the latents as its denoising loop holds them, mean/std-normalised
+        latents = encode_pixels(vae, image).float().cpu()
+    else:
+        with full_precision(vae) as dtype:  # SDXL's VAE overflows in float16
+            latents = vae.encode(image.to(vae.device, dtype)).latent_dist.mean.float().cpu()
+        shift = shift_factor(vae)  # 0 on SD's VAEs: their previews are unchanged
+        if scaling_factor is None:
+            scaling_factor = float(vae.config.get("scaling_factor", 1.0))  # Flux.2's VAE normalises by batch norm
+        latents = (latents - shift) * scaling_factor
     h, w = latents.shape[-2:]
     target = torch.nn.functional.adaptive_avg_pool2d(image, (h, w))
     x = torch.cat([latents[0].flatten(1), torch.ones(1, h * w)]).T  # (h*w, C+1)

@@ -202,12 +202,15 @@ def _tame(vae: Any) -> None:
     the residual branches zeroed, decode(encode(x)) stays related to x. It costs no speed.
     """
     for module in vae.modules():
-        if type(module).__name__ == "ResnetBlock2D":
+        if type(module).__name__ in ("ResnetBlock2D", "QwenImageResidualBlock"):
             module.conv2.weight.zero_()
             module.conv2.bias.zero_()
         elif type(module).__name__ == "Attention":
             module.to_out[0].weight.zero_()
             module.to_out[0].bias.zero_()
+        elif type(module).__name__ == "QwenImageAttentionBlock":
+            module.proj.weight.zero_()
+            module.proj.bias.zero_()
 
 
 def _tiny_t5(tokenizer: Any, d_model: int) -> T5EncoderModel:
@@ -440,6 +443,91 @@ def build_tiny_z_image_pipeline(seed: int = 0) -> Any:
     return pipe
 
 
+# The words of Qwen-Image's system prompt, so its prefix tokenizes to the count the pipeline drops.
+QWEN_TEMPLATE_WORDS = (
+    *("system", "describe", "image", "by", "detailing", "color", "shape", "size", "texture", "quantity"),
+    *("text", "spatial", "relationships", "objects"),
+)
+
+
+def build_tiny_qwen_image_pipeline(seed: int = 0) -> Any:
+    """A random-weight Qwen-Image-shaped pipeline: an MMDiT of one layer over 2x2-packed 16-channel
+    latents, its 3D VAE (8x, latents_mean/std that are not 0/1, so every decode of ours is tested to
+    apply them), a two-layer Qwen2.5-VL text encoder (the shape of diffusers' own test), flow matching."""
+    from diffusers import AutoencoderKLQwenImage, QwenImagePipeline, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from engine.tokenizer import build_qwen_tokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = build_qwen_tokenizer((*TINY_WORDS, *QWEN_TEMPLATE_WORDS))
+    # transformers' Qwen2.5-VL config stubs leave out the text fields it takes as keywords.
+    qwen_config: Any = Qwen2_5_VLConfig
+    text_encoder = Qwen2_5_VLForConditionalGeneration(
+        qwen_config(
+            text_config={
+                "hidden_size": 16,
+                "intermediate_size": 16,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                "rope_theta": 1000000.0,
+                "vocab_size": len(tokenizer),
+                "max_position_embeddings": 256,
+            },
+            vision_config={
+                "depth": 1,
+                "hidden_size": 16,
+                "intermediate_size": 16,
+                "num_heads": 2,
+                "out_hidden_size": 16,
+            },
+            hidden_size=16,
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+            video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+            vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+            vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        )
+    )
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=64,  # 16 latent channels x a 2x2 patch
+        out_channels=16,
+        num_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=16,  # the text encoder's width
+        guidance_embeds=False,
+        axes_dims_rope=(8, 4, 4),  # sums to the head dim
+    )
+    vae = AutoencoderKLQwenImage(
+        base_dim=16,
+        z_dim=16,
+        dim_mult=[1, 2, 2, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],  # three downsamplings: 8x, as Qwen-Image's
+        latents_mean=[0.1] * 16,
+        latents_std=[5.0] * 16,
+    )
+    vae.register_to_config(_dreamgrid_native_size=64)  # type: ignore[attr-defined]  # ConfigMixin's, untyped there  # its configs carry no size (engine.family.QwenImageFamily)
+    _tame(vae)
+    pipe: Any = QwenImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    prefix = pipe.prompt_template_encode.split("{}")[0]
+    if len(tokenizer(prefix).input_ids) != pipe.prompt_template_encode_start_idx:
+        raise RuntimeError("the tiny Qwen tokenizer must read the system prompt as Qwen2's does")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 TINY_BUILDERS: dict[str, Callable[..., Any]] = {
     "sd": build_tiny_pipeline,
     "sdxl": build_tiny_sdxl_pipeline,
@@ -448,6 +536,7 @@ TINY_BUILDERS: dict[str, Callable[..., Any]] = {
     "flux-schnell": lambda seed=0: build_tiny_flux_pipeline(seed, guidance_embeds=False),
     "flux2-klein": build_tiny_flux2_klein_pipeline,
     "z-image": build_tiny_z_image_pipeline,
+    "qwen-image": build_tiny_qwen_image_pipeline,
 }
 
 

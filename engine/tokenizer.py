@@ -122,3 +122,35 @@ def build_t5_tokenizer(words: Iterable[str], model_max_length: int = T5_MAX_LENG
         unk_token="<unk>",
         model_max_length=model_max_length,
     )
+
+
+QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
+    *("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+    *("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"),
+)
+
+
+def build_qwen_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A Qwen2-style tokenizer (chat markers as special tokens, `<|endoftext|>` padding, no end token)
+    from an in-memory word-level vocabulary.
+
+    Qwen-Image wraps each prompt in a system message and drops that prefix's first tokens by count
+    (34 in Qwen2's vocabulary), so the prefix must tokenize to the same number of tokens here:
+    newlines and each punctuation mark are tokens of their own, as in Qwen2's byte-level BPE.
+    """
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = {token: i for i, token in enumerate(("<unk>", *QWEN_SPECIAL_TOKENS))}
+    for word in sorted({w.strip().lower() for w in words if w.strip()} | {"\n", ",", ":", ".", "user", "assistant"}):
+        vocab.setdefault(word, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    # keep words, single punctuation marks and newlines; drop other whitespace
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"\n|\w+|[^\w\s]"), behavior="removed", invert=True)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
+        additional_special_tokens=list(QWEN_SPECIAL_TOKENS[1:]),
+        model_max_length=T5_MAX_LENGTH * 4,
+    )

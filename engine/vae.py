@@ -29,6 +29,17 @@ MIN_TILE = 512
 TILING_ALLOWED = "dreamgrid_tile_large_images"
 
 
+def is_video_vae(vae: Any) -> bool:
+    """Qwen-Image's VAE is a 3D (video) one: its tensors carry a frame axis, (N, C, 1, H, W) for a picture."""
+    return hasattr(vae, "temperal_downsample")
+
+
+def spatial_factor(vae: Any) -> int:
+    if is_video_vae(vae):
+        return int(vae.spatial_compression_ratio)
+    return int(2 ** (len(vae.config.block_out_channels) - 1))
+
+
 def needs_upcast(vae: Any) -> bool:
     return vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
 
@@ -52,7 +63,7 @@ def full_precision(vae: Any) -> Iterator[torch.dtype]:
 
 
 def tile_size(vae: Any) -> int:
-    native = vae.config.sample_size
+    native = getattr(vae.config, "sample_size", None) or MIN_TILE  # (Qwen-Image's VAE config has none)
     native = native[0] if isinstance(native, (list, tuple)) else native
     return max(int(native), MIN_TILE)
 
@@ -67,7 +78,14 @@ def tiled_if_large(vae: Any, width: int, height: int) -> Iterator[None]:
     if not (getattr(vae, TILING_ALLOWED, False) and is_large(vae, width, height)) or vae.use_tiling:
         yield
         return
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if is_video_vae(vae):  # its own tiling: tiles of 256 px at a stride of 192
+        vae.use_tiling = True
+        try:
+            yield
+        finally:
+            vae.use_tiling = False
+        return
+    factor = spatial_factor(vae)
     saved = vae.tile_sample_min_size, vae.tile_latent_min_size
     vae.tile_sample_min_size = tile_size(vae)
     vae.tile_latent_min_size = vae.tile_sample_min_size // factor
@@ -84,7 +102,7 @@ def _latents_mean_std(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch
     mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
     if mean is None or std is None:
         return None
-    shape = (1, like.shape[1], 1, 1)
+    shape = (1, like.shape[1], *([1] * (like.ndim - 2)))
     return (
         torch.tensor(mean, device=like.device, dtype=like.dtype).view(shape),
         torch.tensor(std, device=like.device, dtype=like.dtype).view(shape),
@@ -102,23 +120,31 @@ def encode_pixels(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
     force_upcast, tiling and latents_mean/std: the inverse of `decode_latents`."""
     height, width = pixels.shape[-2:]
     with full_precision(vae) as dtype, tiled_if_large(vae, width, height):
-        latents = vae.encode(pixels.to(vae.device, dtype)).latent_dist.mode()
+        pixels = pixels.to(vae.device, dtype)
+        if is_video_vae(vae):
+            latents = vae.encode(pixels.unsqueeze(2)).latent_dist.mode()[:, :, 0]
+        else:
+            latents = vae.encode(pixels).latent_dist.mode()
+        scaling = float(getattr(vae.config, "scaling_factor", 1.0))  # (Qwen-Image's: mean/std only)
         stats = _latents_mean_std(vae, latents)
         if stats is not None:
-            return (latents - stats[0]) * vae.config.scaling_factor / stats[1]
-        return (latents - shift_factor(vae)) * vae.config.scaling_factor
+            return (latents - stats[0]) * scaling / stats[1]
+        return (latents - shift_factor(vae)) * scaling
 
 
 @torch.no_grad()
 def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
     """Latents (as the UNet leaves them) -> images in [-1, 1], honouring force_upcast, tiling, latents_mean/std."""
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    factor = spatial_factor(vae)
     height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
     with full_precision(vae) as dtype, tiled_if_large(vae, width, height):
         latents = latents.to(dtype)
+        scaling = float(getattr(vae.config, "scaling_factor", 1.0))
         stats = _latents_mean_std(vae, latents)
         if stats is not None:
-            latents = latents * stats[1] / vae.config.scaling_factor + stats[0]
+            latents = latents * stats[1] / scaling + stats[0]
         else:
-            latents = latents / vae.config.scaling_factor + shift_factor(vae)
+            latents = latents / scaling + shift_factor(vae)
+        if is_video_vae(vae):
+            return vae.decode(latents.unsqueeze(2), return_dict=False)[0][:, :, 0]
         return vae.decode(latents, return_dict=False)[0]

@@ -107,7 +107,7 @@ def blend(
                 **embeds,
                 **images,
                 num_inference_steps=first.steps,
-                guidance_scale=first.guidance_scale,
+                **of_pipeline(pipe).guidance_kwargs(first.guidance_scale),
                 generator=gens,
                 output_type="latent",
                 callback_on_step_end=state,

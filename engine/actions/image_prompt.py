@@ -37,6 +37,7 @@ from engine.actions.common import (
     split,
     step_state,
 )
+from engine.family import of_pipeline
 from engine.params import IMAGE_WEIGHT_MAX, IMAGE_WEIGHT_MIN, image_prompt_strength, ip_adapter_scale
 from engine.requests import ImagePromptMethod, RenderRequest
 
@@ -171,7 +172,7 @@ def image_prompt(
                 **embeds,
                 **steered,
                 num_inference_steps=first.steps,
-                guidance_scale=first.guidance_scale,
+                **of_pipeline(pipe).guidance_kwargs(first.guidance_scale),
                 generator=gens,
                 output_type="latent",
                 callback_on_step_end=state,

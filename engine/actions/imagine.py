@@ -65,7 +65,7 @@ def imagine(
             width=first.width,
             **of_pipeline(pipe).size_kwargs(first.width, first.height),
             num_inference_steps=first.steps,
-            guidance_scale=first.guidance_scale,
+            **of_pipeline(pipe).guidance_kwargs(first.guidance_scale),
             generator=gens,
             latents=latents,
             output_type="latent",

@@ -34,6 +34,7 @@ from engine.actions.common import (
     step_state,
     strength_of,
 )
+from engine.family import of_pipeline
 from engine.params import VARY_REGION
 from engine.requests import RenderRequest
 
@@ -79,7 +80,7 @@ def inpaint(
         width=first.width,
         strength=first.strength,
         num_inference_steps=first.steps,
-        guidance_scale=first.guidance_scale,
+        **of_pipeline(pipe).guidance_kwargs(first.guidance_scale),
         generator=gens,
         output_type="latent",
         callback_on_step_end=state,

@@ -35,6 +35,7 @@ from engine.actions.common import (
     split,
     step_state,
 )
+from engine.family import of_pipeline
 from engine.requests import RenderRequest
 
 __all__ = ["check_inputs", "fill_new_area", "outpaint"]
@@ -116,7 +117,7 @@ def outpaint(
         width=first.width,
         strength=1.0,
         num_inference_steps=first.steps,
-        guidance_scale=first.guidance_scale,
+        **of_pipeline(pipe).guidance_kwargs(first.guidance_scale),
         generator=gens,
         output_type="latent",
         callback_on_step_end=state,

@@ -31,6 +31,7 @@ from engine.actions.common import (
     step_state,
     strength_of,
 )
+from engine.family import of_pipeline
 from engine.params import UPSCALE_CREATIVE, UPSCALE_SUBTLE
 from engine.requests import RenderRequest
 from engine.vae import tiled_if_large
@@ -80,7 +81,7 @@ def upscale(
             **size_kwargs(pipe, *size),
             strength=first.strength,
             num_inference_steps=first.steps,
-            guidance_scale=first.guidance_scale,
+            **of_pipeline(pipe).guidance_kwargs(first.guidance_scale),
             generator=gens,
             output_type="latent",
             callback_on_step_end=state,

@@ -28,6 +28,7 @@ from engine.actions.common import (
     step_state,
     strength_of,
 )
+from engine.family import of_pipeline
 from engine.params import VARY_STRONG, VARY_SUBTLE
 from engine.requests import RenderRequest
 
@@ -70,7 +71,7 @@ def variation(
             **size_kwargs(pipe, first.width, first.height),
             strength=first.strength,
             num_inference_steps=first.steps,
-            guidance_scale=first.guidance_scale,
+            **of_pipeline(pipe).guidance_kwargs(first.guidance_scale),
             generator=gens,
             output_type="latent",
             callback_on_step_end=state,

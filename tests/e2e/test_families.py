@@ -1,5 +1,5 @@
 """The whole button chain on the transformer families: the bot, the fake Discord and the real
-DiffusersEngine on tiny SD3-, Flux.1- and Z-Image-shaped models loaded from diffusers folders.
+DiffusersEngine on tiny SD3-, Flux.1-, Z-Image- and Qwen-Image-shaped models loaded from diffusers folders.
 
 U → Vary (Strong) → U → Zoom Out 2x → U → Pan ➡️ → U → Vary (Region) → U → Upscale, and a request the
 family cannot draw refused before it is queued, in a sentence that names the family.
@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module", params=["sd3", "flux", "z-image"])
+@pytest.fixture(scope="module", params=["sd3", "flux", "z-image", "qwen-image"])
 def family(request, tmp_path_factory) -> tuple[str, Path]:
     from engine.tiny import build
 

@@ -35,7 +35,7 @@ def tiny_folder(tmp_path_factory):
 
 
 # The transformer families, each a tiny random pipeline saved as a diffusers folder (loading is tested too).
-FAMILIES = ("sd3", "flux", "z-image")  # every action: the contract tests run on these
+FAMILIES = ("sd3", "flux", "z-image", "qwen-image")  # every action: the contract tests run on these
 ALL_FAMILIES = (*FAMILIES, "flux2-klein")  # Flux.2 [klein] refuses image-to-image (test_families.py)
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from engine import canvas
-from engine.family import FLUX, FLUX2_KLEIN, FLUX_SCHNELL, SD, SD3, SDXL, Z_IMAGE, of_pipeline
+from engine.family import FLUX, FLUX2_KLEIN, FLUX_SCHNELL, QWEN_IMAGE, SD, SD3, SDXL, Z_IMAGE, of_pipeline
 from engine.loading import family_of_source, hints_for
 from engine.params import BLEND_STRENGTH, VARY_STRONG
 from engine.requests import Action, Feature, ImagePromptMethod, RenderError, refusal
@@ -40,6 +40,7 @@ def test_a_folder_is_recognised_by_its_pipeline_class(family_folder, tiny_folder
     assert family_of_source(family_folder("flux-schnell")) is FLUX_SCHNELL  # no guidance embedding
     assert family_of_source(family_folder("flux2-klein")) is FLUX2_KLEIN
     assert family_of_source(family_folder("z-image")) is Z_IMAGE
+    assert family_of_source(family_folder("qwen-image")) is QWEN_IMAGE
 
 
 def test_a_family_says_what_it_cannot_do_in_a_sentence_that_names_it():
@@ -173,7 +174,12 @@ def test_flux_sizes_must_be_multiples_of_16(family_folder):
 
 @pytest.mark.parametrize(
     ("class_name", "said"),
-    [("QwenImagePipeline", "Qwen-Image"), ("ChromaPipeline", "Chroma"), ("Flux2Pipeline", "Flux.2 [dev]")],
+    [
+        ("QwenImageEditPipeline", "Qwen-Image-Edit"),
+        ("QwenImageLayeredPipeline", "Qwen-Image-Layered"),
+        ("ChromaPipeline", "Chroma"),
+        ("Flux2Pipeline", "Flux.2 [dev]"),
+    ],
 )
 async def test_a_family_not_rendered_yet_is_refused_at_startup_in_one_line(tmp_path, class_name, said):
     from engine.core import DiffusersEngine
@@ -220,3 +226,22 @@ async def test_vary_region_redraws_only_the_chosen_cells_on_every_family(family_
         for number, (left, top, right, bottom) in enumerate(canvas.cell_boxes(TILE, TILE), start=1):
             change = np.abs(pixels(image)[top:bottom, left:right] - pixels(source)[top:bottom, left:right]).mean()
             assert (change > 0) if number in (1, 5) else (change == 0), (number, change)
+
+
+async def test_qwen_image_guidance_is_its_true_cfg_scale_and_its_tile_the_model_cards(family_folder):
+    from engine.core import DiffusersEngine
+    from tests.engine.conftest import UNetCalls
+
+    assert QWEN_IMAGE.native_size_of_vae_config({}) == 1328  # Qwen-Image's configs say no size
+    assert (QWEN_IMAGE.hints().steps, QWEN_IMAGE.hints().guidance_scale) == (50, 4.0)
+    folder = str(family_folder("qwen-image"))
+    async with DiffusersEngine(model="qwen", sources={"qwen": folder}, device="cpu", batch_window_s=0.0) as engine:
+        assert engine.native_size() == TILE  # the tiny model's, recorded in its VAE config
+        calls = UNetCalls(engine._model("qwen").text2img.transformer)
+        images = []
+        for guidance in (1, 4):  # its CFG is true_cfg_scale: a second transformer pass per step above 1
+            calls.count = 0
+            images += (await engine.render(render_request(seeds=(4,), steps=4, guidance_scale=guidance))).images
+            assert calls.count == (4 if guidance == 1 else 8)
+        calls.remove()
+        assert mean_abs(*images) > 0
