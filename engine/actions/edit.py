@@ -68,7 +68,7 @@ def edit(
             width=first.width,
             **family.size_kwargs(first.width, first.height),
             num_inference_steps=first.steps,
-            guidance_scale=first.guidance_scale,
+            **family.guidance_kwargs(first.guidance_scale),
             generator=gens,
             output_type="latent",
             callback_on_step_end=state,
