@@ -250,11 +250,10 @@ def build_flux2_klein(device: torch.device, dtype: torch.dtype) -> Any:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from engine.tiny import TINY_WORDS
-    from engine.tokenizer import build_t5_tokenizer
+    from engine.tokenizer import build_chat_tokenizer
 
     torch.manual_seed(0)
-    tokenizer = build_t5_tokenizer(TINY_WORDS, model_max_length=512)
-    tokenizer.chat_template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+    tokenizer = build_chat_tokenizer(TINY_WORDS, model_max_length=512)
     with torch.device(device):
         text_encoder = Qwen3ForCausalLM(
             Qwen3Config(

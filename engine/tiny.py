@@ -48,7 +48,7 @@ from transformers import (  # noqa: E402
     T5EncoderModel,
 )
 
-from engine.tokenizer import build_t5_tokenizer, build_tokenizer  # noqa: E402
+from engine.tokenizer import build_chat_tokenizer, build_t5_tokenizer, build_tokenizer  # noqa: E402
 
 TINY_WORDS = (
     *("a", "an", "the", "of", "on", "in", "with", "and", "big", "small", "background"),
@@ -332,29 +332,33 @@ def build_tiny_flux_pipeline(seed: int = 0, *, guidance_embeds: bool = True) -> 
     return pipe
 
 
+def _tiny_qwen3_config(tokenizer: Any) -> Any:
+    """A two-layer Qwen3 text encoder of width 16 over `tokenizer`'s vocabulary (klein's, Z-Image's)."""
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
 def build_tiny_flux2_klein_pipeline(seed: int = 0) -> Any:
     """A random-weight Flux.2 [klein]-shaped pipeline: one double and one single stream block over
     32-channel latents (patchified 2x2, batch-normalised), a two-layer Qwen3 text encoder, step-distilled."""
     from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Transformer2DModel
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
     torch.manual_seed(seed)
-    tokenizer = build_t5_tokenizer(TINY_WORDS)
     # klein wraps the prompt in its encoder's chat template; a plain one suffices for a word-level vocabulary
-    tokenizer.chat_template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
-    text_encoder = Qwen3ForCausalLM(
-        Qwen3Config(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=64,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    tokenizer = build_chat_tokenizer(TINY_WORDS)
+    text_encoder = Qwen3ForCausalLM(_tiny_qwen3_config(tokenizer))
     transformer = Flux2Transformer2DModel(
         patch_size=1,
         in_channels=128,  # 32 latent channels x a 2x2 patch
@@ -394,24 +398,11 @@ def build_tiny_z_image_pipeline(seed: int = 0) -> Any:
     """A random-weight Z-Image-shaped pipeline: a single-stream DiT of one layer (patch 2, 16 latent
     channels, the Flux VAE's shape), a two-layer Qwen3 text encoder, flow matching."""
     from diffusers import ZImagePipeline, ZImageTransformer2DModel
-    from transformers import Qwen3Config, Qwen3Model
+    from transformers import Qwen3Model
 
     torch.manual_seed(seed)
-    tokenizer = build_t5_tokenizer(TINY_WORDS)
-    tokenizer.chat_template = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
-    text_encoder = Qwen3Model(
-        Qwen3Config(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=64,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    tokenizer = build_chat_tokenizer(TINY_WORDS)
+    text_encoder = Qwen3Model(_tiny_qwen3_config(tokenizer))
     transformer: Any = ZImageTransformer2DModel(
         all_patch_size=(2,),
         all_f_patch_size=(1,),

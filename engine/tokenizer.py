@@ -124,6 +124,17 @@ def build_t5_tokenizer(words: Iterable[str], model_max_length: int = T5_MAX_LENG
     )
 
 
+# The prompt as it is: the text encoders of Flux.2 [klein] and Z-Image wrap it in a chat template.
+PLAIN_CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+
+
+def build_chat_tokenizer(words: Iterable[str], model_max_length: int = T5_MAX_LENGTH) -> PreTrainedTokenizerFast:
+    """`build_t5_tokenizer` with a plain chat template, for pipelines that wrap the prompt in one."""
+    tokenizer = build_t5_tokenizer(words, model_max_length)
+    tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+    return tokenizer
+
+
 QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
     *("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
     *("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"),
