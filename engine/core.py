@@ -481,15 +481,9 @@ class DiffusersEngine:
             _ACTIONS[request.action][1](request)
         except ValueError as e:
             raise RenderError(str(e)) from None
-        reason = refusal(self, dataclasses.replace(request, model=model))
+        reason = refusal(self, dataclasses.replace(request, model=model))  # actions, features and sizes
         if reason is not None:
             raise RenderError(reason)
-        multiple = self.family(model).size_multiple
-        if request.width % multiple or request.height % multiple:
-            raise RenderError(
-                f"{self.family(model).name} models draw sizes in multiples of {multiple} px,"
-                f" got {request.width}x{request.height}"
-            )
         if self._thread is None or self._closed:
             raise RenderError("the engine is not running")
         loop = asyncio.get_running_loop()

@@ -85,3 +85,14 @@ def test_a_size_the_family_cannot_draw_is_refused_before_queueing():
         refusal(engine, RenderRequest(action=Action.IMAGINE, prompt="a harbour", seeds=(1,), width=80, height=64))
         is None
     )
+
+
+async def test_the_engine_refuses_a_size_its_family_cannot_draw_in_the_same_words(family_folder):
+    from engine.core import DiffusersEngine
+
+    async with DiffusersEngine(model="flux", sources={"flux": str(family_folder("flux"))}, device="cpu") as engine:
+        request = RenderRequest(action=Action.IMAGINE, prompt="a harbour", seeds=(1,), width=72, height=64, steps=2)
+        with pytest.raises(
+            RenderError, match="Flux.1 models draw sizes in multiples of 16 px, and this would be 72×64"
+        ):
+            await engine.render(request)
