@@ -37,6 +37,13 @@ _TILE_FIELD = re.compile(r"^(?P<job>\d+), image (?P<n>[1-4])$")  # messages.tile
 _SHOW_FOOTER = re.compile(r"^/show (?P<job>\d+) ")  # messages.result_embed's footer
 
 
+def _strength(kind: JobKind, mode: str) -> float:
+    """The strength a command's `mode` names (its choices come from the kind's strengths)."""
+    if mode not in kind.strengths:
+        raise UserError(f"`mode` is one of {', '.join(preset.title() for preset in kind.strengths)}.")
+    return kind.strengths[mode]
+
+
 def _modes(kind: JobKind) -> list[app_commands.Choice[str]]:
     return [app_commands.Choice(name=preset.title(), value=preset) for preset in kind.strengths]
 
@@ -157,7 +164,8 @@ class Images(commands.Cog):
         image: discord.Attachment | None = None,
         mode: str = next(iter(kinds.UPSCALE.strengths)),
     ) -> None:
-        await self._start(interaction, kinds.UPSCALE, mode, job_id=job_id, number=number, image=image)
+        strength = _strength(kinds.UPSCALE, mode)
+        await self._start(interaction, kinds.UPSCALE, strength, job_id=job_id, number=number, image=image)
 
     @app_commands.command(description="Four variations of an image: one of a job's, or your own picture")
     @app_commands.describe(
@@ -177,23 +185,24 @@ class Images(commands.Cog):
         mode: str = next(iter(kinds.VARIATION.strengths)),
         prompt: app_commands.Range[str, 1, 1500] | None = None,
     ) -> None:
-        await self._start(interaction, kinds.VARIATION, mode, job_id=job_id, number=number, image=image, prompt=prompt)
+        strength = _strength(kinds.VARIATION, mode)
+        await self._start(
+            interaction, kinds.VARIATION, strength, job_id=job_id, number=number, image=image, prompt=prompt
+        )
 
     async def _start(
         self,
         interaction: Interaction,
         kind: JobKind,
-        mode: str,
+        strength: float | None,
         *,
         job_id: int | None,
         number: int | None,
         image: discord.Attachment | None,
         prompt: str | None = None,
     ) -> None:
+        """`kind` on a job's image (`job_id`, `number`) or on the member's own picture (`image`)."""
         bot = self.bot
-        if mode not in kind.strengths:
-            raise UserError(f"`mode` is one of {', '.join(preset.title() for preset in kind.strengths)}.")
-        strength = kind.strengths[mode]
         if image is not None and (job_id is not None or number is not None):
             raise UserError("Give either `job_id` and `number`, or an `image`: not both.")
         if image is not None:
@@ -226,20 +235,7 @@ class Images(commands.Cog):
         number: app_commands.Range[int, 1, 4] | None = None,
         image: discord.Attachment | None = None,
     ) -> None:
-        bot, kind = self.bot, kinds.EDIT
-        if image is not None and (job_id is not None or number is not None):
-            raise UserError("Give either `job_id` and `number`, or an `image`: not both.")
-        if image is not None:
-            await submit_picture(bot, interaction, image, kind=kind, strength=None, prompt=instruction)
-            return
-        if job_id is None or number is None:
-            raise UserError("Say which image: `job_id` and `number` (1–4), or upload one with `image`.")
-
-        async def build(config: GuildConfig) -> list[NewJob]:
-            parent = await visible_job(bot, interaction, job_id, number)
-            return [await jobs.child_job(bot, interaction, config, parent, kind=kind, index=number, prompt=instruction)]
-
-        await jobs.submit(bot, interaction, build)
+        await self._start(interaction, kinds.EDIT, None, job_id=job_id, number=number, image=image, prompt=instruction)
 
     # -- Apps menu on a message --------------------------------------------------------------
 
