@@ -345,7 +345,7 @@ class Scheduler:
             source = await self._source_image(job)
             size = (job.spec.render.width, job.spec.render.height)
             if kind.full_quality and source.size != size:  # Enhance: a draft's tile, drawn at full size
-                source = source.resize(size, Image.Resampling.LANCZOS)
+                source = await asyncio.to_thread(source.resize, size, Image.Resampling.LANCZOS)  # off the loop
         elif kind.source is Source.UPLOADS:
             pictures = await self._input_images(job)
             source = pictures[0]
