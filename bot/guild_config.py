@@ -20,6 +20,7 @@ from bot.errors import UserError
 from bot.moderation import BannedRules, PatternRefused, compile_rule, is_pattern
 from bot.moderation import split_list as _split
 from bot.prompt import MAX_ASPECT
+from engine.params import MAX_STYLE_REFERENCES
 
 if TYPE_CHECKING:
     import discord
@@ -356,6 +357,15 @@ KEYS: dict[str, Key] = {
             description="Whether Remix may edit the prompt before V and 🔄.",
         ),
         Key(name="repeat_allowed", kind="bool", default=True, description="Whether prompts may use --repeat."),
+        Key(
+            name="max_style_references",
+            kind="int",
+            default=MAX_STYLE_REFERENCES,
+            low=0,
+            high=MAX_STYLE_REFERENCES,
+            zero_means="--sref is off",
+            description="Style references (--sref) one prompt may name.",
+        ),
         Key(
             name="banned_words",
             kind="words",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import kinds, messages, policy, spec_builders
+from bot import kinds, messages, policy, spec_builders, styles
 from bot.errors import DEFERRED, UserError
 from bot.guild_config import GuildConfig
 from bot.kinds import JobKind, Source
@@ -23,7 +23,7 @@ from bot.prompt import ParsedPrompt, PromptError, parse_prompt
 from bot.rows import ImageRow, Job, NewJob
 from bot.spec import DeliveryOptions, EditSpec, JobSpec
 from bot.store import QueueFull, UserProfile
-from engine.requests import refusal
+from engine.requests import Feature, refusal
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -202,7 +202,14 @@ async def child_job(
         if not kind.asks_prompt:  # for such a kind the new prompt is the point, not a Remix
             policy.check_remix(config)
         remix = parse_members_prompt(bot, profile, prompt, with_suffix=False)[0]  # parsed like a new prompt
+        styles.check_style_options(config, [remix])
+        remix = styles.draw_codes(remix)
         mode = remix.mode or mode
+    style_inputs = parent.spec.style_inputs
+    if remix is not None and _picture_refs(remix) != _picture_refs(
+        parse_members_prompt(bot, profile, parent.prompt, with_suffix=False)[0]
+    ):  # a Remix that names other --sref pictures: read them as a new prompt's
+        style_inputs = await styles.style_pictures(bot, interaction, remix)
     spec, text, model = spec_builders.child_spec(
         parent,
         kind,
@@ -214,6 +221,7 @@ async def child_job(
         defaults=prompt_defaults(config, profile),
         settings=bot.settings,
         engine=bot.engine,
+        style_inputs=style_inputs,
     )
     return new_job(
         interaction,
@@ -226,6 +234,10 @@ async def child_job(
         parent_id=parent.id,
         parent_index=index,
     )
+
+
+def _picture_refs(parsed: ParsedPrompt) -> tuple[str, ...]:
+    return tuple(ref for ref in parsed.style_refs if styles.is_picture_reference(ref))
 
 
 def redraw(interaction: discord.Interaction, job: Job) -> NewJob:
@@ -289,6 +301,8 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, build: JobBui
             action=kinds.get(queued.kind).action, seeds=queued.seeds, model=queued.model
         )
         reason = refusal(bot.engine, request)
+        if reason is None and queued.spec.style_inputs:  # --sref pictures are loaded at render time
+            reason = bot.engine.supports(queued.model, Feature.STYLE_REFERENCE)
         if reason is not None:
             raise UserError(reason)
     relaxed = sum(1 for before, after in zip(wanted, shaped, strict=True) if before.mode != after.mode)

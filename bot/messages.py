@@ -187,12 +187,25 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
             embed.add_field(name="Image prompt", value=f"{picture} via {render.image_prompt_method}, --iw {weight}")
         else:
             embed.add_field(name="Picture", value=f"{picture}, yours")
+    style = style_text(job)
+    if style:
+        embed.add_field(name="Style", value=style[:1024], inline=False)
     _show_image(embed, filename)
     embed.set_footer(text=f"/show {job.id} brings this back at any time")
     return embed
 
 
 NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
+
+
+def style_text(job: Job) -> str:
+    """A job's --sref as the member can type it again: its codes, its pictures, its --sw; "" without one."""
+    render = job.spec.render
+    parts = [f"`--sref {code}`" for code in render.style_codes]
+    parts += [shown_name(picture.name) for picture in job.spec.style_inputs]
+    if not parts:
+        return ""
+    return f"{', '.join(parts)}, --sw {render.style_weight}"
 
 
 def described_embed(job: Job, filename: str) -> discord.Embed:

@@ -22,6 +22,8 @@ member's and the server's defaults (what the prompt says wins over `/settings`).
 | `--relax` |  | a flag: this job in Relax mode, using no fast time | your /fast or /relax |
 | `--model NAME` |  | one of the server's models | server's default |
 | `--iw W` |  | 0–3: how strongly an image prompt steers | 1 |
+| `--sref REF …` |  | `random`, a style code, a job's tile `12:3` or a picture's link; up to 5 | none |
+| `--sw N` |  | 0–1000: how strongly --sref steers | 100 |
 
 `--NAME` runs your own option from `/prefer option set`. This table is `engine.params.PARAMETERS`
 written out (tests/test_parameters.py keeps this copy and the README's equal to it).
@@ -100,6 +102,9 @@ class ParsedPrompt:
     mode: str | None = None  # "fast" or "relax" (`--fast`, `--relax`); None: the member's /fast or /relax
     model: str | None = None
     image_weight: float | None = None  # --iw: only with an image prompt
+    # --sref: `random`, style codes, job tiles ("12:3") and links, as typed; the bot resolves them
+    style_refs: tuple[str, ...] = ()
+    style_weight: int | None = None  # --sw
     raw: str = ""
     # How many copies `--repeat` asked for (this job is one of them). Not part of the job itself:
     # `raw` leaves --repeat out, so it takes no part in comparisons.
@@ -111,7 +116,7 @@ class ParsedPrompt:
         values: dict[str, _Value] = {}
         for name, attribute in _ATTRIBUTE_OF.items():
             value = getattr(self, attribute)
-            if value is not None and value is not False and value != "":
+            if value is not None and value is not False and value != "" and value != ():
                 values[name] = value
         if self.mode is not None:
             values[self.mode] = True  # --fast or --relax
@@ -144,21 +149,23 @@ class ParsedPrompt:
             parts.append(f"--model {_escape(self.model)}")
         if self.image_weight is not None:
             parts.append(f"--iw {self.image_weight:g}")
+        if self.style_refs:
+            parts.append(f"--sref {' '.join(self.style_refs)}")
+        if self.style_weight is not None:
+            parts.append(f"--sw {self.style_weight}")
         if self.negative:
             parts.append(f"--no {_escape(self.negative)}")
         return " ".join(parts)
 
 
 # Midjourney's parameters that are not parameters here, and what does their job (one short line each).
-_STYLE_REF = "put the picture first in your prompt (an image prompt, with `--iw`), or use `/blend`."
+_STYLE_REF = "use `--sref` for a picture's style, or put the picture first in your prompt (an image prompt)."
 _MODELS = "this server's models are picked with `--model NAME` (`/help` lists them)."
 _UPSCALE = "use Upscale (Subtle) or (Creative) under a picture."
 _VIDEO = "I draw still pictures."
 ELSEWHERE: Mapping[str, str] = MappingProxyType(
     dict(
-        sref=_STYLE_REF,
-        sw=_STYLE_REF,
-        sv=_STYLE_REF,
+        sv="`--sref` has one style version here: leave `--sv` out.",
         cref=_STYLE_REF,
         cw=_STYLE_REF,
         oref=_STYLE_REF,
@@ -205,6 +212,8 @@ _ATTRIBUTE_OF = {
     "draft": "draft",
     "model": "model",
     "iw": "image_weight",
+    "sref": "style_refs",
+    "sw": "style_weight",
 }
 
 
@@ -349,7 +358,7 @@ class _Param:
 
 
 # A checked parameter's value: what `_check_value` returns for each kind of parameter.
-_Value = str | bool | int | float | tuple[int, int]
+_Value = str | bool | int | float | tuple[int, int] | tuple[str, ...]
 _T = TypeVar("_T", str, bool, int, float)
 
 
@@ -362,12 +371,18 @@ def _get(values: Mapping[str, _Value], key: str, kind: type[_T]) -> _T | None:
     return value
 
 
+def _get_references(values: Mapping[str, _Value]) -> tuple[str, ...]:
+    value = values.get("sref", ())
+    assert isinstance(value, tuple) and all(isinstance(word, str) for word in value), value
+    return tuple(str(word) for word in value)
+
+
 def _get_aspect(values: Mapping[str, _Value]) -> tuple[int, int] | None:
     value = values.get("ar")
     if value is None:
         return None
-    assert isinstance(value, tuple), value
-    return value
+    assert isinstance(value, tuple) and len(value) == 2 and all(isinstance(side, int) for side in value), value
+    return int(value[0]), int(value[1])
 
 
 def _parse_job(
@@ -424,6 +439,8 @@ def _parse_job(
         mode="fast" if "fast" in values else "relax" if "relax" in values else None,
         model=_get(values, "model", str),
         image_weight=_get(values, "iw", float),
+        style_refs=_get_references(values),
+        style_weight=_get(values, "sw", int),
         raw=written,
     )
     repeat = _get(values, "repeat", int)
@@ -470,7 +487,7 @@ def _scan(tokens: list[_Token]) -> tuple[list[str], list[_Param]]:
             raise _error(f"Unknown parameter `--{_show(spelled)}`.", token.origin)
         i += 1
         start = i
-        if key == "no":
+        if key == "no" or PARAMETER_BY_SPELLING[key].type is ValueType.REFERENCES:
             while i < n and not is_marker(i):
                 i += 1
         elif not PARAMETER_BY_SPELLING[key].flag and i < n and not is_marker(i):
@@ -513,6 +530,8 @@ def _check_value(param: _Param, models: Sequence[str]) -> _Value:
     if parameter.type is ValueType.TEXT:  # "a,b , c" -> "a, b, c"
         text = ", ".join(item for item in (part.strip() for part in " ".join(values).split(",")) if item)
         values = [text] if text else []
+    if parameter.type is ValueType.REFERENCES:  # each word a reference, checked together
+        values = [" ".join(values)] if values else []
     if not values:
         example = models[0] if parameter.type is ValueType.NAME and models else parameter.example
         raise PromptError(f"`--{name}` needs a value, e.g. `--{name} {_show(example)}`.")

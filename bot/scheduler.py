@@ -360,6 +360,7 @@ class Scheduler:
             init_image=source,
             pictures=pictures,
             mask_image=mask_image,
+            style_images=await self._style_images(job),
         )
         if kind.describes_missing_prompt and not request.prompt.strip() and source is not None:
             # The likeliest description, always the same for a picture: a redraw gives the same pixels.
@@ -392,6 +393,18 @@ class Scheduler:
             except OSError:
                 raise RenderError(
                     f"The picture `{picture.name}` is no longer stored; please upload it again."
+                ) from None
+        return pictures
+
+    async def _style_images(self, job: Job) -> list[Image.Image]:
+        """Our copies of the job's --sref pictures."""
+        pictures = []
+        for picture in job.spec.style_inputs:
+            try:
+                pictures.append(await asyncio.to_thread(load_rgb, self.settings.data_dir / picture.path))
+            except OSError:
+                raise RenderError(
+                    f"The style picture `{picture.name}` is no longer stored; pick it again with `--sref`."
                 ) from None
         return pictures
 

@@ -41,6 +41,8 @@ class RenderSpec:
     safety_check: bool = False
     image_weight: float | None = None  # an image prompt's --iw
     image_prompt_method: str | None = None  # an image prompt's or blend's ImagePromptMethod, as the engine said
+    style_codes: tuple[int, ...] = ()  # --sref style codes (random ones as drawn: the same style again)
+    style_weight: int = render_params.STYLE_WEIGHT_DEFAULT  # --sw
 
     def request(
         self,
@@ -51,8 +53,10 @@ class RenderSpec:
         init_image: Image.Image | None = None,
         pictures: Sequence[Image.Image] = (),
         mask_image: Image.Image | None = None,
+        style_images: Sequence[Image.Image] = (),
     ) -> RenderRequest:
-        """`init_image`: the picture the kind draws from (a tile, or a member's picture); `pictures`: all of them."""
+        """`init_image`: the picture the kind draws from (a tile, or a member's picture); `pictures`: all of them;
+        `style_images`: the job's --sref pictures (`JobSpec.style_inputs`, loaded)."""
         image_prompt = action is Action.IMAGE_PROMPT  # the picture steers; it is not the starting point
         blend = action is Action.BLEND  # every picture is mixed in; none is the starting point
         return RenderRequest(
@@ -77,6 +81,9 @@ class RenderSpec:
             stop=self.stop,
             tile=self.tile,
             safety_check=self.safety_check,
+            style_images=tuple(style_images),
+            style_codes=tuple(self.style_codes),
+            style_weight=self.style_weight,
         )
 
 
@@ -125,6 +132,7 @@ class JobSpec:
     shown: ShownValues = field(default_factory=ShownValues)
     delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
     inputs: tuple[InputImage, ...] = ()  # members' pictures, for kinds that draw from uploads
+    style_inputs: tuple[InputImage, ...] = ()  # --sref pictures (uploads, job tiles, moodboards), our copies
     described: tuple[str, ...] = ()  # what a describe job found: its prompts, recorded when it finishes
     edit: EditSpec | None = None
 
@@ -139,11 +147,15 @@ class JobSpec:
         else:  # a flat dict, as rows were stored before migration 0003
             parts = {part: data for part in ("render", "shown", "delivery")}
         edit = data.get("edit")
+        render = dict(parts["render"])
+        if "style_codes" in render:
+            render["style_codes"] = tuple(render["style_codes"])
         return cls(
-            render=_build(RenderSpec, parts["render"]),
+            render=_build(RenderSpec, render),
             shown=_build(ShownValues, parts["shown"]),
             delivery=_build(DeliveryOptions, parts["delivery"]),
             inputs=tuple(_build(InputImage, picture) for picture in data.get("inputs", ())),
+            style_inputs=tuple(_build(InputImage, picture) for picture in data.get("style_inputs", ())),
             described=tuple(data.get("described", ())),
             edit=_build(EditSpec, {**edit, "cells": tuple(edit.get("cells", ()))}) if edit else None,
         )

@@ -43,8 +43,10 @@ def imagine_spec(
         max_steps=settings.max_steps,
         size_multiple=hints.size_multiple,
     )
+    codes = tuple(int(ref) for ref in parsed.style_refs if ref.isdigit())  # the others, bot.styles resolves
+    weight = render_params.STYLE_WEIGHT_DEFAULT if parsed.style_weight is None else parsed.style_weight
     return JobSpec(
-        render=RenderSpec(prompt=parsed.text, **fields),
+        render=RenderSpec(prompt=parsed.text, **fields, style_codes=codes, style_weight=weight),
         shown=ShownValues(aspect=f"{aspect[0]}:{aspect[1]}", quality=quality, stylize=stylize, draft=parsed.draft),
     )
 
@@ -150,12 +152,14 @@ def child_spec(
     defaults: dict[str, Any],
     settings: Settings,
     engine: Engine,
+    style_inputs: tuple[InputImage, ...] | None = None,
 ) -> tuple[JobSpec, str, str]:
     """What a click on `parent` draws: (spec, prompt text, model) of a `kind` job from its image.
 
     `source_size`: the parent image's size, for kinds drawn from one of its tiles; `remix`: a
     Remix edit of the parent's prompt, parsed; `edit`: what a Zoom, Make Square, Pan or Vary
-    (Region) button chose; `defaults`: the clicking member's /settings.
+    (Region) button chose; `defaults`: the clicking member's /settings; `style_inputs`: the --sref
+    pictures the child draws with, when not the parent's (those a Remix named).
     """
     if strength is None and kinds.get(parent.kind) is kind:  # 🔄 on a variation of a picture: as strong again
         strength = parent.spec.render.strength
@@ -181,6 +185,8 @@ def child_spec(
                 shown=dataclasses.replace(fresh.shown, aspect=spec.shown.aspect),
             )
         spec, text = fresh, remix.raw
+    kept = parent.spec.style_inputs if style_inputs is None else style_inputs
+    spec = dataclasses.replace(spec, style_inputs=kept)
     if kind.source is not Source.UPLOADS:  # drawn from the parent's tile, or from text: not its picture
         spec = dataclasses.replace(spec, inputs=()).replace_render(image_weight=None, image_prompt_method=None)
     steps = spec.render.steps

@@ -131,6 +131,22 @@ class Family:
 
         return decode_latents(pipe.vae, latents)
 
+    def noise_after_step(self, pipe: Any, t: Any) -> tuple[float, float]:
+        """(a, b) with the latents after the step at timestep `t` being `a·x0 + b·ε` (--sref's target needs them)."""
+        scheduler = pipe.scheduler
+        index, sigmas = getattr(scheduler, "step_index", None), getattr(scheduler, "sigmas", None)
+        if index is not None and sigmas is not None:  # Euler, DPM-Solver, flow matching: the next sigma
+            sigma = float(sigmas[min(int(index), len(sigmas) - 1)])
+            if self.flow_matching:  # x = (1 − σ)·x0 + σ·ε
+                return 1.0 - sigma, sigma
+            if float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0:  # Euler-style: x = x0 + σ·ε
+                return 1.0, sigma
+            return 1.0 / (1.0 + sigma**2) ** 0.5, sigma / (1.0 + sigma**2) ** 0.5  # variance-preserving σ
+        # DDIM, DDPM, PNDM: the previous timestep's ᾱ
+        previous = int(t) - scheduler.config.num_train_timesteps // max(1, scheduler.num_inference_steps)
+        alpha = float(scheduler.alphas_cumprod[previous]) if previous >= 0 else 1.0
+        return alpha**0.5, (1.0 - alpha) ** 0.5
+
     # -- --stop ----------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -168,6 +184,7 @@ class Family:
 
 
 _NO_TILE_DIT = "draw seamless tiles (--tile): their transformer has no convolutions to wrap around the edges"
+_NO_STYLE_YET = "take a style reference (--sref) yet: styles are drawn on Stable Diffusion 1.x/2.x and SDXL models"
 
 
 @dataclass(frozen=True)
@@ -562,7 +579,7 @@ SD3 = SD3Family(
     pipeline_prefixes=("StableDiffusion3",),
     steps=28,
     guidance_scale=4.5,
-    refusals={Feature.TILE: _NO_TILE_DIT},
+    refusals={Feature.TILE: _NO_TILE_DIT, Feature.STYLE_REFERENCE: _NO_STYLE_YET},
     ip_adapter=False,
 )
 FLUX = FluxFamily(
@@ -575,6 +592,7 @@ FLUX = FluxFamily(
         Feature.TILE: _NO_TILE_DIT,
         Feature.NEGATIVE_PROMPT: "take a negative prompt (--no): their guidance is distilled into the model,"
         " there is no unconditional branch to steer away from",
+        Feature.STYLE_REFERENCE: _NO_STYLE_YET,
     },
     ip_adapter=False,
     size_multiple=16,
@@ -621,6 +639,7 @@ FLUX2_KLEIN = Flux2KleinFamily(
     refusals={
         Feature.TILE: _NO_TILE_DIT,
         Feature.NEGATIVE_PROMPT: "take a negative prompt (--no): the distilled models have no unconditional branch",
+        Feature.STYLE_REFERENCE: _NO_STYLE_YET,
         Action.VARIATION: f"make strength variations: {_REFERENCE_NOT_START}",
         Action.UPSCALE: f"upscale: {_REFERENCE_NOT_START}",
         Action.BLEND: f"blend: {_REFERENCE_NOT_START}",
@@ -638,7 +657,7 @@ Z_IMAGE = ZImageFamily(
     pipeline_prefixes=("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"),
     steps=8,  # Z-Image-Turbo's, with no guidance
     guidance_scale=0.0,
-    refusals={Feature.TILE: _NO_TILE_DIT},
+    refusals={Feature.TILE: _NO_TILE_DIT, Feature.STYLE_REFERENCE: _NO_STYLE_YET},
     ip_adapter=False,
     size_multiple=16,
     img2img_takes_latents=False,
@@ -650,7 +669,7 @@ QWEN_IMAGE = QwenImageFamily(
     pipeline_prefixes=("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline"),
     steps=50,  # the model card's, with true_cfg_scale 4
     guidance_scale=4.0,
-    refusals={Feature.TILE: _NO_TILE_DIT},
+    refusals={Feature.TILE: _NO_TILE_DIT, Feature.STYLE_REFERENCE: _NO_STYLE_YET},
     ip_adapter=False,
     size_multiple=16,
     img2img_takes_latents=False,

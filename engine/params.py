@@ -41,6 +41,14 @@ DRAFT_MIN_SIDE = 64
 ENHANCE = 0.5
 # --iw: how strongly an image prompt steers the result (Midjourney's range and default).
 IMAGE_WEIGHT_MIN, IMAGE_WEIGHT_MAX, IMAGE_WEIGHT_DEFAULT = 0.0, 3.0, 1.0
+# --sw: how strongly a style reference (--sref) steers (Midjourney's range and default); a style
+# code (`--sref random` prints one) names a seeded palette, so the same code draws the same style.
+STYLE_WEIGHT_MIN, STYLE_WEIGHT_MAX, STYLE_WEIGHT_DEFAULT = 0, 1000, 100
+STYLE_CODE_MIN, STYLE_CODE_MAX = 1, 4_294_967_295
+# The share of the gap between a render's latent statistics and the reference's that each denoising
+# step closes: 1 − exp(−sw / STYLE_WEIGHT_SCALE), 0.39 at the default 100, 0.92 at 500, 0.99 at
+# 1000. Measured by bench/sref_bench.py (BENCHMARKS.md).
+STYLE_WEIGHT_SCALE = 200.0
 
 
 ASPECT_MAX = 4  # an aspect ratio lies between 1:ASPECT_MAX and ASPECT_MAX:1
@@ -83,6 +91,7 @@ class ValueType(enum.Enum):
     TEXT = "text"  # free text (--no)
     NAME = "name"  # a name the caller checks against its own list (--model)
     FLAG = "flag"  # no value: present means on
+    REFERENCES = "references"  # one or more style references, up to the next parameter (--sref)
 
 
 class ParameterError(ValueError):
@@ -134,6 +143,8 @@ class PromptParameter:
             return True
         if self.type in (ValueType.TEXT, ValueType.NAME):
             return value
+        if self.type is ValueType.REFERENCES:
+            return read_style_references(value, shown)
         if self.type is ValueType.RATIO:
             return _read_aspect(shown, value)
         if self.type is ValueType.QUALITY:
@@ -159,6 +170,42 @@ class PromptParameter:
         if not low <= number <= high:
             raise ParameterError(f"{shown} is out of range: use {_number(low)}–{_number(high)}.")
         return number
+
+
+MAX_STYLE_REFERENCES = 5  # a /blend's worth of pictures
+_TILE_REFERENCE = re.compile(r"([0-9]{1,12}):([1-4])")
+_URL_REFERENCE = re.compile(r"<?(https?://\S+?)>?")
+
+
+def read_style_references(value: str, shown: str) -> tuple[str, ...]:
+    """`--sref` words, each `random`, a style code, a job's tile `12:3` or a link, as the bot resolves them."""
+    words = value.replace(",", " ").split()
+    if not words:
+        raise ParameterError(f"{shown} needs a style: `random`, a style code, a job's tile like `12:3`, or a link.")
+    if len(words) > MAX_STYLE_REFERENCES:
+        raise ParameterError(f"{shown} names {len(words)} styles: use at most {MAX_STYLE_REFERENCES}.")
+    references = []
+    for word in words:
+        if word.lower() == "random":
+            references.append("random")
+        elif _WHOLE.fullmatch(word) and not word.startswith(("+", "-")):
+            code = whole_number(word)
+            if not STYLE_CODE_MIN <= code <= STYLE_CODE_MAX:
+                raise ParameterError(
+                    f"`{word[:24]}` is not a style code: codes are {STYLE_CODE_MIN}–{STYLE_CODE_MAX},"
+                    " as `--sref random` prints them."
+                )
+            references.append(str(code))
+        elif tile := _TILE_REFERENCE.fullmatch(word):
+            references.append(f"{int(tile[1])}:{tile[2]}")
+        elif url := _URL_REFERENCE.fullmatch(word):
+            references.append(url[1])
+        else:
+            raise ParameterError(
+                f"`{word[:40]}` is not a style: use `random`, a style code, a job's tile like `12:3`,"
+                " or a picture's link."
+            )
+    return tuple(references)
 
 
 def _number(bound: float) -> str:
@@ -248,6 +295,18 @@ PARAMETERS: tuple[PromptParameter, ...] = (
         "iw", (), "--iw W", f"{IMAGE_WEIGHT_MIN:g}–{IMAGE_WEIGHT_MAX:g}: how strongly an image prompt steers",
         f"{IMAGE_WEIGHT_DEFAULT:g}", "2", "IP-Adapter scale 0.5·W; without one, img2img `strength` 1 − 0.25·W",
         ValueType.DECIMAL, bounds=(IMAGE_WEIGHT_MIN, IMAGE_WEIGHT_MAX), cli=False,
+    ),
+    PromptParameter(
+        "sref", (), "--sref REF …", "`random`, a style code, a job's tile `12:3` or a picture's link; up to "
+        f"{MAX_STYLE_REFERENCES}", "none", "random",
+        "per-channel mean/std of the latents moved toward the references' VAE latents at each step (AdaIN)",
+        ValueType.REFERENCES, cli=False,
+    ),
+    PromptParameter(
+        "sw", (), "--sw N", f"{STYLE_WEIGHT_MIN}–{STYLE_WEIGHT_MAX}: how strongly --sref steers",
+        str(STYLE_WEIGHT_DEFAULT), "250",
+        f"each step closes 1 − exp(−N/{STYLE_WEIGHT_SCALE:g}) of the statistics' gap",
+        ValueType.WHOLE, bounds=(STYLE_WEIGHT_MIN, STYLE_WEIGHT_MAX), cli=False,
     ),
 )  # fmt: skip
 PARAMETER_BY_SPELLING = {spelling: p for p in PARAMETERS for spelling in (p.name, *p.aliases)}
@@ -422,6 +481,13 @@ def ip_adapter_scale(iw: float) -> float:
     """IP-Adapter's scale for `--iw`: 0.5 at the default 1 (the balance diffusers' docs suggest), 1.5 at 3."""
     _check_image_weight(iw)
     return 0.5 * iw
+
+
+def style_strength(sw: int | float) -> float:
+    """How much of the gap to the style reference's statistics `--sw` closes at each step (0–1)."""
+    if not STYLE_WEIGHT_MIN <= sw <= STYLE_WEIGHT_MAX:
+        raise ValueError(f"--sw must be between {STYLE_WEIGHT_MIN} and {STYLE_WEIGHT_MAX}, got {sw:g}")
+    return 1.0 - math.exp(-sw / STYLE_WEIGHT_SCALE)
 
 
 def image_prompt_strength(iw: float) -> float:

@@ -38,6 +38,7 @@ class Feature(enum.StrEnum):
     STOP = "--stop"
     CHAOS = "--chaos"
     INSTRUCTION_EDIT = "instruction edit"  # an image changed by a sentence: what Action.EDIT needs of a family
+    STYLE_REFERENCE = "--sref"  # a style drawn from reference pictures or style codes
 
 
 class ImagePromptMethod(enum.StrEnum):
@@ -81,6 +82,16 @@ class RenderRequest:
     image_prompt: Image.Image | None = field(default=None, compare=False, metadata=OWN)
     image_weight: float = 1.0  # IMAGE_PROMPT: --iw, 0-3
     image_prompt_method: ImagePromptMethod | None = None  # IMAGE_PROMPT, BLEND: as Engine.image_prompt_method said
+    # --sref: pictures whose style (colour and contrast statistics, never layout) the tiles take on,
+    # and style codes (engine.style.palette), at --sw strength (0-1000)
+    style_images: tuple[Image.Image, ...] = field(default=(), compare=False, metadata=OWN)
+    style_codes: tuple[int, ...] = field(default=(), metadata=OWN)
+    style_weight: int = field(default=100, metadata=OWN)
+
+    @property
+    def styled(self) -> bool:
+        """Whether the request has a style reference (pictures or codes)."""
+        return bool(self.style_images or self.style_codes)
 
     def batch_key(self, model: str) -> tuple[object, ...]:
         """Requests with equal keys can share one pipeline call (`model`: the one resolved for this request)."""
@@ -168,6 +179,8 @@ def features_of(request: RenderRequest) -> tuple[Feature, ...]:
         used.append(Feature.STOP)
     if request.chaos:
         used.append(Feature.CHAOS)
+    if request.styled:
+        used.append(Feature.STYLE_REFERENCE)
     return tuple(used)
 
 

@@ -84,6 +84,8 @@ LEGS = {
     "relax": "mode",
     "model": "model",
     "iw": "image_weight",
+    "sref": "style_codes",
+    "sw": "style_weight",
 }
 MODELS = ("fake", "other")
 NATIVE = 64
@@ -99,7 +101,7 @@ def _bot_leg(prompt: str) -> dict[str, object]:
     """What the bot makes of `prompt`: its jobs' requests and modes, as /imagine builds them."""
     from types import SimpleNamespace
 
-    from bot import kinds, spec_builders
+    from bot import kinds, spec_builders, styles
     from bot.settings import Settings
     from bot.spec import InputImage
     from engine.fake import FakeEngine
@@ -109,7 +111,7 @@ def _bot_leg(prompt: str) -> dict[str, object]:
         engine=FakeEngine(models=list(MODELS)),
     )
     parsed = parse_prompt(prompt, models=MODELS, max_jobs=40)
-    job = parsed[0]
+    job = styles.draw_codes(parsed[0])  # `--sref random` draws its code as /imagine does
     model = job.model or "fake"
     if job.image_weight is not None:  # --iw steers a member's picture
         picture = InputImage(path="p.png", name="p.png", width=NATIVE, height=NATIVE)

@@ -23,6 +23,10 @@ OWN = {
     "preview",
     "safety_check",
     "image_prompt",
+    # --sref: the step callback moves each tile toward its own request's statistics (engine/actions/style.py)
+    "style_images",
+    "style_codes",
+    "style_weight",
 }
 
 

@@ -8,6 +8,7 @@ Which buttons a result carries, and which kinds a tile offers, come from `bot.ki
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import re
@@ -17,7 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import jobs, kinds, messages, policy, spec_builders
+from bot import jobs, kinds, messages, policy, spec_builders, styles
 from bot.client import DreamGrid
 from bot.errors import UserError, reply_ephemeral
 from bot.guild_config import GuildConfig
@@ -26,6 +27,7 @@ from bot.kinds import JobKind, ResultButtons
 from bot.member_pictures import cdn_hosts_for, read_for_interaction, resolve_prompt_url, split_leading_urls
 from bot.prompt import MAX_JOBS
 from bot.rows import Job, NewJob
+from bot.spec import InputImage
 from bot.ui import GuardedItem, JobViews, start_child
 
 log = logging.getLogger(__name__)
@@ -260,6 +262,8 @@ async def imagine_jobs(
     if not pictures and any(p.image_weight is not None for p in parsed_prompts):
         raise UserError("`--iw` sets how strongly a picture steers the result: add one with the `image` option.")
     policy.check_repeat(config, parsed_prompts)
+    styles.check_style_options(config, parsed_prompts)
+    parsed_prompts = [styles.draw_codes(parsed) for parsed in parsed_prompts]  # `--sref random`: a code each
     if image is not None and len(parsed_prompts) > CONFIRM_ABOVE_JOBS:
         # The Yes button rebuilds the jobs from the prompt alone; an uploaded option cannot ride along.
         raise UserError(
@@ -281,7 +285,11 @@ async def imagine_jobs(
         )
     kind = kinds.IMAGINE if picture is None else kinds.IMAGE_PROMPT
     new_jobs = []
+    style_pictures: dict[tuple[str, ...], tuple[InputImage, ...]] = {}  # each prompt's --sref pictures, read once
     for parsed, model in zip(parsed_prompts, models, strict=True):
+        picture_refs = tuple(ref for ref in parsed.style_refs if styles.is_picture_reference(ref))
+        if picture_refs not in style_pictures:
+            style_pictures[picture_refs] = await styles.style_pictures(bot, interaction, parsed, attached=attached)
         if picture is None:
             spec = spec_builders.imagine_spec(
                 parsed, settings=bot.settings, engine=bot.engine, model=model, defaults=defaults
@@ -290,6 +298,7 @@ async def imagine_jobs(
             spec = spec_builders.image_prompt_spec(
                 parsed, picture, settings=bot.settings, engine=bot.engine, model=model, defaults=defaults
             )
+        spec = dataclasses.replace(spec, style_inputs=style_pictures[picture_refs])
         new_jobs.append(jobs.prompt_job(interaction, kind, parsed, spec, model=model, profile=profile))
     return new_jobs
 

@@ -36,6 +36,7 @@ from engine.actions.common import (
     strength_of,
 )
 from engine.actions.image_prompt import IPAdapter, ip_adapter_on
+from engine.actions.style import style_target
 from engine.family import of_pipeline
 from engine.params import BLEND_IP_ADAPTER_SCALE, BLEND_MAX_IMAGES, BLEND_MIN_IMAGES
 from engine.requests import ImagePromptMethod, RenderRequest
@@ -97,7 +98,14 @@ def blend(
         images: dict[str, Any] = {"image": start, "strength": first.strength, **size_kwargs(pipe, *size)}
 
     # 4. denoise in one batched call; the callback reports progress, cancels and applies --stop
-    state = step_state(steps_run, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
+    state = step_state(
+        steps_run,
+        first.stop,
+        on_step,
+        size=(first.width, first.height),
+        embeds=embeds,
+        style=style_target(pipe, requests),
+    )
     with seamless(pipe, first.tile):
         with switch:
             if via_adapter:  # the projection the switch attached reads the embeddings

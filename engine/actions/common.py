@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageFilter
 
+from engine.actions.style import StyleTarget
 from engine.family import of_pipeline
 from engine.params import CHAOS_MAX, CHAOS_MIN, MAX_STEPS, SEED_MAX, SEED_MIN, STOP_MAX, STOP_MIN, steps_for_stop
 from engine.requests import Feature, RenderRequest
@@ -168,6 +169,7 @@ class StepState:
     cond: dict[str, torch.Tensor] = field(default_factory=dict)  # for the x0 estimate after --stop
     size: tuple[int, int] | None = None  # (width, height) of the images: Flux's packed latents need it
     embeds: dict[str, torch.Tensor] = field(default_factory=dict)  # what the callback does not pass back
+    style: StyleTarget | None = None  # --sref: the latents are moved toward it after every step
 
     def tensor_inputs(self, pipe: Any) -> list[str]:
         wanted = ["latents", "prompt_embeds", "pooled_prompt_embeds", "add_text_embeds", "add_time_ids"]
@@ -182,11 +184,14 @@ class StepState:
             if self.on_step(step, self.total, latents):
                 self.cancelled = True
                 pipe._interrupt = True
+        changed = {}
+        if self.style is not None and self.size is not None:
+            changed["latents"] = self.style.step(pipe, kwargs["latents"], t, self.size)
         if step >= self.total and self.total < self.full:
             self.last_t = t
             self.cond = {**self.embeds, **{k: v for k, v in kwargs.items() if k != "latents"}}
             pipe._interrupt = True
-        return {}
+        return changed
 
 
 def step_state(
@@ -196,10 +201,17 @@ def step_state(
     *,
     size: tuple[int, int] | None = None,
     embeds: dict[str, torch.Tensor] | None = None,
+    style: StyleTarget | None = None,
 ) -> StepState:
-    """`size` (width, height) and `embeds` let previews and --stop work on any family (Flux needs both)."""
+    """`size` (width, height) and `embeds` let previews and --stop work on any family (Flux needs both);
+    `style`: --sref's target (engine/actions/style.py), applied after every step."""
     return StepState(
-        total=steps_for_stop(steps_run, stop), full=steps_run, on_step=on_step, size=size, embeds=dict(embeds or {})
+        total=steps_for_stop(steps_run, stop),
+        full=steps_run,
+        on_step=on_step,
+        size=size,
+        embeds=dict(embeds or {}),
+        style=style,
     )
 
 

@@ -24,6 +24,7 @@ from engine.actions.common import (
     source_of,
     step_state,
 )
+from engine.actions.style import style_target
 from engine.family import of_pipeline
 from engine.requests import RenderRequest
 
@@ -60,7 +61,14 @@ def edit(
         reference = source_of(request).convert("RGB").resize((first.width, first.height), Image.Resampling.LANCZOS)
 
         # 4. denoise; the callback reports progress, cancels and applies --stop
-        state = step_state(first.steps, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
+        state = step_state(
+            first.steps,
+            first.stop,
+            on_step,
+            size=(first.width, first.height),
+            embeds=embeds,
+            style=style_target(pipe, requests),
+        )
         latents = pipe(
             image=reference,
             **embeds,

@@ -37,6 +37,7 @@ from engine.actions.common import (
     split,
     step_state,
 )
+from engine.actions.style import style_target
 from engine.family import of_pipeline
 from engine.params import IMAGE_WEIGHT_MAX, IMAGE_WEIGHT_MIN, image_prompt_strength, ip_adapter_scale
 from engine.requests import ImagePromptMethod, RenderRequest
@@ -165,7 +166,14 @@ def image_prompt(
         steered = {"image": per_tile, "strength": strength, **size_kwargs(pipe, *size)}
         steps_run = min(int(first.steps * strength), first.steps)
         switch = contextlib.nullcontext()
-    state = step_state(steps_run, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
+    state = step_state(
+        steps_run,
+        first.stop,
+        on_step,
+        size=(first.width, first.height),
+        embeds=embeds,
+        style=style_target(pipe, requests),
+    )
     with seamless(pipe, first.tile):
         with switch:
             latents = pipe(

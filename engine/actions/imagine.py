@@ -23,6 +23,7 @@ from engine.actions.common import (
     split,
     step_state,
 )
+from engine.actions.style import style_target
 from engine.family import of_pipeline
 from engine.requests import RenderRequest
 
@@ -57,7 +58,14 @@ def imagine(
     latents = chaos_latents(pipe, requests, gens)
 
     # 4. denoise in one batched call; the callback reports progress, cancels and applies --stop
-    state = step_state(first.steps, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
+    state = step_state(
+        first.steps,
+        first.stop,
+        on_step,
+        size=(first.width, first.height),
+        embeds=embeds,
+        style=style_target(pipe, requests),
+    )
     with seamless(pipe, first.tile):
         latents = pipe(
             **embeds,

@@ -34,6 +34,7 @@ from engine.actions.common import (
     step_state,
     strength_of,
 )
+from engine.actions.style import style_target
 from engine.family import of_pipeline
 from engine.params import VARY_REGION
 from engine.requests import RenderRequest
@@ -71,7 +72,14 @@ def inpaint(
 
     # 4. denoise the masked region in one batched call
     steps_run = min(int(first.steps * strength_of(first)), first.steps)
-    state = step_state(steps_run, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
+    state = step_state(
+        steps_run,
+        first.stop,
+        on_step,
+        size=(first.width, first.height),
+        embeds=embeds,
+        style=style_target(pipe, requests),
+    )
     latents = pipe(
         **embeds,
         image=images,

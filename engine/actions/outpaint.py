@@ -35,6 +35,7 @@ from engine.actions.common import (
     split,
     step_state,
 )
+from engine.actions.style import style_target
 from engine.family import of_pipeline
 from engine.requests import RenderRequest
 
@@ -108,7 +109,14 @@ def outpaint(
     gens = generators(requests)
 
     # 4. denoise the new area from pure noise in one batched call
-    state = step_state(first.steps, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
+    state = step_state(
+        first.steps,
+        first.stop,
+        on_step,
+        size=(first.width, first.height),
+        embeds=embeds,
+        style=style_target(pipe, requests),
+    )
     latents = pipe(
         **embeds,
         image=images,

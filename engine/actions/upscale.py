@@ -31,6 +31,7 @@ from engine.actions.common import (
     step_state,
     strength_of,
 )
+from engine.actions.style import style_target
 from engine.family import of_pipeline
 from engine.params import UPSCALE_CREATIVE, UPSCALE_SUBTLE
 from engine.requests import RenderRequest
@@ -72,7 +73,7 @@ def upscale(
 
     # 4. redraw detail at low strength in one batched call
     steps_run = min(int(first.steps * strength_of(first)), first.steps)
-    state = step_state(steps_run, first.stop, on_step, size=size, embeds=embeds)
+    state = step_state(steps_run, first.stop, on_step, size=size, embeds=embeds, style=style_target(pipe, requests))
     # (a 2x image may be large enough to encode and decode tile by tile: engine/vae.py)
     with seamless(pipe, first.tile), tiled_if_large(pipe.vae, *size):
         latents = pipe(

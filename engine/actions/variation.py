@@ -28,6 +28,7 @@ from engine.actions.common import (
     step_state,
     strength_of,
 )
+from engine.actions.style import style_target
 from engine.family import of_pipeline
 from engine.params import VARY_STRONG, VARY_SUBTLE
 from engine.requests import RenderRequest
@@ -63,7 +64,14 @@ def variation(
 
     # 4. denoise from the noised source in one batched call
     steps_run = min(int(first.steps * strength_of(first)), first.steps)
-    state = step_state(steps_run, first.stop, on_step, size=(first.width, first.height), embeds=embeds)
+    state = step_state(
+        steps_run,
+        first.stop,
+        on_step,
+        size=(first.width, first.height),
+        embeds=embeds,
+        style=style_target(pipe, requests),
+    )
     with seamless(pipe, first.tile):
         latents = pipe(
             **embeds,

@@ -1,0 +1,115 @@
+"""`--sref`: turning what a member typed into the style a job records.
+
+A prompt's `--sref` words (`bot.prompt` checked their form) are resolved here, once, when the job is
+made, so that 🔄, /show and a replay draw the same style again without asking Discord for anything:
+
+- `random` becomes a fresh style code, written into the job's prompt in its place (the member sees
+  the code, and typing it again gives the same style: `engine.style.palette`);
+- a style code is kept as it is (`RenderSpec.style_codes`);
+- a job's tile (`12:3`) and a picture's link (a Discord attachment, read through `bot.member_pictures`
+  as image prompts are) become our stored copies (`JobSpec.style_inputs`), as CDN links expire and
+  old results may be pruned.
+
+Every refusal is a `UserError` with one short line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot import member_pictures
+from bot.errors import UserError
+from bot.guild_config import GuildConfig
+from bot.prompt import ParsedPrompt
+from bot.spec import InputImage
+from engine import style
+
+if TYPE_CHECKING:
+    from bot.client import DreamGrid
+
+
+def draw_codes(parsed: ParsedPrompt, draw: Callable[[], int] = style.random_code) -> ParsedPrompt:
+    """`parsed` with each `--sref random` replaced by a fresh code, and its prompt written out with them."""
+    if "random" not in parsed.style_refs:
+        return parsed
+    refs = tuple(str(draw()) if ref == "random" else ref for ref in parsed.style_refs)
+    drawn = dataclasses.replace(parsed, style_refs=refs)
+    return dataclasses.replace(drawn, raw=drawn.to_text())
+
+
+def check_style_options(config: GuildConfig, parsed_prompts: Sequence[ParsedPrompt]) -> None:
+    """The server's switch and limit for --sref, and --sw only with a style to weigh."""
+    limit = config["max_style_references"]
+    for parsed in parsed_prompts:
+        if parsed.style_weight is not None and not parsed.style_refs:
+            raise UserError("`--sw` sets how strongly a style reference steers: add one with `--sref`.")
+        if parsed.style_refs and limit == 0:
+            raise UserError("Style references (`--sref`) are turned off on this server.")
+        if len(parsed.style_refs) > limit:
+            raise UserError(
+                f"This server allows at most {limit} style references per prompt;"
+                f" this one names {len(parsed.style_refs)}."
+            )
+
+
+def is_picture_reference(ref: str) -> bool:
+    """A reference that names a picture (a job's tile or a link), as opposed to a style code."""
+    return not ref.isdigit()
+
+
+async def style_pictures(
+    bot: DreamGrid,
+    interaction: discord.Interaction,
+    parsed: ParsedPrompt,
+    *,
+    attached: Sequence[discord.Attachment] = (),
+) -> tuple[InputImage, ...]:
+    """Our stored copies of the pictures `parsed`'s --sref names: job tiles, and links to attachments."""
+    pictures = []
+    for ref in parsed.style_refs:
+        if not is_picture_reference(ref):
+            continue
+        if ":" in ref and not ref.startswith("http"):
+            job_id, index = (int(part) for part in ref.split(":"))
+            pictures.append(await _tile(bot, interaction, job_id, index))
+        else:
+            pictures.append(await _linked(bot, interaction, ref, attached))
+    return tuple(pictures)
+
+
+async def _tile(bot: DreamGrid, interaction: discord.Interaction, job_id: int, index: int) -> InputImage:
+    from bot.jobs import job_or_error  # jobs imports this module
+
+    job = await job_or_error(bot, interaction, job_id)
+    if job.status != "done":
+        raise UserError(f"Job {job_id} isn't finished yet, so its pictures can't be a style.")
+    row = next((r for r in await bot.store.get_images(job.id) if r.idx == index), None)
+    if row is None:
+        raise UserError(f"Job {job_id} has no picture {index}.")
+    try:
+        data = await asyncio.to_thread((bot.settings.data_dir / row.path).read_bytes)
+    except OSError:
+        raise UserError(f"The pictures of job {job_id} are no longer stored; pick another style.") from None
+    path = await asyncio.to_thread(member_pictures.store_input, data, bot.settings.data_dir)
+    return InputImage(path=path, name=f"job {job_id} picture {index}", width=row.width, height=row.height)
+
+
+async def _linked(
+    bot: DreamGrid, interaction: discord.Interaction, url: str, attached: Sequence[discord.Attachment]
+) -> InputImage:
+    cdn_hosts = member_pictures.cdn_hosts_for(discord.http.Route.BASE)
+    attachment = await member_pictures.resolve_prompt_url(interaction, url, attached=attached, cdn_hosts=cdn_hosts)
+    native = bot.engine.native_size()
+    with bot.pictures.reserve(interaction.user.id):
+        return await member_pictures.read_attachment(
+            attachment,
+            reader=bot.pictures,
+            upload_limit=interaction.filesize_limit,
+            pixel_budget=native * native,
+            data_dir=bot.settings.data_dir,
+        )

@@ -1,0 +1,61 @@
+"""`--sref` end to end: a random style prints its code, the code and a job's tile are recorded, 🔄 keeps them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.fakediscord import FakeDiscord
+from tests.harness import result_of, running_bot
+
+
+def fields(message) -> dict[str, str]:
+    return {f["name"]: f["value"] for f in message.embed["fields"]}
+
+
+async def test_sref_random_prints_a_code_that_is_recorded_and_kept_by_a_reroll(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        grid = await result_of(await fake.slash("imagine", prompt="a lighthouse --sref random --sw 250"))
+        shown = re.fullmatch(r"`--sref (\d+)`, --sw 250", fields(grid)["Style"])
+        assert shown is not None
+        code = int(shown[1])
+        job = await bot.store.get_job(1)
+        assert job.spec.render.style_codes == (code,) and job.spec.render.style_weight == 250
+        assert f"--sref {code}" in job.prompt and "random" not in job.prompt  # the prompt as it was run
+
+        rerolled = await result_of(await fake.click(grid, "dg:reroll:1"))
+        assert fields(rerolled)["Style"] == f"`--sref {code}`, --sw 250"
+        assert (await bot.store.get_job(2)).spec.render.style_codes == (code,)
+
+
+async def test_a_jobs_tile_as_a_style_is_stored_with_the_job(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        await result_of(await fake.slash("imagine", prompt="a red circle"))
+        styled = await result_of(await fake.slash("imagine", prompt="a blue fox --sref 1:3"))
+        assert fields(styled)["Style"] == "`job 1 picture 3`, --sw 100"
+        (picture,) = (await bot.store.get_job(2)).spec.style_inputs
+        assert (tmp_path / picture.path).is_file()
+
+
+async def test_bad_style_references_get_one_sentence_and_queue_nothing(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        for prompt, expected in (
+            ("a fox --sw 300", "`--sw` sets how strongly a style reference steers: add one with `--sref`."),
+            ("a fox --sref 7:2", "Job 7 no longer exists."),
+            ("a fox --sref 0", "`0` is not a style code: codes are 1–4294967295, as `--sref random` prints them."),
+            ("a fox --sref --ar 3:2", "`--sref` needs a value, e.g. `--sref random`."),
+            (
+                "a fox --sref https://example.com/a.png",
+                "<https://example.com/a.png> isn't a picture posted on Discord. I only read pictures posted here: "
+                "use the `image` option to upload it.",
+            ),
+        ):
+            ix = await fake.slash("imagine", prompt=prompt)
+            await ix.ack()
+            assert (await ix.wait_for_reply()).content == expected
+        assert await bot.store.get_job(1) is None
