@@ -34,6 +34,7 @@ EXTENSIONS = (
     "bot.cogs.account",
     "bot.cogs.queue",
     "bot.cogs.admin",
+    "bot.cogs.moodboard",
 )
 
 

@@ -367,6 +367,23 @@ KEYS: dict[str, Key] = {
             description="Style references (--sref) one prompt may name.",
         ),
         Key(
+            name="max_moodboards",
+            kind="int",
+            default=10,
+            low=0,
+            high=100,
+            zero_means="/moodboard create is off",
+            description="Moodboards one member may have.",
+        ),
+        Key(
+            name="moodboard_pictures",
+            kind="int",
+            default=20,
+            low=1,
+            high=100,
+            description="Pictures one moodboard may hold (all of them steer an --sref mb:NAME).",
+        ),
+        Key(
             name="banned_words",
             kind="words",
             default=[],

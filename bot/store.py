@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 
 from bot.rows import TIME_FORMAT, ImageRow, Job, NewJob, parse_stored_time, parse_time
-from bot.spec import JobSpec
+from bot.spec import InputImage, JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,10 @@ class QueueLimits:
     max_queue: int
     daily_quota: int | None = None  # jobs per member per UTC day in the server the jobs are for
     bot_daily_quota: int | None = None  # jobs per member per UTC day across every server and DMs (DAILY_QUOTA)
+
+
+class MoodboardRefused(Exception):
+    """A moodboard change the member must fix; `str()` is one line for them."""
 
 
 class QueueFull(Exception):
@@ -248,6 +252,63 @@ class Store:
         rows = await self._write(
             "DELETE FROM user_options WHERE user_id = ? AND name = ? RETURNING name", (user_id, name)
         )
+        return bool(rows)
+
+    # -- moodboards -----------------------------------------------------------------------
+
+    async def moodboards(self, user_id: int) -> list[tuple[str, int]]:
+        """The member's moodboards, by name, with how many pictures each holds."""
+        rows = await self._all(
+            "SELECT m.name, COUNT(p.idx) AS pictures FROM moodboards m"
+            " LEFT JOIN moodboard_pictures p ON p.moodboard_id = m.id"
+            " WHERE m.user_id = ? GROUP BY m.id ORDER BY m.name",
+            (user_id,),
+        )
+        return [(r["name"], r["pictures"]) for r in rows]
+
+    async def create_moodboard(self, user_id: int, name: str, most: int) -> None:
+        """A new empty moodboard; MoodboardRefused when the name is taken or the member has `most` already."""
+        async with self.transaction() as db:
+            taken = await self._row("SELECT COUNT(*) AS n FROM moodboards WHERE user_id = ?", (user_id,))
+            if await self._one("SELECT 1 FROM moodboards WHERE user_id = ? AND name = ?", (user_id, name)):
+                raise MoodboardRefused(f"You already have a moodboard called `{name}`.")
+            if taken["n"] >= most:
+                raise MoodboardRefused(
+                    f"You have {taken['n']} moodboards, the most this server allows: delete one first."
+                )
+            await db.execute("INSERT INTO moodboards (user_id, name) VALUES (?, ?)", (user_id, name))
+
+    async def add_to_moodboard(self, user_id: int, name: str, picture: InputImage, most: int) -> int:
+        """Add a stored picture; returns how many the moodboard holds now (MoodboardRefused past `most`)."""
+        async with self.transaction() as db:
+            board = await self._one("SELECT id FROM moodboards WHERE user_id = ? AND name = ?", (user_id, name))
+            if board is None:
+                raise MoodboardRefused(f"You have no moodboard called `{name}`: make it with `/moodboard create`.")
+            count = (
+                await self._row("SELECT COUNT(*) AS n FROM moodboard_pictures WHERE moodboard_id = ?", (board["id"],))
+            )["n"]
+            if count >= most:
+                raise MoodboardRefused(f"`{name}` holds {count} pictures, the most this server allows.")
+            await db.execute(
+                "INSERT INTO moodboard_pictures (moodboard_id, idx, path, name, width, height)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (board["id"], count + 1, picture.path, picture.name, picture.width, picture.height),
+            )
+        return count + 1
+
+    async def moodboard_pictures(self, user_id: int, name: str) -> list[InputImage] | None:
+        """A moodboard's pictures in the order added; None when the member has none of that name."""
+        board = await self._one("SELECT id FROM moodboards WHERE user_id = ? AND name = ?", (user_id, name))
+        if board is None:
+            return None
+        rows = await self._all(
+            "SELECT path, name, width, height FROM moodboard_pictures WHERE moodboard_id = ? ORDER BY idx",
+            (board["id"],),
+        )
+        return [InputImage(path=r["path"], name=r["name"], width=r["width"], height=r["height"]) for r in rows]
+
+    async def delete_moodboard(self, user_id: int, name: str) -> bool:
+        rows = await self._write("DELETE FROM moodboards WHERE user_id = ? AND name = ? RETURNING id", (user_id, name))
         return bool(rows)
 
     async def enqueue(self, job: NewJob, limits: QueueLimits) -> Job:

@@ -6,6 +6,7 @@ made, so that 🔄, /show and a replay draw the same style again without asking 
 - `random` becomes a fresh style code, written into the job's prompt in its place (the member sees
   the code, and typing it again gives the same style: `engine.style.palette`);
 - a style code is kept as it is (`RenderSpec.style_codes`);
+- a moodboard (`mb:NAME`, `/moodboard`) stands for all its pictures;
 - a job's tile (`12:3`) and a picture's link (a Discord attachment, read through `bot.member_pictures`
   as image prompts are) become our stored copies (`JobSpec.style_inputs`), as CDN links expire and
   old results may be pruned.
@@ -28,6 +29,7 @@ from bot.guild_config import GuildConfig
 from bot.prompt import ParsedPrompt
 from bot.spec import InputImage
 from engine import style
+from engine.params import MOODBOARD_PREFIX
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -74,15 +76,20 @@ async def style_pictures(
     for ref in parsed.style_refs:
         if not is_picture_reference(ref):
             continue
-        if ":" in ref and not ref.startswith("http"):
+        if ref.startswith(MOODBOARD_PREFIX):
+            board = await bot.store.moodboard_pictures(interaction.user.id, ref.removeprefix(MOODBOARD_PREFIX))
+            if not board:
+                raise UserError(f"You have no moodboard `{ref}` with pictures in it: see `/moodboard list`.")
+            pictures.extend(board)
+        elif ":" in ref and not ref.startswith("http"):
             job_id, index = (int(part) for part in ref.split(":"))
-            pictures.append(await _tile(bot, interaction, job_id, index))
+            pictures.append(await tile_picture(bot, interaction, job_id, index))
         else:
             pictures.append(await _linked(bot, interaction, ref, attached))
     return tuple(pictures)
 
 
-async def _tile(bot: DreamGrid, interaction: discord.Interaction, job_id: int, index: int) -> InputImage:
+async def tile_picture(bot: DreamGrid, interaction: discord.Interaction, job_id: int, index: int) -> InputImage:
     from bot.jobs import job_or_error  # jobs imports this module
 
     job = await job_or_error(bot, interaction, job_id)

@@ -173,6 +173,8 @@ class PromptParameter:
 
 
 MAX_STYLE_REFERENCES = 5  # a /blend's worth of pictures
+MOODBOARD_PREFIX = "mb:"  # `--sref mb:NAME`: a member's moodboard (/moodboard)
+_MOODBOARD_REFERENCE = re.compile(r"mb:([a-z0-9_-]{1,32})", re.IGNORECASE)
 _TILE_REFERENCE = re.compile(r"([0-9]{1,12}):([1-4])")
 _URL_REFERENCE = re.compile(r"<?(https?://\S+?)>?")
 
@@ -196,6 +198,8 @@ def read_style_references(value: str, shown: str) -> tuple[str, ...]:
                     " as `--sref random` prints them."
                 )
             references.append(str(code))
+        elif board := _MOODBOARD_REFERENCE.fullmatch(word):
+            references.append(MOODBOARD_PREFIX + board[1].lower())
         elif tile := _TILE_REFERENCE.fullmatch(word):
             references.append(f"{int(tile[1])}:{tile[2]}")
         elif url := _URL_REFERENCE.fullmatch(word):

@@ -217,6 +217,7 @@ async def test_values_are_validated_with_the_allowed_range(fake_discord: FakeDis
             "max_running_per_user",
             "max_queued_per_user",
             "max_style_references",
+            "max_moodboards",
         ]
         choices = await (
             await fake.autocomplete("config set", "value", user=fake.admin, key="remix_allowed")

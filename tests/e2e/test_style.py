@@ -59,3 +59,53 @@ async def test_bad_style_references_get_one_sentence_and_queue_nothing(fake_disc
             await ix.ack()
             assert (await ix.wait_for_reply()).content == expected
         assert await bot.store.get_job(1) is None
+
+
+async def test_a_moodboard_collects_pictures_and_styles_a_prompt(fake_discord: FakeDiscord, tmp_path: Path):
+    import io
+
+    from PIL import Image
+
+    fake = fake_discord
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 100), (30, 160, 90)).save(buffer, format="PNG")
+    async with running_bot(fake, tmp_path) as bot:
+
+        async def reply(command: str, **options) -> str:
+            ix = await fake.slash(command, **options)
+            await ix.ack()
+            message = await ix.wait_for_reply()
+            assert message.ephemeral
+            return message.content
+
+        assert await reply("moodboard create", moodboard="Autumn") == (
+            "Moodboard `autumn` made: add pictures with `/moodboard add`, use it with `--sref mb:autumn`."
+        )
+        assert await reply("moodboard create", moodboard="autumn") == "You already have a moodboard called `autumn`."
+        assert await reply("moodboard create", moodboard="a b") == (
+            "A moodboard's name is 1–32 letters, digits, `-` or `_`, e.g. `autumn`."
+        )
+        await result_of(await fake.slash("imagine", prompt="a red circle"))
+        added = await fake.slash("moodboard add", moodboard="autumn", job_image="1:2")
+        await added.ack()
+        assert (await added.wait_for_edit(lambda m: "Added" in m.content)).content == (
+            "Added job 1 picture 2 to `autumn`: it holds 1 now."
+        )
+        upload = await fake.slash("moodboard add", moodboard="autumn", image=fake.upload("leaf.png", buffer.getvalue()))
+        await upload.ack()
+        assert "it holds 2 now" in (await upload.wait_for_edit(lambda m: "Added" in m.content)).content
+        assert await reply("moodboard list") == "`mb:autumn`: 2 pictures"
+
+        styled = await result_of(await fake.slash("imagine", prompt="a fox --sref mb:autumn"))
+        assert fields(styled)["Style"] == "`job 1 picture 2`, `leaf.png`, --sw 100"
+        assert len((await bot.store.get_job(2)).spec.style_inputs) == 2
+
+        assert await reply("moodboard delete", moodboard="autumn") == (
+            "Moodboard `autumn` deleted; jobs drawn with it keep their pictures."
+        )
+        assert await reply("moodboard list") == "You have no moodboards yet: make one with `/moodboard create`."
+        refused = await fake.slash("imagine", prompt="a fox --sref mb:autumn")
+        await refused.ack()
+        assert (await refused.wait_for_reply()).content == (
+            "You have no moodboard `mb:autumn` with pictures in it: see `/moodboard list`."
+        )
