@@ -35,6 +35,7 @@ EXTENSIONS = (
     "bot.cogs.queue",
     "bot.cogs.admin",
     "bot.cogs.moodboard",
+    "bot.cogs.profile",
 )
 
 

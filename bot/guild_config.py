@@ -384,6 +384,15 @@ KEYS: dict[str, Key] = {
             description="Pictures one moodboard may hold (all of them steer an --sref mb:NAME).",
         ),
         Key(
+            name="profile_pictures",
+            kind="int",
+            default=10,
+            low=0,
+            high=50,
+            zero_means="--p is off",
+            description="A member's most recent ❤️ pictures that `--p` freezes into their profile.",
+        ),
+        Key(
             name="banned_words",
             kind="words",
             default=[],

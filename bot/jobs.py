@@ -202,11 +202,10 @@ async def child_job(
         if not kind.asks_prompt:  # for such a kind the new prompt is the point, not a Remix
             policy.check_remix(config)
         remix = parse_members_prompt(bot, profile, prompt, with_suffix=False)[0]  # parsed like a new prompt
-        styles.check_style_options(config, [remix])
-        remix = styles.draw_codes(remix)
+        (remix,) = await styles.prepare(bot, interaction, config, [remix])
         mode = remix.mode or mode
     style_inputs = parent.spec.style_inputs
-    if remix is not None and _picture_refs(remix) != _picture_refs(
+    if remix is not None and styles.picture_references(remix) != styles.picture_references(
         parse_members_prompt(bot, profile, parent.prompt, with_suffix=False)[0]
     ):  # a Remix that names other --sref pictures: read them as a new prompt's
         style_inputs = await styles.style_pictures(bot, interaction, remix)
@@ -234,10 +233,6 @@ async def child_job(
         parent_id=parent.id,
         parent_index=index,
     )
-
-
-def _picture_refs(parsed: ParsedPrompt) -> tuple[str, ...]:
-    return tuple(ref for ref in parsed.style_refs if styles.is_picture_reference(ref))
 
 
 def redraw(interaction: discord.Interaction, job: Job) -> NewJob:

@@ -200,9 +200,12 @@ NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
 
 def style_text(job: Job) -> str:
     """A job's --sref as the member can type it again: its codes, its pictures, its --sw; "" without one."""
-    render = job.spec.render
+    render, pictures = job.spec.render, job.spec.style_inputs
     parts = [f"`--sref {code}`" for code in render.style_codes]
-    parts += [shown_name(picture.name) for picture in job.spec.style_inputs]
+    if job.spec.shown.profile is not None:  # a profile's pictures are many: their number, and the code
+        parts.append(f"`--p {job.spec.shown.profile}` ({len(pictures)} picture{'s' if len(pictures) != 1 else ''})")
+    else:
+        parts += [shown_name(picture.name) for picture in pictures]
     if not parts:
         return ""
     return f"{', '.join(parts)}, --sw {render.style_weight}"

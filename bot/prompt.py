@@ -24,6 +24,7 @@ member's and the server's defaults (what the prompt says wins over `/settings`).
 | `--iw W` |  | 0–3: how strongly an image prompt steers | 1 |
 | `--sref REF …` |  | `random`, a style code, a job's tile `12:3` or a picture's link; up to 5 | none |
 | `--sw N` |  | 0–1000: how strongly --sref steers | 100 |
+| `--p [CODE]` | `--personalize` | alone: the pictures you ❤️ as one style, frozen into a code; or a code | off |
 
 `--NAME` runs your own option from `/prefer option set`. This table is `engine.params.PARAMETERS`
 written out (tests/test_parameters.py keeps this copy and the README's equal to it).
@@ -105,6 +106,7 @@ class ParsedPrompt:
     # --sref: `random`, style codes, job tiles ("12:3") and links, as typed; the bot resolves them
     style_refs: tuple[str, ...] = ()
     style_weight: int | None = None  # --sw
+    profile: str | None = None  # --p: `engine.params.OWN_PROFILE` (the member's own) or a profile code
     raw: str = ""
     # How many copies `--repeat` asked for (this job is one of them). Not part of the job itself:
     # `raw` leaves --repeat out, so it takes no part in comparisons.
@@ -153,6 +155,8 @@ class ParsedPrompt:
             parts.append(f"--sref {' '.join(self.style_refs)}")
         if self.style_weight is not None:
             parts.append(f"--sw {self.style_weight}")
+        if self.profile is not None:
+            parts.append("--p" if self.profile == render_params.OWN_PROFILE else f"--p {self.profile}")
         if self.negative:
             parts.append(f"--no {_escape(self.negative)}")
         return " ".join(parts)
@@ -170,8 +174,6 @@ ELSEWHERE: Mapping[str, str] = MappingProxyType(
         cw=_STYLE_REF,
         oref=_STYLE_REF,
         ow=_STYLE_REF,
-        p="save your favourite parameters with `/prefer option set` and use them as `--NAME`.",
-        personalize="save your favourite parameters with `/prefer option set` and use them as `--NAME`.",
         v=_MODELS,
         version=_MODELS,
         niji=_MODELS,
@@ -214,6 +216,7 @@ _ATTRIBUTE_OF = {
     "iw": "image_weight",
     "sref": "style_refs",
     "sw": "style_weight",
+    "p": "profile",
 }
 
 
@@ -441,6 +444,7 @@ def _parse_job(
         image_weight=_get(values, "iw", float),
         style_refs=_get_references(values),
         style_weight=_get(values, "sw", int),
+        profile=_get(values, "p", str),
         raw=written,
     )
     repeat = _get(values, "repeat", int)
@@ -532,6 +536,8 @@ def _check_value(param: _Param, models: Sequence[str]) -> _Value:
         values = [text] if text else []
     if parameter.type is ValueType.REFERENCES:  # each word a reference, checked together
         values = [" ".join(values)] if values else []
+    if parameter.type is ValueType.PROFILE and not values:  # `--p` alone: the member's own profile
+        return render_params.OWN_PROFILE
     if not values:
         example = models[0] if parameter.type is ValueType.NAME and models else parameter.example
         raise PromptError(f"`--{name}` needs a value, e.g. `--{name} {_show(example)}`.")

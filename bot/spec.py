@@ -95,6 +95,7 @@ class ShownValues:
     quality: float | None = None
     stylize: int | None = None
     draft: bool = False  # --draft: the grid offers Enhance (full quality) per tile
+    profile: str | None = None  # --p: the profile code drawn with (its pictures are in JobSpec.style_inputs)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -47,7 +47,13 @@ def imagine_spec(
     weight = render_params.STYLE_WEIGHT_DEFAULT if parsed.style_weight is None else parsed.style_weight
     return JobSpec(
         render=RenderSpec(prompt=parsed.text, **fields, style_codes=codes, style_weight=weight),
-        shown=ShownValues(aspect=f"{aspect[0]}:{aspect[1]}", quality=quality, stylize=stylize, draft=parsed.draft),
+        shown=ShownValues(
+            aspect=f"{aspect[0]}:{aspect[1]}",
+            quality=quality,
+            stylize=stylize,
+            draft=parsed.draft,
+            profile=parsed.profile,
+        ),
     )
 
 

@@ -7,6 +7,7 @@ synchronous=NORMAL: a crash of the bot loses no committed row. The jobs table *i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -310,6 +311,55 @@ class Store:
     async def delete_moodboard(self, user_id: int, name: str) -> bool:
         rows = await self._write("DELETE FROM moodboards WHERE user_id = ? AND name = ? RETURNING id", (user_id, name))
         return bool(rows)
+
+    # -- profiles (--p) --------------------------------------------------------------------
+
+    async def rate(self, user_id: int, job_id: int, index: int, *, liked: bool, picture: InputImage) -> int:
+        """Record ❤️ (liked) or 👎 on a picture, replacing an earlier verdict; returns how many the member likes."""
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO ratings (user_id, job_id, idx, liked, path, width, height) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (user_id, job_id, idx)"
+                " DO UPDATE SET liked = excluded.liked, rated_at = excluded.rated_at",
+                (user_id, job_id, index, int(liked), picture.path, picture.width, picture.height),
+            )
+            row = await self._row("SELECT COUNT(*) AS n FROM ratings WHERE user_id = ? AND liked = 1", (user_id,))
+        return int(row["n"])
+
+    async def liked_pictures(self, user_id: int, most: int) -> list[InputImage]:
+        """The member's `most` most recently liked pictures, newest first."""
+        rows = await self._all(
+            "SELECT job_id, idx, path, width, height FROM ratings WHERE user_id = ? AND liked = 1"
+            " ORDER BY rated_at DESC, job_id DESC, idx DESC LIMIT ?",
+            (user_id, most),
+        )
+        return [
+            InputImage(
+                path=r["path"], name=f"job {r['job_id']} picture {r['idx']}", width=r["width"], height=r["height"]
+            )
+            for r in rows
+        ]
+
+    async def profile_code(self, user_id: int, pictures: Sequence[InputImage], new_code: int) -> int:
+        """The code of a profile of exactly these pictures: the member's existing one, or `new_code` made for them."""
+        frozen = json.dumps([dataclasses.asdict(p) for p in pictures])
+        async with self.transaction() as db:
+            row = await self._one(
+                "SELECT code FROM profile_codes WHERE user_id = ? AND pictures = ?", (user_id, frozen)
+            )
+            if row is not None:
+                return int(row["code"])
+            await db.execute(
+                "INSERT INTO profile_codes (code, user_id, pictures) VALUES (?, ?, ?)", (new_code, user_id, frozen)
+            )
+        return new_code
+
+    async def profile_pictures(self, code: int) -> list[InputImage] | None:
+        """The pictures a profile code froze; None for a code nobody was given."""
+        row = await self._one("SELECT pictures FROM profile_codes WHERE code = ?", (code,))
+        if row is None:
+            return None
+        return [InputImage(**picture) for picture in json.loads(row["pictures"])]
 
     async def enqueue(self, job: NewJob, limits: QueueLimits) -> Job:
         """Record a job as queued, or raise QueueFull without recording anything."""

@@ -29,7 +29,7 @@ from bot.guild_config import GuildConfig
 from bot.prompt import ParsedPrompt
 from bot.spec import InputImage
 from engine import style
-from engine.params import MOODBOARD_PREFIX
+from engine.params import MOODBOARD_PREFIX, OWN_PROFILE
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -45,11 +45,13 @@ def draw_codes(parsed: ParsedPrompt, draw: Callable[[], int] = style.random_code
 
 
 def check_style_options(config: GuildConfig, parsed_prompts: Sequence[ParsedPrompt]) -> None:
-    """The server's switch and limit for --sref, and --sw only with a style to weigh."""
+    """The server's switches and limits for --sref and --p, and --sw only with a style to weigh."""
     limit = config["max_style_references"]
     for parsed in parsed_prompts:
-        if parsed.style_weight is not None and not parsed.style_refs:
-            raise UserError("`--sw` sets how strongly a style reference steers: add one with `--sref`.")
+        if parsed.style_weight is not None and not parsed.style_refs and parsed.profile is None:
+            raise UserError("`--sw` sets how strongly a style reference steers: add one with `--sref` or `--p`.")
+        if parsed.profile is not None and config["profile_pictures"] == 0:
+            raise UserError("Profiles (`--p`) are turned off on this server.")
         if parsed.style_refs and limit == 0:
             raise UserError("Style references (`--sref`) are turned off on this server.")
         if len(parsed.style_refs) > limit:
@@ -57,6 +59,45 @@ def check_style_options(config: GuildConfig, parsed_prompts: Sequence[ParsedProm
                 f"This server allows at most {limit} style references per prompt;"
                 f" this one names {len(parsed.style_refs)}."
             )
+
+
+async def prepare(
+    bot: DreamGrid, interaction: discord.Interaction, config: GuildConfig, parsed_prompts: Sequence[ParsedPrompt]
+) -> list[ParsedPrompt]:
+    """The prompts as they will run: checked, `--sref random` drawn, and `--p` alone frozen into the
+    member's profile code (its pictures now), each written into the prompt so a redraw is the same."""
+    check_style_options(config, parsed_prompts)
+    prepared = []
+    for parsed in (draw_codes(parsed) for parsed in parsed_prompts):
+        if parsed.profile == OWN_PROFILE:
+            liked = await bot.store.liked_pictures(interaction.user.id, config["profile_pictures"])
+            if not liked:
+                raise UserError("Your profile is empty: press ❤️ under pictures you like first, then use `--p`.")
+            code = await bot.store.profile_code(interaction.user.id, liked, style.random_code())
+            frozen = dataclasses.replace(parsed, profile=str(code))
+            parsed = dataclasses.replace(frozen, raw=frozen.to_text())
+        prepared.append(parsed)
+    return prepared
+
+
+async def profile_pictures(bot: DreamGrid, code: str) -> tuple[InputImage, ...]:
+    """The pictures a `--p CODE` stands for.
+
+    Codes are style profiles (liked pictures) for now; where `/tune` makes LoRA codes, this is the one
+    place a `--p` code is looked up, and the seam where a LoRA profile would be told apart."""
+    pictures = await bot.store.profile_pictures(int(code))
+    if pictures is None:
+        raise UserError(
+            f"There is no profile `--p {code}`: use `--p` alone for yours, or a code a `--p` result showed."
+        )
+    return tuple(pictures)
+
+
+def picture_references(parsed: ParsedPrompt) -> tuple[str, ...]:
+    """What of `parsed`'s style names stored pictures (tiles, links, moodboards, a profile): equal
+    tuples read the same pictures."""
+    refs = tuple(ref for ref in parsed.style_refs if is_picture_reference(ref))
+    return refs if parsed.profile is None else (*refs, f"--p {parsed.profile}")
 
 
 def is_picture_reference(ref: str) -> bool:
@@ -86,6 +127,8 @@ async def style_pictures(
             pictures.append(await tile_picture(bot, interaction, job_id, index))
         else:
             pictures.append(await _linked(bot, interaction, ref, attached))
+    if parsed.profile is not None:
+        pictures.extend(await profile_pictures(bot, parsed.profile))
     return tuple(pictures)
 
 

@@ -92,6 +92,7 @@ class ValueType(enum.Enum):
     NAME = "name"  # a name the caller checks against its own list (--model)
     FLAG = "flag"  # no value: present means on
     REFERENCES = "references"  # one or more style references, up to the next parameter (--sref)
+    PROFILE = "profile"  # an optional code: `--p` alone is the member's own profile (--p)
 
 
 class ParameterError(ValueError):
@@ -145,6 +146,8 @@ class PromptParameter:
             return value
         if self.type is ValueType.REFERENCES:
             return read_style_references(value, shown)
+        if self.type is ValueType.PROFILE:
+            return read_profile(value, shown)
         if self.type is ValueType.RATIO:
             return _read_aspect(shown, value)
         if self.type is ValueType.QUALITY:
@@ -210,6 +213,20 @@ def read_style_references(value: str, shown: str) -> tuple[str, ...]:
                 " or a picture's link."
             )
     return tuple(references)
+
+
+OWN_PROFILE = "own"  # what `--p` without a code reads as: the member's own liked pictures, frozen when used
+PROFILE_CODE_MIN, PROFILE_CODE_MAX = 1, 4_294_967_295
+
+
+def read_profile(value: str, shown: str) -> str:
+    """A `--p` code as the bot looks it up (a style profile now; `/tune`'s LoRA codes would be read here too)."""
+    whole = _WHOLE.fullmatch(value)
+    if whole is None or whole[1] or not PROFILE_CODE_MIN <= whole_number(whole[2]) <= PROFILE_CODE_MAX:
+        raise ParameterError(
+            f"{shown} is not a profile code: use `--p` alone for yours, or a code a `--p` result showed."
+        )
+    return str(whole_number(whole[2]))
 
 
 def _number(bound: float) -> str:
@@ -311,6 +328,10 @@ PARAMETERS: tuple[PromptParameter, ...] = (
         str(STYLE_WEIGHT_DEFAULT), "250",
         f"each step closes 1 − exp(−N/{STYLE_WEIGHT_SCALE:g}) of the statistics' gap",
         ValueType.WHOLE, bounds=(STYLE_WEIGHT_MIN, STYLE_WEIGHT_MAX), cli=False,
+    ),
+    PromptParameter(
+        "p", ("personalize",), "--p [CODE]", "alone: the pictures you ❤️ as one style, frozen into a code; or a code",
+        "off", "", "as `--sref` with the profile's pictures (at `--sw`)", ValueType.PROFILE, cli=False,
     ),
 )  # fmt: skip
 PARAMETER_BY_SPELLING = {spelling: p for p in PARAMETERS for spelling in (p.name, *p.aliases)}

@@ -86,6 +86,7 @@ LEGS = {
     "iw": "image_weight",
     "sref": "style_codes",
     "sw": "style_weight",
+    "p": "profile",  # its pictures are looked up in the store at /imagine (tests/e2e/test_style.py)
 }
 MODELS = ("fake", "other")
 NATIVE = 64
@@ -127,7 +128,7 @@ def _bot_leg(prompt: str) -> dict[str, object]:
             kinds.IMAGINE,
         )
     request = spec.render.request(action=kind.action, seeds=kind.seeds(job.seed), model=model)
-    return {"request": request, "jobs": len(parsed), "mode": job.mode}
+    return {"request": request, "jobs": len(parsed), "mode": job.mode, "profile": job.profile}
 
 
 def _cli_leg(argv: list[str]):
@@ -150,7 +151,7 @@ def test_every_parameter_reaches_the_render_request_from_the_bot_and_the_cli(par
     # The same seed on both sides, so only the parameter differs (for --seed: random against 42).
     base = ["a fox"] if parameter.name == "seed" else ["a fox", "--seed", "1"]
     plain, given = _bot_leg(" ".join(base)), _bot_leg(" ".join([*base, *typed]))
-    if leg in ("jobs", "mode"):
+    if leg in ("jobs", "mode", "profile"):
         assert given[leg] != plain[leg]
         return
     assert getattr(given["request"], leg) != getattr(plain["request"], leg)

@@ -262,8 +262,7 @@ async def imagine_jobs(
     if not pictures and any(p.image_weight is not None for p in parsed_prompts):
         raise UserError("`--iw` sets how strongly a picture steers the result: add one with the `image` option.")
     policy.check_repeat(config, parsed_prompts)
-    styles.check_style_options(config, parsed_prompts)
-    parsed_prompts = [styles.draw_codes(parsed) for parsed in parsed_prompts]  # `--sref random`: a code each
+    parsed_prompts = await styles.prepare(bot, interaction, config, parsed_prompts)  # random codes, --p frozen
     if image is not None and len(parsed_prompts) > CONFIRM_ABOVE_JOBS:
         # The Yes button rebuilds the jobs from the prompt alone; an uploaded option cannot ride along.
         raise UserError(
@@ -287,7 +286,7 @@ async def imagine_jobs(
     new_jobs = []
     style_pictures: dict[tuple[str, ...], tuple[InputImage, ...]] = {}  # each prompt's --sref pictures, read once
     for parsed, model in zip(parsed_prompts, models, strict=True):
-        picture_refs = tuple(ref for ref in parsed.style_refs if styles.is_picture_reference(ref))
+        picture_refs = styles.picture_references(parsed)
         if picture_refs not in style_pictures:
             style_pictures[picture_refs] = await styles.style_pictures(bot, interaction, parsed, attached=attached)
         if picture is None:

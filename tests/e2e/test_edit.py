@@ -56,6 +56,8 @@ async def test_zoom_pan_upscale_and_vary_region_across_a_restart(fake_discord: F
             *ARROWS,
             "Retexture",
             "Edit",
+            "❤️",
+            "👎",
         ]
         assert "Make Square" not in tile.labels  # a square picture is already square
         assert all(len(c) <= 100 for c in tile.custom_ids) and len(tile.components) <= 5

@@ -45,7 +45,7 @@ async def test_bad_style_references_get_one_sentence_and_queue_nothing(fake_disc
     fake = fake_discord
     async with running_bot(fake, tmp_path) as bot:
         for prompt, expected in (
-            ("a fox --sw 300", "`--sw` sets how strongly a style reference steers: add one with `--sref`."),
+            ("a fox --sw 300", "`--sw` sets how strongly a style reference steers: add one with `--sref` or `--p`."),
             ("a fox --sref 7:2", "Job 7 no longer exists."),
             ("a fox --sref 0", "`0` is not a style code: codes are 1–4294967295, as `--sref random` prints them."),
             ("a fox --sref --ar 3:2", "`--sref` needs a value, e.g. `--sref random`."),
@@ -109,3 +109,41 @@ async def test_a_moodboard_collects_pictures_and_styles_a_prompt(fake_discord: F
         assert (await refused.wait_for_reply()).content == (
             "You have no moodboard `mb:autumn` with pictures in it: see `/moodboard list`."
         )
+
+
+async def test_hearts_make_a_profile_that_p_freezes_into_a_reusable_code(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        grid = await result_of(await fake.slash("imagine", prompt="a red circle"))
+        u2 = await fake.click(grid, "dg:u:1:2")
+        await u2.ack()
+        tile = await u2.wait_for_followup(lambda m: m.attachments)
+        assert tile.labels[-2:] == [None, None]  # ❤️ and 👎, emoji only, in the last row
+
+        async def rate(custom_id: str) -> str:
+            ix = await fake.click(tile, custom_id)
+            await ix.ack()
+            return (await ix.wait_for_edit(lambda m: m.content and "…" not in m.content)).content
+
+        assert await rate("dg:rate:like:1:2") == (
+            "❤️ Added to your profile (1 liked): `--p` draws in the style of what you like."
+        )
+        styled = await result_of(await fake.slash("imagine", prompt="a fox --p"))
+        shown = re.fullmatch(r"`--p (\d+)` \(1 picture\), --sw 100", fields(styled)["Style"])
+        assert shown is not None
+        code = shown[1]
+        job = await bot.store.get_job(2)
+        assert f"--p {code}" in job.prompt and len(job.spec.style_inputs) == 1
+        again = await result_of(await fake.slash("imagine", prompt="a fox --p"))  # the same likes: the same code
+        assert fields(again)["Style"] == f"`--p {code}` (1 picture), --sw 100"
+
+        assert await rate("dg:rate:dislike:1:2") == "👎 Noted: this picture stays out of your profile."
+        for prompt, expected in (
+            ("a fox --p", "Your profile is empty: press ❤️ under pictures you like first, then use `--p`."),
+            ("a fox --p 5", "There is no profile `--p 5`: use `--p` alone for yours, or a code a `--p` result showed."),
+        ):
+            ix = await fake.slash("imagine", prompt=prompt)
+            await ix.ack()
+            assert (await ix.wait_for_reply()).content == expected
+        reused = await result_of(await fake.slash("imagine", prompt=f"a cat --p {code}"))  # a code outlives the likes
+        assert fields(reused)["Style"] == f"`--p {code}` (1 picture), --sw 100"
