@@ -85,6 +85,8 @@ class JobKind:
     # The row (0–4) of its button(s) under one picture (a U image, an upscale); None: not offered there.
     # With a `tile_button` that button is made for it; otherwise its cog registers its own (bot.ui.JobViews).
     picture_row: int | None = None
+    # how the result's embed names the member's picture it drew from: "Picture", "yours"
+    input_field: tuple[str, str] = ("Picture", "yours")
     rerolls_as: str = "reroll"  # the kind 🔄 under this kind's result starts (a picture's kinds keep the picture)
     # Redraws a --draft tile at the full steps and size its prompt asks for without --draft (Enhance).
     full_quality: bool = False
@@ -325,6 +327,21 @@ EDIT_OF_PICTURE = register(
         source=Source.UPLOADS,
         buttons=ResultButtons.GRID,
         rerolls_as="picture_edit",
+    )
+)
+# --oref on a family with a reference-image input (Flux.1 Kontext, Flux.2 [klein]): the prompt drawn with
+# the subject's picture as the pipeline's reference (`image=`), as an edit is; an IP-Adapter draws
+# --oref as an IMAGE_PROMPT instead (bot.styles.object_route).
+OBJECT_REFERENCE = register(
+    JobKind(
+        name="object_reference",
+        action=Action.EDIT,
+        label=" (--oref)",
+        source=Source.UPLOADS,
+        input_field=("Subject", "kept with `--oref` as the model's reference"),
+        remix=True,
+        buttons=ResultButtons.GRID,
+        rerolls_as="object_reference",
     )
 )
 # Which kind works from a member's picture in place of a job's tile.

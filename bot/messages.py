@@ -186,7 +186,8 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
             weight = f"{render.image_weight:g}" if render.image_weight is not None else "1"
             embed.add_field(name="Image prompt", value=f"{picture} via {render.image_prompt_method}, --iw {weight}")
         else:
-            embed.add_field(name="Picture", value=f"{picture}, yours")
+            name, note = kind.input_field if kind else ("Picture", "yours")
+            embed.add_field(name=name, value=f"{picture}, {note}")
     style = style_text(job)
     if style:
         embed.add_field(name="Style", value=style[:1024], inline=False)

@@ -25,6 +25,8 @@ member's and the server's defaults (what the prompt says wins over `/settings`).
 | `--sref REF …` |  | `random`, a style code, a job's tile `12:3` or a picture's link; up to 5 | none |
 | `--sw N` |  | 0–1000: how strongly --sref steers | 100 |
 | `--p [CODE]` | `--personalize` | alone: the pictures you ❤️ as one style, frozen into a code; or a code | off |
+| `--oref REF` |  | a job's tile `12:3` or a picture's link: a subject to keep | none |
+| `--ow N` |  | 0–1000: how strongly --oref steers (IP-Adapter) | 100 |
 
 `--NAME` runs your own option from `/prefer option set`. This table is `engine.params.PARAMETERS`
 written out (tests/test_parameters.py keeps this copy and the README's equal to it).
@@ -107,6 +109,8 @@ class ParsedPrompt:
     style_refs: tuple[str, ...] = ()
     style_weight: int | None = None  # --sw
     profile: str | None = None  # --p: `engine.params.OWN_PROFILE` (the member's own) or a profile code
+    object_ref: str | None = None  # --oref: a job's tile ("12:3") or a link, resolved by the bot
+    object_weight: int | None = None  # --ow
     raw: str = ""
     # How many copies `--repeat` asked for (this job is one of them). Not part of the job itself:
     # `raw` leaves --repeat out, so it takes no part in comparisons.
@@ -157,6 +161,10 @@ class ParsedPrompt:
             parts.append(f"--sw {self.style_weight}")
         if self.profile is not None:
             parts.append("--p" if self.profile == render_params.OWN_PROFILE else f"--p {self.profile}")
+        if self.object_ref is not None:
+            parts.append(f"--oref {self.object_ref}")
+        if self.object_weight is not None:
+            parts.append(f"--ow {self.object_weight}")
         if self.negative:
             parts.append(f"--no {_escape(self.negative)}")
         return " ".join(parts)
@@ -170,10 +178,8 @@ _VIDEO = "I draw still pictures."
 ELSEWHERE: Mapping[str, str] = MappingProxyType(
     dict(
         sv="`--sref` has one style version here: leave `--sv` out.",
-        cref=_STYLE_REF,
-        cw=_STYLE_REF,
-        oref=_STYLE_REF,
-        ow=_STYLE_REF,
+        cref="use `--oref` to keep a character or object from a picture (and `--ow` for how strongly).",
+        cw="use `--oref` to keep a character or object from a picture (and `--ow` for how strongly).",
         v=_MODELS,
         version=_MODELS,
         niji=_MODELS,
@@ -217,6 +223,8 @@ _ATTRIBUTE_OF = {
     "sref": "style_refs",
     "sw": "style_weight",
     "p": "profile",
+    "oref": "object_ref",
+    "ow": "object_weight",
 }
 
 
@@ -445,6 +453,8 @@ def _parse_job(
         style_refs=_get_references(values),
         style_weight=_get(values, "sw", int),
         profile=_get(values, "p", str),
+        object_ref=_get(values, "oref", str),
+        object_weight=_get(values, "ow", int),
         raw=written,
     )
     repeat = _get(values, "repeat", int)

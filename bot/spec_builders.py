@@ -80,6 +80,24 @@ def image_prompt_spec(
     return dataclasses.replace(spec, inputs=(picture,))
 
 
+def object_reference_spec(
+    parsed: ParsedPrompt,
+    picture: InputImage,
+    *,
+    settings: Settings,
+    engine: Engine,
+    model: str,
+    defaults: dict[str, Any],
+) -> JobSpec:
+    """An /imagine that keeps the subject of `picture` (`--oref`), drawn with it as the family's
+    reference image: the picture's shape unless `--ar` says otherwise."""
+    if parsed.aspect is None:
+        ratio = Fraction(picture.width, picture.height).limit_denominator(64)
+        parsed = dataclasses.replace(parsed, aspect=(ratio.numerator, ratio.denominator))
+    spec = imagine_spec(parsed, settings=settings, engine=engine, model=model, defaults=defaults)
+    return dataclasses.replace(spec, inputs=(picture,))
+
+
 def blend_spec(
     parsed: ParsedPrompt,
     pictures: Sequence[InputImage],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from bot.prompt import ParsedPrompt
 from bot.spec import InputImage
 from engine import style
 from engine.params import MOODBOARD_PREFIX, OWN_PROFILE
+from engine.requests import Engine, Feature, ImagePromptMethod
 
 if TYPE_CHECKING:
     from bot.client import DreamGrid
@@ -48,6 +50,8 @@ def check_style_options(config: GuildConfig, parsed_prompts: Sequence[ParsedProm
     """The server's switches and limits for --sref and --p, and --sw only with a style to weigh."""
     limit = config["max_style_references"]
     for parsed in parsed_prompts:
+        if parsed.object_weight is not None and parsed.object_ref is None:
+            raise UserError("`--ow` sets how strongly an `--oref` subject steers: add one with `--oref`.")
         if parsed.style_weight is not None and not parsed.style_refs and parsed.profile is None:
             raise UserError("`--sw` sets how strongly a style reference steers: add one with `--sref` or `--p`.")
         if parsed.profile is not None and config["profile_pictures"] == 0:
@@ -130,6 +134,41 @@ async def style_pictures(
     if parsed.profile is not None:
         pictures.extend(await profile_pictures(bot, parsed.profile))
     return tuple(pictures)
+
+
+class ObjectRoute(enum.Enum):
+    """How a model keeps an `--oref` subject."""
+
+    IP_ADAPTER = "ip-adapter"  # the operator's IP-Adapter: an image prompt at --ow's scale
+    REFERENCE = "reference"  # the family's reference-image input (Flux.1 Kontext, Flux.2 [klein])
+
+
+def object_route(engine: Engine, model: str, parsed: ParsedPrompt) -> ObjectRoute:
+    """How `model` draws `parsed`'s --oref, or a UserError naming its family when it cannot."""
+    if engine.image_prompt_method(model) is ImagePromptMethod.IP_ADAPTER:
+        return ObjectRoute.IP_ADAPTER
+    family = engine.defaults(model).family or "This server's"
+    if engine.supports(model, Feature.INSTRUCTION_EDIT) is None:
+        if parsed.object_weight is not None:
+            raise UserError(
+                f"`--ow` weighs an IP-Adapter's subject; {family} models keep the `--oref` picture as their"
+                " reference input does: leave `--ow` out."
+            )
+        return ObjectRoute.REFERENCE
+    raise UserError(
+        f"{family} models can't keep a subject from a picture (`--oref`): that takes an IP-Adapter"
+        " (`IP_ADAPTER`) or a model with a reference-image input (Flux.1 Kontext, Flux.2 [klein])."
+    )
+
+
+async def object_picture(
+    bot: DreamGrid, interaction: discord.Interaction, ref: str, attached: Sequence[discord.Attachment] = ()
+) -> InputImage:
+    """Our stored copy of the picture an `--oref` names: a job's tile or a link."""
+    if ref.startswith("http"):
+        return await _linked(bot, interaction, ref, attached)
+    job_id, index = (int(part) for part in ref.split(":"))
+    return await tile_picture(bot, interaction, job_id, index)
 
 
 async def tile_picture(bot: DreamGrid, interaction: discord.Interaction, job_id: int, index: int) -> InputImage:

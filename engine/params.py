@@ -93,6 +93,7 @@ class ValueType(enum.Enum):
     FLAG = "flag"  # no value: present means on
     REFERENCES = "references"  # one or more style references, up to the next parameter (--sref)
     PROFILE = "profile"  # an optional code: `--p` alone is the member's own profile (--p)
+    PICTURE = "picture"  # one picture: a job's tile `12:3` or a link (--oref)
 
 
 class ParameterError(ValueError):
@@ -148,6 +149,8 @@ class PromptParameter:
             return read_style_references(value, shown)
         if self.type is ValueType.PROFILE:
             return read_profile(value, shown)
+        if self.type is ValueType.PICTURE:
+            return read_picture_reference(value, shown)
         if self.type is ValueType.RATIO:
             return _read_aspect(shown, value)
         if self.type is ValueType.QUALITY:
@@ -213,6 +216,26 @@ def read_style_references(value: str, shown: str) -> tuple[str, ...]:
                 " or a picture's link."
             )
     return tuple(references)
+
+
+def read_picture_reference(value: str, shown: str) -> str:
+    """An `--oref` picture: a job's tile `12:3` or a link to a picture posted on Discord."""
+    if tile := _TILE_REFERENCE.fullmatch(value):
+        return f"{int(tile[1])}:{tile[2]}"
+    if url := _URL_REFERENCE.fullmatch(value):
+        return url[1]
+    raise ParameterError(f"{shown} is not a picture: use a job's tile like `12:3`, or a picture's link.")
+
+
+# --ow: how strongly an --oref subject steers, where an IP-Adapter draws it (Midjourney's range and default).
+OBJECT_WEIGHT_MIN, OBJECT_WEIGHT_MAX, OBJECT_WEIGHT_DEFAULT = 0, 1000, 100
+
+
+def object_image_weight(ow: int) -> float:
+    """The IP-Adapter image prompt's --iw for `--ow`: 1 at the default 100 (adapter scale 0.5), 3 from 300 up."""
+    if not OBJECT_WEIGHT_MIN <= ow <= OBJECT_WEIGHT_MAX:
+        raise ValueError(f"--ow must be between {OBJECT_WEIGHT_MIN} and {OBJECT_WEIGHT_MAX}, got {ow}")
+    return min(IMAGE_WEIGHT_MAX, ow / 100)
 
 
 OWN_PROFILE = "own"  # what `--p` without a code reads as: the member's own liked pictures, frozen when used
@@ -332,6 +355,16 @@ PARAMETERS: tuple[PromptParameter, ...] = (
     PromptParameter(
         "p", ("personalize",), "--p [CODE]", "alone: the pictures you ❤️ as one style, frozen into a code; or a code",
         "off", "", "as `--sref` with the profile's pictures (at `--sw`)", ValueType.PROFILE, cli=False,
+    ),
+    PromptParameter(
+        "oref", (), "--oref REF", "a job's tile `12:3` or a picture's link: a subject to keep", "none", "12:3",
+        "the family's reference-image input (`image=`, Flux.1 Kontext, Flux.2 [klein]), or the IP-Adapter",
+        ValueType.PICTURE, cli=False,
+    ),
+    PromptParameter(
+        "ow", (), "--ow N", f"{OBJECT_WEIGHT_MIN}–{OBJECT_WEIGHT_MAX}: how strongly --oref steers (IP-Adapter)",
+        str(OBJECT_WEIGHT_DEFAULT), "200", "IP-Adapter scale 0.5 · min(3, N/100)", ValueType.WHOLE,
+        bounds=(OBJECT_WEIGHT_MIN, OBJECT_WEIGHT_MAX), cli=False,
     ),
 )  # fmt: skip
 PARAMETER_BY_SPELLING = {spelling: p for p in PARAMETERS for spelling in (p.name, *p.aliases)}

@@ -87,6 +87,8 @@ LEGS = {
     "sref": "style_codes",
     "sw": "style_weight",
     "p": "profile",  # its pictures are looked up in the store at /imagine (tests/e2e/test_style.py)
+    "oref": "action",  # drawn with the subject as the family's reference (or as an IP-Adapter image prompt)
+    "ow": "object_weight",  # the IP-Adapter's scale, on an image prompt only an --oref makes (tests/e2e)
 }
 MODELS = ("fake", "other")
 NATIVE = 64
@@ -114,7 +116,15 @@ def _bot_leg(prompt: str) -> dict[str, object]:
     parsed = parse_prompt(prompt, models=MODELS, max_jobs=40)
     job = styles.draw_codes(parsed[0])  # `--sref random` draws its code as /imagine does
     model = job.model or "fake"
-    if job.image_weight is not None:  # --iw steers a member's picture
+    if job.object_ref is not None:  # --oref: the subject's picture as the model's reference
+        picture = InputImage(path="p.png", name="p.png", width=NATIVE, height=NATIVE)
+        spec, kind = (
+            spec_builders.object_reference_spec(
+                job, picture, settings=bot.settings, engine=bot.engine, model=model, defaults={}
+            ),
+            kinds.OBJECT_REFERENCE,
+        )
+    elif job.image_weight is not None:  # --iw steers a member's picture
         picture = InputImage(path="p.png", name="p.png", width=NATIVE, height=NATIVE)
         spec, kind = (
             spec_builders.image_prompt_spec(
@@ -128,7 +138,13 @@ def _bot_leg(prompt: str) -> dict[str, object]:
             kinds.IMAGINE,
         )
     request = spec.render.request(action=kind.action, seeds=kind.seeds(job.seed), model=model)
-    return {"request": request, "jobs": len(parsed), "mode": job.mode, "profile": job.profile}
+    return {
+        "request": request,
+        "jobs": len(parsed),
+        "mode": job.mode,
+        "profile": job.profile,
+        "object_weight": job.object_weight,
+    }
 
 
 def _cli_leg(argv: list[str]):
@@ -151,7 +167,7 @@ def test_every_parameter_reaches_the_render_request_from_the_bot_and_the_cli(par
     # The same seed on both sides, so only the parameter differs (for --seed: random against 42).
     base = ["a fox"] if parameter.name == "seed" else ["a fox", "--seed", "1"]
     plain, given = _bot_leg(" ".join(base)), _bot_leg(" ".join([*base, *typed]))
-    if leg in ("jobs", "mode", "profile"):
+    if leg in ("jobs", "mode", "profile", "object_weight"):
         assert given[leg] != plain[leg]
         return
     assert getattr(given["request"], leg) != getattr(plain["request"], leg)

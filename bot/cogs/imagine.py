@@ -29,6 +29,7 @@ from bot.prompt import MAX_JOBS
 from bot.rows import Job, NewJob
 from bot.spec import InputImage
 from bot.ui import GuardedItem, JobViews, start_child
+from engine import params as render_params
 
 log = logging.getLogger(__name__)
 
@@ -282,21 +283,32 @@ async def imagine_jobs(
         picture = await read_for_interaction(
             interaction, attachment, reader=bot.pictures, pixel_budget=native * native, data_dir=bot.settings.data_dir
         )
-    kind = kinds.IMAGINE if picture is None else kinds.IMAGE_PROMPT
+    if picture is not None and any(parsed.object_ref for parsed in parsed_prompts):
+        raise UserError("Use `--oref` or an image prompt, not both: the subject's picture goes after `--oref`.")
+    subjects: dict[str, InputImage] = {}  # each --oref picture, read once
     new_jobs = []
     style_pictures: dict[tuple[str, ...], tuple[InputImage, ...]] = {}  # each prompt's --sref pictures, read once
     for parsed, model in zip(parsed_prompts, models, strict=True):
         picture_refs = styles.picture_references(parsed)
         if picture_refs not in style_pictures:
             style_pictures[picture_refs] = await styles.style_pictures(bot, interaction, parsed, attached=attached)
-        if picture is None:
-            spec = spec_builders.imagine_spec(
-                parsed, settings=bot.settings, engine=bot.engine, model=model, defaults=defaults
-            )
+        facts: dict[str, Any] = {"settings": bot.settings, "engine": bot.engine, "model": model, "defaults": defaults}
+        kind = kinds.IMAGINE if picture is None else kinds.IMAGE_PROMPT
+        if parsed.object_ref is not None:
+            route = styles.object_route(bot.engine, model, parsed)  # refused before any picture is read
+            if parsed.object_ref not in subjects:
+                subjects[parsed.object_ref] = await styles.object_picture(bot, interaction, parsed.object_ref, attached)
+            subject = subjects[parsed.object_ref]
+            if route is styles.ObjectRoute.IP_ADAPTER:
+                weight = render_params.OBJECT_WEIGHT_DEFAULT if parsed.object_weight is None else parsed.object_weight
+                steered = dataclasses.replace(parsed, image_weight=render_params.object_image_weight(weight))
+                kind, spec = kinds.IMAGE_PROMPT, spec_builders.image_prompt_spec(steered, subject, **facts)
+            else:
+                kind, spec = kinds.OBJECT_REFERENCE, spec_builders.object_reference_spec(parsed, subject, **facts)
+        elif picture is None:
+            spec = spec_builders.imagine_spec(parsed, **facts)
         else:
-            spec = spec_builders.image_prompt_spec(
-                parsed, picture, settings=bot.settings, engine=bot.engine, model=model, defaults=defaults
-            )
+            spec = spec_builders.image_prompt_spec(parsed, picture, **facts)
         spec = dataclasses.replace(spec, style_inputs=style_pictures[picture_refs])
         new_jobs.append(jobs.prompt_job(interaction, kind, parsed, spec, model=model, profile=profile))
     return new_jobs

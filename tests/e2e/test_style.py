@@ -147,3 +147,54 @@ async def test_hearts_make_a_profile_that_p_freezes_into_a_reusable_code(fake_di
             assert (await ix.wait_for_reply()).content == expected
         reused = await result_of(await fake.slash("imagine", prompt=f"a cat --p {code}"))  # a code outlives the likes
         assert fields(reused)["Style"] == f"`--p {code}` (1 picture), --sw 100"
+
+
+async def test_oref_keeps_a_subject_by_the_models_reference_input_or_its_ip_adapter(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    from engine.fake import FakeEngine
+    from engine.requests import Action, Feature, ImagePromptMethod, ModelHints
+
+    fake = fake_discord
+    reference_input = FakeEngine(hints={"fake": ModelHints(family="Flux.2 [klein]")})
+    async with running_bot(fake, tmp_path, engine=reference_input) as bot:
+        await result_of(await fake.slash("imagine", prompt="a red circle"))
+        kept = await result_of(await fake.slash("imagine", prompt="the same fox in the snow --oref 1:2"))
+        assert fields(kept)["Subject"] == "`job 1 picture 2`, kept with `--oref` as the model's reference"
+        job = await bot.store.get_job(2)
+        assert job.kind == "object_reference" and len(job.spec.inputs) == 1
+        drawn = reference_input.requests[-1]
+        assert drawn.action is Action.EDIT and drawn.init_image is not None
+        ix = await fake.slash("imagine", prompt="a fox --oref 1:2 --ow 200")
+        await ix.ack()
+        assert (await ix.wait_for_reply()).content == (
+            "`--ow` weighs an IP-Adapter's subject; Flux.2 [klein] models keep the `--oref` picture as their"
+            " reference input does: leave `--ow` out."
+        )
+
+    adapter = FakeEngine(image_prompt_method=ImagePromptMethod.IP_ADAPTER)
+    async with running_bot(fake, tmp_path / "adapter", engine=adapter) as bot:
+        await result_of(await fake.slash("imagine", prompt="a red circle"))
+        steered = await result_of(await fake.slash("imagine", prompt="a fox --oref 1:1 --ow 200"))
+        assert fields(steered)["Image prompt"] == "`job 1 picture 1` via IP-Adapter, --iw 2"
+
+    refusing = FakeEngine(
+        refusals={"fake": {Feature.INSTRUCTION_EDIT: "no"}}, hints={"fake": ModelHints(family="Stable Diffusion XL")}
+    )
+    async with running_bot(fake, tmp_path / "refusing", engine=refusing) as bot:
+        for prompt, expected in (
+            (
+                "a fox --oref 1:1",
+                "Stable Diffusion XL models can't keep a subject from a picture (`--oref`): that takes an IP-Adapter"
+                " (`IP_ADAPTER`) or a model with a reference-image input (Flux.1 Kontext, Flux.2 [klein]).",
+            ),
+            ("a fox --ow 50", "`--ow` sets how strongly an `--oref` subject steers: add one with `--oref`."),
+            (
+                "a fox --oref random",
+                "`--oref random` is not a picture: use a job's tile like `12:3`, or a picture's link.",
+            ),
+        ):
+            ix = await fake.slash("imagine", prompt=prompt)
+            await ix.ack()
+            assert (await ix.wait_for_reply()).content == expected
+        assert await bot.store.get_job(1) is None
