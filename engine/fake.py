@@ -73,6 +73,7 @@ class FakeEngine:
         self.refusals = {model: dict(r) for model, r in (refusals or {}).items()}
         self.hints = dict(hints or {})
         self.requests: list[RenderRequest] = []  # every request received, in order
+        self._gates: dict[str, asyncio.Event] = {}
         self.describe_requests: list[DescribeRequest] = []
 
     async def __aenter__(self) -> FakeEngine:
@@ -111,6 +112,11 @@ class FakeEngine:
     async def alive(self) -> bool:
         return True
 
+    def hold(self, prompt_part: str) -> asyncio.Event:
+        """Renders whose prompt contains ``prompt_part`` wait, after their first step, until the
+        returned event is set: a test decides when a job ends instead of racing a clock."""
+        return self._gates.setdefault(prompt_part, asyncio.Event())
+
     async def render(self, request: RenderRequest, *, progress: ProgressCallback | None = None) -> RenderResult:
         self.requests.append(request)
         model = request.model or self.default_model
@@ -132,6 +138,10 @@ class FakeEngine:
             if progress is not None:
                 preview = _tile(request, request.seeds[0], 24, 24) if request.preview else None
                 progress(RenderProgress(step, total, preview))
+            if step == 1:
+                for part, gate in self._gates.items():
+                    if part in request.prompt:
+                        await gate.wait()
         if any(p in request.prompt for p in self.fail_prompts):
             raise RenderError("the fake engine was told to fail")
         if any(p in request.prompt for p in self.lose_prompts):

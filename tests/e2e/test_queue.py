@@ -203,6 +203,8 @@ async def test_waiting_members_see_their_place_move_up_with_a_forecast(fake_disc
     async with running_bot(fake, tmp_path, engine=engine, max_concurrent_jobs=1):
         first = await _imagine(fake, "a red fox")  # job 1 runs
         await first.wait_for_edit(_final, timeout=15)  # timed: the next forecasts know how long a job takes
+        # The line stays put until the test moves it: jobs 2 and 3 end when the test says so.
+        blue_fox_may_end, green_fox_may_end = engine.hold("a blue fox"), engine.hold("a green fox")
         running = await _imagine(fake, "a blue fox")  # job 2 runs
         second = await _imagine(fake, "a green fox", user=fake.bob)  # job 3 waits
         third = await _imagine(fake, "a grey fox", user=fake.bob)  # job 4 waits behind it
@@ -216,8 +218,10 @@ async def test_waiting_members_see_their_place_move_up_with_a_forecast(fake_disc
         assert "**The line:** 2 waiting and 1 running here; 2 waiting in all." in text
 
         # Job 2 finishes and job 3 starts: job 4 is told it is next.
+        blue_fox_may_end.set()
         moved = await third.wait_for_edit(lambda m: "next in line" in m.content, timeout=15)
         assert re.search(rf"\(Waiting to start, next in line, {FORECAST}\)$", moved.content)
+        green_fox_may_end.set()
         for ix in (running, second, third):
             await ix.wait_for_edit(_final, timeout=20)
 
