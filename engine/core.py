@@ -651,7 +651,7 @@ class DiffusersEngine:
             self.dtype,
             time.perf_counter() - started,
         )
-        if self.speedups.compile != "off":
+        if self.speedups.compile != "off" and family.supports(Action.IMAGINE) is None:
             sizes = self.warm_up_sizes or aspect_buckets(family.native_size(pipe))
             log.info(
                 "compiling model %s (%s) for its %d tile sizes; members wait until this is done",

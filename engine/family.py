@@ -43,6 +43,8 @@ class Family:
     img2img_takes_latents: bool = True  # its image-to-image pipeline accepts latents as `image` (/blend mixes them)
     # a diffusers inpainting pipeline class for Zoom/Pan/Vary (Region) where AutoPipelineForInpainting has none
     inpaint_pipeline: str | None = None
+    # its edit pipeline takes one prompt a call (QwenImageEditPlusPipeline): an edit's tiles share one embedding
+    one_prompt_per_call: bool = False
 
     denoiser_name = "unet"
     flow_matching = False
@@ -53,7 +55,7 @@ class Family:
         if what in (Feature.INSTRUCTION_EDIT, Action.EDIT) and not self.instruction_edit:
             return (
                 f"{self.name} models cannot edit a picture from an instruction:"
-                " that takes Flux.1 Kontext or Flux.2 [klein] (try Vary (Region) or Retexture here)"
+                " that takes Flux.1 Kontext, Flux.2 [klein] or Qwen-Image-Edit (try Vary (Region) or Retexture here)"
             )
         reason = self.refusals.get(what)
         return None if reason is None else f"{self.name} models cannot {reason}"
@@ -109,6 +111,14 @@ class Family:
                     for name in ("negative_prompt_embeds", "negative_pooled_prompt_embeds"):
                         encoded[name][i] = 0
         return {name: t for name, t in encoded.items() if t is not None}
+
+    def encode_instruction(
+        self, pipe: Any, prompts: list[str], negatives: list[str] | None, reference: Any, device: torch.device
+    ) -> dict[str, Any]:
+        """`encode` for an edit by instruction of `reference` (a PIL picture): most families read the
+        instruction alone and take the picture as the pipeline's `image`; Qwen-Image-Edit's text
+        encoder reads both."""
+        return self.encode(pipe, prompts, negatives, device)
 
     # -- latents ---------------------------------------------------------------------------
 
@@ -549,6 +559,47 @@ class QwenImageFamily(Family):
         return _flow_x0(pipe, latents, t, v)
 
 
+@dataclass(frozen=True)
+class QwenImageEditFamily(QwenImageFamily):
+    """Qwen-Image-Edit (and its 2509/2511 updates, QwenImageEditPlusPipeline): Qwen-Image trained to
+    change a picture by instruction. The picture goes in twice: its VAE latents as extra tokens beside
+    the noise, and the picture itself to the Qwen2.5-VL text encoder with the instruction, so the
+    embeddings are made here with the picture as the pipeline would (`encode_instruction`). Its
+    pipelines always take a picture: it draws nothing from a prompt alone."""
+
+    native = 1024  # its pipelines' default output: about a megapixel at the picture's aspect
+
+    def encode_instruction(
+        self, pipe: Any, prompts: list[str], negatives: list[str] | None, reference: Any, device: torch.device
+    ) -> dict[str, Any]:
+        condition = self.condition_image(pipe, reference)
+
+        def encoded(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+            rows = [pipe.encode_prompt(prompt=[text], image=condition, device=device) for text in texts]
+            length = max(embeds.shape[1] for embeds, _ in rows)
+            embeds = torch.cat([torch.nn.functional.pad(e, (0, 0, 0, length - e.shape[1])) for e, _ in rows])
+            masks = [torch.ones(e.shape[:2], dtype=torch.long, device=e.device) if m is None else m for e, m in rows]
+            return embeds, torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for m in masks])
+
+        out = dict(zip(("prompt_embeds", "prompt_embeds_mask"), encoded(list(prompts)), strict=True))
+        if negatives is not None:
+            negative = encoded([n or " " for n in negatives])  # the model card's " ", as for Qwen-Image
+            out.update(zip(("negative_prompt_embeds", "negative_prompt_embeds_mask"), negative, strict=True))
+        return out
+
+    @staticmethod
+    def condition_image(pipe: Any, reference: Any) -> Any:
+        """The picture as the pipeline shows it to its text encoder: at about a megapixel (Edit), or
+        384² in a list of pictures (Edit Plus, which reads up to three)."""
+        from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit, pipeline_qwenimage_edit_plus
+
+        plus = of_pipeline(pipe).one_prompt_per_call
+        area = pipeline_qwenimage_edit_plus.CONDITION_IMAGE_SIZE if plus else 1024 * 1024
+        width, height, _ = pipeline_qwenimage_edit.calculate_dimensions(area, reference.width / reference.height)
+        image = pipe.image_processor.resize(reference, height, width)
+        return [image] if plus else image
+
+
 def _flow_x0(pipe: Any, latents: torch.Tensor, t: Any, velocity: torch.Tensor) -> torch.Tensor:
     """Flow matching: x_t = (1 - σ) x0 + σ ε and the model predicts v = ε - x0, so x0 = x_t - σ v."""
     sigma = float(t) / pipe.scheduler.config.num_train_timesteps
@@ -675,16 +726,60 @@ QWEN_IMAGE = QwenImageFamily(
     img2img_takes_latents=False,
 )
 
+_PICTURE_TO_EDIT = "its image input is the picture to edit by instruction, not a starting point"
+_QWEN_EDIT_REFUSALS: dict[Action | Feature, str] = {
+    Feature.TILE: _NO_TILE_DIT,
+    Feature.STYLE_REFERENCE: _NO_STYLE_YET,
+    Action.IMAGINE: "draw from a prompt alone: they change a picture they are given (Edit, or /edit with"
+    " your own picture)",
+    Action.VARIATION: f"make strength variations: {_PICTURE_TO_EDIT}",
+    Action.UPSCALE: f"upscale: {_PICTURE_TO_EDIT}",
+    Action.BLEND: f"blend: {_PICTURE_TO_EDIT}",
+    Action.IMAGE_PROMPT: f"take an image prompt: {_PICTURE_TO_EDIT}",
+    Action.INPAINT: "redraw a region (Vary (Region)): dreamgrid runs them for edits by instruction only",
+    Action.OUTPAINT: "zoom out or pan: dreamgrid runs them for edits by instruction only",
+}
+QWEN_IMAGE_EDIT = QwenImageEditFamily(
+    key="qwen-image-edit",
+    name="Qwen-Image-Edit",
+    pipeline_prefixes=("QwenImageEditPipeline",),
+    steps=50,  # the model card's, with true_cfg_scale 4
+    guidance_scale=4.0,
+    refusals=_QWEN_EDIT_REFUSALS,
+    ip_adapter=False,
+    instruction_edit=True,
+    size_multiple=16,
+    img2img_takes_latents=False,
+)
+# The 2509 and 2511 models: the same shape, a pipeline that reads up to three pictures and one prompt a call.
+QWEN_IMAGE_EDIT_PLUS = QwenImageEditFamily(
+    key="qwen-image-edit-plus",
+    name="Qwen-Image-Edit-2509/2511",
+    pipeline_prefixes=("QwenImageEditPlusPipeline",),
+    steps=40,  # the 2509 model card's, with true_cfg_scale 4
+    guidance_scale=4.0,
+    refusals={
+        **_QWEN_EDIT_REFUSALS,
+        Feature.CHAOS: "spread an edit's four pictures apart with --chaos: their pipeline takes one prompt a"
+        " call, so the four share one",
+    },
+    ip_adapter=False,
+    instruction_edit=True,
+    size_multiple=16,
+    img2img_takes_latents=False,
+    one_prompt_per_call=True,
+)
+
 FAMILIES: tuple[Family, ...] = (
     *(SD, SDXL, SD3, FLUX, FLUX_SCHNELL, FLUX_KONTEXT, FLUX2_KLEIN, Z_IMAGE),
-    QWEN_IMAGE,
+    *(QWEN_IMAGE, QWEN_IMAGE_EDIT, QWEN_IMAGE_EDIT_PLUS),
 )
 BY_KEY: dict[str, Family] = {f.key: f for f in FAMILIES}
 
 # Pipeline classes of families dreamgrid knows of but does not render yet, by model_index.json class name.
 NOT_YET = {
     "Flux2": "Flux.2 [dev]",
-    "QwenImageEdit": "Qwen-Image-Edit",
+    "QwenImageEditInpaint": "Qwen-Image-Edit inpainting",
     "QwenImageLayered": "Qwen-Image-Layered",
     "QwenImageControlNet": "Qwen-Image ControlNet",
     "QwenImage": "other Qwen-Image",  # (QwenImage21Pipeline and whatever comes next)
@@ -720,5 +815,5 @@ def unsupported_reason(class_name: str) -> str:
             return f"{name} models are not supported by dreamgrid yet"
     return (
         f"{class_name} models are not supported by dreamgrid"
-        " (it renders SD1.x/2.x, SDXL, SD3, Flux.1, Flux.2 [klein], Z-Image and Qwen-Image)"
+        " (it renders SD1.x/2.x, SDXL, SD3, Flux.1, Flux.2 [klein], Z-Image, Qwen-Image and Qwen-Image-Edit)"
     )

@@ -14,7 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.family import FLUX, FLUX_SCHNELL, SD, SD3, SDXL, Family, of_class_name, unsupported_reason
+from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
+from transformers.processing_utils import ProcessorMixin
+
+from engine.family import (
+    FLUX,
+    FLUX_SCHNELL,
+    QWEN_IMAGE_EDIT,
+    QWEN_IMAGE_EDIT_PLUS,
+    SD,
+    SD3,
+    SDXL,
+    Family,
+    of_class_name,
+    unsupported_reason,
+)
 from engine.requests import ModelHints, RenderError
 
 log = logging.getLogger(__name__)
@@ -163,8 +177,9 @@ def single_file_config(family: Family, configs: dict[str, str] | None = None) ->
 def load_pipeline(
     source: str | Path, *, dtype: Any, safety_checker: bool, single_file_configs: dict[str, str] | None = None
 ) -> Any:
-    """A text-to-image pipeline for `source` (folder, cached id or single file), on the CPU, offline."""
-    from diffusers import AutoPipelineForText2Image
+    """A text-to-image pipeline for `source` (folder, cached id or single file), on the CPU, offline;
+    for a family that draws nothing from text alone (Qwen-Image-Edit), the model's own pipeline."""
+    from diffusers import AutoPipelineForText2Image, DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -180,9 +195,27 @@ def load_pipeline(
         family = family_of_source(source)
         if family in (SD, SDXL) and not safety_checker:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
+        if family in (QWEN_IMAGE_EDIT, QWEN_IMAGE_EDIT_PLUS):
+            processor = PictureQwenProcessor.from_pretrained(str(source), subfolder="processor", local_files_only=True)
+            return DiffusionPipeline.from_pretrained(str(source), processor=processor, **kwargs)
         return AutoPipelineForText2Image.from_pretrained(str(source), **kwargs)
     finally:
         diffusers_logging.enable_progress_bar()
+
+
+class PictureQwenProcessor(Qwen2VLProcessor):
+    """Qwen-Image-Edit's Qwen2-VL processor for pictures only (its tokenizer and image processor).
+
+    transformers builds Qwen2VLProcessor's video half with torchvision, which dreamgrid does not
+    install (its wheels on the package index are built for another torch); Qwen-Image-Edit shows its
+    text encoder pictures, never videos, so its model's `processor/` folder is loaded without it.
+    """
+
+    def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None, **kwargs: Any):
+        self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
 
 def _single_file_class(family: Family) -> Any:

@@ -12,6 +12,7 @@ families at the same size (one transformer layer, 16 latent channels for SD3 and
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -445,13 +446,46 @@ def build_tiny_qwen_image_pipeline(seed: int = 0) -> Any:
     """A random-weight Qwen-Image-shaped pipeline: an MMDiT of one layer over 2x2-packed 16-channel
     latents, its 3D VAE (8x, latents_mean/std that are not 0/1, so every decode of ours is tested to
     apply them), a two-layer Qwen2.5-VL text encoder (the shape of diffusers' own test), flow matching."""
-    from diffusers import AutoencoderKLQwenImage, QwenImagePipeline, QwenImageTransformer2DModel
+    from diffusers import QwenImagePipeline
+
+    pipe: Any = QwenImagePipeline(**_tiny_qwen_components(seed))
+    _check_qwen_template(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# Words of the instructions the tests give an edit (any other word is one unknown token, enough here).
+EDIT_WORDS = ("make", "it", "night", "add", "snow", "remove", "hat")
+
+
+def build_tiny_qwen_image_edit_pipeline(seed: int = 0, *, plus: bool = False) -> Any:
+    """A random-weight Qwen-Image-Edit-shaped pipeline (`plus`: QwenImageEditPlusPipeline, the
+    2509/2511 models'): the tiny Qwen-Image parts, whose Qwen2.5-VL vision tower now reads the picture
+    through a Qwen2-VL processor (`engine.loading.PictureQwenProcessor`) that shrinks it to at most
+    16 patches of 28 px, so an edit's text encoder sees a handful of picture tokens."""
+    from diffusers import QwenImageEditPipeline, QwenImageEditPlusPipeline
+    from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
+
+    from engine.loading import PictureQwenProcessor
+
+    components = _tiny_qwen_components(seed, EDIT_WORDS)
+    pictures = Qwen2VLImageProcessorPil(min_pixels=4 * 28 * 28, max_pixels=16 * 28 * 28)
+    processor = PictureQwenProcessor(image_processor=pictures, tokenizer=components["tokenizer"])
+    pipeline_class = QwenImageEditPlusPipeline if plus else QwenImageEditPipeline
+    pipe: Any = pipeline_class(**components, processor=processor)
+    _check_qwen_template(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _tiny_qwen_components(seed: int, extra_words: tuple[str, ...] = ()) -> dict[str, Any]:
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     from engine.tokenizer import build_qwen_tokenizer
 
     torch.manual_seed(seed)
-    tokenizer = build_qwen_tokenizer((*TINY_WORDS, *QWEN_TEMPLATE_WORDS))
+    tokenizer = build_qwen_tokenizer((*TINY_WORDS, *QWEN_TEMPLATE_WORDS, *extra_words))
     # transformers' Qwen2.5-VL config stubs leave out the text fields it takes as keywords.
     qwen_config: Any = Qwen2_5_VLConfig
     text_encoder = Qwen2_5_VLForConditionalGeneration(
@@ -505,18 +539,20 @@ def build_tiny_qwen_image_pipeline(seed: int = 0) -> Any:
     )
     vae.register_to_config(_dreamgrid_native_size=64)  # type: ignore[attr-defined]  # ConfigMixin's, untyped there  # its configs carry no size (engine.family.QwenImageFamily)
     _tame(vae)
-    pipe: Any = QwenImagePipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True),
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        transformer=transformer,
-    )
-    prefix = pipe.prompt_template_encode.split("{}")[0]
-    if len(tokenizer(prefix).input_ids) != pipe.prompt_template_encode_start_idx:
+    return {
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True),
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "transformer": transformer,
+    }
+
+
+def _check_qwen_template(pipe: Any) -> None:
+    """The pipeline drops its system prompt's tokens by count: the tiny tokenizer must count them as Qwen2's."""
+    prefix = pipe.prompt_template_encode.split("{}")[0].split("<|vision_start|>")[0]
+    if len(pipe.tokenizer(prefix).input_ids) != pipe.prompt_template_encode_start_idx:
         raise RuntimeError("the tiny Qwen tokenizer must read the system prompt as Qwen2's does")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 TINY_BUILDERS: dict[str, Callable[..., Any]] = {
@@ -528,6 +564,8 @@ TINY_BUILDERS: dict[str, Callable[..., Any]] = {
     "flux2-klein": build_tiny_flux2_klein_pipeline,
     "z-image": build_tiny_z_image_pipeline,
     "qwen-image": build_tiny_qwen_image_pipeline,
+    "qwen-image-edit": build_tiny_qwen_image_edit_pipeline,
+    "qwen-image-edit-plus": lambda seed=0: build_tiny_qwen_image_edit_pipeline(seed, plus=True),
 }
 
 
@@ -537,6 +575,10 @@ def build(family: str, folder: str | os.PathLike[str], seed: int = 0) -> Path:
         raise ValueError(f"no tiny pipeline for family {family!r} (have: {', '.join(TINY_BUILDERS)})")
     path = Path(folder)
     TINY_BUILDERS[family](seed=seed).save_pretrained(path, safe_serialization=True)
+    index = json.loads((path / "model_index.json").read_text())
+    if "processor" in index:  # recorded as a real Qwen-Image-Edit folder records it (engine.loading loads either)
+        index["processor"] = ["transformers", "Qwen2VLProcessor"]
+        (path / "model_index.json").write_text(json.dumps(index, indent=2))
     return path
 
 

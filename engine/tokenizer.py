@@ -146,18 +146,21 @@ def build_qwen_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
     from an in-memory word-level vocabulary.
 
     Qwen-Image wraps each prompt in a system message and drops that prefix's first tokens by count
-    (34 in Qwen2's vocabulary), so the prefix must tokenize to the same number of tokens here:
-    newlines and each punctuation mark are tokens of their own, as in Qwen2's byte-level BPE.
+    (34 in Qwen2's vocabulary; 64 for Qwen-Image-Edit's longer one), so the prefix must tokenize to
+    the same number of tokens here: newlines, English contractions ('s) and each run of punctuation
+    marks ("),") are tokens of their own, as in Qwen2's byte-level BPE.
     """
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
     vocab = {token: i for i, token in enumerate(("<unk>", *QWEN_SPECIAL_TOKENS))}
-    for word in sorted({w.strip().lower() for w in words if w.strip()} | {"\n", ",", ":", ".", "user", "assistant"}):
+    marks = {"\n", ",", ":", ".", "'s", "),", "user", "assistant"}
+    for word in sorted({w.strip().lower() for w in words if w.strip()} | marks):
         vocab.setdefault(word, len(vocab))
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.normalizer = normalizers.Lowercase()
-    # keep words, single punctuation marks and newlines; drop other whitespace
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"\n|\w+|[^\w\s]"), behavior="removed", invert=True)
+    # keep contractions, words, runs of punctuation and newlines (Qwen2's pre-tokenizer); drop other whitespace
+    pattern = Regex(r"'(?:s|t|re|ve|m|ll|d)|\n|\w+|[^\w\s]+")
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(pattern, behavior="removed", invert=True)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token="<|endoftext|>",

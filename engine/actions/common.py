@@ -88,18 +88,24 @@ def generators(requests: Sequence[RenderRequest]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(seed) for r in requests for seed in r.seeds]
 
 
-def encode_prompts(pipe: Any, requests: Sequence[RenderRequest], device: torch.device) -> dict[str, torch.Tensor]:
+def encode_prompts(
+    pipe: Any, requests: Sequence[RenderRequest], device: torch.device, reference: Any = None
+) -> dict[str, torch.Tensor]:
     """Embeddings for every output row (request-major), with --chaos applied per tile.
 
     Each distinct request is encoded once and repeated per seed. Returns the keyword arguments
     for the pipeline (`prompt_embeds`, and as the family has them `negative_prompt_embeds` and the
-    pooled ones); the model's family (engine/family.py) knows its text encoders.
+    pooled ones); the model's family (engine/family.py) knows its text encoders. `reference`: the
+    picture an instruction edits (`Family.encode_instruction`: Qwen-Image-Edit's encoder reads it too).
     """
     family = of_pipeline(pipe)
     cfg = family.uses_cfg(requests[0].guidance_scale)
-    encoded = family.encode(
-        pipe, [r.prompt for r in requests], [r.negative_prompt for r in requests] if cfg else None, device
-    )
+    prompts = [r.prompt for r in requests]
+    negatives = [r.negative_prompt for r in requests] if cfg else None
+    if reference is None:
+        encoded = family.encode(pipe, prompts, negatives, device)
+    else:
+        encoded = family.encode_instruction(pipe, prompts, negatives, reference, device)
     counts = torch.tensor([len(r.seeds) for r in requests], device=device)
     embeds = {n: _per_tile(t, counts) for n, t in encoded.items() if t is not None}
     # --chaos: nudge each tile's prompt embedding by seeded Gaussian noise, so tiles spread apart.

@@ -1,8 +1,9 @@
 """A picture + an instruction -> four edits of it ("make it night", "remove the hat").
 
 Families that edit by instruction take the picture as a *reference* (Flux.1 Kontext's `image`,
-Flux.2 [klein]'s reference images), not as a starting point to noise: the prompt says what to
-change and the model keeps the rest. Each request's four tiles share its picture and prompt and
+Flux.2 [klein]'s reference images, Qwen-Image-Edit's `image`, which its Qwen2.5-VL text encoder
+reads with the instruction), not as a starting point to noise: the prompt says what to change and
+the model keeps the rest. Each request's four tiles share its picture and prompt and
 differ in their seeds. Requests are drawn one pipeline call each: a reference belongs to its call
 (klein reads `image` as the references of the whole call), so pictures never mix across members.
 """
@@ -53,12 +54,17 @@ def edit(
     family = of_pipeline(pipe)
     results: list[list[Image.Image]] = []
     for request in requests:
-        # 2. encode the instruction: one row per tile (chaos noise per tile, as for imagine)
-        embeds = encode_prompts(pipe, [request], device)
-
-        # 3. one generator per tile; the picture is the reference every tile edits
-        gens = generators([request])
+        # 2. the picture is the reference every tile edits
         reference = source_of(request).convert("RGB").resize((first.width, first.height), Image.Resampling.LANCZOS)
+
+        # 3. encode the instruction (with the picture, for a family whose text encoder reads it): one row
+        #    per tile (chaos noise per tile, as for imagine); one generator per tile
+        embeds = encode_prompts(pipe, [request], device, reference=reference)
+        gens = generators([request])
+        per_prompt = 1
+        if family.one_prompt_per_call:  # its tiles share the first row (--chaos, which would differ, is refused)
+            embeds = {name: rows[:1] for name, rows in embeds.items()}
+            per_prompt = len(gens)
 
         # 4. denoise; the callback reports progress, cancels and applies --stop
         state = step_state(
@@ -77,6 +83,7 @@ def edit(
             **family.size_kwargs(first.width, first.height),
             num_inference_steps=first.steps,
             **family.guidance_kwargs(first.guidance_scale),
+            num_images_per_prompt=per_prompt,
             generator=gens,
             output_type="latent",
             callback_on_step_end=state,

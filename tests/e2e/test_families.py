@@ -163,3 +163,41 @@ async def test_edit_by_instruction_draws_on_flux_kontext_through_discord(fake_di
             refused = await fake.click(tile, label="Vary (Strong)")
             await refused.ack()
             assert "Flux.1 Kontext models cannot" in (await refused.wait_for_reply()).content
+
+
+async def test_edit_by_instruction_draws_on_qwen_image_edit_through_discord(fake_discord: FakeDiscord, tmp_path: Path):
+    """Qwen-Image-Edit through Discord: /edit on a member's own picture, then Edit under one of the
+    results; /imagine, which it cannot draw (its pipelines always take a picture), is refused in its name."""
+    from engine.core import DiffusersEngine
+    from engine.tiny import build
+    from tests.e2e.test_images import picture, upload_result
+
+    torch.set_num_threads(1)
+    folder = build("qwen-image-edit", tmp_path / "qwen-edit")
+    fake = fake_discord
+    async with DiffusersEngine(model="qwen-edit", sources={"qwen-edit": str(folder)}, device="cpu") as engine:
+        async with running_bot(fake, tmp_path / "data", engine=engine, model="qwen-edit") as bot:
+            ix = await fake.slash("imagine", prompt="a red circle")
+            await ix.ack()
+            reply = await ix.wait_for_reply()
+            assert reply.ephemeral and "Qwen-Image-Edit models cannot draw from a prompt alone" in reply.content
+            assert await bot.store.get_job(1) is None
+
+            photo = fake.upload("harbour.png", picture((96, 64), (40, 90, 160)))
+            own = await upload_result(
+                await fake.slash("edit", instruction="make it night --q .25", image=photo), timeout=120
+            )
+            job = await bot.store.get_job(1)
+            assert (job.kind, job.status) == ("picture_edit", "done")
+            assert own.attachments[0].image().size == (160, 96)  # 80x48 tiles: the picture fitted to the model
+            tiles = [pixels(own)[y : y + 48, x : x + 80] for y in (0, 48) for x in (0, 80)]
+            assert min(np.abs(a - b).mean() for i, a in enumerate(tiles) for b in tiles[i + 1 :]) > 0
+
+            tile = await _u(fake, own, "dg:u:1:2")
+            opened = await fake.click(tile, label="Edit")
+            await opened.ack()
+            again = await result_of(await fake.submit_modal(opened, {"prompt": "add snow --q .25"}), timeout=120)
+            assert ((await bot.store.get_job(2)).kind, again.attachments[0].image().size) == ("edit", (160, 96))
+            refused = await fake.click(tile, label="Vary (Strong)")
+            await refused.ack()
+            assert "Qwen-Image-Edit models cannot make strength variations" in (await refused.wait_for_reply()).content

@@ -14,7 +14,18 @@ import pytest
 from PIL import Image
 
 from engine import canvas
-from engine.family import FLUX, FLUX2_KLEIN, FLUX_SCHNELL, QWEN_IMAGE, SD, SD3, SDXL, Z_IMAGE, of_pipeline
+from engine.family import (
+    FLUX,
+    FLUX2_KLEIN,
+    FLUX_SCHNELL,
+    QWEN_IMAGE,
+    QWEN_IMAGE_EDIT,
+    SD,
+    SD3,
+    SDXL,
+    Z_IMAGE,
+    of_pipeline,
+)
 from engine.loading import family_of_source, hints_for
 from engine.params import BLEND_STRENGTH, VARY_STRONG
 from engine.requests import Action, Feature, ImagePromptMethod, RenderError, refusal
@@ -41,6 +52,7 @@ def test_a_folder_is_recognised_by_its_pipeline_class(family_folder, tiny_folder
     assert family_of_source(family_folder("flux2-klein")) is FLUX2_KLEIN
     assert family_of_source(family_folder("z-image")) is Z_IMAGE
     assert family_of_source(family_folder("qwen-image")) is QWEN_IMAGE
+    assert family_of_source(family_folder("qwen-image-edit")) is QWEN_IMAGE_EDIT
 
 
 def test_a_family_says_what_it_cannot_do_in_a_sentence_that_names_it():
@@ -175,7 +187,7 @@ def test_flux_sizes_must_be_multiples_of_16(family_folder):
 @pytest.mark.parametrize(
     ("class_name", "said"),
     [
-        ("QwenImageEditPipeline", "Qwen-Image-Edit"),
+        ("QwenImageEditInpaintPipeline", "Qwen-Image-Edit inpainting"),
         ("QwenImageLayeredPipeline", "Qwen-Image-Layered"),
         ("ChromaPipeline", "Chroma"),
         ("Flux2Pipeline", "Flux.2 [dev]"),

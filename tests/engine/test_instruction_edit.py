@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from PIL import Image, ImageDraw
 
-from engine.requests import Action, RenderError, RenderRequest
+from engine.requests import Action, Feature, RenderError, RenderRequest
 from tests.engine.conftest import TILE, mean_abs
 
 
@@ -96,3 +98,34 @@ async def test_the_engine_refuses_a_size_its_family_cannot_draw_in_the_same_word
             RenderError, match="Flux.1 models draw sizes in multiples of 16 px, and this would be 72×64"
         ):
             await engine.render(request)
+
+
+@pytest.mark.parametrize("plus", [False, True], ids=["edit", "edit-plus"])
+async def test_qwen_image_edit_edits_the_picture_its_text_encoder_is_shown(plus, family_folder):
+    """Qwen-Image-Edit (and the 2509/2511 models' Plus pipeline), loaded from a folder as a real one is:
+    the picture goes to the VAE and to the Qwen2.5-VL text encoder with the instruction."""
+    import torch
+
+    from engine.core import DiffusersEngine
+    from engine.family import QWEN_IMAGE_EDIT, QWEN_IMAGE_EDIT_PLUS
+    from engine.loading import family_of_source
+
+    folder = family_folder("qwen-image-edit-plus" if plus else "qwen-image-edit")
+    family = QWEN_IMAGE_EDIT_PLUS if plus else QWEN_IMAGE_EDIT
+    assert family_of_source(folder) is family
+    async with DiffusersEngine(model="m", sources={"m": str(folder)}, device="cpu", batch_window_s=0.0) as engine:
+        pipe = engine._model("m").text2img
+        assert type(pipe).__name__ == ("QwenImageEditPlusPipeline" if plus else "QwenImageEditPipeline")
+        # The text encoder reads the picture: the same instruction about two pictures is two embeddings.
+        red, green = (
+            family.encode_instruction(pipe, ["make it night"], None, picture(c), torch.device("cpu"))
+            for c in ((220, 30, 30), (30, 200, 30))
+        )
+        assert not torch.equal(red["prompt_embeds"], green["prompt_embeds"])
+        edited = await engine.render(dataclasses.replace(edit_request(picture()), guidance_scale=2.0, steps=2))
+        assert [image.size for image in edited.images] == [(TILE, TILE)] * 4
+        assert min(mean_abs(a, b) for a, b in zip(edited.images, edited.images[1:], strict=False)) > 0
+        for action in (Action.IMAGINE, Action.VARIATION, Action.INPAINT):
+            assert engine.supports("m", action).startswith(f"{family.name} models cannot")
+        if plus:  # one prompt a call: the four tiles cannot get a --chaos each
+            assert "cannot spread an edit's four pictures apart with --chaos" in engine.supports("m", Feature.CHAOS)
