@@ -81,6 +81,10 @@ class Family:
         """What a text-to-image call needs besides height/width to draw at exactly that size."""
         return {}
 
+    def inpaint_kwargs(self, width: int, height: int) -> dict[str, Any]:
+        """What its inpainting pipeline needs besides height/width to draw the canvas at exactly that size."""
+        return {}
+
     def guidance_kwargs(self, guidance_scale: float) -> dict[str, Any]:
         """The pipeline's argument for the member's guidance (Qwen-Image's CFG is `true_cfg_scale`)."""
         return {"guidance_scale": guidance_scale}
@@ -319,8 +323,9 @@ class Flux2KleinFamily(Family):
     """Flux.2 [klein]: a DiT on 32-channel latents patchified 2x2 and batch-normalised, one Qwen3 text
     encoder (three of its layers stacked), step-distilled (no guidance), flow matching. Its pipeline's
     `image` is a set of reference images for editing, not a starting point, so image-to-image actions
-    are refused; the instruction edit (the Edit button, later) is what that input is for. Zoom, Pan
-    and Vary (Region) run on its own inpainting pipeline."""
+    are refused (diffusers' Flux2KleinPipeline takes no strength); the instruction edit (the Edit
+    button, /edit) is what that input is for. Zoom, Pan and Vary (Region) run on its own inpainting
+    pipeline."""
 
     denoiser_name = "transformer"
     flow_matching = True
@@ -416,6 +421,10 @@ class FluxKontextFamily(FluxFamily):
 
     def size_kwargs(self, width: int, height: int) -> dict[str, Any]:
         return {"max_area": width * height}  # it rescales every request to this area (1024² by default)
+
+    def inpaint_kwargs(self, width: int, height: int) -> dict[str, Any]:
+        # FluxKontextInpaintPipeline moves the picture to the nearest of Kontext's trained sizes unless told not to
+        return {"max_area": width * height, "_auto_resize": False}
 
 
 @dataclass(frozen=True)
@@ -659,7 +668,7 @@ FLUX_SCHNELL = FluxFamily(
     ip_adapter=False,
     size_multiple=16,
 )
-# Kontext: Flux.1 that edits a reference image by instruction; the Edit button will use it.
+# Kontext: Flux.1 that edits a reference image by instruction (the Edit button); it inpaints on its own pipeline.
 FLUX_KONTEXT = FluxKontextFamily(
     key="flux-kontext",
     name="Flux.1 Kontext",
@@ -668,8 +677,6 @@ FLUX_KONTEXT = FluxKontextFamily(
     guidance_scale=2.5,
     refusals={
         **FLUX.refusals,
-        Action.INPAINT: "redraw a region (Vary (Region)) yet: dreamgrid has no Kontext inpainting",
-        Action.OUTPAINT: "zoom out or pan yet: dreamgrid has no Kontext inpainting",
         Action.VARIATION: "make strength variations: Kontext's image input is a reference, not a start",
         Action.UPSCALE: "upscale: Kontext's image input is a reference, not a start",
         Action.BLEND: "blend: Kontext's image input is a reference, not a start",
@@ -678,6 +685,7 @@ FLUX_KONTEXT = FluxKontextFamily(
     ip_adapter=False,
     instruction_edit=True,
     size_multiple=16,
+    inpaint_pipeline="FluxKontextInpaintPipeline",  # Zoom, Pan and Vary (Region); not in AutoPipelineForInpainting
 )
 
 _REFERENCE_NOT_START = "its image input is a set of reference pictures to edit by instruction, not a starting point"
@@ -691,10 +699,11 @@ FLUX2_KLEIN = Flux2KleinFamily(
         Feature.TILE: _NO_TILE_DIT,
         Feature.NEGATIVE_PROMPT: "take a negative prompt (--no): the distilled models have no unconditional branch",
         Feature.STYLE_REFERENCE: _NO_STYLE_YET,
-        Action.VARIATION: f"make strength variations: {_REFERENCE_NOT_START}",
-        Action.UPSCALE: f"upscale: {_REFERENCE_NOT_START}",
+        Action.VARIATION: f"make strength variations: {_REFERENCE_NOT_START} (its pipeline has no strength;"
+        " try Edit, or Vary (Region))",
+        Action.UPSCALE: f"upscale: {_REFERENCE_NOT_START} (its pipeline has no strength)",
         Action.BLEND: f"blend: {_REFERENCE_NOT_START}",
-        Action.IMAGE_PROMPT: f"take an image prompt: {_REFERENCE_NOT_START}",
+        Action.IMAGE_PROMPT: f"take an image prompt: {_REFERENCE_NOT_START} (try /edit with your picture)",
     },
     ip_adapter=False,
     instruction_edit=True,

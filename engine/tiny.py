@@ -333,6 +333,15 @@ def build_tiny_flux_pipeline(seed: int = 0, *, guidance_embeds: bool = True) -> 
     return pipe
 
 
+def build_tiny_flux_kontext_pipeline(seed: int = 0) -> Any:
+    """The tiny Flux.1 pipeline's parts as Flux.1 Kontext (the same architecture, trained to edit)."""
+    from diffusers import FluxKontextPipeline
+
+    pipe: Any = FluxKontextPipeline(**build_tiny_flux_pipeline(seed).components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def _tiny_qwen3_config(tokenizer: Any) -> Any:
     """A two-layer Qwen3 text encoder of width 16 over `tokenizer`'s vocabulary (klein's, Z-Image's)."""
     from transformers import Qwen3Config
@@ -561,6 +570,7 @@ TINY_BUILDERS: dict[str, Callable[..., Any]] = {
     "sd3": build_tiny_sd3_pipeline,
     "flux": build_tiny_flux_pipeline,
     "flux-schnell": lambda seed=0: build_tiny_flux_pipeline(seed, guidance_embeds=False),
+    "flux-kontext": lambda seed=0: build_tiny_flux_kontext_pipeline(seed),
     "flux2-klein": build_tiny_flux2_klein_pipeline,
     "z-image": build_tiny_z_image_pipeline,
     "qwen-image": build_tiny_qwen_image_pipeline,

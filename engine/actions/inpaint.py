@@ -86,6 +86,7 @@ def inpaint(
         mask_image=masks,
         height=first.height,
         width=first.width,
+        **of_pipeline(pipe).inpaint_kwargs(first.width, first.height),
         strength=first.strength,
         num_inference_steps=first.steps,
         **of_pipeline(pipe).guidance_kwargs(first.guidance_scale),

@@ -123,6 +123,7 @@ def outpaint(
         mask_image=masks,
         height=first.height,
         width=first.width,
+        **of_pipeline(pipe).inpaint_kwargs(first.width, first.height),
         strength=1.0,
         num_inference_steps=first.steps,
         **of_pipeline(pipe).guidance_kwargs(first.guidance_scale),

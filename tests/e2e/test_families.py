@@ -137,7 +137,8 @@ async def test_flux2_klein_zooms_and_pans_and_says_why_it_cannot_vary(fake_disco
 
 
 async def test_edit_by_instruction_draws_on_flux_kontext_through_discord(fake_discord: FakeDiscord, tmp_path: Path):
-    """Edit on a tiny Flux.1 Kontext model: U → Edit → "make it night" → four edits of that picture."""
+    """Edit on a tiny Flux.1 Kontext model: U → Edit → "make it night" → four edits of that picture;
+    then Zoom Out and Vary (Region) of the same picture on its inpainting pipeline."""
     from diffusers import FluxKontextPipeline
 
     from engine.core import DiffusersEngine
@@ -163,6 +164,21 @@ async def test_edit_by_instruction_draws_on_flux_kontext_through_discord(fake_di
             refused = await fake.click(tile, label="Vary (Strong)")
             await refused.ack()
             assert "Flux.1 Kontext models cannot" in (await refused.wait_for_reply()).content
+            # Zoom Out and Vary (Region) draw on FluxKontextInpaintPipeline, the kept part kept.
+            zoomed = await result_of(await fake.click(tile, label="Zoom Out 2x"), timeout=90)
+            assert zoomed.attachments[0].image().size == (128, 128)
+            opened = await fake.click(tile, "dg:region:1:1")
+            picker = await opened.wait_for_reply()
+            chosen = await fake.select(picker, "dg:cells:1:1", ["1", "2"])
+            await chosen.ack()
+            region = await chosen.wait_for_followup(shows_result, timeout=90)
+            source = pixels(tile)
+            boxes = canvas.cell_boxes(64, 64)
+            for k in range(4):
+                picture = pixels(region)[(k // 2) * 64 : (k // 2) * 64 + 64, (k % 2) * 64 : (k % 2) * 64 + 64]
+                for number, (left, top, right, bottom) in enumerate(boxes, start=1):
+                    same = bool((picture[top:bottom, left:right] == source[top:bottom, left:right]).all())
+                    assert same is (number not in (1, 2)), (k, number)
 
 
 async def test_edit_by_instruction_draws_on_qwen_image_edit_through_discord(fake_discord: FakeDiscord, tmp_path: Path):

@@ -36,7 +36,8 @@ def tiny_folder(tmp_path_factory):
 
 # The transformer families, each a tiny random pipeline saved as a diffusers folder (loading is tested too).
 FAMILIES = ("sd3", "flux", "z-image", "qwen-image")  # every action: the contract tests run on these
-ALL_FAMILIES = (*FAMILIES, "flux2-klein")  # Flux.2 [klein] refuses image-to-image (test_families.py)
+# Flux.1 Kontext and Flux.2 [klein] refuse image-to-image (their image input is a reference: test_families.py)
+ALL_FAMILIES = (*FAMILIES, "flux-kontext", "flux2-klein")
 
 
 @pytest.fixture(scope="session")

@@ -85,7 +85,7 @@ async def test_refusals_are_answered_before_queueing_and_again_at_render(family_
     with pytest.raises(RenderError, match="seamless tiles"):
         await family_engine.render(tiled)
     negative = render_request(negative_prompt="blue", steps=2)
-    if name in ("flux", "flux2-klein"):  # guidance-distilled
+    if name in ("flux", "flux-kontext", "flux2-klein"):  # guidance-distilled
         assert "negative prompt" in refusal(family_engine, negative)
     else:
         assert refusal(family_engine, negative) is None
@@ -233,7 +233,7 @@ async def test_vary_region_redraws_only_the_chosen_cells_on_every_family(family_
         strength=1.0,
     )
     result = await drawn_or_refused(family_engine, region)
-    assert result is not None  # every family here inpaints (Flux.2 [klein] on its own pipeline)
+    assert result is not None  # every family here inpaints (Kontext and Flux.2 [klein] on their own pipelines)
     for image in result.images:
         for number, (left, top, right, bottom) in enumerate(canvas.cell_boxes(TILE, TILE), start=1):
             change = np.abs(pixels(image)[top:bottom, left:right] - pixels(source)[top:bottom, left:right]).mean()
