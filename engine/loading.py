@@ -98,8 +98,8 @@ def family_of_tensor_names(names: list[str]) -> Family | None:
     return None
 
 
-def family_of_single_file(path: Path) -> Family:
-    family = family_of_tensor_names(tensor_names(path))
+def family_of_single_file(path: Path, names: list[str] | None = None) -> Family:
+    family = family_of_tensor_names(tensor_names(path) if names is None else names)
     if family is None:
         raise ModelSourceError(f"{path.name} is not a checkpoint of a family dreamgrid knows (SD1.x/2.x, SDXL)")
     return family
@@ -160,12 +160,15 @@ def hints_for(source: str | Path, family: Family) -> ModelHints:
     return hints
 
 
-def single_file_config(family: Family, configs: dict[str, str] | None = None) -> str:
-    """The config folder a single file of `family` is loaded with."""
+def single_file_config(family: Family, configs: dict[str, str] | None = None, names: list[str] | None = None) -> str:
+    """The config folder a single file of `family` is loaded with: the operator's for that family, or
+    the one the project ships (engine/configs/: SD 1.x and SDXL base; an SD 2.x file, whose text
+    encoder is OpenCLIP's, needs the operator's)."""
     if configs and family.key in configs:
         return configs[family.key]
     shipped = CONFIGS_DIR / family.key
-    if (shipped / "model_index.json").is_file():
+    sd2 = family is SD and any(name.startswith("cond_stage_model.model.") for name in names or ())
+    if (shipped / "model_index.json").is_file() and not sd2:
         return str(shipped)
     raise ModelSourceError(
         f"a single-file {family.name} checkpoint needs that family's config folder: set SINGLE_FILE_CONFIGS"
@@ -189,8 +192,11 @@ def load_pipeline(
     try:
         if is_single_file(source):
             path = check_single_file(source)
-            family = family_of_single_file(path)
-            config = single_file_config(family, single_file_configs)
+            names = tensor_names(path)
+            family = family_of_single_file(path, names)
+            config = single_file_config(family, single_file_configs, names)
+            if Path(config).parent == CONFIGS_DIR:  # a shipped config folder: CLIP's tokenizers from its merges
+                kwargs.update(_shipped_tokenizers(family))
             return _single_file_class(family).from_single_file(str(path), config=config, **kwargs)
         family = family_of_source(source)
         if family in (SD, SDXL) and not safety_checker:
@@ -216,6 +222,15 @@ class PictureQwenProcessor(Qwen2VLProcessor):
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+
+def _shipped_tokenizers(family: Family) -> dict[str, Any]:
+    """The tokenizers a shipped config folder leaves out: CLIP's, for SD 1.x and both of SDXL's encoders."""
+    from engine.tokenizer import clip_tokenizer
+
+    if family is SDXL:
+        return {"tokenizer": clip_tokenizer(), "tokenizer_2": clip_tokenizer(pad_token="!")}  # as SDXL's pad
+    return {"tokenizer": clip_tokenizer()}
 
 
 def _single_file_class(family: Family) -> Any:

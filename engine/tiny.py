@@ -131,15 +131,18 @@ def _tiny_vae(**config: Any) -> AutoencoderKL:
     return vae
 
 
-def build_tiny_sdxl_pipeline(seed: int = 0, *, second_encoder_width: int = 32) -> StableDiffusionXLPipeline:
+def build_tiny_sdxl_pipeline(
+    seed: int = 0, *, second_encoder_width: int = 32, tokenizer: Any = None
+) -> StableDiffusionXLPipeline:
     """A random-weight SDXL pipeline as small as the tiny SD one: two text encoders (the second
     pooled, with projection), a UNet conditioned on text and size/crop ids, and a VAE whose config
     asks for float32 decoding (`force_upcast`), as SDXL's does.
 
     `second_encoder_width`: a single-file loader tells SDXL's two encoders apart by their widths
-    (768 and 1280 in SDXL), so a checkpoint of this model needs them to differ."""
+    (768 and 1280 in SDXL), so a checkpoint of this model needs them to differ. `tokenizer`: both
+    encoders' (default: a small one over the tiny words; `engine.tokenizer.clip_tokenizer()` is CLIP's)."""
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(TINY_WORDS)
+    tokenizer = tokenizer or build_tokenizer(TINY_WORDS)
 
     def text_config(hidden_size: int = 32, **extra: Any) -> CLIPTextConfig:
         return CLIPTextConfig(

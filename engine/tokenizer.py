@@ -1,6 +1,7 @@
-"""A CLIP tokenizer built in memory, so no model hub is ever needed.
+"""Tokenizers built in memory, so no model hub is ever needed: CLIP's own (`clip_tokenizer`, from the
+merges the project ships, for single-file SD 1.x/SDXL checkpoints) and small ones for the tiny models.
 
-The vocabulary is CLIP's byte-level alphabet (every string can be encoded) plus one
+A tiny vocabulary is CLIP's byte-level alphabet (every string can be encoded) plus one
 whole-word token for each word we expect in prompts. Words outside the list still
 encode, one character per token.
 """
@@ -8,6 +9,7 @@ encode, one character per token.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from transformers import CLIPTokenizer, PreTrainedTokenizerFast
 
@@ -92,6 +94,33 @@ def build_tokenizer(words: Iterable[str]) -> CLIPTokenizer:
     # transformers 5 ignores vocab_file=/merges_file= silently; pass the data itself.
     # merges go on to tokenizers' BPE, which takes (a, b) pairs; transformers annotates them list[str].
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MODEL_MAX_LENGTH)  # type: ignore[arg-type]
+
+
+CLIP_MERGES = Path(__file__).parent / "configs" / "clip" / "merges.txt"
+CLIP_MERGE_COUNT = 48894  # the merges CLIP's tokenizer uses (49408 tokens - 2 * 256 byte symbols - 2 special)
+
+
+def clip_tokenizer(pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
+    """OpenAI CLIP's tokenizer (SD 1.x's and both of SDXL's), from the merges the project ships.
+
+    The vocabulary is rebuilt as CLIP's own tokenizer builds it: the byte symbols (printable ones
+    first), each again with `</w>`, one token per merge in order, then the two special tokens.
+    SDXL's second tokenizer pads with "!" (`pad_token="!"`), the first and SD 1.x's with `<|endoftext|>`.
+    """
+    lines = CLIP_MERGES.read_text(encoding="utf-8").splitlines()[1 : 1 + CLIP_MERGE_COUNT]
+    merges = [tuple(line.split()) for line in lines]
+    # CLIP numbers the printable bytes' symbols first, then the stand-ins for the other bytes
+    symbols = _bytes_to_unicode()
+    alphabet = [c for b, c in enumerate(symbols) if ord(c) == b] + [c for b, c in enumerate(symbols) if ord(c) != b]
+    tokens = [*alphabet, *(c + "</w>" for c in alphabet), *("".join(m) for m in merges), *SPECIAL_TOKENS]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    # merges go on to tokenizers' BPE, which takes (a, b) pairs; transformers annotates them list[str].
+    return CLIPTokenizer(
+        vocab=vocab,
+        merges=merges,  # type: ignore[arg-type]
+        pad_token=pad_token,
+        model_max_length=MODEL_MAX_LENGTH,
+    )
 
 
 T5_MAX_LENGTH = 32  # a tiny model's T5 reads this many tokens; Flux and SD3 pad their T5 prompt to it
