@@ -62,25 +62,30 @@ def split_zoom(text: str) -> tuple[str, float | None]:
     return re.sub(r"\s{2,}", " ", rest), zoom
 
 
-def zoom(width: int, height: int, factor: float, aspect: tuple[int, int] | None = None) -> EditSpec:
-    """Zoom Out / Custom Zoom of a `width`×`height` picture."""
-    edit = EditSpec(zoom=factor, aspect=f"{aspect[0]}:{aspect[1]}" if aspect else None)
+def zoom(
+    width: int, height: int, factor: float, aspect: tuple[int, int] | None = None, *, multiple: int = canvas.MULTIPLE
+) -> EditSpec:
+    """Zoom Out / Custom Zoom of a `width`×`height` picture; a new `aspect`'s frame in sides of `multiple`."""
+    edit = EditSpec(zoom=factor, aspect=f"{aspect[0]}:{aspect[1]}" if aspect else None, multiple=multiple)
     _checked(plan, edit, width, height)
     return edit
 
 
-def make_square(width: int, height: int) -> EditSpec:
+def make_square(width: int, height: int, *, multiple: int = canvas.MULTIPLE) -> EditSpec:
     """Make Square: a square frame at the same pixel count; the picture's short side is extended."""
     if width == height:
         raise EditError("The picture is already square.")
-    return EditSpec(aspect="1:1")
+    return EditSpec(aspect="1:1", multiple=multiple)
 
 
-def pan(width: int, height: int, direction: Direction, *, tile_size: int, size_limit: int) -> EditSpec:
-    """Pan by half a tile of the model, as far as the server's size limit allows."""
-    step = canvas.pan_step(tile_size)
-    grown = _checked(canvas.pan, width, height, direction, step, size_limit)
-    return EditSpec(pan=Direction(direction).value, pan_by=grown.width - width + grown.height - height)
+def pan(
+    width: int, height: int, direction: Direction, *, tile_size: int, size_limit: int, multiple: int = canvas.MULTIPLE
+) -> EditSpec:
+    """Pan by half a tile of the model, as far as the server's size limit allows, in sides of `multiple`."""
+    step = canvas.pan_step(tile_size, multiple)
+    grown = _checked(canvas.pan, width, height, direction, step, size_limit, multiple)
+    pan_by = grown.width - width + grown.height - height
+    return EditSpec(pan=Direction(direction).value, pan_by=pan_by, multiple=multiple)
 
 
 def region(width: int, height: int, cells: Iterable[int]) -> EditSpec:
@@ -95,9 +100,10 @@ def plan(edit: EditSpec, width: int, height: int) -> canvas.Outpaint | None:
     if edit.cells:
         return None
     if edit.pan is not None:
-        return canvas.pan(width, height, Direction(edit.pan), edit.pan_by, max(width, height) + edit.pan_by)
+        grown = max(width, height) + edit.pan_by
+        return canvas.pan(width, height, Direction(edit.pan), edit.pan_by, grown, edit.multiple)
     aspect = parse_aspect(edit.aspect) if edit.aspect else None
-    return canvas.zoom_out(width, height, edit.zoom or 1.0, aspect)
+    return canvas.zoom_out(width, height, edit.zoom or 1.0, aspect, edit.multiple)
 
 
 def result_size(edit: EditSpec, width: int, height: int) -> tuple[int, int]:

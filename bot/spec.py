@@ -115,6 +115,7 @@ class EditSpec:
     pan: str | None = None  # left, right, up, down
     pan_by: int = 0  # pixels the canvas grows that way
     cells: tuple[int, ...] = ()  # Vary (Region): the cells redrawn, numbered as engine.canvas.cell_boxes
+    multiple: int = 8  # a new frame's sides are multiples of this: the model family's (Flux: 16)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

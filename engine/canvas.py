@@ -11,7 +11,10 @@ overlay with it; the engine's outpaint and inpaint actions receive what `place` 
 | Pan ⬅ ➡ ⬆ ⬇      | half a tile longer in that direction         | full size, against the opposite edge      |
 | Vary (Region)     | same size                                    | everything but the chosen cells           |
 
-Canvas sides are multiples of 8 (what latent diffusion needs); the kept picture's box need not be.
+Canvas sides are multiples of 8 (what latent diffusion needs), or of the model family's coarser
+`multiple` (Flux-style families pack 2x2 latents: 16) where a new frame is made: a Custom Zoom
+`--ar`, Make Square and Pan round to it rather than ask for a size the model cannot draw. The kept
+picture's box need not be.
 Masks follow diffusers' convention: white is drawn, black is kept.
 """
 
@@ -60,17 +63,26 @@ def _check_size(width: int, height: int) -> None:
             raise ValueError(f"{name} must be a positive multiple of {MULTIPLE}, got {value}")
 
 
+def _multiple(multiple: int) -> int:
+    """A family's size multiple, checked: a positive multiple of 8."""
+    if multiple < MULTIPLE or multiple % MULTIPLE:
+        raise ValueError(f"the size multiple must be a positive multiple of {MULTIPLE}, got {multiple}")
+    return multiple
+
+
 def _centred(canvas_w: int, canvas_h: int, kept_w: float, kept_h: float) -> Outpaint:
     w, h = max(1, round(kept_w)), max(1, round(kept_h))
     left, top = (canvas_w - w) // 2, (canvas_h - h) // 2
     return Outpaint(canvas_w, canvas_h, (left, top, left + w, top + h))
 
 
-def zoom_out(width: int, height: int, zoom: float, aspect: tuple[int, int] | None = None) -> Outpaint:
+def zoom_out(
+    width: int, height: int, zoom: float, aspect: tuple[int, int] | None = None, multiple: int = MULTIPLE
+) -> Outpaint:
     """Zoom Out / Custom Zoom: the picture shrinks to 1/zoom of a frame with the same pixel count.
 
-    With a new `aspect` the frame takes that shape (same pixel count) and the picture is first
-    fitted inside it, so `--zoom 1 --ar 16:9` on a square only widens the scene.
+    With a new `aspect` the frame takes that shape (same pixel count, sides rounded to `multiple`)
+    and the picture is first fitted inside it, so `--zoom 1 --ar 16:9` on a square only widens the scene.
     """
     _check_size(width, height)
     if not ZOOM_MIN <= zoom <= ZOOM_MAX:
@@ -78,7 +90,7 @@ def zoom_out(width: int, height: int, zoom: float, aspect: tuple[int, int] | Non
     if aspect is None:
         frame_w, frame_h = width, height
     else:
-        frame_w, frame_h = size_for_aspect(*aspect, width * height, MULTIPLE)
+        frame_w, frame_h = size_for_aspect(*aspect, width * height, _multiple(multiple))
     fit = min(frame_w / width, frame_h / height) / zoom
     plan = _centred(frame_w, frame_h, width * fit, height * fit)
     if plan.kept_size == (frame_w, frame_h):
@@ -86,26 +98,29 @@ def zoom_out(width: int, height: int, zoom: float, aspect: tuple[int, int] | Non
     return plan
 
 
-def make_square(width: int, height: int) -> Outpaint:
+def make_square(width: int, height: int, multiple: int = MULTIPLE) -> Outpaint:
     """Make Square: a square frame of the same pixel count; the short side is extended."""
     if width == height:
         raise ValueError("the picture is already square")
-    return zoom_out(width, height, 1.0, (1, 1))
+    return zoom_out(width, height, 1.0, (1, 1), multiple)
 
 
-def pan_step(tile_size: int) -> int:
-    """How far one Pan extends the picture: half a tile of the model, in whole multiples of 8."""
-    return max(MULTIPLE, tile_size // 2 // MULTIPLE * MULTIPLE)
+def pan_step(tile_size: int, multiple: int = MULTIPLE) -> int:
+    """How far one Pan extends the picture: half a tile of the model, in whole multiples of `multiple`."""
+    multiple = _multiple(multiple)
+    return max(multiple, tile_size // 2 // multiple * multiple)
 
 
-def pan(width: int, height: int, direction: Direction, step: int, max_side: int) -> Outpaint:
-    """Pan: the canvas grows by `step` in `direction` (less when that would pass `max_side`)."""
+def pan(width: int, height: int, direction: Direction, step: int, max_side: int, multiple: int = MULTIPLE) -> Outpaint:
+    """Pan: the canvas grows by `step` in `direction` (less when that would pass `max_side`), in
+    whole multiples of `multiple`, so a picture the family can draw stays one it can draw."""
     _check_size(width, height)
+    multiple = _multiple(multiple)
     direction = Direction(direction)
     horizontal = direction in (Direction.LEFT, Direction.RIGHT)
     side = width if horizontal else height
-    limit = max_side // MULTIPLE * MULTIPLE
-    grow = min(step, limit - side) // MULTIPLE * MULTIPLE
+    limit = max_side // multiple * multiple
+    grow = min(step, limit - side) // multiple * multiple
     if grow <= 0:
         what = "wide" if horizontal else "tall"
         raise ValueError(f"the picture is already {side} px {what}, this server's limit: it cannot pan further")

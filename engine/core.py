@@ -652,7 +652,7 @@ class DiffusersEngine:
             time.perf_counter() - started,
         )
         if self.speedups.compile != "off" and family.supports(Action.IMAGINE) is None:
-            sizes = self.warm_up_sizes or aspect_buckets(family.native_size(pipe))
+            sizes = self.warm_up_sizes or aspect_buckets(family.native_size(pipe), multiple=family.size_multiple)
             log.info(
                 "compiling model %s (%s) for its %d tile sizes; members wait until this is done",
                 name,

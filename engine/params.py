@@ -278,7 +278,7 @@ def _read_aspect(shown: str, value: str) -> tuple[int, int]:
 PARAMETERS: tuple[PromptParameter, ...] = (
     PromptParameter(
         "ar", ("aspect",), "--ar W:H", f"whole numbers, from 1:{ASPECT_MAX} to {ASPECT_MAX}:1", "1:1", "3:2",
-        "`width, height = size_for_aspect(W, H, native², native // 8)`", ValueType.RATIO,
+        "`width, height = size_for_aspect(W, H, native², size_step(native, family multiple))`", ValueType.RATIO,
     ),
     PromptParameter(
         "seed", (), "--seed N", f"{SEED_MIN}–{SEED_MAX}", "random", "42",
@@ -413,19 +413,35 @@ def size_for_aspect(w: int, h: int, budget_pixels: int, multiple: int = 64) -> t
     return max(multiple, round(width / multiple) * multiple), max(multiple, round(height / multiple) * multiple)
 
 
-def tile_size(w: int, h: int, native: int) -> tuple[int, int]:
-    """The tile size for `--ar w:h` on a model trained at `native` px: its area, sides in steps of native/8."""
-    return size_for_aspect(w, h, native * native, max(8, native // 8))
+def size_step(native: int, multiple: int = 8) -> int:
+    """The step `--ar` sizes come in on a model trained at `native` px whose family draws sides in
+    multiples of `multiple`: native/8 (at least 8) when that is such a multiple, else the coarsest
+    multiple of it below native/8 that divides `native`, so 1:1 stays the native size.
+
+    Qwen-Image's 1328 px (16 x 83) gives 16: native/8 would be 166, which a 2x2-packing family
+    cannot draw, and 176 would turn 1:1 into 1408 px."""
+    step = max(8, native // 8)
+    if step % multiple == 0:
+        return step
+    for candidate in range(step - step % multiple, 0, -multiple):
+        if native % candidate == 0:
+            return candidate
+    return multiple
 
 
-def aspect_buckets(native: int, max_aspect: int = ASPECT_MAX) -> list[tuple[int, int]]:
+def tile_size(w: int, h: int, native: int, multiple: int = 8) -> tuple[int, int]:
+    """The tile size for `--ar w:h` on a model trained at `native` px: its area, sides in `size_step`s."""
+    return size_for_aspect(w, h, native * native, size_step(native, multiple))
+
+
+def aspect_buckets(native: int, max_aspect: int = ASPECT_MAX, multiple: int = 8) -> list[tuple[int, int]]:
     """Every tile size a member can get from `--ar` (whole numbers up to max_aspect:1), squarest first.
 
     Many ratios round to one size, so a model has a few dozen at most: the shapes a compiled UNet
     is warmed up for (engine/optimize.py).
     """
     sizes = {
-        tile_size(w, h, native)
+        tile_size(w, h, native, multiple)
         for w in range(1, 16 * max_aspect + 1)
         for h in range(1, 16 * max_aspect + 1)
         if w <= max_aspect * h and h <= max_aspect * w
@@ -488,7 +504,7 @@ def request_fields(
     if values.get("draft"):
         budget = max(DRAFT_MIN_SIDE, budget // 2)
         steps = max(1, round(steps / DRAFT_STEPS_DIVISOR))
-    width, height = size_for_aspect(w, h, budget * budget, max(8, native // 8, size_multiple))
+    width, height = size_for_aspect(w, h, budget * budget, size_step(native, size_multiple))
     return {
         "width": width,
         "height": height,

@@ -103,3 +103,21 @@ def test_region_mask_marks_exactly_the_chosen_cells():
         canvas.region_mask(64, 64, [17])
     with pytest.raises(ValueError, match="whole picture"):
         canvas.region_mask(64, 64, range(1, 17))
+
+
+def test_a_new_frame_is_made_in_the_model_familys_multiples():
+    """Flux-style families draw sides in multiples of 16: a Custom Zoom --ar, Make Square and Pan round
+    to them instead of asking for a size that would be refused (the default is latent diffusion's 8)."""
+    assert (canvas.zoom_out(64, 64, 1.5, (2, 1)).width, canvas.zoom_out(64, 64, 1.5, (2, 1)).height) == (88, 48)
+    wide = canvas.zoom_out(64, 64, 1.5, (2, 1), multiple=16)
+    assert (wide.width, wide.height) == (96, 48)
+    assert wide.kept_size[1] == 32  # the picture fitted to the frame's height, then shrunk by 1.5
+    square = canvas.make_square(80, 48, multiple=16)
+    assert (square.width, square.height) == (64, 64)
+    assert canvas.pan_step(1328, 8) == 664 and canvas.pan_step(1328, 16) == 656  # Qwen-Image's half tile
+    panned = canvas.pan(1328, 1328, Direction.RIGHT, 656, 1328 + 700, multiple=16)
+    assert (panned.width, panned.height) == (1984, 1328) and panned.box == (0, 0, 1328, 1328)
+    short = canvas.pan(64, 64, Direction.UP, 32, 88, multiple=16)  # the limit cuts the step to whole 16s
+    assert (short.width, short.height) == (64, 80)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        canvas.pan_step(64, 12)

@@ -95,6 +95,12 @@ async def start_edit(
 # -- Zoom Out, Custom Zoom, Make Square, Pan -------------------------------------------------
 
 
+async def _size_multiple(interaction: Interaction, job_id: int) -> int:
+    """What a new frame's sides are multiples of on the job's model: its family's (Flux: 16)."""
+    bot = interaction.client
+    return bot.engine.defaults((await jobs.job_or_error(bot, interaction, job_id)).model).size_multiple
+
+
 class ZoomButton(GuardedItem[discord.ui.Button], template=r"dg:zoom:(?P<how>2|1\.5|custom):(?P<job>\d+):(?P<n>[1-4])"):
     """Zoom Out 2x / 1.5x: the picture shrunk into the middle of a new scene. Custom Zoom: a modal first."""
 
@@ -114,8 +120,10 @@ class ZoomButton(GuardedItem[discord.ui.Button], template=r"dg:zoom:(?P<how>2|1\
             await interaction.response.send_modal(CustomZoomModal(parent=parent, index=self.index, row=row))
             return
 
+        multiple = await _size_multiple(interaction, self.job_id)
+
         def zoom(row: ImageRow, config: GuildConfig) -> EditSpec:
-            return edits.zoom(row.width, row.height, ZOOMS[self.how])
+            return edits.zoom(row.width, row.height, ZOOMS[self.how], multiple=multiple)
 
         await start_edit(interaction, self.job_id, self.index, kinds.ZOOM, zoom)
 
@@ -132,8 +140,10 @@ class MakeSquareButton(GuardedItem[discord.ui.Button], template=r"dg:square:(?P<
         return cls(int(match["job"]), int(match["n"]))
 
     async def respond(self, interaction: Interaction) -> None:
+        multiple = await _size_multiple(interaction, self.job_id)
+
         def square(row: ImageRow, config: GuildConfig) -> EditSpec:
-            return edits.make_square(row.width, row.height)
+            return edits.make_square(row.width, row.height, multiple=multiple)
 
         await start_edit(interaction, self.job_id, self.index, kinds.SQUARE, square)
 
@@ -155,11 +165,14 @@ class PanButton(
 
     async def respond(self, interaction: Interaction) -> None:
         bot = interaction.client
-        tile_size = bot.engine.native_size((await jobs.job_or_error(bot, interaction, self.job_id)).model)
+        model = (await jobs.job_or_error(bot, interaction, self.job_id)).model
+        tile_size, multiple = bot.engine.native_size(model), bot.engine.defaults(model).size_multiple
 
         def pan(row: ImageRow, config: GuildConfig) -> EditSpec:
             limit = policy.size_limit(config, tile_size)
-            return edits.pan(row.width, row.height, self.direction, tile_size=tile_size, size_limit=limit)
+            return edits.pan(
+                row.width, row.height, self.direction, tile_size=tile_size, size_limit=limit, multiple=multiple
+            )
 
         await start_edit(interaction, self.job_id, self.index, kinds.PAN, pan)
 
@@ -197,7 +210,9 @@ class CustomZoomModal(GuardedModal):
             # A new --ar reshapes the frame; the same --ar as before (or none) keeps the picture's shape.
             aspect = after.aspect if after.aspect != before.aspect else None
             try:
-                edit = edits.zoom(self.row.width, self.row.height, zoom or 1.0, aspect)
+                model = after.model if after.model in bot.engine.models else self.parent.model  # a Remix's --model
+                multiple = bot.engine.defaults(model).size_multiple
+                edit = edits.zoom(self.row.width, self.row.height, zoom or 1.0, aspect, multiple=multiple)
             except edits.EditError as exc:
                 raise UserError(str(exc)) from None
             remixed = _apart_from_shape(after) != _apart_from_shape(before)

@@ -307,3 +307,31 @@ async def test_edit_on_a_model_that_cannot_is_refused_before_asking(fake_discord
         await command.ack()
         assert reason in (await command.wait_for_reply()).content
         assert await bot.store.get_job(2) is None
+
+
+async def test_on_a_family_drawing_sixteens_a_new_frame_is_rounded_to_them_not_refused(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    """Flux-style families draw sides in multiples of 16: Custom Zoom's --ar, Make Square and Pan make
+    frames in those (at 8s a 2:1 frame of 64² pixels would be 88x48, which they cannot draw)."""
+    from engine.fake import FakeEngine
+    from engine.requests import ModelHints
+
+    engine = FakeEngine(models=["flux"], step_delay_s=0.05, hints={"flux": ModelHints("Flux.1", 28, 3.5, 16)})
+    fake = fake_discord
+    async with running_bot(fake, tmp_path, engine=engine, model="flux") as bot:
+        grid = await result_of(await fake.slash("imagine", prompt="a harbour --seed 2"))
+        tile = await _u(fake, grid, "dg:u:1:1")
+        opened = await fake.click(tile, label="Custom Zoom")
+        await opened.ack()
+        wide = await result_of(await fake.submit_modal(opened, {"prompt": "a harbour --seed 2 --ar 2:1 --zoom 1.5"}))
+        assert (await bot.store.get_job(2)).spec.edit.multiple == 16
+        assert wide.attachments[0].image().size == (192, 96)  # 96x48 tiles: 2:1 at 64² pixels, in 16s
+        assert bot.engine.requests[-1].width == 96
+
+        wide_tile = await _u(fake, wide, "dg:u:2:1")
+        square = await result_of(await fake.click(wide_tile, label="Make Square"))
+        assert square.attachments[0].image().size == (128, 128)  # 64x64: 96x48's pixel count, in 16s
+        panned = await result_of(await fake.click(wide_tile, "dg:pan:up:2:1"))
+        assert panned.attachments[0].image().size == (192, 160)  # half a 64 px tile taller: 96x80 tiles
+        assert all(request.width % 16 == 0 and request.height % 16 == 0 for request in bot.engine.requests)

@@ -89,3 +89,17 @@ def test_img2img_steps_always_leave_steps_to_run():
     for steps in (1, 5, 10, 20, 40):
         for strength in (0.05, 0.1, 0.2, 0.35, 0.4, 0.75, 1.0):
             assert int(params.img2img_steps(steps, strength) * strength) >= 2
+
+
+@pytest.mark.parametrize(
+    ("native", "multiple", "step"),
+    [(512, 8, 64), (1024, 16, 128), (64, 16, 16), (1328, 16, 16), (1328, 8, 16), (768, 16, 96), (1000, 16, 16)],
+)
+def test_aspect_sizes_come_in_steps_the_family_can_draw_and_keep_the_native_square(native, multiple, step):
+    assert params.size_step(native, multiple) == step
+    buckets = params.aspect_buckets(native, multiple=multiple)
+    assert all(w % multiple == 0 and h % multiple == 0 for w, h in buckets)
+    if native % multiple == 0:
+        assert params.tile_size(1, 1, native, multiple) == (native, native)
+    fields = params.request_fields({"ar": (3, 2)}, native=native, size_multiple=multiple)
+    assert fields["width"] % multiple == 0 and fields["height"] % multiple == 0
