@@ -641,6 +641,7 @@ SD3 = SD3Family(
     guidance_scale=4.5,
     refusals={Feature.TILE: _NO_TILE_DIT, Feature.STYLE_REFERENCE: _NO_STYLE_YET},
     ip_adapter=False,
+    size_multiple=16,  # its transformer's 2x2 patches of 8x latents: the pipeline refuses other sizes
 )
 FLUX = FluxFamily(
     key="flux",
