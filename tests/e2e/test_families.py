@@ -201,7 +201,7 @@ async def test_edit_by_instruction_draws_on_qwen_image_edit_through_discord(fake
 
             photo = fake.upload("harbour.png", picture((96, 64), (40, 90, 160)))
             own = await upload_result(
-                await fake.slash("edit", instruction="make it night --q .25", image=photo), timeout=120
+                await fake.slash("edit", instruction="make it night --q .25", image=photo), timeout=300
             )
             job = await bot.store.get_job(1)
             assert (job.kind, job.status) == ("picture_edit", "done")
@@ -212,7 +212,7 @@ async def test_edit_by_instruction_draws_on_qwen_image_edit_through_discord(fake
             tile = await _u(fake, own, "dg:u:1:2")
             opened = await fake.click(tile, label="Edit")
             await opened.ack()
-            again = await result_of(await fake.submit_modal(opened, {"prompt": "add snow --q .25"}), timeout=120)
+            again = await result_of(await fake.submit_modal(opened, {"prompt": "add snow --q .25"}), timeout=300)
             assert ((await bot.store.get_job(2)).kind, again.attachments[0].image().size) == ("edit", (160, 96))
             refused = await fake.click(tile, label="Vary (Strong)")
             await refused.ack()
