@@ -158,6 +158,12 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
         embed.add_field(name="Seed", value=f"{seeds[0]}{again}", inline=False)
     else:  # recorded before tile seeds were mixed from the job's seed: each tile's own
         embed.add_field(name="Seeds", value=", ".join(map(str, seeds)), inline=False)
+    try:
+        parts = render_params.prompt_parts(render.prompt)
+    except render_params.ParameterError:  # recorded before `::` was read: the prompt above says it all
+        parts = ()
+    if len(parts) > 1:  # a `::` multi-prompt: each part as it was weighed
+        embed.add_field(name="Weights", value=render_params.parts_text(parts)[:1024], inline=False)
     embed.add_field(name="Size", value=f"{width}×{height}")
     embed.add_field(name="Steps", value=str(render.steps))
     # Whatever set them (the prompt, /settings or the server), the values the job ran with.

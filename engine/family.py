@@ -168,6 +168,11 @@ class Family:
 
 
 _NO_TILE_DIT = "draw seamless tiles (--tile): their transformer has no convolutions to wrap around the edges"
+# `::` parts are averaged as embeddings of one length; these families' encoders give each prompt its own.
+_NO_MULTI_PROMPT = (
+    "weigh the parts of a `::` multi-prompt: their text encoder gives each prompt its own length,"
+    " so the parts cannot be blended (write one prompt without `::`)"
+)
 
 
 @dataclass(frozen=True)
@@ -638,7 +643,7 @@ Z_IMAGE = ZImageFamily(
     pipeline_prefixes=("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"),
     steps=8,  # Z-Image-Turbo's, with no guidance
     guidance_scale=0.0,
-    refusals={Feature.TILE: _NO_TILE_DIT},
+    refusals={Feature.TILE: _NO_TILE_DIT, Feature.MULTI_PROMPT: _NO_MULTI_PROMPT},
     ip_adapter=False,
     size_multiple=16,
     img2img_takes_latents=False,
@@ -650,7 +655,7 @@ QWEN_IMAGE = QwenImageFamily(
     pipeline_prefixes=("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline"),
     steps=50,  # the model card's, with true_cfg_scale 4
     guidance_scale=4.0,
-    refusals={Feature.TILE: _NO_TILE_DIT},
+    refusals={Feature.TILE: _NO_TILE_DIT, Feature.MULTI_PROMPT: _NO_MULTI_PROMPT},
     ip_adapter=False,
     size_multiple=16,
     img2img_takes_latents=False,

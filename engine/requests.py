@@ -17,6 +17,8 @@ from typing import Protocol
 
 from PIL import Image
 
+from engine.params import is_multi_prompt
+
 
 class Action(enum.StrEnum):
     IMAGINE = "imagine"  # text -> four tiles (a reroll is an imagine with new seeds)
@@ -37,6 +39,7 @@ class Feature(enum.StrEnum):
     TILE = "--tile"
     STOP = "--stop"
     CHAOS = "--chaos"
+    MULTI_PROMPT = "`::` multi-prompt weights"
     INSTRUCTION_EDIT = "instruction edit"  # an image changed by a sentence: what Action.EDIT needs of a family
 
 
@@ -168,6 +171,8 @@ def features_of(request: RenderRequest) -> tuple[Feature, ...]:
         used.append(Feature.STOP)
     if request.chaos:
         used.append(Feature.CHAOS)
+    if is_multi_prompt(request.prompt):
+        used.append(Feature.MULTI_PROMPT)
     return tuple(used)
 
 
