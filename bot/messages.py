@@ -199,11 +199,17 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
 
 
 NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
+UNFAMILIAR = (
+    "This picture is far outside what my describer knows, so I won't guess a prompt for it: "
+    "any prompt would be a confident wrong one. Describe it in your own words with /imagine."
+)
 
 
 def described_embed(job: Job, filename: str) -> discord.Embed:
     """A /describe result: the prompts, numbered as the buttons under them, beside the picture."""
     lines = [f"{number} {_escape(prompt)}" for number, prompt in zip(NUMBERS, job.spec.described, strict=False)]
+    if job.spec.unfamiliar:
+        lines = [UNFAMILIAR]
     embed = discord.Embed(description="\n\n".join(lines)[:4000], colour=discord.Colour.blurple())
     if job.spec.inputs:
         embed.add_field(name="Picture", value=shown_name(job.spec.inputs[0].name))

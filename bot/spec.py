@@ -126,6 +126,7 @@ class JobSpec:
     delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
     inputs: tuple[InputImage, ...] = ()  # members' pictures, for kinds that draw from uploads
     described: tuple[str, ...] = ()  # what a describe job found: its prompts, recorded when it finishes
+    unfamiliar: bool = False  # a describe job's picture lay far outside what the describer knows: no prompts
     edit: EditSpec | None = None
 
     def to_json(self) -> str:
@@ -145,6 +146,7 @@ class JobSpec:
             delivery=_build(DeliveryOptions, parts["delivery"]),
             inputs=tuple(_build(InputImage, picture) for picture in data.get("inputs", ())),
             described=tuple(data.get("described", ())),
+            unfamiliar=bool(data.get("unfamiliar", False)),
             edit=_build(EditSpec, {**edit, "cells": tuple(edit.get("cells", ()))}) if edit else None,
         )
 

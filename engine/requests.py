@@ -133,6 +133,8 @@ class DescribeResult:
     prompts: tuple[str, ...]  # distinct, most likely first; a describer may find fewer than asked
     describer: str
     elapsed_s: float
+    # The picture lies far outside what the describer knows: no prompts, rather than a confident wrong one.
+    unfamiliar: bool = False
 
 
 @dataclass(frozen=True, slots=True)

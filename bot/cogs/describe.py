@@ -151,6 +151,8 @@ BUTTONS = (PromptButton, ImagineAllButton, DescribeAgainButton)
 
 def described_view(job: Job, used: frozenset[int] = frozenset()) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
+    if job.spec.unfamiliar:  # no prompts to draw, and asking again would only guess
+        return view
     for index in range(1, len(job.spec.described) + 1):
         view.add_item(PromptButton(job.id, index))
     view.add_item(DescribeAgainButton(job.id))
