@@ -7,6 +7,9 @@ that was not acknowledged. Prints the acknowledgement latencies (p50/p99/max) pe
 time until the last result.
 
     .venv/bin/python -m bench.load_bench [--bursts 200,500] [--users 50] [--step-delay 0.002]
+
+`--profile FILE` samples the bot with py-spy (`.venv/bin/pip install py-spy`; not a dependency) and
+prints where its event loop spent the burst (BENCHMARKS.md, "Acknowledgement at 500 at once").
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ async def _sample(bot: BotProcess, out: Path) -> asyncio.subprocess.Process:
     """py-spy sampling the bot process (collapsed stacks in `out`), for `--profile`."""
     assert bot.proc is not None
     spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
     sampler = await asyncio.create_subprocess_exec(
         str(spy), "record", "--pid", str(bot.proc.pid), "--format", "raw", "--rate", "250", "--output", str(out),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,

@@ -50,8 +50,8 @@ def check_inputs(request: RenderRequest) -> None:
             f"init_image is {request.init_image.width}x{request.init_image.height} "
             f"but the request is {request.width}x{request.height}"
         )
-    if request.strength not in (None, 1.0):
-        raise ValueError(f"an outpaint draws its new area from scratch: strength must be unset, got {request.strength}")
+    if request.strength is not None and not 0 < request.strength <= 1:
+        raise ValueError(f"an outpaint's strength must be in (0, 1], got {request.strength}")
     check_mask(request, "an outpaint")
 
 
@@ -115,7 +115,7 @@ def outpaint(
         mask_image=masks,
         height=first.height,
         width=first.width,
-        strength=1.0,
+        strength=1.0 if first.strength is None else first.strength,
         num_inference_steps=first.steps,
         **of_pipeline(pipe).guidance_kwargs(first.guidance_scale),
         generator=gens,
