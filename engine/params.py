@@ -7,7 +7,7 @@ the engine CLI's help are written from it, and a test checks the README's table 
 Image-to-image strengths: Vary Strong / Subtle use img2img `strength` 0.75 / 0.4; Upscale Subtle /
 Creative is 2x Lanczos, then img2img `strength` 0.1 / 0.3, at least 4 steps ("hires fix"). An image prompt's `--iw W`
 is IP-Adapter scale 0.5·W, or without an adapter img2img `strength` 1 − 0.25·W. Zoom Out, Pan and Make Square
-run the inpainting pipeline (`from_pipe`) on a larger canvas at strength 1; Vary (Region) runs it on the
+run the inpainting pipeline (`from_pipe`) on a larger canvas at `OUTPAINT_NEW_AREA`; Vary (Region) runs it on the
 chosen cells at `VARY_REGION` (1: redrawn from scratch).
 
 Stylize: higher values mean "more artistic, less literal" in Midjourney, which is lower classifier-free
@@ -67,6 +67,11 @@ BLEND_MIN_IMAGES, BLEND_MAX_IMAGES = 2, 5
 # /blend with an IP-Adapter: its scale, as an image prompt's at --iw 2 (the images lead, the prompt is optional).
 BLEND_IP_ADAPTER_SCALE = 1.0
 VARY_REGION = 1.0  # Vary (Region) redraws the chosen cells from scratch, as Midjourney's does
+# Zoom Out, Make Square and Pan: how far the new area is re-noised from the kept picture's edge colours
+# smeared outwards (engine/actions/outpaint.fill_new_area). Measured by bench/outpaint_bench.py on the
+# shipped model (BENCHMARKS.md): from pure noise (1) the new area held a copy of the kept object in 69%
+# of Zoom Outs and 28% of Pans (a plain /imagine draws a second object in 0% / 9%); at 0.45, 22% / 3%.
+OUTPAINT_NEW_AREA = 0.45
 # Retexture: the picture redrawn with a new prompt, keeping where things are. Below Vary (Strong),
 # so the composition survives; high enough that the new prompt's colours and style take over
 # (on the shipped model the background follows the new prompt fully from 0.5 up).
