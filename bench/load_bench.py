@@ -7,12 +7,16 @@ that was not acknowledged. Prints the acknowledgement latencies (p50/p99/max) pe
 time until the last result.
 
     .venv/bin/python -m bench.load_bench [--bursts 200,500] [--users 50] [--step-delay 0.002]
+
+`--profile FILE` samples the bot with py-spy (`.venv/bin/pip install py-spy`; not a dependency) and
+prints where its event loop spent the burst (BENCHMARKS.md, "Acknowledgement at 500 at once").
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sqlite3
 import statistics
 import sys
@@ -40,7 +44,53 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def run(jobs: int, users: int, step_delay: float, root: Path = ROOT) -> int:
+async def _sample(bot: BotProcess, out: Path) -> asyncio.subprocess.Process:
+    """py-spy sampling the bot process (collapsed stacks in `out`), for `--profile`."""
+    assert bot.proc is not None
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    sampler = await asyncio.create_subprocess_exec(
+        str(spy), "record", "--pid", str(bot.proc.pid), "--format", "raw", "--rate", "250", "--output", str(out),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await asyncio.sleep(1.0)  # attached
+    return sampler
+
+
+# Where the bot's event loop (its main thread) spends a burst (`--profile`): each sample goes to the
+# first part, in this order, with a frame on its stack; the entry point (bot/__main__.py, bot/cli.py)
+# is on every stack and does not count as ours.
+_DISCORD_MODELS = ("discord/state.py", "discord/member.py", "discord/user.py", "discord/message.py", "discord/guild.py")
+PROFILE_PARTS = (
+    ("discord.py + aiohttp: sending interaction responses (HTTP)", ("discord/interactions.py", "discord/webhook")),
+    ("discord.py + aiohttp: other HTTP requests", ("discord/http.py",)),
+    ("our code (bot/: parse, admit, queue, show, deliver)", ("bot/cogs", "bot/jobs", "bot/policy", "bot/store",
+                                                            "bot/scheduler", "bot/delivery", "bot/messages",
+                                                            "bot/prompt", "bot/ui", "bot/spec", "bot/errors")),
+    ("discord.py: app command dispatch", ("discord/app_commands",)),
+    ("discord.py: parsing gateway events into models", _DISCORD_MODELS),
+    ("discord.py: the gateway socket, zlib, JSON", ("discord/gateway.py", "discord/utils.py")),
+    ("aiohttp: connections and sockets", ("aiohttp/", "aiohappyeyeballs/")),
+    ("waiting (selector)", ("selectors.py",)),
+)  # fmt: skip
+
+
+def profile_summary(path: Path) -> list[tuple[str, float]]:
+    """The share of the bot's main-thread samples in each of PROFILE_PARTS, from py-spy's collapsed stacks."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stack, _, number = line.rpartition(" ")
+        if not number.isdigit() or not stack.startswith("_run_module_as_main"):
+            continue  # another thread: aiosqlite's, the executor's, discord.py's heartbeat
+        total += int(number)
+        part = next((name for name, marks in PROFILE_PARTS if any(mark in stack for mark in marks)), "other")
+        counts[part] = counts.get(part, 0) + int(number)
+    return sorted(((part, n / max(1, total)) for part, n in counts.items()), key=lambda item: -item[1])
+
+
+async def run(jobs: int, users: int, step_delay: float, root: Path = ROOT, profile: Path | None = None) -> int:
     async with FakeDiscord() as fake:
         members = [fake.add_member(f"member{n}") for n in range(users)]
         # Skewed like a real server: a fifth of the members flood (over their 10-job limit), the rest ask for a few.
@@ -54,6 +104,7 @@ async def run(jobs: int, users: int, step_delay: float, root: Path = ROOT) -> in
         with tempfile.TemporaryDirectory() as tmp:
             bot = BotProcess(fake, Path(tmp), root=root, fake_step_delay_s=step_delay, log_level="WARNING")
             await bot.start()
+            sampler = await _sample(bot, profile) if profile else None
             try:
                 started = time.monotonic()
                 interactions = await asyncio.gather(
@@ -64,6 +115,9 @@ async def run(jobs: int, users: int, step_delay: float, root: Path = ROOT) -> in
                     lambda: len(answered_at(fake)) >= len(interactions), timeout=120, what="every acknowledgement"
                 )
                 acks = [answered_at(fake)[ix.id] - ix.created for ix in interactions]
+                if sampler is not None:  # the profile covers the burst up to its last acknowledgement
+                    sampler.send_signal(signal.SIGINT)
+                    await sampler.wait()
                 late = [ix for ix in interactions if ix.callback is None]  # "The application did not respond"
                 on_time = [ix for ix in interactions if ix.callback is not None]
                 await asyncio.gather(*(ix.wait_for_answer(timeout=120) for ix in on_time))
@@ -101,6 +155,10 @@ async def run(jobs: int, users: int, step_delay: float, root: Path = ROOT) -> in
     )
     for violation in fake.violations[:5]:
         print("  violation:", violation)
+    if profile:
+        print(f"profile of the bot until the last acknowledgement (py-spy, {profile}):")
+        for part, share in profile_summary(profile):
+            print(f"  {share:6.1%}  {part}")
     ok = max(acks) < 3 and once and told_why and queued == len(accepted) and not fake.violations and not errors
     print("OK" if ok else "FAILED")
     return 0 if ok else 1
@@ -114,6 +172,7 @@ def main() -> int:
     parser.add_argument(
         "--baseline", type=Path, help="another checkout (e.g. `git worktree add /tmp/base main`) run before each burst"
     )
+    parser.add_argument("--profile", type=Path, help="sample the bot with py-spy into this file (collapsed stacks)")
     args = parser.parse_args()
     failed = 0
     for jobs in (int(n) for n in args.bursts.split(",")):
@@ -121,7 +180,8 @@ def main() -> int:
             print(f"baseline: {args.baseline}")
             asyncio.run(run(jobs, args.users, args.step_delay, args.baseline))
             print(f"this checkout: {ROOT}")
-        failed |= asyncio.run(run(jobs, args.users, args.step_delay))
+        profile = args.profile.with_suffix(f".{jobs}.txt") if args.profile else None
+        failed |= asyncio.run(run(jobs, args.users, args.step_delay, profile=profile))
         print()
     return failed
 

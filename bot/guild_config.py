@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from bot.errors import UserError
 from bot.moderation import BannedRules, PatternRefused, compile_rule, is_pattern
 from bot.moderation import split_list as _split
-from bot.prompt import MAX_ASPECT
+from bot.prompt import ALIASABLE, MAX_ASPECT, PromptError, alias_key, parse_prompt
 from engine.params import MAX_STYLE_REFERENCES
 
 if TYPE_CHECKING:
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 MAX_LIST_ITEMS = 100
 MAX_WORD_CHARS = 100
+MAX_ALIASES = 25
+MAX_ALIAS_CHARS = 200  # an alias's parameters
 MAX_QUOTA = 10_000
 FAST_HOURS_DEFAULT = 15  # Midjourney Standard's monthly fast GPU hours
 MAX_FAST_HOURS = 10_000
@@ -55,7 +57,7 @@ Bound = int | Callable[["Settings"], int]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Key:
     name: str
-    kind: str  # bool, int, aspect, model, models, channels, role, members, role_quotas, words
+    kind: str  # bool, int, aspect, model, models, channels, role, members, role_quotas, words, aliases
     description: str  # shown in /config show and docs/operators.md's table; one short line
     default: Any | Callable[[Settings], Any]
     low: Bound | None = None
@@ -99,6 +101,12 @@ class Key:
             )
         if self.kind == "words":
             return f"`none`, or a comma list of words and `/regex/` patterns (each up to {MAX_WORD_CHARS} characters)"
+        if self.kind == "aliases":
+            names = ", ".join(f"`--{name}`" for name in sorted(ALIASABLE - {"version"}))
+            return (
+                "`none`, or a `;` list like `v 7 = --model NAME; raw = --stylize 0` (`+` adds, `-v 7` removes),"
+                f" of {names}"
+            )
         raise AssertionError(self.kind)
 
     # -- reading what an admin typed -----------------------------------------------------
@@ -106,6 +114,8 @@ class Key:
     def parse(self, text: str, *, settings: Settings, guild: discord.Guild | None = None, current: Any = None) -> Any:
         """The value to store for `text`; lists take `+a, b` (add) and `-a` (remove) too."""
         text = text.strip()
+        if self.kind == "aliases":
+            return self._parse_aliases(text, settings, current or {})
         if self.kind in ("models", "channels", "members", "words", "role_quotas"):
             op = text[:1] if text[:1] in "+-" and len(text) > 1 else ""
             items = _split(text[len(op) :])
@@ -156,6 +166,38 @@ class Key:
                 raise self.error("@everyone can't be it: that would make every member an admin", settings)
             return role
         raise AssertionError(self.kind)
+
+    def _parse_aliases(self, text: str, settings: Settings, current: Mapping[str, str]) -> dict[str, str]:
+        """`v 7 = --model dream7; raw = --stylize 0` -> {"v 7": "--model dream7", "raw": "--stylize 0"};
+        `+…` adds to the current aliases, `-v 7; raw` removes (`--v 7 = …` is a name, not a removal)."""
+        op = text[:1] if text[:1] in "+-" and len(text) > 1 and text[1] != "-" else ""
+        entries = [entry.strip() for entry in text[len(op) :].split(";") if entry.strip()]
+        if not op and (not entries or (len(entries) == 1 and entries[0].lower() in _CLEAR)):
+            return {}
+        if op == "-":
+            return {key: value for key, value in current.items() if key not in {_alias_name(e) for e in entries}}
+        aliases = dict(current) if op == "+" else {}
+        for entry in entries:
+            written, sep, parameters = entry.partition("=")
+            if not sep:
+                raise self.error(f"`{_short(entry)}` needs `=` and what it means, like `raw = --stylize 0`", settings)
+            key = _alias_name(written)
+            name = key.split(" ")[0]
+            if name not in ALIASABLE:
+                raise self.error(f"`--{_short(name)}` can't be an alias", settings)
+            if len(parameters) > MAX_ALIAS_CHARS:
+                raise self.error(f"`--{key}` means over {MAX_ALIAS_CHARS} characters", settings)
+            try:  # what it means must be parameters that work here, for one job
+                (job,) = parse_prompt(f"x {parameters}", models=settings.installed_models, max_jobs=1)
+            except PromptError as exc:
+                raise self.error(f"`--{key}` can't mean that: {str(exc).removesuffix('.')}", settings) from None
+            meaning = job.to_text().removeprefix("x").strip()
+            if not meaning or job.text != "x":
+                raise self.error(f"`--{key}` must mean parameters, like `--stylize 0`", settings)
+            aliases[key] = meaning
+        if len(aliases) > MAX_ALIASES:
+            raise self.error(f"that makes {len(aliases)} aliases (the most is {MAX_ALIASES})", settings)
+        return aliases
 
     def _parse_items(self, items: list[str], settings: Settings, guild: discord.Guild | None) -> Any:
         if self.kind == "models":
@@ -256,6 +298,8 @@ class Key:
             return ", ".join(f"<@&{r}>: {q or 'no quota'}" for r, q in value.items()) if value else "none"
         if self.kind == "words":
             return ", ".join(f"`{w}`" for w in value) if value else "none"
+        if self.kind == "aliases":
+            return "; ".join(f"`--{key}` = `{meaning}`" for key, meaning in value.items()) if value else "none"
         raise AssertionError(self.kind)
 
 
@@ -393,6 +437,13 @@ KEYS: dict[str, Key] = {
             description="A member's most recent ❤️ pictures that `--p` freezes into their profile.",
         ),
         Key(
+            name="aliases",
+            kind="aliases",
+            default={},
+            description="Midjourney's `--v 7`, `--niji`, `--raw`, `--exp`, `--weird`, `--hd`… as this server's "
+            "models and settings.",
+        ),
+        Key(
             name="banned_words",
             kind="words",
             default=[],
@@ -511,6 +562,12 @@ def _remove(current: Any, gone: Any) -> Any:
 def _short(text: str, limit: int = 60) -> str:
     text = text.replace("`", "'")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _alias_name(written: str) -> str:
+    """`--V 7` or `v  7` -> `v 7`: an alias as stored (`bot.prompt.alias_key`)."""
+    name, _, value = written.strip().partition(" ")
+    return alias_key(name, value.strip() or None)
 
 
 def _raise(exc: Exception) -> Any:

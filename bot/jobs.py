@@ -55,6 +55,7 @@ async def acknowledge(interaction: discord.Interaction) -> bool:
 
 def parse_members_prompt(
     bot: DreamGrid,
+    config: GuildConfig,
     profile: UserProfile,
     text: str,
     *,
@@ -62,12 +63,14 @@ def parse_members_prompt(
     max_jobs: int = 1,
     allow_empty: bool = False,
 ) -> list[ParsedPrompt]:
-    """A member's prompt read with their /prefer options (and suffix), or a UserError saying what is wrong."""
+    """A member's prompt read with their /prefer options (and suffix) and the server's aliases, or a
+    UserError saying what is wrong."""
     try:
         return parse_prompt(
             text,
             suffix=profile.suffix if with_suffix else "",
             options=profile.options,
+            aliases=config["aliases"],
             models=bot.settings.installed_models,
             max_jobs=max_jobs,
             allow_empty=allow_empty,
@@ -195,18 +198,18 @@ async def child_job(
     remix = None
     if kind.full_quality and prompt is None:  # the draft's own prompt, without --draft
         undrafted = dataclasses.replace(
-            parse_members_prompt(bot, profile, parent.prompt, with_suffix=False)[0], draft=False
+            parse_members_prompt(bot, config, profile, parent.prompt, with_suffix=False)[0], draft=False
         )
         remix = dataclasses.replace(undrafted, raw=undrafted.to_text())
     elif prompt is not None and prompt != parent.prompt:
         if not kind.asks_prompt:  # for such a kind the new prompt is the point, not a Remix
             policy.check_remix(config)
-        remix = parse_members_prompt(bot, profile, prompt, with_suffix=False)[0]  # parsed like a new prompt
+        remix = parse_members_prompt(bot, config, profile, prompt, with_suffix=False)[0]  # parsed like a new prompt
         (remix,) = await styles.prepare(bot, interaction, config, [remix])
         mode = remix.mode or mode
     style_inputs = parent.spec.style_inputs
     if remix is not None and styles.picture_references(remix) != styles.picture_references(
-        parse_members_prompt(bot, profile, parent.prompt, with_suffix=False)[0]
+        parse_members_prompt(bot, config, profile, parent.prompt, with_suffix=False)[0]
     ):  # a Remix that names other --sref pictures: read them as a new prompt's
         style_inputs = await styles.style_pictures(bot, interaction, remix)
     spec, text, model = spec_builders.child_spec(

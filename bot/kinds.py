@@ -352,8 +352,9 @@ FOR_PICTURES = {
 }
 # The edit loop (bot.cogs.edit owns their buttons; bot.edits what each records in JobSpec.edit; Vary
 # (Region) is registered above, beside Vary).
-# Outpainting draws its new area from scratch: strength 1 there, the kept picture pasted back.
-_NEW_AREA = MappingProxyType({"new area": 1.0})
+# Outpainting redraws its new area from the kept picture's edge, re-noised to OUTPAINT_NEW_AREA (so it
+# does not grow a copy of the kept object); the kept picture is pasted back.
+_NEW_AREA = MappingProxyType({"new area": render_params.OUTPAINT_NEW_AREA})
 ZOOM = register(
     JobKind(
         name="zoom",

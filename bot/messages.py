@@ -158,6 +158,12 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
         embed.add_field(name="Seed", value=f"{seeds[0]}{again}", inline=False)
     else:  # recorded before tile seeds were mixed from the job's seed: each tile's own
         embed.add_field(name="Seeds", value=", ".join(map(str, seeds)), inline=False)
+    try:
+        parts = render_params.prompt_parts(render.prompt)
+    except render_params.ParameterError:  # recorded before `::` was read: the prompt above says it all
+        parts = ()
+    if len(parts) > 1:  # a `::` multi-prompt: each part as it was weighed
+        embed.add_field(name="Weights", value=render_params.parts_text(parts)[:1024], inline=False)
     embed.add_field(name="Size", value=f"{width}×{height}")
     embed.add_field(name="Steps", value=str(render.steps))
     # Whatever set them (the prompt, /settings or the server), the values the job ran with.
@@ -197,6 +203,10 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
 
 
 NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
+UNFAMILIAR = (
+    "This picture is far outside what my describer knows, so I won't guess a prompt for it: "
+    "any prompt would be a confident wrong one. Describe it in your own words with /imagine."
+)
 
 
 def style_text(job: Job) -> str:
@@ -215,6 +225,8 @@ def style_text(job: Job) -> str:
 def described_embed(job: Job, filename: str) -> discord.Embed:
     """A /describe result: the prompts, numbered as the buttons under them, beside the picture."""
     lines = [f"{number} {_escape(prompt)}" for number, prompt in zip(NUMBERS, job.spec.described, strict=False)]
+    if job.spec.unfamiliar:
+        lines = [UNFAMILIAR]
     embed = discord.Embed(description="\n\n".join(lines)[:4000], colour=discord.Colour.blurple())
     if job.spec.inputs:
         embed.add_field(name="Picture", value=shown_name(job.spec.inputs[0].name))

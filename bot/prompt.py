@@ -28,7 +28,8 @@ member's and the server's defaults (what the prompt says wins over `/settings`).
 | `--oref REF` |  | a job's tile `12:3` or a picture's link: a subject to keep | none |
 | `--ow N` |  | 0–1000: how strongly --oref steers (IP-Adapter) | 100 |
 
-`--NAME` runs your own option from `/prefer option set`. This table is `engine.params.PARAMETERS`
+`--NAME` runs your own option from `/prefer option set`. `a::2 b::-0.5` weighs the parts of a
+multi-prompt (`engine.params.prompt_parts`; a part without a number weighs 1). This table is `engine.params.PARAMETERS`
 written out (tests/test_parameters.py keeps this copy and the README's equal to it).
 
 - Names are case-insensitive, and `—` or `–` works in place of `--` (phones turn `--` into `—`).
@@ -171,8 +172,12 @@ class ParsedPrompt:
 
 
 # Midjourney's parameters that are not parameters here, and what does their job (one short line each).
+# Those a server may define as its own aliases (`ALIASABLE`, `/config set aliases`) say so.
+_DEFINABLE = "or an admin can define it with `/config set aliases`"
 _STYLE_REF = "use `--sref` for a picture's style, or put the picture first in your prompt (an image prompt)."
-_MODELS = "this server's models are picked with `--model NAME` (`/help` lists them)."
+_MODELS = f"pick one of this server's models with `--model NAME` (`/help` lists them), {_DEFINABLE}."
+_LITERAL = f"for a more literal picture, use a low `--stylize` (e.g. `--stylize 0`), {_DEFINABLE}."
+_UNEXPECTED = f"use `--chaos` for unexpected grids and `--stylize` for more or less artistic ones, {_DEFINABLE}."
 _UPSCALE = "use Upscale (Subtle) or (Creative) under a picture."
 _VIDEO = "I draw still pictures."
 ELSEWHERE: Mapping[str, str] = MappingProxyType(
@@ -185,12 +190,12 @@ ELSEWHERE: Mapping[str, str] = MappingProxyType(
         niji=_MODELS,
         test=_MODELS,
         testp=_MODELS,
-        style="for a more literal picture, use a low `--stylize` (e.g. `--stylize 0`).",
-        raw="for a more literal picture, use a low `--stylize` (e.g. `--stylize 0`).",
-        exp="use `--chaos` for more unexpected grids and `--stylize` for more or less artistic ones.",
-        weird="use `--chaos` for more unexpected grids and `--stylize` for more or less artistic ones.",
-        turbo="use `--fast`.",
-        hd=_UPSCALE,
+        style=_LITERAL,
+        raw=_LITERAL,
+        exp=_UNEXPECTED,
+        weird=_UNEXPECTED,
+        turbo=f"use `--fast`, {_DEFINABLE}.",
+        hd=f"use Upscale (Subtle) or (Creative) under a picture, {_DEFINABLE}.",
         uplight=_UPSCALE,
         upbeta=_UPSCALE,
         upanime=_UPSCALE,
@@ -205,6 +210,20 @@ ELSEWHERE: Mapping[str, str] = MappingProxyType(
         bs=_VIDEO,
     )
 )
+
+# Midjourney's names a server may define as its own aliases (`/config set aliases`): `--v 7` for a model,
+# `--raw` for settings. Built-in parameters are never shadowed.
+ALIASABLE = frozenset({"v", "version", "niji", "raw", "style", "exp", "weird", "hd", "test", "testp", "turbo"})
+_SAME_ALIAS = {"version": "v"}  # Midjourney's `--version 7` is `--v 7`
+_DEFINE_ALIAS = "(an admin can define it: `/config set aliases`)"
+
+
+def alias_key(name: str, value: str | None = None) -> str:
+    """How an alias is stored and looked up: `v 7`, `raw` (lower case, `--version` as `--v`)."""
+    name = name.lower().lstrip("-—–")
+    name = _SAME_ALIAS.get(name, name)
+    return f"{name} {value.lower()}" if value else name
+
 
 # Which ParsedPrompt attribute holds each parameter's value (--fast/--relax share `mode`; --repeat
 # is how many copies were made). tests/test_parameters.py walks every parameter through it.
@@ -233,6 +252,7 @@ def parse_prompt(
     *,
     suffix: str = "",
     options: Mapping[str, str] = _NO_OPTIONS,
+    aliases: Mapping[str, str] = _NO_OPTIONS,
     models: Sequence[str] = (),
     max_jobs: int = MAX_JOBS,
     allow_empty: bool = False,
@@ -240,7 +260,8 @@ def parse_prompt(
     """Parse what the member typed into the jobs to run, in order.
 
     `suffix` is the member's `/prefer suffix`; `options` maps their `/prefer option` names to
-    parameter strings (`{"mine": "--ar 3:2 --chaos 20"}` makes `--mine` mean that); `models`,
+    parameter strings (`{"mine": "--ar 3:2 --chaos 20"}` makes `--mine` mean that); `aliases` are the
+    server's (`alias_key` -> parameters: `{"v 7": "--model dream7"}` makes `--v 7` mean that); `models`,
     when not empty, are the model names `--model` may pick. `allow_empty`: the description may be
     left out (a /blend's pictures are its subject). Raises `PromptError` and nothing else.
     """
@@ -265,7 +286,7 @@ def parse_prompt(
     # 3. parse each combination of choices
     lowered = {name.lower().lstrip("-—–"): value for name, value in options.items()}
     parsed = [
-        _parse_job(prompt, extra, lowered, models, allow_empty)
+        _parse_job(prompt, extra, lowered, aliases, models, allow_empty)
         for prompt in _expand(prompt_tree)
         for extra in _expand(suffix_tree)
     ]
@@ -397,13 +418,18 @@ def _get_aspect(values: Mapping[str, _Value]) -> tuple[int, int] | None:
 
 
 def _parse_job(
-    prompt: str, suffix: str, options: Mapping[str, str], models: Sequence[str], allow_empty: bool = False
+    prompt: str,
+    suffix: str,
+    options: Mapping[str, str],
+    aliases: Mapping[str, str],
+    models: Sequence[str],
+    allow_empty: bool = False,
 ) -> tuple[ParsedPrompt, int]:
     # 1. split the description from the parameters
-    text, params = _scan(_tokens(prompt, None, options))
+    text, params = _scan(_tokens(prompt, None, options, aliases))
     if not text and not allow_empty:
         raise PromptError("Describe what to draw first.")
-    suffix_text, suffix_params = _scan(_tokens(suffix, _SUFFIX, options))
+    suffix_text, suffix_params = _scan(_tokens(suffix, _SUFFIX, options, aliases))
     text += suffix_text
 
     # 2. each parameter once; the prompt's win over the suffix's
@@ -422,6 +448,10 @@ def _parse_job(
     if "fast" in values and "relax" in values:
         raise PromptError("Use `--fast` or `--relax`, not both.")
     description = " ".join(text)
+    try:  # `hot:: dog::-0.5`: the parts' weights are checked here, read by the engine
+        render_params.prompt_parts(description)
+    except ParameterError as exc:
+        raise PromptError(str(exc)) from None
     negative = _get(values, "no", str) or ""
 
     # 4. write it out as it will run
@@ -461,10 +491,15 @@ def _parse_job(
     return job, 1 if repeat is None else repeat
 
 
-def _tokens(text: str, origin: str | None, options: Mapping[str, str]) -> list[_Token]:
-    """Split on whitespace and write out `--option`s (once: an option's own words are kept as they are)."""
+def _tokens(text: str, origin: str | None, options: Mapping[str, str], aliases: Mapping[str, str]) -> list[_Token]:
+    """Split on whitespace and write out `--option`s and the server's aliases (once: their own words
+    are kept as they are)."""
     tokens: list[_Token] = []
-    for word in text.split():
+    words = text.split()
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
         marker = _MARKER.fullmatch(word)
         if marker:
             name = marker[1].lower()
@@ -472,8 +507,34 @@ def _tokens(text: str, origin: str | None, options: Mapping[str, str]) -> list[_
                 where = f"`--{_show(name)}`"
                 tokens.extend(_Token(part, where) for part in options[name].split())
                 continue
+            if name not in _ALIASES and name in ALIASABLE and aliases:
+                following = words[i] if i < len(words) and not _MARKER.fullmatch(words[i]) else None
+                found = _alias(name, following, aliases, origin)
+                if found is not None:
+                    key, expansion = found
+                    i += 1 if " " in key else 0
+                    where = f"`--{_show(key)}`, this server's alias"
+                    tokens.extend(_Token(part, where) for part in expansion.split())
+                    continue
         tokens.append(_Token(word, origin))
     return tokens
+
+
+def _alias(name: str, following: str | None, aliases: Mapping[str, str], origin: str | None) -> tuple[str, str] | None:
+    """The server's alias for `--name [following]` as (its key, its parameters), or None when the
+    server has none by that name (the parser then points to what does the job here)."""
+    if following is not None and alias_key(name, following) in aliases:
+        key = alias_key(name, following)
+        return key, aliases[key]
+    if alias_key(name) in aliases:
+        return alias_key(name), aliases[alias_key(name)]
+    valued = [key for key in aliases if key.startswith(alias_key(name) + " ")]
+    if not valued:
+        return None
+    listed = " or ".join(f"`--{_show(key)}`" for key in valued[:4])
+    if following is None:
+        raise _error(f"`--{_show(name)}` needs a value on this server: {listed}.", origin)
+    raise _error(f"`--{_show(name)} {_show(following)}` isn't defined on this server: use {listed}.", origin)
 
 
 def _scan(tokens: list[_Token]) -> tuple[list[str], list[_Param]]:

@@ -252,7 +252,7 @@ class Scheduler:
                 async with asyncio.timeout(self.settings.job_timeout_s):
                     described = await self._describe(job)
                 self.metrics.job_rendered(job, time.perf_counter() - started, described.elapsed_s, batch_size=1)
-                spec = dataclasses.replace(job.spec, described=described.prompts)
+                spec = dataclasses.replace(job.spec, described=described.prompts, unfamiliar=described.unfamiliar)
                 finished = await self.store.finish(job.id, [], described.elapsed_s, spec=spec)
             else:
                 async with asyncio.timeout(self.settings.job_timeout_s):
@@ -378,7 +378,7 @@ class Scheduler:
             avoid=parent.spec.described if parent is not None else (),
         )
         described = await self.engine.describe(request)
-        if not described.prompts:
+        if not described.prompts and not described.unfamiliar:
             raise RenderError("The describer found no words for this picture.")
         return described
 

@@ -136,6 +136,7 @@ class JobSpec:
     inputs: tuple[InputImage, ...] = ()  # members' pictures, for kinds that draw from uploads
     style_inputs: tuple[InputImage, ...] = ()  # --sref pictures (uploads, job tiles, moodboards), our copies
     described: tuple[str, ...] = ()  # what a describe job found: its prompts, recorded when it finishes
+    unfamiliar: bool = False  # a describe job's picture lay far outside what the describer knows: no prompts
     edit: EditSpec | None = None
 
     def to_json(self) -> str:
@@ -159,6 +160,7 @@ class JobSpec:
             inputs=tuple(_build(InputImage, picture) for picture in data.get("inputs", ())),
             style_inputs=tuple(_build(InputImage, picture) for picture in data.get("style_inputs", ())),
             described=tuple(data.get("described", ())),
+            unfamiliar=bool(data.get("unfamiliar", False)),
             edit=_build(EditSpec, {**edit, "cells": tuple(edit.get("cells", ()))}) if edit else None,
         )
 

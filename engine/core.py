@@ -517,6 +517,8 @@ class DiffusersEngine:
                 except DescriberError as e:
                     raise RenderError(str(e)) from e
                 log.info("loaded describer %s on %s", self._describer_name, self.device)
+            if not self._describer.knows(request.image):  # far outside what it knows: say so, don't guess
+                return DescribeResult((), self._describer_name, time.perf_counter() - started, unfamiliar=True)
             try:
                 prompts = self._describer.describe(
                     request.image, count=request.count, seed=request.seed, avoid=request.avoid

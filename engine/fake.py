@@ -44,6 +44,9 @@ FAKE_PHRASINGS = (
 )
 
 
+FAKE_FAMILIAR_COLOURS = 32  # the fake describer "knows" pictures of fewer colours than this
+
+
 class FakeEngine:
     def __init__(
         self,
@@ -164,9 +167,13 @@ class FakeEngine:
         )
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:
-        """Prompts naming the image's average colour: four fixed phrasings, or others for a seed."""
+        """Prompts naming the image's average colour: four fixed phrasings, or others for a seed. A
+        picture of many colours (over FAKE_FAMILIAR_COLOURS in a 16 px copy) is unfamiliar."""
         self.describe_requests.append(request)
         await asyncio.sleep(self.step_delay_s)
+        small = request.image.convert("RGB").resize((16, 16), Image.Resampling.NEAREST)
+        if len(small.getcolors(maxcolors=256) or range(257)) > FAKE_FAMILIAR_COLOURS:
+            return DescribeResult((), "fake", 0.0, unfamiliar=True)
         pixel = request.image.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
         assert isinstance(pixel, tuple)  # an RGB image's pixel is (r, g, b)
         r, g, b = pixel

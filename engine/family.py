@@ -199,6 +199,11 @@ class Family:
 
 _NO_TILE_DIT = "draw seamless tiles (--tile): their transformer has no convolutions to wrap around the edges"
 _NO_STYLE_YET = "take a style reference (--sref) yet: styles are drawn on Stable Diffusion 1.x/2.x and SDXL models"
+# `::` parts are averaged as embeddings of one length; these families' encoders give each prompt its own.
+_NO_MULTI_PROMPT = (
+    "weigh the parts of a `::` multi-prompt: their text encoder gives each prompt its own length,"
+    " so the parts cannot be blended (write one prompt without `::`)"
+)
 
 
 @dataclass(frozen=True)
@@ -718,7 +723,11 @@ Z_IMAGE = ZImageFamily(
     pipeline_prefixes=("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"),
     steps=8,  # Z-Image-Turbo's, with no guidance
     guidance_scale=0.0,
-    refusals={Feature.TILE: _NO_TILE_DIT, Feature.STYLE_REFERENCE: _NO_STYLE_YET},
+    refusals={
+        Feature.TILE: _NO_TILE_DIT,
+        Feature.STYLE_REFERENCE: _NO_STYLE_YET,
+        Feature.MULTI_PROMPT: _NO_MULTI_PROMPT,
+    },
     ip_adapter=False,
     size_multiple=16,
     img2img_takes_latents=False,
@@ -730,7 +739,11 @@ QWEN_IMAGE = QwenImageFamily(
     pipeline_prefixes=("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline"),
     steps=50,  # the model card's, with true_cfg_scale 4
     guidance_scale=4.0,
-    refusals={Feature.TILE: _NO_TILE_DIT, Feature.STYLE_REFERENCE: _NO_STYLE_YET},
+    refusals={
+        Feature.TILE: _NO_TILE_DIT,
+        Feature.STYLE_REFERENCE: _NO_STYLE_YET,
+        Feature.MULTI_PROMPT: _NO_MULTI_PROMPT,
+    },
     ip_adapter=False,
     size_multiple=16,
     img2img_takes_latents=False,
@@ -740,6 +753,7 @@ _PICTURE_TO_EDIT = "its image input is the picture to edit by instruction, not a
 _QWEN_EDIT_REFUSALS: dict[Action | Feature, str] = {
     Feature.TILE: _NO_TILE_DIT,
     Feature.STYLE_REFERENCE: _NO_STYLE_YET,
+    Feature.MULTI_PROMPT: _NO_MULTI_PROMPT,
     Action.IMAGINE: "draw from a prompt alone: they change a picture they are given (Edit, or /edit with"
     " your own picture)",
     Action.VARIATION: f"make strength variations: {_PICTURE_TO_EDIT}",

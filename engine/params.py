@@ -7,7 +7,7 @@ the engine CLI's help are written from it, and a test checks the README's table 
 Image-to-image strengths: Vary Strong / Subtle use img2img `strength` 0.75 / 0.4; Upscale Subtle /
 Creative is 2x Lanczos, then img2img `strength` 0.1 / 0.3, at least 4 steps ("hires fix"). An image prompt's `--iw W`
 is IP-Adapter scale 0.5·W, or without an adapter img2img `strength` 1 − 0.25·W. Zoom Out, Pan and Make Square
-run the inpainting pipeline (`from_pipe`) on a larger canvas at strength 1; Vary (Region) runs it on the
+run the inpainting pipeline (`from_pipe`) on a larger canvas at `OUTPAINT_NEW_AREA`; Vary (Region) runs it on the
 chosen cells at `VARY_REGION` (1: redrawn from scratch).
 
 Stylize: higher values mean "more artistic, less literal" in Midjourney, which is lower classifier-free
@@ -75,6 +75,11 @@ BLEND_MIN_IMAGES, BLEND_MAX_IMAGES = 2, 5
 # /blend with an IP-Adapter: its scale, as an image prompt's at --iw 2 (the images lead, the prompt is optional).
 BLEND_IP_ADAPTER_SCALE = 1.0
 VARY_REGION = 1.0  # Vary (Region) redraws the chosen cells from scratch, as Midjourney's does
+# Zoom Out, Make Square and Pan: how far the new area is re-noised from the kept picture's edge colours
+# smeared outwards (engine/actions/outpaint.fill_new_area). Measured by bench/outpaint_bench.py on the
+# shipped model (BENCHMARKS.md): from pure noise (1) the new area held a copy of the kept object in 69%
+# of Zoom Outs and 28% of Pans (a plain /imagine draws a second object in 0% / 9%); at 0.45, 22% / 3%.
+OUTPAINT_NEW_AREA = 0.45
 # Retexture: the picture redrawn with a new prompt, keeping where things are. Below Vary (Strong),
 # so the composition survives; high enough that the new prompt's colours and style take over
 # (on the shipped model the background follows the new prompt fully from 0.5 up).
@@ -368,6 +373,77 @@ PARAMETERS: tuple[PromptParameter, ...] = (
     ),
 )  # fmt: skip
 PARAMETER_BY_SPELLING = {spelling: p for p in PARAMETERS for spelling in (p.name, *p.aliases)}
+
+# `::` multi-prompts: `hot:: dog::-0.5` weighs each part (a part without a number weighs 1; negative
+# weights steer away). Each part is encoded on its own and the embeddings are averaged by weight
+# (engine/actions/common.py), so the weights must add up to more than 0, as on Midjourney.
+MULTI_WEIGHT_MIN, MULTI_WEIGHT_MAX = -10.0, 10.0
+MULTI_EXAMPLE = "hot:: dog::-0.5"
+_PART_END = re.compile(r"::(?:\s*([+-]?[0-9]{0,6}\.?[0-9]{1,6})(?![0-9A-Za-z.]))?")
+
+
+@dataclass(frozen=True, slots=True)
+class PromptPart:
+    """One part of a `::` multi-prompt: its words and its weight."""
+
+    text: str
+    weight: float = 1.0
+
+
+def prompt_parts(prompt: str) -> tuple[PromptPart, ...]:
+    """The parts of a `::` multi-prompt (`cat::2 dog` -> cat 2, dog 1); a prompt without `::` is one part.
+
+    Raises `ParameterError`, one line for the member, for a weight with no words before it, a weight
+    out of range, or weights that add up to 0 or less.
+    """
+    if "::" not in prompt:
+        return (PromptPart(prompt.strip()),)
+    parts: list[PromptPart] = []
+    start = 0
+    for end in _PART_END.finditer(prompt):
+        text, weight = prompt[start : end.start()].strip(), end[1]
+        start = end.end()
+        if not text:
+            if weight is None:
+                continue  # a stray `::`
+            raise ParameterError(f"`::{weight}` weighs nothing: put words before it, e.g. `{MULTI_EXAMPLE}`.")
+        value = 1.0 if weight is None else float(weight)
+        if not MULTI_WEIGHT_MIN <= value <= MULTI_WEIGHT_MAX:
+            raise ParameterError(
+                f"`::{weight}` is out of range: a part weighs {_number(MULTI_WEIGHT_MIN)} to"
+                f" {_number(MULTI_WEIGHT_MAX)}, e.g. `{MULTI_EXAMPLE}`."
+            )
+        parts.append(PromptPart(text, value))
+    tail = prompt[start:].strip()
+    if tail:
+        parts.append(PromptPart(tail))
+    if not parts:
+        return (PromptPart(""),)
+    total = sum(part.weight for part in parts)
+    if total <= 0:
+        raise ParameterError(
+            f"The `::` weights add up to {total:g}: they must add up to more than 0, e.g. `{MULTI_EXAMPLE}`."
+        )
+    return tuple(parts)
+
+
+def is_multi_prompt(prompt: str) -> bool:
+    """Whether `prompt` has two or more `::` parts to weigh (a well-formed one: `prompt_parts` checks)."""
+    try:
+        return len(prompt_parts(prompt)) > 1
+    except ParameterError:
+        return True
+
+
+def parts_text(parts: tuple[PromptPart, ...]) -> str:
+    """The parts and weights as the embed shows them: `hot 1 · dog −0.5`."""
+    return " · ".join(f"{part.text} {_signed(part.weight)}" for part in parts)
+
+
+def _signed(weight: float) -> str:
+    """A weight with a real minus sign, as text shows it: −0.5."""
+    return f"{weight:g}".replace("-", "−")
+
 
 # Guidance at the knots of the stylize mapping.
 _STYLIZE_KNOTS = ((0, 12.0), (100, 7.5), (1000, 3.0))

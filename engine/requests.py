@@ -17,6 +17,8 @@ from typing import Protocol
 
 from PIL import Image
 
+from engine.params import is_multi_prompt
+
 
 class Action(enum.StrEnum):
     IMAGINE = "imagine"  # text -> four tiles (a reroll is an imagine with new seeds)
@@ -37,6 +39,7 @@ class Feature(enum.StrEnum):
     TILE = "--tile"
     STOP = "--stop"
     CHAOS = "--chaos"
+    MULTI_PROMPT = "`::` multi-prompt weights"
     INSTRUCTION_EDIT = "instruction edit"  # an image changed by a sentence: what Action.EDIT needs of a family
     STYLE_REFERENCE = "--sref"  # a style drawn from reference pictures or style codes
 
@@ -141,6 +144,8 @@ class DescribeResult:
     prompts: tuple[str, ...]  # distinct, most likely first; a describer may find fewer than asked
     describer: str
     elapsed_s: float
+    # The picture lies far outside what the describer knows: no prompts, rather than a confident wrong one.
+    unfamiliar: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +186,8 @@ def features_of(request: RenderRequest) -> tuple[Feature, ...]:
         used.append(Feature.CHAOS)
     if request.styled:
         used.append(Feature.STYLE_REFERENCE)
+    if is_multi_prompt(request.prompt):
+        used.append(Feature.MULTI_PROMPT)
     return tuple(used)
 
 

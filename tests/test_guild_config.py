@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -187,3 +188,21 @@ async def test_changes_are_stored_recorded_in_order_and_seen_at_once(tmp_path: P
             ("max_steps", 8, None, 100),
         ]
         assert [c.key for c in await configs.history(7, limit=2)] == ["banned_words", "max_steps"]  # the latest
+
+
+def test_aliases_are_checked_parameters_stored_written_out(settings):
+    aliases = parse("aliases", "--V 7 = --model big --s 50; raw = --stylize 0", settings)
+    assert aliases == {"v 7": "--stylize 50 --model big", "raw": "--stylize 0"}
+    assert parse("aliases", "+version 6 = --model tiny", settings, current=aliases)["v 6"] == "--model tiny"
+    assert parse("aliases", "-v 7; raw", settings, current=aliases) == {}
+    assert parse("aliases", "none", settings, current=aliases) == {}
+    assert KEYS["aliases"].show(aliases, settings) == "`--v 7` = `--stylize 50 --model big`; `--raw` = `--stylize 0`"
+    for text, said in [
+        ("raw", "needs `=`"),
+        ("ar = --s 0", "`--ar` can't be an alias"),
+        ("raw = --stylize 5000", "`--raw` can't mean that: `--stylize 5000` is out of range"),
+        ("raw = a cat", "must mean parameters"),
+        ("raw = --repeat 3", "can't mean that"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            parse("aliases", text, settings)

@@ -114,7 +114,8 @@ def test_nothing_typed_is_none_so_settings_apply() -> None:
         ("cat --foo", "Unknown parameter `--foo`."),
         (
             "cat --v 6",
-            "`--v` isn't a parameter here: this server's models are picked with `--model NAME` (`/help` lists them).",
+            "`--v` isn't a parameter here: pick one of this server's models with `--model NAME` (`/help` lists them),"
+            " or an admin can define it with `/config set aliases`.",
         ),
         ("cat --vv 6", "Unknown parameter `--vv`."),
         ("cat --ar", "`--ar` needs a value, e.g. `--ar 3:2`."),
@@ -403,5 +404,49 @@ def test_midjourneys_parameters_we_dont_do_say_what_does_their_job_here(name):
         parse_prompt(f"a fox --{name} 1")
     message = str(refused.value)
     assert message == f"`--{name}` isn't a parameter here: {bot.prompt.ELSEWHERE[name]}"
+    assert ("/config set aliases" in message) == (name in bot.prompt.ALIASABLE)  # a server may define these
     assert not message.endswith("…"), "fits the one-line limit"
     assert name not in PARAMETER_NAMES  # and none of them shadows one we do
+
+
+# --- `::` multi-prompts ---------------------------------------------------------------------------
+
+
+def test_multi_prompt_weights_stay_in_the_description_and_run_again_as_typed():
+    job = one("hot:: dog::-0.5 --seed 3")
+    assert job.text == "hot:: dog::-0.5" and job.seed == 3
+    assert parse_prompt(job.raw) == [job] and parse_prompt(job.to_text()) == [job]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "said"),
+    [("hot::1 dog::-1", "add up to 0"), ("::3 a cat", "weighs nothing"), ("cat::11 dog", "out of range")],
+)
+def test_bad_multi_prompt_weights_are_refused_in_one_line(prompt, said):
+    assert said in error(prompt)
+
+
+# --- the server's aliases: `--v 7`, `--niji`, `--raw`… ---------------------------------------------
+
+ALIASES = {"v 7": "--model big", "v 6": "--model tiny", "niji": "--model big --stylize 250", "raw": "--stylize 0"}
+
+
+def test_a_servers_aliases_are_written_out_so_replays_do_not_depend_on_them():
+    job = one("a fox --v 7 --raw --seed 2", aliases=ALIASES, models=["tiny", "big"])
+    assert (job.model, job.stylize, job.seed) == ("big", 0, 2)
+    assert "--v" not in job.raw and parse_prompt(job.raw, models=["tiny", "big"]) == [job]
+    assert one("a fox --version 6", aliases=ALIASES, models=["tiny", "big"]).model == "tiny"
+    niji = one("a fox —niji", aliases=ALIASES, models=["tiny", "big"])
+    assert (niji.model, niji.stylize) == ("big", 250)
+
+
+def test_an_alias_the_server_has_not_defined_is_refused_with_a_pointer():
+    assert error("a fox --v 5", aliases=ALIASES) == "`--v 5` isn't defined on this server: use `--v 7` or `--v 6`."
+    assert error("a fox --v", aliases=ALIASES) == "`--v` needs a value on this server: `--v 7` or `--v 6`."
+    assert "/config set aliases" in error("a fox --weird 500", aliases=ALIASES)
+    assert "/config set aliases" in error("a fox --hd")
+
+
+def test_an_alias_counts_as_the_parameters_it_means():
+    assert "same parameter" in error("a fox --raw --s 100", aliases=ALIASES)
+    assert "(from `--raw`, this server's alias)" in error("a fox --raw", aliases={"raw": "--stylize 5000"})

@@ -122,7 +122,8 @@ def test_an_edit_records_what_was_chosen_and_draws_on_the_new_canvas(made):
     spec, _, _ = _child(parent, kind, edit=edit)
     assert spec.edit == edit
     assert (spec.render.width, spec.render.height) == edits.result_size(edit, 64, 64)
-    assert (spec.render.stop, spec.render.tile, spec.render.strength) == (100, False, 1.0)
+    # the new area is re-noised from the kept picture's edge (engine.params.OUTPAINT_NEW_AREA), not drawn from noise
+    assert (spec.render.stop, spec.render.tile, spec.render.strength) == (100, False, params.OUTPAINT_NEW_AREA)
     # A variation of the edited picture is no edit.
     again, _, _ = _child(job_of(kind, spec), kinds.VARIATION)
     assert again.edit is None

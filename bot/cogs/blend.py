@@ -67,7 +67,7 @@ class Blend(commands.Cog):
 
         async def build(config: GuildConfig) -> list[NewJob]:
             profile = await bot.store.profile(interaction.user.id)
-            parsed = jobs.parse_members_prompt(bot, profile, prompt or "", allow_empty=True)[0]
+            parsed = jobs.parse_members_prompt(bot, config, profile, prompt or "", allow_empty=True)[0]
             if parsed.image_weight is not None:
                 raise UserError("`--iw` is for an image prompt; a blend mixes its pictures evenly.")
             model = parsed.model or config.default_model

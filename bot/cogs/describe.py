@@ -70,7 +70,7 @@ async def _imagine(interaction: Interaction, job_id: int, numbers: list[int] | N
             if n > len(prompts):
                 raise UserError(f"Job {job.id} has only {len(prompts)} prompts.")
             text = f"{prompts[n - 1]} --ar {ratio.numerator}:{ratio.denominator}"
-            parsed = jobs.parse_members_prompt(bot, profile, text)[0]
+            parsed = jobs.parse_members_prompt(bot, config, profile, text)[0]
             model = parsed.model or config.default_model
             defaults = jobs.prompt_defaults(config, profile)
             spec = spec_builders.imagine_spec(
@@ -151,6 +151,8 @@ BUTTONS = (PromptButton, ImagineAllButton, DescribeAgainButton)
 
 def described_view(job: Job, used: frozenset[int] = frozenset()) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
+    if job.spec.unfamiliar:  # no prompts to draw, and asking again would only guess
+        return view
     for index in range(1, len(job.spec.described) + 1):
         view.add_item(PromptButton(job.id, index))
     view.add_item(DescribeAgainButton(job.id))

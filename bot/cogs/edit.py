@@ -205,7 +205,8 @@ class CustomZoomModal(GuardedModal):
                 raise UserError(str(exc)) from None
             profile = await bot.store.profile(interaction.user.id)
             before, after = (
-                jobs.parse_members_prompt(bot, profile, t, with_suffix=False)[0] for t in (self.parent.prompt, text)
+                jobs.parse_members_prompt(bot, config, profile, t, with_suffix=False)[0]
+                for t in (self.parent.prompt, text)
             )
             # A new --ar reshapes the frame; the same --ar as before (or none) keeps the picture's shape.
             aspect = after.aspect if after.aspect != before.aspect else None

@@ -76,7 +76,7 @@ async def picture_job(
     profile = await bot.store.profile(interaction.user.id)
     parsed = ParsedPrompt(text="", raw="")
     if prompt.strip():
-        parsed = jobs.parse_members_prompt(bot, profile, prompt, with_suffix=False)[0]
+        parsed = jobs.parse_members_prompt(bot, config, profile, prompt, with_suffix=False)[0]
     model = parsed.model or config.default_model
     native = bot.engine.native_size(model)
     picture = await read_for_interaction(

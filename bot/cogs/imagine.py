@@ -259,7 +259,7 @@ async def imagine_jobs(
         pictures[found.id] = found
     if len(pictures) > 1:
         raise UserError("One picture per prompt: the `image` option or one image link at the start, not both.")
-    parsed_prompts = jobs.parse_members_prompt(bot, profile, text, max_jobs=MAX_JOBS)
+    parsed_prompts = jobs.parse_members_prompt(bot, config, profile, text, max_jobs=MAX_JOBS)
     if not pictures and any(p.image_weight is not None for p in parsed_prompts):
         raise UserError("`--iw` sets how strongly a picture steers the result: add one with the `image` option.")
     policy.check_repeat(config, parsed_prompts)

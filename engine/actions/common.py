@@ -14,7 +14,18 @@ from PIL import Image, ImageFilter
 
 from engine.actions.style import StyleTarget
 from engine.family import of_pipeline
-from engine.params import CHAOS_MAX, CHAOS_MIN, MAX_STEPS, SEED_MAX, SEED_MIN, STOP_MAX, STOP_MIN, steps_for_stop
+from engine.params import (
+    CHAOS_MAX,
+    CHAOS_MIN,
+    MAX_STEPS,
+    SEED_MAX,
+    SEED_MIN,
+    STOP_MAX,
+    STOP_MIN,
+    PromptPart,
+    prompt_parts,
+    steps_for_stop,
+)
 from engine.requests import Feature, RenderRequest
 
 # on_step(step, total, latents) -> True to interrupt the whole batch (every request in it was cancelled).
@@ -100,12 +111,19 @@ def encode_prompts(
     """
     family = of_pipeline(pipe)
     cfg = family.uses_cfg(requests[0].guidance_scale)
-    prompts = [r.prompt for r in requests]
-    negatives = [r.negative_prompt for r in requests] if cfg else None
+    parts = [prompt_parts(r.prompt) for r in requests]
+    if any(len(p) > 1 for p in parts):
+        reason = family.supports(Feature.MULTI_PROMPT)
+        if reason is not None:
+            raise ValueError(reason)
+    texts = [part.text for p in parts for part in p]
+    negatives = [r.negative_prompt for r, p in zip(requests, parts, strict=True) for _ in p] if cfg else None
     if reference is None:
-        encoded = family.encode(pipe, prompts, negatives, device)
+        encoded = family.encode(pipe, texts, negatives, device)
     else:
-        encoded = family.encode_instruction(pipe, prompts, negatives, reference, device)
+        encoded = family.encode_instruction(pipe, texts, negatives, reference, device)
+    if len(texts) > len(requests):
+        encoded = {name: _weigh_parts(name, t, parts) for name, t in encoded.items() if t is not None}
     counts = torch.tensor([len(r.seeds) for r in requests], device=device)
     embeds = {n: _per_tile(t, counts) for n, t in encoded.items() if t is not None}
     # --chaos: nudge each tile's prompt embedding by seeded Gaussian noise, so tiles spread apart.
@@ -120,6 +138,24 @@ def encode_prompts(
                 pe[row] = pe[row] + (r.chaos / 100) * scale * noise
             row += 1
     return embeds
+
+
+def _weigh_parts(name: str, embedding: torch.Tensor, parts: Sequence[tuple[PromptPart, ...]]) -> torch.Tensor:
+    """One row per request from one row per `::` part: the parts' embeddings averaged by their weights
+    (a negative weight pushes away from its part). A negative branch is the same for every part of
+    a request (its `--no`): its first row is kept. Families whose rows differ in length refuse `::`."""
+    rows, start = [], 0
+    for weighted in parts:
+        group = embedding[start : start + len(weighted)]
+        start += len(weighted)
+        if name.startswith("negative_") or len(weighted) == 1:
+            rows.append(group[0])
+            continue
+        weights = torch.tensor([part.weight for part in weighted], device=group.device, dtype=torch.float32)
+        shape = (-1,) + (1,) * (group.ndim - 1)
+        blended = (group.float() * weights.view(shape)).sum(dim=0) / weights.sum()
+        rows.append(blended.to(group.dtype))
+    return torch.stack(rows)
 
 
 def _per_tile(embedding: Any, counts: torch.Tensor) -> Any:

@@ -326,3 +326,26 @@ async def test_the_safety_checker_switch_says_which_models_it_checks(fake_discor
     async with running_bot(fake_discord, tmp_path):
         [reply] = await configure(fake_discord, safety_checker="on")
         assert "It checks `fake`." in reply
+
+
+async def test_a_servers_aliases_make_midjourneys_v_niji_and_raw_its_own(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    engine = FakeEngine(models=["fake", "fake-xl"], step_delay_s=0.01)
+    async with running_bot(fake, tmp_path, engine=engine, models=["fake-xl"]):
+        assert "isn't a parameter here" in await refusal(fake, "a lighthouse --niji")  # not defined yet
+        assert "/config set aliases" in await refusal(fake, "a lighthouse --raw")
+        (reply,) = await configure(fake, aliases="v 7 = --model fake-xl; niji = --model fake-xl --s 250; raw = --s 0")
+        assert " is now " in reply and "`--v 7` = `--model fake-xl`" in reply
+
+        final = await finished(await imagine(fake, "a lighthouse --v 7 --raw"))
+        request = engine.requests[-1]
+        assert request.model == "fake-xl" and request.guidance_scale == 12.0  # --stylize 0
+        assert "--model fake-xl" in final.embed["description"] and "--v" not in final.embed["description"]
+        assert await refusal(fake, "a lighthouse --v 5") == "`--v 5` isn't defined on this server: use `--v 7`."
+        (bad,) = await configure(fake, aliases="+hd = --model nope")
+        assert bad.startswith("`aliases`: `--hd` can't mean that: Unknown model `nope`")
+        (bad,) = await configure(fake, aliases="+seed = --s 5")
+        assert bad.startswith("`aliases`: `--seed` can't be an alias")
+        (reply,) = await configure(fake, aliases="-raw")
+        assert "--raw" not in reply.partition(" (was ")[0]
+        assert "/config set aliases" in await refusal(fake, "a lighthouse --raw")

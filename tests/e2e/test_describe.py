@@ -98,3 +98,26 @@ async def test_bad_describe_inputs_are_refused_in_one_line(fake_discord: FakeDis
         await ix.ack()
         assert (await ix.wait_for_reply()).content == "That message has no picture to describe."
         assert bot.engine.describe_requests == [] and await bot.store.get_job(2) is None
+
+
+async def test_a_picture_far_outside_what_the_describer_knows_says_so_instead_of_guessing(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    """Issue #24: no confident wrong prompts, and no buttons that would draw or re-ask one."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from bot.messages import UNFAMILIAR
+
+    fake = fake_discord
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    data = io.BytesIO()
+    noise.save(data, format="PNG")
+    async with running_bot(fake, tmp_path) as bot:
+        message = await described(await fake.slash("describe", image=fake.upload("static.png", data.getvalue())))
+        job = await eventually(lambda: bot.store.get_job(1), lambda j: j.delivered_at)
+        assert job.status == "done" and job.spec.unfamiliar and job.spec.described == ()
+        assert message.embed["description"] == UNFAMILIAR
+        assert message.buttons == []

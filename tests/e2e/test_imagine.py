@@ -124,3 +124,31 @@ async def test_a_draft_is_fast_and_enhance_redraws_a_tile_at_full_quality(fake_d
         # Without --draft there is nothing to enhance.
         full = await result_of(await fake.slash("imagine", prompt="a lighthouse"))
         assert "E1" not in full.labels
+
+
+async def test_multi_prompt_weights_are_shown_rerolled_as_recorded_and_refused_by_name(
+    fake_discord: FakeDiscord, tmp_path: Path
+):
+    """Issue #24: `hot:: dog::-0.5` reaches the engine with its weights (the engine blends the parts'
+    embeddings), the embed shows each part's weight, 🔄 draws the same parts again, and a model whose
+    family cannot weigh parts refuses before anything is queued, naming the family."""
+    from engine.requests import Feature
+    from tests.harness import result_of
+
+    no_parts = "Z-Image models cannot weigh the parts of a `::` multi-prompt"
+    engine = FakeEngine(models=["fake", "zimage"], refusals={"zimage": {Feature.MULTI_PROMPT: no_parts}})
+    async with running_bot(fake_discord, tmp_path, engine=engine, models=["zimage"]) as bot:
+        grid = await result_of(await fake_discord.slash("imagine", prompt="hot:: dog::-0.5 --seed 4"))
+        assert engine.requests[-1].prompt == "hot:: dog::-0.5"
+        assert {"name": "Weights", "value": "hot 1 · dog −0.5", "inline": False} in grid.embed["fields"]
+
+        await result_of(await fake_discord.click(grid, "dg:reroll:*"))
+        assert engine.requests[-1].prompt == "hot:: dog::-0.5" and (await bot.store.get_job(2)).parent_id == 1
+
+        ix = await fake_discord.slash("imagine", prompt="hot:: dog::-0.5 --model zimage")
+        await ix.ack()
+        assert (await ix.wait_for_reply()).content == no_parts
+        ix = await fake_discord.slash("imagine", prompt="hot::1 dog::-1")
+        await ix.ack()
+        assert "add up to 0" in (await ix.wait_for_reply()).content
+        assert len(engine.requests) == 2

@@ -203,3 +203,32 @@ def test_describing_again_gives_other_phrasings(shipped):
     assert len(again) == 4 and not set(again) & set(first)
     assert shipped.describe(image, seed=1, avoid=first) == again  # reproducible for a seed
     assert sum(read_prompt(p).fg == "yellow" for p in again) >= 3  # sampled, yet still about the image
+
+
+def test_the_four_prompts_name_one_position_or_none():
+    from engine.describe import agree_on_position, position_of, without_position
+
+    assert position_of("a red circle at the left on blue") == "left" and position_of("a red circle") is None
+    assert without_position("a plain purple canvas with a yellow circle at the left") == (
+        "a plain purple canvas with a yellow circle"
+    )
+    texts = ["a red circle at the left on blue", "a red circle at the right on blue", "a red circle on blue"]
+    # The scores split between left and right: no position is named.
+    assert agree_on_position(texts, [0.4, 0.35, 0.25]) == ["a red circle on blue"] * 3
+    # One position clearly favoured: kept, and the candidate naming another dropped.
+    assert agree_on_position(texts, [0.8, 0.1, 0.1]) == [texts[0], texts[2]]
+
+
+@needs_shipped
+def test_shipped_describer_agrees_on_position_and_knows_its_own_scenes_from_noise(shipped):
+    import numpy as np
+
+    from engine.describe import position_of
+
+    for scene in eval_scenes(12):
+        image = render(scene)
+        assert shipped.knows(image)
+        assert len({position_of(p) for p in shipped.describe(image)} - {None}) <= 1
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    assert not shipped.knows(noise) and shipped.distance(noise) > 2 * shipped.distance(render(eval_scenes(1)[0]))
+    assert Describer("blip", None, None, torch.device("cpu")).knows(noise)  # no measure: nothing refused
