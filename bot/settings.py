@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.moderation import PatternRefused, compile_rule, is_pattern, split_list
+from engine.params import LORA_NAME
 from engine.requests import ModelHints
 
 
@@ -52,6 +53,9 @@ class Settings(BaseSettings):
     # Other models members may pick with `--model`: `name=source` entries, or bare sources, named
     # after their last path part (`/models/sdxl-turbo` is `sdxl-turbo`). MODEL is always included.
     models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # LoRAs members may name in prompts (`--lora NAME`, `<lora:NAME:0.8>`): `name=/path/file.safetensors`
+    # entries, comma-separated. Each server picks which it allows with /config loras.
+    loras: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # A 9-channel inpainting model of MODEL's family whose UNet Zoom, Pan and Vary (Region) use.
     inpaint_model: str | None = None
     # Per-model defaults by name, e.g. {"sdxl-turbo": {"steps": 4, "guidance_scale": 0}}.
@@ -136,6 +140,25 @@ class Settings(BaseSettings):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
 
+    @field_validator("loras", mode="before")
+    @classmethod
+    def _split_loras(cls, value: object) -> object:
+        entries = [m.strip() for m in value.split(",") if m.strip()] if isinstance(value, str) else value
+        if not isinstance(entries, list):
+            return entries
+        names: set[str] = set()
+        for entry in entries:
+            name, sep, path = str(entry).partition("=")
+            name, path = name.strip(), path.strip()
+            if not sep or not LORA_NAME.fullmatch(name):
+                raise ValueError(f"{entry!r} is not name=/path/file.safetensors (a name of letters, digits, - _ .)")
+            if not path.endswith(".safetensors"):
+                raise ValueError(f"the LoRA {name!r} is not a .safetensors file (pickled files can run code)")
+            if name.lower() in names:
+                raise ValueError(f"two LoRAs are named {name!r}")
+            names.add(name.lower())
+        return entries
+
     @field_validator("banned_users", mode="before")
     @classmethod
     def _split_users(cls, value: object) -> object:
@@ -188,6 +211,11 @@ class Settings(BaseSettings):
         if self.model in sources:  # MODEL names one of MODELS
             name, source = self.model, sources[self.model]
         return {name: source, **{n: s for n, s in sources.items() if n != name}}
+
+    @property
+    def lora_sources(self) -> dict[str, str]:
+        """The operator's LoRAs: name -> .safetensors file."""
+        return {name.strip(): path.strip() for name, _, path in (entry.partition("=") for entry in self.loras)}
 
     @property
     def default_model(self) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from PIL import Image
 
 from engine import params as render_params
-from engine.requests import Action, ImagePromptMethod, RenderRequest
+from engine.requests import Action, ImagePromptMethod, LoraWeight, RenderRequest
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -43,6 +43,9 @@ class RenderSpec:
     image_prompt_method: str | None = None  # an image prompt's or blend's ImagePromptMethod, as the engine said
     style_codes: tuple[int, ...] = ()  # --sref style codes (random ones as drawn: the same style again)
     style_weight: int = render_params.STYLE_WEIGHT_DEFAULT  # --sw
+    # The LoRAs, each with the file the bot found for its name when the job was queued: 🔄, /show and
+    # a redraw use the same files at the same weights.
+    loras: tuple[LoraWeight, ...] = ()
 
     def request(
         self,
@@ -84,6 +87,7 @@ class RenderSpec:
             style_images=tuple(style_images),
             style_codes=tuple(self.style_codes),
             style_weight=self.style_weight,
+            loras=self.loras,
         )
 
 
@@ -151,6 +155,7 @@ class JobSpec:
         render = dict(parts["render"])
         if "style_codes" in render:
             render["style_codes"] = tuple(render["style_codes"])
+        render["loras"] = tuple(LoraWeight(**lora) for lora in render.get("loras", ()))
         return cls(
             render=_build(RenderSpec, render),
             shown=_build(ShownValues, parts["shown"]),

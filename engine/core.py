@@ -61,6 +61,8 @@ from engine.loading import (  # noqa: E402
     place,
     weights_gb,
 )
+from engine.lora_files import LoraFileError, fit_reason, inspect  # noqa: E402
+from engine.loras import LoraSet, file_key  # noqa: E402
 from engine.optimize import Speedups, padded_image_count, prepare_pipeline, warm_up  # noqa: E402
 from engine.params import aspect_buckets  # noqa: E402
 from engine.preview import fit_latent_rgb, preview_grid  # noqa: E402
@@ -133,6 +135,7 @@ class _Model:
     inpaint: Any
     latent_rgb: torch.Tensor
     ip_adapter: image_prompt_action.IPAdapter | None = None
+    loras: LoraSet | None = None  # None: the family takes no LoRA
 
 
 @dataclass(eq=False)
@@ -294,6 +297,8 @@ class DiffusersEngine:
         self._describer: Describer | None = None
         self._describer_lock = threading.Lock()  # generation is not thread-safe; one describe at a time
         self._safety_checkers: dict[str, bool] = {}
+        self._context_dims: dict[str, int | None] = {}  # by model: its UNet's cross-attention width
+        self._lora_fits: dict[tuple[str, str], str | None] = {}  # (model, file key) -> lora_refusal's answer
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -394,6 +399,52 @@ class DiffusersEngine:
         if steered and self.image_prompt_method(name) is ImagePromptMethod.IP_ADAPTER and not family.ip_adapter:
             return f"{family.name} models cannot use the IP-Adapter (IP_ADAPTER) for image prompts"
         return family.supports(what)
+
+    def lora_refusal(self, model: str | None, path: str) -> str | None:
+        """None when the LoRA at `path` fits the model; else why not. From the file's header and the
+        model's config (its family, its cross-attention width), cached per file version."""
+        name = model or self._default
+        name = self._by_source.get(name, name)
+        try:
+            family = self.family(name)
+        except ModelSourceError as e:
+            return str(e)
+        reason = family.lora_refusal()
+        if reason is not None:
+            return reason
+        key = (name, file_key(path))
+        if key not in self._lora_fits:
+            try:
+                info = inspect(path)
+            except LoraFileError as e:
+                self._lora_fits[key] = str(e)
+            else:
+                self._lora_fits[key] = fit_reason(
+                    info, family=family.name, denoiser=family.denoiser_name, context_dim=self.lora_context_dim(name)
+                )
+        return self._lora_fits[key]
+
+    def lora_context_dim(self, name: str) -> int | None:
+        """The width of the text embeddings the model's UNet attends to (None: unknown, not checked)."""
+        if name not in self._context_dims:
+            with self._loaded_lock:
+                loaded = self._loaded.get(name)
+            pipe = loaded.text2img if loaded is not None else self._preloaded.get(name)
+            dim: int | None = None
+            try:
+                if pipe is not None:
+                    dim = int(pipe.unet.config.cross_attention_dim)
+                else:
+                    from diffusers import UNet2DConditionModel
+
+                    config = UNet2DConditionModel.load_config(
+                        self._source(name), subfolder="unet", local_files_only=True
+                    )
+                    dim = int(config["cross_attention_dim"])
+            except Exception:  # a single file, the random tiny fallback: the render's load says more
+                dim = None
+            self._context_dims[name] = dim
+        return self._context_dims[name]
 
     def defaults(self, model: str | None = None) -> ModelHints:
         name = model or self._default
@@ -627,6 +678,8 @@ class DiffusersEngine:
         if not self.safety_checker and hasattr(pipe, "safety_checker"):
             pipe.safety_checker = None
         place(pipe, self.device, self.dtype, self.memory, family.denoiser(pipe))
+        # Compiled models hotswap LoRAs into fixed slots (set up before compiling), so switching never recompiles.
+        loras = LoraSet(pipe, hotswap=self.speedups.compile != "off") if family.lora else None
         prepare_pipeline(pipe, self.speedups)
         pipe.set_progress_bar_config(disable=True)
         ip_adapter = None
@@ -660,7 +713,7 @@ class DiffusersEngine:
                 len(sizes),
             )
             log.info("compiled model %s in %.1f s", name, warm_up(pipe, sizes))
-        return _Model(name, family, pipe, img2img, inpaint, latent_rgb, ip_adapter)
+        return _Model(name, family, pipe, img2img, inpaint, latent_rgb, ip_adapter, loras)
 
     def _inpaint_pipeline(self, name: str, pipe: Any, family: Family) -> Any:
         """The inpainting pipeline on the loaded weights; only a configured 9-channel UNet is extra."""
@@ -749,6 +802,10 @@ class DiffusersEngine:
             model = self._model(first.model)
             render, _, pipeline = _ACTIONS[first.request.action]
             pipe = getattr(model, pipeline(first.request))
+            if model.loras is not None:  # every request in a batch has the same LoRAs at the same weights
+                model.loras.apply(first.request.loras)
+            elif first.request.loras:
+                raise RenderError(model.family.lora_refusal() or "this model takes no LoRA")
             on_step = self._step_callback(batch, model)
             check = self.safety_checker and any(r.safety_check for r in requests)
             steered_by_pictures = first.request.action in (Action.IMAGE_PROMPT, Action.BLEND)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from PIL import Image, ImageDraw
 
+from engine import lora_files
 from engine.requests import (
     Action,
     DescribeRequest,
@@ -59,6 +60,8 @@ class FakeEngine:
         safety_checker: bool = True,
         refusals: Mapping[str, Mapping[Action | Feature, str]] | None = None,
         hints: Mapping[str, ModelHints] | None = None,
+        lora_refusals: Mapping[str, str] | None = None,
+        lora_context_dim: int | None = None,
     ) -> None:
         self.tile_size = tile_size
         self.safety_checker = safety_checker  # whether its models "have" one (it flags nsfw_prompts)
@@ -72,6 +75,10 @@ class FakeEngine:
         # model -> what it cannot do -> the sentence (as a model family would say it), for the bot's tests
         self.refusals = {model: dict(r) for model, r in (refusals or {}).items()}
         self.hints = dict(hints or {})
+        # model -> why its "family" takes no LoRA; LoRA files are checked as a UNet model's would be,
+        # against `lora_context_dim` when given
+        self.lora_refusals = dict(lora_refusals or {})
+        self.lora_context_dim = lora_context_dim
         self.requests: list[RenderRequest] = []  # every request received, in order
         self._gates: dict[str, asyncio.Event] = {}
         self.describe_requests: list[DescribeRequest] = []
@@ -101,6 +108,17 @@ class FakeEngine:
 
     def supports(self, model: str | None, what: Action | Feature) -> str | None:
         return self.refusals.get(model or self.default_model, {}).get(what)
+
+    def lora_refusal(self, model: str | None, path: str) -> str | None:
+        reason = self.lora_refusals.get(model or self.default_model)
+        if reason is not None:
+            return reason
+        try:
+            info = lora_files.inspect(path)
+        except lora_files.LoraFileError as e:
+            return str(e)
+        family = self.defaults(model).family or "fake"
+        return lora_files.fit_reason(info, family=family, denoiser="unet", context_dim=self.lora_context_dim)
 
     def defaults(self, model: str | None = None) -> ModelHints:
         return self.hints.get(model or self.default_model, ModelHints())
@@ -182,7 +200,8 @@ class FakeEngine:
 
 
 def _tile(request: RenderRequest, seed: int, width: int, height: int) -> Image.Image:
-    digest = hashlib.sha256(f"{request.action}|{request.prompt}|{seed}".encode()).digest()
+    loras = "".join(f"|{lora.name}:{lora.weight:g}" for lora in request.loras)  # a LoRA changes the picture
+    digest = hashlib.sha256(f"{request.action}|{request.prompt}|{seed}{loras}".encode()).digest()
     image = Image.new("RGB", (width, height), tuple(digest[:3]))
     ImageDraw.Draw(image).text((2, 2), str(seed), fill=(255 - digest[0], 255 - digest[1], 255 - digest[2]))
     return image

@@ -43,6 +43,8 @@ class Family:
     img2img_takes_latents: bool = True  # its image-to-image pipeline accepts latents as `image` (/blend mixes them)
     # a diffusers inpainting pipeline class for Zoom/Pan/Vary (Region) where AutoPipelineForInpainting has none
     inpaint_pipeline: str | None = None
+    # diffusers' LoRA loader takes LoRAs for it (`load_lora_weights`, `set_adapters`, hotswapping), tested here
+    lora: bool = False
 
     denoiser_name = "unet"
     flow_matching = False
@@ -57,6 +59,10 @@ class Family:
             )
         reason = self.refusals.get(what)
         return None if reason is None else f"{self.name} models cannot {reason}"
+
+    def lora_refusal(self) -> str | None:
+        """Why this family takes no LoRA here (a sentence naming it), or None."""
+        return None if self.lora else f"{self.name} models cannot take a LoRA in dreamgrid yet"
 
     def hints(self) -> ModelHints:
         return ModelHints(self.name, self.steps, self.guidance_scale, self.size_multiple)
@@ -571,8 +577,9 @@ SD = Family(
     key="sd",
     name="Stable Diffusion 1.x/2.x",
     pipeline_prefixes=("StableDiffusionPipeline", "StableDiffusionImg2Img", "StableDiffusionInpaint"),
+    lora=True,
 )
-SDXL = Family(key="sdxl", name="Stable Diffusion XL", pipeline_prefixes=("StableDiffusionXL",))
+SDXL = Family(key="sdxl", name="Stable Diffusion XL", pipeline_prefixes=("StableDiffusionXL",), lora=True)
 SD3 = SD3Family(
     key="sd3",
     name="Stable Diffusion 3",

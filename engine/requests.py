@@ -48,6 +48,19 @@ class ImagePromptMethod(enum.StrEnum):
     IMAGE_TO_IMAGE = "image-to-image"  # the picture, noised by --iw, is the starting point
 
 
+@dataclass(frozen=True, slots=True)
+class LoraWeight:
+    """One LoRA a request draws with: its name (as members wrote it), its file and its weight.
+
+    The bot resolves the name to the file (an operator's LORAS entry, or a member's own from /tune)
+    before queueing; `path` is "" until then.
+    """
+
+    name: str
+    path: str
+    weight: float = 1.0
+
+
 # Field metadata: each request in a shared pipeline call keeps its own value of this field. Every
 # other field must be equal for requests to share a call (`RenderRequest.batch_key`), so a new
 # field is batch-safe by default: it splits batches until someone marks it as a request's own.
@@ -92,6 +105,10 @@ class RenderRequest:
     def styled(self) -> bool:
         """Whether the request has a style reference (pictures or codes)."""
         return bool(self.style_images or self.style_codes)
+
+    # LoRAs on the denoiser (and text encoder), with their weights. Not a request's own: only requests
+    # with the same adapters at the same weights share a pipeline call.
+    loras: tuple[LoraWeight, ...] = ()
 
     def batch_key(self, model: str) -> tuple[object, ...]:
         """Requests with equal keys can share one pipeline call (`model`: the one resolved for this request)."""
@@ -194,6 +211,10 @@ def refusal(engine: Engine, request: RenderRequest) -> str | None:
         reason = engine.supports(request.model, what)
         if reason is not None:
             return reason
+    for lora in request.loras:
+        reason = engine.lora_refusal(request.model, lora.path) if lora.path else "it is not installed"
+        if reason is not None:
+            return f"The LoRA `{lora.name}` can't be used here: {reason}"
     hints = engine.defaults(request.model)
     multiple = hints.size_multiple
     if request.width % multiple or request.height % multiple:  # e.g. a Make Square or Custom Zoom canvas
@@ -229,6 +250,15 @@ class Engine(Protocol):
         """None when `model` can do `what`; else one sentence naming the model's family and the reason.
 
         Answered from config files, never by loading weights: the bot asks before it queues.
+        """
+        ...
+
+    def lora_refusal(self, model: str | None, path: str) -> str | None:
+        """None when the LoRA file at `path` fits `model`; else why not (the family takes no LoRA, it was
+        trained for another family, it is no LoRA file), as a clause for the member.
+
+        Read from the file's header and the model's config, never by loading weights: the bot asks
+        before it queues.
         """
         ...
 
