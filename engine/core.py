@@ -51,7 +51,7 @@ from engine.actions import upscale as upscale_action  # noqa: E402
 from engine.actions import variation as variation_action  # noqa: E402
 from engine.actions.common import FLAGGED, RenderInterrupted  # noqa: E402
 from engine.describe import SHIPPED_DESCRIBER, Describer, DescriberError  # noqa: E402
-from engine.family import Family, of_pipeline  # noqa: E402
+from engine.family import SD, Family, of_pipeline  # noqa: E402
 from engine.loading import (  # noqa: E402
     MemorySettings,
     ModelSourceError,
@@ -78,6 +78,8 @@ from engine.requests import (  # noqa: E402
     RenderProgress,
     RenderRequest,
     RenderResult,
+    TuneRequest,
+    TuneResult,
     refusal,
 )
 
@@ -299,6 +301,7 @@ class DiffusersEngine:
         self._safety_checkers: dict[str, bool] = {}
         self._context_dims: dict[str, int | None] = {}  # by model: its UNet's cross-attention width
         self._lora_fits: dict[tuple[str, str], str | None] = {}  # (model, file key) -> lora_refusal's answer
+        self._tune_lock = threading.Lock()  # one /tune trains at a time
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -367,8 +370,6 @@ class DiffusersEngine:
                 else:
                     source = self._source(name)
                     if source == str(WEIGHTS_DIR / TINY_MODEL) and not (WEIGHTS_DIR / TINY_MODEL).is_dir():
-                        from engine.family import SD
-
                         self._families[name] = SD  # the random tiny fallback
                     else:
                         self._families[name] = family_of_source(source)
@@ -549,6 +550,57 @@ class DiffusersEngine:
             job.cancelled.set()  # the worker stops this render at the next step
             with self._cond:
                 self._cond.notify_all()
+            raise
+
+    async def tune(self, request: TuneRequest, *, progress: ProgressCallback | None = None) -> TuneResult:
+        """Train a LoRA on a thread of its own, so renders go on meanwhile (on a copy of the UNet)."""
+        from engine.tune import TuneCancelled, TuneSettings, train_lora
+
+        name = request.model or self._default
+        name = self._by_source.get(name, name)
+        if name not in self._models:
+            raise RenderError(f"model {name!r} is not installed")
+        reason = self.family(name).supports(Action.TUNE)
+        if reason is not None:
+            raise RenderError(reason)
+        if self._closed:
+            raise RenderError("the engine is shutting down")
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def on_step(done: int, total: int) -> bool:
+            if progress is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                    loop.call_soon_threadsafe(progress, RenderProgress(done, total))
+            return not stop.is_set() and not self._closed
+
+        def run() -> TuneResult:
+            started = time.perf_counter()
+            # What each picture shows, in the describer's words: the LoRA then learns what they share beyond it.
+            captions = [self._describe(DescribeRequest(image=p, count=1)).prompts[:1] for p in request.pictures]
+            with self._tune_lock:
+                pipe = self._model(name).text2img
+                try:
+                    output = train_lora(
+                        pipe,
+                        request.pictures,
+                        request.output,
+                        checkpoint=request.checkpoint,
+                        settings=TuneSettings(steps=request.steps, seed=request.seed),
+                        captions=[found[0] if found else "" for found in captions],
+                        on_step=on_step,
+                    )
+                except TuneCancelled:
+                    raise asyncio.CancelledError from None
+                except ValueError as e:
+                    raise RenderError(str(e)) from None
+            return TuneResult(str(output), name, time.perf_counter() - started)
+
+        running = asyncio.ensure_future(asyncio.to_thread(run))
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            stop.set()  # the thread stops at its next step; its checkpoint stays
             raise
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:

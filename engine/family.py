@@ -45,6 +45,7 @@ class Family:
     inpaint_pipeline: str | None = None
     # diffusers' LoRA loader takes LoRAs for it (`load_lora_weights`, `set_adapters`, hotswapping), tested here
     lora: bool = False
+    tune: bool = False  # /tune trains LoRAs for it (engine/tune.py: a UNet with one text encoder)
 
     denoiser_name = "unet"
     flow_matching = False
@@ -57,6 +58,8 @@ class Family:
                 f"{self.name} models cannot edit a picture from an instruction:"
                 " that takes Flux.1 Kontext or Flux.2 [klein] (try Vary (Region) or Retexture here)"
             )
+        if what is Action.TUNE and not self.tune:
+            return f"{self.name} models cannot be tuned in dreamgrid yet: /tune trains Stable Diffusion 1.x/2.x models"
         reason = self.refusals.get(what)
         return None if reason is None else f"{self.name} models cannot {reason}"
 
@@ -578,6 +581,7 @@ SD = Family(
     name="Stable Diffusion 1.x/2.x",
     pipeline_prefixes=("StableDiffusionPipeline", "StableDiffusionImg2Img", "StableDiffusionInpaint"),
     lora=True,
+    tune=True,
 )
 SDXL = Family(key="sdxl", name="Stable Diffusion XL", pipeline_prefixes=("StableDiffusionXL",), lora=True)
 SD3 = SD3Family(

@@ -44,6 +44,8 @@ ENHANCE = 0.5
 # --lora NAME[:W] and <lora:NAME:W>: LoRAs per job, and their weights (diffusers' set_adapters weights).
 LORA_MAX = 4
 LORA_WEIGHT_MIN, LORA_WEIGHT_MAX, LORA_WEIGHT_DEFAULT = 0.0, 2.0, 1.0
+TUNE_MIN_PICTURES, TUNE_MAX_PICTURES = 5, 30  # /tune's moodboard
+TUNE_STEPS = 300  # /tune's training steps: ~2 minutes for the shipped model on one CPU thread (BENCHMARKS.md)
 LORA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 # --iw: how strongly an image prompt steers the result (Midjourney's range and default).
 IMAGE_WEIGHT_MIN, IMAGE_WEIGHT_MAX, IMAGE_WEIGHT_DEFAULT = 0.0, 3.0, 1.0

@@ -55,6 +55,8 @@ from engine.requests import (  # noqa: E402
     RenderProgress,
     RenderRequest,
     RenderResult,
+    TuneRequest,
+    TuneResult,
 )
 
 log = logging.getLogger(__name__)
@@ -512,6 +514,9 @@ class RayEngine:
                 if not self.in_flight[replica]:
                     del self.in_flight[replica]
         raise RenderLost("the replica ended the render without a result")
+
+    async def tune(self, request: TuneRequest, *, progress: ProgressCallback | None = None) -> TuneResult:
+        raise RenderError("/tune trains on this machine's engine only: it needs ENGINE=diffusers, not ray")
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:
         if self._handle is None:

@@ -28,6 +28,7 @@ class Action(enum.StrEnum):
     DESCRIBE = "describe"  # one image -> four prompts, through Engine.describe (no render)
     IMAGE_PROMPT = "image_prompt"  # text + a member's picture -> four tiles steered by the picture
     EDIT = "edit"  # a picture + an instruction ("make it night") -> four edits of it (Kontext, Flux.2)
+    TUNE = "tune"  # 5-30 pictures -> a LoRA of their style, through Engine.tune (no render)
 
 
 class Feature(enum.StrEnum):
@@ -113,6 +114,29 @@ class RenderRequest:
     def batch_key(self, model: str) -> tuple[object, ...]:
         """Requests with equal keys can share one pipeline call (`model`: the one resolved for this request)."""
         return (model, *(getattr(self, f.name) for f in fields(self) if not f.metadata.get("own")))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TuneRequest:
+    """/tune: a LoRA trained on a model from a member's moodboard, written to `output` (a .safetensors file).
+
+    `checkpoint` is where the run saves its state as it goes, and resumes from when it is there (after
+    a restart, the same request continues where it stopped).
+    """
+
+    pictures: tuple[Image.Image, ...] = field(compare=False)
+    output: str
+    checkpoint: str
+    model: str | None = None
+    steps: int = 300
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TuneResult:
+    output: str
+    model: str
+    elapsed_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,4 +309,9 @@ class Engine(Protocol):
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:
         """Candidate prompts for `request.image`, from the image-to-text model, off the event loop."""
+        ...
+
+    async def tune(self, request: TuneRequest, *, progress: ProgressCallback | None = None) -> TuneResult:
+        """Train a LoRA (`/tune`), off the event loop; cancelling the awaiting task stops it at the next step
+        (its checkpoint stays). Raises `RenderError` for a model that cannot be tuned."""
         ...

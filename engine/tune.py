@@ -3,9 +3,10 @@
 The pictures are centre-cropped to the model's tile, encoded once by its VAE, and a copy of its UNet
 (without any LoRA the renders have loaded, attention unfused) gets a PEFT `LoraConfig` on every
 attention projection (`to_q`, `to_k`, `to_v`, `to_out.0`). Training is the model's own objective
-(epsilon or v-prediction, as its scheduler says) on noise at uniform timesteps, with the prompt
-left empty: the LoRA learns what the pictures share, not what they show, so it carries a style into
-any prompt. Every random draw comes from a generator seeded with (seed, step), so a run resumed from
+(epsilon or v-prediction, as its scheduler says) on noise at uniform timesteps, each picture with its
+caption (what the engine's describer says it shows), dropped one time in ten: what the captions
+name the model already draws, so the LoRA learns what the pictures share beyond it, and carries that
+into any prompt. Every random draw comes from a generator seeded with (seed, step), so a run resumed from
 its checkpoint continues exactly as an uninterrupted one would.
 
 The result is a diffusers LoRA file (`save_lora_weights`), which `load_lora_weights` reads back.
@@ -27,10 +28,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from engine.params import TUNE_MAX_PICTURES, TUNE_MIN_PICTURES, TUNE_STEPS
+
 log = logging.getLogger(__name__)
 
 TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
-TUNE_MIN_PICTURES, TUNE_MAX_PICTURES = 5, 30
+CAPTION_DROPOUT = 0.1
 
 
 class TuneCancelled(Exception):
@@ -39,9 +42,9 @@ class TuneCancelled(Exception):
 
 @dataclass(frozen=True, slots=True)
 class TuneSettings:
-    steps: int = 300
+    steps: int = TUNE_STEPS
     rank: int = 8
-    learning_rate: float = 2e-3
+    learning_rate: float = 6e-3
     batch: int = 8
     checkpoint_every: int = 50
     seed: int = 0
@@ -96,6 +99,7 @@ def train_lora(
     *,
     checkpoint: str | os.PathLike[str],
     settings: TuneSettings = TuneSettings(),
+    captions: Sequence[str] = (),
     on_step: Callable[[int, int], bool] | None = None,
 ) -> Path:
     """Train a LoRA for `pipe`'s UNet on `pictures` and write it to `output`.
@@ -118,15 +122,18 @@ def train_lora(
         means, stds = posterior.mean.float(), posterior.std.float()
         shift = getattr(pipe.vae.config, "shift_factor", None) or 0.0
         empty = pipe.encode_prompt([""], device, 1, False)[0].float()
+        texts = list(captions) if len(captions) == len(pictures) else [""] * len(pictures)
+        described = pipe.encode_prompt(texts, device, 1, False)[0].float()
     scaling = float(pipe.vae.config.scaling_factor)
 
     unet = base_unet(pipe.unet)
     unet.requires_grad_(False)
-    unet.add_adapter(
-        LoraConfig(
-            r=settings.rank, lora_alpha=settings.rank, init_lora_weights="gaussian", target_modules=list(TARGET_MODULES)
-        )
+    config = LoraConfig(
+        r=settings.rank, lora_alpha=settings.rank, init_lora_weights="gaussian", target_modules=list(TARGET_MODULES)
     )
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(settings.seed)  # the LoRA's starting weights too: the same run gives the same LoRA
+        unet.add_adapter(config)
     trainable = [p for p in unet.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=1e-4)
     noise_schedule = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -153,7 +160,9 @@ def train_lora(
         t = torch.randint(0, timesteps, (settings.batch,), generator=generator).to(device)
         noisy = noise_schedule.add_noise(latents, noise, t)  # type: ignore[arg-type]  # an IntTensor in its hints
         target = noise_schedule.get_velocity(latents, noise, t) if prediction == "v_prediction" else noise  # type: ignore[arg-type]
-        context = empty.expand(settings.batch, -1, -1)
+        # Each picture's caption, dropped one time in ten (so guidance's empty prompt learns the style too).
+        dropped = (torch.rand(settings.batch, generator=generator) < CAPTION_DROPOUT).to(device)
+        context = torch.where(dropped[:, None, None], empty.expand(settings.batch, -1, -1), described[index])
         loss = F.mse_loss(unet(noisy, t, context).sample.float(), target)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
