@@ -33,6 +33,7 @@ MAX_WORD_CHARS = 100
 MAX_QUOTA = 10_000
 FAST_HOURS_DEFAULT = 15  # Midjourney Standard's monthly fast GPU hours
 MAX_FAST_HOURS = 10_000
+MAX_LORA_STORAGE_MB = 100_000
 IMAGE_SIZE_RANGE = (64, 4096)
 # max_image_size's default, per model: a 4:1 tile is twice the model's tile size long, and Upscale doubles it.
 MODEL_SIZE_FACTOR = 4
@@ -321,6 +322,20 @@ KEYS: dict[str, Key] = {
             high=LORA_MAX,
             zero_means="no LoRAs at all",
             description="LoRAs one prompt may use at once.",
+        ),
+        Key(
+            name="tune_allowed",
+            kind="bool",
+            default=True,
+            description="Whether members may train styles of their own with /tune.",
+        ),
+        Key(
+            name="lora_storage_mb",
+            kind="int",
+            default=50,
+            low=1,
+            high=MAX_LORA_STORAGE_MB,
+            description="Room each member's /tune styles may take, in MB (10^6 bytes).",
         ),
         Key(
             name="default_aspect",

@@ -232,6 +232,21 @@ def _escape(text: str) -> str:
     return discord.utils.escape_markdown(discord.utils.escape_mentions(text))
 
 
+def style_embed(job: Job, filename: str) -> discord.Embed:
+    """A /tune result: the style code, how to use it, and (as a thumbnail) the first picture it learnt from."""
+    code = job.spec.style_code
+    embed = discord.Embed(
+        description=f"Your style code is `{code}`. Add `--lora {code}` to a prompt (`--lora {code}:0.6` for less).",
+        colour=discord.Colour.blurple(),
+    )
+    embed.add_field(name="Pictures", value=str(len(job.spec.inputs)))
+    embed.add_field(name="Model", value=job.model[:1000])
+    embed.add_field(name="Job", value=str(job.id))
+    embed.set_thumbnail(url=f"attachment://{filename}")
+    embed.set_footer(text=f"/styles lists your codes; /show {job.id} brings this back")
+    return embed
+
+
 def lora_text(loras: Sequence[LoraWeight]) -> str:
     """`ink` 0.8, `mine` 1: the LoRAs a job drew with, as `--lora` takes them."""
     return ", ".join(f"`{lora.name}` {lora.weight:g}" for lora in loras)

@@ -145,8 +145,10 @@ async def resolve_loras(bot: DreamGrid, config: GuildConfig, spec: JobSpec) -> J
         if found is None:
             if lora.name.lower() in {name.lower() for name in bot.settings.lora_sources}:
                 raise UserError(f"The LoRA `{lora.name}` isn't allowed on this server.")
-            choices = ", ".join(f"`{name}`" for name in list(config.allowed_loras)[:8]) or "none here"
-            raise UserError(f"Unknown LoRA `{lora.name[:40]}`: the server's are {choices}, or use a /tune style code.")
+            choices = ", ".join(f"`{name}`" for name in list(config.allowed_loras)[:8])
+            if not choices:
+                raise UserError(f"Unknown LoRA `{lora.name[:40]}`: use a /tune style code (this server has no others).")
+            raise UserError(f"Unknown LoRA `{lora.name[:40]}`: use one of {choices}, or a /tune style code.")
         name, path = found
         if lora.path and lora.path != path and not await bot.store.is_style_file(lora.path):
             raise UserError(f"The LoRA `{lora.name}` has changed since this job was drawn: name it in a new prompt.")

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.moderation import PatternRefused, compile_rule, is_pattern, split_list
-from engine.params import LORA_NAME
+from engine.params import LORA_NAME, TUNE_STEPS
 from engine.requests import ModelHints
 
 
@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=200, ge=1)
     max_concurrent_jobs: int = Field(default=4, ge=1)
     job_timeout_s: float = Field(default=600, gt=0)
+    # /tune: training steps per style (~2 minutes on the shipped model, one CPU thread), and how long one may take.
+    tune_steps: int = Field(default=TUNE_STEPS, ge=10, le=10_000)
+    tune_timeout_s: float = Field(default=3600, gt=0)
     max_attempts: int = Field(default=3, ge=1)
 
     # Models kept loaded at once (least recently used goes first), and a cap on their memory in GB.

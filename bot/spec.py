@@ -139,6 +139,7 @@ class JobSpec:
     inputs: tuple[InputImage, ...] = ()  # members' pictures, for kinds that draw from uploads
     style_inputs: tuple[InputImage, ...] = ()  # --sref pictures (uploads, job tiles, moodboards), our copies
     described: tuple[str, ...] = ()  # what a describe job found: its prompts, recorded when it finishes
+    style_code: str = ""  # what a /tune job made: the code its LoRA is used by (`--lora CODE`)
     edit: EditSpec | None = None
 
     def to_json(self) -> str:
@@ -163,6 +164,7 @@ class JobSpec:
             inputs=tuple(_build(InputImage, picture) for picture in data.get("inputs", ())),
             style_inputs=tuple(_build(InputImage, picture) for picture in data.get("style_inputs", ())),
             described=tuple(data.get("described", ())),
+            style_code=data.get("style_code", ""),
             edit=_build(EditSpec, {**edit, "cells": tuple(edit.get("cells", ()))}) if edit else None,
         )
 

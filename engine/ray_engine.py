@@ -61,6 +61,8 @@ from engine.requests import (  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+TUNE_ON_RAY = "/tune trains on the bot's own engine only: it needs ENGINE=diffusers, not ray"
+
 APP_NAME = "dreamgrid"
 LOCAL_OBJECT_STORE_BYTES = 100 * 2**20  # results are a few images: Ray's default (30 % of RAM) is far too much
 MODEL_FACTS_TIMEOUT_S = 120.0  # the first replica loads its model before it answers
@@ -432,6 +434,8 @@ class RayEngine:
 
     def supports(self, model: str | None, what: Action | Feature) -> str | None:
         """As the replicas answered when the deployment started (from the models' configs)."""
+        if what is Action.TUNE:
+            return TUNE_ON_RAY
         facts = self._model_facts.get(model or self._default)
         return None if facts is None else facts.refusals.get(what.value)
 
@@ -516,7 +520,7 @@ class RayEngine:
         raise RenderLost("the replica ended the render without a result")
 
     async def tune(self, request: TuneRequest, *, progress: ProgressCallback | None = None) -> TuneResult:
-        raise RenderError("/tune trains on this machine's engine only: it needs ENGINE=diffusers, not ray")
+        raise RenderError(TUNE_ON_RAY)
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:
         if self._handle is None:

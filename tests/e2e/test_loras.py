@@ -55,7 +55,7 @@ async def test_a_lora_that_cannot_be_used_is_one_sentence_and_queues_nothing(fak
     settings, engine = _settings(tmp_path / "loras")
     async with running_bot(fake_discord, tmp_path / "data", engine=engine, **settings) as bot:
         assert await refusal(fake_discord, "a fox --lora nope") == (
-            "Unknown LoRA `nope`: the server's are `ink`, `paper`, `xl`, or use a /tune style code."
+            "Unknown LoRA `nope`: use one of `ink`, `paper`, `xl`, or a /tune style code."
         )
         assert await refusal(fake_discord, "a fox <lora:xl>") == (
             "The LoRA `xl` can't be used here: it was trained for Stable Diffusion XL, not for this fake model"
