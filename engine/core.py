@@ -410,7 +410,7 @@ class DiffusersEngine:
             family = self.family(name)
         except ModelSourceError as e:
             return str(e)
-        reason = family.lora_refusal()
+        reason = self.no_lora(family)
         if reason is not None:
             return reason
         key = (name, file_key(path))
@@ -424,6 +424,14 @@ class DiffusersEngine:
                     info, family=family.name, denoiser=family.denoiser_name, context_dim=self.lora_context_dim(name)
                 )
         return self._lora_fits[key]
+
+    def no_lora(self, family: Family) -> str | None:
+        """Why no LoRA goes on this engine's models of `family`, or None."""
+        if self.speedups.compile != "off":
+            # Each set of adapters is another graph per tile size: past torch's recompile limit a
+            # fullgraph compile fails outright (measured on the tiny model), so LoRAs wait for COMPILE=off.
+            return "this bot compiles its model (COMPILE), and LoRAs need COMPILE=off for now"
+        return family.lora_refusal()
 
     def lora_context_dim(self, name: str) -> int | None:
         """The width of the text embeddings the model's UNet attends to (None: unknown, not checked)."""
@@ -730,8 +738,7 @@ class DiffusersEngine:
         if not self.safety_checker and hasattr(pipe, "safety_checker"):
             pipe.safety_checker = None
         place(pipe, self.device, self.dtype, self.memory, family.denoiser(pipe))
-        # Compiled models hotswap LoRAs into fixed slots (set up before compiling), so switching never recompiles.
-        loras = LoraSet(pipe, hotswap=self.speedups.compile != "off") if family.lora else None
+        loras = LoraSet(pipe) if family.lora else None
         prepare_pipeline(pipe, self.speedups)
         pipe.set_progress_bar_config(disable=True)
         ip_adapter = None

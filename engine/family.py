@@ -43,7 +43,7 @@ class Family:
     img2img_takes_latents: bool = True  # its image-to-image pipeline accepts latents as `image` (/blend mixes them)
     # a diffusers inpainting pipeline class for Zoom/Pan/Vary (Region) where AutoPipelineForInpainting has none
     inpaint_pipeline: str | None = None
-    # diffusers' LoRA loader takes LoRAs for it (`load_lora_weights`, `set_adapters`, hotswapping), tested here
+    # diffusers' LoRA loader takes LoRAs for it (`load_lora_weights`, `set_adapters`), tested here
     lora: bool = False
     tune: bool = False  # /tune trains LoRAs for it (engine/tune.py: a UNet with one text encoder)
 

@@ -2,15 +2,15 @@
 
 diffusers does the work (`load_lora_weights(..., adapter_name=)`, `set_adapters`, `disable_lora`,
 `delete_adapters`; PEFT underneath). A batch's LoRAs are set before its pipeline call, so switching
-between batches never reloads the model:
+between batches never reloads the model: each LoRA file is loaded once as its own adapter and kept
+(the least recently used is deleted past `capacity`), and switching is `set_adapters`, which changes
+no weights.
 
-- uncompiled (the default), each LoRA file is loaded once as its own adapter and kept (the least
-  recently used is deleted past `capacity`); switching is `set_adapters`, which changes no weights;
-- compiled (`COMPILE`), a new adapter would change the graph and recompile it, so the pipeline gets
-  `enable_lora_hotswap(target_rank=…)` before its first LoRA and fixed adapter slots (`slot0`,
-  `slot1`, …): a batch's i-th LoRA is hotswapped into slot i (`load_lora_weights(hotswap=True)`),
-  weights copied in place, padded to the target rank. A LoRA that cannot hotswap (it targets layers
-  the slot's first LoRA did not) replaces the slot the ordinary way, and the log says it recompiles.
+With `COMPILE` on, LoRAs are refused before queueing (`DiffusersEngine.no_lora`): each set of
+adapters is another graph per tile size, and a fullgraph compile past torch's recompile limit fails
+outright. diffusers' `enable_lora_hotswap` would keep one graph, but it needs the first LoRA loaded
+before compiling, and hotswapped adapters of another rank drew 4x too strongly here (PEFT 0.21,
+diffusers 0.42, measured on the tiny model), so it is not used yet.
 
 Every pipeline made `from_pipe` shares the UNet and text encoder, so the adapters set here apply to
 image-to-image and inpainting too.
@@ -34,8 +34,7 @@ logging.getLogger("diffusers.loaders.lora_base").setLevel(logging.ERROR)
 # PEFT warns when a second adapter joins a model: keeping several is the point here.
 warnings.filterwarnings("ignore", message=".*Already found a `peft_config` attribute.*", category=UserWarning)
 
-DEFAULT_CAPACITY = 8  # uncompiled: adapters kept loaded per model
-HOTSWAP_RANK = 64  # compiled: every slot is padded to this rank, so any LoRA up to it hotswaps in
+DEFAULT_CAPACITY = 8  # adapters kept loaded per model
 
 
 def file_key(path: str) -> str:
@@ -55,18 +54,14 @@ def adapter_name(path: str) -> str:
 class LoraSet:
     """The adapters of one model's pipeline (`pipe`: its text-to-image pipeline)."""
 
-    def __init__(self, pipe: Any, *, hotswap: bool = False, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, pipe: Any, *, capacity: int = DEFAULT_CAPACITY) -> None:
         self.pipe = pipe
         self._unfused = False
-        self.hotswap = hotswap
         self.capacity = capacity
         self._loaded: collections.OrderedDict[str, str] = collections.OrderedDict()  # adapter -> file key
         self._active: tuple[tuple[str, float], ...] = ()
         self._enabled = True
         self.loads = 0  # LoRA files read, for tests and benchmarks
-        self.hotswaps = 0
-        if hotswap:
-            pipe.enable_lora_hotswap(target_rank=HOTSWAP_RANK)
 
     @property
     def loaded(self) -> tuple[str, ...]:
@@ -81,7 +76,7 @@ class LoraSet:
             self._active = ()
             return
         self._unfuse()
-        names = self._slots(loras) if self.hotswap else [self._adapter(lora) for lora in loras]
+        names = [self._adapter(lora) for lora in loras]
         wanted = tuple(zip(names, (lora.weight for lora in loras), strict=True))
         if not self._enabled:
             self.pipe.enable_lora()
@@ -114,32 +109,10 @@ class LoraSet:
         self._loaded[name] = file_key(lora.path)
         return name
 
-    def _slots(self, loras: Sequence[LoraWeight]) -> list[str]:
-        names = []
-        for i, lora in enumerate(loras):
-            slot, key = f"slot{i}", file_key(lora.path)
-            if self._loaded.get(slot) != key:
-                if slot in self._loaded:
-                    try:
-                        self._load(lora, slot, hotswap=True)
-                        self.hotswaps += 1
-                    except (ValueError, RuntimeError) as e:  # other target layers: a fresh slot, a recompile
-                        log.warning("LoRA %s cannot hotswap into %s (%s); replacing it recompiles", lora.name, slot, e)
-                        self.pipe.delete_adapters([slot])
-                        self._load(lora, slot)
-                else:
-                    self._load(lora, slot)
-                self._loaded[slot] = key
-                self._active = ()
-            names.append(slot)
-        return names
-
-    def _load(self, lora: LoraWeight, adapter: str, *, hotswap: bool = False) -> None:
+    def _load(self, lora: LoraWeight, adapter: str) -> None:
         try:
-            self.pipe.load_lora_weights(lora.path, adapter_name=adapter, hotswap=hotswap)
+            self.pipe.load_lora_weights(lora.path, adapter_name=adapter)
         except (ValueError, RuntimeError) as e:
-            if hotswap:
-                raise
             log.warning("could not load LoRA %s from %s: %s", lora.name, lora.path, e)
             raise RenderError(f"the LoRA `{lora.name}` could not be loaded; the bot's operator has been told") from e
         except OSError as e:

@@ -185,7 +185,7 @@ class RenderReplica:
                     refusals[what.value] = reason
             try:
                 family = self._engine.family(name)
-                no_lora, denoiser = family.lora_refusal(), family.denoiser_name
+                no_lora, denoiser = self._engine.no_lora(family), family.denoiser_name
             except RenderError as exc:
                 no_lora, denoiser = str(exc), "unet"
             facts[name] = ModelFacts(

@@ -13,7 +13,6 @@ from safetensors.torch import save_file
 from engine.core import DiffusersEngine
 from engine.family import FLUX, SD
 from engine.lora_files import LoraFileError, inspect
-from engine.loras import LoraSet
 from engine.requests import Action, LoraWeight, RenderRequest, refusal
 from engine.tiny import save_tiny_lora
 from tests.engine.conftest import mean_abs, request
@@ -63,20 +62,26 @@ async def test_only_requests_with_the_same_adapters_share_a_batch(lora_engine, l
     assert sorted(lora_engine.stats.batch_sizes[before:]) == [1, 2]  # a and same together, b alone
 
 
-def test_hotswapping_into_slots_draws_what_loading_does(tiny_pipe, lora_files):
+def test_a_compiled_model_refuses_loras_before_anything_is_queued(lora_files):
+    from engine.optimize import Speedups
     from engine.tiny import build_tiny_pipeline
 
-    def draw(pipe):
-        generator = torch.Generator().manual_seed(0)
-        return pipe("a red circle", num_inference_steps=3, generator=generator, output_type="np").images
+    engine = DiffusersEngine("tiny", pipelines={"tiny": build_tiny_pipeline(seed=0)}, speedups=Speedups(compile="full"))
+    assert engine.lora_refusal("tiny", lora_files[0]) == (
+        "this bot compiles its model (COMPILE), and LoRAs need COMPILE=off for now"
+    )
 
-    loaded, swapped = LoraSet(build_tiny_pipeline(seed=0)), LoraSet(build_tiny_pipeline(seed=0), hotswap=True)
-    for path in (lora_files[0], lora_files[1], lora_files[0]):
-        wanted = [LoraWeight("x", path, 0.8)]
-        loaded.apply(wanted)
-        swapped.apply(wanted)
-        assert abs(draw(loaded.pipe) - draw(swapped.pipe)).max() < 1e-4
-    assert swapped.loaded == ("slot0",) and swapped.hotswaps == 2  # one slot, weights swapped in place
+
+async def test_fused_attention_is_unfused_for_a_lora_so_it_draws_as_an_unfused_model_does(lora_files):
+    from engine.optimize import Speedups
+    from engine.tiny import build_tiny_pipeline
+
+    drawn = []
+    for speedups in (Speedups(fuse_qkv=False), Speedups(fuse_qkv=True)):
+        pipes = {"tiny": build_tiny_pipeline(seed=0)}
+        async with DiffusersEngine("tiny", pipelines=pipes, device="cpu", speedups=speedups) as engine:
+            drawn.append(await engine.render(drawn_with((lora_files[0], 0.8))))
+    assert mean_abs(drawn[0].images[0], drawn[1].images[0]) < 0.05  # the LoRA took effect on the fused model too
 
 
 def _header_only_lora(path, names_and_shapes):
