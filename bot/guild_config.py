@@ -324,17 +324,12 @@ KEYS: dict[str, Key] = {
             description="LoRAs one prompt may use at once.",
         ),
         Key(
-            name="tune_allowed",
-            kind="bool",
-            default=True,
-            description="Whether members may train styles of their own with /tune.",
-        ),
-        Key(
             name="lora_storage_mb",
             kind="int",
             default=50,
-            low=1,
+            low=0,
             high=MAX_LORA_STORAGE_MB,
+            zero_means="no /tune here",
             description="Room each member's /tune styles may take, in MB (10^6 bytes).",
         ),
         Key(

@@ -79,7 +79,7 @@ class Tune(commands.Cog):
         attachments = [a for a in attached if a is not None]
 
         async def build(config: GuildConfig) -> list[NewJob]:
-            if not config["tune_allowed"]:
+            if not config["lora_storage_mb"]:
                 raise UserError("/tune is turned off on this server.")
             if not config["max_loras"]:
                 raise UserError("LoRAs are turned off on this server, so a style from /tune could not be used here.")

@@ -71,7 +71,7 @@ async def test_bad_tunes_are_one_sentence_and_queue_nothing(fake_discord: FakeDi
         assert await reply_to(fake, "tune", **uploads(fake, 5)) == (
             "Your styles take 2.0 MB, and this server allows 1 MB each: free some with `/styles delete`."
         )
-        await configure(fake, tune_allowed="off")
+        await configure(fake, lora_storage_mb="0")
         assert await reply_to(fake, "tune", **uploads(fake, 5)) == "/tune is turned off on this server."
         assert engine.tune_requests == [] and await bot.store.get_job(1) is None
 
