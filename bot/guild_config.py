@@ -20,7 +20,7 @@ from bot.errors import UserError
 from bot.moderation import BannedRules, PatternRefused, compile_rule, is_pattern
 from bot.moderation import split_list as _split
 from bot.prompt import MAX_ASPECT
-from engine.params import LORA_MAX, MAX_STYLE_REFERENCES
+from engine.params import MAX_STYLE_REFERENCES
 
 if TYPE_CHECKING:
     import discord
@@ -33,7 +33,6 @@ MAX_WORD_CHARS = 100
 MAX_QUOTA = 10_000
 FAST_HOURS_DEFAULT = 15  # Midjourney Standard's monthly fast GPU hours
 MAX_FAST_HOURS = 10_000
-MAX_LORA_STORAGE_MB = 100_000
 IMAGE_SIZE_RANGE = (64, 4096)
 # max_image_size's default, per model: a 4:1 tile is twice the model's tile size long, and Upscale doubles it.
 MODEL_SIZE_FACTOR = 4
@@ -312,25 +311,7 @@ KEYS: dict[str, Key] = {
             name="loras",
             kind="loras",
             default=[],
-            description="The bot's LoRAs prompts may name (--lora, <lora:…>); members' own style codes always work.",
-        ),
-        Key(
-            name="max_loras",
-            kind="int",
-            default=LORA_MAX,
-            low=0,
-            high=LORA_MAX,
-            zero_means="no LoRAs at all",
-            description="LoRAs one prompt may use at once.",
-        ),
-        Key(
-            name="lora_storage_mb",
-            kind="int",
-            default=50,
-            low=0,
-            high=MAX_LORA_STORAGE_MB,
-            zero_means="no /tune here",
-            description="Room each member's /tune styles may take, in MB (10^6 bytes).",
+            description="The bot's LoRAs prompts may name (--lora, <lora:…>); `none` turns LoRAs and /tune off here.",
         ),
         Key(
             name="default_aspect",
@@ -494,6 +475,11 @@ class GuildConfig:
     @property
     def allowed_models(self) -> list[str]:
         return self["allowed_models"] or list(self.settings.installed_models)
+
+    @property
+    def loras_off(self) -> bool:
+        """`/config loras none`: no LoRA and no /tune style on this server."""
+        return self["loras"] == [NO_LORAS]
 
     @property
     def allowed_loras(self) -> dict[str, str]:

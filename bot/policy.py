@@ -128,13 +128,8 @@ async def resolve_loras(bot: DreamGrid, config: GuildConfig, spec: JobSpec) -> J
     loras = spec.render.loras
     if not loras:
         return spec
-    most = config["max_loras"]
-    if not most:
+    if config.loras_off:
         raise UserError("LoRAs are turned off on this server.")
-    if len(loras) > most:
-        raise UserError(
-            f"This server allows {most} LoRA{'s' if most != 1 else ''} per prompt; this one has {len(loras)}."
-        )
     allowed = {name.lower(): (name, path) for name, path in config.allowed_loras.items()}
     resolved = []
     for lora in loras:

@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     # /tune: training steps per style (~2 minutes on the shipped model, one CPU thread), and how long one may take.
     tune_steps: int = Field(default=TUNE_STEPS, ge=10, le=10_000)
     tune_timeout_s: float = Field(default=3600, gt=0)
+    # The room each member's /tune styles may take, in MB (10^6 bytes); 0 turns /tune off.
+    lora_storage_mb: int = Field(default=50, ge=0)
     max_attempts: int = Field(default=3, ge=1)
 
     # Models kept loaded at once (least recently used goes first), and a cap on their memory in GB.

@@ -79,15 +79,15 @@ class Tune(commands.Cog):
         attachments = [a for a in attached if a is not None]
 
         async def build(config: GuildConfig) -> list[NewJob]:
-            if not config["lora_storage_mb"]:
-                raise UserError("/tune is turned off on this server.")
-            if not config["max_loras"]:
+            if not bot.settings.lora_storage_mb:
+                raise UserError("/tune is turned off on this bot.")
+            if config.loras_off:
                 raise UserError("LoRAs are turned off on this server, so a style from /tune could not be used here.")
-            limit = config["lora_storage_mb"] * MB
+            limit = bot.settings.lora_storage_mb * MB
             used = await tunes.storage_used(bot, interaction.user.id)
             if used >= limit:
                 raise UserError(
-                    f"Your styles take {used / MB:.1f} MB, and this server allows {limit / MB:g} MB each:"
+                    f"Your styles take {used / MB:.1f} MB, and this bot allows {limit / MB:g} MB each:"
                     " free some with `/styles delete`."
                 )
             model = config.default_model
@@ -117,7 +117,7 @@ class Tune(commands.Cog):
     @app_commands.describe(delete="A style code of yours to delete (its LoRA file goes too)")
     async def styles(self, interaction: Interaction, delete: app_commands.Range[str, 1, 40] | None = None) -> None:
         bot = self.bot
-        config = await policy.gate(bot, interaction)
+        await policy.gate(bot, interaction)
         member = interaction.user.id
         if delete is not None:
             style = await bot.store.style_code(delete.strip().strip("`"))
@@ -131,7 +131,7 @@ class Tune(commands.Cog):
         lines = [f"`{style.code}` — job {style.job_id}, {style.bytes / MB:.1f} MB" for style in owned[-20:]]
         head = f"Deleted `{delete.strip()}`. " if delete is not None else ""
         listing = "\n".join(lines) if lines else "None yet: `/tune` makes one from 5–30 pictures."
-        room = f"{used / MB:.1f} of {config['lora_storage_mb']:g} MB used"
+        room = f"{used / MB:.1f} of {bot.settings.lora_storage_mb:g} MB used"
         await interaction.response.send_message(
             f"{head}Your styles ({room}); use one with `--lora CODE`:\n{listing}", ephemeral=True
         )

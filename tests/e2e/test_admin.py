@@ -212,7 +212,6 @@ async def test_values_are_validated_with_the_allowed_range(fake_discord: FakeDis
 
         choices = await (await fake.autocomplete("config set", "key", user=fake.admin, key="max")).wait_for_choices()
         assert [c["value"] for c in choices] == [
-            "max_loras",
             "max_steps",
             "max_image_size",
             "max_running_per_user",

@@ -64,12 +64,12 @@ async def test_a_lora_that_cannot_be_used_is_one_sentence_and_queues_nothing(fak
             "`loras`: the LoRA `xl` can't be used here: it was trained for Stable Diffusion XL,"
             " not for this fake model."
         ]
-        replies = await configure(fake_discord, loras="ink", max_loras="1")
+        replies = await configure(fake_discord, loras="ink")
         assert replies[0].startswith("`loras` is now `ink` (was all the bot's).")
         assert await refusal(fake_discord, "a fox --lora paper") == "The LoRA `paper` isn't allowed on this server."
         assert await refusal(fake_discord, "a fox --lora ink --lora ink:0.5") == (
             "The LoRA `ink` is given twice: keep one."
         )
-        await configure(fake_discord, max_loras="0")
+        await configure(fake_discord, loras="none")
         assert await refusal(fake_discord, "a fox --lora ink") == "LoRAs are turned off on this server."
         assert await bot.store.get_job(1) is None

@@ -59,7 +59,7 @@ async def test_tune_trains_a_style_whose_code_draws_with_lora(fake_discord: Fake
 async def test_bad_tunes_are_one_sentence_and_queue_nothing(fake_discord: FakeDiscord, tmp_path: Path):
     fake = fake_discord
     engine = FakeEngine(models=["fake"])
-    async with running_bot(fake, tmp_path, engine=engine) as bot:
+    async with running_bot(fake, tmp_path, engine=engine, lora_storage_mb=1) as bot:
         assert await reply_to(fake, "tune", **uploads(fake, 3)) == "/tune learns from 5–30 pictures; you gave 3."
         not_a_picture = {**uploads(fake, 4), "image5": fake.upload("notes.png", b"these are words, not pixels")}
         assert "notes.png" in await reply_to(fake, "tune", **not_a_picture)
@@ -67,12 +67,13 @@ async def test_bad_tunes_are_one_sentence_and_queue_nothing(fake_discord: FakeDi
         await bot.store.add_style_code(
             StyleCode("big1234", fake.alice.id, fake.guild.id, None, str(tmp_path / "x"), 2_000_000, utcnow())
         )
-        await configure(fake, lora_storage_mb="1")
         assert await reply_to(fake, "tune", **uploads(fake, 5)) == (
-            "Your styles take 2.0 MB, and this server allows 1 MB each: free some with `/styles delete`."
+            "Your styles take 2.0 MB, and this bot allows 1 MB each: free some with `/styles delete`."
         )
-        await configure(fake, lora_storage_mb="0")
-        assert await reply_to(fake, "tune", **uploads(fake, 5)) == "/tune is turned off on this server."
+        await configure(fake, loras="none")
+        assert await reply_to(fake, "tune", **uploads(fake, 5)) == (
+            "LoRAs are turned off on this server, so a style from /tune could not be used here."
+        )
         assert engine.tune_requests == [] and await bot.store.get_job(1) is None
 
 
