@@ -30,6 +30,7 @@ EXTENSIONS = (
     "bot.cogs.images",
     "bot.cogs.blend",
     "bot.cogs.describe",
+    "bot.cogs.tune",
     "bot.cogs.edit",
     "bot.cogs.account",
     "bot.cogs.queue",

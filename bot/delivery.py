@@ -73,7 +73,11 @@ async def final_message(
     if job.status != "done":
         return FinalMessage(messages.failed(job))
     limit = upload_limit or job.spec.delivery.upload_limit or DEFAULT_UPLOAD_LIMIT
-    if kinds.get(job.kind).output is Output.TEXT:  # words, shown beside our copy of the picture
+    if kinds.get(job.kind).output is Output.STYLE:  # a style code, shown with the first picture it learnt from
+        paths = [data_dir / job.spec.inputs[0].path]
+        data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}-moodboard", limit)
+        embed = messages.style_embed(job, filename)
+    elif kinds.get(job.kind).output is Output.TEXT:  # words, shown beside our copy of the picture
         paths = [data_dir / job.spec.inputs[0].path]
         data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}-described", limit)
         embed = messages.described_embed(job, filename)

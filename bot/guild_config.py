@@ -39,6 +39,7 @@ IMAGE_SIZE_RANGE = (64, 4096)
 # max_image_size's default, per model: a 4:1 tile is twice the model's tile size long, and Upscale doubles it.
 MODEL_SIZE_FACTOR = 4
 _MISSING = object()
+NO_LORAS = "-"  # /config loras none: stored as this one entry (an empty list means all of the bot's)
 _CLEAR = {"none", "all", "everywhere", "off", "clear", "default", "-"}
 _TRUE = {"on", "true", "yes", "1", "enable", "enabled", "allow", "allowed"}
 _FALSE = {"off", "false", "no", "0", "disable", "disabled", "deny", "denied"}
@@ -57,7 +58,7 @@ Bound = int | Callable[["Settings"], int]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Key:
     name: str
-    kind: str  # bool, int, aspect, model, models, channels, role, members, role_quotas, words, aliases
+    kind: str  # bool, int, aspect, model, models, loras, channels, role, members, role_quotas, words, aliases
     description: str  # shown in /config show and docs/operators.md's table; one short line
     default: Any | Callable[[Settings], Any]
     low: Bound | None = None
@@ -89,6 +90,9 @@ class Key:
             return "`all`, or a comma list of the installed models: " + ", ".join(
                 f"`{m}`" for m in settings.installed_models
             )
+        if self.kind == "loras":
+            names = ", ".join(f"`{name}`" for name in settings.lora_sources) or "none are installed"
+            return f"`all`, `none`, or a comma list of the bot's LoRAs: {names}"
         if self.kind == "channels":
             return "`all`, or a comma list of channels like #art, #bots"
         if self.kind == "role":
@@ -116,7 +120,9 @@ class Key:
         text = text.strip()
         if self.kind == "aliases":
             return self._parse_aliases(text, settings, current or {})
-        if self.kind in ("models", "channels", "members", "words", "role_quotas"):
+        if self.kind == "loras" and text.lower() in ("none", "off"):
+            return [NO_LORAS]
+        if self.kind in ("models", "loras", "channels", "members", "words", "role_quotas"):
             op = text[:1] if text[:1] in "+-" and len(text) > 1 else ""
             items = _split(text[len(op) :])
             if not op and (not items or (len(items) == 1 and items[0].lower() in _CLEAR)):
@@ -200,6 +206,14 @@ class Key:
         return aliases
 
     def _parse_items(self, items: list[str], settings: Settings, guild: discord.Guild | None) -> Any:
+        if self.kind == "loras":
+            loras = []
+            for item in items:
+                lora = _find_model(item, list(settings.lora_sources))
+                if lora is None:
+                    raise self.error(f"`{_short(item)}` is not one of the bot's LoRAs", settings)
+                loras.append(lora)
+            return _unique(loras)
         if self.kind == "models":
             models = []
             for item in items:
@@ -277,6 +291,8 @@ class Key:
             return stored if stored in settings.installed_models else default
         if self.kind == "models":
             return [m for m in stored if m in settings.installed_models]
+        if self.kind == "loras":
+            return [lora for lora in stored if lora in settings.lora_sources or lora == NO_LORAS]
         return stored
 
     def show(self, value: Any, settings: Settings) -> str:
@@ -288,6 +304,10 @@ class Key:
             return f"`{value}`"
         if self.kind == "models":
             return ", ".join(f"`{m}`" for m in value) if value else "all installed"
+        if self.kind == "loras":
+            if value == [NO_LORAS]:
+                return "none"
+            return ", ".join(f"`{lora}`" for lora in value) if value else "all the bot's"
         if self.kind == "channels":
             return ", ".join(f"<#{c}>" for c in value) if value else "everywhere"
         if self.kind == "role":
@@ -331,6 +351,12 @@ KEYS: dict[str, Key] = {
             description="The model a prompt without --model uses.",
         ),
         Key(name="allowed_models", kind="models", default=[], description="The models --model may pick."),
+        Key(
+            name="loras",
+            kind="loras",
+            default=[],
+            description="The bot's LoRAs prompts may name (--lora, <lora:…>); `none` turns LoRAs and /tune off here.",
+        ),
         Key(
             name="default_aspect",
             kind="aspect",
@@ -500,6 +526,18 @@ class GuildConfig:
     @property
     def allowed_models(self) -> list[str]:
         return self["allowed_models"] or list(self.settings.installed_models)
+
+    @property
+    def loras_off(self) -> bool:
+        """`/config loras none`: no LoRA and no /tune style on this server."""
+        return self["loras"] == [NO_LORAS]
+
+    @property
+    def allowed_loras(self) -> dict[str, str]:
+        """The bot's LoRAs prompts may name here: name -> file."""
+        chosen = self["loras"]
+        sources = self.settings.lora_sources
+        return {name: path for name, path in sources.items() if not chosen or name in chosen}
 
     @property
     def default_model(self) -> str:

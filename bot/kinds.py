@@ -42,6 +42,7 @@ class Output(enum.Enum):
     GRID = "grid"  # four images, shown as a 2x2 grid with U/V buttons
     SINGLE = "single"  # one image
     TEXT = "text"  # no image: words (e.g. prompts describing an upload)
+    STYLE = "style"  # no image: a LoRA trained from a member's pictures, named by a style code (/tune)
 
 
 class ResultButtons(enum.Enum):
@@ -62,7 +63,7 @@ class TileButton:
     emoji: str
 
 
-IMAGE_COUNTS = {Output.GRID: 4, Output.SINGLE: 1, Output.TEXT: 0}
+IMAGE_COUNTS = {Output.GRID: 4, Output.SINGLE: 1, Output.TEXT: 0, Output.STYLE: 0}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -279,6 +280,10 @@ DESCRIBE = register(
         output=Output.TEXT,
         buttons=ResultButtons.PROMPTS,
     )
+)
+# /tune: a LoRA of a member's moodboard, trained in the background; its result is a style code.
+TUNE = register(
+    JobKind(name="tune", action=Action.TUNE, label=" - Tune", source=Source.UPLOADS, output=Output.STYLE),
 )
 RETEXTURE = register(
     JobKind(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import discord
 
 from bot import edits, kinds
@@ -9,7 +11,7 @@ from bot.errors import MESSAGE_CHARS, clip
 from bot.member_pictures import shown_name
 from bot.rows import ImageRow, Job
 from engine import params as render_params
-from engine.requests import ImagePromptMethod
+from engine.requests import ImagePromptMethod, LoraWeight
 
 PROMPT_PREVIEW_CHARS = 900  # the most of a prompt a status line shows
 ERROR_CHARS = 400  # an engine's error, as much as a member needs to read
@@ -177,6 +179,8 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
     if render.chaos:
         embed.add_field(name="Chaos", value=str(render.chaos))
     embed.add_field(name="Model", value=job.model[:1000])
+    if render.loras:
+        embed.add_field(name="LoRAs" if len(render.loras) > 1 else "LoRA", value=lora_text(render.loras)[:1024])
     embed.add_field(name="Job", value=str(job.id))
     if job.parent_id:
         embed.add_field(
@@ -238,6 +242,26 @@ def described_embed(job: Job, filename: str) -> discord.Embed:
 
 def _escape(text: str) -> str:
     return discord.utils.escape_markdown(discord.utils.escape_mentions(text))
+
+
+def style_embed(job: Job, filename: str) -> discord.Embed:
+    """A /tune result: the style code, how to use it, and (as a thumbnail) the first picture it learnt from."""
+    code = job.spec.style_code
+    embed = discord.Embed(
+        description=f"Your style code is `{code}`. Add `--lora {code}` to a prompt (`--lora {code}:0.6` for less).",
+        colour=discord.Colour.blurple(),
+    )
+    embed.add_field(name="Pictures", value=str(len(job.spec.inputs)))
+    embed.add_field(name="Model", value=job.model[:1000])
+    embed.add_field(name="Job", value=str(job.id))
+    embed.set_thumbnail(url=f"attachment://{filename}")
+    embed.set_footer(text=f"/styles lists your codes; /show {job.id} brings this back")
+    return embed
+
+
+def lora_text(loras: Sequence[LoraWeight]) -> str:
+    """`ink` 0.8, `mine` 1: the LoRAs a job drew with, as `--lora` takes them."""
+    return ", ".join(f"`{lora.name}` {lora.weight:g}" for lora in loras)
 
 
 def tile_embed(job: Job, image: ImageRow, filename: str) -> discord.Embed:

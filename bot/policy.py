@@ -108,6 +108,49 @@ def check_model(config: GuildConfig, model: str) -> None:
         )
 
 
+def check_loras_fit(bot: DreamGrid, config: GuildConfig, names: Sequence[str]) -> None:
+    """/config loras: each named LoRA must fit a model this server allows (refused now, not at a render)."""
+    sources = bot.settings.lora_sources
+    for name in names:
+        if name not in sources:
+            continue  # `none`
+        reasons = [bot.engine.lora_refusal(model, sources[name]) for model in config.allowed_models]
+        if all(reason is not None for reason in reasons):
+            raise UserError(f"`loras`: the LoRA `{name}` can't be used here: {reasons[0]}.")
+
+
+async def resolve_loras(bot: DreamGrid, config: GuildConfig, spec: JobSpec) -> JobSpec:
+    """The spec with each LoRA's file found for its name (the bot's LoRAs this server allows, and
+    members' style codes), or a UserError naming the one that is not there or not allowed.
+
+    A LoRA recorded with its file (🔄, a redraw) keeps that file while its name is still allowed.
+    """
+    loras = spec.render.loras
+    if not loras:
+        return spec
+    if config.loras_off:
+        raise UserError("LoRAs are turned off on this server.")
+    allowed = {name.lower(): (name, path) for name, path in config.allowed_loras.items()}
+    resolved = []
+    for lora in loras:
+        found = allowed.get(lora.name.lower())
+        if found is None:
+            style = await bot.store.style_code(lora.name.lower())
+            found = (style.code, style.path) if style is not None else None
+        if found is None:
+            if lora.name.lower() in {name.lower() for name in bot.settings.lora_sources}:
+                raise UserError(f"The LoRA `{lora.name}` isn't allowed on this server.")
+            choices = ", ".join(f"`{name}`" for name in list(config.allowed_loras)[:8])
+            if not choices:
+                raise UserError(f"Unknown LoRA `{lora.name[:40]}`: use a /tune style code (this server has no others).")
+            raise UserError(f"Unknown LoRA `{lora.name[:40]}`: use one of {choices}, or a /tune style code.")
+        name, path = found
+        if lora.path and lora.path != path and not await bot.store.is_style_file(lora.path):
+            raise UserError(f"The LoRA `{lora.name}` has changed since this job was drawn: name it in a new prompt.")
+        resolved.append(dataclasses.replace(lora, name=name, path=lora.path or path))
+    return spec.replace_render(loras=tuple(resolved))
+
+
 async def check_words(
     bot: DreamGrid, interaction: discord.Interaction, config: GuildConfig, prompts: Iterable[str]
 ) -> None:
@@ -245,6 +288,7 @@ async def admit(
     await check_words(bot, interaction, config, (job.prompt for job in new_jobs))
     for job in new_jobs:
         check_model(config, job.model)
+    new_jobs = [dataclasses.replace(job, spec=await resolve_loras(bot, config, job.spec)) for job in new_jobs]
     shaped = [
         dataclasses.replace(
             job,

@@ -27,13 +27,15 @@ member's and the server's defaults (what the prompt says wins over `/settings`).
 | `--p [CODE]` | `--personalize` | alone: the pictures you ❤️ as one style, frozen into a code; or a code | off |
 | `--oref REF` |  | a job's tile `12:3` or a picture's link: a subject to keep | none |
 | `--ow N` |  | 0–1000: how strongly --oref steers (IP-Adapter) | 100 |
+| `--lora NAME[:W]` |  | a LoRA or style code, weight 0–2; up to 4 | none |
 
 `--NAME` runs your own option from `/prefer option set`. `a::2 b::-0.5` weighs the parts of a
 multi-prompt (`engine.params.prompt_parts`; a part without a number weighs 1). This table is `engine.params.PARAMETERS`
 written out (tests/test_parameters.py keeps this copy and the README's equal to it).
 
 - Names are case-insensitive, and `—` or `–` works in place of `--` (phones turn `--` into `—`).
-- Parameters come after the description, each at most once.
+- Parameters come after the description, each at most once (`--lora` may come up to 4 times).
+- `<lora:NAME>` or `<lora:NAME:W>` anywhere in the description is `--lora NAME:W` (A1111's way).
 - `{red, green} bird` runs one job per choice; groups nest (up to 8 deep) and multiply, and can
   hold parameters (`--ar {1:1, 3:2}`). Write `\\,`, `\\{` or `\\}` for a literal comma or brace.
 - The `/prefer suffix` is added to every prompt; a parameter the prompt sets wins over the suffix's.
@@ -112,6 +114,7 @@ class ParsedPrompt:
     profile: str | None = None  # --p: `engine.params.OWN_PROFILE` (the member's own) or a profile code
     object_ref: str | None = None  # --oref: a job's tile ("12:3") or a link, resolved by the bot
     object_weight: int | None = None  # --ow
+    loras: tuple[tuple[str, float], ...] = ()  # --lora and <lora:…>: (name, weight), in the order given
     raw: str = ""
     # How many copies `--repeat` asked for (this job is one of them). Not part of the job itself:
     # `raw` leaves --repeat out, so it takes no part in comparisons.
@@ -166,6 +169,7 @@ class ParsedPrompt:
             parts.append(f"--oref {self.object_ref}")
         if self.object_weight is not None:
             parts.append(f"--ow {self.object_weight}")
+        parts.extend(f"--lora {_lora_text(name, weight)}" for name, weight in self.loras)
         if self.negative:
             parts.append(f"--no {_escape(self.negative)}")
         return " ".join(parts)
@@ -244,7 +248,11 @@ _ATTRIBUTE_OF = {
     "p": "profile",
     "oref": "object_ref",
     "ow": "object_weight",
+    "lora": "loras",
 }
+REPEATABLE = frozenset({"lora"})  # parameters a prompt may give more than once
+# A1111's LoRA syntax inside the description: <lora:NAME> or <lora:NAME:WEIGHT>.
+_LORA_TAG = re.compile(r"<lora:([^<>\s]*)>", re.IGNORECASE)
 
 
 def parse_prompt(
@@ -427,21 +435,30 @@ def _parse_job(
 ) -> tuple[ParsedPrompt, int]:
     # 1. split the description from the parameters
     text, params = _scan(_tokens(prompt, None, options, aliases))
+    text, tags = _lora_tags(text, None)
     if not text and not allow_empty:
         raise PromptError("Describe what to draw first.")
     suffix_text, suffix_params = _scan(_tokens(suffix, _SUFFIX, options, aliases))
+    suffix_text, suffix_tags = _lora_tags(suffix_text, _SUFFIX)
     text += suffix_text
 
-    # 2. each parameter once; the prompt's win over the suffix's
+    # 2. each parameter once (LoRAs once each); the prompt's win over the suffix's
     chosen: dict[str, _Param] = {}
+    loras = _pick_loras([*tags, *(p for p in params if p.key in REPEATABLE)])
     for param in params:
-        _check_duplicate(chosen, param)
-        chosen[param.key] = param
+        if param.key not in REPEATABLE:
+            _check_duplicate(chosen, param)
+            chosen[param.key] = param
     in_suffix: dict[str, _Param] = {}
     for param in suffix_params:
-        _check_duplicate(in_suffix, param)
-        in_suffix[param.key] = param
-        chosen.setdefault(param.key, param)
+        if param.key not in REPEATABLE:
+            _check_duplicate(in_suffix, param)
+            in_suffix[param.key] = param
+            chosen.setdefault(param.key, param)
+    suffix_loras = _pick_loras([*suffix_tags, *(p for p in suffix_params if p.key in REPEATABLE)])
+    loras.update((name, param) for name, param in suffix_loras.items() if name not in loras)
+    if len(loras) > render_params.LORA_MAX:
+        raise PromptError(f"This prompt names {len(loras)} LoRAs: the most is {render_params.LORA_MAX}.")
 
     # 3. check the values
     values = {key: _value(param, models) for key, param in chosen.items()}
@@ -461,6 +478,8 @@ def _parse_job(
             continue
         value = negative if key == "no" else " ".join(param.values)
         raw.append(f"--{param.name} {_escape(value)}" if value else f"--{param.name}")
+    lora_values = [_lora_value(param) for param in loras.values()]
+    raw.extend(f"--lora {_lora_text(*value)}" for value in lora_values)
     written = " ".join(part for part in raw if part)
     if len(written) > MAX_PROMPT_CHARS:
         raise PromptError(
@@ -485,6 +504,7 @@ def _parse_job(
         profile=_get(values, "p", str),
         object_ref=_get(values, "oref", str),
         object_weight=_get(values, "ow", int),
+        loras=tuple(lora_values),
         raw=written,
     )
     repeat = _get(values, "repeat", int)
@@ -576,6 +596,36 @@ def _scan(tokens: list[_Token]) -> tuple[list[str], list[_Param]]:
                 tokens[i].origin,
             )
     return text, params
+
+
+def _lora_tags(words: list[str], origin: str | None) -> tuple[list[str], list[_Param]]:
+    """The description's words without its `<lora:NAME:W>` tags, and the tags as `--lora` parameters."""
+    joined = " ".join(words)
+    tags = [_Param("lora", "lora", [match[1]], origin) for match in _LORA_TAG.finditer(joined)]
+    if not tags:
+        return words, []
+    return _LORA_TAG.sub(" ", joined).split(), tags
+
+
+def _pick_loras(params: Sequence[_Param]) -> dict[str, _Param]:
+    """The LoRAs given, by name (lower case), each once."""
+    picked: dict[str, _Param] = {}
+    for param in params:
+        name = (param.values[0] if param.values else "").partition(":")[0]
+        if name.lower() in picked:
+            raise _error(f"The LoRA `{_show(name)}` is given twice: keep one.", param.origin)
+        picked[name.lower()] = param
+    return picked
+
+
+def _lora_value(param: _Param) -> tuple[str, float]:
+    value = _value(param, ())
+    assert isinstance(value, tuple) and isinstance(value[0], str), value  # PromptParameter.read's (name, weight)
+    return value[0], float(value[1])
+
+
+def _lora_text(name: str, weight: float) -> str:
+    return name if weight == render_params.LORA_WEIGHT_DEFAULT else f"{name}:{weight:g}"
 
 
 def _check_duplicate(seen: Mapping[str, _Param], param: _Param) -> None:

@@ -12,8 +12,10 @@ import dataclasses
 import functools
 import io
 import logging
+import os
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -28,7 +30,8 @@ from bot.metrics import Metrics
 from bot.retention import ImageRetention
 from bot.rows import ImageRow, Job
 from bot.settings import Settings
-from bot.store import FINISHED, Store, utcnow
+from bot.store import FINISHED, Store, StyleCode, utcnow
+from bot.tunes import LORA_FOLDER, new_style_code
 from bot.ui import JobViews
 from engine.requests import (
     Action,
@@ -40,6 +43,8 @@ from engine.requests import (
     RenderLost,
     RenderProgress,
     RenderRequest,
+    TuneRequest,
+    TuneResult,
 )
 
 log = logging.getLogger(__name__)
@@ -248,7 +253,16 @@ class Scheduler:
         self.metrics.job_started(job)
         outcome = "failed"
         try:
-            if kinds.get(job.kind).action is Action.DESCRIBE:  # words from the describer, not a render
+            if kinds.get(job.kind).action is Action.TUNE:  # a LoRA trained in the background, not a render
+                async with asyncio.timeout(self.settings.tune_timeout_s):
+                    style, tuned = await self._tune(job)
+                self.metrics.job_rendered(job, time.perf_counter() - started, tuned.elapsed_s, batch_size=1)
+                spec = dataclasses.replace(job.spec, style_code=style.code)
+                finished = await self.store.finish(job.id, [], tuned.elapsed_s, spec=spec)
+                if finished is None:  # cancelled as it finished: no code for a job its member stopped
+                    await self.store.delete_style_code(style.code)
+                    await asyncio.to_thread(Path(style.path).unlink, missing_ok=True)
+            elif kinds.get(job.kind).action is Action.DESCRIBE:  # words from the describer, not a render
                 async with asyncio.timeout(self.settings.job_timeout_s):
                     described = await self._describe(job)
                 self.metrics.job_rendered(job, time.perf_counter() - started, described.elapsed_s, batch_size=1)
@@ -367,6 +381,31 @@ class Scheduler:
             described = await self.engine.describe(DescribeRequest(image=source, count=1))
             request = dataclasses.replace(request, prompt=described.prompts[0] if described.prompts else "")
         return request
+
+    async def _tune(self, job: Job) -> tuple[StyleCode, TuneResult]:
+        """Train the job's LoRA from its pictures; its checkpoint sits beside where the LoRA goes, so a job
+        run again after a restart resumes from it. Records the style code that names the result."""
+        pictures = await self._input_images(job)
+        folder = self.settings.data_dir / LORA_FOLDER / str(job.user_id)
+        output = folder / f"tune-{job.id}.safetensors"
+        request = TuneRequest(
+            pictures=tuple(pictures),
+            output=str(output),
+            checkpoint=str(folder / f"tune-{job.id}.ckpt"),
+            model=job.model,
+            steps=self.settings.tune_steps,
+            seed=job.seeds[0],
+        )
+        tuned = await self.engine.tune(request, progress=self._progress_reporter(job))
+        size = (await asyncio.to_thread(os.stat, tuned.output)).st_size
+        taken = set(self.settings.lora_sources) | {name.lower() for name in self.settings.lora_sources}
+        while True:
+            code = new_style_code()
+            if code not in taken and await self.store.style_code(code) is None:
+                break
+        style = StyleCode(code, job.user_id, job.guild_id, job.id, tuned.output, size, utcnow())
+        await self.store.add_style_code(style)
+        return style, tuned
 
     async def _describe(self, job: Job) -> DescribeResult:
         """Four prompts for the job's picture: the likeliest, or (🔄, a job with a parent) other phrasings."""

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.moderation import PatternRefused, compile_rule, is_pattern, split_list
+from engine.params import LORA_NAME, TUNE_STEPS
 from engine.requests import ModelHints
 
 
@@ -52,6 +53,9 @@ class Settings(BaseSettings):
     # Other models members may pick with `--model`: `name=source` entries, or bare sources, named
     # after their last path part (`/models/sdxl-turbo` is `sdxl-turbo`). MODEL is always included.
     models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # LoRAs members may name in prompts (`--lora NAME`, `<lora:NAME:0.8>`): `name=/path/file.safetensors`
+    # entries, comma-separated. Each server picks which it allows with /config loras.
+    loras: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # A 9-channel inpainting model of MODEL's family whose UNet Zoom, Pan and Vary (Region) use.
     inpaint_model: str | None = None
     # Per-model defaults by name, e.g. {"sdxl-turbo": {"steps": 4, "guidance_scale": 0}}.
@@ -99,6 +103,11 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=200, ge=1)
     max_concurrent_jobs: int = Field(default=4, ge=1)
     job_timeout_s: float = Field(default=600, gt=0)
+    # /tune: training steps per style (~2 minutes on the shipped model, one CPU thread), and how long one may take.
+    tune_steps: int = Field(default=TUNE_STEPS, ge=10, le=10_000)
+    tune_timeout_s: float = Field(default=3600, gt=0)
+    # The room each member's /tune styles may take, in MB (10^6 bytes); 0 turns /tune off.
+    lora_storage_mb: int = Field(default=50, ge=0)
     max_attempts: int = Field(default=3, ge=1)
 
     # Models kept loaded at once (least recently used goes first), and a cap on their memory in GB.
@@ -135,6 +144,25 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
+
+    @field_validator("loras", mode="before")
+    @classmethod
+    def _split_loras(cls, value: object) -> object:
+        entries = [m.strip() for m in value.split(",") if m.strip()] if isinstance(value, str) else value
+        if not isinstance(entries, list):
+            return entries
+        names: set[str] = set()
+        for entry in entries:
+            name, sep, path = str(entry).partition("=")
+            name, path = name.strip(), path.strip()
+            if not sep or not LORA_NAME.fullmatch(name):
+                raise ValueError(f"{entry!r} is not name=/path/file.safetensors (a name of letters, digits, - _ .)")
+            if not path.endswith(".safetensors"):
+                raise ValueError(f"the LoRA {name!r} is not a .safetensors file (pickled files can run code)")
+            if name.lower() in names:
+                raise ValueError(f"two LoRAs are named {name!r}")
+            names.add(name.lower())
+        return entries
 
     @field_validator("banned_users", mode="before")
     @classmethod
@@ -188,6 +216,11 @@ class Settings(BaseSettings):
         if self.model in sources:  # MODEL names one of MODELS
             name, source = self.model, sources[self.model]
         return {name: source, **{n: s for n, s in sources.items() if n != name}}
+
+    @property
+    def lora_sources(self) -> dict[str, str]:
+        """The operator's LoRAs: name -> .safetensors file."""
+        return {name.strip(): path.strip() for name, _, path in (entry.partition("=") for entry in self.loras)}
 
     @property
     def default_model(self) -> str:

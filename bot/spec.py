@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from PIL import Image
 
 from engine import params as render_params
-from engine.requests import Action, ImagePromptMethod, RenderRequest
+from engine.requests import Action, ImagePromptMethod, LoraWeight, RenderRequest
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -43,6 +43,9 @@ class RenderSpec:
     image_prompt_method: str | None = None  # an image prompt's or blend's ImagePromptMethod, as the engine said
     style_codes: tuple[int, ...] = ()  # --sref style codes (random ones as drawn: the same style again)
     style_weight: int = render_params.STYLE_WEIGHT_DEFAULT  # --sw
+    # The LoRAs, each with the file the bot found for its name when the job was queued: 🔄, /show and
+    # a redraw use the same files at the same weights.
+    loras: tuple[LoraWeight, ...] = ()
 
     def request(
         self,
@@ -84,6 +87,7 @@ class RenderSpec:
             style_images=tuple(style_images),
             style_codes=tuple(self.style_codes),
             style_weight=self.style_weight,
+            loras=self.loras,
         )
 
 
@@ -137,6 +141,7 @@ class JobSpec:
     style_inputs: tuple[InputImage, ...] = ()  # --sref pictures (uploads, job tiles, moodboards), our copies
     described: tuple[str, ...] = ()  # what a describe job found: its prompts, recorded when it finishes
     unfamiliar: bool = False  # a describe job's picture lay far outside what the describer knows: no prompts
+    style_code: str = ""  # what a /tune job made: the code its LoRA is used by (`--lora CODE`)
     edit: EditSpec | None = None
 
     def to_json(self) -> str:
@@ -153,6 +158,7 @@ class JobSpec:
         render = dict(parts["render"])
         if "style_codes" in render:
             render["style_codes"] = tuple(render["style_codes"])
+        render["loras"] = tuple(LoraWeight(**lora) for lora in render.get("loras", ()))
         return cls(
             render=_build(RenderSpec, render),
             shown=_build(ShownValues, parts["shown"]),
@@ -161,6 +167,7 @@ class JobSpec:
             style_inputs=tuple(_build(InputImage, picture) for picture in data.get("style_inputs", ())),
             described=tuple(data.get("described", ())),
             unfamiliar=bool(data.get("unfamiliar", False)),
+            style_code=data.get("style_code", ""),
             edit=_build(EditSpec, {**edit, "cells": tuple(edit.get("cells", ()))}) if edit else None,
         )
 

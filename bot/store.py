@@ -95,6 +95,19 @@ class UserProfile:
 
 
 @dataclass(frozen=True, slots=True)
+class StyleCode:
+    """A member's own LoRA, trained by /tune: `--lora CODE` draws with it."""
+
+    code: str
+    user_id: int
+    guild_id: int | None
+    job_id: int | None
+    path: str  # the .safetensors file, absolute
+    bytes: int
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigChange:
     key: str
     old_value: Any  # None: it was at its default
@@ -551,6 +564,33 @@ class Store:
 
     async def set_progress(self, job_id: int, progress: float) -> None:
         await self._write("UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'", (progress, job_id))
+
+    # -- style codes (/tune) ---------------------------------------------------------------------
+
+    async def add_style_code(self, style: StyleCode) -> None:
+        await self._write(
+            "INSERT INTO style_codes (code, user_id, guild_id, job_id, path, bytes, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (style.code, style.user_id, style.guild_id, style.job_id, style.path, style.bytes, style.created_at),
+        )
+
+    async def style_code(self, code: str) -> StyleCode | None:
+        row = await self._one("SELECT * FROM style_codes WHERE code = ?", (code.lower(),))
+        return StyleCode(**dict(row)) if row else None
+
+    async def style_code_of_job(self, job_id: int) -> StyleCode | None:
+        row = await self._one("SELECT * FROM style_codes WHERE job_id = ?", (job_id,))
+        return StyleCode(**dict(row)) if row else None
+
+    async def is_style_file(self, path: str) -> bool:
+        return await self._one("SELECT 1 FROM style_codes WHERE path = ?", (path,)) is not None
+
+    async def style_codes(self, user_id: int) -> list[StyleCode]:
+        rows = await self._all("SELECT * FROM style_codes WHERE user_id = ? ORDER BY created_at", (user_id,))
+        return [StyleCode(**dict(r)) for r in rows]
+
+    async def delete_style_code(self, code: str) -> None:
+        await self._write("DELETE FROM style_codes WHERE code = ?", (code.lower(),))
 
     async def set_message(self, job_id: int, message_id: int) -> None:
         await self._write("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))

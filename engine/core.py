@@ -51,7 +51,7 @@ from engine.actions import upscale as upscale_action  # noqa: E402
 from engine.actions import variation as variation_action  # noqa: E402
 from engine.actions.common import FLAGGED, RenderInterrupted  # noqa: E402
 from engine.describe import SHIPPED_DESCRIBER, Describer, DescriberError  # noqa: E402
-from engine.family import Family, of_pipeline  # noqa: E402
+from engine.family import SD, Family, of_pipeline  # noqa: E402
 from engine.loading import (  # noqa: E402
     MemorySettings,
     ModelSourceError,
@@ -61,6 +61,8 @@ from engine.loading import (  # noqa: E402
     place,
     weights_gb,
 )
+from engine.lora_files import LoraFileError, fit_reason, inspect  # noqa: E402
+from engine.loras import LoraSet, file_key  # noqa: E402
 from engine.optimize import Speedups, padded_image_count, prepare_pipeline, warm_up  # noqa: E402
 from engine.params import aspect_buckets  # noqa: E402
 from engine.preview import fit_latent_rgb, preview_grid  # noqa: E402
@@ -76,6 +78,8 @@ from engine.requests import (  # noqa: E402
     RenderProgress,
     RenderRequest,
     RenderResult,
+    TuneRequest,
+    TuneResult,
     refusal,
 )
 
@@ -133,6 +137,7 @@ class _Model:
     inpaint: Any
     latent_rgb: torch.Tensor
     ip_adapter: image_prompt_action.IPAdapter | None = None
+    loras: LoraSet | None = None  # None: the family takes no LoRA
 
 
 @dataclass(eq=False)
@@ -294,6 +299,9 @@ class DiffusersEngine:
         self._describer: Describer | None = None
         self._describer_lock = threading.Lock()  # generation is not thread-safe; one describe at a time
         self._safety_checkers: dict[str, bool] = {}
+        self._context_dims: dict[str, int | None] = {}  # by model: its UNet's cross-attention width
+        self._lora_fits: dict[tuple[str, str], str | None] = {}  # (model, file key) -> lora_refusal's answer
+        self._tune_lock = threading.Lock()  # one /tune trains at a time
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -362,8 +370,6 @@ class DiffusersEngine:
                 else:
                     source = self._source(name)
                     if source == str(WEIGHTS_DIR / TINY_MODEL) and not (WEIGHTS_DIR / TINY_MODEL).is_dir():
-                        from engine.family import SD
-
                         self._families[name] = SD  # the random tiny fallback
                     else:
                         self._families[name] = family_of_source(source)
@@ -394,6 +400,60 @@ class DiffusersEngine:
         if steered and self.image_prompt_method(name) is ImagePromptMethod.IP_ADAPTER and not family.ip_adapter:
             return f"{family.name} models cannot use the IP-Adapter (IP_ADAPTER) for image prompts"
         return family.supports(what)
+
+    def lora_refusal(self, model: str | None, path: str) -> str | None:
+        """None when the LoRA at `path` fits the model; else why not. From the file's header and the
+        model's config (its family, its cross-attention width), cached per file version."""
+        name = model or self._default
+        name = self._by_source.get(name, name)
+        try:
+            family = self.family(name)
+        except ModelSourceError as e:
+            return str(e)
+        reason = self.no_lora(family)
+        if reason is not None:
+            return reason
+        key = (name, file_key(path))
+        if key not in self._lora_fits:
+            try:
+                info = inspect(path)
+            except LoraFileError as e:
+                self._lora_fits[key] = str(e)
+            else:
+                self._lora_fits[key] = fit_reason(
+                    info, family=family.name, denoiser=family.denoiser_name, context_dim=self.lora_context_dim(name)
+                )
+        return self._lora_fits[key]
+
+    def no_lora(self, family: Family) -> str | None:
+        """Why no LoRA goes on this engine's models of `family`, or None."""
+        if self.speedups.compile != "off":
+            # Each set of adapters is another graph per tile size: past torch's recompile limit a
+            # fullgraph compile fails outright (measured on the tiny model), so LoRAs wait for COMPILE=off.
+            return "this bot compiles its model (COMPILE), and LoRAs need COMPILE=off for now"
+        return family.lora_refusal()
+
+    def lora_context_dim(self, name: str) -> int | None:
+        """The width of the text embeddings the model's UNet attends to (None: unknown, not checked)."""
+        if name not in self._context_dims:
+            with self._loaded_lock:
+                loaded = self._loaded.get(name)
+            pipe = loaded.text2img if loaded is not None else self._preloaded.get(name)
+            dim: int | None = None
+            try:
+                if pipe is not None:
+                    dim = int(pipe.unet.config.cross_attention_dim)
+                else:
+                    from diffusers import UNet2DConditionModel
+
+                    config = UNet2DConditionModel.load_config(
+                        self._source(name), subfolder="unet", local_files_only=True
+                    )
+                    dim = int(config["cross_attention_dim"])
+            except Exception:  # a single file, the random tiny fallback: the render's load says more
+                dim = None
+            self._context_dims[name] = dim
+        return self._context_dims[name]
 
     def defaults(self, model: str | None = None) -> ModelHints:
         name = model or self._default
@@ -498,6 +558,57 @@ class DiffusersEngine:
             job.cancelled.set()  # the worker stops this render at the next step
             with self._cond:
                 self._cond.notify_all()
+            raise
+
+    async def tune(self, request: TuneRequest, *, progress: ProgressCallback | None = None) -> TuneResult:
+        """Train a LoRA on a thread of its own, so renders go on meanwhile (on a copy of the UNet)."""
+        from engine.tune import TuneCancelled, TuneSettings, train_lora
+
+        name = request.model or self._default
+        name = self._by_source.get(name, name)
+        if name not in self._models:
+            raise RenderError(f"model {name!r} is not installed")
+        reason = self.family(name).supports(Action.TUNE)
+        if reason is not None:
+            raise RenderError(reason)
+        if self._closed:
+            raise RenderError("the engine is shutting down")
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def on_step(done: int, total: int) -> bool:
+            if progress is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                    loop.call_soon_threadsafe(progress, RenderProgress(done, total))
+            return not stop.is_set() and not self._closed
+
+        def run() -> TuneResult:
+            started = time.perf_counter()
+            # What each picture shows, in the describer's words: the LoRA then learns what they share beyond it.
+            captions = [self._describe(DescribeRequest(image=p, count=1)).prompts[:1] for p in request.pictures]
+            with self._tune_lock:
+                pipe = self._model(name).text2img
+                try:
+                    output = train_lora(
+                        pipe,
+                        request.pictures,
+                        request.output,
+                        checkpoint=request.checkpoint,
+                        settings=TuneSettings(steps=request.steps, seed=request.seed),
+                        captions=[found[0] if found else "" for found in captions],
+                        on_step=on_step,
+                    )
+                except TuneCancelled:
+                    raise asyncio.CancelledError from None
+                except ValueError as e:
+                    raise RenderError(str(e)) from None
+            return TuneResult(str(output), name, time.perf_counter() - started)
+
+        running = asyncio.ensure_future(asyncio.to_thread(run))
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            stop.set()  # the thread stops at its next step; its checkpoint stays
             raise
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:
@@ -629,6 +740,7 @@ class DiffusersEngine:
         if not self.safety_checker and hasattr(pipe, "safety_checker"):
             pipe.safety_checker = None
         place(pipe, self.device, self.dtype, self.memory, family.denoiser(pipe))
+        loras = LoraSet(pipe) if family.lora else None
         prepare_pipeline(pipe, self.speedups)
         pipe.set_progress_bar_config(disable=True)
         ip_adapter = None
@@ -662,7 +774,7 @@ class DiffusersEngine:
                 len(sizes),
             )
             log.info("compiled model %s in %.1f s", name, warm_up(pipe, sizes))
-        return _Model(name, family, pipe, img2img, inpaint, latent_rgb, ip_adapter)
+        return _Model(name, family, pipe, img2img, inpaint, latent_rgb, ip_adapter, loras)
 
     def _inpaint_pipeline(self, name: str, pipe: Any, family: Family) -> Any:
         """The inpainting pipeline on the loaded weights; only a configured 9-channel UNet is extra."""
@@ -751,6 +863,10 @@ class DiffusersEngine:
             model = self._model(first.model)
             render, _, pipeline = _ACTIONS[first.request.action]
             pipe = getattr(model, pipeline(first.request))
+            if model.loras is not None:  # every request in a batch has the same LoRAs at the same weights
+                model.loras.apply(first.request.loras)
+            elif first.request.loras:
+                raise RenderError(model.family.lora_refusal() or "this model takes no LoRA")
             on_step = self._step_callback(batch, model)
             check = self.safety_checker and any(r.safety_check for r in requests)
             steered_by_pictures = first.request.action in (Action.IMAGE_PROMPT, Action.BLEND)

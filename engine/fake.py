@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
+import struct
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from engine import lora_files
 from engine.requests import (
     Action,
     DescribeRequest,
@@ -28,6 +32,8 @@ from engine.requests import (
     RenderProgress,
     RenderRequest,
     RenderResult,
+    TuneRequest,
+    TuneResult,
     refusal,
 )
 
@@ -62,6 +68,8 @@ class FakeEngine:
         safety_checker: bool = True,
         refusals: Mapping[str, Mapping[Action | Feature, str]] | None = None,
         hints: Mapping[str, ModelHints] | None = None,
+        lora_refusals: Mapping[str, str] | None = None,
+        lora_context_dim: int | None = None,
     ) -> None:
         self.tile_size = tile_size
         self.safety_checker = safety_checker  # whether its models "have" one (it flags nsfw_prompts)
@@ -75,9 +83,15 @@ class FakeEngine:
         # model -> what it cannot do -> the sentence (as a model family would say it), for the bot's tests
         self.refusals = {model: dict(r) for model, r in (refusals or {}).items()}
         self.hints = dict(hints or {})
+        # model -> why its "family" takes no LoRA; LoRA files are checked as a UNet model's would be,
+        # against `lora_context_dim` when given
+        self.lora_refusals = dict(lora_refusals or {})
+        self.lora_context_dim = lora_context_dim
         self.requests: list[RenderRequest] = []  # every request received, in order
         self._gates: dict[str, asyncio.Event] = {}
         self.describe_requests: list[DescribeRequest] = []
+        self.tune_requests: list[TuneRequest] = []
+        self.tune_started_at: list[int] = []  # the step each tune began at (0, or where its checkpoint was)
 
     async def __aenter__(self) -> FakeEngine:
         return self
@@ -104,6 +118,17 @@ class FakeEngine:
 
     def supports(self, model: str | None, what: Action | Feature) -> str | None:
         return self.refusals.get(model or self.default_model, {}).get(what)
+
+    def lora_refusal(self, model: str | None, path: str) -> str | None:
+        reason = self.lora_refusals.get(model or self.default_model)
+        if reason is not None:
+            return reason
+        try:
+            info = lora_files.inspect(path)
+        except lora_files.LoraFileError as e:
+            return str(e)
+        family = self.defaults(model).family or "fake"
+        return lora_files.fit_reason(info, family=family, denoiser="unet", context_dim=self.lora_context_dim)
 
     def defaults(self, model: str | None = None) -> ModelHints:
         return self.hints.get(model or self.default_model, ModelHints())
@@ -166,6 +191,24 @@ class FakeEngine:
             flagged=flagged,
         )
 
+    async def tune(self, request: TuneRequest, *, progress: ProgressCallback | None = None) -> TuneResult:
+        """A LoRA file of the right shape (no training), after `steps` progress events, resuming from the
+        step its checkpoint names; the checkpoint is written every 10 steps, as the real engine's every N."""
+        self.tune_requests.append(request)
+        started = time.perf_counter()
+        step = _checkpoint_step(request.checkpoint)
+        self.tune_started_at.append(step)
+        while step < request.steps:
+            await asyncio.sleep(self.step_delay_s)
+            step += 1
+            if step % 10 == 0:
+                _save_checkpoint_step(request.checkpoint, step)
+            if progress is not None:
+                progress(RenderProgress(step, request.steps))
+        write_fake_lora(request.output, self.lora_context_dim or 768)
+        _save_checkpoint_step(request.checkpoint, None)
+        return TuneResult(request.output, request.model or self.default_model, time.perf_counter() - started)
+
     async def describe(self, request: DescribeRequest) -> DescribeResult:
         """Prompts naming the image's average colour: four fixed phrasings, or others for a seed. A
         picture of many colours (over FAKE_FAMILIAR_COLOURS in a 16 px copy) is unfamiliar."""
@@ -189,7 +232,36 @@ class FakeEngine:
 
 
 def _tile(request: RenderRequest, seed: int, width: int, height: int) -> Image.Image:
-    digest = hashlib.sha256(f"{request.action}|{request.prompt}|{seed}".encode()).digest()
+    loras = "".join(f"|{lora.name}:{lora.weight:g}" for lora in request.loras)  # a LoRA changes the picture
+    digest = hashlib.sha256(f"{request.action}|{request.prompt}|{seed}{loras}".encode()).digest()
     image = Image.new("RGB", (width, height), tuple(digest[:3]))
     ImageDraw.Draw(image).text((2, 2), str(seed), fill=(255 - digest[0], 255 - digest[1], 255 - digest[2]))
     return image
+
+
+def write_fake_lora(path: str, context_dim: int) -> None:
+    """A LoRA file (zero weights, rank 1) whose header says a UNet with `context_dim`-wide text trained it."""
+    name = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"
+    shapes = {f"{name}.lora_A.weight": [1, context_dim], f"{name}.lora_B.weight": [context_dim, 1]}
+    header, offset = {}, 0
+    for tensor, shape in shapes.items():
+        size = 4 * shape[0] * shape[1]
+        header[tensor] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header).encode()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(struct.pack("<Q", len(encoded)) + encoded + bytes(offset))
+
+
+def _checkpoint_step(path: str) -> int:
+    checkpoint = Path(path)
+    return int(checkpoint.read_text()) if checkpoint.exists() else 0
+
+
+def _save_checkpoint_step(path: str, step: int | None) -> None:
+    checkpoint = Path(path)
+    if step is None:
+        checkpoint.unlink(missing_ok=True)
+        return
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_text(str(step))

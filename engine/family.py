@@ -45,6 +45,9 @@ class Family:
     inpaint_pipeline: str | None = None
     # its edit pipeline takes one prompt a call (QwenImageEditPlusPipeline): an edit's tiles share one embedding
     one_prompt_per_call: bool = False
+    # diffusers' LoRA loader takes LoRAs for it (`load_lora_weights`, `set_adapters`), tested here
+    lora: bool = False
+    tune: bool = False  # /tune trains LoRAs for it (engine/tune.py: a UNet with one text encoder)
 
     denoiser_name = "unet"
     flow_matching = False
@@ -57,8 +60,14 @@ class Family:
                 f"{self.name} models cannot edit a picture from an instruction:"
                 " that takes Flux.1 Kontext, Flux.2 [klein] or Qwen-Image-Edit (try Vary (Region) or Retexture here)"
             )
+        if what is Action.TUNE and not self.tune:
+            return f"{self.name} models cannot be tuned in dreamgrid yet: /tune trains Stable Diffusion 1.x/2.x models"
         reason = self.refusals.get(what)
         return None if reason is None else f"{self.name} models cannot {reason}"
+
+    def lora_refusal(self) -> str | None:
+        """Why this family takes no LoRA here (a sentence naming it), or None."""
+        return None if self.lora else f"{self.name} models cannot take a LoRA in dreamgrid yet"
 
     def hints(self) -> ModelHints:
         return ModelHints(self.name, self.steps, self.guidance_scale, self.size_multiple)
@@ -636,8 +645,10 @@ SD = Family(
     key="sd",
     name="Stable Diffusion 1.x/2.x",
     pipeline_prefixes=("StableDiffusionPipeline", "StableDiffusionImg2Img", "StableDiffusionInpaint"),
+    lora=True,
+    tune=True,
 )
-SDXL = Family(key="sdxl", name="Stable Diffusion XL", pipeline_prefixes=("StableDiffusionXL",))
+SDXL = Family(key="sdxl", name="Stable Diffusion XL", pipeline_prefixes=("StableDiffusionXL",), lora=True)
 SD3 = SD3Family(
     key="sd3",
     name="Stable Diffusion 3",

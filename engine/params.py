@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from engine.requests import LoraWeight
+
 SEED_MIN, SEED_MAX = 0, 4_294_967_295
 CHAOS_MIN, CHAOS_MAX, CHAOS_DEFAULT = 0, 100, 0
 STYLIZE_MIN, STYLIZE_MAX, STYLIZE_DEFAULT = 0, 1000, 100
@@ -39,6 +41,12 @@ DRAFT_STEPS_DIVISOR = 4
 DRAFT_MIN_SIDE = 64
 # Enhance: a draft's tile redrawn at full steps and size, keeping its composition.
 ENHANCE = 0.5
+# --lora NAME[:W] and <lora:NAME:W>: LoRAs per job, and their weights (diffusers' set_adapters weights).
+LORA_MAX = 4
+LORA_WEIGHT_MIN, LORA_WEIGHT_MAX, LORA_WEIGHT_DEFAULT = 0.0, 2.0, 1.0
+TUNE_MIN_PICTURES, TUNE_MAX_PICTURES = 5, 30  # /tune's moodboard
+TUNE_STEPS = 300  # /tune's training steps: ~2 minutes for the shipped model on one CPU thread (BENCHMARKS.md)
+LORA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 # --iw: how strongly an image prompt steers the result (Midjourney's range and default).
 IMAGE_WEIGHT_MIN, IMAGE_WEIGHT_MAX, IMAGE_WEIGHT_DEFAULT = 0.0, 3.0, 1.0
 # --sw: how strongly a style reference (--sref) steers (Midjourney's range and default); a style
@@ -99,6 +107,7 @@ class ValueType(enum.Enum):
     REFERENCES = "references"  # one or more style references, up to the next parameter (--sref)
     PROFILE = "profile"  # an optional code: `--p` alone is the member's own profile (--p)
     PICTURE = "picture"  # one picture: a job's tile `12:3` or a link (--oref)
+    WEIGHTED_NAME = "weighted name"  # NAME or NAME:WEIGHT (--lora), the weight within LORA_WEIGHT_MIN–MAX
 
 
 class ParameterError(ValueError):
@@ -158,6 +167,8 @@ class PromptParameter:
             return read_picture_reference(value, shown)
         if self.type is ValueType.RATIO:
             return _read_aspect(shown, value)
+        if self.type is ValueType.WEIGHTED_NAME:
+            return read_lora(value, shown)
         if self.type is ValueType.QUALITY:
             quality = Fraction(value) if _DECIMAL.fullmatch(value) else None
             if quality is None or quality not in QUALITY_VALUES:
@@ -255,6 +266,20 @@ def read_profile(value: str, shown: str) -> str:
             f"{shown} is not a profile code: use `--p` alone for yours, or a code a `--p` result showed."
         )
     return str(whole_number(whole[2]))
+
+
+def read_lora(value: str, shown: str) -> tuple[str, float]:
+    """`name` or `name:0.8` -> (name, weight); the weight defaults to LORA_WEIGHT_DEFAULT."""
+    name, sep, weight = value.partition(":")
+    if not LORA_NAME.fullmatch(name):
+        raise ParameterError(f"{shown} is not a LoRA name: use letters, digits, `-`, `_` or `.`, e.g. `ink:0.8`.")
+    if not sep:
+        return name, LORA_WEIGHT_DEFAULT
+    if not _DECIMAL.fullmatch(weight) or not LORA_WEIGHT_MIN <= float(weight) <= LORA_WEIGHT_MAX:
+        raise ParameterError(
+            f"{shown}: a LoRA's weight is {_number(LORA_WEIGHT_MIN)}–{_number(LORA_WEIGHT_MAX)}, e.g. `{name}:0.8`."
+        )
+    return name, float(weight)
 
 
 def _number(bound: float) -> str:
@@ -370,6 +395,12 @@ PARAMETERS: tuple[PromptParameter, ...] = (
         "ow", (), "--ow N", f"{OBJECT_WEIGHT_MIN}–{OBJECT_WEIGHT_MAX}: how strongly --oref steers (IP-Adapter)",
         str(OBJECT_WEIGHT_DEFAULT), "200", "IP-Adapter scale 0.5 · min(3, N/100)", ValueType.WHOLE,
         bounds=(OBJECT_WEIGHT_MIN, OBJECT_WEIGHT_MAX), cli=False,
+    ),
+    PromptParameter(
+        "lora", (), "--lora NAME[:W]",
+        f"a LoRA or style code, weight {LORA_WEIGHT_MIN:g}–{LORA_WEIGHT_MAX:g}; up to {LORA_MAX}", "none", "NAME:0.8",
+        "`load_lora_weights(adapter_name=…)`, then `set_adapters(names, weights)` before the batch",
+        ValueType.WEIGHTED_NAME, cli=False,
     ),
 )  # fmt: skip
 PARAMETER_BY_SPELLING = {spelling: p for p in PARAMETERS for spelling in (p.name, *p.aliases)}
@@ -590,6 +621,8 @@ def request_fields(
         "chaos": values.get("chaos", CHAOS_DEFAULT),
         "stop": values.get("stop", STOP_DEFAULT),
         "tile": values.get("tile", False),
+        # names only: the bot finds each one's file (`path`) before queueing
+        "loras": tuple(LoraWeight(name, "", weight) for name, weight in values.get("lora", ())),
     }
 
 

@@ -40,6 +40,7 @@ import ray.exceptions  # noqa: E402
 from ray import serve  # noqa: E402
 from ray.serve.exceptions import RayServeException  # noqa: E402
 
+from engine import lora_files  # noqa: E402
 from engine.describe import SHIPPED_DESCRIBER  # noqa: E402
 from engine.requests import (  # noqa: E402
     Action,
@@ -54,9 +55,13 @@ from engine.requests import (  # noqa: E402
     RenderProgress,
     RenderRequest,
     RenderResult,
+    TuneRequest,
+    TuneResult,
 )
 
 log = logging.getLogger(__name__)
+
+TUNE_ON_RAY = "/tune trains on the bot's own engine only: it needs ENGINE=diffusers, not ray"
 
 APP_NAME = "dreamgrid"
 LOCAL_OBJECT_STORE_BYTES = 100 * 2**20  # results are a few images: Ray's default (30 % of RAM) is far too much
@@ -95,6 +100,9 @@ class ModelFacts:
     has_safety_checker: bool
     refusals: dict[str, str] = field(default_factory=dict)  # Action/Feature value -> the replica's sentence
     hints: ModelHints = field(default_factory=ModelHints)
+    lora_refusal: str | None = None  # why the model's family takes no LoRA
+    lora_denoiser: str = "unet"
+    lora_context_dim: int | None = None  # its UNet's cross-attention width, for LoRA files' fit
 
 
 # No access log: a line per render (and per progress stream) in every replica, forwarded to the
@@ -175,11 +183,19 @@ class RenderReplica:
                 reason = self._engine.supports(name, what)
                 if reason is not None:
                     refusals[what.value] = reason
+            try:
+                family = self._engine.family(name)
+                no_lora, denoiser = self._engine.no_lora(family), family.denoiser_name
+            except RenderError as exc:
+                no_lora, denoiser = str(exc), "unet"
             facts[name] = ModelFacts(
                 self._engine.native_size(name),
                 self._engine.has_safety_checker(name),
                 refusals,
                 self._engine.defaults(name),
+                no_lora,
+                denoiser,
+                self._engine.lora_context_dim(name),
             )
         return facts
 
@@ -418,8 +434,25 @@ class RayEngine:
 
     def supports(self, model: str | None, what: Action | Feature) -> str | None:
         """As the replicas answered when the deployment started (from the models' configs)."""
+        if what is Action.TUNE:
+            return TUNE_ON_RAY
         facts = self._model_facts.get(model or self._default)
         return None if facts is None else facts.refusals.get(what.value)
+
+    def lora_refusal(self, model: str | None, path: str) -> str | None:
+        """From the replicas' facts and the file's header (the bot and the replicas share the LoRAs' disk)."""
+        facts = self._model_facts.get(model or self._default)
+        if facts is None:
+            return None
+        if facts.lora_refusal is not None:
+            return facts.lora_refusal
+        try:
+            info = lora_files.inspect(path)
+        except lora_files.LoraFileError as exc:
+            return str(exc)
+        return lora_files.fit_reason(
+            info, family=facts.hints.family, denoiser=facts.lora_denoiser, context_dim=facts.lora_context_dim
+        )
 
     def defaults(self, model: str | None = None) -> ModelHints:
         facts = self._model_facts.get(model or self._default)
@@ -485,6 +518,9 @@ class RayEngine:
                 if not self.in_flight[replica]:
                     del self.in_flight[replica]
         raise RenderLost("the replica ended the render without a result")
+
+    async def tune(self, request: TuneRequest, *, progress: ProgressCallback | None = None) -> TuneResult:
+        raise RenderError(TUNE_ON_RAY)
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:
         if self._handle is None:

@@ -30,6 +30,7 @@ class Action(enum.StrEnum):
     DESCRIBE = "describe"  # one image -> four prompts, through Engine.describe (no render)
     IMAGE_PROMPT = "image_prompt"  # text + a member's picture -> four tiles steered by the picture
     EDIT = "edit"  # a picture + an instruction ("make it night") -> four edits of it (Kontext, Flux.2)
+    TUNE = "tune"  # 5-30 pictures -> a LoRA of their style, through Engine.tune (no render)
 
 
 class Feature(enum.StrEnum):
@@ -49,6 +50,19 @@ class ImagePromptMethod(enum.StrEnum):
 
     IP_ADAPTER = "IP-Adapter"  # the picture's CLIP embedding conditions the UNet (needs IP_ADAPTER)
     IMAGE_TO_IMAGE = "image-to-image"  # the picture, noised by --iw, is the starting point
+
+
+@dataclass(frozen=True, slots=True)
+class LoraWeight:
+    """One LoRA a request draws with: its name (as members wrote it), its file and its weight.
+
+    The bot resolves the name to the file (an operator's LORAS entry, or a member's own from /tune)
+    before queueing; `path` is "" until then.
+    """
+
+    name: str
+    path: str
+    weight: float = 1.0
 
 
 # Field metadata: each request in a shared pipeline call keeps its own value of this field. Every
@@ -96,9 +110,36 @@ class RenderRequest:
         """Whether the request has a style reference (pictures or codes)."""
         return bool(self.style_images or self.style_codes)
 
+    # LoRAs on the denoiser (and text encoder), with their weights. Not a request's own: only requests
+    # with the same adapters at the same weights share a pipeline call.
+    loras: tuple[LoraWeight, ...] = ()
+
     def batch_key(self, model: str) -> tuple[object, ...]:
         """Requests with equal keys can share one pipeline call (`model`: the one resolved for this request)."""
         return (model, *(getattr(self, f.name) for f in fields(self) if not f.metadata.get("own")))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TuneRequest:
+    """/tune: a LoRA trained on a model from a member's moodboard, written to `output` (a .safetensors file).
+
+    `checkpoint` is where the run saves its state as it goes, and resumes from when it is there (after
+    a restart, the same request continues where it stopped).
+    """
+
+    pictures: tuple[Image.Image, ...] = field(compare=False)
+    output: str
+    checkpoint: str
+    model: str | None = None
+    steps: int = 300
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TuneResult:
+    output: str
+    model: str
+    elapsed_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +242,10 @@ def refusal(engine: Engine, request: RenderRequest) -> str | None:
         reason = engine.supports(request.model, what)
         if reason is not None:
             return reason
+    for lora in request.loras:
+        reason = engine.lora_refusal(request.model, lora.path) if lora.path else "it is not installed"
+        if reason is not None:
+            return f"The LoRA `{lora.name}` can't be used here: {reason}"
     hints = engine.defaults(request.model)
     multiple = hints.size_multiple
     if request.width % multiple or request.height % multiple:  # e.g. a Make Square or Custom Zoom canvas
@@ -239,6 +284,15 @@ class Engine(Protocol):
         """
         ...
 
+    def lora_refusal(self, model: str | None, path: str) -> str | None:
+        """None when the LoRA file at `path` fits `model`; else why not (the family takes no LoRA, it was
+        trained for another family, it is no LoRA file), as a clause for the member.
+
+        Read from the file's header and the model's config, never by loading weights: the bot asks
+        before it queues.
+        """
+        ...
+
     def defaults(self, model: str | None = None) -> ModelHints:
         """The steps and guidance `model` is meant to run at (a few-step model: 4 steps, no guidance)."""
         ...
@@ -262,4 +316,9 @@ class Engine(Protocol):
 
     async def describe(self, request: DescribeRequest) -> DescribeResult:
         """Candidate prompts for `request.image`, from the image-to-text model, off the event loop."""
+        ...
+
+    async def tune(self, request: TuneRequest, *, progress: ProgressCallback | None = None) -> TuneResult:
+        """Train a LoRA (`/tune`), off the event loop; cancelling the awaiting task stops it at the next step
+        (its checkpoint stays). Raises `RenderError` for a model that cannot be tuned."""
         ...

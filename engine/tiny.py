@@ -658,3 +658,16 @@ def save_tiny_ip_adapter(unet: UNet2DConditionModel, path: str | os.PathLike[str
     )
     encoder.save_pretrained(path / "image_encoder")
     return path
+
+
+def save_tiny_lora(pipe: Any, path: str | os.PathLike[str], seed: int = 0, rank: int = 4) -> Path:
+    """A random LoRA for `pipe`'s UNet attention (both matrices random, so it visibly changes the
+    picture), written as a diffusers LoRA file: what a LORAS entry or a /tune result is."""
+    from peft import LoraConfig
+
+    from engine.tune import TARGET_MODULES, base_unet, save_lora
+
+    torch.manual_seed(seed)
+    unet = base_unet(pipe.unet)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False, target_modules=list(TARGET_MODULES)))
+    return save_lora(type(pipe), unet, path)

@@ -57,14 +57,16 @@ def test_every_kind_has_a_label_an_action_and_a_button_set(kind: JobKind):
     else:
         assert ids == []
     # A kind that redraws a picture needs to know how strongly (an image prompt: the member's --iw);
-    # one that only reads text, or only reads a picture (describe), does not.
-    redraws_a_picture = kind.source is not Source.NONE and kind.output is not Output.TEXT
+    # one that only reads text, or only reads pictures (describe, tune), does not.
+    redraws_a_picture = kind.source is not Source.NONE and kind.output not in (Output.TEXT, Output.STYLE)
     assert bool(kind.strengths) == (redraws_a_picture and not kind.steered_by_weight and not kind.edits_by_instruction)
     assert kinds.get(kind.rerolls_as).buttons is ResultButtons.GRID
     assert len(kind.seeds()) == max(kind.image_count, 1)
 
 
-@pytest.mark.parametrize("kind", [k for k in kinds.KINDS.values() if k.output is not Output.TEXT], ids=lambda k: k.name)
+@pytest.mark.parametrize(
+    "kind", [k for k in kinds.KINDS.values() if k.output not in (Output.TEXT, Output.STYLE)], ids=lambda k: k.name
+)
 async def test_the_engine_makes_what_each_kind_promises(kind: JobKind):
     engine = FakeEngine()  # the bot's tests run on it; its sizes follow the real engine's
     spec = RenderSpec(prompt="a fox", width=64, height=48, strength=kind.default_strength)
@@ -80,8 +82,10 @@ async def test_the_engine_makes_what_each_kind_promises(kind: JobKind):
 
 def test_the_real_engine_implements_every_kinds_action():
     core = pytest.importorskip("engine.core")
-    renders = {kind.action for kind in kinds.KINDS.values() if kind.output is not Output.TEXT}
+    renders = {kind.action for kind in kinds.KINDS.values() if kind.output not in (Output.TEXT, Output.STYLE)}
     assert renders <= set(core._ACTIONS)
+    # A style is trained, not rendered.
+    assert all(callable(core.DiffusersEngine.tune) for kind in kinds.KINDS.values() if kind.output is Output.STYLE)
     # Words come from the describer, not a render.
     assert all(callable(core.DiffusersEngine.describe) for kind in kinds.KINDS.values() if kind.output is Output.TEXT)
 

@@ -450,3 +450,31 @@ def test_an_alias_the_server_has_not_defined_is_refused_with_a_pointer():
 def test_an_alias_counts_as_the_parameters_it_means():
     assert "same parameter" in error("a fox --raw --s 100", aliases=ALIASES)
     assert "(from `--raw`, this server's alias)" in error("a fox --raw", aliases={"raw": "--stylize 5000"})
+
+
+def test_loras_come_from_lora_and_from_a1111_tags_each_once():
+    (job,) = parse_prompt("a fox <lora:ink:0.8> in snow --lora Paper --ar 3:2 --lora grain:1.5")
+    assert job.text == "a fox in snow"
+    assert job.loras == (("ink", 0.8), ("Paper", 1.0), ("grain", 1.5))
+    assert job.raw == "a fox in snow --ar 3:2 --lora ink:0.8 --lora Paper --lora grain:1.5"
+    assert parse_prompt(job.raw)[0] == job  # the recorded prompt parses back to the same job
+    assert parse_prompt(job.to_text())[0].loras == job.loras
+    (suffixed,) = parse_prompt("a fox --lora ink:0.5", suffix="--lora ink --lora paper")
+    assert suffixed.loras == (("ink", 0.5), ("paper", 1.0))  # the prompt's weight wins over the suffix's
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("a fox --lora ink:3", "`--lora ink:3`: a LoRA's weight is 0–2, e.g. `ink:0.8`."),
+        ("a fox <lora:ink:-1>", "`--lora ink:-1`: a LoRA's weight is 0–2, e.g. `ink:0.8`."),
+        ("a fox --lora ink --lora INK:0.5", "The LoRA `INK` is given twice: keep one."),
+        ("a fox --lora", "`--lora` needs a value, e.g. `--lora NAME:0.8`."),
+        ("a fox --lora a/b", "`--lora a/b` is not a LoRA name: use letters, digits, `-`, `_` or `.`, e.g. `ink:0.8`."),
+        ("a fox --lora a --lora b --lora c --lora d --lora e", "This prompt names 5 LoRAs: the most is 4."),
+    ],
+)
+def test_a_bad_lora_is_one_sentence(prompt, message):
+    with pytest.raises(PromptError) as caught:
+        parse_prompt(prompt)
+    assert str(caught.value) == message

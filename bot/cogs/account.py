@@ -376,6 +376,9 @@ picture · /edit changes one by a sentence · /blend mixes 2–5 pictures · /de
 **Describe**) writes four prompts for one · `--sref` takes a picture's style (`random`, a code, \
 `12:3`) · /moodboard create|add|list|delete collects pictures into one style, `--sref mb:NAME`.
 
+**Styles**: /tune trains one from 5–30 of your pictures (attached, or job images like `12, 15:2`) \
+and gives you a code for `--lora CODE` · /styles lists yours · `<lora:NAME:0.8>` works in prompts too.
+
 **Yours**: /settings (defaults, Remix) · /fast · /relax · /prefer suffix · /prefer option set · /info \
 · /show JOB · /queue · /cancel JOB
 """

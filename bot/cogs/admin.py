@@ -143,6 +143,8 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
                 "`safety_checker`: no model on this bot has a safety checker, so turning it on would check nothing."
                 " Its operator can set SAFETY_CHECKER=true and install a model that ships one (SD 1.x does)."
             )
+        if entry.name == "loras":
+            policy.check_loras_fit(self.bot, config, parsed)
         before = config[entry.name]
         await configs.set(_guild_id(interaction), entry.name, parsed, by=interaction.user.id)
         after = (await configs.get(interaction.guild_id))[entry.name]
