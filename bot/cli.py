@@ -73,6 +73,7 @@ def engine_options(settings: Settings) -> dict[str, Any]:
     """What either real engine (in-process, or in each Ray replica) is built from."""
     from engine.loading import MemorySettings
     from engine.optimize import Speedups
+    from engine.video import VideoSettings
 
     speedups = Speedups(
         sdpa=settings.sdpa,
@@ -100,6 +101,13 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         memory_budget_gb=settings.model_memory_budget_gb,
         memory=MemorySettings(mode=settings.memory_mode, quantize=settings.quantize),
         single_file_configs=dict(settings.single_file_configs),
+        video=VideoSettings(
+            source=settings.video_model,
+            memory=MemorySettings(mode=settings.video_memory_mode),
+            vae_tiling=settings.video_vae_tiling,
+            vae_slicing=settings.video_vae_slicing,
+            frames=settings.video_frames,
+        ),
     )
 
 

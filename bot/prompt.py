@@ -27,6 +27,8 @@ member's and the server's defaults (what the prompt says wins over `/settings`).
 | `--p [CODE]` | `--personalize` | alone: the pictures you ❤️ as one style, frozen into a code; or a code | off |
 | `--oref REF` |  | a job's tile `12:3` or a picture's link: a subject to keep | none |
 | `--ow N` |  | 0–1000: how strongly --oref steers (IP-Adapter) | 100 |
+| `--motion M` |  | low or high: how much an Animate clip moves | low |
+| `--loop` |  | a flag: an Animate clip ends where it began | off |
 
 `--NAME` runs your own option from `/prefer option set`. This table is `engine.params.PARAMETERS`
 written out (tests/test_parameters.py keeps this copy and the README's equal to it).
@@ -111,6 +113,8 @@ class ParsedPrompt:
     profile: str | None = None  # --p: `engine.params.OWN_PROFILE` (the member's own) or a profile code
     object_ref: str | None = None  # --oref: a job's tile ("12:3") or a link, resolved by the bot
     object_weight: int | None = None  # --ow
+    motion: str | None = None  # --motion low|high: how much an Animate clip moves
+    loop: bool = False  # --loop: an Animate clip ends on its first frame
     raw: str = ""
     # How many copies `--repeat` asked for (this job is one of them). Not part of the job itself:
     # `raw` leaves --repeat out, so it takes no part in comparisons.
@@ -165,6 +169,10 @@ class ParsedPrompt:
             parts.append(f"--oref {self.object_ref}")
         if self.object_weight is not None:
             parts.append(f"--ow {self.object_weight}")
+        if self.motion is not None:
+            parts.append(f"--motion {self.motion}")
+        if self.loop:
+            parts.append("--loop")
         if self.negative:
             parts.append(f"--no {_escape(self.negative)}")
         return " ".join(parts)
@@ -174,7 +182,7 @@ class ParsedPrompt:
 _STYLE_REF = "use `--sref` for a picture's style, or put the picture first in your prompt (an image prompt)."
 _MODELS = "this server's models are picked with `--model NAME` (`/help` lists them)."
 _UPSCALE = "use Upscale (Subtle) or (Creative) under a picture."
-_VIDEO = "I draw still pictures."
+_VIDEO = "press Animate under a picture (or use `/animate`): a clip starts from a picture."
 ELSEWHERE: Mapping[str, str] = MappingProxyType(
     dict(
         sv="`--sref` has one style version here: leave `--sv` out.",
@@ -199,9 +207,7 @@ ELSEWHERE: Mapping[str, str] = MappingProxyType(
         sameseed="use `--seed N`: the same seed draws the same grid again.",
         zoom="press Custom Zoom under a picture, and type `--zoom` there.",
         video=_VIDEO,
-        motion=_VIDEO,
-        loop=_VIDEO,
-        end=_VIDEO,
+        end="give `/animate` an `end` picture: the clip ends on it.",
         bs=_VIDEO,
     )
 )
@@ -225,6 +231,8 @@ _ATTRIBUTE_OF = {
     "p": "profile",
     "oref": "object_ref",
     "ow": "object_weight",
+    "motion": "motion",
+    "loop": "loop",
 }
 
 
@@ -455,6 +463,8 @@ def _parse_job(
         profile=_get(values, "p", str),
         object_ref=_get(values, "oref", str),
         object_weight=_get(values, "ow", int),
+        motion=_get(values, "motion", str),
+        loop=_get(values, "loop", bool) or False,
         raw=written,
     )
     repeat = _get(values, "repeat", int)
@@ -549,10 +559,12 @@ def _check_value(param: _Param, models: Sequence[str]) -> _Value:
     if parameter.type is ValueType.PROFILE and not values:  # `--p` alone: the member's own profile
         return render_params.OWN_PROFILE
     if not values:
-        example = models[0] if parameter.type is ValueType.NAME and models else parameter.example
+        example = (
+            models[0] if parameter.type is ValueType.NAME and models and not parameter.choices else parameter.example
+        )
         raise PromptError(f"`--{name}` needs a value, e.g. `--{name} {_show(example)}`.")
     value = values[0]
-    if parameter.type is ValueType.NAME and models:
+    if parameter.type is ValueType.NAME and models and not parameter.choices:
         for model in models:
             if model.lower() == value.lower():
                 return model

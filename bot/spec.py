@@ -38,6 +38,7 @@ class RenderSpec:
     chaos: int = 0
     stop: int = 100
     tile: bool = False
+    loop: bool = False  # Animate's --loop
     safety_check: bool = False
     image_weight: float | None = None  # an image prompt's --iw
     image_prompt_method: str | None = None  # an image prompt's or blend's ImagePromptMethod, as the engine said
@@ -54,6 +55,7 @@ class RenderSpec:
         pictures: Sequence[Image.Image] = (),
         mask_image: Image.Image | None = None,
         style_images: Sequence[Image.Image] = (),
+        end_image: Image.Image | None = None,
     ) -> RenderRequest:
         """`init_image`: the picture the kind draws from (a tile, or a member's picture); `pictures`: all of them;
         `style_images`: the job's --sref pictures (`JobSpec.style_inputs`, loaded)."""
@@ -80,6 +82,8 @@ class RenderSpec:
             chaos=self.chaos,
             stop=self.stop,
             tile=self.tile,
+            loop=self.loop,
+            end_image=end_image,
             safety_check=self.safety_check,
             style_images=tuple(style_images),
             style_codes=tuple(self.style_codes),
@@ -137,6 +141,7 @@ class JobSpec:
     style_inputs: tuple[InputImage, ...] = ()  # --sref pictures (uploads, job tiles, moodboards), our copies
     described: tuple[str, ...] = ()  # what a describe job found: its prompts, recorded when it finishes
     edit: EditSpec | None = None
+    end: InputImage | None = None  # Animate: the picture the clip ends on (our stored copy)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -160,6 +165,7 @@ class JobSpec:
             style_inputs=tuple(_build(InputImage, picture) for picture in data.get("style_inputs", ())),
             described=tuple(data.get("described", ())),
             edit=_build(EditSpec, {**edit, "cells": tuple(edit.get("cells", ()))}) if edit else None,
+            end=_build(InputImage, data["end"]) if data.get("end") else None,
         )
 
     def replace_render(self, **changes: Any) -> JobSpec:

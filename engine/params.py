@@ -75,6 +75,15 @@ BLEND_MIN_IMAGES, BLEND_MAX_IMAGES = 2, 5
 # /blend with an IP-Adapter: its scale, as an image prompt's at --iw 2 (the images lead, the prompt is optional).
 BLEND_IP_ADAPTER_SCALE = 1.0
 VARY_REGION = 1.0  # Vary (Region) redraws the chosen cells from scratch, as Midjourney's does
+# Animate's --motion: how far (as an img2img strength) each frame may move from the picture. On the
+# shipped motion model below ~0.5 the clip barely moves; at 1 the frames forget the picture but for the
+# first (which is held to it). Operator video models that have a motion knob (Stable Video Diffusion's
+# motion bucket) read it as that; the others take motion from the prompt.
+MOTION_LOW = 0.6
+MOTION_HIGH = 0.85
+MOTIONS = {"low": MOTION_LOW, "high": MOTION_HIGH}
+ANIMATE_MIN_STEPS = 4  # a clip denoised in fewer steps flickers from frame to frame
+
 # Retexture: the picture redrawn with a new prompt, keeping where things are. Below Vary (Strong),
 # so the composition survives; high enough that the new prompt's colours and style take over
 # (on the shipped model the background follows the new prompt fully from 0.5 up).
@@ -128,6 +137,7 @@ class PromptParameter:
     type: ValueType
     bounds: tuple[float, float] | None = None  # a number's range
     cli: bool = True  # `dreamgrid imagine` takes it as a flag (engine/cli.py builds its flags from this table)
+    choices: tuple[str, ...] = ()  # a NAME from a fixed list (lower case)
 
     @property
     def flag(self) -> bool:
@@ -143,6 +153,10 @@ class PromptParameter:
         shown = shown or f"`--{self.name} {value}`"
         if self.type is ValueType.FLAG:
             return True
+        if self.choices:
+            if value.lower() not in self.choices:
+                raise ParameterError(f"{shown} is not one of ours: use {' or '.join(self.choices)}.")
+            return value.lower()
         if self.type in (ValueType.TEXT, ValueType.NAME):
             return value
         if self.type is ValueType.REFERENCES:
@@ -366,6 +380,16 @@ PARAMETERS: tuple[PromptParameter, ...] = (
         str(OBJECT_WEIGHT_DEFAULT), "200", "IP-Adapter scale 0.5 · min(3, N/100)", ValueType.WHOLE,
         bounds=(OBJECT_WEIGHT_MIN, OBJECT_WEIGHT_MAX), cli=False,
     ),
+    PromptParameter(
+        "motion", (), "--motion M", "low or high: how much an Animate clip moves", "low", "high",
+        f"the clip's frames start from the picture noised to `strength` {MOTION_LOW:g} (low) or {MOTION_HIGH:g} (high)",
+        ValueType.NAME, cli=False, choices=("low", "high"),
+    ),
+    PromptParameter(
+        "loop", (), "--loop", "a flag: an Animate clip ends where it began", "off", "",
+        "the clip's last frame is its first (`last_image`, or held to its latents by the shipped motion model)",
+        ValueType.FLAG, cli=False,
+    ),
 )  # fmt: skip
 PARAMETER_BY_SPELLING = {spelling: p for p in PARAMETERS for spelling in (p.name, *p.aliases)}
 
@@ -514,6 +538,8 @@ def request_fields(
         "chaos": values.get("chaos", CHAOS_DEFAULT),
         "stop": values.get("stop", STOP_DEFAULT),
         "tile": values.get("tile", False),
+        "loop": values.get("loop", False),
+        **({"strength": MOTIONS[values["motion"]]} if "motion" in values else {}),
     }
 
 

@@ -89,6 +89,8 @@ LEGS = {
     "p": "profile",  # its pictures are looked up in the store at /imagine (tests/e2e/test_style.py)
     "oref": "action",  # drawn with the subject as the family's reference (or as an IP-Adapter image prompt)
     "ow": "object_weight",  # the IP-Adapter's scale, on an image prompt only an --oref makes (tests/e2e)
+    "motion": "strength",
+    "loop": "loop",
 }
 MODELS = ("fake", "other")
 NATIVE = 64
