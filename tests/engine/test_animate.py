@@ -121,3 +121,26 @@ def test_clip_lengths_follow_each_family(tiny_pipe):
     assert clip_frames(wan) == 81 and clip_frames(ltx) == 121  # 5 s at 16 and 24 fps, as 1 + 4k and 1 + 8k
     assert clip_frames(wan, 10) == 9 and clip_frames(MOTION) == 16
     assert family_of_class("StableDiffusionPipeline") is None
+
+
+async def test_a_video_model_folder_is_recognised_from_its_config_and_loaded(tmp_path, tiny_pipe):
+    """VIDEO_MODEL as an operator sets it: a diffusers folder, answered from model_index.json before
+    loading (the bot asks before it queues), loaded offline on the first clip."""
+    from engine.core import DiffusersEngine
+    from engine.tiny import TINY_VIDEO_BUILDERS
+    from engine.video import VideoSettings
+
+    folder = tmp_path / "wan"
+    TINY_VIDEO_BUILDERS["wan"]().save_pretrained(folder)
+    settings = VideoSettings(source=str(folder), frames=5)
+    async with DiffusersEngine(model="tiny", pipelines={"tiny": tiny_pipe}, device="cpu", video=settings) as engine:
+        assert engine.supports(None, Action.ANIMATE) is None and engine.supports(None, Feature.END_FRAME) is None
+        result = await engine.render(clip_request(end_image=START))
+        assert len(result.clips[0]) == 5 and result.fps == 16
+
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    async with DiffusersEngine(model="tiny", pipelines={"tiny": tiny_pipe}, device="cpu", video=settings) as engine:
+        assert engine.supports(None, Action.ANIMATE) == (
+            "VIDEO_MODEL is a StableDiffusionPipeline, not an image-to-video pipeline (WanImageToVideo, "
+            "LTXImageToVideo, LTX2ImageToVideo, CogVideoXImageToVideo, StableVideoDiffusion, I2VGenXL)"
+        )
