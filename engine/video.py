@@ -38,11 +38,16 @@ class VideoFamily:
     frame_multiple: int  # clips are 1 + k * frame_multiple frames long (the VAE's temporal compression)
     end_frame: bool  # the pipeline takes a last frame (`last_image`)
     max_frames: int | None = None  # the most frames one call draws (None: as many as asked)
+    load_as: str | None = None  # a text-to-video folder whose weights its image-to-video pipeline reads
 
 
 VIDEO_FAMILIES = (
     VideoFamily("WanImageToVideo", "Wan", fps=16, frame_multiple=4, end_frame=True),
     VideoFamily("LTXImageToVideo", "LTX-Video", fps=24, frame_multiple=8, end_frame=False),
+    # Lightricks/LTX-Video's folder names LTXPipeline; the same weights draw from a picture.
+    VideoFamily(
+        "LTXPipeline", "LTX-Video", fps=24, frame_multiple=8, end_frame=False, load_as="LTXImageToVideoPipeline"
+    ),
     VideoFamily("LTX2ImageToVideo", "LTX-2", fps=24, frame_multiple=8, end_frame=False),
     VideoFamily("CogVideoXImageToVideo", "CogVideoX", fps=8, frame_multiple=4, end_frame=False),
     VideoFamily("StableVideoDiffusion", "Stable Video Diffusion", fps=7, frame_multiple=1, end_frame=False),
@@ -114,11 +119,13 @@ def load_video_pipeline(settings: VideoSettings, *, device: Any, dtype: Any, pre
     if preloaded is not None:
         pipe = preloaded
     else:
-        from diffusers import DiffusionPipeline
+        import diffusers
 
         assert settings.source is not None
+        named = family_of_source(settings.source)
+        pipeline_class = getattr(diffusers, named.load_as) if named.load_as else diffusers.DiffusionPipeline
         try:
-            pipe = DiffusionPipeline.from_pretrained(settings.source, dtype=dtype, local_files_only=True)
+            pipe = pipeline_class.from_pretrained(settings.source, dtype=dtype, local_files_only=True)
         except Exception as e:
             log.exception("could not load VIDEO_MODEL %s", settings.source)
             raise ModelSourceError(

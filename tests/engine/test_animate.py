@@ -142,5 +142,25 @@ async def test_a_video_model_folder_is_recognised_from_its_config_and_loaded(tmp
     async with DiffusersEngine(model="tiny", pipelines={"tiny": tiny_pipe}, device="cpu", video=settings) as engine:
         assert engine.supports(None, Action.ANIMATE) == (
             "VIDEO_MODEL is a StableDiffusionPipeline, not an image-to-video pipeline (WanImageToVideo, "
-            "LTXImageToVideo, LTX2ImageToVideo, CogVideoXImageToVideo, StableVideoDiffusion, I2VGenXL)"
+            "LTXImageToVideo, LTXPipeline, LTX2ImageToVideo, CogVideoXImageToVideo, StableVideoDiffusion, I2VGenXL)"
         )
+
+
+async def test_an_ltx_video_folder_draws_from_the_picture(tmp_path, tiny_pipe):
+    """Lightricks/LTX-Video's folder says LTXPipeline (text-to-video): its weights load as the
+    image-to-video pipeline, which takes no end frame."""
+    import json
+
+    from engine.core import DiffusersEngine
+    from engine.tiny import TINY_VIDEO_BUILDERS
+    from engine.video import VideoSettings
+
+    folder = tmp_path / "ltx"
+    TINY_VIDEO_BUILDERS["ltx"]().save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "LTXPipeline"}))
+    settings = VideoSettings(source=str(folder), frames=9)
+    async with DiffusersEngine(model="tiny", pipelines={"tiny": tiny_pipe}, device="cpu", video=settings) as engine:
+        assert engine.supports(None, Feature.END_FRAME) is not None
+        result = await engine.render(clip_request())
+        assert len(result.clips[0]) == 9 and result.fps == 24
