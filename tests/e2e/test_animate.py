@@ -114,3 +114,23 @@ async def test_an_end_picture_is_the_clips_last_frame(fake_discord: FakeDiscord,
         assert fields(result)["Ends on"] == "`green.png`"
         r, g, b = clip_of(result).frames[-1].resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
         assert g > 150 and r < 80 and b < 100
+
+
+async def test_a_clip_interrupted_by_a_restart_is_drawn_again_and_delivered(fake_discord: FakeDiscord, tmp_path: Path):
+    """Clips are queued and recovered like every job: one running when the bot stops is queued again,
+    drawn at the next start, and its member shown the clip once."""
+    from tests.harness import eventually
+
+    fake = fake_discord
+    async with running_bot(fake, tmp_path) as bot:
+        grid = await result_of(await fake.slash("imagine", prompt="a red circle --seed 5"))
+        tile = await _u(fake, grid, "dg:u:1:1")
+        bot.engine.step_delay_s = 5.0  # the clip is still drawing when the bot stops
+        clicked = await fake.click(tile, label="Animate (Low motion)")
+        await clicked.ack()
+        await eventually(lambda: bot.store.get_job(2), lambda job: job is not None and job.status == "running")
+    async with running_bot(fake, tmp_path) as bot:
+        shown = await clicked.wait_for_edit(lambda m: bool(m.attachments) and m.embeds, timeout=20)
+        job = await bot.store.get_job(2)
+        assert job.status == "done"  # (a clean stop does not count as an attempt)
+        assert len(clip_of(shown).frames) == FAKE_CLIP_FRAMES
