@@ -73,6 +73,7 @@ def engine_options(settings: Settings) -> dict[str, Any]:
     """What either real engine (in-process, or in each Ray replica) is built from."""
     from engine.loading import MemorySettings
     from engine.optimize import Speedups
+    from engine.video import VideoSettings
 
     speedups = Speedups(
         sdpa=settings.sdpa,
@@ -100,6 +101,13 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         memory_budget_gb=settings.model_memory_budget_gb,
         memory=MemorySettings(mode=settings.memory_mode, quantize=settings.quantize),
         single_file_configs=dict(settings.single_file_configs),
+        video=VideoSettings(
+            source=settings.video_model,
+            memory=MemorySettings(mode=settings.video_memory_mode),
+            vae_tiling=settings.video_vae_tiling,
+            vae_slicing=settings.video_vae_slicing,
+            frames=settings.video_frames,
+        ),
     )
 
 
@@ -389,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("eval", help="measure how well a model follows prompts", add_help=False)
     commands.add_parser("train-describer", help="train the image-to-text model behind /describe", add_help=False)
     commands.add_parser("eval-describer", help="measure how well a describer names what it sees", add_help=False)
+    commands.add_parser("train-motion", help="train the shipped motion model behind Animate", add_help=False)
+    commands.add_parser("eval-motion", help="judge the shipped motion model's clips from pixels", add_help=False)
     db = commands.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply pending migrations").set_defaults(func=_cmd_db_upgrade)
     prune = db.add_parser("prune", help="delete old images now, as IMAGE_RETENTION_DAYS / IMAGE_STORE_MAX_GB say")
@@ -437,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                 model_guidance=settings.defaults_for(model).guidance_scale,
                 size=settings.defaults_for(model).size,
             )
-        if argv and argv[0] in ("train", "eval", "train-describer", "eval-describer"):
+        if argv and argv[0] in ("train", "eval", "train-describer", "eval-describer", "train-motion", "eval-motion"):
             from engine.training.cli import COMMANDS
 
             return COMMANDS[argv[0]](argv[1:])

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import kinds, messages
+from bot.clip_files import encode_clip_for_upload, load_clip
 from bot.image_files import DEFAULT_UPLOAD_LIMIT, encode_grid
 from bot.kinds import Output
 from bot.rows import ImageRow, Job, parse_time
@@ -73,11 +74,16 @@ async def final_message(
     if job.status != "done":
         return FinalMessage(messages.failed(job))
     limit = upload_limit or job.spec.delivery.upload_limit or DEFAULT_UPLOAD_LIMIT
-    if kinds.get(job.kind).output is Output.STYLE:  # a style code, shown with the first picture it learnt from
+    output = kinds.get(job.kind).output
+    if output is Output.STYLE:  # a style code, shown with the first picture it learnt from
         paths = [data_dir / job.spec.inputs[0].path]
         data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}-moodboard", limit)
         embed = messages.style_embed(job, filename)
-    elif kinds.get(job.kind).output is Output.TEXT:  # words, shown beside our copy of the picture
+    elif output is Output.CLIP:  # a clip Discord plays, made to fit the upload limit
+        clip = await asyncio.to_thread(load_clip, data_dir / rows[0].path)
+        data, filename = await asyncio.to_thread(encode_clip_for_upload, clip, f"dreamgrid-{job.id}", limit)
+        embed = messages.clip_embed(job, list(rows), filename, clip)
+    elif output is Output.TEXT:  # words, shown beside our copy of the picture
         paths = [data_dir / job.spec.inputs[0].path]
         data, filename = await asyncio.to_thread(encode_grid, paths, f"dreamgrid-{job.id}-described", limit)
         embed = messages.described_embed(job, filename)

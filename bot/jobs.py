@@ -202,7 +202,7 @@ async def child_job(
         )
         remix = dataclasses.replace(undrafted, raw=undrafted.to_text())
     elif prompt is not None and prompt != parent.prompt:
-        if not kind.asks_prompt:  # for such a kind the new prompt is the point, not a Remix
+        if not (kind.asks_prompt or kind.makes_clip):  # for such a kind the new prompt is the point, not a Remix
             policy.check_remix(config)
         remix = parse_members_prompt(bot, config, profile, prompt, with_suffix=False)[0]  # parsed like a new prompt
         (remix,) = await styles.prepare(bot, interaction, config, [remix])
@@ -301,6 +301,8 @@ async def submit(bot: DreamGrid, interaction: discord.Interaction, build: JobBui
         reason = refusal(bot.engine, request)
         if reason is None and queued.spec.style_inputs:  # --sref pictures are loaded at render time
             reason = bot.engine.supports(queued.model, Feature.STYLE_REFERENCE)
+        if reason is None and queued.spec.end is not None:  # Animate's end picture
+            reason = bot.engine.supports(queued.model, Feature.END_FRAME)
         if reason is not None:
             raise UserError(reason)
     relaxed = sum(1 for before, after in zip(wanted, shaped, strict=True) if before.mode != after.mode)

@@ -43,6 +43,7 @@ class Output(enum.Enum):
     SINGLE = "single"  # one image
     TEXT = "text"  # no image: words (e.g. prompts describing an upload)
     STYLE = "style"  # no image: a LoRA trained from a member's pictures, named by a style code (/tune)
+    CLIP = "clip"  # a short video: its frames stored as one animated picture (bot.clip_files), played as MP4
 
 
 class ResultButtons(enum.Enum):
@@ -51,6 +52,7 @@ class ResultButtons(enum.Enum):
     GRID = "grid"  # U1–U4 🔄 / V1–V4 ✉️ (bot.cogs.imagine)
     PROMPTS = "prompts"  # 1️⃣–4️⃣ 🔄 / Imagine all (bot.cogs.describe)
     PICTURE = "picture"  # under one image: every kind with a `picture_row`, then ✉️
+    CLIP = "clip"  # under a clip: Extend (bot.cogs.animate)
     NONE = "none"
 
 
@@ -61,9 +63,10 @@ class TileButton:
     word: str  # in the custom_id; never change it, or buttons on old messages stop working
     label: str
     emoji: str
+    preset_suffix: str = ""  # after each preset's name on its button: "Animate (Low motion)"
 
 
-IMAGE_COUNTS = {Output.GRID: 4, Output.SINGLE: 1, Output.TEXT: 0, Output.STYLE: 0}
+IMAGE_COUNTS = {Output.GRID: 4, Output.SINGLE: 1, Output.TEXT: 0, Output.STYLE: 0, Output.CLIP: 1}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +94,8 @@ class JobKind:
     rerolls_as: str = "reroll"  # the kind 🔄 under this kind's result starts (a picture's kinds keep the picture)
     # Redraws a --draft tile at the full steps and size its prompt asks for without --draft (Enhance).
     full_quality: bool = False
+    # Extend: draws on from the last frame of its parent's clip, and its clip is the parent's and then its own.
+    extends_clip: bool = False
 
     @property
     def image_count(self) -> int:
@@ -104,6 +109,10 @@ class JobKind:
         """The pixel size of the finished result for tiles of `width`×`height` (a grid is 2x2 of them)."""
         across = 2 if self.output is Output.GRID else 1
         return width * self.scale * across, height * self.scale * across
+
+    @property
+    def makes_clip(self) -> bool:
+        return self.output is Output.CLIP
 
     @property
     def steered_by_weight(self) -> bool:
@@ -396,3 +405,47 @@ PAN = register(
         picture_row=2,
     )
 )
+# Animate: a picture becomes a clip that starts on it, on the video model (VIDEO_MODEL, or the shipped
+# motion model). Its strengths are --motion's: how far the frames may move from the picture.
+_MOTION = MappingProxyType({"low": render_params.MOTION_LOW, "high": render_params.MOTION_HIGH})
+ANIMATE = register(
+    JobKind(
+        name="animate",
+        action=Action.ANIMATE,
+        label=" - Animated",
+        source=Source.PARENT_TILE,
+        output=Output.CLIP,
+        strengths=_MOTION,
+        buttons=ResultButtons.CLIP,
+        tile_button=TileButton(word="anim", label="Animate", emoji="🎬", preset_suffix=" motion"),
+        picture_row=3,
+        min_steps=render_params.ANIMATE_MIN_STEPS,
+    )
+)
+ANIMATE_PICTURE = register(
+    JobKind(
+        name="picture_animate",
+        action=Action.ANIMATE,
+        label=" - Animated",
+        source=Source.UPLOADS,
+        output=Output.CLIP,
+        strengths=_MOTION,
+        buttons=ResultButtons.CLIP,
+        min_steps=render_params.ANIMATE_MIN_STEPS,
+    )
+)
+# Extend, under a clip (bot.cogs.animate): as many frames again, drawn on from its last frame.
+EXTEND = register(
+    JobKind(
+        name="extend",
+        action=Action.ANIMATE,
+        label=" - Extended",
+        source=Source.PARENT_TILE,
+        output=Output.CLIP,
+        strengths=_MOTION,
+        buttons=ResultButtons.CLIP,
+        extends_clip=True,
+        min_steps=render_params.ANIMATE_MIN_STEPS,
+    )
+)
+FOR_PICTURES[ANIMATE.name] = ANIMATE_PICTURE

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import discord
 
 from bot import edits, kinds
+from bot.clip_files import Clip
 from bot.errors import MESSAGE_CHARS, clip
 from bot.member_pictures import shown_name
 from bot.rows import ImageRow, Job
@@ -203,6 +204,22 @@ def result_embed(job: Job, images: list[ImageRow], filename: str) -> discord.Emb
         embed.add_field(name="Style", value=style[:1024], inline=False)
     _show_image(embed, filename)
     embed.set_footer(text=f"/show {job.id} brings this back at any time")
+    return embed
+
+
+def clip_embed(job: Job, images: list[ImageRow], filename: str, video: Clip) -> discord.Embed:
+    """An Animate or Extend result: the picture's fields, and the clip's length; Discord plays the
+    MP4 itself, above the embed (an animated WebP is shown in it)."""
+    embed = result_embed(job, images, filename)
+    embed.add_field(name="Clip", value=f"{len(video.frames)} frames, {video.seconds:.1f} s at {video.fps:g} fps")
+    strength = job.spec.render.strength
+    motion = next((name for name, value in render_params.MOTIONS.items() if value == strength), None)
+    if motion is not None:
+        embed.add_field(name="Motion", value=motion + (", loop" if job.spec.render.loop else ""))
+    if job.spec.end is not None:
+        embed.add_field(name="Ends on", value=shown_name(job.spec.end.name))
+    if filename.endswith(".mp4"):
+        embed.set_image(url=None)
     return embed
 
 

@@ -28,6 +28,8 @@ member's and the server's defaults (what the prompt says wins over `/settings`).
 | `--oref REF` |  | a job's tile `12:3` or a picture's link: a subject to keep | none |
 | `--ow N` |  | 0–1000: how strongly --oref steers (IP-Adapter) | 100 |
 | `--lora NAME[:W]` |  | a LoRA or style code, weight 0–2; up to 4 | none |
+| `--motion M` |  | low or high: how much an Animate clip moves | low |
+| `--loop` |  | a flag: an Animate clip ends where it began | off |
 
 `--NAME` runs your own option from `/prefer option set`. `a::2 b::-0.5` weighs the parts of a
 multi-prompt (`engine.params.prompt_parts`; a part without a number weighs 1). This table is `engine.params.PARAMETERS`
@@ -115,6 +117,8 @@ class ParsedPrompt:
     object_ref: str | None = None  # --oref: a job's tile ("12:3") or a link, resolved by the bot
     object_weight: int | None = None  # --ow
     loras: tuple[tuple[str, float], ...] = ()  # --lora and <lora:…>: (name, weight), in the order given
+    motion: str | None = None  # --motion low|high: how much an Animate clip moves
+    loop: bool = False  # --loop: an Animate clip ends on its first frame
     raw: str = ""
     # How many copies `--repeat` asked for (this job is one of them). Not part of the job itself:
     # `raw` leaves --repeat out, so it takes no part in comparisons.
@@ -170,6 +174,10 @@ class ParsedPrompt:
         if self.object_weight is not None:
             parts.append(f"--ow {self.object_weight}")
         parts.extend(f"--lora {_lora_text(name, weight)}" for name, weight in self.loras)
+        if self.motion is not None:
+            parts.append(f"--motion {self.motion}")
+        if self.loop:
+            parts.append("--loop")
         if self.negative:
             parts.append(f"--no {_escape(self.negative)}")
         return " ".join(parts)
@@ -183,7 +191,7 @@ _MODELS = f"pick one of this server's models with `--model NAME` (`/help` lists 
 _LITERAL = f"for a more literal picture, use a low `--stylize` (e.g. `--stylize 0`), {_DEFINABLE}."
 _UNEXPECTED = f"use `--chaos` for unexpected grids and `--stylize` for more or less artistic ones, {_DEFINABLE}."
 _UPSCALE = "use Upscale (Subtle) or (Creative) under a picture."
-_VIDEO = "I draw still pictures."
+_VIDEO = "press Animate under a picture (or use `/animate`): a clip starts from a picture."
 ELSEWHERE: Mapping[str, str] = MappingProxyType(
     dict(
         sv="`--sref` has one style version here: leave `--sv` out.",
@@ -208,9 +216,7 @@ ELSEWHERE: Mapping[str, str] = MappingProxyType(
         sameseed="use `--seed N`: the same seed draws the same grid again.",
         zoom="press Custom Zoom under a picture, and type `--zoom` there.",
         video=_VIDEO,
-        motion=_VIDEO,
-        loop=_VIDEO,
-        end=_VIDEO,
+        end="give `/animate` an `end` picture: the clip ends on it.",
         bs=_VIDEO,
     )
 )
@@ -249,6 +255,8 @@ _ATTRIBUTE_OF = {
     "oref": "object_ref",
     "ow": "object_weight",
     "lora": "loras",
+    "motion": "motion",
+    "loop": "loop",
 }
 REPEATABLE = frozenset({"lora"})  # parameters a prompt may give more than once
 # A1111's LoRA syntax inside the description: <lora:NAME> or <lora:NAME:WEIGHT>.
@@ -505,6 +513,8 @@ def _parse_job(
         object_ref=_get(values, "oref", str),
         object_weight=_get(values, "ow", int),
         loras=tuple(lora_values),
+        motion=_get(values, "motion", str),
+        loop=_get(values, "loop", bool) or False,
         raw=written,
     )
     repeat = _get(values, "repeat", int)
@@ -660,10 +670,12 @@ def _check_value(param: _Param, models: Sequence[str]) -> _Value:
     if parameter.type is ValueType.PROFILE and not values:  # `--p` alone: the member's own profile
         return render_params.OWN_PROFILE
     if not values:
-        example = models[0] if parameter.type is ValueType.NAME and models else parameter.example
+        example = (
+            models[0] if parameter.type is ValueType.NAME and models and not parameter.choices else parameter.example
+        )
         raise PromptError(f"`--{name}` needs a value, e.g. `--{name} {_show(example)}`.")
     value = values[0]
-    if parameter.type is ValueType.NAME and models:
+    if parameter.type is ValueType.NAME and models and not parameter.choices:
         for model in models:
             if model.lower() == value.lower():
                 return model

@@ -22,6 +22,7 @@ import discord
 from PIL import Image
 
 from bot import edits, kinds, messages
+from bot.clip_files import Clip, load_clip, save_clip
 from bot.delivery import Delivery, final_message
 from bot.disk import is_storage_error
 from bot.image_files import load_rgb, preview_bytes, save_png
@@ -30,6 +31,7 @@ from bot.metrics import Metrics
 from bot.retention import ImageRetention
 from bot.rows import ImageRow, Job
 from bot.settings import Settings
+from bot.spec import InputImage
 from bot.store import FINISHED, Store, StyleCode, utcnow
 from bot.tunes import LORA_FOLDER, new_style_code
 from bot.ui import JobViews
@@ -273,7 +275,12 @@ class Scheduler:
                     request = await self._request_for(job)
                     result = await self.engine.render(request, progress=self._progress_reporter(job))
                 self.metrics.job_rendered(job, time.perf_counter() - started, result.elapsed_s, result.batch_size)
-                images = await asyncio.to_thread(self._save_images, job, result.images, result.seeds, result.flagged)
+                if result.clips:
+                    images = await self._save_clip(job, result.clips[0], result.fps, result.seeds[0])
+                else:
+                    images = await asyncio.to_thread(
+                        self._save_images, job, result.images, result.seeds, result.flagged
+                    )
                 finished = await self.store.finish(job.id, images, result.elapsed_s)
                 if finished is not None and self.retention is not None:
                     self.retention.saved(row.path for row in images)
@@ -363,6 +370,11 @@ class Scheduler:
         elif kind.source is Source.UPLOADS:
             pictures = await self._input_images(job)
             source = pictures[0]
+        if kind.extends_clip:  # Extend draws on from where its parent's clip ends
+            source = (await self._parent_clip(job)).frames[-1]
+        end_image = None
+        if job.spec.end is not None:  # Animate's end picture: our stored copy
+            end_image = await self._stored_picture(job.spec.end)
         if job.spec.edit is not None and source is not None:
             # The canvas and mask are made again from the parent's picture and what the member chose.
             inputs = await asyncio.to_thread(edits.render_inputs, job.spec.edit, source)
@@ -375,6 +387,7 @@ class Scheduler:
             pictures=pictures,
             mask_image=mask_image,
             style_images=await self._style_images(job),
+            end_image=end_image,
         )
         if kind.describes_missing_prompt and not request.prompt.strip() and source is not None:
             # The likeliest description, always the same for a picture: a redraw gives the same pixels.
@@ -421,6 +434,33 @@ class Scheduler:
             raise RenderError("The describer found no words for this picture.")
         return described
 
+    async def _stored_picture(self, picture: InputImage) -> Image.Image:
+        try:
+            return await asyncio.to_thread(load_rgb, self.settings.data_dir / picture.path)
+        except OSError:
+            raise RenderError(f"The picture `{picture.name}` is no longer stored; please upload it again.") from None
+
+    async def _parent_clip(self, job: Job) -> Clip:
+        """The clip an Extend continues: its parent's stored frames."""
+        parent = await self.store.get_job(job.parent_id) if job.parent_id is not None else None
+        rows = await self.store.get_images(parent.id) if parent is not None else []
+        if parent is None or not rows:
+            raise RenderError("This job has no clip to extend.")
+        try:
+            return await asyncio.to_thread(load_clip, self.settings.data_dir / rows[0].path)
+        except OSError:
+            raise RenderError(f"The clip of job {parent.id} is no longer stored: animate the picture again.") from None
+
+    async def _save_clip(self, job: Job, frames: tuple[Image.Image, ...], fps: float, seed: int) -> list[ImageRow]:
+        """Store a clip as its job's one image (an animated PNG); an Extend's is its parent's, then its own."""
+        if kinds.get(job.kind).extends_clip:
+            # The new clip starts on the parent's last frame: shown once, not twice.
+            frames = (await self._parent_clip(job)).frames + frames[1:]
+        relative = f"images/{job.id}/1.png"
+        await asyncio.to_thread(save_clip, Clip(frames, fps), self.settings.data_dir / relative)
+        width, height = frames[0].size
+        return [ImageRow(job.id, 1, relative, width, height, seed, False)]
+
     async def _input_images(self, job: Job) -> list[Image.Image]:
         """Our copies of the member's own pictures the job was made from (never the expired CDN links)."""
         if not job.spec.inputs:
@@ -464,6 +504,10 @@ class Scheduler:
         log.info("job %s: the images of job %s are gone; drawing them again", job.id, parent.id)
         request = dataclasses.replace(await self._request_for(parent), preview=False)
         result = await self.engine.render(request)
+        if result.clips:  # a clip's first frame is its picture
+            rows = await self._save_clip(parent, result.clips[0], result.fps, result.seeds[0])
+            await self.store.save_images(rows)
+            return result.images[0]
         rows = await asyncio.to_thread(self._save_images, parent, result.images, result.seeds)
         await self.store.save_images(rows)
         return result.images[job.parent_index - 1]

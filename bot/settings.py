@@ -121,6 +121,15 @@ class Settings(BaseSettings):
     # (configs and tokenizers only), e.g. {"sdxl": "/models/sdxl-base-config"}.
     single_file_configs: dict[str, str] = Field(default_factory=dict)
 
+    # Animate: a diffusers image-to-video folder (Wan 2.2, LTX-Video, CogVideoX…); None: the shipped
+    # motion model, on the shipped model. Its memory: VIDEO_MEMORY_MODE as MEMORY_MODE, the VAE decoding
+    # clips in tiles and frame batches, and the clip length in frames (0: 5 s at the model's rate).
+    video_model: str | None = None
+    video_memory_mode: Literal["full", "model_offload", "sequential_offload", "group_offload"] = "model_offload"
+    video_vae_tiling: bool = True
+    video_vae_slicing: bool = True
+    video_frames: int = Field(default=0, ge=0, le=257)
+
     # "fake" swaps the model for a stand-in that draws flat colours: for load tests and demos without torch.
     # "ray" renders on a Ray Serve deployment of the diffusers engine: one replica per GPU, on many hosts.
     engine: Literal["diffusers", "ray", "fake"] = "diffusers"

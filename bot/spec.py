@@ -38,6 +38,7 @@ class RenderSpec:
     chaos: int = 0
     stop: int = 100
     tile: bool = False
+    loop: bool = False  # Animate's --loop
     safety_check: bool = False
     image_weight: float | None = None  # an image prompt's --iw
     image_prompt_method: str | None = None  # an image prompt's or blend's ImagePromptMethod, as the engine said
@@ -57,6 +58,7 @@ class RenderSpec:
         pictures: Sequence[Image.Image] = (),
         mask_image: Image.Image | None = None,
         style_images: Sequence[Image.Image] = (),
+        end_image: Image.Image | None = None,
     ) -> RenderRequest:
         """`init_image`: the picture the kind draws from (a tile, or a member's picture); `pictures`: all of them;
         `style_images`: the job's --sref pictures (`JobSpec.style_inputs`, loaded)."""
@@ -83,6 +85,8 @@ class RenderSpec:
             chaos=self.chaos,
             stop=self.stop,
             tile=self.tile,
+            loop=self.loop,
+            end_image=end_image,
             safety_check=self.safety_check,
             style_images=tuple(style_images),
             style_codes=tuple(self.style_codes),
@@ -143,6 +147,7 @@ class JobSpec:
     unfamiliar: bool = False  # a describe job's picture lay far outside what the describer knows: no prompts
     style_code: str = ""  # what a /tune job made: the code its LoRA is used by (`--lora CODE`)
     edit: EditSpec | None = None
+    end: InputImage | None = None  # Animate: the picture the clip ends on (our stored copy)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -169,6 +174,7 @@ class JobSpec:
             unfamiliar=bool(data.get("unfamiliar", False)),
             style_code=data.get("style_code", ""),
             edit=_build(EditSpec, {**edit, "cells": tuple(edit.get("cells", ()))}) if edit else None,
+            end=_build(InputImage, data["end"]) if data.get("end") else None,
         )
 
     def replace_render(self, **changes: Any) -> JobSpec:

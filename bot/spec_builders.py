@@ -187,7 +187,8 @@ def child_spec(
     """
     if strength is None and kinds.get(parent.kind) is kind:  # 🔄 on a variation of a picture: as strong again
         strength = parent.spec.render.strength
-    spec = dataclasses.replace(parent.spec, edit=None)  # a variation of a zoomed picture is no zoom
+    # A variation of a zoomed picture is no zoom; a clip drawn from a clip ends where it is told to.
+    spec = dataclasses.replace(parent.spec, edit=None, end=None)
     if source_size is not None:
         spec = spec.replace_render(width=source_size[0], height=source_size[1])
     text = parent.prompt

@@ -41,6 +41,7 @@ warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from engine.actions import animate as animate_action  # noqa: E402
 from engine.actions import blend as blend_action  # noqa: E402
 from engine.actions import edit as edit_action  # noqa: E402
 from engine.actions import image_prompt as image_prompt_action  # noqa: E402
@@ -82,6 +83,18 @@ from engine.requests import (  # noqa: E402
     TuneResult,
     refusal,
 )
+from engine.video import (  # noqa: E402
+    MOTION,
+    MOTION_FOLDER,
+    NO_VIDEO_MODEL,
+    VideoFamily,
+    VideoModel,
+    VideoSettings,
+    family_of_class,
+    load_motion_adapter,
+    load_video_pipeline,
+)
+from engine.video import family_of_source as video_family_of_source  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +120,8 @@ _ACTIONS: Mapping[
     Action.BLEND: (blend_action.blend, blend_action.check_inputs, _picture_pipeline),
     # the text-to-image pipeline of an instruction-editing family takes the picture as its reference
     Action.EDIT: (edit_action.edit, edit_action.check_inputs, lambda r: "text2img"),
+    # on the video model (`DiffusersEngine._run_clips`), one clip per request
+    Action.ANIMATE: (animate_action.animate, animate_action.check_inputs, lambda r: "video"),
 }
 
 
@@ -138,6 +153,7 @@ class _Model:
     latent_rgb: torch.Tensor
     ip_adapter: image_prompt_action.IPAdapter | None = None
     loras: LoraSet | None = None  # None: the family takes no LoRA
+    video: VideoModel | None = None  # the shipped motion model on this model's UNet, once Animate asked for it
 
 
 @dataclass(eq=False)
@@ -231,6 +247,9 @@ class DiffusersEngine:
     memory: how weights sit on a GPU (engine/loading.py: offload, int8 weights); `memory_budget_gb`
         also counts weights offloaded to the CPU, so offloaded models are evicted by it too.
     single_file_configs: family key -> a config folder for single `.safetensors` checkpoints of it.
+    video: VIDEO_MODEL and its memory settings (engine/video.py); without a source, Animate draws on
+        the shipped motion model, on SD-family models whose UNet it was trained for.
+    video_pipeline: an image-to-video pipeline already built (tests, benchmarks), as if VIDEO_MODEL.
     """
 
     def __init__(
@@ -256,6 +275,8 @@ class DiffusersEngine:
         memory_budget_gb: float | None = None,
         memory: MemorySettings | None = None,
         single_file_configs: Mapping[str, str] | None = None,
+        video: VideoSettings | None = None,
+        video_pipeline: Any = None,
     ) -> None:
         if max_loaded_models < 1:
             raise ValueError(f"max_loaded_models must be at least 1, got {max_loaded_models}")
@@ -302,6 +323,9 @@ class DiffusersEngine:
         self._context_dims: dict[str, int | None] = {}  # by model: its UNet's cross-attention width
         self._lora_fits: dict[tuple[str, str], str | None] = {}  # (model, file key) -> lora_refusal's answer
         self._tune_lock = threading.Lock()  # one /tune trains at a time
+        self.video = video or VideoSettings()
+        self._video_preloaded = video_pipeline
+        self._video: VideoModel | None = None  # the operator's video model, loaded on the first clip
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -396,6 +420,8 @@ class DiffusersEngine:
             family = self.family(name)
         except ModelSourceError as e:
             return str(e)
+        if what is Action.ANIMATE or what is Feature.END_FRAME:
+            return self._video_refusal(name, what)
         steered = what is Action.BLEND or what is Action.IMAGE_PROMPT
         if steered and self.image_prompt_method(name) is ImagePromptMethod.IP_ADAPTER and not family.ip_adapter:
             return f"{family.name} models cannot use the IP-Adapter (IP_ADAPTER) for image prompts"
@@ -454,6 +480,48 @@ class DiffusersEngine:
                 dim = None
             self._context_dims[name] = dim
         return self._context_dims[name]
+
+    def video_family(self, model: str | None = None) -> VideoFamily:
+        """What draws this model's clips, from config; ModelSourceError (with the sentence) when nothing does."""
+        if self._video_preloaded is not None:
+            family = family_of_class(type(self._video_preloaded).__name__)
+            if family is None:
+                raise ModelSourceError(f"{type(self._video_preloaded).__name__} is not an image-to-video pipeline")
+            return family
+        if self.video.source:
+            return video_family_of_source(self.video.source)
+        name = model or self._default
+        if self.family(name).key != "sd" or not self._motion_fits(name):
+            raise ModelSourceError(NO_VIDEO_MODEL)
+        return MOTION
+
+    def _motion_fits(self, name: str) -> bool:
+        """Whether the shipped motion model is here and was trained for this model's UNet (block widths)."""
+        import json
+
+        try:
+            adapter = json.loads((MOTION_FOLDER / "config.json").read_text())
+            if name in self._preloaded:
+                unet = dict(self._preloaded[name].unet.config)
+            else:
+                unet = json.loads((Path(self._source(name)) / "unet" / "config.json").read_text())
+        except (OSError, ValueError, AttributeError):
+            return False
+        return list(adapter["block_out_channels"]) == list(unet["block_out_channels"]) and adapter[
+            "motion_layers_per_block"
+        ] == unet.get("layers_per_block")
+
+    def _video_refusal(self, name: str, what: Action | Feature) -> str | None:
+        try:
+            family = self.video_family(name)
+        except ModelSourceError as e:
+            return str(e)
+        if what is Feature.END_FRAME and not family.end_frame:
+            return (
+                f"{family.name} clips cannot end on a chosen picture (`end`, --loop): its pipeline takes a first"
+                " frame only"
+            )
+        return None
 
     def defaults(self, model: str | None = None) -> ModelHints:
         name = model or self._default
@@ -859,6 +927,9 @@ class DiffusersEngine:
         first = batch[0]
         if self.speedups.pads_batches:
             requests += self._filler(requests)
+        if first.request.action is Action.ANIMATE:
+            self._run_clips(batch)
+            return
         try:
             model = self._model(first.model)
             render, _, pipeline = _ACTIONS[first.request.action]
@@ -900,6 +971,60 @@ class DiffusersEngine:
                 elapsed_s=share,
                 flagged=flagged,
                 batch_size=len(batch),
+            )
+            job.post(job.resolve, result, None)
+
+    def _video_for(self, name: str) -> VideoModel:
+        """The video model for clips of `name`: the operator's (loaded once), or the shipped motion model."""
+        if self._video_preloaded is not None or self.video.source:
+            if self._video is None:
+                self._video = load_video_pipeline(
+                    self.video, device=self.device, dtype=self.dtype, preloaded=self._video_preloaded
+                )
+            return self._video
+        model = self._model(name)
+        if model.video is None:
+            adapter = load_motion_adapter(model.text2img.unet)
+            model.video = VideoModel(model.text2img, MOTION, adapter, model.latent_rgb)
+        return model.video
+
+    def _run_clips(self, batch: list[_Job]) -> None:
+        """Each request's clip in turn: a clip is one pipeline call of its own (its frames are the batch)."""
+        for job in batch:
+            if job.cancelled.is_set():
+                job.post(job.resolve, None, asyncio.CancelledError())
+                continue
+            started = time.perf_counter()
+            request = job.request
+            if request.frames == 0 and self.video.frames:
+                request = dataclasses.replace(request, frames=self.video.frames)
+
+            def report(step: int, total: int, preview: Image.Image | None, job: _Job = job) -> bool:
+                if job.cancelled.is_set():
+                    return True
+                job.post(job.deliver, RenderProgress(step, total, preview if job.request.preview else None))
+                return False
+
+            try:
+                video = self._video_for(job.model)
+                frames = animate_action.animate(video, request, report)
+            except RenderInterrupted:
+                job.post(job.resolve, None, asyncio.CancelledError())
+                continue
+            except Exception as e:
+                job.post(job.resolve, None, self._user_error(e))
+                continue
+            self.stats.batches += 1
+            self.stats.requests += 1
+            self.stats.images += len(frames)
+            self.stats.batch_sizes.append(1)
+            result = RenderResult(
+                images=(frames[0],),
+                seeds=request.seeds,
+                model=job.model,
+                elapsed_s=time.perf_counter() - started,
+                clips=(tuple(frames),),
+                fps=video.family.fps,
             )
             job.post(job.resolve, result, None)
 

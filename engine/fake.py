@@ -153,7 +153,9 @@ class FakeEngine:
         reason = refusal(self, dataclasses.replace(request, model=model))
         if reason is not None:
             raise RenderError(reason)
-        if request.action in (Action.VARIATION, Action.UPSCALE, Action.EDIT) and request.init_image is None:
+        if request.action in (Action.VARIATION, Action.UPSCALE, Action.EDIT, Action.ANIMATE) and (
+            request.init_image is None
+        ):
             raise RenderError(f"{request.action} needs init_image, the source tile")
         if request.action is Action.IMAGE_PROMPT and request.image_prompt is None:
             raise RenderError("an image prompt needs image_prompt, the member's picture")
@@ -174,6 +176,17 @@ class FakeEngine:
             raise RenderError("the fake engine was told to fail")
         if any(p in request.prompt for p in self.lose_prompts):
             raise RenderLost("the fake engine lost this render")
+        if request.action is Action.ANIMATE:
+            assert request.init_image is not None
+            clip = _clip(request, request.init_image, request.frames or FAKE_CLIP_FRAMES)
+            return RenderResult(
+                images=(clip[0],),
+                seeds=request.seeds,
+                model=model,
+                elapsed_s=time.perf_counter() - started,
+                clips=(clip,),
+                fps=FAKE_CLIP_FPS,
+            )
         scale = 2 if request.action is Action.UPSCALE else 1
         images = tuple(_tile(request, seed, request.width * scale, request.height * scale) for seed in request.seeds)
         if request.mask_image is not None and request.init_image is not None:
@@ -229,6 +242,27 @@ class FakeEngine:
         prompts = [FAKE_PHRASINGS[i].format(colour=colour) for i in order]
         fresh = [p for p in prompts if p not in request.avoid] + [p for p in prompts if p in request.avoid]
         return DescribeResult(tuple(fresh[: request.count]), "fake", 0.0)
+
+
+FAKE_CLIP_FRAMES = 8
+FAKE_CLIP_FPS = 8.0
+
+
+def _clip(request: RenderRequest, start: Image.Image, frames: int) -> tuple[Image.Image, ...]:
+    """The picture, with a white block sliding left to right across it (ending on the end picture)."""
+    start = start.convert("RGB").resize((request.width, request.height))
+    side = max(2, request.width // 8)
+    clip = []
+    for i in range(frames):
+        frame = start.copy()
+        x = round((request.width - side) * i / max(1, frames - 1))
+        ImageDraw.Draw(frame).rectangle((x, 0, x + side - 1, side - 1), fill=(255, 255, 255))
+        clip.append(frame)
+    if request.end_image is not None:
+        clip[-1] = request.end_image.convert("RGB").resize(start.size)
+    elif request.loop:
+        clip[-1] = start
+    return tuple(clip)
 
 
 def _tile(request: RenderRequest, seed: int, width: int, height: int) -> Image.Image:

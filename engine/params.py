@@ -88,6 +88,16 @@ VARY_REGION = 1.0  # Vary (Region) redraws the chosen cells from scratch, as Mid
 # shipped model (BENCHMARKS.md): from pure noise (1) the new area held a copy of the kept object in 69%
 # of Zoom Outs and 28% of Pans (a plain /imagine draws a second object in 0% / 9%); at 0.45, 22% / 3%.
 OUTPAINT_NEW_AREA = 0.45
+
+# Animate's --motion: how far (as an img2img strength) each frame may move from the picture. On the
+# shipped motion model below ~0.5 the clip barely moves; at 1 the frames forget the picture but for the
+# first (which is held to it). Operator video models that have a motion knob (Stable Video Diffusion's
+# motion bucket) read it as that; the others take motion from the prompt.
+MOTION_LOW = 0.6
+MOTION_HIGH = 0.85
+MOTIONS = {"low": MOTION_LOW, "high": MOTION_HIGH}
+ANIMATE_MIN_STEPS = 4  # a clip denoised in fewer steps flickers from frame to frame
+
 # Retexture: the picture redrawn with a new prompt, keeping where things are. Below Vary (Strong),
 # so the composition survives; high enough that the new prompt's colours and style take over
 # (on the shipped model the background follows the new prompt fully from 0.5 up).
@@ -142,6 +152,7 @@ class PromptParameter:
     type: ValueType
     bounds: tuple[float, float] | None = None  # a number's range
     cli: bool = True  # `dreamgrid imagine` takes it as a flag (engine/cli.py builds its flags from this table)
+    choices: tuple[str, ...] = ()  # a NAME from a fixed list (lower case)
 
     @property
     def flag(self) -> bool:
@@ -157,6 +168,10 @@ class PromptParameter:
         shown = shown or f"`--{self.name} {value}`"
         if self.type is ValueType.FLAG:
             return True
+        if self.choices:
+            if value.lower() not in self.choices:
+                raise ParameterError(f"{shown} is not one of ours: use {' or '.join(self.choices)}.")
+            return value.lower()
         if self.type in (ValueType.TEXT, ValueType.NAME):
             return value
         if self.type is ValueType.REFERENCES:
@@ -402,6 +417,16 @@ PARAMETERS: tuple[PromptParameter, ...] = (
         "`load_lora_weights(adapter_name=…)`, then `set_adapters(names, weights)` before the batch",
         ValueType.WEIGHTED_NAME, cli=False,
     ),
+    PromptParameter(
+        "motion", (), "--motion M", "low or high: how much an Animate clip moves", "low", "high",
+        f"the clip's frames start from the picture noised to `strength` {MOTION_LOW:g} (low) or {MOTION_HIGH:g} (high)",
+        ValueType.NAME, cli=False, choices=("low", "high"),
+    ),
+    PromptParameter(
+        "loop", (), "--loop", "a flag: an Animate clip ends where it began", "off", "",
+        "the clip's last frame is its first (`last_image`, or held to its latents by the shipped motion model)",
+        ValueType.FLAG, cli=False,
+    ),
 )  # fmt: skip
 PARAMETER_BY_SPELLING = {spelling: p for p in PARAMETERS for spelling in (p.name, *p.aliases)}
 
@@ -623,6 +648,8 @@ def request_fields(
         "tile": values.get("tile", False),
         # names only: the bot finds each one's file (`path`) before queueing
         "loras": tuple(LoraWeight(name, "", weight) for name, weight in values.get("lora", ())),
+        "loop": values.get("loop", False),
+        **({"strength": MOTIONS[values["motion"]]} if "motion" in values else {}),
     }
 
 

@@ -31,6 +31,7 @@ class Action(enum.StrEnum):
     IMAGE_PROMPT = "image_prompt"  # text + a member's picture -> four tiles steered by the picture
     EDIT = "edit"  # a picture + an instruction ("make it night") -> four edits of it (Kontext, Flux.2)
     TUNE = "tune"  # 5-30 pictures -> a LoRA of their style, through Engine.tune (no render)
+    ANIMATE = "animate"  # a picture (and an end picture) -> a clip, on the video model (`RenderResult.clips`)
 
 
 class Feature(enum.StrEnum):
@@ -43,6 +44,7 @@ class Feature(enum.StrEnum):
     MULTI_PROMPT = "`::` multi-prompt weights"
     INSTRUCTION_EDIT = "instruction edit"  # an image changed by a sentence: what Action.EDIT needs of a family
     STYLE_REFERENCE = "--sref"  # a style drawn from reference pictures or style codes
+    END_FRAME = "--end"  # a clip that ends on a given picture (--end, and --loop: it ends where it began)
 
 
 class ImagePromptMethod(enum.StrEnum):
@@ -99,6 +101,11 @@ class RenderRequest:
     image_prompt: Image.Image | None = field(default=None, compare=False, metadata=OWN)
     image_weight: float = 1.0  # IMAGE_PROMPT: --iw, 0-3
     image_prompt_method: ImagePromptMethod | None = None  # IMAGE_PROMPT, BLEND: as Engine.image_prompt_method said
+    # ANIMATE: init_image is the first frame; `strength` how much it moves (--motion); 0 frames: the
+    # video model's own clip length
+    frames: int = 0
+    loop: bool = False  # ANIMATE: the clip ends on its first frame, so it plays round seamlessly
+    end_image: Image.Image | None = field(default=None, compare=False, metadata=OWN)  # ANIMATE: --end's picture
     # --sref: pictures whose style (colour and contrast statistics, never layout) the tiles take on,
     # and style codes (engine.style.palette), at --sw strength (0-1000)
     style_images: tuple[Image.Image, ...] = field(default=(), compare=False, metadata=OWN)
@@ -161,6 +168,9 @@ class RenderResult:
     elapsed_s: float  # device time spent on this request: its share of a batch's, by images
     flagged: tuple[bool, ...] = ()  # per image, when safety_check was asked for; () when it was not
     batch_size: int = 1  # requests that shared the pipeline call that drew this one
+    # ANIMATE: one clip per seed, its frames in order (`images` holds each clip's first frame), at `fps`
+    clips: tuple[tuple[Image.Image, ...], ...] = ()
+    fps: float = 0.0
 
     @property
     def grid(self) -> Image.Image:
@@ -229,6 +239,8 @@ def features_of(request: RenderRequest) -> tuple[Feature, ...]:
         used.append(Feature.STYLE_REFERENCE)
     if is_multi_prompt(request.prompt):
         used.append(Feature.MULTI_PROMPT)
+    if request.action is Action.ANIMATE and (request.end_image is not None or request.loop):
+        used.append(Feature.END_FRAME)
     return tuple(used)
 
 

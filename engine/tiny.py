@@ -567,6 +567,108 @@ def _check_qwen_template(pipe: Any) -> None:
         raise RuntimeError("the tiny Qwen tokenizer must read the system prompt as Qwen2's does")
 
 
+def build_tiny_wan_i2v_pipeline(seed: int = 0) -> Any:
+    """A tiny Wan 2.2-shaped image-to-video pipeline (diffusers' own test config: 3D causal VAE with
+    16 latent channels, 4x temporal compression, a transformer reading noise + picture latents + mask),
+    with no CLIP image encoder, as Wan 2.2's image-to-video models have none. 16 px frames."""
+    from diffusers.models import AutoencoderKLWan, WanTransformer3DModel
+    from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
+    from diffusers.schedulers import UniPCMultistepScheduler
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    tokenizer = build_t5_tokenizer(TINY_WORDS)
+    text_encoder = _tiny_t5(tokenizer, d_model=32)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=36,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    )
+    # Wan's T5 is a UMT5 and its scheduler usually Flow Match Euler: these tiny stand-ins have their shapes.
+    components: dict[str, Any] = {
+        "tokenizer": tokenizer,
+        "text_encoder": text_encoder,
+        "vae": vae,
+        "scheduler": scheduler,
+        "transformer": transformer,
+        "image_encoder": None,  # Wan 2.2's image-to-video models read the picture through the VAE only
+        "image_processor": None,
+    }
+    pipe = WanImageToVideoPipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_tiny_ltx_i2v_pipeline(seed: int = 0) -> Any:
+    """A tiny LTX-Video-shaped image-to-video pipeline (diffusers' own test config: 8 latent channels,
+    a one-layer transformer, a T5 prompt)."""
+    from diffusers.models import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+    from diffusers.pipelines.ltx.pipeline_ltx_image2video import LTXImageToVideoPipeline
+
+    torch.manual_seed(seed)
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=4,
+        attention_head_dim=8,
+        cross_attention_dim=32,
+        num_layers=1,
+        caption_channels=32,
+    )
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=8,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False, False, False, False, False),
+        upsample_residual=(False, False, False, False),
+        upsample_factor=(1, 1, 1, 1),
+        timestep_conditioning=False,
+        patch_size=1,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    )
+    vae.use_framewise_encoding = False
+    vae.use_framewise_decoding = False
+    tokenizer = build_t5_tokenizer(TINY_WORDS)
+    pipe = LTXImageToVideoPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=_tiny_t5(tokenizer, d_model=32),
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# Image-to-video pipelines (VIDEO_MODEL), for Animate's tests: the same code path as an operator's folder.
+TINY_VIDEO_BUILDERS: dict[str, Callable[..., Any]] = {
+    "wan": build_tiny_wan_i2v_pipeline,
+    "ltx": build_tiny_ltx_i2v_pipeline,
+}
+
+
 TINY_BUILDERS: dict[str, Callable[..., Any]] = {
     "sd": build_tiny_pipeline,
     "sdxl": build_tiny_sdxl_pipeline,

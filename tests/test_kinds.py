@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot import kinds
-from bot.cogs import describe, edit, imagine, queue
+from bot.cogs import describe, edit, images, imagine, queue
 from bot.cogs.account import SettingsButton, SettingsSelect
 from bot.cogs.imagine import BUTTONS, TileActionButton
 from bot.cogs.queue import CancelButton
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def installed_views() -> JobViews:
     """The views as the bot has them once every cog is loaded."""
     views = JobViews()
-    for cog in (imagine, edit, describe, queue):
+    for cog in (imagine, edit, describe, queue, images):
         cog.install_views(views)
     return views
 
@@ -54,6 +54,9 @@ def test_every_kind_has_a_label_an_action_and_a_button_set(kind: JobKind):
         assert {"dg:desc:7:again", "dg:desc:7:all"} <= set(ids)
     elif kind.buttons is ResultButtons.PICTURE:  # one image, and the edit loop under it
         assert {"dg:vary:strong:7:1", "dg:region:7:1", "dg:zoom:2:7:1", "dg:pan:left:7:1", "dg:dm:7:1"} <= set(ids)
+        assert {"dg:anim:low:7:1", "dg:anim:high:7:1"} <= set(ids)  # Animate (Low motion) / (High motion)
+    elif kind.buttons is ResultButtons.CLIP:  # under a clip: Extend
+        assert ids == ["dg:extend:7"]
     else:
         assert ids == []
     # A kind that redraws a picture needs to know how strongly (an image prompt: the member's --iw);

@@ -90,6 +90,8 @@ LEGS = {
     "oref": "action",  # drawn with the subject as the family's reference (or as an IP-Adapter image prompt)
     "ow": "object_weight",  # the IP-Adapter's scale, on an image prompt only an --oref makes (tests/e2e)
     "lora": "loras",
+    "motion": "strength",
+    "loop": "loop",
 }
 MODELS = ("fake", "other")
 NATIVE = 64

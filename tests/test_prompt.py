@@ -282,7 +282,7 @@ def test_suffix_choices_multiply() -> None:
     assert [job.aspect for job in parse_prompt("cat", suffix="--ar {1:1, 2:1}")] == [(1, 1), (2, 1)]
 
 
-OPTIONS = {"mine": "--ar 3:2 --chaos 20", "loop": "--mine", "Style": "--s 750"}
+OPTIONS = {"mine": "--ar 3:2 --chaos 20", "again": "--mine", "Style": "--s 750"}
 
 
 def test_option_expands() -> None:
@@ -301,7 +301,7 @@ def test_option_in_suffix_expands() -> None:
 
 
 def test_option_expansion_is_not_recursive() -> None:
-    assert error("cat --loop", options=OPTIONS) == "Unknown parameter `--mine` (from `--loop`)."
+    assert error("cat --again", options=OPTIONS) == "Unknown parameter `--mine` (from `--again`)."
 
 
 def test_unknown_option_is_an_unknown_parameter() -> None:

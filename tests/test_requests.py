@@ -18,6 +18,7 @@ OWN = {
     "model",
     "init_image",
     "mask_image",
+    "end_image",  # Animate: each clip ends on its own picture
     "blend_images",
     "chaos",
     "preview",

@@ -372,9 +372,10 @@ Under one image: **Vary** (Strong, Subtle, or **Region**: redraw the cells you p
 
 **Your pictures**: /imagine `image:` steers the grid by your picture · /upscale and /variation take \
 a job's image (`job_id number`) or your `image` · Apps → **Upscale 2x** / **Vary** on any message with a \
-picture · /edit changes one by a sentence · /blend mixes 2–5 pictures · /describe (or Apps → \
-**Describe**) writes four prompts for one · `--sref` takes a picture's style (`random`, a code, \
-`12:3`) · /moodboard create|add|list|delete collects pictures into one style, `--sref mb:NAME`.
+picture · /edit changes one by a sentence · /animate makes a clip of one (`--motion low|high`, \
+`--loop`) · /blend mixes 2–5 pictures · /describe (or Apps → **Describe**) writes four prompts for \
+one · `--sref` takes a picture's style (`random`, a code, `12:3`) · /moodboard create|add|list|delete \
+collects pictures into one style, `--sref mb:NAME`.
 
 **Styles**: /tune trains one from 5–30 of your pictures (attached, or job images like `12, 15:2`) \
 and gives you a code for `--lora CODE` · /styles lists yours · `<lora:NAME:0.8>` works in prompts too.

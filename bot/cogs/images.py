@@ -1,4 +1,5 @@
-"""Members' own images: /upscale and /variation, and the Apps menu's Upscale 2x and Vary.
+"""Members' own images: /upscale, /variation, /edit and /animate, the Apps menu's Upscale 2x and
+Vary, and Extend under a clip.
 
 The source is either one image of an earlier job (`job_id` + `number`, as U1–U4 pick it, or the
 target of an Apps action on one of our single-image posts) or a member's own picture (an `image`
@@ -11,8 +12,10 @@ recovered after a crash.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -23,11 +26,12 @@ from bot import jobs, kinds, policy, spec_builders
 from bot.client import DreamGrid
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
-from bot.kinds import JobKind
+from bot.kinds import JobKind, ResultButtons
 from bot.member_pictures import image_attachments, read_for_interaction
 from bot.prompt import ParsedPrompt
 from bot.rows import Job, NewJob
-from bot.ui import start_child
+from bot.ui import GuardedItem, JobViews, start_child
+from engine.params import MOTIONS
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,9 @@ Interaction = discord.Interaction[DreamGrid]
 
 _TILE_FIELD = re.compile(r"^(?P<job>\d+), image (?P<n>[1-4])$")  # messages.tile_embed's "Job" field
 _SHOW_FOOTER = re.compile(r"^/show (?P<job>\d+) ")  # messages.result_embed's footer
+
+
+Finish = Callable[[NewJob], Awaitable[NewJob]]
 
 
 def _strength(kind: JobKind, mode: str) -> float:
@@ -200,25 +207,86 @@ class Images(commands.Cog):
         number: int | None,
         image: discord.Attachment | None,
         prompt: str | None = None,
+        finish: Finish | None = None,
     ) -> None:
-        """`kind` on a job's image (`job_id`, `number`) or on the member's own picture (`image`)."""
+        """`kind` on a job's image (`job_id`, `number`) or on the member's own picture (`image`);
+        `finish` completes the job's spec once it is built (Animate's loop and end picture)."""
         bot = self.bot
         if image is not None and (job_id is not None or number is not None):
             raise UserError("Give either `job_id` and `number`, or an `image`: not both.")
-        if image is not None:
-            await submit_picture(bot, interaction, image, kind=kind, strength=strength, prompt=prompt or "")
-            return
-        if job_id is None or number is None:
+        if image is None and (job_id is None or number is None):
             raise UserError("Say which image: `job_id` and `number` (1–4), or upload one with `image`.")
 
         async def build(config: GuildConfig) -> list[NewJob]:
-            parent = await visible_job(bot, interaction, job_id, number)
-            child = await jobs.child_job(
-                bot, interaction, config, parent, kind=kind, index=number, strength=strength, prompt=prompt
-            )
-            return [child]
+            if image is not None:
+                picture_kind = kinds.FOR_PICTURES[kind.name]
+                child = await picture_job(
+                    bot, interaction, config, image, kind=picture_kind, strength=strength, prompt=prompt or ""
+                )
+            else:
+                assert job_id is not None and number is not None
+                parent = await visible_job(bot, interaction, job_id, number)
+                child = await jobs.child_job(
+                    bot, interaction, config, parent, kind=kind, index=number, strength=strength, prompt=prompt
+                )
+            return [await finish(child) if finish is not None else child]
 
         await jobs.submit(bot, interaction, build)
+
+    @app_commands.command(description="Animate a picture into a short clip: one of a job's, or your own")
+    @app_commands.describe(
+        job_id="The job number from a result's embed",
+        number="Which of the job's images, 1–4 (as U1–U4)",
+        image="Or: your own picture (PNG, JPEG, WebP or GIF)",
+        prompt="What happens in the clip (default: the job's prompt)",
+        motion="Low: small, steady movement; High: more movement",
+        loop="End where it began, so the clip plays round seamlessly",
+        end="A picture the clip should end on",
+    )
+    @app_commands.choices(motion=_modes(kinds.ANIMATE))
+    async def animate(
+        self,
+        interaction: Interaction,
+        job_id: app_commands.Range[int, 1] | None = None,
+        number: app_commands.Range[int, 1, 4] | None = None,
+        image: discord.Attachment | None = None,
+        prompt: app_commands.Range[str, 1, 1500] | None = None,
+        motion: str | None = None,
+        loop: bool = False,
+        end: discord.Attachment | None = None,
+    ) -> None:
+        bot = self.bot
+        if end is not None and loop:
+            raise UserError("A looping clip ends on its own first picture: give `loop` or an `end` picture, not both.")
+        parsed = None
+        if prompt:  # --motion and --loop in the prompt work as the options do
+            config = await bot.guild_configs.get(interaction.guild_id)
+            profile = await bot.store.profile(interaction.user.id)
+            parsed = jobs.parse_members_prompt(bot, config, profile, prompt, with_suffix=False)[0]
+        chosen = motion or (parsed.motion if parsed is not None else None) or next(iter(kinds.ANIMATE.strengths))
+        strength = _strength(kinds.ANIMATE, chosen)
+        looped = loop or (parsed is not None and parsed.loop)
+
+        async def finish(job: NewJob) -> NewJob:
+            spec = job.spec.replace_render(loop=looped, strength=strength)
+            if end is not None:
+                native = max(spec.render.width, spec.render.height)
+                stored = await read_for_interaction(
+                    interaction, end, reader=bot.pictures, pixel_budget=native * native, data_dir=bot.settings.data_dir
+                )
+                spec = dataclasses.replace(spec, end=stored)
+            return dataclasses.replace(job, spec=spec)
+
+        await self._start(
+            interaction,
+            kinds.ANIMATE,
+            strength,
+            job_id=job_id,
+            number=number,
+            image=image,
+            prompt=prompt,
+            finish=finish,
+        )
 
     @app_commands.command(description='Change a picture with a sentence ("make it night"): a job\'s, or your own')
     @app_commands.describe(
@@ -272,5 +340,37 @@ class Images(commands.Cog):
         await submit_picture(bot, interaction, pictures[0], kind=kind, strength=strength)
 
 
+class ExtendButton(GuardedItem[discord.ui.Button], template=r"dg:extend:(?P<job>\d+)"):
+    """Under a clip: as long again, drawn on from its last frame, at the clip's own motion."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(discord.ui.Button(label="Extend", emoji="⏩", custom_id=f"dg:extend:{job_id}", row=0))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item, match: re.Match[str], /):
+        return cls(int(match["job"]))
+
+    async def respond(self, interaction: Interaction) -> None:
+        parent = await jobs.job_or_error(interaction.client, interaction, self.job_id)
+        strength = parent.spec.render.strength
+        if strength not in MOTIONS.values():
+            strength = kinds.EXTEND.default_strength
+        await start_child(interaction, self.job_id, kind=kinds.EXTEND, index=1, strength=strength)
+
+
+def clip_view(job: Job, _used: frozenset[int] = frozenset()) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ExtendButton(job.id))
+    return view
+
+
+def install_views(views: JobViews) -> None:
+    """Extend under a clip."""
+    views.results[ResultButtons.CLIP] = clip_view
+
+
 async def setup(bot: DreamGrid) -> None:
+    bot.add_dynamic_items(ExtendButton)
+    install_views(bot.views)
     await bot.add_cog(Images(bot))

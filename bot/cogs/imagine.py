@@ -149,7 +149,9 @@ class TileActionButton(GuardedItem[discord.ui.Button], template=_tile_template()
         super().__init__(
             discord.ui.Button(
                 # "Vary (Strong)"; a kind with one strength is just its name.
-                label=f"{button.label} ({preset.title()})" if len(kind.strengths) > 1 else button.label,
+                label=f"{button.label} ({preset.title()}{button.preset_suffix})"
+                if len(kind.strengths) > 1
+                else button.label,
                 emoji=button.emoji,
                 custom_id=f"dg:{button.word}:{preset}:{job_id}:{index}",
             )

@@ -186,8 +186,60 @@ def eval_describer_main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
+def train_motion_main(argv: list[str] | None = None) -> int:
+    _quiet()
+    from .motion import MotionConfig, train_motion
+
+    d = MotionConfig(model=SHIPPED_FOLDER, out=SHIPPED_FOLDER.parent / "dreamgrid-motion")
+    p = argparse.ArgumentParser(
+        prog="dreamgrid train-motion",
+        description="Train the shipped motion model (Animate) for the shipped image model's UNet, from scratch.",
+    )
+    p.add_argument("--model", type=Path, default=d.model, help="the image model whose UNet it moves")
+    p.add_argument("--output", type=Path, default=d.out, help="the MotionAdapter folder to write")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--clips", type=int, default=d.clips, help="synthetic clips drawn and encoded once")
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (one: reproducible)")
+    a = p.parse_args(argv)
+    cfg = MotionConfig(
+        model=a.model,
+        out=a.output,
+        steps=a.steps,
+        clips=a.clips,
+        batch=a.batch,
+        lr=a.lr,
+        seed=a.seed,
+        threads=a.threads,
+    )
+    print(json.dumps(train_motion(cfg), indent=2))
+    print(f"wrote {cfg.out}")
+    return 0
+
+
+def eval_motion_main(argv: list[str] | None = None) -> int:
+    _quiet()
+    from .motion import eval_motion
+
+    p = argparse.ArgumentParser(
+        prog="dreamgrid eval-motion",
+        description='Animate "red circle on a blue background" pictures and judge the clips from pixels.',
+    )
+    p.add_argument("--model", type=Path, default=SHIPPED_FOLDER)
+    p.add_argument("--motion", type=Path, default=SHIPPED_FOLDER.parent / "dreamgrid-motion")
+    p.add_argument("--clips", type=int, default=8)
+    a = p.parse_args(argv)
+    report = eval_motion(a.model, a.motion, clips=a.clips)
+    print(json.dumps(report, indent=2))
+    return 0 if report["moved_and_kept"] * 2 >= report["clips"] and report["frames"] >= 16 else 1
+
+
 COMMANDS = {
     "train": train_main,
+    "train-motion": train_motion_main,
+    "eval-motion": eval_motion_main,
     "eval": eval_main,
     "train-describer": train_describer_main,
     "eval-describer": eval_describer_main,

@@ -56,6 +56,8 @@ async def test_zoom_pan_upscale_and_vary_region_across_a_restart(fake_discord: F
             *ARROWS,
             "Retexture",
             "Edit",
+            "Animate (Low motion)",
+            "Animate (High motion)",
             "❤️",
             "👎",
         ]
