@@ -17,8 +17,6 @@ from typing import Protocol
 
 from PIL import Image
 
-from engine.params import is_multi_prompt
-
 
 class Action(enum.StrEnum):
     IMAGINE = "imagine"  # text -> four tiles (a reroll is an imagine with new seeds)
@@ -237,6 +235,8 @@ def features_of(request: RenderRequest) -> tuple[Feature, ...]:
         used.append(Feature.CHAOS)
     if request.styled:
         used.append(Feature.STYLE_REFERENCE)
+    from engine.params import is_multi_prompt  # engine.params imports this module (LoraWeight)
+
     if is_multi_prompt(request.prompt):
         used.append(Feature.MULTI_PROMPT)
     if request.action is Action.ANIMATE and (request.end_image is not None or request.loop):

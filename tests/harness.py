@@ -60,3 +60,16 @@ async def eventually(fetch, check, timeout: float = 5.0):
         assert loop.time() < deadline, f"timed out; last value: {value!r}"
         await asyncio.sleep(0.05)
     return value
+
+
+async def config_shown(fake: FakeDiscord, user: Any) -> list[dict[str, Any]]:
+    """/config show's embeds, in order: the settings come in pages (Discord's 25 fields a message)."""
+    from bot.cogs.admin import SHOW_FIELDS_PER_EMBED
+    from bot.guild_config import KEYS
+
+    pages = -(-(len(KEYS) + 2) // SHOW_FIELDS_PER_EMBED)  # the keys, then storage and models
+    ix = await fake.slash("config show", user=user)
+    assert (await ix.ack()).ephemeral
+    shown = lambda: [m.embed for m in ix.messages if m.embeds]  # noqa: E731
+    await fake.wait_for(lambda: len(shown()) >= pages or None, what="every page of /config show")
+    return shown()

@@ -23,7 +23,10 @@ from bot.store import ConfigChange
 
 log = logging.getLogger(__name__)
 
-EMBED_FIELD_CHARS = 300  # 17 fields × 300 stays well inside the 6,000-character embed limit
+EMBED_FIELD_CHARS = 300  # 12 fields × 300 (and their names) stay well inside the 6,000-character embed limit
+# /config show's settings, this many to an embed: Discord takes 25 fields and 6,000 characters per
+# message, so the settings go out as several ephemeral messages rather than one that would be refused.
+SHOW_FIELDS_PER_EMBED = 12
 HISTORY_SHOWN = 20
 HISTORY_VALUE_CHARS = 60
 
@@ -101,11 +104,7 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
     async def show(self, interaction: Interaction) -> None:
         config = await self.bot.guild_configs.get(interaction.guild_id)
         settings = self.bot.settings
-        embed = discord.Embed(
-            title="dreamgrid settings for this server",
-            description="Change one with `/config set`, undo with `/config reset`; `/config history` lists changes.",
-            colour=discord.Colour.blurple(),
-        )
+        fields = []
         for key in KEYS.values():
             value = key.show(config[key.name], settings)
             marker = "" if config.is_set(key.name) else " (default)"
@@ -114,16 +113,24 @@ class Config(commands.GroupCog, group_name="config", group_description="Server s
                 lines += f": {policy.safety_checker_state(self.bot, config)}"
             if config.is_set(key.name):
                 lines += f"\ndefault: {key.show(key.default_for(settings), settings)}"
-            text = f"{lines}\n{key.description}"
-            embed.add_field(name=key.name, value=clip(text, EMBED_FIELD_CHARS), inline=False)
+            fields.append((key.name, clip(f"{lines}\n{key.description}", EMBED_FIELD_CHARS)))
         # Walking a large images folder takes a moment, so answer "thinking…" first.
         await interaction.response.defer(ephemeral=True, thinking=True)
         usage = await storage_usage(settings.data_dir)
-        embed.add_field(
-            name="storage (the whole bot, set by its operator)", value=_storage(usage, self.bot), inline=False
-        )
-        embed.add_field(name="models (the whole bot, set by its operator)", value=_models(self.bot), inline=False)
-        await interaction.followup.send(embed=embed, ephemeral=True)
+        fields.append(("storage (the whole bot, set by its operator)", _storage(usage, self.bot)))
+        fields.append(("models (the whole bot, set by its operator)", _models(self.bot)))
+        pages = [fields[i : i + SHOW_FIELDS_PER_EMBED] for i in range(0, len(fields), SHOW_FIELDS_PER_EMBED)]
+        for number, page in enumerate(pages, start=1):
+            embed = discord.Embed(
+                title="dreamgrid settings for this server" + (f" ({number}/{len(pages)})" if len(pages) > 1 else ""),
+                description="Change one with `/config set`, undo with `/config reset`; `/config history` lists changes."
+                if number == 1
+                else None,
+                colour=discord.Colour.blurple(),
+            )
+            for name, value in page:
+                embed.add_field(name=name, value=value, inline=False)
+            await interaction.followup.send(embed=embed, ephemeral=True)
 
     @app_commands.command(name="set", description="Change a setting")
     @app_commands.describe(key="The setting to change", value="Its new value (see /config show)")

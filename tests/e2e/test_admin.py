@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.guild_config import KEYS
 from engine.fake import FakeEngine
 from tests.fakediscord import FakeDiscord, User
-from tests.harness import running_bot, shows_result
+from tests.harness import config_shown, running_bot, shows_result
 
 
 async def configure(fake: FakeDiscord, user: User | None = None, **values: str) -> list[str]:
@@ -257,21 +258,21 @@ async def test_show_and_history(fake_discord: FakeDiscord, tmp_path: Path):
             )
         ] == [True] * 6
 
-        show = await fake.slash("config show", user=fake.admin)
-        assert (await show.ack()).ephemeral
-        embed = (await show.wait_for_reply()).embed
-        names = [f["name"] for f in embed["fields"]]
-        assert len(names) <= 25 and names[:3] == ["channels", "admin_role", "banned_members"]
-        assert "max_steps" in names and "banned_words" in names
-        size = (
-            len(embed.get("title", ""))
-            + len(embed.get("description", ""))
-            + sum(len(f["name"]) + len(f["value"]) for f in embed["fields"])
-        )
-        assert size <= 6000
-        steps = next(f for f in embed["fields"] if f["name"] == "max_steps")["value"]
+        embeds = await config_shown(fake, fake.admin)
+        fields = [f for embed in embeds for f in embed["fields"]]
+        names = [f["name"] for f in fields]
+        assert names[:3] == ["channels", "admin_role", "banned_members"] and len(embeds) > 1
+        assert set(KEYS) <= set(names) and names[-2].startswith("storage") and names[-1].startswith("models")
+        for embed in embeds:  # each page is a message Discord takes
+            size = (
+                len(embed.get("title", ""))
+                + len(embed.get("description", ""))
+                + sum(len(f["name"]) + len(f["value"]) for f in embed["fields"])
+            )
+            assert len(embed["fields"]) <= 25 and size <= 6000
+        steps = next(f for f in fields if f["name"] == "max_steps")["value"]
         assert steps.startswith("**12**\ndefault: 50")
-        quota = next(f for f in embed["fields"] if f["name"] == "daily_quota")["value"]
+        quota = next(f for f in fields if f["name"] == "daily_quota")["value"]
         assert quota.startswith("**no quota** (default)")
         assert len((await bot.guild_configs.get(fake.guild.id))["banned_words"]) == 99
 
@@ -312,10 +313,8 @@ async def test_the_safety_checker_switch_is_refused_where_no_model_has_one(fake_
         [reply] = await configure(fake, safety_checker="on")
         assert reply.startswith("`safety_checker`: no model on this bot has a safety checker")
         assert not (await bot.guild_configs.get(fake.guild.id))["safety_checker"]
-        shown = await fake.slash("config show", user=fake.admin)
-        await shown.ack()
-        embed = (await shown.wait_for_reply()).embed
-        field = next(f for f in embed["fields"] if f["name"] == "safety_checker")["value"]
+        fields = [f for embed in await config_shown(fake, fake.admin) for f in embed["fields"]]
+        field = next(f for f in fields if f["name"] == "safety_checker")["value"]
         assert field.startswith("**off** (default): no model here has a safety checker")
         # and a job is not told to check (which would only withhold its progress previews)
         await finished(await imagine(fake, "a kitten"))

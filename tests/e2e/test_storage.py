@@ -13,7 +13,7 @@ from bot.retention import storage_usage
 from engine.fake import FakeEngine
 from engine.requests import Action
 from tests.fakediscord import FakeDiscord
-from tests.harness import eventually, result_of, running_bot
+from tests.harness import config_shown, eventually, result_of, running_bot
 
 BUDGET = 300 * 1024  # about six grids of noise
 
@@ -114,8 +114,7 @@ async def test_a_budget_keeps_the_folder_small_and_pruned_jobs_are_drawn_again(
         assert engine.requests[-1].seeds == tuple(other.seeds) and redrawn.attachments
 
         # admins see the folder's figures in /config show
-        ix = await fake.slash("config show", user=fake.admin)
-        embed = (await ix.wait_for_reply()).embed
-        storage = next(f["value"] for f in embed["fields"] if f["name"].startswith("storage"))
+        fields = [f for embed in await config_shown(fake, fake.admin) for f in embed["fields"]]
+        storage = next(f["value"] for f in fields if f["name"].startswith("storage"))
         assert "(limit 307.2 KB)" in storage and "oldest kept image: <t:" in storage and "free disk: **" in storage
         assert "members' pictures: **0 B** in 0 files" in storage
