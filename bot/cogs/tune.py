@@ -17,6 +17,7 @@ from discord.ext import commands
 
 from bot import jobs, kinds, policy, tunes
 from bot.client import DreamGrid
+from bot.cogs.moodboard import board_name
 from bot.errors import UserError
 from bot.guild_config import GuildConfig
 from bot.member_pictures import read_attachments
@@ -30,10 +31,23 @@ MB = 1_000_000
 
 
 async def gather_pictures(
-    bot: DreamGrid, interaction: Interaction, attachments: list[discord.Attachment], images: str | None, native: int
+    bot: DreamGrid,
+    interaction: Interaction,
+    attachments: list[discord.Attachment],
+    images: str | None,
+    native: int,
+    moodboard: str | None = None,
 ) -> list[InputImage]:
-    """Every picture a /tune learns from: the attached ones, then the named job images."""
-    pictures = await tunes.job_pictures(bot, interaction, images) if images else []
+    """Every picture a /tune learns from: the attached ones, then the named job images, then the
+    member's moodboard's (already our own copies)."""
+    collected: list[InputImage] = []
+    if moodboard is not None:
+        name = board_name(moodboard)
+        found = await bot.store.moodboard_pictures(interaction.user.id, name)
+        if found is None:
+            raise UserError(f"You have no moodboard called `{name}`: `/moodboard list` shows yours.")
+        collected = list(found)
+    pictures = [*(await tunes.job_pictures(bot, interaction, images) if images else []), *collected]
     if attachments:
         pictures = [
             *await read_attachments(
@@ -56,12 +70,14 @@ class Tune(commands.Cog):
 
     @app_commands.command(description="Train a style of your own from 5–30 pictures; you get a code for --lora")
     @app_commands.describe(
+        moodboard="One of your moodboards (/moodboard): its pictures are learnt from",
         images="Job images to learn from: job numbers (all four) or job:image, e.g. `12, 15:2`",
         **{f"image{n}": "A picture to learn from" for n in range(1, 11)},
     )
     async def tune(
         self,
         interaction: Interaction,
+        moodboard: app_commands.Range[str, 1, 32] | None = None,
         images: app_commands.Range[str, 1, 500] | None = None,
         image1: discord.Attachment | None = None,
         image2: discord.Attachment | None = None,
@@ -97,7 +113,7 @@ class Tune(commands.Cog):
             native = bot.engine.native_size(model)
             if not interaction.response.is_done():  # reading pictures may outlast Discord's 3 s
                 await interaction.response.defer(thinking=True)
-            pictures = await gather_pictures(bot, interaction, attachments, images, native)
+            pictures = await gather_pictures(bot, interaction, attachments, images, native, moodboard)
             spec = JobSpec(render=RenderSpec(prompt="", width=native, height=native), inputs=tuple(pictures))
             return [
                 jobs.new_job(

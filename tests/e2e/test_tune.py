@@ -103,3 +103,22 @@ async def _exists(path: Path) -> bool:
 
 def _is_file(path: str | Path) -> bool:
     return os.path.isfile(path)
+
+
+async def test_tune_learns_from_a_moodboard(fake_discord: FakeDiscord, tmp_path: Path):
+    fake = fake_discord
+    engine = FakeEngine(models=["fake"], step_delay_s=0.005)
+    async with running_bot(fake, tmp_path, engine=engine, tune_steps=20) as bot:
+        assert await reply_to(fake, "tune", moodboard="autumn") == (
+            "You have no moodboard called `autumn`: `/moodboard list` shows yours."
+        )
+        await reply_to(fake, "moodboard create", moodboard="autumn")
+        for n in range(4):
+            upload = fake.upload(f"leaf{n}.png", picture((96, 80), (200, 60 + 40 * n, 20)))
+            await reply_to(fake, "moodboard add", moodboard="autumn", image=upload)
+        assert await reply_to(fake, "tune", moodboard="Autumn") == "/tune learns from 5–30 pictures; you gave 4."
+        done = await result_of(await fake.slash("tune", moodboard="autumn", image1=uploads(fake, 1)["image1"]))
+        job = await bot.store.get_job(1)
+        assert (job.kind, job.status, len(job.spec.inputs)) == ("tune", "done", 5)
+        (request,) = engine.tune_requests
+        assert len(request.pictures) == 5 and fields(done)["Pictures"] == "5"
