@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from engine import canvas
+from engine.family import SD
 from engine.params import UPSCALE_SUBTLE, VARY_REGION, VARY_STRONG, VARY_SUBTLE
 from engine.requests import Action, DescribeRequest, Feature, ImagePromptMethod, RenderError
 from tests.engine.conftest import FAMILIES, TILE, mean_abs, pixels
@@ -99,10 +100,16 @@ def test_what_the_bot_asks_before_queueing_is_answered_without_a_render(engine):
     assert engine.has_safety_checker() is False  # the tiny models ship none
     assert engine.image_prompt_method() is ImagePromptMethod.IMAGE_TO_IMAGE  # no IP-Adapter configured
     # every family here draws every action; none of them edits by instruction, and each says so by name
-    drawn = (action for action in Action if action not in (Action.EDIT, Action.ANIMATE))
+    drawn = (action for action in Action if action not in (Action.EDIT, Action.ANIMATE, Action.TUNE))
     assert all(engine.supports(None, action) is None for action in drawn)
-    # Animate takes a video model: none is set here, and the tiny random UNet is not the shipped one
-    assert "VIDEO_MODEL" in (engine.supports(None, Action.ANIMATE) or "")
+    # /tune trains SD 1.x/2.x UNets in the bot's own process: elsewhere the refusal says what it needs
+    tune = engine.supports(None, Action.TUNE)
+    in_process_sd = type(engine).__name__ == "DiffusersEngine" and engine.defaults().family == SD.name
+    assert tune is None if in_process_sd else tune and ("/tune" in tune or "tuned" in tune)
+    # Animate takes a video model: none is set here, and the tiny random UNets are not the shipped one
+    # (the Ray replicas run the shipped model, whose UNet the shipped motion model was trained on)
+    animate = engine.supports(None, Action.ANIMATE)
+    assert animate is None if type(engine).__name__ == "RayEngine" else "VIDEO_MODEL" in (animate or "")
     family = engine.defaults().family
     for edit in (Feature.INSTRUCTION_EDIT, Action.EDIT):
         refusal = engine.supports(None, edit)

@@ -57,9 +57,11 @@ def test_a_folder_is_recognised_by_its_pipeline_class(family_folder, tiny_folder
 
 def test_a_family_says_what_it_cannot_do_in_a_sentence_that_names_it():
     for family in (SD, SDXL):
-        drawn = (*(a for a in Action if a is not Action.EDIT), Feature.TILE, Feature.NEGATIVE_PROMPT)
+        drawn = (*(a for a in Action if a not in (Action.EDIT, Action.TUNE)), Feature.TILE, Feature.NEGATIVE_PROMPT)
         assert all(family.supports(what) is None for what in drawn)
         assert "Stable Diffusion" in family.supports(Action.EDIT) and "Kontext" in family.supports(Action.EDIT)
+    assert SD.supports(Action.TUNE) is None  # /tune trains SD 1.x/2.x UNets only, and says so by name
+    assert SDXL.supports(Action.TUNE).startswith("Stable Diffusion XL models cannot be tuned")
     assert "Flux.1 models cannot take a negative prompt" in FLUX.supports(Feature.NEGATIVE_PROMPT)
     assert "Stable Diffusion 3 models cannot draw seamless tiles" in SD3.supports(Feature.TILE)
     assert SD3.supports(Feature.NEGATIVE_PROMPT) is None  # SD3 has classifier-free guidance
