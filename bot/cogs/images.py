@@ -256,8 +256,6 @@ class Images(commands.Cog):
         end: discord.Attachment | None = None,
     ) -> None:
         bot = self.bot
-        if end is not None and loop:
-            raise UserError("A looping clip ends on its own first picture: give `loop` or an `end` picture, not both.")
         parsed = None
         if prompt:  # --motion and --loop in the prompt work as the options do
             config = await bot.guild_configs.get(interaction.guild_id)
@@ -266,6 +264,8 @@ class Images(commands.Cog):
         chosen = motion or (parsed.motion if parsed is not None else None) or next(iter(kinds.ANIMATE.strengths))
         strength = _strength(kinds.ANIMATE, chosen)
         looped = loop or (parsed is not None and parsed.loop)
+        if end is not None and looped:  # `loop` or the prompt's --loop
+            raise UserError("A looping clip ends on its own first picture: give `loop` or an `end` picture, not both.")
 
         async def finish(job: NewJob) -> NewJob:
             spec = job.spec.replace_render(loop=looped, strength=strength)

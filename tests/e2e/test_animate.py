@@ -95,6 +95,9 @@ async def test_animate_ends_on_the_end_picture_and_refusals_are_one_sentence(fak
         both = await fake.slash("animate", job_id=1, number=1, loop=True, end=green)
         await both.ack()
         await both.wait_for_reply(lambda m: m.ephemeral and "not both" in m.content, timeout=10)
+        in_prompt = await fake.slash("animate", job_id=1, number=1, prompt="a lighthouse --loop", end=green)
+        await in_prompt.ack()  # the prompt's --loop is the same ask as the option
+        await in_prompt.wait_for_reply(lambda m: m.ephemeral and "not both" in m.content, timeout=10)
 
         await result_of(await fake.slash("imagine", prompt="a lighthouse --seed 5 --model plain"))
         plain = await fake.slash("animate", job_id=2, number=1)
