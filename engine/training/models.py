@@ -20,13 +20,14 @@ NOISE_SCHEDULE = dict(
 )
 
 
-def make_vae(image_size: int = 64) -> AutoencoderKL:
+def make_vae(image_size: int = 64, channels: tuple[int, ...] = (32, 64, 64, 64)) -> AutoencoderKL:
+    """Four blocks (factor 8: 64 px images are 8x8x4 latents); `channels` are their widths."""
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(32, 64, 64, 64),
+        block_out_channels=channels,
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=16,
@@ -49,14 +50,16 @@ def make_text_encoder(tokenizer: CLIPTokenizer, hidden: int = 128, layers: int =
     return CLIPTextModel(config)
 
 
-def make_unet(cross_attention_dim: int = 128, latent_size: int = 8) -> UNet2DConditionModel:
+def make_unet(
+    cross_attention_dim: int = 128, latent_size: int = 8, channels: tuple[int, ...] = (64, 96, 96)
+) -> UNet2DConditionModel:
     return UNet2DConditionModel(
         sample_size=latent_size,
         in_channels=4,
         out_channels=4,
         # 8x8 -> 4x4 -> 2x2; attention at 8x8 costs little at this size. ~3.9 M parameters,
         # so the whole pipeline stays under 25 MB in float32.
-        block_out_channels=(64, 96, 96),
+        block_out_channels=channels,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         layers_per_block=1,

@@ -50,6 +50,7 @@ class TrainConfig:
     vae_crop: int = 32  # fully convolutional: crops train 4x faster than whole images
     vae_lr: float = 1e-3
     kl_weight: float = 1e-5
+    vae_channels: tuple[int, ...] = (32, 64, 64, 64)
     # stage 2
     steps: int = 4000
     batch: int = 64
@@ -61,6 +62,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     text_hidden: int = 128
     text_layers: int = 3
+    unet_channels: tuple[int, ...] = (64, 96, 96)
     # bookkeeping
     sample_every: int = 500
     checkpoint_every: int = 250
@@ -98,7 +100,7 @@ def _lr_lambda(cfg: TrainConfig):
 def train_vae(cfg: TrainConfig, pixels: torch.Tensor, device: torch.device):
     """pixels: N x 3 x H x W in [-1, 1] (CPU). Returns the trained VAE and its loss history."""
     torch.manual_seed(cfg.seed)
-    vae = make_vae(cfg.image_size)
+    vae = make_vae(cfg.image_size, tuple(cfg.vae_channels))
     vae.to(device)  # type: ignore[arg-type]  # typeshed's functools.wraps result binds no self
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -236,7 +238,7 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed + 1)
     text_encoder = make_text_encoder(tokenizer, cfg.text_hidden, cfg.text_layers)
     text_encoder.to(device)  # type: ignore[arg-type]  # typeshed's functools.wraps result binds no self
-    unet = make_unet(cross_attention_dim=cfg.text_hidden, latent_size=cfg.image_size // 8)
+    unet = make_unet(cfg.text_hidden, cfg.image_size // 8, tuple(cfg.unet_channels))
     unet.to(device)  # type: ignore[arg-type]  # typeshed's functools.wraps result binds no self
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     opt = torch.optim.AdamW(
