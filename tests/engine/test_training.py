@@ -89,6 +89,7 @@ def _tiny_config(tmp_path, **kw) -> TrainConfig:
         # Narrow networks: these tests check the training loop and what it writes, not the
         # shipped model's widths, and train several times faster so.
         vae_channels=(16, 16, 32, 32),
+        decoder_steps=2,
         unet_channels=(32, 32, 64),
         text_hidden=64,
         text_layers=1,
@@ -100,11 +101,12 @@ def _tiny_config(tmp_path, **kw) -> TrainConfig:
 def test_a_short_training_run_lowers_the_loss_and_saves_a_pipeline_diffusers_loads(tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    report = train(_tiny_config(tmp_path, vae_steps=100, steps=120, batch=16, lr=2e-3, text_lr=2e-3))
+    report = train(_tiny_config(tmp_path, vae_steps=100, decoder_steps=20, steps=120, batch=16, lr=2e-3, text_lr=2e-3))
     first, last = report["loss_first_last"]
     assert last < first * 0.95  # from random init; a broken pipeline stays flat
     vae_first, vae_last = report["vae_loss_first_last"]
     assert vae_last < vae_first
+    assert len(report["decoder_loss_first_last"]) == 2  # stage 1b ran (what it learns: the test below)
 
     pipe = StableDiffusionPipeline.from_pretrained(
         tmp_path / "model", safety_checker=None, feature_extractor=None, requires_safety_checker=False
@@ -129,3 +131,21 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     for key in ("ema_unet", "text_encoder"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), name
+
+
+def test_tuning_the_decoder_leaves_the_encoder_and_so_the_latents_as_they_were():
+    from engine.training.models import make_vae
+    from engine.training.train import tune_decoder
+
+    torch.manual_seed(0)
+    vae = make_vae(32, (16, 16, 32, 32)).eval()
+    encoder = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
+    decoder = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
+    pixels = torch.rand(8, 3, 32, 32) * 2 - 1
+    losses = tune_decoder(
+        TrainConfig(decoder_steps=25, decoder_batch=4, progress=False), vae, pixels, torch.device("cpu")
+    )
+    assert len(losses) == 2 and losses[1] < losses[0]
+    assert all(torch.equal(v, vae.encoder.state_dict()[k]) for k, v in encoder.items())
+    assert any(not torch.equal(v, vae.decoder.state_dict()[k]) for k, v in decoder.items())
+    assert not any(p.requires_grad for p in vae.parameters())
