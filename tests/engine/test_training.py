@@ -90,6 +90,7 @@ def _tiny_config(tmp_path, **kw) -> TrainConfig:
         # shipped model's widths, and train several times faster so.
         vae_channels=(16, 16, 32, 32),
         decoder_steps=2,
+        decoder_batch=4,
         unet_channels=(32, 32, 64),
         text_hidden=64,
         text_layers=1,
