@@ -12,7 +12,7 @@ in another's scene, the four tiles leaning different ways. The combined latents 
 `strength` and denoised with the prompt, which joins the two. Before, each tile took its overall
 colour from the lead image and its forms from the others; the shipped model then often redrew the
 tile in one image's colours only (bench/edit_bench.py: both pictures' colours in 67 % of the tiles
-of two-picture blends, 88 % now). A plain mean of all the latents looks like a double exposure,
+of two-picture blends, 83 % now). A plain mean of all the latents looks like a double exposure,
 and once re-noised far enough to clean that up a small model falls back to one image's colours
 (measured in engine/params.py, BLEND_STRENGTH).
 """
