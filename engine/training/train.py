@@ -141,15 +141,15 @@ def train_vae(cfg: TrainConfig, pixels: torch.Tensor, device: torch.device):
     return vae, losses
 
 
-def tune_decoder(cfg: TrainConfig, vae, pixels: torch.Tensor, device: torch.device) -> list[float]:
+def tune_decoder(
+    cfg: TrainConfig, vae, pixels: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, device: torch.device
+) -> list[float]:
     """Stage 1b: train the decoder (and its post-quant conv) alone on whole images, decoding
-    posterior samples of the frozen encoder. Returns the mean loss of the first and last 20 steps."""
+    posterior samples of the frozen encoder (`means`/`stds`: stage 1's latent cache of `pixels`).
+    Returns the mean loss of the first and last 20 steps."""
     if not cfg.decoder_steps:
         return []
-    pixels = pixels[: cfg.decoder_images]
-    with torch.no_grad():
-        posts = [vae.encode(pixels[i : i + 250].to(device)).latent_dist for i in range(0, len(pixels), 250)]
-        means, stds = torch.cat([p.mean for p in posts]).cpu(), torch.cat([p.std for p in posts]).cpu()
+    pixels, means, stds = pixels[: cfg.decoder_images], means[: cfg.decoder_images], stds[: cfg.decoder_images]
     vae.requires_grad_(False)
     params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     for p in params:
@@ -274,7 +274,7 @@ def train(cfg: TrainConfig) -> dict:
         vae.register_to_config(scaling_factor=scaling)
         torch.save((means, stds), cache)
         report["vae_before_decoder_tuning"] = vae_colour_check(vae, dataset, device)
-        report["decoder_loss_first_last"] = tune_decoder(cfg, vae, pixels, device)
+        report["decoder_loss_first_last"] = tune_decoder(cfg, vae, pixels, means, stds, device)
         vae.save_pretrained(vae_dir)
         del pixels
         report["stage1_seconds"] = time.perf_counter() - t0

@@ -136,16 +136,16 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
 
 def test_tuning_the_decoder_leaves_the_encoder_and_so_the_latents_as_they_were():
     from engine.training.models import make_vae
-    from engine.training.train import tune_decoder
+    from engine.training.train import encode_all, tune_decoder
 
     torch.manual_seed(0)
     vae = make_vae(32, (16, 16, 32, 32)).eval()
     encoder = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
     decoder = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
     pixels = torch.rand(8, 3, 32, 32) * 2 - 1
-    losses = tune_decoder(
-        TrainConfig(decoder_steps=25, decoder_batch=4, progress=False), vae, pixels, torch.device("cpu")
-    )
+    cpu = torch.device("cpu")
+    means, stds = encode_all(vae, pixels, cpu)
+    losses = tune_decoder(TrainConfig(decoder_steps=25, decoder_batch=4, progress=False), vae, pixels, means, stds, cpu)
     assert len(losses) == 2 and losses[1] < losses[0]
     assert all(torch.equal(v, vae.encoder.state_dict()[k]) for k, v in encoder.items())
     assert any(not torch.equal(v, vae.decoder.state_dict()[k]) for k, v in decoder.items())
