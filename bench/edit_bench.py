@@ -37,7 +37,7 @@ from PIL import Image  # noqa: E402
 from engine import params  # noqa: E402
 from engine.requests import Action, DescribeRequest, ImagePromptMethod, RenderRequest  # noqa: E402
 from engine.training.dataset import COLOURS, SIZES, Scene, held_out_combos, render  # noqa: E402
-from engine.training.evaluate import classify  # noqa: E402
+from engine.training.evaluate import classify, colour_shares  # noqa: E402
 
 TILE = 64
 TRACE_SHARE = 0.05  # a picture's colours on at least 5 % of a tile's pixels: a trace a member sees
@@ -67,16 +67,6 @@ def blend_sets(count: int) -> list[list[Scene]]:
 
 def drift(tile: Image.Image, picture: Image.Image) -> float:
     return float(np.abs(np.asarray(tile, dtype=float) - np.asarray(picture, dtype=float)).mean())
-
-
-def traces(tile: Image.Image, palettes: list[tuple[str, str]]) -> list[float]:
-    """Per picture: the share of the tile's pixels whose nearest colour (of all palettes') is one of its own."""
-    names = [name for palette in palettes for name in palette]
-    owner = np.array([i for i, palette in enumerate(palettes) for _ in palette])
-    rgb = np.array([COLOURS[name] for name in names], dtype=np.float32)
-    px = np.asarray(tile.convert("RGB"), dtype=np.float32).reshape(-1, 1, 3)
-    nearest = ((px - rgb[None]) ** 2).sum(-1).argmin(1)
-    return [float((owner[nearest] == i).mean()) for i in range(len(palettes))]
 
 
 async def vary_pictures(engine, scenes: list[Scene], seeds: tuple[int, ...]) -> dict[tuple[str, str], list]:
@@ -133,7 +123,7 @@ async def blends(engine, sets: list[list[Scene]], seeds: tuple[int, ...]) -> dic
         now = (await engine.render(request)).images
         before = mean_latent_blend(pipe, images, seeds)
         for key, tiles in (("mean of the latents (before)", before), ("blend action (now)", now)):
-            hits = [min(traces(tile, palettes)) >= TRACE_SHARE for tile in tiles]
+            hits = [min(colour_shares(tile, palettes)) >= TRACE_SHARE for tile in tiles]
             out.setdefault((key, len(scenes)), []).extend(hits)
     return out
 

@@ -83,6 +83,17 @@ class Case:
     scene: Scene
 
 
+def colour_shares(image: Image.Image, palettes: list[tuple[str, ...]]) -> list[float]:
+    """Per palette (named colours, e.g. one blended picture's foreground and background): the share
+    of the image's pixels whose nearest of all the palettes' colours is one of its own."""
+    names = [name for palette in palettes for name in palette]
+    owner = np.array([i for i, palette in enumerate(palettes) for _ in palette])
+    rgb = np.array([COLOURS[name] for name in names], dtype=np.float32)
+    px = np.asarray(image.convert("RGB"), dtype=np.float32).reshape(-1, 1, 3)
+    nearest = ((px - rgb[None]) ** 2).sum(-1).argmin(1)
+    return [float((owner[nearest] == i).mean()) for i in range(len(palettes))]
+
+
 def eval_cases(seeds_per_prompt: int = 4, combos: list[tuple[str, str, str]] | None = None) -> list[Case]:
     """Held-out prompt x seed cases, the same on every machine."""
     combos = combos if combos is not None else held_out_combos()

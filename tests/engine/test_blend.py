@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -10,6 +9,7 @@ from engine.core import TINY_MODEL, WEIGHTS_DIR
 from engine.params import BLEND_STRENGTH
 from engine.requests import Action, ImagePromptMethod, RenderError
 from engine.training.dataset import COLOURS, Scene, render
+from engine.training.evaluate import colour_shares
 from tests.engine.conftest import TILE, mean_abs, request
 
 TRAINED = WEIGHTS_DIR / TINY_MODEL / "model_index.json"
@@ -28,16 +28,6 @@ def blend_request(images, **overrides):
         image_prompt_method=ImagePromptMethod.IMAGE_TO_IMAGE,
     )
     return request(**(base | overrides))
-
-
-def colour_shares(tile: Image.Image, palettes: list[tuple[str, ...]]) -> list[float]:
-    """The share of the tile's pixels nearest to each input's colours (among all inputs' colours)."""
-    names = [name for palette in palettes for name in palette]
-    owner = np.array([i for i, palette in enumerate(palettes) for _ in palette])
-    rgb = np.array([COLOURS[name] for name in names], dtype=np.float32)
-    px = np.asarray(tile.convert("RGB"), dtype=np.float32).reshape(-1, 1, 3)
-    nearest = ((px - rgb[None]) ** 2).sum(-1).argmin(1)
-    return [float((owner[nearest] == i).mean()) for i in range(len(palettes))]
 
 
 @pytest.mark.skipif(not TRAINED.exists(), reason="the trained dreamgrid-tiny model is not installed")
