@@ -71,10 +71,10 @@ def drift(tile: Image.Image, picture: Image.Image) -> float:
 
 async def vary_pictures(engine, scenes: list[Scene], seeds: tuple[int, ...]) -> dict[tuple[str, str], list]:
     out: dict[tuple[str, str], list] = {}
-    for label, strength in (("Strong", params.VARY_STRONG), ("Subtle", params.VARY_SUBTLE)):
-        for scene in scenes:
-            picture = render(scene)
-            described = (await engine.describe(DescribeRequest(image=picture, count=1))).prompts[0]
+    for scene in scenes:
+        picture = render(scene)
+        described = (await engine.describe(DescribeRequest(image=picture, count=1))).prompts[0]
+        for label, strength in (("Strong", params.VARY_STRONG), ("Subtle", params.VARY_SUBTLE)):
             for way, prompt in (("no prompt (before)", ""), ("its description (now)", described)):
                 request = RenderRequest(
                     action=Action.VARIATION, prompt=prompt, seeds=seeds, width=TILE, height=TILE,
