@@ -79,6 +79,9 @@ UPSCALE_MIN_STEPS = 4  # denoising steps an upscale runs at least, whatever --qu
 # at 0.3 every tile of a two-image blend kept colours of both images over 24 seeds; from 0.45 up the
 # model's own prior takes over and some tiles fall back to one image's colours.
 BLEND_STRENGTH = 0.3
+# Each tile sets the other images' middle in the lead image's surroundings: a soft disc of this radius
+# (a share of the tile's shorter side) fading out over BLEND_EDGE (bench/edit_bench.py).
+BLEND_MIDDLE, BLEND_EDGE = 0.3, 0.06
 BLEND_MIN_IMAGES, BLEND_MAX_IMAGES = 2, 5
 # /blend with an IP-Adapter: its scale, as an image prompt's at --iw 2 (the images lead, the prompt is optional).
 BLEND_IP_ADAPTER_SCALE = 1.0

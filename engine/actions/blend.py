@@ -41,7 +41,7 @@ from engine.actions.common import (
 from engine.actions.image_prompt import IPAdapter, ip_adapter_on
 from engine.actions.style import style_target
 from engine.family import of_pipeline
-from engine.params import BLEND_IP_ADAPTER_SCALE, BLEND_MAX_IMAGES, BLEND_MIN_IMAGES
+from engine.params import BLEND_EDGE, BLEND_IP_ADAPTER_SCALE, BLEND_MAX_IMAGES, BLEND_MIDDLE, BLEND_MIN_IMAGES
 from engine.requests import ImagePromptMethod, RenderRequest
 from engine.vae import encode_pixels
 
@@ -158,10 +158,6 @@ def _combined_latents(pipe: Any, request: RenderRequest, size: tuple[int, int]) 
         others = spherical_mean(torch.cat([sources[:lead], sources[lead + 1 :]]))
         tiles.append(middle * others + (1 - middle) * sources[lead])
     return torch.stack(tiles)
-
-
-BLEND_MIDDLE = 0.3  # the middle's radius, as a share of the tile's shorter side
-BLEND_EDGE = 0.06  # how far (the same share) the middle fades into the surroundings
 
 
 def _middle(h: int, w: int) -> torch.Tensor:
