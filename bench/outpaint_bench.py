@@ -1,6 +1,6 @@
 """Zoom Out and Pan on the shipped model: is the kept object cloned into the new area? Not a test.
 
-    python -m bench.outpaint_bench [--seeds 24] [--strengths 1,0.9]
+    python -m bench.outpaint_bench [--seeds 24] [--strengths 1,0.9] [--zooms 2,1.5]
 
 For each prompt × seed, dreamgrid-tiny draws a 64 px tile (`--seed` as the product draws it); then
 Zoom Out 2x (the tile at half size in the middle of a 64 px frame) and Pan ➡ (32 px more on the
@@ -12,6 +12,10 @@ right) run the engine's outpaint action on it. Foreground blobs are counted from
   box): a second object drawn beside the kept one;
 - **unasked**: the model's own rate of a second object, for scale: a plain /imagine of the same
   prompt at the edit's canvas size (64×64 for Zoom Out, 96×64 for Pan) holding two or more blobs.
+
+Zoom Out's clones are also split by the kept object's side after the zoom (its largest blob's
+square root, divided by the zoom): under SMALL_KEPT px, below the smallest object the model was
+trained on, or not.
 
 Done when clone ≤ unasked. `--strengths` compares how far the new area is re-noised: 1 draws it
 from pure noise; below 1 it starts from the kept picture's own colours smeared outwards
@@ -46,6 +50,7 @@ PROMPTS = (
 BLOB_DISTANCE = 90.0  # RGB distance from the background that counts as foreground
 BLOB_MIN_PIXELS = 6  # smaller specks are noise, not an object (a 64 px tile's objects are 100+ px)
 STEPS = 20
+SMALL_KEPT = 16  # px: the smallest object the shipped model was trained on (engine/training/dataset.SIZES)
 
 
 def blobs(image: Image.Image) -> list[set[tuple[int, int]]]:
@@ -88,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=24, help="seeds per prompt")
     parser.add_argument("--strengths", default="1", help="how far the new area is re-noised, e.g. 1,0.9")
+    parser.add_argument("--zooms", default="2", help="Zoom Out factors, e.g. 2,1.5")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
@@ -99,13 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     inpaint = AutoPipelineForInpainting.from_pipe(pipe)
     inpaint.set_progress_bar_config(disable=True)
     strengths = [float(s) for s in args.strengths.split(",")]
-    edits = {
-        "Zoom Out 2x": canvas.zoom_out(64, 64, 2.0),
-        "Pan ➡": canvas.pan(64, 64, canvas.Direction.RIGHT, canvas.pan_step(64), 4096),
-    }
+    zooms = {f"Zoom Out {z:g}x": z for z in (float(z) for z in args.zooms.split(","))}
+    edits = {name: canvas.zoom_out(64, 64, z) for name, z in zooms.items()}
+    edits["Pan ➡"] = canvas.pan(64, 64, canvas.Direction.RIGHT, canvas.pan_step(64), 4096)
     started = time.perf_counter()
     clones = {(name, s): 0 for name in edits for s in strengths}
     unasked = dict.fromkeys(edits, 0)
+    by_kept = {(name, s, small): [0, 0] for name in zooms for s in strengths for small in (True, False)}
     total = 0
 
     def generators(seeds: list[int]) -> list[torch.Generator]:
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             generator=generators(seeds),
         ).images  # fmt: skip
         total += len(seeds)
+        sides = [max((len(blob) for blob in blobs(tile)), default=0) ** 0.5 for tile in tiles]
         again = [seed + 1 for seed in seeds]
         for name, plan in edits.items():
             plain = pipe(
@@ -145,6 +152,11 @@ def main(argv: list[str] | None = None) -> None:
                     )
                 drawn = outpaint_action.outpaint(inpaint, requests)
                 clones[name, strength] += sum(cloned(image, plan.box) for [image] in drawn)
+                if name in zooms:
+                    for side, [image] in zip(sides, drawn, strict=True):
+                        tally = by_kept[name, strength, side / zooms[name] < SMALL_KEPT]
+                        tally[0] += cloned(image, plan.box)
+                        tally[1] += 1
     elapsed = time.perf_counter() - started
     print(f"dreamgrid-tiny, {len(PROMPTS)} prompts × {args.seeds} seeds, {STEPS} steps ({elapsed:.0f} s)")
     print(f"  {'edit':<14} {'new area re-noised':>19} {'clone':>7} {'unasked (plain /imagine)':>25}")
@@ -152,6 +164,11 @@ def main(argv: list[str] | None = None) -> None:
         for strength in strengths:
             rate = clones[name, strength] / total
             print(f"  {name:<14} {strength:>19g} {rate:>7.0%} {unasked[name] / total:>25.0%}")
+    print(f"  Zoom Out clones by the kept object's side after the zoom (under / at least {SMALL_KEPT} px):")
+    for (name, strength, small), (hits, count) in by_kept.items():
+        if count:
+            side = f"under {SMALL_KEPT} px" if small else f"{SMALL_KEPT} px or more"
+            print(f"  {name:<14} {strength:>19g} {side:>14}: {hits}/{count} cloned ({hits / count:.0%})")
 
 
 if __name__ == "__main__":
