@@ -11,6 +11,18 @@ pytest_plugins = ["tests.fakediscord.fixtures"]
 RAY_REPLICAS = 2
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under xdist (`-n`), every test that uses the local Ray instance runs on one worker, so the
+    session starts it once, not once per worker (two clusters of two replicas would crowd 2 cores)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_ray = "ray_engine" in getattr(item, "fixturenames", ()) or (
+            callspec is not None and callspec.params.get("engine") == "ray"
+        )
+        if on_ray:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(scope="session")
 def ray_engine():
     """`ENGINE=ray` on a local Ray instance: two CPU replicas of the shipped model, one thread each.

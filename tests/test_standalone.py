@@ -60,7 +60,19 @@ def test_a_copy_with_no_siblings_runs_its_tests(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env["PYTHONPATH"] = str(clone)  # the copy's code, not the checkout the venv was installed from
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fakediscord.py", "-k", "spec"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "0",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_fakediscord.py",
+            "-k",
+            "spec",
+        ],
         cwd=clone,
         env=env,
         capture_output=True,
