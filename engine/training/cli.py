@@ -34,6 +34,7 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--vae", default=None, help="a trained AutoencoderKL folder to use instead of training one")
     p.add_argument("--vae-steps", type=int, default=d.vae_steps)
     p.add_argument("--vae-batch", type=int, default=d.vae_batch)
     p.add_argument("--steps", type=int, default=d.steps, help="UNet + text encoder steps")
@@ -41,6 +42,9 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--text-lr", type=float, default=d.text_lr)
     p.add_argument("--caption-dropout", type=float, default=d.caption_dropout)
+    p.add_argument(
+        "--timesteps", choices=("uniform", "importance"), default=d.timesteps, help="how noise levels are drawn"
+    )
     p.add_argument("--sample-every", type=int, default=d.sample_every)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--resume", action="store_true", help="continue from the run dir's checkpoint")
@@ -57,6 +61,7 @@ def train_main(argv: list[str] | None = None) -> int:
         seed=a.seed,
         device=a.device,
         threads=a.threads,
+        vae=a.vae,
         vae_steps=a.vae_steps,
         vae_batch=a.vae_batch,
         steps=a.steps,
@@ -64,6 +69,7 @@ def train_main(argv: list[str] | None = None) -> int:
         lr=a.lr,
         text_lr=a.text_lr,
         caption_dropout=a.caption_dropout,
+        timesteps=a.timesteps,
         sample_every=a.sample_every,
         checkpoint_every=a.checkpoint_every,
         resume=a.resume,

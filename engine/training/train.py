@@ -66,10 +66,15 @@ class TrainConfig:
     warmup: int = 200
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0
+    # "uniform": timesteps drawn uniformly, each loss weighted by min-SNR. "importance": drawn half
+    # uniformly and half in proportion to that weight, and re-weighted so the objective is the same
+    # in expectation: most uniform draws land where min-SNR gives them almost no weight.
+    timesteps: str = "uniform"
     ema_decay: float = 0.999
     text_hidden: int = 128
     text_layers: int = 3
     unet_channels: tuple[int, ...] = (64, 96, 96)
+    vae: str | None = None  # a trained AutoencoderKL folder: stage 1 and 1b are skipped, its encoder fills the cache
     # bookkeeping
     sample_every: int = 500
     checkpoint_every: int = 250
@@ -262,6 +267,16 @@ def train(cfg: TrainConfig) -> dict:
         vae = AutoencoderKL.from_pretrained(vae_dir).to(device).eval()
         means, stds = torch.load(cache)
         log.info("resumed stage 1 from %s", vae_dir)
+    elif cfg.vae:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(cfg.vae).to(device).eval()
+        pixels = torch.from_numpy(np.stack([to_tensor_array(dataset.image(i)) for i in range(len(dataset))]))
+        means, stds = encode_all(vae, pixels, device)
+        del pixels
+        torch.save((means, stds), cache)
+        vae.save_pretrained(vae_dir)
+        log.info("stage 1 skipped: latents encoded by %s", cfg.vae)
     else:
         t0 = time.perf_counter()
         pixels = torch.from_numpy(np.stack([to_tensor_array(dataset.image(i)) for i in range(len(dataset))]))
@@ -299,6 +314,16 @@ def train(cfg: TrainConfig) -> dict:
     noise_sched = make_train_scheduler()
     alphas = noise_sched.alphas_cumprod.to(device)
     snr = alphas / (1 - alphas)
+    # min-SNR weighting (for v-prediction: min(snr, gamma) / (snr + 1)) so the many easy
+    # low-noise steps don't crowd out the high-noise ones that decide colour and layout.
+    min_snr = torch.clamp(snr, max=cfg.min_snr_gamma) / (snr + 1)
+    if cfg.timesteps == "uniform":
+        t_probs, t_weight = torch.full_like(min_snr, 1 / len(min_snr)), min_snr
+    elif cfg.timesteps == "importance":
+        t_probs = 0.5 / len(min_snr) + 0.5 * min_snr / min_snr.sum()
+        t_weight = min_snr / (len(min_snr) * t_probs)  # each draw counts as min-SNR weights it under uniform draws
+    else:
+        raise ValueError(f"timesteps must be uniform or importance, got {cfg.timesteps!r}")
     start, losses = 0, []
     ckpt = run / "checkpoint.pt"
     if cfg.resume and ckpt.exists():
@@ -347,7 +372,10 @@ def train(cfg: TrainConfig) -> dict:
         ids = tokenize(texts).to(device)
         latents = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)).to(device) * scaling
         noise = torch.randn(latents.shape, generator=g).to(device)
-        t = torch.randint(0, noise_sched.config["num_train_timesteps"], (cfg.batch,), generator=g).to(device)
+        if cfg.timesteps == "uniform":  # (as v1 was drawn: the same random stream)
+            t = torch.randint(0, len(t_probs), (cfg.batch,), generator=g).to(device)
+        else:
+            t = torch.multinomial(t_probs.cpu(), cfg.batch, replacement=True, generator=g).to(device)
         t = cast(torch.IntTensor, t)  # diffusers annotates timesteps IntTensor, a class no tensor op returns
         noisy = noise_sched.add_noise(latents, noise, t)
         target = noise_sched.get_velocity(latents, noise, t)
@@ -355,10 +383,7 @@ def train(cfg: TrainConfig) -> dict:
         hidden = text_encoder(ids)[0]
         pred = unet(noisy, t, hidden).sample
         per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
-        # min-SNR weighting (for v-prediction: min(snr, gamma) / (snr + 1)) so the many easy
-        # low-noise steps don't crowd out the high-noise ones that decide colour and layout.
-        weight = torch.clamp(snr[t], max=cfg.min_snr_gamma) / (snr[t] + 1)
-        loss = (per_sample * weight).mean()
+        loss = (per_sample * t_weight[t]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([*unet.parameters(), *text_encoder.parameters()], 1.0)
