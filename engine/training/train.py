@@ -246,6 +246,20 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
     torch._foreach_lerp_(ema_params, params, 1.0 - decay)
 
 
+def timestep_draws(kind: str, min_snr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How often each timestep is drawn and what its loss is weighed by. "uniform": every timestep
+    alike, weighed by min-SNR. "importance": half the draws uniform, half in proportion to min-SNR
+    (which puts almost no weight on most of a uniform draw), each weighed so that the objective is
+    the uniform one's in expectation."""
+    n = len(min_snr)
+    if kind == "uniform":
+        return torch.full_like(min_snr, 1 / n), min_snr
+    if kind == "importance":
+        probs = 0.5 / n + 0.5 * min_snr / min_snr.sum()
+        return probs, min_snr / (n * probs)
+    raise ValueError(f"timesteps must be uniform or importance, got {kind!r}")
+
+
 def train(cfg: TrainConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -316,14 +330,7 @@ def train(cfg: TrainConfig) -> dict:
     snr = alphas / (1 - alphas)
     # min-SNR weighting (for v-prediction: min(snr, gamma) / (snr + 1)) so the many easy
     # low-noise steps don't crowd out the high-noise ones that decide colour and layout.
-    min_snr = torch.clamp(snr, max=cfg.min_snr_gamma) / (snr + 1)
-    if cfg.timesteps == "uniform":
-        t_probs, t_weight = torch.full_like(min_snr, 1 / len(min_snr)), min_snr
-    elif cfg.timesteps == "importance":
-        t_probs = 0.5 / len(min_snr) + 0.5 * min_snr / min_snr.sum()
-        t_weight = min_snr / (len(min_snr) * t_probs)  # each draw counts as min-SNR weights it under uniform draws
-    else:
-        raise ValueError(f"timesteps must be uniform or importance, got {cfg.timesteps!r}")
+    t_probs, t_weight = timestep_draws(cfg.timesteps, torch.clamp(snr, max=cfg.min_snr_gamma) / (snr + 1))
     start, losses = 0, []
     ckpt = run / "checkpoint.pt"
     if cfg.resume and ckpt.exists():

@@ -7,8 +7,10 @@ import os
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from engine.tokenizer import build_tokenizer
 from engine.training.dataset import (
@@ -150,3 +152,32 @@ def test_tuning_the_decoder_leaves_the_encoder_and_so_the_latents_as_they_were()
     assert all(torch.equal(v, vae.encoder.state_dict()[k]) for k, v in encoder.items())
     assert any(not torch.equal(v, vae.decoder.state_dict()[k]) for k, v in decoder.items())
     assert not any(p.requires_grad for p in vae.parameters())
+
+
+def test_a_run_on_a_trained_vae_skips_stages_1_and_1b_and_ships_that_vae_unchanged(tmp_path):
+    first = train(_tiny_config(tmp_path / "first", steps=2))
+    report = train(_tiny_config(tmp_path / "second", steps=2, vae=str(tmp_path / "first" / "model" / "vae")))
+    assert "stage1_seconds" not in report and "decoder_loss_first_last" not in report
+    assert report["vae_scaling_factor"] == first["vae_scaling_factor"]
+    a = load_file(tmp_path / "first" / "model" / "vae" / "diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "second" / "model" / "vae" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_importance_drawn_timesteps_keep_the_uniform_objective_and_draw_where_it_weighs():
+    from engine.training.models import make_train_scheduler
+    from engine.training.train import timestep_draws
+
+    alphas = make_train_scheduler().alphas_cumprod
+    snr = alphas / (1 - alphas)
+    min_snr = torch.clamp(snr, max=5.0) / (snr + 1)
+    uniform, _ = timestep_draws("uniform", min_snr)
+    probs, weight = timestep_draws("importance", min_snr)
+    assert torch.isclose(probs.sum(), torch.tensor(1.0))
+    # E[weight x loss(t)] under the draws equals the uniform draws' min-SNR-weighted mean, for any loss(t)
+    loss = torch.rand(len(min_snr))
+    assert torch.isclose((probs * weight * loss).sum(), (uniform * min_snr * loss).sum())
+    heavy = min_snr > min_snr.median()
+    assert probs[heavy].sum() > 0.7 > uniform[heavy].sum()
+    with pytest.raises(ValueError, match="uniform or importance"):
+        timestep_draws("cosine", min_snr)
