@@ -113,6 +113,7 @@ def eval_main(argv: list[str] | None = None) -> int:
         met = r[k] >= TARGETS[k]
         ok &= met
         print(f"  {k:<10} {r[k]:6.1%}   chance {CHANCE[k]:5.1%}   target {TARGETS[k]:.0%} {'ok' if met else 'MISSED'}")
+    print(f"  (background: the {r['cases_naming_background']} cases whose prompt names one)")
     return 0 if ok else 1
 
 

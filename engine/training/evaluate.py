@@ -106,14 +106,30 @@ def eval_cases(seeds_per_prompt: int = 4, combos: list[tuple[str, str, str]] | N
     return cases
 
 
+def names_background(case: Case) -> bool:
+    """Whether the case asks for a background. One phrasing ("green circle at the bottom") names
+    none, and whatever background the model draws for it is what was asked. A case with no prompt
+    is a picture judged against its own scene (a reconstruction), background and all."""
+    return not case.prompt or case.scene.bg in case.prompt.replace(",", " ").split()
+
+
 def score(cases: list[Case], images: list[Image.Image]) -> dict[str, float]:
+    """Shares of the cases whose picture shows the asked foreground colour and shape, and of those
+    that ask for a background (`names_background`) whose picture shows it."""
     hits = {"background": 0, "foreground": 0, "shape": 0}
+    asked_background = 0
     for case, image in zip(cases, images, strict=True):
         j = classify(image)
-        hits["background"] += j.bg == case.scene.bg
+        if names_background(case):
+            asked_background += 1
+            hits["background"] += j.bg == case.scene.bg
         hits["foreground"] += j.fg == case.scene.fg
         hits["shape"] += j.shape == case.scene.shape
-    return {k: v / len(cases) for k, v in hits.items()}
+    return {
+        "background": hits["background"] / max(1, asked_background),
+        "foreground": hits["foreground"] / len(cases),
+        "shape": hits["shape"] / len(cases),
+    }
 
 
 CHANCE = {"background": 1 / len(COLOURS), "foreground": 1 / (len(COLOURS) - 1), "shape": 1 / len(SHAPES)}
@@ -166,6 +182,7 @@ def evaluate(
     images = generate(pipe, cases, steps, guidance, size)
     result = score(cases, images)
     result["cases"] = len(cases)
+    result["cases_naming_background"] = sum(map(names_background, cases))
     result["seconds"] = time.perf_counter() - start
     if grid_path:
         save_grid(images[:64], grid_path)

@@ -181,3 +181,14 @@ def test_importance_drawn_timesteps_keep_the_uniform_objective_and_draw_where_it
     assert probs[heavy].sum() > 0.7 > uniform[heavy].sum()
     with pytest.raises(ValueError, match="uniform or importance"):
         timestep_draws("cosine", min_snr)
+
+
+def test_a_background_the_prompt_does_not_name_is_not_judged_and_one_it_names_is():
+    from engine.training.dataset import Scene
+
+    scene = Scene("circle", "red", "blue", "medium", "center")
+    green = render(Scene("circle", "red", "green", "medium", "center"))
+    unnamed = Case("red circle in the middle", 0, scene)  # the phrasing with no background
+    named = Case("red circle on blue", 0, scene)
+    assert score([unnamed, named], [green, render(scene)]) == {"background": 1.0, "foreground": 1.0, "shape": 1.0}
+    assert score([unnamed, named], [green, green])["background"] == 0.0  # the one that asked, missed
