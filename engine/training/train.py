@@ -68,8 +68,9 @@ class TrainConfig:
     min_snr_gamma: float = 5.0
     # "uniform": timesteps drawn uniformly, each loss weighted by min-SNR. "importance": drawn half
     # uniformly and half in proportion to that weight, and re-weighted so the objective is the same
-    # in expectation: most uniform draws land where min-SNR gives them almost no weight.
-    timesteps: str = "uniform"
+    # in expectation: most uniform draws land where min-SNR gives them almost no weight. The shipped
+    # model's shapes on held-out prompts went from 69.8 % (uniform) to 95.8 % (MODEL_CARD.md).
+    timesteps: str = "importance"
     ema_decay: float = 0.999
     text_hidden: int = 128
     text_layers: int = 3
@@ -379,7 +380,7 @@ def train(cfg: TrainConfig) -> dict:
         ids = tokenize(texts).to(device)
         latents = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)).to(device) * scaling
         noise = torch.randn(latents.shape, generator=g).to(device)
-        if cfg.timesteps == "uniform":  # (as v1 was drawn: the same random stream)
+        if cfg.timesteps == "uniform":  # (as the 25 Nov weights were drawn: the same random stream)
             t = torch.randint(0, len(t_probs), (cfg.batch,), generator=g).to(device)
         else:
             t = torch.multinomial(t_probs.cpu(), cfg.batch, replacement=True, generator=g).to(device)
