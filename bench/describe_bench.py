@@ -69,11 +69,11 @@ def many_colours(rng: np.random.Generator) -> Image.Image:
 
 def drawn(count: int) -> tuple[list[Image.Image], list[Scene]]:
     """dreamgrid-tiny's pictures of held-out prompts, with the scenes they were asked for."""
-    from engine.training.evaluate import eval_cases, generate, load_pipeline
+    from engine.training.evaluate import DEFAULT_GUIDANCE, DEFAULT_STEPS, eval_cases, generate, load_pipeline
 
     cases = eval_cases(1)[:count]
     pipe = load_pipeline(str(WEIGHTS_DIR / "dreamgrid-tiny"))
-    return generate(pipe, cases, 20, 7.5, 64), [case.scene for case in cases]
+    return generate(pipe, cases, DEFAULT_STEPS, DEFAULT_GUIDANCE, 64), [case.scene for case in cases]
 
 
 def positions(describer: Describer, images: list[Image.Image], scenes: list[Scene]) -> dict[str, tuple[float, float]]:

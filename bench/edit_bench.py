@@ -79,6 +79,7 @@ async def vary_pictures(engine, scenes: list[Scene], seeds: tuple[int, ...]) -> 
                 request = RenderRequest(
                     action=Action.VARIATION, prompt=prompt, seeds=seeds, width=TILE, height=TILE,
                     steps=params.img2img_steps(20, strength), strength=strength, init_image=picture,
+                    guidance_scale=params.SHIPPED_GUIDANCE,
                 )  # fmt: skip
                 for tile in (await engine.render(request)).images:
                     seen = classify(tile)
@@ -99,7 +100,7 @@ def mean_latent_blend(pipe, images: list[Image.Image], seeds: tuple[int, ...]) -
     mean = latents.mean(0, keepdim=True).repeat(len(seeds), 1, 1, 1)
     return img2img(
         [""] * len(seeds), image=mean, strength=params.BLEND_STRENGTH, num_inference_steps=20,
-        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        guidance_scale=params.SHIPPED_GUIDANCE, generator=[torch.Generator().manual_seed(s) for s in seeds],
     ).images  # fmt: skip
 
 
@@ -118,7 +119,7 @@ async def blends(engine, sets: list[list[Scene]], seeds: tuple[int, ...]) -> dic
         request = RenderRequest(
             action=Action.BLEND, prompt="", seeds=seeds, width=TILE, height=TILE, steps=20,
             strength=params.BLEND_STRENGTH, blend_images=tuple(images),
-            image_prompt_method=ImagePromptMethod.IMAGE_TO_IMAGE,
+            image_prompt_method=ImagePromptMethod.IMAGE_TO_IMAGE, guidance_scale=params.SHIPPED_GUIDANCE,
         )  # fmt: skip
         now = (await engine.render(request)).images
         before = mean_latent_blend(pipe, images, seeds)

@@ -38,7 +38,7 @@ from PIL import Image  # noqa: E402
 
 from engine import canvas  # noqa: E402
 from engine.actions import outpaint as outpaint_action  # noqa: E402
-from engine.params import tile_seeds  # noqa: E402
+from engine.params import SHIPPED_GUIDANCE, tile_seeds  # noqa: E402
 from engine.requests import Action, RenderRequest  # noqa: E402
 from engine.training.dataset import SIZES  # noqa: E402
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     for prompt in PROMPTS:  # one batched call per prompt and step, as the engine batches
         seeds = [tile_seeds(1000 + n)[0] for n in range(args.seeds)]
         tiles = pipe(
-            [prompt] * len(seeds), height=64, width=64, num_inference_steps=STEPS, guidance_scale=7.5,
+            [prompt] * len(seeds), height=64, width=64, num_inference_steps=STEPS, guidance_scale=SHIPPED_GUIDANCE,
             generator=generators(seeds),
         ).images  # fmt: skip
         total += len(seeds)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
             if (plan.width, plan.height) not in seconds:
                 plain = pipe(
                     [prompt] * len(seeds), height=plan.height, width=plan.width, num_inference_steps=STEPS,
-                    guidance_scale=7.5, generator=generators(again),
+                    guidance_scale=SHIPPED_GUIDANCE, generator=generators(again),
                 ).images  # fmt: skip
                 seconds[plan.width, plan.height] = sum(len(blobs(image)) >= 2 for image in plain)
             unasked[name] += seconds[plan.width, plan.height]
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
                             width=plan.width,
                             height=plan.height,
                             steps=STEPS,
-                            guidance_scale=7.5,
+                            guidance_scale=SHIPPED_GUIDANCE,
                             init_image=picture,
                             mask_image=mask,
                             strength=strength,

@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from engine import style  # noqa: E402
 from engine.actions.imagine import imagine  # noqa: E402
+from engine.params import SHIPPED_GUIDANCE  # noqa: E402
 from engine.requests import Action, RenderRequest  # noqa: E402
 from engine.training.cli import SHIPPED_FOLDER  # noqa: E402
 
@@ -91,7 +92,7 @@ def render(pipe: object, prompt: str, seed: int, steps: int, reference: Image.Im
         width=SIZE,
         height=SIZE,
         steps=steps,
-        guidance_scale=7.5,
+        guidance_scale=SHIPPED_GUIDANCE,
         style_images=(reference,) if reference is not None else (),
         style_weight=weight,
     )

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from engine.core import DiffusersEngine
+from engine.params import SHIPPED_GUIDANCE
 from engine.requests import Action, LoraWeight, RenderRequest, TuneRequest
 from engine.training.dataset import all_combos, caption, held_out_combos, random_scene, render
 
@@ -64,7 +65,10 @@ def prompts(count: int) -> list[str]:
 async def draw(engine: DiffusersEngine, texts: list[str], loras: tuple[LoraWeight, ...]) -> list[Image.Image]:
     pictures = []
     for text in texts:
-        request = RenderRequest(action=Action.IMAGINE, prompt=text, seeds=SEEDS, width=64, height=64, loras=loras)
+        request = RenderRequest(
+            action=Action.IMAGINE, prompt=text, seeds=SEEDS, width=64, height=64, loras=loras,
+            guidance_scale=SHIPPED_GUIDANCE,
+        )  # fmt: skip
         pictures.extend((await engine.render(request)).images)
     return pictures
 

@@ -55,7 +55,7 @@ def lanczos(source: Image.Image) -> Image.Image:
     return source.resize((source.width * 2, source.height * 2), Image.Resampling.LANCZOS)
 
 
-def sources(pipe: object, count: int, size: int) -> list[tuple[str, Image.Image]]:
+def sources(pipe: object, count: int, size: int, guidance: float) -> list[tuple[str, Image.Image]]:
     """`count` tiles drawn by `pipe` itself, with their prompts."""
     out = []
     for n in range(count):
@@ -65,7 +65,7 @@ def sources(pipe: object, count: int, size: int) -> list[tuple[str, Image.Image]
             height=size,
             width=size,
             num_inference_steps=20,
-            guidance_scale=7.5,
+            guidance_scale=guidance,
             generator=torch.Generator("cpu").manual_seed(n),
         ).images[0]
         out.append((prompt, image))
@@ -73,7 +73,12 @@ def sources(pipe: object, count: int, size: int) -> list[tuple[str, Image.Image]
 
 
 def measure(
-    img2img: object, tiles: list[tuple[str, Image.Image]], strengths: list[float], steps: int, min_steps: int
+    img2img: object,
+    tiles: list[tuple[str, Image.Image]],
+    strengths: list[float],
+    steps: int,
+    min_steps: int,
+    guidance: float,
 ) -> None:
     base_hf = [high_frequency(lanczos(tile)) for _, tile in tiles]
     base_drift = np.mean([drift(lanczos(tile), tile) for _, tile in tiles])
@@ -91,7 +96,7 @@ def measure(
                 width=tile.width,
                 height=tile.height,
                 steps=asked,
-                guidance_scale=7.5,
+                guidance_scale=guidance,
                 init_image=tile,
                 strength=strength,
             )
@@ -128,13 +133,13 @@ def main(argv: list[str] | None = None) -> None:
 
     shipped = AutoPipelineForText2Image.from_pretrained(str(WEIGHTS_DIR / TINY_MODEL), local_files_only=True)
     shipped.set_progress_bar_config(disable=True)
-    tiles = sources(shipped, args.tiles, 64)
+    tiles = sources(shipped, args.tiles, 64, params.SHIPPED_GUIDANCE)
     img2img = AutoPipelineForImage2Image.from_pipe(shipped)
     img2img.set_progress_bar_config(disable=True)
     print(
         f"shipped dreamgrid-tiny, {len(tiles)} tiles 64 -> 128 px, {args.steps} steps, at least {args.min_steps} run:"
     )
-    measure(img2img, tiles, strengths, args.steps, args.min_steps)
+    measure(img2img, tiles, strengths, args.steps, args.min_steps, params.SHIPPED_GUIDANCE)
 
     if args.sd15_tiles:
         from bench.gpu_bench import build_sd15_random
@@ -143,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         sd15_img2img = AutoPipelineForImage2Image.from_pipe(sd15)
         sd15_img2img.set_progress_bar_config(disable=True)
         print(f"\nSD1.5-shaped, random weights, {args.sd15_tiles} tiles 64 -> 128 px, {args.steps} steps:")
-        measure(sd15_img2img, tiles[: args.sd15_tiles], strengths, args.steps, args.min_steps)
+        measure(sd15_img2img, tiles[: args.sd15_tiles], strengths, args.steps, args.min_steps, 7.5)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ from engine.loading import (  # noqa: E402
 from engine.lora_files import LoraFileError, fit_reason, inspect  # noqa: E402
 from engine.loras import LoraSet, file_key  # noqa: E402
 from engine.optimize import Speedups, padded_image_count, prepare_pipeline, warm_up  # noqa: E402
-from engine.params import aspect_buckets  # noqa: E402
+from engine.params import SHIPPED_GUIDANCE, aspect_buckets  # noqa: E402
 from engine.preview import fit_latent_rgb, preview_grid  # noqa: E402
 from engine.requests import (  # noqa: E402
     Action,
@@ -529,7 +529,10 @@ class DiffusersEngine:
             family = self.family(name)
         except ModelSourceError:
             return ModelHints()
-        return hints_for(self._sources.get(name, name), family)
+        hints = hints_for(self._sources.get(name, name), family)
+        if self._source(name) == str(WEIGHTS_DIR / TINY_MODEL) and (WEIGHTS_DIR / TINY_MODEL).is_dir():
+            return dataclasses.replace(hints, guidance_scale=SHIPPED_GUIDANCE)  # (not the random fallback's)
+        return hints
 
     def has_safety_checker(self, model: str | None = None) -> bool:
         """Whether this model's images can be checked: SAFETY_CHECKER is on and the model ships a checker.

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..describe import Describer
+from ..params import SHIPPED_GUIDANCE
 from ..tokenizer import build_tokenizer
 from .dataset import (
     COLOURS,
@@ -339,7 +340,7 @@ def evaluate_describer(
     round_trip_seeds: int = 4,
     text_to_image: str | None = "engine/weights/dreamgrid-tiny",
     steps: int = 20,
-    guidance: float = 7.5,
+    guidance: float = SHIPPED_GUIDANCE,
     size: int = 64,
 ) -> dict[str, Any]:  # a JSON report, read by key
     """Does the first of the four prompts name the shape and both colours?

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.training.evaluate import eval_cases, generate, load_pipeline, score
+from engine.training.evaluate import DEFAULT_GUIDANCE, eval_cases, generate, load_pipeline, score
 
 MODEL = Path(__file__).resolve().parents[2] / "engine" / "weights" / "dreamgrid-tiny"
 
@@ -46,9 +46,23 @@ def test_shipped_model_loads_offline_with_the_sampler_it_was_evaluated_with(pipe
 def test_prompts_steer_the_shipped_model(pipe):
     # A handful of held-out prompts (scenes never seen in training), one seed each.
     cases = eval_cases(1)[::3]  # 8 cases
-    images = generate(pipe, cases, steps=20, guidance=7.5, size=64, batch=8)
+    images = generate(pipe, cases, steps=20, guidance=DEFAULT_GUIDANCE, size=64, batch=8)
     assert all(im.size == (64, 64) for im in images)
     result = score(cases, images)
     # Chance is 12 % (background) and 14 % (foreground).
     assert result["background"] >= 0.6, result
     assert result["foreground"] >= 0.5, result
+
+
+def test_the_bot_draws_the_shipped_model_at_its_own_guidance_and_other_models_at_guidance_scale(tmp_path):
+    from bot.settings import Settings
+    from engine.core import DiffusersEngine
+    from engine.params import SHIPPED_GUIDANCE
+    from engine.tiny import save_tiny_pipeline
+
+    other = save_tiny_pipeline(tmp_path / "other")
+    engine = DiffusersEngine(model="dreamgrid-tiny", device="cpu", sources={"other": str(other)}, models=("other",))
+    settings = Settings(_env_file=None, discord_token="x", model="dreamgrid-tiny", guidance_scale=6.0)
+    assert engine.defaults().guidance_scale == SHIPPED_GUIDANCE == DEFAULT_GUIDANCE
+    assert settings.base_guidance("dreamgrid-tiny", engine.defaults()) == SHIPPED_GUIDANCE
+    assert settings.base_guidance("other", engine.defaults("other")) == 6.0  # an operator's SD model
