@@ -349,7 +349,8 @@ PARAMETERS: tuple[PromptParameter, ...] = (
     ),
     PromptParameter(
         "stylize", ("s",), "--stylize N", f"{STYLIZE_MIN}–{STYLIZE_MAX}", str(STYLIZE_DEFAULT), "250",
-        "`guidance_scale` 12 at 0 → 7.5 at 100 → 3 at 1000 (piecewise linear)", ValueType.WHOLE,
+        "`guidance_scale` 12 at 0 → 7.5 at 100 → 3 at 1000 (piecewise linear), scaled to a model's own guidance at 100",
+        ValueType.WHOLE,
         bounds=(STYLIZE_MIN, STYLIZE_MAX),
     ),
     PromptParameter(
