@@ -20,7 +20,7 @@ from bot.rows import Job
 from bot.settings import Settings
 from bot.spec import EditSpec, InputImage, JobSpec, RenderSpec, ShownValues
 from engine import params as render_params
-from engine.requests import Engine, ImagePromptMethod
+from engine.requests import Action, Engine, ImagePromptMethod
 
 
 def imagine_spec(
@@ -214,6 +214,8 @@ def child_spec(
     spec = dataclasses.replace(spec, style_inputs=kept)
     if kind.source is not Source.UPLOADS:  # drawn from the parent's tile, or from text: not its picture
         spec = dataclasses.replace(spec, inputs=()).replace_render(image_weight=None, image_prompt_method=None)
+    if kind.action is Action.OUTPAINT:  # a model may re-noise its new area less (or more) than the kinds' own
+        strength = engine.defaults(model).new_area_strength or strength
     steps = spec.render.steps
     if strength is not None:
         steps = render_params.img2img_steps(steps, strength, minimum=kind.min_steps)

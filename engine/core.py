@@ -65,7 +65,7 @@ from engine.loading import (  # noqa: E402
 from engine.lora_files import LoraFileError, fit_reason, inspect  # noqa: E402
 from engine.loras import LoraSet, file_key  # noqa: E402
 from engine.optimize import Speedups, padded_image_count, prepare_pipeline, warm_up  # noqa: E402
-from engine.params import SHIPPED_GUIDANCE, aspect_buckets  # noqa: E402
+from engine.params import SHIPPED_GUIDANCE, SHIPPED_NEW_AREA, aspect_buckets  # noqa: E402
 from engine.preview import fit_latent_rgb, preview_grid  # noqa: E402
 from engine.requests import (  # noqa: E402
     Action,
@@ -531,7 +531,8 @@ class DiffusersEngine:
             return ModelHints()
         hints = hints_for(self._sources.get(name, name), family)
         if self._source(name) == str(WEIGHTS_DIR / TINY_MODEL) and (WEIGHTS_DIR / TINY_MODEL).is_dir():
-            return dataclasses.replace(hints, guidance_scale=SHIPPED_GUIDANCE)  # (not the random fallback's)
+            # (not the random fallback's)
+            return dataclasses.replace(hints, guidance_scale=SHIPPED_GUIDANCE, new_area_strength=SHIPPED_NEW_AREA)
         return hints
 
     def has_safety_checker(self, model: str | None = None) -> bool:

@@ -205,6 +205,8 @@ class ModelHints:
     steps: int | None = None
     guidance_scale: float | None = None
     size_multiple: int = 8  # tile sides must be multiples of this (Flux packs 2x2 latents: 16)
+    # how far Zoom Out, Make Square and Pan re-noise the new area; None: OUTPAINT_NEW_AREA
+    new_area_strength: float | None = None
 
 
 class RenderError(Exception):

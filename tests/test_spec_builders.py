@@ -14,7 +14,7 @@ from bot.spec import InputImage, JobSpec
 from bot.spec_builders import child_spec, image_prompt_spec, imagine_spec, picture_spec
 from engine import params
 from engine.fake import FakeEngine
-from engine.requests import ImagePromptMethod
+from engine.requests import ImagePromptMethod, ModelHints
 
 ENGINE = FakeEngine(models=["fake", "turbo"], tile_size=64)
 PICTURE = InputImage(path="inputs/ab.png", name="cat.png", width=96, height=64)
@@ -127,3 +127,21 @@ def test_an_edit_records_what_was_chosen_and_draws_on_the_new_canvas(made):
     # A variation of the edited picture is no edit.
     again, _, _ = _child(job_of(kind, spec), kinds.VARIATION)
     assert again.edit is None
+
+
+def test_a_models_own_new_area_strength_draws_its_zoom_outs_and_pans():
+    engine = FakeEngine(models=["fake"], tile_size=64, hints={"fake": ModelHints(new_area_strength=0.2)})
+    parent = job_of(kinds.UPSCALE, spec_of("a fox"))
+    pan = edits.pan(64, 64, edits.Direction.RIGHT, tile_size=64, size_limit=256)
+    for kind, edit in ((kinds.ZOOM, edits.zoom(64, 64, 2.0)), (kinds.PAN, pan)):
+        spec, _, _ = child_spec(
+            parent, kind, model="fake", defaults={}, settings=settings(), engine=engine, source_size=(64, 64),
+            strength=kind.default_strength, remix=None, edit=edit,
+        )  # fmt: skip
+        assert spec.render.strength == 0.2 and int(spec.render.steps * 0.2) >= kind.min_steps
+    # a variation's strength is its own, whatever the model's new area
+    spec, _, _ = child_spec(
+        parent, kinds.VARIATION, model="fake", defaults={}, settings=settings(), engine=engine, source_size=(64, 64),
+        strength=params.VARY_SUBTLE, remix=None, edit=None,
+    )  # fmt: skip
+    assert spec.render.strength == params.VARY_SUBTLE

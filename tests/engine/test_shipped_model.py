@@ -54,15 +54,17 @@ def test_prompts_steer_the_shipped_model(pipe):
     assert result["foreground"] >= 0.5, result
 
 
-def test_the_bot_draws_the_shipped_model_at_its_own_guidance_and_other_models_at_guidance_scale(tmp_path):
+def test_the_shipped_model_has_its_own_guidance_and_new_area_and_other_models_the_bots(tmp_path):
     from bot.settings import Settings
     from engine.core import DiffusersEngine
-    from engine.params import SHIPPED_GUIDANCE
+    from engine.params import SHIPPED_GUIDANCE, SHIPPED_NEW_AREA
     from engine.tiny import save_tiny_pipeline
 
     other = save_tiny_pipeline(tmp_path / "other")
     engine = DiffusersEngine(model="dreamgrid-tiny", device="cpu", sources={"other": str(other)}, models=("other",))
     settings = Settings(_env_file=None, discord_token="x", model="dreamgrid-tiny", guidance_scale=6.0)
     assert engine.defaults().guidance_scale == SHIPPED_GUIDANCE == DEFAULT_GUIDANCE
+    assert engine.defaults().new_area_strength == SHIPPED_NEW_AREA
+    assert engine.defaults("other").new_area_strength is None  # OUTPAINT_NEW_AREA, the kinds' own
     assert settings.base_guidance("dreamgrid-tiny", engine.defaults()) == SHIPPED_GUIDANCE
     assert settings.base_guidance("other", engine.defaults("other")) == 6.0  # an operator's SD model
