@@ -23,6 +23,8 @@ class ModelDefaults(BaseModel):
     # The tile edge at 1:1, instead of the one the model was trained at.
     size: int | None = Field(default=None, ge=64, le=2048, multiple_of=8)
     scheduler: str | None = None  # a diffusers scheduler class, e.g. EulerAncestralDiscreteScheduler
+    # how far Zoom Out, Make Square and Pan re-noise the new area, instead of the model's own or 0.45
+    new_area_strength: float | None = Field(default=None, gt=0, le=1)
 
 
 NO_DEFAULTS = ModelDefaults()
@@ -256,6 +258,14 @@ class Settings(BaseSettings):
         """Steps at `--quality 1` on `model`: its MODEL_DEFAULTS, else its family's (`Engine.defaults`:
         Flux.1 [schnell] runs 4), else STEPS."""
         return self.defaults_for(model).steps or (family.steps if family else None) or self.steps
+
+    def new_area_strength(self, model: str, family: ModelHints | None = None) -> float | None:
+        """Zoom Out's, Make Square's and Pan's strength on `model`: its MODEL_DEFAULTS, else its own
+        (`Engine.defaults`), else None: the kinds' OUTPAINT_NEW_AREA."""
+        for strength in (self.defaults_for(model).new_area_strength, family.new_area_strength if family else None):
+            if strength is not None:
+                return strength
+        return None
 
     def base_guidance(self, model: str, family: ModelHints | None = None) -> float:
         """Guidance at `--stylize 100` on `model`: its MODEL_DEFAULTS, else its family's, else GUIDANCE_SCALE."""

@@ -215,7 +215,7 @@ def child_spec(
     if kind.source is not Source.UPLOADS:  # drawn from the parent's tile, or from text: not its picture
         spec = dataclasses.replace(spec, inputs=()).replace_render(image_weight=None, image_prompt_method=None)
     if kind.action is Action.OUTPAINT:  # a model may re-noise its new area less (or more) than the kinds' own
-        strength = engine.defaults(model).new_area_strength or strength
+        strength = settings.new_area_strength(model, engine.defaults(model)) or strength
     steps = spec.render.steps
     if strength is not None:
         steps = render_params.img2img_steps(steps, strength, minimum=kind.min_steps)

@@ -139,6 +139,13 @@ def test_a_models_own_new_area_strength_draws_its_zoom_outs_and_pans():
             strength=kind.default_strength, remix=None, edit=edit,
         )  # fmt: skip
         assert spec.render.strength == 0.2 and int(spec.render.steps * 0.2) >= kind.min_steps
+    # the operator's MODEL_DEFAULTS come first
+    mine = settings(model_defaults={"fake": ModelDefaults(new_area_strength=0.35)})
+    spec, _, _ = child_spec(
+        parent, kinds.ZOOM, model="fake", defaults={}, settings=mine, engine=engine, source_size=(64, 64),
+        strength=kinds.ZOOM.default_strength, remix=None, edit=edits.zoom(64, 64, 2.0),
+    )  # fmt: skip
+    assert spec.render.strength == 0.35
     # a variation's strength is its own, whatever the model's new area
     spec, _, _ = child_spec(
         parent, kinds.VARIATION, model="fake", defaults={}, settings=settings(), engine=engine, source_size=(64, 64),
