@@ -52,6 +52,9 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if a.vae and not (Path(a.vae) / "config.json").is_file():
+        print(f"dreamgrid train: error: --vae {a.vae} is not an AutoencoderKL folder (no config.json)", file=sys.stderr)
+        return 2
     cfg = TrainConfig(
         output=a.output,
         run_dir=a.run_dir,

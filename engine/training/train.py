@@ -188,6 +188,11 @@ def tune_decoder(
     return [float(np.mean(losses[:20])), float(np.mean(losses[-20:]))]
 
 
+def _pixels(dataset, count: int) -> torch.Tensor:
+    """The first `count` images of `dataset`: count x 3 x H x W in [-1, 1] (CPU)."""
+    return torch.from_numpy(np.stack([to_tensor_array(dataset.image(i)) for i in range(count)]))
+
+
 @torch.no_grad()
 def encode_all(vae, pixels: torch.Tensor, device: torch.device, batch: int = 256):
     means, stds = [], []
@@ -206,7 +211,7 @@ def vae_colour_check(vae, dataset, device: torch.device, count: int = 256) -> di
     from .evaluate import Case
 
     count = min(count, len(dataset))
-    pixels = torch.from_numpy(np.stack([to_tensor_array(dataset.image(i)) for i in range(count)]))
+    pixels = _pixels(dataset, count)
     rec = vae.decode(vae.encode(pixels.to(device)).latent_dist.mean).sample.clamp(-1, 1).cpu()
     images = [_to_pil(r) for r in rec]
     cases = [Case("", 0, dataset.scenes[i]) for i in range(count)]
@@ -286,7 +291,7 @@ def train(cfg: TrainConfig) -> dict:
         from diffusers import AutoencoderKL
 
         vae = AutoencoderKL.from_pretrained(cfg.vae).to(device).eval()
-        pixels = torch.from_numpy(np.stack([to_tensor_array(dataset.image(i)) for i in range(len(dataset))]))
+        pixels = _pixels(dataset, len(dataset))
         means, stds = encode_all(vae, pixels, device)
         del pixels
         torch.save((means, stds), cache)
@@ -294,7 +299,7 @@ def train(cfg: TrainConfig) -> dict:
         log.info("stage 1 skipped: latents encoded by %s", cfg.vae)
     else:
         t0 = time.perf_counter()
-        pixels = torch.from_numpy(np.stack([to_tensor_array(dataset.image(i)) for i in range(len(dataset))]))
+        pixels = _pixels(dataset, len(dataset))
         vae, vae_losses = train_vae(cfg, pixels, device)
         report["vae_loss_first_last"] = [float(np.mean(vae_losses[:20])), float(np.mean(vae_losses[-20:]))]
         means, stds = encode_all(vae, pixels, device)

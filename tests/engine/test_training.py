@@ -194,3 +194,11 @@ def test_a_background_the_prompt_does_not_name_is_not_judged_and_one_it_names_is
     named = Case("red circle on blue", 0, scene)
     assert score([unnamed, named], [green, render(scene)]) == {"background": 1.0, "foreground": 1.0, "shape": 1.0}
     assert score([unnamed, named], [green, green])["background"] == 0.0  # the one that asked, missed
+
+
+def test_train_with_a_vae_that_is_not_a_folder_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from engine.training.cli import train_main
+
+    assert train_main(["--vae", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip().endswith("is not an AutoencoderKL folder (no config.json)")
+    assert not (tmp_path / "run").exists()
