@@ -35,6 +35,12 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--vae", default=None, help="a trained AutoencoderKL folder to use instead of training one")
+    p.add_argument(
+        "--tune-decoder",
+        action="store_true",
+        help="with --vae: tune its decoder on this dataset's whole images (stage 1b)",
+    )
+    p.add_argument("--decoder-steps", type=int, default=d.decoder_steps, help="stage 1b steps")
     p.add_argument("--vae-steps", type=int, default=d.vae_steps)
     p.add_argument("--vae-batch", type=int, default=d.vae_batch)
     p.add_argument("--steps", type=int, default=d.steps, help="UNet + text encoder steps")
@@ -55,6 +61,11 @@ def train_main(argv: list[str] | None = None) -> int:
     if a.vae and not (Path(a.vae) / "config.json").is_file():
         print(f"dreamgrid train: error: --vae {a.vae} is not an AutoencoderKL folder (no config.json)", file=sys.stderr)
         return 2
+    if a.tune_decoder and not a.vae:
+        print(
+            "dreamgrid train: error: --tune-decoder goes with --vae (without it, stage 1b runs anyway)", file=sys.stderr
+        )
+        return 2
     cfg = TrainConfig(
         output=a.output,
         run_dir=a.run_dir,
@@ -65,6 +76,8 @@ def train_main(argv: list[str] | None = None) -> int:
         device=a.device,
         threads=a.threads,
         vae=a.vae,
+        tune_decoder=a.tune_decoder,
+        decoder_steps=a.decoder_steps,
         vae_steps=a.vae_steps,
         vae_batch=a.vae_batch,
         steps=a.steps,

@@ -166,6 +166,28 @@ def test_a_run_on_a_trained_vae_skips_stages_1_and_1b_and_ships_that_vae_unchang
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_on_a_trained_vae_can_tune_its_decoder_and_keeps_its_encoder(tmp_path):
+    train(_tiny_config(tmp_path / "first", steps=2))
+    first = tmp_path / "first" / "model" / "vae"
+    report = train(_tiny_config(tmp_path / "second", steps=2, vae=str(first), tune_decoder=True, decoder_steps=4))
+    assert len(report["decoder_loss_first_last"]) == 2 and "vae_before_decoder_tuning" in report
+    a = load_file(first / "diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "second" / "model" / "vae" / "diffusion_pytorch_model.safetensors")
+    encoder = [k for k in a if k.startswith(("encoder.", "quant_conv."))]
+    assert encoder and all(torch.equal(a[k], b[k]) for k in encoder)
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+
+
+def test_tune_decoder_without_a_vae_is_refused_in_one_line(tmp_path, capsys):
+    from engine.training.cli import train_main
+
+    assert train_main(["--tune-decoder", "--run-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dreamgrid train: error: --tune-decoder goes with --vae (without it, stage 1b runs anyway)"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_importance_drawn_timesteps_keep_the_uniform_objective_and_draw_where_it_weighs():
     from engine.training.models import make_train_scheduler
     from engine.training.train import timestep_draws
