@@ -101,13 +101,19 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def eval_main(argv: list[str] | None = None) -> int:
     _quiet()
-    from .evaluate import CHANCE, DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS, TARGETS, evaluate
+    from .evaluate import CASE_SETS, CHANCE, DEFAULT_GUIDANCE, DEFAULT_SIZE, DEFAULT_STEPS, TARGETS, evaluate
 
     p = argparse.ArgumentParser(prog="dreamgrid eval", description="Judge a model on held-out prompts from pixels.")
     p.add_argument(
         "model", nargs="?", default=SHIPPED_MODEL, help="a diffusers folder (default: the model dreamgrid ships)"
     )
-    p.add_argument("--seeds", type=int, default=4, help="seeds per held-out prompt (24 prompts)")
+    p.add_argument("--seeds", type=int, default=4, help="seeds per prompt (24 prompts)")
+    p.add_argument(
+        "--cases",
+        choices=CASE_SETS,
+        default=CASE_SETS[0],
+        help="held-out triples (default), the same prompts at fresh seeds, or trained triples",
+    )
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     p.add_argument("--size", type=int, default=DEFAULT_SIZE)
@@ -122,8 +128,8 @@ def eval_main(argv: list[str] | None = None) -> int:
     if not (model / "model_index.json").is_file():
         print(f"dreamgrid eval: error: {a.model} is not a diffusers folder (no model_index.json)", file=sys.stderr)
         return 2
-    r = evaluate(str(model), a.seeds, a.steps, a.guidance, a.size, a.grid)
-    print(f"{r['cases']} held-out cases, {a.size}px, {a.steps} steps, guidance {a.guidance}: {r['seconds']:.1f} s")
+    r = evaluate(str(model), a.seeds, a.steps, a.guidance, a.size, a.grid, a.cases)
+    print(f"{r['cases']} {a.cases} cases, {a.size}px, {a.steps} steps, guidance {a.guidance}: {r['seconds']:.1f} s")
     ok = True
     for k in ("background", "foreground", "shape"):
         met = r[k] >= TARGETS[k]

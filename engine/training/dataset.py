@@ -7,6 +7,7 @@ exactly and the evaluator knows the ground truth of every prompt it tries.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
     "black": (15, 15, 15),
 }
-SHAPES = ("circle", "square", "triangle")
-SIZES = {"small": 16, "medium": 24, "large": 34}
+SHAPES = ("circle", "square", "triangle", "star", "heart", "ring")
+# The side of the shape's bounding box, in pixels of a 64 px image. A small star's points and a
+# small ring's hole still span a few pixels (and four latent pixels) at 18.
+SIZES = {"small": 18, "medium": 26, "large": 36}
 POSITIONS = ("center", "left", "right", "top", "bottom")
 MARGIN = 6  # the shape never comes closer to the edge than this, so the border is background
 
@@ -117,11 +120,89 @@ def all_combos() -> list[tuple[str, str, str]]:
 def held_out_combos(count: int = 24) -> list[tuple[str, str, str]]:
     """(shape, fg, bg) triples never drawn for training: eval prompts describe unseen scenes.
 
-    Fixed (not tied to the training seed) so every model is judged on the same cases. Each
-    colour still appears as foreground and background in many training combos.
+    Fixed (not tied to the training seed) so every model is judged on the same cases, and
+    balanced: each shape is held out in as many triples as the others (four of 24), and each
+    colour as foreground three times and as background three times, so no shape or colour is
+    judged more often than another and each still appears in many training triples.
     """
-    combos = all_combos()
-    return sorted(random.Random(7).sample(combos, count))
+    colours = list(COLOURS)
+    combos = []
+    for k in range(count):
+        fg = k % len(colours)
+        bg = (fg + 1 + 2 * (k // len(colours))) % len(colours)
+        combos.append((SHAPES[k % len(SHAPES)], colours[fg], colours[bg]))
+    return sorted(combos)
+
+
+def trained_combos() -> list[tuple[str, str, str]]:
+    """Every triple the synthetic training set draws from."""
+    held = set(held_out_combos())
+    return [c for c in all_combos() if c not in held]
+
+
+def trained_sample_combos(count: int = 24) -> list[tuple[str, str, str]]:
+    """A fixed sample of trained triples, as many of each shape (four of 24): how well the model
+    draws what it saw, judged as evenly as the held-out triples."""
+    rng = random.Random("dreamgrid-trained-sample")
+    per_shape = count // len(SHAPES)
+    combos = trained_combos()
+    return sorted(c for shape in SHAPES for c in rng.sample([c for c in combos if c[0] == shape], per_shape))
+
+
+def _fit(points: list[tuple[float, float]], box: tuple[float, float, float, float]) -> list[tuple[float, float]]:
+    """`points` stretched so their bounding box is `box`: every shape fills its box alike."""
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    x0, y0, x1, y1 = box
+    sx, sy = (x1 - x0) / (max(xs) - min(xs)), (y1 - y0) / (max(ys) - min(ys))
+    return [(x0 + (x - min(xs)) * sx, y0 + (y - min(ys)) * sy) for x, y in points]
+
+
+def _star(points: int = 5, inner: float = 0.45) -> list[tuple[float, float]]:
+    """A star's outline, one point straight up; `inner`: the notches' radius over the points'."""
+    return [
+        (
+            (1 if k % 2 == 0 else inner) * math.sin(math.pi * k / points),
+            -(1 if k % 2 == 0 else inner) * math.cos(math.pi * k / points),
+        )
+        for k in range(2 * points)
+    ]
+
+
+def _heart(samples: int = 96) -> list[tuple[float, float]]:
+    """The classic heart curve, point down."""
+    return [
+        (16 * math.sin(t) ** 3, -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)))
+        for t in (2 * math.pi * k / samples for k in range(samples))
+    ]
+
+
+OUTLINES = {"star": _star(), "heart": _heart()}
+RING_HOLE = 0.5  # the hole's diameter over the ring's
+
+
+def draw_shape(
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    box: tuple[float, float, float, float],
+    fill: tuple[int, int, int] | int,
+    hole_fill: tuple[int, int, int] | int,
+) -> None:
+    """Draw `shape` filling `box` (x0, y0, x1, y1); a ring's hole is painted `hole_fill`."""
+    x0, y0, x1, y1 = box
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif shape == "triangle":
+        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+    elif shape == "ring":
+        draw.ellipse(box, fill=fill)
+        cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * RING_HOLE / 2, (y1 - y0) * RING_HOLE / 2
+        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=hole_fill)
+    elif shape in OUTLINES:
+        draw.polygon(_fit(OUTLINES[shape], box), fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; the synthetic world draws {', '.join(SHAPES)}")
 
 
 def render(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
@@ -142,13 +223,7 @@ def render(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
         cy = size - margin - s / 2
     cx, cy = cx + scene.dx, cy + scene.dy
     x0, y0, x1, y1 = ((cx - s / 2) * scale, (cy - s / 2) * scale, (cx + s / 2) * scale, (cy + s / 2) * scale)
-    fill = COLOURS[scene.fg]
-    if scene.shape == "circle":
-        draw.ellipse((x0, y0, x1, y1), fill=fill)
-    elif scene.shape == "square":
-        draw.rectangle((x0, y0, x1, y1), fill=fill)
-    else:
-        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+    draw_shape(draw, scene.shape, (x0, y0, x1, y1), COLOURS[scene.fg], COLOURS[scene.bg])
     return image.resize((size, size), Image.Resampling.BOX)
 
 
@@ -167,8 +242,7 @@ class SyntheticDataset:
         self, count: int, seed: int, captions_per_image: int = 4, combos: list[tuple[str, str, str]] | None = None
     ):
         if combos is None:
-            held = set(held_out_combos())
-            combos = [c for c in all_combos() if c not in held]
+            combos = trained_combos()
         self.scenes: list[Scene] = []
         self.captions: list[list[str]] = []
         for i in range(count):

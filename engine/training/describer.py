@@ -38,9 +38,9 @@ from .dataset import (
     Scene,
     SyntheticDataset,
     all_combos,
-    held_out_combos,
     random_scene,
     render,
+    trained_sample_combos,
     vocabulary,
 )
 from .evaluate import eval_cases
@@ -347,8 +347,9 @@ def evaluate_describer(
 
     held_out: synthetic images never drawn for training. round_trip: the 96 held-out prompts of
     `dreamgrid eval` (triples dreamgrid-tiny never saw), drawn by the text-to-image model, then
-    described; round_trip_trained: 96 new prompt x seed cases of triples it did see. Each is judged
-    against the prompt, and (`*_vs_pixels`) against what the pixel judge sees in the same image.
+    described; round_trip_trained: the prompts of `dreamgrid eval --cases trained` (triples it did
+    see, four of each shape). Each is judged against the prompt, and (`*_vs_pixels`) against what
+    the pixel judge sees in the same image.
     """
     describer = Describer.load(folder, device=torch.device("cpu"))
     result: dict[str, Any] = {}
@@ -368,9 +369,7 @@ def evaluate_describer(
         from .evaluate import load_pipeline
 
         pipe = load_pipeline(text_to_image)
-        held = set(held_out_combos())
-        trained = random.Random("dreamgrid-describer-trip").sample([c for c in all_combos() if c not in held], 24)
-        for part, combos in (("round_trip", None), ("round_trip_trained", trained)):
+        for part, combos in (("round_trip", None), ("round_trip_trained", trained_sample_combos())):
             result.update(
                 _round_trip(describer, pipe, eval_cases(round_trip_seeds, combos), part, steps, guidance, size)
             )

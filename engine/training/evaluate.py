@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from ..params import SHIPPED_GUIDANCE
-from .dataset import COLOURS, SHAPES, Scene, caption, held_out_combos, random_scene
+from .dataset import COLOURS, SHAPES, Scene, caption, draw_shape, held_out_combos, random_scene, trained_sample_combos
 
 PALETTE_NAMES = list(COLOURS)
 PALETTE = np.array([COLOURS[n] for n in PALETTE_NAMES], dtype=np.float32)
@@ -40,14 +40,14 @@ def nearest_colour(rgb: np.ndarray) -> str:
 
 
 def _shape_masks(h: int, w: int) -> dict[str, np.ndarray]:
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    u = (xx + 0.5) / w  # 0..1 across the bounding box
-    v = (yy + 0.5) / h
-    return {
-        "circle": (u - 0.5) ** 2 + (v - 0.5) ** 2 <= 0.25,
-        "square": np.ones((h, w), dtype=bool),
-        "triangle": np.abs(u - 0.5) <= v / 2,  # apex at the top, base at the bottom
-    }
+    """Each shape drawn as the training set draws it (`draw_shape`), filling an h x w box."""
+    scale = 4
+    masks = {}
+    for shape in SHAPES:
+        canvas = Image.new("L", (w * scale, h * scale), 0)
+        draw_shape(ImageDraw.Draw(canvas), shape, (0, 0, w * scale, h * scale), 255, 0)
+        masks[shape] = np.asarray(canvas.resize((w, h), Image.Resampling.BOX)) >= 128
+    return masks
 
 
 def classify(image: Image.Image) -> Judgement:
@@ -96,16 +96,33 @@ def colour_shares(image: Image.Image, palettes: list[tuple[str, ...]]) -> list[f
     return [float((owner[nearest] == i).mean()) for i in range(len(palettes))]
 
 
-def eval_cases(seeds_per_prompt: int = 4, combos: list[tuple[str, str, str]] | None = None) -> list[Case]:
-    """Held-out prompt x seed cases, the same on every machine."""
+def eval_cases(
+    seeds_per_prompt: int = 4, combos: list[tuple[str, str, str]] | None = None, first_seed: int = 1000
+) -> list[Case]:
+    """Held-out (or `combos`') prompt x seed cases, the same on every machine."""
     combos = combos if combos is not None else held_out_combos()
     rng = random.Random("dreamgrid-eval")
     cases: list[Case] = []
     for combo in combos:
         for k in range(seeds_per_prompt):
             scene = random_scene(rng, [combo])
-            cases.append(Case(caption(scene, rng), 1000 + 17 * len(cases) + k, scene))
+            cases.append(Case(caption(scene, rng), first_seed + 17 * len(cases) + k, scene))
     return cases
+
+
+# What `dreamgrid eval --cases` judges: the held-out prompts; the same prompts at other seeds (is a
+# score luck of the seeds?); prompts of a balanced sample of trained triples (what the model saw).
+CASE_SETS = ("held-out", "fresh-seeds", "trained")
+
+
+def case_set(name: str, seeds_per_prompt: int = 4) -> list[Case]:
+    if name == "held-out":
+        return eval_cases(seeds_per_prompt)
+    if name == "fresh-seeds":
+        return eval_cases(seeds_per_prompt, first_seed=100_000)
+    if name == "trained":
+        return eval_cases(seeds_per_prompt, trained_sample_combos())
+    raise ValueError(f"cases must be one of {', '.join(CASE_SETS)}, got {name!r}")
 
 
 def names_background(case: Case) -> bool:
@@ -177,9 +194,10 @@ def evaluate(
     guidance: float = DEFAULT_GUIDANCE,
     size: int = DEFAULT_SIZE,
     grid_path: str | None = None,
+    cases_name: str = "held-out",
 ) -> dict[str, float]:
     pipe = load_pipeline(folder)
-    cases = eval_cases(seeds_per_prompt)
+    cases = case_set(cases_name, seeds_per_prompt)
     start = time.perf_counter()
     images = generate(pipe, cases, steps, guidance, size)
     result = score(cases, images)

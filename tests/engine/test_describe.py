@@ -21,7 +21,8 @@ def test_the_prompt_reader_is_right_on_every_phrasing():
     data = SyntheticDataset(300, seed=5, combos=all_combos())
     for scene, captions in zip(data.scenes, data.captions, strict=True):
         for caption in captions:
-            names_background = caption.count(scene.bg) > (scene.bg == scene.fg)
+            words = caption.replace(",", " ").split()  # words, not substrings: "centered" holds "red"
+            names_background = words.count(scene.bg) > (scene.bg == scene.fg)
             want = Reading(scene.shape, scene.fg, scene.bg if names_background else None)
             assert read_prompt(caption) == want, caption
 

@@ -35,6 +35,22 @@ def test_pixel_judge_is_right_on_ground_truth_images():
     assert score(truth, [ds.image(i) for i in range(len(ds))]) == {"background": 1.0, "foreground": 1.0, "shape": 1.0}
 
 
+def test_the_eval_case_sets_are_balanced_and_trained_cases_were_trained_on():
+    from collections import Counter
+
+    from engine.training.dataset import SHAPES
+    from engine.training.evaluate import case_set
+
+    held, fresh, trained = (case_set(name) for name in ("held-out", "fresh-seeds", "trained"))
+    assert [c.prompt for c in held] == [c.prompt for c in fresh]
+    assert not {c.seed for c in held} & {c.seed for c in fresh}
+    assert not {c.scene.combo for c in trained} & set(held_out_combos())
+    for cases in (held, trained):
+        assert Counter(c.scene.shape for c in cases) == {shape: len(cases) // len(SHAPES) for shape in SHAPES}
+    with pytest.raises(ValueError, match="held-out, fresh-seeds, trained"):
+        case_set("all")
+
+
 def test_pixel_judge_finds_no_shape_on_a_blank_image():
     judgement = classify(Image.new("RGB", (64, 64), (30, 70, 230)))
     assert judgement.bg == "blue" and judgement.fg is None and judgement.shape is None
