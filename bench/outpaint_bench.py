@@ -1,6 +1,6 @@
 """Zoom Out and Pan on the shipped model: is the kept object cloned into the new area? Not a test.
 
-    python -m bench.outpaint_bench [--seeds 24] [--strengths 1,0.9] [--zooms 2,1.5]
+    python -m bench.outpaint_bench [--seeds 24] [--strengths 1,0.9] [--zooms 2,1.5] [--save DIR]
 
 For each prompt × seed, dreamgrid-tiny draws a 64 px tile (`--seed` as the product draws it); then
 Zoom Out 2x (the tile at half size in the middle of a 64 px frame) and Pan ➡ (32 px more on the
@@ -99,11 +99,23 @@ def cloned(image: Image.Image, box: tuple[int, int, int, int]) -> bool:
     return any(sum(outside(y, x) for y, x in blob) > len(blob) / 2 for blob in blobs(image))
 
 
+def save_sheet(images: list[Image.Image], folder: str, title: str) -> None:
+    """The edit's pictures in one row, for a look at what the counts count."""
+    w, h = images[0].size
+    sheet = Image.new("RGB", (len(images) * (w + 2), h), "gray")
+    for i, image in enumerate(images):
+        sheet.paste(image, (i * (w + 2), 0))
+    os.makedirs(folder, exist_ok=True)
+    name = "".join(c if c.isalnum() or c in ".-" else "_" for c in title)
+    sheet.save(os.path.join(folder, f"{name}.png"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=24, help="seeds per prompt")
     parser.add_argument("--strengths", default="1", help="how far the new area is re-noised, e.g. 1,0.9")
     parser.add_argument("--zooms", default="2", help="Zoom Out factors, e.g. 2,1.5")
+    parser.add_argument("--save", default=None, help="a folder: one sheet of pictures per edit, strength and prompt")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
@@ -164,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
                         )  # fmt: skip
                     )
                 drawn = outpaint_action.outpaint(inpaint, requests)
+                if args.save:
+                    save_sheet([image for [image] in drawn], args.save, f"{name} {strength:g} {prompt}")
                 clones[name, strength] += sum(cloned(image, plan.box) for [image] in drawn)
                 if name in zooms:
                     for size, [image] in zip(sizes, drawn, strict=True):
