@@ -65,9 +65,9 @@ _POSITION_OF = {phrase: where for where, phrases in POSITION_PHRASES.items() for
 # Familiarity (the shipped describer): its encoder's third-stage features (mean and spread over the
 # patches) of a picture, as a Mahalanobis distance from those of FAMILIAR_SCENES of its own training
 # scenes, half of them degraded as its training degrades them. Over FAMILIAR_LIMIT the picture is
-# outside what it knows. Measured by bench/describe_bench.py (BENCHMARKS.md): its held-out scenes
-# stay under 10.5 and dreamgrid-tiny's pictures (4 Dec UNet) under 11.5; noise, photos and
-# many-coloured pictures lie at 12 or more.
+# outside what it knows. Measured by bench/describe_bench.py (BENCHMARKS.md), for the six-shape
+# describer and model: all but one of its 96 held-out scenes (12.4) and all of dreamgrid-tiny's
+# pictures (up to 11.2) lie under 11.5; noise, photos and many-coloured pictures at 12.2 or more.
 FAMILIAR_SCENES = 512
 FAMILIAR_STAGE = 2
 FAMILIAR_LIMIT = 11.5

@@ -97,8 +97,9 @@ VARY_REGION = 1.0  # Vary (Region) redraws the chosen cells from scratch, as Mid
 # of Zoom Outs and 28% of Pans (a plain /imagine draws a second object in 0% / 9%); at 0.45, 22% / 3%.
 OUTPAINT_NEW_AREA = 0.45
 # The shipped dreamgrid-tiny's own (the engine's hints): its flat backgrounds need no new detail, and
-# at 0.45 the retrained model cloned the kept object in 28 % of 2x Zoom Outs, at 0.2 in 3 % (2 of 64;
-# a plain /imagine draws a second object in none). A real model's new area would stay a smear at 0.2.
+# at 0.45 the six-shape model continues the kept object into the new area in 28 % of 2x Zoom Outs, at
+# 0.2 in 9 % (3 of 32; a plain /imagine draws a second object in none); at 0.1, 2 %, but with smudges
+# on dark backgrounds. A real model's new area would stay a smear at 0.2.
 SHIPPED_NEW_AREA = 0.2
 
 # Animate's --motion: how far (as an img2img strength) each frame may move from the picture. On the

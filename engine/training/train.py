@@ -59,7 +59,7 @@ class TrainConfig:
     decoder_images: int = 4000
     decoder_lr: float = 5e-4
     # stage 2
-    steps: int = 4000
+    steps: int = 5000  # six shapes: v1 drew three at 4,000 (MODEL_CARD.md, fifth round)
     batch: int = 64
     lr: float = 5e-4
     text_lr: float = 1e-3  # the text encoder starts from nothing too; it may move faster

@@ -15,6 +15,7 @@ from PIL import Image
 
 from engine import canvas
 from engine.actions.common import feather_radius
+from engine.actions.outpaint import fill_new_area
 from engine.core import TINY_MODEL, WEIGHTS_DIR
 from engine.params import VARY_REGION
 from engine.requests import Action, RenderError
@@ -60,10 +61,13 @@ async def test_zoom_out_2x_keeps_the_picture_in_the_centre_and_draws_a_border_in
         kept = np.abs(out[top:bottom, left:right] - source[top:bottom, left:right])
         assert kept.mean() <= BOX_TOLERANCE
         assert kept[BAND:-BAND, BAND:-BAND].max() == 0  # beyond the blend band: the source, exactly
-        border = out[np.asarray(canvas.place(circle, plan)[1]) > 0]
+        new_area = np.asarray(canvas.place(circle, plan)[1]) > 0
+        border = out[new_area]
         red, green, blue = border.mean(axis=0)
         assert blue > red + 60 and blue > green + 60  # the blue background goes on
-        assert border.std(axis=0).max() > 4  # not a flat fill
+        # drawn by the model, not the kept picture's edge smeared outwards and left so (the shipped
+        # model's flat background may be as flat as that smear, or flatter)
+        assert np.abs(border - pixels(fill_new_area(placed, canvas.place(circle, plan)[1]))[new_area]).mean() > 1
         assert np.abs(np.diff(out, axis=1)).mean() < 12  # not noise: neighbours agree (noise: ~80)
 
 
