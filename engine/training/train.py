@@ -75,9 +75,10 @@ class TrainConfig:
     text_hidden: int = 128
     text_layers: int = 3
     unet_channels: tuple[int, ...] = (64, 96, 96)
-    vae: str | None = None  # a trained AutoencoderKL folder: stage 1 and 1b are skipped, its encoder fills the cache
-    # with `vae`: run stage 1b on its decoder all the same (a new world for an encoder that already
-    # holds it: the latents stay the encoder's, the decoder learns to draw the new shapes)
+    vae: str | None = None  # a trained AutoencoderKL folder: stage 1 is skipped, its encoder fills the cache
+    # with `vae`: stage 1b runs on its decoder too (otherwise it is skipped and the VAE ships as it
+    # is). For a new world: the encoder's latents stay as they are, the decoder learns to draw the
+    # new shapes from them.
     tune_decoder: bool = False
     # bookkeeping
     sample_every: int = 500
