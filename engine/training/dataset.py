@@ -60,6 +60,9 @@ TEMPLATES = (
     "on {b} {bg} background, {a} {size}{fg} {shape}",
     "a plain {bg} canvas with {a} {fg} {shape} {pos}",
     "{size}{fg} {shape} {pos} over {bg}",
+    # what members type first, naming no background: without it "a red circle" read as the start of
+    # "a red backdrop with …" and drew a red canvas (MODEL_CARD.md, fifth round)
+    "{a} {size}{fg} {shape}",
 )
 
 

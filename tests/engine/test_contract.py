@@ -50,10 +50,8 @@ async def test_imagine_draws_four_different_tiles_and_the_same_request_draws_the
 
 
 async def test_variation_and_upscale_start_from_a_tile(engine):
-    # A finished tile of a prompt the shipped model knows whole (shape and both colours), as a
-    # member's grid holds. A half-drawn one (4 steps) is sharpened by any redraw, Subtle's as far as
-    # Strong's, and a prompt naming no background lets the six-shape model redraw the tile almost
-    # unchanged at either strength.
+    # A finished tile of a prompt naming shape and both colours, as a member's grid holds. A
+    # half-drawn one (4 steps) is sharpened by any redraw, Subtle's as far as Strong's.
     prompt = "a red star on a blue background"
     source = (await engine.render(render_request(prompt=prompt, seeds=(11,), steps=20))).images[0]
     vary = dict(action=Action.VARIATION, prompt=prompt, seeds=(5, 6, 7, 8), init_image=source, steps=20)

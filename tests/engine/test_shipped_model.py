@@ -10,6 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine.training.evaluate import DEFAULT_GUIDANCE, eval_cases, generate, load_pipeline, score
 
@@ -52,6 +53,27 @@ def test_prompts_steer_the_shipped_model(pipe):
     # Chance is 12 % (background) and 14 % (foreground).
     assert result["background"] >= 0.6, result
     assert result["foreground"] >= 0.5, result
+
+
+def test_the_shipped_model_draws_what_members_type_first_with_no_background(pipe):
+    # "a red circle" names no background; read as the start of "a red backdrop with …" it once drew
+    # a red canvas. Six such prompts, one seed each: the object in its colour on another background.
+    from engine.training.evaluate import classify
+
+    prompts = [
+        ("red", "circle"),
+        ("yellow", "heart"),
+        ("white", "square"),
+        ("green", "ring"),
+        ("red", "star"),
+        ("blue", "triangle"),
+    ]
+    images = pipe(
+        [f"a {colour} {shape}" for colour, shape in prompts], height=64, width=64, num_inference_steps=20,
+        guidance_scale=DEFAULT_GUIDANCE, generator=[torch.Generator().manual_seed(i) for i in range(len(prompts))],
+    ).images  # fmt: skip
+    judged = [classify(image) for image in images]
+    assert sum(j.fg == colour and j.bg != colour for j, (colour, _) in zip(judged, prompts, strict=True)) >= 5, judged
 
 
 def test_the_shipped_model_has_its_own_guidance_and_new_area_and_other_models_the_bots(tmp_path):
