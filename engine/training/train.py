@@ -192,6 +192,14 @@ def tune_decoder(
     return [float(np.mean(losses[:20])), float(np.mean(losses[-20:]))]
 
 
+def _stage_1b(cfg: TrainConfig, vae, dataset, pixels, means, stds, device: torch.device) -> dict:
+    """Stage 1b and its report: the reconstructions judged before, and the decoder's loss."""
+    return {
+        "vae_before_decoder_tuning": vae_colour_check(vae, dataset, device),
+        "decoder_loss_first_last": tune_decoder(cfg, vae, pixels, means, stds, device),
+    }
+
+
 def _pixels(dataset, count: int) -> torch.Tensor:
     """The first `count` images of `dataset`: count x 3 x H x W in [-1, 1] (CPU)."""
     return torch.from_numpy(np.stack([to_tensor_array(dataset.image(i)) for i in range(count)]))
@@ -300,8 +308,7 @@ def train(cfg: TrainConfig) -> dict:
         torch.save((means, stds), cache)
         if cfg.tune_decoder:
             t0 = time.perf_counter()
-            report["vae_before_decoder_tuning"] = vae_colour_check(vae, dataset, device)
-            report["decoder_loss_first_last"] = tune_decoder(cfg, vae, pixels, means, stds, device)
+            report |= _stage_1b(cfg, vae, dataset, pixels, means, stds, device)
             report["stage1_seconds"] = time.perf_counter() - t0
         del pixels
         vae.save_pretrained(vae_dir)
@@ -317,8 +324,7 @@ def train(cfg: TrainConfig) -> dict:
         scaling = float(1.0 / sampled.std())
         vae.register_to_config(scaling_factor=scaling)
         torch.save((means, stds), cache)
-        report["vae_before_decoder_tuning"] = vae_colour_check(vae, dataset, device)
-        report["decoder_loss_first_last"] = tune_decoder(cfg, vae, pixels, means, stds, device)
+        report |= _stage_1b(cfg, vae, dataset, pixels, means, stds, device)
         vae.save_pretrained(vae_dir)
         del pixels
         report["stage1_seconds"] = time.perf_counter() - t0
