@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.settings import Settings, SettingsError, load_settings
+from engine.argtypes import positive
 from engine.params import PARAMETERS
 from engine.requests import Engine, RenderError
 
@@ -373,19 +374,6 @@ def _flag(argv: list[str], name: str) -> str | None:
     return values[-1] if values else None
 
 
-def _positive(kind: type[int] | type[float]):
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgrid", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -403,8 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser("upgrade", help="apply pending migrations").set_defaults(func=_cmd_db_upgrade)
     prune = db.add_parser("prune", help="delete old images now, as IMAGE_RETENTION_DAYS / IMAGE_STORE_MAX_GB say")
     prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
-    prune.add_argument("--days", type=_positive(int), help="delete images older than this (default: the setting)")
-    prune.add_argument("--max-gb", type=_positive(float), help="keep the images under this size (default: the setting)")
+    prune.add_argument("--days", type=positive(int), help="delete images older than this (default: the setting)")
+    prune.add_argument("--max-gb", type=positive(float), help="keep the images under this size (default: the setting)")
     prune.set_defaults(func=_cmd_db_prune)
     backup = db.add_parser("backup", help="copy the database safely while the bot runs")
     backup.add_argument("path", type=Path, help="the backup file to write, or a folder to write a dated one in")

@@ -185,6 +185,17 @@ def test_db_prune_without_a_rule_or_a_database_is_one_line(tmp_path: Path, monke
     )
 
 
+def test_db_prune_refuses_a_rule_that_is_not_a_positive_number(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    _database_with_jobs(tmp_path, [1])
+    for argv, said in ((["--days", "0"], "--days: '0'"), (["--max-gb", "-1"], "--max-gb: '-1'")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["db", "prune", *argv])
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.strip().endswith(f"error: argument {said} is not a positive number")
+
+
 def test_db_backup_writes_a_checked_copy_and_db_check_reads_it(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from engine.argtypes import fraction, non_negative, positive, tile_size
+
 SHIPPED_MODEL = "dreamgrid-tiny"
 # Found from this file, not the working directory: `dreamgrid eval` works from any folder.
 SHIPPED_FOLDER = Path(__file__).resolve().parents[1] / "weights" / SHIPPED_MODEL
@@ -29,32 +31,36 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default=d.output, help="pipeline folder to write (default: %(default)s)")
     p.add_argument("--run-dir", default=d.run_dir, help="checkpoints, samples and the run report")
     p.add_argument("--data", default=None, help="folder of images with same-named .txt captions (default: synthetic)")
-    p.add_argument("--num-images", type=int, default=d.num_images, help="synthetic dataset size")
-    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--num-images", type=positive(int), default=d.num_images, help="synthetic dataset size")
+    p.add_argument("--image-size", type=tile_size, default=d.image_size)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive(int), default=None, help="torch CPU threads")
     p.add_argument("--vae", default=None, help="a trained AutoencoderKL folder to use instead of training one")
     p.add_argument(
         "--tune-decoder",
         action="store_true",
         help="with --vae: tune its decoder on this dataset's whole images (stage 1b)",
     )
-    p.add_argument("--decoder-steps", type=int, default=d.decoder_steps, help="stage 1b steps")
-    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
-    p.add_argument("--vae-batch", type=int, default=d.vae_batch)
-    p.add_argument("--steps", type=int, default=d.steps, help="UNet + text encoder steps")
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--text-lr", type=float, default=d.text_lr)
-    p.add_argument("--caption-dropout", type=float, default=d.caption_dropout)
+    p.add_argument("--decoder-steps", type=non_negative(int), default=d.decoder_steps, help="stage 1b steps")
+    p.add_argument("--vae-steps", type=non_negative(int), default=d.vae_steps)
+    p.add_argument("--vae-batch", type=positive(int), default=d.vae_batch)
+    p.add_argument("--steps", type=non_negative(int), default=d.steps, help="UNet + text encoder steps")
+    p.add_argument("--batch", type=positive(int), default=d.batch)
+    p.add_argument("--lr", type=positive(float), default=d.lr)
+    p.add_argument("--text-lr", type=positive(float), default=d.text_lr)
+    p.add_argument("--caption-dropout", type=fraction, default=d.caption_dropout)
     p.add_argument(
         "--timesteps", choices=("uniform", "importance"), default=d.timesteps, help="how noise levels are drawn"
     )
-    p.add_argument("--sample-every", type=int, default=d.sample_every)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--resume", action="store_true", help="continue from the run dir's checkpoint")
-    p.add_argument("--stop-after", type=int, default=None, help="checkpoint and stop at this step")
+    p.add_argument("--sample-every", type=positive(int), default=d.sample_every)
+    p.add_argument("--checkpoint-every", type=positive(int), default=d.checkpoint_every)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the run dir's checkpoint, with the VAE and latent cache it made (--vae is not read again)",
+    )
+    p.add_argument("--stop-after", type=positive(int), default=None, help="checkpoint and stop at this step")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -107,18 +113,18 @@ def eval_main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "model", nargs="?", default=SHIPPED_MODEL, help="a diffusers folder (default: the model dreamgrid ships)"
     )
-    p.add_argument("--seeds", type=int, default=4, help="seeds per prompt (24 prompts)")
+    p.add_argument("--seeds", type=positive(int), default=4, help="seeds per prompt (24 prompts)")
     p.add_argument(
         "--cases",
         choices=CASE_SETS,
         default=CASE_SETS[0],
         help="held-out triples (default), the same prompts at fresh seeds, or trained triples",
     )
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE)
+    p.add_argument("--steps", type=positive(int), default=DEFAULT_STEPS)
+    p.add_argument("--guidance", type=non_negative(float), default=DEFAULT_GUIDANCE)
+    p.add_argument("--size", type=tile_size, default=DEFAULT_SIZE)
     p.add_argument("--grid", default=None, help="save the first 64 images as a PNG grid")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive(int), default=None)
     a = p.parse_args(argv)
     if a.threads:
         import torch
@@ -148,12 +154,12 @@ def train_describer_main(argv: list[str] | None = None) -> int:
         prog="dreamgrid train-describer", description="Train the small image-to-text model behind /describe."
     )
     p.add_argument("--output", default=d.output, help="model folder to write (default: %(default)s)")
-    p.add_argument("--num-images", type=int, default=d.num_images, help="synthetic dataset size")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--num-images", type=positive(int), default=d.num_images, help="synthetic dataset size")
+    p.add_argument("--steps", type=positive(int), default=d.steps)
+    p.add_argument("--batch", type=positive(int), default=d.batch)
+    p.add_argument("--lr", type=positive(float), default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive(int), default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -184,7 +190,7 @@ def eval_describer_main(argv: list[str] | None = None) -> int:
     p.add_argument("describer", nargs="?", default="engine/weights/dreamgrid-describer")
     p.add_argument("--model", default="engine/weights/dreamgrid-tiny", help="text-to-image model for the round trip")
     p.add_argument("--no-round-trip", action="store_true", help="only the held-out images")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive(int), default=None)
     a = p.parse_args(argv)
     if a.threads:
         import torch
@@ -226,12 +232,12 @@ def train_motion_main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--model", type=Path, default=d.model, help="the image model whose UNet it moves")
     p.add_argument("--output", type=Path, default=d.out, help="the MotionAdapter folder to write")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--clips", type=int, default=d.clips, help="synthetic clips drawn and encoded once")
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--steps", type=positive(int), default=d.steps)
+    p.add_argument("--clips", type=positive(int), default=d.clips, help="synthetic clips drawn and encoded once")
+    p.add_argument("--batch", type=positive(int), default=d.batch)
+    p.add_argument("--lr", type=positive(float), default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (one: reproducible)")
+    p.add_argument("--threads", type=positive(int), default=d.threads, help="torch CPU threads (one: reproducible)")
     a = p.parse_args(argv)
     cfg = MotionConfig(
         model=a.model,
@@ -258,7 +264,7 @@ def eval_motion_main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--model", type=Path, default=SHIPPED_FOLDER)
     p.add_argument("--motion", type=Path, default=SHIPPED_FOLDER.parent / "dreamgrid-motion")
-    p.add_argument("--clips", type=int, default=8)
+    p.add_argument("--clips", type=positive(int), default=8)
     a = p.parse_args(argv)
     report = eval_motion(a.model, a.motion, clips=a.clips)
     print(json.dumps(report, indent=2))

@@ -240,3 +240,31 @@ def test_train_with_a_vae_that_is_not_a_folder_is_one_line_and_writes_nothing(tm
     assert train_main(["--vae", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.strip().endswith("is not an AutoencoderKL folder (no config.json)")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "said"),
+    [
+        ("eval", ["--seeds", "0"], "argument --seeds: '0' is not a positive number"),
+        ("eval", ["--size", "65"], "argument --size: '65' is not a size in pixels that is a positive multiple of 8"),
+        ("eval", ["--guidance", "-1"], "argument --guidance: '-1' is not a number, 0 or more"),
+        ("train", ["--decoder-steps", "-5"], "argument --decoder-steps: '-5' is not a number, 0 or more"),
+        ("train", ["--lr", "nan"], "argument --lr: 'nan' is not a positive number"),
+        ("train", ["--caption-dropout", "1"], "argument --caption-dropout: '1' is not a number from 0 to under 1"),
+        ("train", ["--batch", "two"], "argument --batch: 'two' is not a positive number"),
+        ("train-describer", ["--steps", "0"], "argument --steps: '0' is not a positive number"),
+        ("train-motion", ["--clips", "-1"], "argument --clips: '-1' is not a positive number"),
+        ("eval-motion", ["--clips", "0"], "argument --clips: '0' is not a positive number"),
+        ("eval-describer", ["--threads", "0"], "argument --threads: '0' is not a positive number"),
+    ],
+)
+def test_a_number_out_of_range_is_refused_in_one_line_before_any_work(command, argv, said, tmp_path, capsys):
+    from engine.training.cli import COMMANDS
+
+    with pytest.raises(SystemExit) as exit_:
+        COMMANDS[command]([*argv, "--run-dir", str(tmp_path / "run")] if command == "train" else argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1] == f"dreamgrid {command}: error: {said}"
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()
