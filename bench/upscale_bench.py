@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> None:
     measure(img2img, tiles, strengths, args.steps, args.min_steps, params.SHIPPED_GUIDANCE)
 
     if args.sd15_tiles:
-        from bench.gpu_bench import build_sd15_random
+        from bench.gpu_bench import build_sd15
 
-        sd15 = build_sd15_random(torch.device("cpu"), torch.float32)
+        sd15 = build_sd15(torch.device("cpu"), torch.float32)
         sd15_img2img = AutoPipelineForImage2Image.from_pipe(sd15)
         sd15_img2img.set_progress_bar_config(disable=True)
         print(f"\nSD1.5-shaped, random weights, {args.sd15_tiles} tiles 64 -> 128 px, {args.steps} steps:")
