@@ -57,6 +57,12 @@ async def test_zoom_out_2x_keeps_the_picture_in_the_centre_and_draws_a_border_in
     left, top, right, bottom = plan.box
     new_area = np.asarray(zoom.mask_image) > 0
     smeared = pixels(fill_new_area(placed, zoom.mask_image))[new_area]
+    borders = [pixels(image)[new_area] for image in result.images]
+    # drawn by the model, not the kept picture's edge smeared outwards and left so: each seed's noise,
+    # denoised, leaves its own border (a copy or a VAE round trip of the smear would be the same for
+    # both). The shipped model's flat background is about as flat as the smear: 0.17 and 0.75 apart.
+    assert np.abs(borders[0] - borders[1]).mean() > 0.05
+    assert all(np.abs(border - smeared).mean() > 0.3 for border in borders)
     for image in result.images:
         assert image.size == (TILE, TILE)
         out, source = pixels(image), pixels(placed)
@@ -66,9 +72,6 @@ async def test_zoom_out_2x_keeps_the_picture_in_the_centre_and_draws_a_border_in
         border = out[new_area]
         red, green, blue = border.mean(axis=0)
         assert blue > red + 60 and blue > green + 60  # the blue background goes on
-        # drawn by the model, not the kept picture's edge smeared outwards and left so (the shipped
-        # model's flat background may be as flat as that smear, or flatter)
-        assert np.abs(border - smeared).mean() > 1
         assert np.abs(np.diff(out, axis=1)).mean() < 12  # not noise: neighbours agree (noise: ~80)
 
 

@@ -82,11 +82,15 @@ def test_on_the_shipped_model_a_reference_moves_colours_toward_it_and_keeps_the_
     for prompt, seed in (("a red circle on a blue background", 1), ("a yellow triangle on a green background", 2)):
         asked = RenderRequest(action=Action.IMAGINE, prompt=prompt, seeds=(seed,), width=64, height=64, steps=10)
         plain = imagine(shipped, [asked])[0][0]
-        styled = imagine(shipped, [RenderRequest(**{**_fields(asked), "style_images": (reference,)})])[0][0]
+        # at --sw 500 (measured: 0.79x and 0.65x). At the default 100 the shipped model moves this
+        # reference's colours 0.86x on average over sref_bench's prompts but 0.93x and 0.96x on these
+        # two, and at 250 0.77x and 0.93x: too close to 1 to tell a move from a different seed's draw
+        styled_request = RenderRequest(**{**_fields(asked), "style_images": (reference,), "style_weight": 500})
+        styled = imagine(shipped, [styled_request])[0][0]
         closer.append(colour_distance(styled, reference) / colour_distance(plain, reference))
         # the composition is the prompt's: the styled tile is nearer its own unstyled tile than the reference
         kept.append(_edges(styled, plain) < _edges(styled, reference))
-    assert max(closer) < 0.95, closer
+    assert max(closer) < 0.9, closer
     assert all(kept)
 
 
