@@ -96,11 +96,12 @@ VARY_REGION = 1.0  # Vary (Region) redraws the chosen cells from scratch, as Mid
 # shipped model (BENCHMARKS.md): from pure noise (1) the new area held a copy of the kept object in 69%
 # of Zoom Outs and 28% of Pans (a plain /imagine draws a second object in 0% / 9%); at 0.45, 22% / 3%.
 OUTPAINT_NEW_AREA = 0.45
-# The shipped dreamgrid-tiny's own (the engine's hints): its flat backgrounds need no new detail, and
-# at 0.45 the six-shape model continues the kept object into the new area in 28 % of 2x Zoom Outs, at
-# 0.2 in 9 % (3 of 32; a plain /imagine draws a second object in none); at 0.1, 2 %, but with smudges
-# on dark backgrounds. A real model's new area would stay a smear at 0.2.
-SHIPPED_NEW_AREA = 0.2
+# The shipped dreamgrid-tiny's own (the engine's hints): its flat backgrounds need no new detail. The
+# model shipped on 4 Dec continued the kept object into the new area in 28 % of 2x Zoom Outs at 0.45
+# and 9 % at 0.2 (a plain /imagine draws a second object in none), and left smudges on dark
+# backgrounds at 0.1. The one-sitting model of 5 Dec: 3 % (2 of 64) at 0.2, 1 % (1 of 96) at 0.15,
+# with no smudges; Zoom Out 1.5x and Pan clone in none. A real model's new area would stay a smear.
+SHIPPED_NEW_AREA = 0.15
 
 # Animate's --motion: how far (as an img2img strength) each frame may move from the picture. On the
 # shipped motion model below ~0.5 the clip barely moves; at 1 the frames forget the picture but for the
