@@ -17,6 +17,20 @@ SHIPPED_MODEL = "dreamgrid-tiny"
 SHIPPED_FOLDER = Path(__file__).resolve().parents[1] / "weights" / SHIPPED_MODEL
 
 
+def _model_folder(name: str | Path) -> Path:
+    """The shipped model by its name (from any working directory), any other folder as given."""
+    return SHIPPED_FOLDER if str(name) == SHIPPED_MODEL else Path(name)
+
+
+def _not_a_folder(command: str, what: str, folder: str | Path, kind: str, marker: str) -> bool:
+    """True, with one line on stderr in argparse's words, when `folder` lacks the file that makes it `kind`:
+    the command stops before any work instead of in a traceback from deep inside the loader."""
+    if (Path(folder) / marker).is_file():
+        return False
+    print(f"dreamgrid {command}: error: {what}{folder} is not {kind} (no {marker})", file=sys.stderr)
+    return True
+
+
 def _quiet() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,8 +78,7 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if a.vae and not (Path(a.vae) / "config.json").is_file():
-        print(f"dreamgrid train: error: --vae {a.vae} is not an AutoencoderKL folder (no config.json)", file=sys.stderr)
+    if a.vae and _not_a_folder("train", "--vae ", a.vae, "an AutoencoderKL folder", "config.json"):
         return 2
     if a.tune_decoder and not a.vae:
         print(
@@ -130,9 +143,8 @@ def eval_main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(a.threads)
-    model = SHIPPED_FOLDER if a.model == SHIPPED_MODEL else Path(a.model)
-    if not (model / "model_index.json").is_file():
-        print(f"dreamgrid eval: error: {a.model} is not a diffusers folder (no model_index.json)", file=sys.stderr)
+    model = _model_folder(a.model)
+    if _not_a_folder("eval", "", model, "a diffusers folder", "model_index.json"):
         return 2
     r = evaluate(str(model), a.seeds, a.steps, a.guidance, a.size, a.grid, a.cases)
     print(f"{r['cases']} {a.cases} cases, {a.size}px, {a.steps} steps, guidance {a.guidance}: {r['seconds']:.1f} s")
@@ -182,14 +194,16 @@ def train_describer_main(argv: list[str] | None = None) -> int:
 
 def eval_describer_main(argv: list[str] | None = None) -> int:
     _quiet()
+    from engine.describe import DescriberError
+
     from .describer import DESCRIBER_TARGETS, evaluate_describer
 
     p = argparse.ArgumentParser(
         prog="dreamgrid eval-describer",
         description="Judge a describer on held-out synthetic images and on describe(imagine(prompt)).",
     )
-    p.add_argument("describer", nargs="?", default="engine/weights/dreamgrid-describer")
-    p.add_argument("--model", default="engine/weights/dreamgrid-tiny", help="text-to-image model for the round trip")
+    p.add_argument("describer", nargs="?", default=str(SHIPPED_FOLDER.parent / "dreamgrid-describer"))
+    p.add_argument("--model", default=SHIPPED_MODEL, help="text-to-image model for the round trip")
     p.add_argument("--no-round-trip", action="store_true", help="only the held-out images")
     p.add_argument("--threads", type=positive(int), default=None)
     a = p.parse_args(argv)
@@ -197,7 +211,14 @@ def eval_describer_main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(a.threads)
-    r = evaluate_describer(a.describer, text_to_image=None if a.no_round_trip else a.model)
+    model = None if a.no_round_trip else _model_folder(a.model)
+    if model and _not_a_folder("eval-describer", "--model ", model, "a diffusers folder", "model_index.json"):
+        return 2
+    try:
+        r = evaluate_describer(a.describer, text_to_image=None if model is None else str(model))
+    except DescriberError as e:
+        print(f"dreamgrid eval-describer: error: {e}", file=sys.stderr)
+        return 2
     ok = True
     parts = (
         ("held_out", "held-out images"),
@@ -240,6 +261,8 @@ def train_motion_main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=positive(int), default=d.threads, help="torch CPU threads (one: reproducible)")
     a = p.parse_args(argv)
+    if _not_a_folder("train-motion", "--model ", a.model, "a diffusers folder", "model_index.json"):
+        return 2
     cfg = MotionConfig(
         model=a.model,
         out=a.output,
@@ -257,6 +280,8 @@ def train_motion_main(argv: list[str] | None = None) -> int:
 
 def eval_motion_main(argv: list[str] | None = None) -> int:
     _quiet()
+    from engine.video import MOTION_FOLDER
+
     from .motion import eval_motion
 
     p = argparse.ArgumentParser(
@@ -264,9 +289,17 @@ def eval_motion_main(argv: list[str] | None = None) -> int:
         description='Animate "red circle on a blue background" pictures and judge the clips from pixels.',
     )
     p.add_argument("--model", type=Path, default=SHIPPED_FOLDER)
-    p.add_argument("--motion", type=Path, default=SHIPPED_FOLDER.parent / "dreamgrid-motion")
+    p.add_argument("--motion", type=Path, default=MOTION_FOLDER)
     p.add_argument("--clips", type=positive(int), default=8)
     a = p.parse_args(argv)
+    if _not_a_folder("eval-motion", "--model ", a.model, "a diffusers folder", "model_index.json"):
+        return 2
+    if a.motion.resolve() != MOTION_FOLDER.resolve():  # the eval animates through the engine
+        print(
+            f"dreamgrid eval-motion: error: --motion must be {MOTION_FOLDER}, where the engine reads it",
+            file=sys.stderr,
+        )
+        return 2
     report = eval_motion(a.model, a.motion, clips=a.clips)
     print(json.dumps(report, indent=2))
     return 0 if report["moved_and_kept"] * 2 >= report["clips"] and report["frames"] >= 16 else 1

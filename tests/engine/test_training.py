@@ -268,3 +268,43 @@ def test_a_number_out_of_range_is_refused_in_one_line_before_any_work(command, a
     assert err.splitlines()[-1] == f"dreamgrid {command}: error: {said}"
     assert "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "said"),
+    [
+        ("eval-describer", ["--model", "{tmp}"], "--model {tmp} is not a diffusers folder (no model_index.json)"),
+        ("eval-describer", ["{tmp}", "--no-round-trip"], "could not load describer '{tmp}': no such folder"),
+        ("train-motion", ["--model", "{tmp}"], "--model {tmp} is not a diffusers folder (no model_index.json)"),
+        ("eval-motion", ["--model", "{tmp}"], "--model {tmp} is not a diffusers folder (no model_index.json)"),
+        ("eval-motion", ["--motion", "{tmp}"], "--motion must be "),
+    ],
+)
+def test_a_folder_that_is_not_a_model_is_refused_in_one_line(command, argv, said, tmp_path, capsys):
+    from engine.training.cli import COMMANDS
+
+    missing = str(tmp_path / "nowhere")
+    assert COMMANDS[command]([arg.format(tmp=missing) for arg in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"dreamgrid {command}: error: {said.format(tmp=missing)}")
+    assert "\n" not in err
+
+
+def test_eval_describer_finds_the_shipped_models_from_any_folder(tmp_path, monkeypatch):
+    from engine.training import cli
+
+    monkeypatch.chdir(tmp_path)  # outside the repository
+    seen = {}
+    monkeypatch.setattr(
+        "engine.training.describer.evaluate_describer",
+        lambda describer, text_to_image: seen.update(describer=describer, model=text_to_image) or _no_report(),
+    )
+    cli.eval_describer_main([])
+    assert seen == {
+        "describer": str(cli.SHIPPED_FOLDER.parent / "dreamgrid-describer"),
+        "model": str(cli.SHIPPED_FOLDER),
+    }
+
+
+def _no_report() -> dict:
+    return {"example": {"prompts": []}}
